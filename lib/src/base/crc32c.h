@@ -1,8 +1,12 @@
 // CRC-32C (Castagnoli), as used by iSCSI, ext4 and the procmig wire format.
 //
 // Extend() uses the SSE4.2 crc32 instruction when the CPU has it (checked once, at first use, and
-// cached in a function-local constant: no mutable global state) and a table-driven portable
-// version otherwise. Both give identical results; tests check them against published vectors.
+// cached in a function-local constant: no mutable global state), running three interleaved
+// streams on buffers of 768 bytes and more, and a table-driven portable version otherwise. Both
+// give identical results; tests check them against published vectors. Every function is pure and
+// callable from any thread, and none allocates or locks, so the agent may checksum pages while
+// application threads are parked (call HardwareAccelerated() once before parking: the first call
+// initialises the function-local constant, which takes a guard).
 #ifndef PROCMIG_BASE_CRC32C_H_
 #define PROCMIG_BASE_CRC32C_H_
 
@@ -15,6 +19,10 @@ namespace procmig::crc32c {
 uint32_t Extend(uint32_t init_crc, const void* data, size_t n);
 
 inline uint32_t Value(const void* data, size_t n) { return Extend(0, data, n); }
+
+// Returns the crc32c of concat(A, B) from crc_a = crc32c(A), crc_b = crc32c(B) and len_b = |B|,
+// without touching the data (e.g. to join checksums computed by several threads).
+uint32_t Combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 // The portable implementation, exposed so tests can compare it with the hardware path.
 uint32_t ExtendPortable(uint32_t init_crc, const void* data, size_t n);
