@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Runs one program inside a throwaway qemu VM booted with Debian 12's stock kernel (Linux 6.1,
+# CONFIG_MEM_SOFT_DIRTY=y), and exits with that program's exit code.
+#
+#   tests/vm/run_in_vm.sh [--timeout SECONDS] [--mem MB] [--cpus N] [--log FILE] BINARY [ARGS...]
+#
+# Why: the build host's kernel lacks soft-dirty (and any other kernel may lack some feature a
+# procmig tracker or restorer depends on), so kernel-behaviour tests run here under another
+# kernel. The guest is an initramfs holding busybox, BINARY and every shared library `ldd` lists
+# (at the same paths), with proc, sysfs, devtmpfs and a tmpfs /tmp mounted. The guest's console
+# is streamed to stdout and saved to the log file.
+#
+# Exit status: the guest program's exit code (128+N if signal N killed it); 124 when the
+# timeout expired (qemu killed); 125 when the VM ended without reporting an exit code (kernel
+# panic, guest crash, qemu error); 126 when the VM could not be prepared (packages, kernel,
+# binary, initramfs).
+#
+# Environment: PROCMIG_VM_CACHE (default /var/cache/procmig-vm) keeps the extracted kernel so
+# later runs skip the download; PROCMIG_VM_ACCEL=auto|tcg|kvm (default auto: KVM only if
+# /dev/kvm exists and the guest starts within PROCMIG_VM_KVM_BOOT_TIMEOUT seconds, default 20;
+# otherwise TCG, since KVM was seen to hang at boot in this nested VM).
+set -euo pipefail
+
+readonly kMarker=PROCMIG-VM-EXIT
+readonly kStartMarker=PROCMIG-VM-START
+readonly kSetupFailed=126
+
+timeout_s=300
+mem_mb=512
+cpus=1
+log_file=""
+cache_dir=${PROCMIG_VM_CACHE:-/var/cache/procmig-vm}
+accel=${PROCMIG_VM_ACCEL:-auto}
+kvm_boot_timeout=${PROCMIG_VM_KVM_BOOT_TIMEOUT:-20}
+
+say() { echo "run_in_vm: $*" >&2; }
+die() {
+  say "error: $*"
+  exit "$kSetupFailed"
+}
+usage() {
+  sed -n '4p' "$0" | sed 's/^#  *//' >&2
+  exit "$kSetupFailed"
+}
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --timeout) timeout_s=${2:?--timeout needs SECONDS}; shift 2 ;;
+    --mem) mem_mb=${2:?--mem needs MB}; shift 2 ;;
+    --cpus) cpus=${2:?--cpus needs N}; shift 2 ;;
+    --log) log_file=${2:?--log needs FILE}; shift 2 ;;
+    -h | --help) usage ;;
+    --) shift; break ;;
+    -*) say "unknown option $1"; usage ;;
+    *) break ;;
+  esac
+done
+[ $# -ge 1 ] || usage
+for n in "$timeout_s" "$mem_mb" "$cpus" "$kvm_boot_timeout"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "options: '$n' is not a positive integer"
+done
+case $accel in auto | tcg | kvm) ;; *) die "PROCMIG_VM_ACCEL='$accel': expected auto, tcg or kvm" ;; esac
+
+binary=$1
+shift
+[ -f "$binary" ] && [ -x "$binary" ] || die "binary '$binary': not an executable file"
+binary=$(readlink -f "$binary")
+binary_name=$(basename "$binary")
+[ -n "$log_file" ] || log_file="${TMPDIR:-/tmp}/procmig-vm.$binary_name.log"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/procmig-vm.XXXXXX")
+qemu_pid=""
+tail_pid=""
+cleanup() {
+  [ -z "$qemu_pid" ] || kill -KILL "$qemu_pid" 2>/dev/null || true
+  [ -z "$tail_pid" ] || kill "$tail_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- Host packages -----------------------------------------------------------------------------
+
+run_as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  say "installing ${missing[*]}"
+  local install=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
+  if ! DEBIAN_FRONTEND=noninteractive run_as_root "${install[@]}" "${missing[@]}" >&2; then
+    say "install failed; running apt-get update once and retrying"
+    run_as_root apt-get update -qq >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive run_as_root "${install[@]}" "${missing[@]}" >&2 ||
+      die "apt-get install ${missing[*]} failed"
+  fi
+}
+
+ensure_packages qemu-system-x86 busybox-static
+busybox=/bin/busybox
+file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not statically linked"
+
+# --- Kernel ------------------------------------------------------------------------------------
+
+# Prints the name of the newest Debian 6.1 kernel image package, e.g. linux-image-6.1.0-56-amd64.
+kernel_package() {
+  apt-cache depends linux-image-amd64 2>/dev/null |
+    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+}
+
+# Fetches and extracts the kernel package into $cache_dir/<package>/ unless already there.
+# Only boot/ (vmlinuz, config, System.map) is kept: the guest loads no modules.
+fetch_kernel() {
+  local pkg=$1 dest=$cache_dir/$1
+  [ -f "$dest/.complete" ] && return 0
+  local dl=$cache_dir/.download.$$
+  rm -rf "$dl" && mkdir -p "$dl"
+  [ "$(id -u)" != 0 ] || chown _apt "$dl" 2>/dev/null || true # lets apt download sandboxed
+  say "downloading $pkg (not installed; extracted into $dest)"
+  if ! (cd "$dl" && apt-get download -q "$pkg" >&2); then
+    say "apt-get download failed; running apt-get update once and retrying"
+    run_as_root apt-get update -qq >&2 || die "apt-get update failed"
+    (cd "$dl" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
+  fi
+  local deb
+  deb=$(ls "$dl"/"$pkg"_*.deb) || die "apt-get download $pkg left no .deb"
+  mkdir -p "$dl/x"
+  dpkg-deb -x "$deb" "$dl/x" || die "dpkg-deb -x $deb failed"
+  rm -rf "$dest" && mkdir -p "$dest"
+  mv "$dl/x/boot" "$dest/boot" || die "$deb has no boot/ directory"
+  rm -rf "$dl"
+  touch "$dest/.complete"
+}
+
+mkdir -p "$cache_dir" || die "cannot create cache directory $cache_dir"
+exec 9>"$cache_dir/.lock"
+flock 9 # Concurrent runs must not extract into the same directory.
+pkg=$(kernel_package)
+if [ -z "$pkg" ]; then
+  # No package index answer (offline?): use the newest kernel already cached, if any.
+  pkg=$(cd "$cache_dir" && ls -d linux-image-*-amd64 2>/dev/null | sort -V | tail -n1) ||
+    true
+  [ -n "$pkg" ] && [ -f "$cache_dir/$pkg/.complete" ] ||
+    die "apt-cache depends linux-image-amd64 named no kernel package and none is cached"
+  say "apt-cache named no kernel package; using cached $pkg"
+fi
+fetch_kernel "$pkg"
+flock -u 9
+kernel=$(ls "$cache_dir/$pkg"/boot/vmlinuz-* 2>/dev/null | head -n1)
+config=$(ls "$cache_dir/$pkg"/boot/config-* 2>/dev/null | head -n1)
+[ -n "$kernel" ] && [ -n "$config" ] || die "$cache_dir/$pkg/boot lacks vmlinuz-* or config-*"
+soft_dirty=$(grep -E '^(# )?CONFIG_MEM_SOFT_DIRTY[= ]' "$config" || true)
+say "kernel $kernel ($(basename "$config"): ${soft_dirty:-CONFIG_MEM_SOFT_DIRTY absent})"
+[ "$soft_dirty" = CONFIG_MEM_SOFT_DIRTY=y ] || die "$config: kernel lacks CONFIG_MEM_SOFT_DIRTY=y"
+
+# --- Initramfs ---------------------------------------------------------------------------------
+
+root=$work/root
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,procmig}
+cp "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list); do
+  [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+[ "$(id -u)" != 0 ] || mknod -m 600 "$root/dev/console" c 5 1
+
+cp "$binary" "$root/procmig/$binary_name"
+# Shared libraries and the dynamic loader go at the paths ldd reports, so the loader finds them
+# exactly as on the host (RUNPATHs included). A static binary has none.
+if ldd_out=$(ldd "$binary" 2>&1); then
+  while read -r lib; do
+    [ -n "$lib" ] || continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done < <(printf '%s\n' "$ldd_out" | grep -oE '(^|=> )/[^ ]+' | sed 's/^=> //')
+  if printf '%s\n' "$ldd_out" | grep -q 'not found'; then
+    die "ldd $binary: $(printf '%s\n' "$ldd_out" | grep 'not found' | tr -s ' \t' ' ')"
+  fi
+elif ! printf '%s\n' "$ldd_out" | grep -qE 'not a dynamic executable|statically linked'; then
+  die "ldd $binary failed: $ldd_out"
+fi
+
+# Each argument single-quoted for the guest's shell, so any byte survives unchanged.
+quoted_args=""
+for arg in "$@"; do
+  quoted_args+=" '${arg//\'/\'\\\'\'}'"
+done
+
+cat >"$root/init" <<INIT
+#!/bin/busybox sh
+export PATH=/bin HOME=/tmp TMPDIR=/tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+cd /tmp
+echo "$kStartMarker \$(uname -r)"
+/procmig/$binary_name$quoted_args
+code=\$?
+echo
+echo "$kMarker \$code"
+poweroff -f
+INIT
+chmod 755 "$root/init"
+
+initrd=$work/initrd.gz
+(cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 >"$initrd") ||
+  die "packing the initramfs failed"
+say "initramfs $(du -h "$initrd" | cut -f1) (binary $binary_name, $(find "$root" -name '*.so*' | wc -l) shared objects)"
+
+# --- Boot --------------------------------------------------------------------------------------
+
+# Boots the VM once with the given accelerator, streaming its console to stdout and appending it
+# to the log. Returns 0 when qemu exited by itself, 124 on timeout, 3 when boot_limit (0: none)
+# passed without the guest's start marker.
+boot() {
+  local accel=$1 boot_limit=$2 part=$work/console.$1
+  local cpu=max
+  [ "$accel" != kvm ] || cpu=host,arch-capabilities=off # plain "host" makes QEMU abort on an MSR
+  : >"$part"
+  qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp "$cpus" -m "$mem_mb" \
+    -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 panic=-1 quiet" \
+    -nographic -vga none -nic none -no-reboot </dev/null >"$part" 2>&1 &
+  qemu_pid=$!
+  # SeaBIOS resets and clears the terminal (ESC c, ESC [2J): strip escapes and CRs, line-buffered.
+  tail -n +1 -f --pid="$qemu_pid" "$part" |
+    sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee -a "$log_file" &
+  tail_pid=$!
+  local start=$SECONDS result=0
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if [ $((SECONDS - start)) -ge "$timeout_s" ]; then
+      result=124
+    elif [ "$boot_limit" -gt 0 ] && [ $((SECONDS - start)) -ge "$boot_limit" ] &&
+      ! grep -q "$kStartMarker" "$part"; then
+      result=3
+    fi
+    if [ $result != 0 ]; then
+      kill -TERM "$qemu_pid" 2>/dev/null || true
+      sleep 2
+      kill -KILL "$qemu_pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=""
+  wait "$tail_pid" 2>/dev/null || true
+  tail_pid=""
+  return $result
+}
+
+: >"$log_file"
+result=0
+if [ "$accel" = kvm ] || { [ "$accel" = auto ] && [ -e /dev/kvm ]; }; then
+  say "booting with KVM (falls back to TCG unless the guest starts within ${kvm_boot_timeout}s)"
+  boot kvm "$kvm_boot_timeout" || result=$?
+  if [ $result != 0 ] || ! grep -q "$kStartMarker" "$work/console.kvm"; then
+    say "KVM guest did not start; booting with TCG"
+    echo "--- run_in_vm: KVM attempt failed, TCG follows ---" >>"$log_file"
+    accel=tcg
+    result=0
+  else
+    accel=kvm
+  fi
+fi
+if [ "$accel" != kvm ]; then
+  say "booting with TCG: $binary_name$quoted_args (timeout ${timeout_s}s, ${mem_mb} MiB, log $log_file)"
+  boot tcg 0 || result=$?
+fi
+
+if [ $result = 124 ]; then
+  say "timeout: the VM was still running after ${timeout_s}s and was killed (log $log_file)"
+  exit 124
+fi
+code=$(tr -d '\r' <"$log_file" | sed -n "s/.*$kMarker \([0-9][0-9]*\)\$/\1/p" | tail -n1)
+if [ -z "$code" ]; then
+  say "no '$kMarker' line: the VM ended before the program reported its exit code (kernel panic, guest crash or qemu error; see $log_file)"
+  exit 125
+fi
+say "guest $binary_name exited with $code (log $log_file)"
+exit "$code"
