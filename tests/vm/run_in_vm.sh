@@ -39,7 +39,7 @@ die() {
   exit "$kSetupFailed"
 }
 usage() {
-  sed -n '4p' "$0" | sed 's/^#  *//' >&2
+  sed -n 's/^#   \(tests\/vm\/run_in_vm.sh .*\)/usage: \1/p' "$0" >&2
   exit "$kSetupFailed"
 }
 
@@ -77,7 +77,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'say "interrupted: VM killed"; exit 130' INT TERM
 
 # --- Host packages -----------------------------------------------------------------------------
 
@@ -177,7 +177,8 @@ if ldd_out=$(ldd "$binary" 2>&1); then
     [ -n "$lib" ] || continue
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
-  done < <(printf '%s\n' "$ldd_out" | grep -oE '(^|=> )/[^ ]+' | sed 's/^=> //')
+  done < <(printf '%s\n' "$ldd_out" |
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
   if printf '%s\n' "$ldd_out" | grep -q 'not found'; then
     die "ldd $binary: $(printf '%s\n' "$ldd_out" | grep 'not found' | tr -s ' \t' ' ')"
   fi
@@ -241,7 +242,11 @@ boot() {
     fi
     if [ $result != 0 ]; then
       kill -TERM "$qemu_pid" 2>/dev/null || true
-      sleep 2
+      local grace
+      for grace in 1 2 3 4 5 6 7 8 9 10; do
+        kill -0 "$qemu_pid" 2>/dev/null || break
+        sleep 0.2
+      done
       kill -KILL "$qemu_pid" 2>/dev/null || true
       break
     fi
