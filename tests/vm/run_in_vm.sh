@@ -2,13 +2,18 @@
 # Runs one program inside a throwaway qemu VM booted with Debian 12's stock kernel (Linux 6.1,
 # CONFIG_MEM_SOFT_DIRTY=y), and exits with that program's exit code.
 #
-#   tests/vm/run_in_vm.sh [--timeout SECONDS] [--mem MB] [--cpus N] [--log FILE] BINARY [ARGS...]
+#   tests/vm/run_in_vm.sh [--timeout SECONDS] [--mem MB] [--cpus N] [--file PATH]... [--log FILE] BINARY [ARGS...]
 #
 # Why: the build host's kernel lacks soft-dirty (and any other kernel may lack some feature a
 # procmig tracker or restorer depends on), so kernel-behaviour tests run here under another
-# kernel. The guest is an initramfs holding busybox, BINARY and every shared library `ldd` lists
-# (at the same paths), with proc, sysfs, devtmpfs and a tmpfs /tmp mounted. The guest's console
-# is streamed to stdout and saved to the log file.
+# kernel. The guest is an initramfs holding busybox (all applets in /bin), BINARY at its host
+# path, every shared library `ldd` lists and the dynamic loader (at their host paths), and each
+# --file PATH (file or directory, at its host path, with its libraries); proc, sysfs, devtmpfs
+# and a tmpfs /tmp are mounted. BINARY runs as root in /tmp with ARGS unchanged. The guest's
+# console (BINARY's stdout and stderr, kernel warnings) is streamed to stdout and saved to the
+# log file (default ${TMPDIR:-/tmp}/procmig-vm.<binary name>.log). --timeout (default 300)
+# bounds the VM's run, not the preparation; --mem defaults to 512, --cpus to 1 (TCG with more
+# vCPUs takes more host cores). The guest CPU is "-cpu max", so host-built SSE4.2/AVX2 code runs.
 #
 # Exit status: the guest program's exit code (128+N if signal N killed it); 124 when the
 # timeout expired (qemu killed); 125 when the VM ended without reporting an exit code (kernel
@@ -29,6 +34,7 @@ timeout_s=300
 mem_mb=512
 cpus=1
 log_file=""
+extra_files=()
 cache_dir=${PROCMIG_VM_CACHE:-/var/cache/procmig-vm}
 accel=${PROCMIG_VM_ACCEL:-auto}
 kvm_boot_timeout=${PROCMIG_VM_KVM_BOOT_TIMEOUT:-20}
@@ -49,6 +55,9 @@ while [ $# -gt 0 ]; do
     --mem) mem_mb=${2:?--mem needs MB}; shift 2 ;;
     --cpus) cpus=${2:?--cpus needs N}; shift 2 ;;
     --log) log_file=${2:?--log needs FILE}; shift 2 ;;
+    --file)
+      [ -e "${2:?--file needs PATH}" ] || die "--file $2: no such file or directory"
+      extra_files+=("$(readlink -f "$2")"); shift 2 ;;
     -h | --help) usage ;;
     --) shift; break ;;
     -*) say "unknown option $1"; usage ;;
@@ -162,34 +171,57 @@ say "kernel $kernel ($(basename "$config"): ${soft_dirty:-CONFIG_MEM_SOFT_DIRTY 
 # --- Initramfs ---------------------------------------------------------------------------------
 
 root=$work/root
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,procmig}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp}
 cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
 [ "$(id -u)" != 0 ] || mknod -m 600 "$root/dev/console" c 5 1
 
-cp "$binary" "$root/procmig/$binary_name"
-# Shared libraries and the dynamic loader go at the paths ldd reports, so the loader finds them
-# exactly as on the host (RUNPATHs included). A static binary has none.
-if ldd_out=$(ldd "$binary" 2>&1); then
-  while read -r lib; do
-    [ -n "$lib" ] || continue
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
-  done < <(printf '%s\n' "$ldd_out" |
-    awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
-  if printf '%s\n' "$ldd_out" | grep -q 'not found'; then
-    die "ldd $binary: $(printf '%s\n' "$ldd_out" | grep 'not found' | tr -s ' \t' ' ')"
+# Copies a host file (or directory tree) into the guest at the same absolute path, and for a
+# dynamically linked ELF every library ldd lists plus the dynamic loader, also at their paths: the
+# guest's loader then resolves exactly what the host's did, RUNPATH and $ORIGIN included.
+add_to_guest() {
+  local path=$1 ldd_out lib
+  case $path in
+    /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /init | /bin | /bin/busybox)
+      die "$path: cannot be placed in the guest (the guest's own files live there)" ;;
+  esac
+  [ -e "$root$path" ] && [ ! -L "$root$path" ] && return 0 # already copied
+  mkdir -p "$root$(dirname "$path")"
+  if [ -d "$path" ]; then
+    cp -a "$path" "$root$path"
+    return 0
   fi
-elif ! printf '%s\n' "$ldd_out" | grep -qE 'not a dynamic executable|statically linked'; then
-  die "ldd $binary failed: $ldd_out"
-fi
+  cp -pL --remove-destination "$path" "$root$path"
+  if ldd_out=$(ldd "$path" 2>&1); then
+    if printf '%s\n' "$ldd_out" | grep -q 'not found'; then
+      die "ldd $path: $(printf '%s\n' "$ldd_out" | grep 'not found' | tr -s ' \t' ' ')"
+    fi
+    while read -r lib; do
+      [ -e "$root$lib" ] && continue
+      mkdir -p "$root$(dirname "$lib")"
+      cp -pL "$lib" "$root$lib"
+    done < <(printf '%s\n' "$ldd_out" |
+      awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  elif ! printf '%s\n' "$ldd_out" | grep -qE 'not a dynamic executable|statically linked'; then
+    die "ldd $path failed: $ldd_out"
+  fi
+}
 
-# Each argument single-quoted for the guest's shell, so any byte survives unchanged.
-quoted_args=""
+add_to_guest "$binary"
+for f in "${extra_files[@]}"; do
+  add_to_guest "$f"
+done
+
+# Single-quotes a word for the guest's shell, so any byte survives unchanged.
+quote() {
+  local q=${1//\'/\'\\\'\'}
+  printf "'%s'" "$q"
+}
+guest_command=$(quote "$binary")
 for arg in "$@"; do
-  quoted_args+=" '${arg//\'/\'\\\'\'}'"
+  guest_command+=" $(quote "$arg")"
 done
 
 cat >"$root/init" <<INIT
@@ -198,10 +230,14 @@ export PATH=/bin HOME=/tmp TMPDIR=/tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Files packed under /tmp (the binary may live there) move onto the fresh tmpfs.
+mv /tmp /tmp.initramfs
+mkdir /tmp
 mount -t tmpfs tmpfs /tmp
+cp -a /tmp.initramfs/. /tmp/ && rm -rf /tmp.initramfs
 cd /tmp
 echo "$kStartMarker \$(uname -r)"
-/procmig/$binary_name$quoted_args
+$guest_command
 code=\$?
 echo
 echo "$kMarker \$code"
@@ -274,7 +310,7 @@ if [ "$accel" = kvm ] || { [ "$accel" = auto ] && [ -e /dev/kvm ]; }; then
   fi
 fi
 if [ "$accel" != kvm ]; then
-  say "booting with TCG: $binary_name$quoted_args (timeout ${timeout_s}s, ${mem_mb} MiB, log $log_file)"
+  say "booting with TCG: $guest_command (timeout ${timeout_s}s, ${mem_mb} MiB, log $log_file)"
   boot tcg 0 || result=$?
 fi
 

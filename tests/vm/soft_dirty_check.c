@@ -107,25 +107,28 @@ int main(void) {
                " %d", i);
     } else if (!IsWritten(i) && dirty) {
       ++spurious;
-      snprintf(spurious_list + strlen(spurious_list),
-               sizeof(spurious_list) - strlen(spurious_list), " %d", i);
+      snprintf(spurious_list + strlen(spurious_list), sizeof(spurious_list) - strlen(spurious_list),
+               " %d", i);
     }
   }
   munmap((void*)mem, length);
 
   if (missing == 0 && spurious == 0 && dirty_after_clear == 0) {
-    printf("PASS: soft-dirty works on kernel %s: after clear_refs=4, bit 55 set on exactly pages "
-           "3 17 40 of %d\n",
-           release, kPages);
+    printf(
+        "PASS: soft-dirty works on kernel %s: after clear_refs=4, bit 55 set on exactly pages "
+        "3 17 40 of %d\n",
+        release, kPages);
     return 0;
   }
-  printf("FAIL: soft-dirty does not work on kernel %s: written pages 3 17 40; soft-dirty missing "
-         "on %d (pages:%s), set on %d unwritten (pages:%s); %d of %d soft-dirty right after "
-         "clear_refs; %d not present\n",
-         release, missing, missing ? missing_list : " none", spurious,
-         spurious ? spurious_list : " none", dirty_after_clear, kPages, not_present);
+  printf(
+      "FAIL: soft-dirty does not work on kernel %s: written pages 3 17 40; soft-dirty missing "
+      "on %d (pages:%s), set on %d unwritten (pages:%s); %d of %d soft-dirty right after "
+      "clear_refs; %d not present\n",
+      release, missing, missing ? missing_list : " none", spurious,
+      spurious ? spurious_list : " none", dirty_after_clear, kPages, not_present);
   if (missing == (int)(sizeof(kWritten) / sizeof(kWritten[0])) && spurious == 0)
-    printf("FAIL: the kernel accepted clear_refs but set no soft-dirty bit: it lacks "
-           "CONFIG_MEM_SOFT_DIRTY (or ignores it)\n");
+    printf(
+        "FAIL cause: the kernel accepted clear_refs but set no soft-dirty bit: it lacks "
+        "CONFIG_MEM_SOFT_DIRTY (or ignores it)\n");
   return 1;
 }
