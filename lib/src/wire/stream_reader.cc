@@ -1,0 +1,404 @@
+#include "wire/stream_reader.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/coding.h"
+#include "base/crc32c.h"
+
+namespace procmig::wire {
+namespace {
+
+bool AllowedInMode(RecordType t, StreamReader::Mode mode) {
+  switch (mode) {
+    case StreamReader::Mode::kMain:
+      return t >= RecordType::kBlockAdd && t <= RecordType::kEndOfStream;
+    case StreamReader::Mode::kPagesOnly:
+      return t == RecordType::kPageRun || t == RecordType::kIteration ||
+             t == RecordType::kEndOfStream;
+    case StreamReader::Mode::kReverse:
+      return t == RecordType::kAck || t == RecordType::kError || t == RecordType::kEndOfStream;
+    case StreamReader::Mode::kUnknown:
+      break;
+  }
+  return false;
+}
+
+const char* ModeName(StreamReader::Mode mode) {
+  switch (mode) {
+    case StreamReader::Mode::kMain:
+      return "the main channel";
+    case StreamReader::Mode::kPagesOnly:
+      return "a secondary (pages only) channel";
+    case StreamReader::Mode::kReverse:
+      return "a reverse channel";
+    case StreamReader::Mode::kUnknown:
+      break;
+  }
+  return "an unknown channel";
+}
+
+}  // namespace
+
+StreamReader::StreamReader(ReaderOptions options)
+    : options_(options), page_scratch_(new PageEntry[kMaxPagesPerRun]) {}
+
+absl::Status StreamReader::Fail(uint64_t offset, const std::string& what,
+                                const std::string& detail) {
+  status_ = absl::DataLossError(absl::StrCat(what, " at offset ", offset, ": ", detail));
+  return status_;
+}
+
+absl::Status StreamReader::Feed(std::span<const uint8_t> bytes) {
+  if (!status_.ok()) return status_;
+  if (input_pos_ != input_.size()) {
+    return absl::FailedPreconditionError(
+        "feed stream reader: previous input not consumed (call Next() until it returns null)");
+  }
+  if (clear_pending_) {
+    pending_.clear();
+    clear_pending_ = false;
+  }
+  input_ = bytes;
+  input_pos_ = 0;
+  return absl::OkStatus();
+}
+
+const uint8_t* StreamReader::Take(size_t need) {
+  unit_need_ = need;
+  size_t avail = input_.size() - input_pos_;
+  if (pending_.empty() && avail >= need) return input_.data() + input_pos_;
+  if (pending_.size() >= need) return pending_.data();
+  size_t n = std::min(need - pending_.size(), avail);
+  if (n == 0) return nullptr;
+  size_t want = pending_.size() + n;
+  if (want > pending_.capacity()) {
+    // Grow geometrically for 1-byte feeding, but never beyond this unit's checked size.
+    pending_.reserve(std::min(need, std::max(want, 2 * pending_.capacity())));
+  }
+  pending_.insert(pending_.end(), input_.data() + input_pos_, input_.data() + input_pos_ + n);
+  input_pos_ += n;
+  return pending_.size() == need ? pending_.data() : nullptr;
+}
+
+void StreamReader::Consume(size_t size) {
+  if (pending_.empty()) {
+    input_pos_ += size;
+  } else {
+    clear_pending_ = true;  // record_ may still view it; dropped on the next call
+  }
+  offset_ += size;
+  unit_need_ = 0;
+}
+
+absl::Status StreamReader::ParsePreamble(const uint8_t* p) {
+  for (size_t i = 0; i < kMagic.size(); ++i) {
+    if (p[i] != kMagic[i]) return Fail(0, "preamble", "bad magic (not a procmig stream)");
+  }
+  uint32_t stored = DecodeFixed32(p + kPreambleCrcOffset);
+  uint32_t computed = crc32c::Value(p, kPreambleCrcOffset);
+  if (stored != computed) {
+    return Fail(0, "preamble",
+                absl::StrFormat("crc mismatch (stored 0x%08x, computed 0x%08x)", stored, computed));
+  }
+  Preamble pre = DecodePreambleFields(p);
+  if (pre.version != kVersion) {
+    return Fail(
+        0, "preamble",
+        absl::StrCat("unsupported version ", pre.version, " (this reader reads ", kVersion, ")"));
+  }
+  if (p[11] != 0) return Fail(0, "preamble", "reserved byte is not zero");
+  if (Reason why = ValidatePreamble(pre)) return Fail(0, "preamble", why);
+  if (options_.direction && *options_.direction != pre.direction) {
+    return Fail(0, "preamble", "stream direction is not the expected one");
+  }
+  preamble_ = pre;
+  if (pre.direction == Direction::kReverse) {
+    mode_ = Mode::kReverse;
+  } else {
+    mode_ = pre.channel_index == 0 ? Mode::kMain : Mode::kPagesOnly;
+  }
+  zero_page_crc_ = ZeroPageCrc(pre.page_size);
+  blocks_ = BlockTable(pre.page_size);
+  record_.type = RecordType::kPreamble;
+  record_.flags = 0;
+  record_.offset = 0;
+  record_.length = kPreambleSize;
+  record_.body = pre;
+  record_.torn_pages = 0;
+  return absl::OkStatus();
+}
+
+absl::Status StreamReader::CheckHeader(const RecordHeader& h) {
+  PayloadLimits lim;
+  if (!LimitsFor(h.type, preamble_->page_size, &lim)) {
+    return Fail(offset_, "record", absl::StrCat("unknown record type ", h.type));
+  }
+  auto type = static_cast<RecordType>(h.type);
+  std::string what = absl::StrCat("record (", RecordTypeName(type), ")");
+  if (!AllowedInMode(type, mode_)) {
+    return Fail(offset_, what, absl::StrCat("type not allowed on ", ModeName(mode_)));
+  }
+  if (h.reserved != 0) {
+    return Fail(offset_, what, absl::StrFormat("reserved header bits set (0x%04x)", h.reserved));
+  }
+  if ((h.flags & ~AllowedFlags(type)) != 0) {
+    return Fail(offset_, what,
+                absl::StrFormat("unknown flags 0x%02x", h.flags & ~AllowedFlags(type)));
+  }
+  if (h.length < lim.min || h.length > lim.max) {
+    return Fail(offset_, what,
+                absl::StrCat("length ", h.length, " outside [", lim.min, ", ", lim.max, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamReader::DecodeBody(const RecordHeader& h, std::span<const uint8_t> payload) {
+  auto type = static_cast<RecordType>(h.type);
+  const char* what = RecordTypeName(type);
+  uint32_t page_size = preamble_->page_size;
+  Reason why = nullptr;
+  record_.torn_pages = 0;
+  switch (type) {
+    case RecordType::kBlockAdd: {
+      BlockAdd b;
+      why = DecodeBlockAdd(payload, page_size, &b);
+      record_.body = b;
+      break;
+    }
+    case RecordType::kBlockRemove: {
+      BlockRemove b;
+      why = DecodeBlockRemove(payload, &b);
+      record_.body = b;
+      break;
+    }
+    case RecordType::kBlockResize: {
+      BlockResize b;
+      why = DecodeBlockResize(payload, page_size, &b);
+      record_.body = b;
+      break;
+    }
+    case RecordType::kPageRun: {
+      PageRun run;
+      uint32_t bad_page = 0;
+      why = DecodePageRun(payload, h.flags, page_size, preamble_->features, zero_page_crc_,
+                          {page_scratch_.get(), kMaxPagesPerRun}, &run, &record_.torn_pages,
+                          &bad_page);
+      if (why != nullptr && bad_page != UINT32_MAX) {
+        return Fail(offset_, absl::StrCat("record (", what, ")"),
+                    absl::StrCat("page ", bad_page, ": ", why));
+      }
+      record_.body = run;
+      break;
+    }
+    case RecordType::kIteration: {
+      IterationMarker m;
+      DecodeIteration(payload, h.flags, &m);
+      record_.body = m;
+      break;
+    }
+    case RecordType::kProcessState:
+      record_.body = ProcessState{payload};
+      break;
+    case RecordType::kEndOfStream: {
+      EndOfStream e;
+      DecodeEndOfStream(payload, h.flags, &e);
+      record_.body = e;
+      break;
+    }
+    case RecordType::kAck: {
+      Ack a;
+      why = DecodeAck(payload, &a);
+      record_.body = a;
+      break;
+    }
+    case RecordType::kError: {
+      ErrorRecord e;
+      why = DecodeError(payload, &e);
+      record_.body = e;
+      break;
+    }
+    case RecordType::kPreamble:
+      why = "not a record type";
+      break;
+  }
+  if (why != nullptr) return Fail(offset_, absl::StrCat("record (", what, ")"), why);
+  return absl::OkStatus();
+}
+
+void StreamReader::TrackTorn(const PageRun& run) {
+  for (size_t i = 0; i < run.pages.size(); ++i) {
+    auto key = std::make_pair(run.block_id, run.first_page + i);
+    if (run.pages[i].torn) {
+      torn_.try_emplace(key, offset_);
+    } else if (!torn_.empty()) {
+      torn_.erase(key);
+    }
+  }
+}
+
+absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
+  auto type = static_cast<RecordType>(h.type);
+  std::string what = absl::StrCat("record (", RecordTypeName(type), ")");
+  if (error_seen_ && type != RecordType::kEndOfStream) {
+    return Fail(offset_, what, "record after an error record");
+  }
+  if (process_state_seen_ && type != RecordType::kEndOfStream) {
+    return Fail(offset_, what, "record after process_state");
+  }
+  bool block_or_pages = type == RecordType::kBlockAdd || type == RecordType::kBlockRemove ||
+                        type == RecordType::kBlockResize || type == RecordType::kPageRun ||
+                        type == RecordType::kIteration;
+  if (final_seen_ && block_or_pages) {
+    return Fail(offset_, what, "record after the final iteration");
+  }
+  Reason why = nullptr;
+  switch (type) {
+    case RecordType::kBlockAdd:
+      why = blocks_.Add(std::get<BlockAdd>(record_.body));
+      break;
+    case RecordType::kBlockRemove: {
+      uint32_t id = std::get<BlockRemove>(record_.body).block_id;
+      why = blocks_.Remove(id);
+      if (why == nullptr)
+        absl::erase_if(torn_, [id](const auto& kv) { return kv.first.first == id; });
+      break;
+    }
+    case RecordType::kBlockResize: {
+      const auto& r = std::get<BlockResize>(record_.body);
+      why = blocks_.Resize(r);
+      if (why == nullptr) {
+        absl::erase_if(torn_, [&r](const auto& kv) {
+          return kv.first.first == r.block_id && kv.first.second >= r.new_page_count;
+        });
+      }
+      break;
+    }
+    case RecordType::kPageRun: {
+      const auto& run = std::get<PageRun>(record_.body);
+      if (mode_ == Mode::kMain) {
+        why = blocks_.CheckRun(run.block_id, run.first_page, run.pages.size());
+        if (why == nullptr) TrackTorn(run);
+      }
+      pages_ += run.pages.size();
+      break;
+    }
+    case RecordType::kIteration: {
+      const auto& m = std::get<IterationMarker>(record_.body);
+      if (m.iteration != next_iteration_) {
+        return Fail(offset_, what,
+                    absl::StrCat("iteration ", m.iteration, " out of order (expected ",
+                                 next_iteration_, ")"));
+      }
+      ++next_iteration_;
+      final_seen_ = m.final;
+      break;
+    }
+    case RecordType::kProcessState:
+      process_state_seen_ = true;
+      break;
+    case RecordType::kError:
+      error_seen_ = true;
+      break;
+    case RecordType::kEndOfStream: {
+      const auto& e = std::get<EndOfStream>(record_.body);
+      if (e.record_count != records_ || e.page_count != pages_) {
+        return Fail(
+            offset_, what,
+            absl::StrCat("counts do not match the stream (says ", e.record_count, " records and ",
+                         e.page_count, " pages, read ", records_, " and ", pages_, ")"));
+      }
+      if (!e.aborted && !torn_.empty()) {
+        const auto& [key, at] = *torn_.begin();
+        return Fail(offset_, what,
+                    absl::StrCat(torn_.size(), " torn page(s) never resent (e.g. block ", key.first,
+                                 " page ", key.second, ", torn in record at offset ", at, ")"));
+      }
+      ended_ = true;
+      return absl::OkStatus();
+    }
+    default:
+      break;
+  }
+  if (why != nullptr) return Fail(offset_, what, why);
+  ++records_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const Record*> StreamReader::Next() {
+  if (!status_.ok()) return status_;
+  if (clear_pending_) {
+    pending_.clear();
+    clear_pending_ = false;
+  }
+  if (!preamble_) {
+    const uint8_t* p = Take(kPreambleSize);
+    if (p == nullptr) {
+      // Refuse a foreign stream as soon as its first bytes arrive.
+      for (size_t i = 0; i < pending_.size() && i < kMagic.size(); ++i) {
+        if (pending_[i] != kMagic[i])
+          return Fail(0, "preamble", "bad magic (not a procmig stream)");
+      }
+      return nullptr;
+    }
+    if (absl::Status s = ParsePreamble(p); !s.ok()) return s;
+    Consume(kPreambleSize);
+    return &record_;
+  }
+  if (ended_) {
+    if (input_pos_ < input_.size()) {
+      return Fail(offset_, "record", "data after end_of_stream");
+    }
+    return nullptr;
+  }
+  const uint8_t* hp = Take(kRecordHeaderSize);
+  if (hp == nullptr) return nullptr;
+  RecordHeader h = DecodeRecordHeader(hp);
+  if (absl::Status s = CheckHeader(h); !s.ok()) return s;
+  const uint8_t* p = Take(kRecordHeaderSize + h.length);
+  if (p == nullptr) return nullptr;
+  std::span<const uint8_t> payload(p + kRecordHeaderSize, h.length);
+  auto type = static_cast<RecordType>(h.type);
+  std::span<const uint8_t> covered = payload;
+  if (type == RecordType::kPageRun) {
+    // Only the run header and descriptors; pages carry their own crcs. The count is checked
+    // again by DecodePageRun; here it only has to keep the span inside the payload.
+    uint32_t count = DecodeFixed32(payload.data() + 4);
+    covered = payload.first(
+        std::min<size_t>(PageRunMetaSize(std::min(count, kMaxPagesPerRun)), payload.size()));
+  }
+  uint32_t computed = RecordCrc(p, covered);  // hp may have moved when pending_ grew
+  if (computed != h.crc) {
+    return Fail(offset_, absl::StrCat("record (", RecordTypeName(type), ")"),
+                absl::StrFormat("crc mismatch (stored 0x%08x, computed 0x%08x)", h.crc, computed));
+  }
+  record_.type = type;
+  record_.flags = h.flags;
+  record_.offset = offset_;
+  record_.length = h.length;
+  if (absl::Status s = DecodeBody(h, payload); !s.ok()) return s;
+  if (absl::Status s = ApplyOrder(h); !s.ok()) return s;
+  Consume(kRecordHeaderSize + h.length);
+  return &record_;
+}
+
+absl::Status StreamReader::Finish() const {
+  if (!status_.ok()) return status_;
+  uint64_t have = offset_ + pending_.size();
+  if (!preamble_) {
+    return absl::DataLossError(absl::StrCat("stream truncated at offset ", have,
+                                            ": preamble incomplete (", pending_.size(), " of ",
+                                            kPreambleSize, " bytes)"));
+  }
+  if (ended_) return absl::OkStatus();
+  if (!pending_.empty() && !clear_pending_) {
+    return absl::DataLossError(absl::StrCat("stream truncated at offset ", have,
+                                            ": record at offset ", offset_, " incomplete (",
+                                            pending_.size(), " of ", unit_need_, " bytes)"));
+  }
+  return absl::DataLossError(
+      absl::StrCat("stream truncated at offset ", offset_, ": no end_of_stream record"));
+}
+
+}  // namespace procmig::wire

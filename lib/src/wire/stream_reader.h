@@ -1,0 +1,128 @@
+// StreamReader: incremental parser and checker of one procmig stream (wire_format.h).
+//
+// The caller feeds bytes in pieces of any size (one byte at a time works) and pulls decoded
+// records. Every check of the format happens here: magic, version, preamble crc, header fields,
+// per-type length bounds (before any byte of a payload is buffered), record crc, payload fields,
+// page crcs, and the record order of the stream's mode (main channel, pages-only secondary
+// channel, or reverse channel; chosen by the preamble). Any failure is DataLoss with a message
+// naming the record's stream offset and the failed check, e.g.
+//   "record at offset 4096 (page_run): crc mismatch (stored 0x1a2b3c4d, computed 0x...)"
+// and is sticky.
+//
+// Memory: records lying wholly inside a fed piece are decoded in place (zero copy); a record
+// split across pieces is assembled in an internal buffer that grows with the bytes actually
+// received, never past the record's checked length (at most kMaxRecordPayload + header).
+// One thread at a time; the receiver owns one reader per channel.
+#ifndef PROCMIG_WIRE_STREAM_READER_H_
+#define PROCMIG_WIRE_STREAM_READER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "wire/block_table.h"
+#include "wire/wire_format.h"
+
+namespace procmig::wire {
+
+struct ReaderOptions {
+  // When set, a stream whose preamble says the other direction is refused.
+  std::optional<Direction> direction;
+};
+
+// One decoded record. Views inside `body` point into the reader's buffer or the caller's fed
+// bytes and stay valid until the next Feed() or Next().
+struct Record {
+  RecordType type = RecordType::kPreamble;
+  uint8_t flags = 0;
+  uint64_t offset = 0;  // stream offset of the record's first byte
+  uint32_t length = 0;  // payload length; kPreambleSize for the preamble
+  std::variant<Preamble, BlockAdd, BlockRemove, BlockResize, PageRun, IterationMarker, ProcessState,
+               EndOfStream, Ack, ErrorRecord>
+      body;
+  uint32_t torn_pages = 0;  // page runs: pages whose crc mismatched in a live run
+};
+
+class StreamReader {
+ public:
+  enum class Mode { kUnknown, kMain, kPagesOnly, kReverse };
+
+  explicit StreamReader(ReaderOptions options = {});
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
+
+  // Hands the reader the next piece of the stream. The bytes are read in place and must stay
+  // valid until Next() has returned nullptr (all of them consumed); feeding again before that
+  // is a caller bug (FailedPrecondition).
+  absl::Status Feed(std::span<const uint8_t> bytes);
+
+  // The next record (the preamble first), or nullptr when more bytes are needed. DataLoss on a
+  // malformed stream; the same error on every later call.
+  absl::StatusOr<const Record*> Next();
+
+  // Call at the end of the input: OK when end_of_stream was read and nothing is left over,
+  // otherwise DataLoss saying where the stream was cut.
+  absl::Status Finish() const;
+
+  const std::optional<Preamble>& preamble() const { return preamble_; }
+  Mode mode() const { return mode_; }
+  // Main channel only; empty otherwise.
+  const BlockTable& blocks() const { return blocks_; }
+  bool ended() const { return ended_; }
+  uint64_t offset() const { return offset_; }  // bytes of complete units consumed
+  size_t buffer_capacity() const { return pending_.capacity(); }
+
+ private:
+  // Returns `need` contiguous bytes of the unit starting at offset_, or nullptr after buffering
+  // everything fed so far.
+  const uint8_t* Take(size_t need);
+  void Consume(size_t size);
+  absl::Status Fail(uint64_t offset, const std::string& what, const std::string& detail);
+  absl::Status ParsePreamble(const uint8_t* p);
+  absl::Status CheckHeader(const RecordHeader& h);
+  absl::Status DecodeBody(const RecordHeader& h, std::span<const uint8_t> payload);
+  absl::Status ApplyOrder(const RecordHeader& h);
+  void TrackTorn(const PageRun& run);
+
+  const ReaderOptions options_;
+  std::optional<Preamble> preamble_;
+  Mode mode_ = Mode::kUnknown;
+  uint32_t zero_page_crc_ = 0;
+  BlockTable blocks_{kMinPageSize};
+
+  // Input and assembly.
+  std::span<const uint8_t> input_;
+  size_t input_pos_ = 0;
+  std::vector<uint8_t> pending_;
+  bool clear_pending_ = false;  // the last record was assembled in pending_; drop it next call
+  size_t unit_need_ = 0;        // size of the unit being assembled (for Finish's message)
+  uint64_t offset_ = 0;
+
+  // Order state.
+  uint64_t records_ = 0;  // records after the preamble, before end_of_stream
+  uint64_t pages_ = 0;    // pages in page runs
+  uint64_t next_iteration_ = 0;
+  bool final_seen_ = false;
+  bool process_state_seen_ = false;
+  bool error_seen_ = false;
+  bool ended_ = false;
+  // Main channel: torn pages (block, page) -> offset of the run that tore them.
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, uint64_t> torn_;
+
+  absl::Status status_;
+  Record record_;
+  std::unique_ptr<PageEntry[]> page_scratch_;
+};
+
+}  // namespace procmig::wire
+
+#endif  // PROCMIG_WIRE_STREAM_READER_H_
