@@ -8,8 +8,8 @@
 # procmig tracker or restorer depends on), so kernel-behaviour tests run here under another
 # kernel. The guest is an initramfs holding busybox (all applets in /bin), BINARY at its host
 # path, every shared library `ldd` lists and the dynamic loader (at their host paths), and each
-# --file PATH (file or directory, at its host path, with its libraries); proc, sysfs, devtmpfs
-# and a tmpfs /tmp are mounted. BINARY runs as root in /tmp with ARGS unchanged. The guest's
+# --file PATH (file or directory, at its host path, with its libraries); proc, sysfs, devtmpfs,
+# devpts, a tmpfs /tmp and /dev/shm are mounted, loopback is up, /etc has passwd, group, hosts. BINARY runs as root in /tmp with ARGS unchanged. The guest's
 # console (BINARY's stdout and stderr, kernel warnings) is streamed to stdout and saved to the
 # log file (default ${TMPDIR:-/tmp}/procmig-vm.<binary name>.log). --timeout (default 300)
 # bounds the VM's run, not the preparation; --mem defaults to 512, --cpus to 1 (TCG with more
@@ -177,6 +177,10 @@ for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
 [ "$(id -u)" != 0 ] || mknod -m 600 "$root/dev/console" c 5 1
+mkdir -p "$root/etc"
+echo "root:x:0:0:root:/tmp:/bin/sh" >"$root/etc/passwd"
+echo "root:x:0:" >"$root/etc/group"
+printf '127.0.0.1 localhost procmig-vm\n::1 localhost\n' >"$root/etc/hosts"
 
 # Copies a host file (or directory tree) into the guest at the same absolute path, and for a
 # dynamically linked ELF every library ldd lists plus the dynamic loader, also at their paths: the
@@ -230,6 +234,11 @@ export PATH=/bin HOME=/tmp TMPDIR=/tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/shm /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t devpts devpts /dev/pts
+ip link set lo up # tests talk over 127.0.0.1
+hostname procmig-vm
 # Files packed under /tmp (the binary may live there) move onto the fresh tmpfs.
 mv /tmp /tmp.initramfs
 mkdir /tmp
@@ -265,7 +274,7 @@ boot() {
     -nographic -vga none -nic none -no-reboot </dev/null >"$part" 2>&1 &
   qemu_pid=$!
   # SeaBIOS resets and clears the terminal (ESC c, ESC [2J): strip escapes and CRs, line-buffered.
-  tail -n +1 -f --pid="$qemu_pid" "$part" |
+  tail -s 0.2 -n +1 -f --pid="$qemu_pid" "$part" |
     sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee -a "$log_file" &
   tail_pid=$!
   local start=$SECONDS result=0
