@@ -106,8 +106,11 @@ absl::StatusOr<size_t> ZlibDecompressor::Decompress(const uint8_t* in, size_t le
   }
   z.next_in = const_cast<Bytef*>(in);
   z.avail_in = static_cast<uInt>(len);
-  z.next_out = out;
-  z.avail_out = static_cast<uInt>(out_cap);
+  // zlib refuses a null output pointer even with no room (Z_STREAM_ERROR), and a zero bound
+  // legitimately comes with one: point it at a byte it is not allowed to write.
+  uint8_t no_room;
+  z.next_out = out != nullptr ? out : &no_room;
+  z.avail_out = static_cast<uInt>(out != nullptr ? out_cap : 0);
   ret = inflate(&z, Z_FINISH);
   if (ret != Z_STREAM_END && z.avail_out == 0 && (ret == Z_OK || ret == Z_BUF_ERROR)) {
     // The bound is used up with the stream unfinished: either it holds more data than allowed,

@@ -116,6 +116,21 @@ bool Contains(const absl::Status& s, const std::string& part) {
   return std::string(s.message()).find(part) != std::string::npos;
 }
 
+TEST_CASE("a zero bound with a null output buffer works (found by fuzz_zlib_decode)") {
+  auto c = Compressor(6);
+  auto d = Decompressor();
+  Bytes empty = Compress(*c, Bytes{});
+  auto n = d->Decompress(empty.data(), empty.size(), nullptr, 0);
+  REQUIRE(n.ok());
+  CHECK(*n == 0);
+  Bytes one = Compress(*c, Bytes{1});
+  CHECK(d->Decompress(one.data(), one.size(), nullptr, 0).status().message() ==
+        "zlib decompress: stream decompresses to more than the bound of 0 bytes");
+  Bytes junk = {0x00, 0x3b, 0x0a};
+  CHECK(d->Decompress(junk.data(), junk.size(), nullptr, 0).status().code() ==
+        absl::StatusCode::kDataLoss);
+}
+
 TEST_CASE("the decoder rejects each malformed input with DataLoss, and stays usable") {
   auto c = Compressor(6);
   auto d = Decompressor();
