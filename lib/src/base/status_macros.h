@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -36,9 +37,10 @@
 namespace procmig {
 
 // Builds the status for a failed system call: "<step>: <ERRNO NAME> (<strerror>)". The code is
-// chosen from errno: ENOSYS/EOPNOTSUPP/EPERM/EACCES/EINVAL from a probe mean a missing feature
-// (FailedPrecondition); peer loss (EPIPE, ECONNRESET, ...) is Unavailable; the rest Internal
-// unless the caller picks a code.
+// chosen from errno: ENOSYS/EOPNOTSUPP/EPERM/EACCES mean a missing feature or permission
+// (FailedPrecondition); peer loss (EPIPE, ECONNRESET, ...) is Unavailable; EINVAL/EBADF/ENOENT
+// are InvalidArgument; the rest Internal. A probe that reads EINVAL as "feature missing", or a
+// caller with a better code (e.g. ResourceExhausted for ENOMEM), uses the overload with a code.
 absl::Status ErrnoStatus(std::string_view step, int err);
 absl::Status ErrnoStatus(absl::StatusCode code, std::string_view step, int err);
 
