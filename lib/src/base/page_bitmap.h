@@ -10,7 +10,8 @@
 // threads or from a signal handler, is SetAtomic(), which may race with HarvestRuns() and
 // HarvestCollect(): those take whole words with an atomic exchange, so a concurrently set bit
 // is either harvested now or stays set for the next round, never lost (as QEMU's
-// bitmap_test_and_clear_atomic). Bits past size() in the last word are always zero.
+// bitmap_test_and_clear_atomic); a harvester that sees a bit also sees the setter's writes made
+// before it set the bit (release/acquire). Bits past size() in the last word are always zero.
 #ifndef PROCMIG_BASE_PAGE_BITMAP_H_
 #define PROCMIG_BASE_PAGE_BITMAP_H_
 
@@ -64,7 +65,7 @@ class PageBitmap {
   // The one method that may run concurrently with HarvestRuns/HarvestCollect (see above).
   void SetAtomic(size_t page) {
     std::atomic_ref<uint64_t>(words_[page / kBitsPerWord])
-        .fetch_or(Bit(page), std::memory_order_relaxed);
+        .fetch_or(Bit(page), std::memory_order_release);
   }
 
   // Range operations on [first, first + count), which must lie within [0, size()).
@@ -106,12 +107,6 @@ class PageBitmap {
 
  private:
   static constexpr uint64_t Bit(size_t page) { return uint64_t{1} << (page % kBitsPerWord); }
-  // Mask of the bits of word `w` that hold pages (all ones except in a partial last word).
-  uint64_t ValidMask(size_t w) const {
-    size_t tail = n_pages_ % kBitsPerWord;
-    return (tail != 0 && w == WordsFor(n_pages_) - 1) ? (uint64_t{1} << tail) - 1 : ~uint64_t{0};
-  }
-
   template <bool kClear, typename F>
   size_t Walk(F& f, size_t from);
 
@@ -150,8 +145,8 @@ size_t PageBitmap::Walk(F& f, size_t from) {
       w = ref.load(std::memory_order_relaxed) & ~keep_below;
       if (w != 0) {
         // Take the bits at or after `from`; those below it stay.
-        w = keep_below == 0 ? ref.exchange(0, std::memory_order_relaxed)
-                            : ref.fetch_and(keep_below, std::memory_order_relaxed) & ~keep_below;
+        w = keep_below == 0 ? ref.exchange(0, std::memory_order_acquire)
+                            : ref.fetch_and(keep_below, std::memory_order_acquire) & ~keep_below;
       }
     } else {
       w = words_[wi] & ~keep_below;
