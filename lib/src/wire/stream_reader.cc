@@ -46,7 +46,13 @@ StreamReader::StreamReader(ReaderOptions options)
 
 absl::Status StreamReader::Fail(uint64_t offset, const std::string& what,
                                 const std::string& detail) {
-  status_ = absl::DataLossError(absl::StrCat(what, " at offset ", offset, ": ", detail));
+  // "preamble at offset 0: ...", "record at offset N: ..." or "record at offset N (type): ...".
+  if (what == "preamble" || what == "record") {
+    status_ = absl::DataLossError(absl::StrCat(what, " at offset ", offset, ": ", detail));
+  } else {
+    status_ =
+        absl::DataLossError(absl::StrCat("record at offset ", offset, " (", what, "): ", detail));
+  }
   return status_;
 }
 
@@ -136,7 +142,7 @@ absl::Status StreamReader::CheckHeader(const RecordHeader& h) {
     return Fail(offset_, "record", absl::StrCat("unknown record type ", h.type));
   }
   auto type = static_cast<RecordType>(h.type);
-  std::string what = absl::StrCat("record (", RecordTypeName(type), ")");
+  std::string what = RecordTypeName(type);
   if (!AllowedInMode(type, mode_)) {
     return Fail(offset_, what, absl::StrCat("type not allowed on ", ModeName(mode_)));
   }
@@ -186,8 +192,7 @@ absl::Status StreamReader::DecodeBody(const RecordHeader& h, std::span<const uin
                           {page_scratch_.get(), kMaxPagesPerRun}, &run, &record_.torn_pages,
                           &bad_page);
       if (why != nullptr && bad_page != UINT32_MAX) {
-        return Fail(offset_, absl::StrCat("record (", what, ")"),
-                    absl::StrCat("page ", bad_page, ": ", why));
+        return Fail(offset_, what, absl::StrCat("page ", bad_page, ": ", why));
       }
       record_.body = run;
       break;
@@ -223,7 +228,7 @@ absl::Status StreamReader::DecodeBody(const RecordHeader& h, std::span<const uin
       why = "not a record type";
       break;
   }
-  if (why != nullptr) return Fail(offset_, absl::StrCat("record (", what, ")"), why);
+  if (why != nullptr) return Fail(offset_, what, why);
   return absl::OkStatus();
 }
 
@@ -240,7 +245,7 @@ void StreamReader::TrackTorn(const PageRun& run) {
 
 absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
   auto type = static_cast<RecordType>(h.type);
-  std::string what = absl::StrCat("record (", RecordTypeName(type), ")");
+  std::string what = RecordTypeName(type);
   if (error_seen_ && type != RecordType::kEndOfStream) {
     return Fail(offset_, what, "record after an error record");
   }
@@ -370,7 +375,7 @@ absl::StatusOr<const Record*> StreamReader::Next() {
   }
   uint32_t computed = RecordCrc(p, covered);  // hp may have moved when pending_ grew
   if (computed != h.crc) {
-    return Fail(offset_, absl::StrCat("record (", RecordTypeName(type), ")"),
+    return Fail(offset_, RecordTypeName(type),
                 absl::StrFormat("crc mismatch (stored 0x%08x, computed 0x%08x)", h.crc, computed));
   }
   record_.type = type;
