@@ -1,0 +1,469 @@
+// StreamReader on every malformed form: truncation at every byte, 1-byte feeding, oversized
+// lengths (no allocation), wrong crcs, order violations, unknown types/flags, reserved bits,
+// bad preambles, and the three stream modes.
+#include "wire/stream_reader.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
+#include "unit/wire/wire_test_util.h"
+
+namespace procmig::wire {
+namespace {
+
+using testing::AppendRecord;
+using testing::Bytes;
+using testing::Contains;
+using testing::PreambleBytes;
+using testing::ReadAll;
+using testing::ReadResult;
+using testing::SamplePages;
+using testing::TestPreamble;
+
+Bytes BlockAddPayload(uint32_t id, uint64_t start, uint64_t pages, std::string_view name = "b") {
+  BlockAdd b{id, 3, start, pages * 4096, pages, name};
+  Bytes p(BlockAddSize(b));
+  EncodeBlockAdd(b, p.data());
+  return p;
+}
+
+Bytes RawRunPayload(uint32_t block, uint64_t first, uint8_t fill) {
+  Bytes page(4096, fill);
+  PageEntry e{PageEncoding::kRaw, 0, page, false};
+  Bytes p(PageRunMetaSize(1));
+  EncodePageRunMeta(block, first, {&e, 1}, ZeroPageCrc(4096), p.data());
+  p.insert(p.end(), page.begin(), page.end());
+  return p;
+}
+
+void AppendRun(Bytes* s, uint32_t block, uint64_t first, uint8_t flags = 0) {
+  AppendRecord(s, 4, flags, 0, RawRunPayload(block, first, 0x5a), PageRunMetaSize(1));
+}
+
+Bytes EndPayload(uint64_t records, uint64_t pages) {
+  Bytes p(16);
+  EncodeEndOfStream({records, pages, false}, p.data());
+  return p;
+}
+
+Bytes IterationPayload(uint64_t n) {
+  Bytes p(kIterationSize);
+  EncodeIteration({n, 0, 0, 0, 0, 0, false}, p.data());
+  return p;
+}
+
+// A stream that starts with a valid preamble and block 1 (pages 0..3 at 0x10000).
+Bytes Start(const Preamble& pre = TestPreamble()) {
+  Bytes s = PreambleBytes(pre);
+  AppendRecord(&s, 1, 0, 0, BlockAddPayload(1, 0x10000, 4));
+  return s;
+}
+constexpr size_t kAfterStart = 48 + 12 + 33;
+
+absl::Status ReadError(const Bytes& s) {
+  ReadResult r = ReadAll(s);
+  return r.status;
+}
+
+void ExpectLoss(const Bytes& s, const std::string& message) {
+  absl::Status st = ReadError(s);
+  CHECK(st.code() == absl::StatusCode::kDataLoss);
+  CHECK_MESSAGE(st.message() == message, st.ToString());
+}
+
+TEST_CASE("valid stream in any piece size, down to one byte") {
+  SamplePages pages;
+  Bytes s = testing::SampleStream(pages);
+  ReadResult whole = ReadAll(s);
+  REQUIRE(whole.status.ok());
+  REQUIRE(whole.types.size() == 11);
+  for (size_t chunk : {1, 2, 3, 7, 12, 13, 100, 4095, 4097}) {
+    ReadResult r = ReadAll(s, chunk);
+    CHECK_MESSAGE(r.status.ok(), chunk, r.status.ToString());
+    CHECK(r.types == whole.types);
+  }
+}
+
+TEST_CASE("truncated at every byte position: need more, then an error at the end") {
+  SamplePages pages;
+  Bytes s = testing::SampleStream(pages);
+  ReadResult whole = ReadAll(s);
+  // Record end offsets, to know how many complete records each prefix holds.
+  std::vector<size_t> ends;
+  {
+    StreamReader r;
+    REQUIRE(r.Feed(s).ok());
+    while (true) {
+      auto rec = r.Next();
+      REQUIRE(rec.ok());
+      if (*rec == nullptr) break;
+      ends.push_back(r.offset());
+    }
+  }
+  for (size_t n = 0; n < s.size(); ++n) {
+    ReadResult r = ReadAll(std::span<const uint8_t>(s).first(n));
+    size_t complete = std::upper_bound(ends.begin(), ends.end(), n) - ends.begin();
+    CHECK(r.types.size() == complete);
+    CHECK(r.status.code() == absl::StatusCode::kDataLoss);
+    CHECK(Contains(r.status, absl::StrCat("stream truncated at offset ", n)));
+  }
+  CHECK(ReadAll(std::span<const uint8_t>(s).first(10)).status.message() ==
+        "stream truncated at offset 10: preamble incomplete (10 of 48 bytes)");
+  CHECK(ReadAll(std::span<const uint8_t>(s).first(50)).status.message() ==
+        "stream truncated at offset 50: record at offset 48 incomplete (2 of 12 bytes)");
+  CHECK(ReadAll(std::span<const uint8_t>(s).first(70)).status.message() ==
+        "stream truncated at offset 70: record at offset 48 incomplete (22 of 56 bytes)");
+  CHECK(ReadAll(std::span<const uint8_t>(s).first(104)).status.message() ==
+        "stream truncated at offset 104: no end_of_stream record");
+}
+
+TEST_CASE("oversized lengths are refused from the header alone, before any allocation") {
+  Bytes s = PreambleBytes(TestPreamble());
+  uint8_t h[kRecordHeaderSize];
+  EncodeRecordHeader({4, 0, 0, 0xffffffffu, 0}, h);  // a 4 GiB page run
+  s.insert(s.end(), h, h + sizeof(h));
+  StreamReader r;
+  REQUIRE(r.Feed(s).ok());
+  REQUIRE(r.Next().ok());  // preamble
+  auto rec = r.Next();
+  CHECK(rec.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(rec.status().message() ==
+        "record at offset 48 (page_run): length 4294967295 outside [28, 4206608]");
+  CHECK(r.buffer_capacity() == 0);  // everything was parsed in place
+
+  // The same, fed one byte at a time: only the header was ever buffered.
+  StreamReader r1;
+  absl::Status st;
+  for (uint8_t b : s) {
+    REQUIRE(r1.Feed({&b, 1}).ok());
+    while (true) {
+      auto x = r1.Next();
+      if (!x.ok()) {
+        st = x.status();
+        break;
+      }
+      if (*x == nullptr) break;
+    }
+  }
+  CHECK(st.code() == absl::StatusCode::kDataLoss);
+  CHECK(r1.buffer_capacity() <= kPreambleSize);
+
+  Bytes big = PreambleBytes(TestPreamble());
+  EncodeRecordHeader({6, 0, 0, (64u << 20) + 1, 0}, h);
+  big.insert(big.end(), h, h + sizeof(h));
+  ExpectLoss(big, "record at offset 48 (process_state): length 67108865 outside [1, 67108864]");
+}
+
+TEST_CASE("a large declared record buffers only what has arrived") {
+  Bytes s = PreambleBytes(TestPreamble());
+  uint8_t h[kRecordHeaderSize];
+  EncodeRecordHeader({6, 0, 0, 64u << 20, 0}, h);  // 64 MiB of process state, 100 bytes sent
+  s.insert(s.end(), h, h + sizeof(h));
+  s.resize(s.size() + 100, 0xab);
+  StreamReader r;
+  for (size_t pos = 0; pos < s.size(); pos += 10) {
+    REQUIRE(r.Feed(std::span<const uint8_t>(s).subspan(pos, 10)).ok());
+    while (true) {
+      auto x = r.Next();
+      REQUIRE(x.ok());
+      if (*x == nullptr) break;
+    }
+  }
+  CHECK(r.buffer_capacity() <= 256);
+  CHECK(r.Finish().message() ==
+        "stream truncated at offset 160: record at offset 48 incomplete (112 of 67108876 bytes)");
+}
+
+TEST_CASE("crc mismatches name the record and both values") {
+  Bytes s = Start();
+  s[48 + 12 + 8] ^= 0x01;  // start address of the block_add
+  absl::Status st = ReadError(s);
+  CHECK(st.code() == absl::StatusCode::kDataLoss);
+  CHECK(Contains(st, "record at offset 48 (block_add): crc mismatch (stored 0x"));
+  CHECK(Contains(st, ", computed 0x"));
+
+  Bytes pre = Start();
+  pre[20] ^= 0x80;  // feature bits
+  CHECK(Contains(ReadError(pre), "preamble at offset 0: crc mismatch (stored 0x"));
+
+  // A page run's descriptors are under the record crc; its page data under the page crc.
+  Bytes run = Start();
+  AppendRun(&run, 1, 0);
+  Bytes desc = run;
+  desc[kAfterStart + 12 + 16 + 8] ^= 1;  // the page_crc field of descriptor 0
+  CHECK(Contains(ReadError(desc), "record at offset 93 (page_run): crc mismatch"));
+  Bytes data = run;
+  data[kAfterStart + 12 + 28 + 100] ^= 1;
+  ExpectLoss(data, "record at offset 93 (page_run): page 0: raw page crc mismatch");
+  // In a live run the same damage is a torn page: dropped, and fatal only if never resent.
+  Bytes live = Start();
+  AppendRun(&live, 1, 0, kPageRunLive);
+  live[kAfterStart + 12 + 28 + 100] ^= 1;
+  Bytes resent = live;
+  AppendRecord(&live, 7, 0, 0, EndPayload(2, 1));
+  ExpectLoss(live,
+             "record at offset 4229 (end_of_stream): 1 torn page(s) never resent (e.g. block 1 "
+             "page 0, torn in record at offset 93)");
+  AppendRun(&resent, 1, 0);
+  AppendRecord(&resent, 7, 0, 0, EndPayload(3, 2));
+  CHECK(ReadError(resent).ok());
+}
+
+TEST_CASE("records out of order") {
+  Bytes pages_first = PreambleBytes(TestPreamble());
+  AppendRun(&pages_first, 1, 0);
+  ExpectLoss(pages_first, "record at offset 48 (page_run): page run for a block that is not live");
+
+  Bytes past_end = Start();
+  AppendRun(&past_end, 1, 4);
+  ExpectLoss(past_end, "record at offset 93 (page_run): page run past the end of its block");
+
+  Bytes after_end = Start();
+  AppendRecord(&after_end, 7, 0, 0, EndPayload(1, 0));
+  after_end.push_back(0x01);
+  ExpectLoss(after_end, "record at offset 121: data after end_of_stream");
+
+  Bytes second_preamble = Start();
+  Bytes again = PreambleBytes(TestPreamble());
+  second_preamble.insert(second_preamble.end(), again.begin(), again.end());
+  ExpectLoss(second_preamble, "record at offset 93: unknown record type 137");
+
+  Bytes same_id = Start();
+  AppendRecord(&same_id, 1, 0, 0, BlockAddPayload(1, 0x80000, 1));
+  ExpectLoss(same_id, "record at offset 93 (block_add): block id not above every id added before");
+
+  Bytes overlap = Start();
+  AppendRecord(&overlap, 1, 0, 0, BlockAddPayload(2, 0x13000, 2));
+  ExpectLoss(overlap, "record at offset 93 (block_add): range overlaps a live block");
+
+  Bytes remove_unknown = Start();
+  Bytes rm(4);
+  EncodeBlockRemove({9}, rm.data());
+  AppendRecord(&remove_unknown, 2, 0, 0, rm);
+  ExpectLoss(remove_unknown, "record at offset 93 (block_remove): block is not live");
+
+  Bytes run_after_remove = Start();
+  EncodeBlockRemove({1}, rm.data());
+  AppendRecord(&run_after_remove, 2, 0, 0, rm);
+  AppendRun(&run_after_remove, 1, 0);
+  ExpectLoss(run_after_remove,
+             "record at offset 109 (page_run): page run for a block that is not live");
+
+  Bytes resize_unknown = Start();
+  Bytes rs(kBlockResizeSize);
+  EncodeBlockResize({5, 4096, 1}, rs.data());
+  AppendRecord(&resize_unknown, 3, 0, 0, rs);
+  ExpectLoss(resize_unknown, "record at offset 93 (block_resize): block is not live");
+
+  Bytes resize_into = Start();
+  AppendRecord(&resize_into, 1, 0, 0, BlockAddPayload(2, 0x20000, 1));
+  EncodeBlockResize({1, 0x20000, 32}, rs.data());
+  AppendRecord(&resize_into, 3, 0, 0, rs);
+  ExpectLoss(resize_into,
+             "record at offset 138 (block_resize): resized range overlaps a live block");
+
+  Bytes shrink = Start();
+  EncodeBlockResize({1, 4096, 1}, rs.data());
+  AppendRecord(&shrink, 3, 0, 0, rs);
+  AppendRun(&shrink, 1, 1);
+  ExpectLoss(shrink, "record at offset 129 (page_run): page run past the end of its block");
+
+  Bytes iteration_gap = Start();
+  AppendRecord(&iteration_gap, 5, 0, 0, IterationPayload(1));
+  ExpectLoss(iteration_gap,
+             "record at offset 93 (iteration): iteration 1 out of order (expected 0)");
+
+  Bytes after_final = Start();
+  AppendRecord(&after_final, 5, kIterationFinal, 0, IterationPayload(0));
+  AppendRun(&after_final, 1, 0);
+  ExpectLoss(after_final, "record at offset 153 (page_run): record after the final iteration");
+
+  Bytes after_state = Start();
+  AppendRecord(&after_state, 6, 0, 0, Bytes{1, 2, 3});
+  AppendRecord(&after_state, 6, 0, 0, Bytes{1, 2, 3});
+  ExpectLoss(after_state, "record at offset 108 (process_state): record after process_state");
+
+  Bytes counts = Start();
+  AppendRecord(&counts, 7, 0, 0, EndPayload(2, 0));
+  ExpectLoss(counts,
+             "record at offset 93 (end_of_stream): counts do not match the stream (says 2 "
+             "records and 0 pages, read 1 and 0)");
+}
+
+TEST_CASE("unknown types, reserved bits, unknown flags, malformed payloads") {
+  Bytes unknown = Start();
+  AppendRecord(&unknown, 9, 0, 0, Bytes(8, 0));
+  ExpectLoss(unknown, "record at offset 93: unknown record type 9");
+
+  Bytes zero_type = Start();
+  AppendRecord(&zero_type, 0, 0, 0, Bytes(8, 0));
+  ExpectLoss(zero_type, "record at offset 93: unknown record type 0");
+
+  Bytes reserved = Start();
+  AppendRecord(&reserved, 5, 0, 0x0100, IterationPayload(0));
+  ExpectLoss(reserved, "record at offset 93 (iteration): reserved header bits set (0x0100)");
+
+  Bytes flags = Start();
+  AppendRecord(&flags, 5, 0x03, 0, IterationPayload(0));
+  ExpectLoss(flags, "record at offset 93 (iteration): unknown flags 0x02");
+
+  Bytes block_flags = Start();
+  AppendRun(&block_flags, 1, 0, 0x80);
+  ExpectLoss(block_flags, "record at offset 93 (page_run): unknown flags 0x80");
+
+  Bytes short_len = Start();
+  AppendRecord(&short_len, 5, 0, 0, Bytes(47, 0));
+  ExpectLoss(short_len, "record at offset 93 (iteration): length 47 outside [48, 48]");
+
+  Bytes bad_encoding = Start();
+  Bytes run = RawRunPayload(1, 0, 1);
+  run[16] = 9;
+  AppendRecord(&bad_encoding, 4, 0, 0, run, PageRunMetaSize(1));
+  ExpectLoss(bad_encoding, "record at offset 93 (page_run): page 0: unknown page encoding");
+
+  Bytes desc_reserved = Start();
+  run = RawRunPayload(1, 0, 1);
+  run[18] = 1;
+  AppendRecord(&desc_reserved, 4, 0, 0, run, PageRunMetaSize(1));
+  ExpectLoss(desc_reserved,
+             "record at offset 93 (page_run): page 0: descriptor reserved bytes are not zero");
+
+  Bytes extra = Start();
+  run = RawRunPayload(1, 0, 1);
+  run.push_back(0);
+  AppendRecord(&extra, 4, 0, 0, run, PageRunMetaSize(1));
+  ExpectLoss(extra, "record at offset 93 (page_run): record longer than its pages");
+
+  Bytes too_many = Start();
+  run = RawRunPayload(1, 0, 1);
+  EncodeFixed32(run.data() + 4, 1025);
+  AppendRecord(&too_many, 4, 0, 0, run, PageRunMetaSize(1));
+  CHECK(ReadError(too_many).code() == absl::StatusCode::kDataLoss);
+
+  auto no_xbzrle = TestPreamble();
+  no_xbzrle.features = 0;
+  Bytes feature = Start(no_xbzrle);
+  run = RawRunPayload(1, 0, 1);
+  run[16] = 3;  // xbzrle, length 4096 is fine for it; the feature is missing
+  AppendRecord(&feature, 4, 0, 0, run, PageRunMetaSize(1));
+  ExpectLoss(feature,
+             "record at offset 93 (page_run): page 0: xbzrle page without the xbzrle feature");
+
+  Bytes control_name = PreambleBytes(TestPreamble());
+  AppendRecord(&control_name, 1, 0, 0, BlockAddPayload(1, 0x10000, 1, "a\tb"));
+  ExpectLoss(control_name, "record at offset 48 (block_add): name holds control characters");
+}
+
+TEST_CASE("bad preambles") {
+  Bytes http = {'G', 'E', 'T', ' ', '/'};
+  StreamReader r;
+  REQUIRE(r.Feed(std::span<const uint8_t>(http).first(1)).ok());
+  CHECK(r.Next().status().message() == "preamble at offset 0: bad magic (not a procmig stream)");
+
+  auto with = [](auto mutate) {
+    Preamble p = TestPreamble();
+    mutate(p);
+    return PreambleBytes(p);  // a correct crc, so the field check itself is exercised
+  };
+  ExpectLoss(with([](Preamble& p) { p.version = 2; }),
+             "preamble at offset 0: unsupported version 2 (this reader reads 1)");
+  ExpectLoss(with([](Preamble& p) { p.page_size = 8192 + 4096; }),
+             "preamble at offset 0: page size is not a power of two in [4096, 65536]");
+  ExpectLoss(with([](Preamble& p) { p.features |= 1ull << 7; }),
+             "preamble at offset 0: unknown required feature bits");
+  ExpectLoss(with([](Preamble& p) { p.session_id = {}; }),
+             "preamble at offset 0: session id is all zero");
+  ExpectLoss(with([](Preamble& p) { p.channel_index = 2; }),
+             "preamble at offset 0: channel index is not below channel count");
+  ExpectLoss(with([](Preamble& p) { p.channel_count = 2; }),
+             "preamble at offset 0: several channels without the multi-channel feature");
+  ExpectLoss(with([](Preamble& p) { p.direction = static_cast<Direction>(2); }),
+             "preamble at offset 0: unknown direction");
+  // Unknown optional feature bits are ignored.
+  Bytes optional = with([](Preamble& p) { p.features |= 1ull << 40; });
+  AppendRecord(&optional, 7, 0, 0, EndPayload(0, 0));
+  CHECK(ReadError(optional).ok());
+  Bytes reserved = PreambleBytes(TestPreamble());
+  reserved[11] = 1;
+  EncodeFixed32(reserved.data() + 44, crc32c::Value(reserved.data(), 44));
+  ExpectLoss(reserved, "preamble at offset 0: reserved byte is not zero");
+}
+
+TEST_CASE("modes: secondary channels carry pages only; reverse channels acks and errors") {
+  Bytes secondary = PreambleBytes(TestPreamble(Direction::kForward, 1, 4));
+  AppendRun(&secondary, 77, 123456);  // block checks are the receiver's (BlockTable::CheckRun)
+  AppendRecord(&secondary, 5, 0, 0, IterationPayload(0));
+  AppendRecord(&secondary, 7, 0, 0, EndPayload(2, 1));
+  CHECK(ReadError(secondary).ok());
+  Bytes secondary_block = PreambleBytes(TestPreamble(Direction::kForward, 1, 4));
+  AppendRecord(&secondary_block, 1, 0, 0, BlockAddPayload(1, 0, 1));
+  ExpectLoss(secondary_block,
+             "record at offset 48 (block_add): type not allowed on a secondary (pages only) "
+             "channel");
+
+  Bytes reverse = PreambleBytes(TestPreamble(Direction::kReverse));
+  Bytes ack(kAckSize);
+  EncodeAck({AckKind::kEndOfStream, 3}, ack.data());
+  AppendRecord(&reverse, 64, 0, 0, ack);
+  Bytes copy = reverse;
+  AppendRecord(&copy, 5, 0, 0, IterationPayload(0));
+  ExpectLoss(copy, "record at offset 76 (iteration): type not allowed on a reverse channel");
+  Bytes forward_ack = Start();
+  AppendRecord(&forward_ack, 64, 0, 0, ack);
+  ExpectLoss(forward_ack, "record at offset 93 (ack): type not allowed on the main channel");
+  Bytes bad_ack = PreambleBytes(TestPreamble(Direction::kReverse));
+  EncodeFixed32(ack.data(), 9);
+  AppendRecord(&bad_ack, 64, 0, 0, ack);
+  ExpectLoss(bad_ack, "record at offset 48 (ack): unknown ack kind");
+
+  ReaderOptions want_forward;
+  want_forward.direction = Direction::kForward;
+  CHECK(ReadAll(reverse, SIZE_MAX, want_forward).status.message() ==
+        "preamble at offset 0: stream direction is not the expected one");
+}
+
+TEST_CASE("feeding before the input is consumed is a caller error; errors are sticky") {
+  SamplePages pages;
+  Bytes s = testing::SampleStream(pages);
+  StreamReader r;
+  REQUIRE(r.Feed(s).ok());
+  REQUIRE(r.Next().ok());
+  CHECK(r.Feed(s).code() == absl::StatusCode::kFailedPrecondition);
+
+  Bytes bad = Start();
+  bad[60] ^= 1;
+  StreamReader r2;
+  REQUIRE(r2.Feed(bad).ok());
+  REQUIRE(r2.Next().ok());
+  absl::Status first = r2.Next().status();
+  CHECK(first.code() == absl::StatusCode::kDataLoss);
+  CHECK(r2.Next().status() == first);
+  CHECK(r2.Finish() == first);
+  CHECK(r2.Feed(s) == first);
+}
+
+TEST_CASE("the main channel's block table follows the stream") {
+  SamplePages pages;
+  Bytes s = testing::SampleStream(pages);
+  StreamReader r;
+  REQUIRE(r.Feed(s).ok());
+  while (true) {
+    auto rec = r.Next();
+    REQUIRE(rec.ok());
+    if (*rec == nullptr) break;
+  }
+  CHECK(r.ended());
+  CHECK(r.mode() == StreamReader::Mode::kMain);
+  CHECK(r.blocks().size() == 1);
+  CHECK(r.blocks().Find(1) == nullptr);
+  REQUIRE(r.blocks().Find(2) != nullptr);
+  CHECK(r.blocks().Find(2)->page_count == 3);
+  CHECK(r.blocks().CheckRun(2, 2, 1) == nullptr);
+  CHECK(std::string(r.blocks().CheckRun(2, 2, 2)) == "page run past the end of its block");
+}
+
+}  // namespace
+}  // namespace procmig::wire
