@@ -39,7 +39,7 @@ absl::Status PosixChannel::WaitReady(short events, const std::string& step) {
 
 absl::Status PosixChannel::WriteV(const iovec* iov, size_t n) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  const std::string step = absl::StrCat("writev to ", name());
+  const std::string step = absl::StrCat(is_socket_ ? "sendmsg to " : "writev to ", name());
   if (write_shut_.load() || aborted_.load()) {
     return absl::UnavailableError(absl::StrCat(step, ": channel was shut down"));
   }

@@ -96,8 +96,8 @@ TEST_CASE("connect to a closed port is Unavailable naming the address and errno"
   listener->Reset();  // nobody listens there now
   auto c = Connect(*bound);
   CHECK(c.status().code() == absl::StatusCode::kUnavailable);
-  CHECK(c.status().message() == "connect " + bound->ToString() +
-                                    ": ECONNREFUSED (Connection refused)");
+  CHECK(c.status().message() ==
+        "connect " + bound->ToString() + ": ECONNREFUSED (Connection refused)");
 }
 
 TEST_CASE("accept times out with DeadlineExceeded") {

@@ -12,7 +12,7 @@ TEST_CASE("handshake encodes to the documented 24 bytes and decodes back") {
   h.channel_count = 3;
   auto b = h.Encode();
   const uint8_t want[24] = {0x50, 0x4d, 0x4d, 0x43, 1, 0, 0, 0, 0x88, 0x77, 0x66, 0x55,
-                            0x44, 0x33, 0x22, 0x11, 2, 0, 3, 0, 0, 0, 0, 0};
+                            0x44, 0x33, 0x22, 0x11, 2, 0, 3, 0, 0,    0,    0,    0};
   for (size_t i = 0; i < 24; ++i) CHECK(b[i] == want[i]);
   auto d = GroupHandshake::Decode(b);
   REQUIRE(d.ok());

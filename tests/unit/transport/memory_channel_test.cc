@@ -75,8 +75,9 @@ TEST_CASE("short-write fault delivers the batch in pieces, still whole and in or
   CHECK(a->counters().write_batches == 1);
 }
 
-TEST_CASE("disconnect after N bytes: writer and reader both get Unavailable, reader first sees "
-          "every byte before the break") {
+TEST_CASE(
+    "disconnect after N bytes: writer and reader both get Unavailable, reader first sees "
+    "every byte before the break") {
   MemoryPipeOptions o;
   o.first_to_second.disconnect_after = 5000;
   auto [a, b] = MakePair(o);

@@ -80,8 +80,8 @@ class PatternStream {
 };
 
 // Writes batches [0, count) to `ch` (then Shutdown) and returns the crc32c of all bytes sent.
-inline absl::Status WritePattern(Channel& ch, uint64_t seed, size_t pages_per_batch,
-                                 uint64_t count, uint32_t* crc) {
+inline absl::Status WritePattern(Channel& ch, uint64_t seed, size_t pages_per_batch, uint64_t count,
+                                 uint32_t* crc) {
   PatternStream p(seed, pages_per_batch);
   uint32_t c = 0;
   for (uint64_t b = 0; b < count; ++b) {
@@ -118,8 +118,8 @@ class PatternChecker {
         uint64_t want = sequential ? next_ : b;
         if (tag != kBatchTag || b != want || (!sequential && seen_any_ && b <= last_)) {
           return absl::DataLossError(absl::StrCat("batch header at stream offset ",
-                                                  bytes_ - n - PatternStream::kHeader,
-                                                  ": tag ", tag, " batch ", b, " expected ", want));
+                                                  bytes_ - n - PatternStream::kHeader, ": tag ",
+                                                  tag, " batch ", b, " expected ", want));
         }
         p_.Build(b);
         have_batch_ = true;
@@ -152,7 +152,7 @@ class PatternChecker {
     std::vector<uint8_t> buf(cap);
     size_t k = 0;
     for (;;) {
-      size_t want = cap - (k++ % 7) * 4099;  // odd sizes cross page and batch boundaries
+      size_t want = cap - (k++ % 7) * (cap / 9);  // odd sizes cross page and batch boundaries
       absl::StatusOr<size_t> n = ch.ReadSome(buf.data(), want);
       if (!n.ok()) return n.status();
       if (*n == 0) return absl::OkStatus();

@@ -17,8 +17,7 @@ TEST_CASE("defaults are valid and bad values name the field") {
   c.queue_depth = 2;
   CHECK(c.Validate().ok());
   c.max_chunk_bytes = 100;
-  CHECK(c.Validate().message() ==
-        "transport config: max_chunk_bytes 100 is outside [4096, 1 GiB]");
+  CHECK(c.Validate().message() == "transport config: max_chunk_bytes 100 is outside [4096, 1 GiB]");
 }
 
 TEST_CASE("transport kinds round-trip through their names") {

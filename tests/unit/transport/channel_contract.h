@@ -1,0 +1,236 @@
+// Test helper: the Channel contract of channel.h, checked the same way for every implementation
+// that runs over a descriptor (POSIX and io_uring). Each function takes a factory that wraps a
+// descriptor in the channel under test.
+#ifndef PROCMIG_TESTS_UNIT_TRANSPORT_CHANNEL_CONTRACT_H_
+#define PROCMIG_TESTS_UNIT_TRANSPORT_CHANNEL_CONTRACT_H_
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pattern_stream.h"
+#include "test_sockets.h"
+#include "transport/channel.h"
+
+namespace procmig::testing {
+
+using ChannelFactory = std::function<std::unique_ptr<Channel>(UniqueFd)>;
+
+inline void CheckRoundTrip(const ChannelFactory& make) {
+  auto fds = UnixSocketPair();
+  auto a = make(std::move(fds.first));
+  auto b = make(std::move(fds.second));
+  std::string x = "abc", empty, y = "defgh";
+  iovec iov[3] = {{x.data(), x.size()}, {empty.data(), 0}, {y.data(), y.size()}};
+  REQUIRE(a->WriteV(iov, 3).ok());
+  REQUIRE(a->WriteV(iov, 0).ok());
+  char buf[8] = {};
+  REQUIRE(b->ReadExact(buf, 8).ok());
+  CHECK(std::string(buf, 8) == "abcdefgh");
+  REQUIRE(b->Write("z", 1).ok());
+  auto n = a->ReadSome(buf, sizeof(buf));
+  REQUIRE(n.ok());
+  CHECK(*n == 1);
+  CHECK(buf[0] == 'z');
+  CHECK(a->counters().bytes_out == 8);
+  CHECK(a->counters().bytes_in == 1);
+  CHECK(a->counters().write_batches == 2);
+  CHECK(b->counters().bytes_in == 8);
+  // Shutdown: the peer sees orderly EOF, our later writes are refused.
+  REQUIRE(a->Shutdown().ok());
+  REQUIRE(a->Shutdown().ok());
+  n = b->ReadSome(buf, sizeof(buf));
+  REQUIRE(n.ok());
+  CHECK(*n == 0);
+  absl::Status late = a->Write("q", 1);
+  CHECK(late.code() == absl::StatusCode::kUnavailable);
+  CHECK(late.message().find("channel was shut down") != std::string::npos);
+  CHECK(b->ReadSome(buf, 0).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(a->Close().ok());
+  CHECK(a->Close().ok());
+}
+
+// The peer vanishes while we write: Unavailable (EPIPE/ECONNRESET), never SIGPIPE or a hang.
+// The peer vanishes while we read: Unavailable naming the EOF position.
+inline void CheckPeerDisconnect(const ChannelFactory& make, bool tcp) {
+  auto fds = tcp ? TcpLoopbackPair() : UnixSocketPair();
+  auto a = make(std::move(fds.first));
+  UniqueFd peer = std::move(fds.second);
+  std::thread closer([&] {
+    std::vector<char> buf(64 * 1024);
+    size_t got = 0;
+    while (got < (1u << 20)) {
+      ssize_t r = read(peer.get(), buf.data(), buf.size());
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    peer.Reset();  // close with unread data pending: TCP answers with a reset
+  });
+  std::vector<uint8_t> chunk(256 * 1024, 0xab);
+  absl::Status s;
+  for (int i = 0; i < 4096 && s.ok(); ++i) s = a->Write(chunk.data(), chunk.size());
+  closer.join();
+  CHECK(s.code() == absl::StatusCode::kUnavailable);
+  CHECK(s.message().find(a->name()) != std::string::npos);
+  MESSAGE("write after peer loss: ", std::string(s.message()));
+
+  auto fds2 = tcp ? TcpLoopbackPair() : UnixSocketPair();
+  auto r = make(std::move(fds2.first));
+  REQUIRE(write(fds2.second.get(), "0123456789", 10) == 10);
+  fds2.second.Reset();
+  char buf[100];
+  absl::Status rs = r->ReadExact(buf, 100);
+  CHECK(rs.code() == absl::StatusCode::kUnavailable);
+  CHECK(rs.message() == "read from " + r->name() + ": EOF after 10 of 100 bytes");
+}
+
+namespace internal {
+inline void NoopHandler(int) {}
+}  // namespace internal
+
+// Signals without SA_RESTART hammer both threads while 32 MiB stream through; every EINTR must be
+// absorbed inside the channel.
+inline void CheckEintr(const ChannelFactory& make) {
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = internal::NoopHandler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: blocking calls fail with EINTR
+  REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
+  auto fds = UnixSocketPair();
+  int small = 16 * 1024;
+  setsockopt(fds.first.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  auto a = make(std::move(fds.first));
+  auto b = make(std::move(fds.second));
+  std::atomic<bool> done{false};
+  uint32_t crc = 0;
+  absl::Status ws;
+  std::atomic<pthread_t> writer_id{};
+  std::thread writer([&] {
+    writer_id = pthread_self();
+    ws = WritePattern(*a, 11, 16, 512, &crc);
+  });
+  pthread_t reader_id = pthread_self();
+  std::thread pest([&] {
+    while (!done.load()) {
+      pthread_kill(reader_id, SIGUSR1);
+      if (writer_id.load() != pthread_t{}) pthread_kill(writer_id.load(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  PatternChecker check(11, 16);
+  absl::Status rs = check.Drain(*b, 70000);
+  writer.join();
+  done = true;
+  pest.join();
+  sigaction(SIGUSR1, &old, nullptr);
+  REQUIRE(ws.ok());
+  REQUIRE(rs.ok());
+  CHECK(check.batches() == 512);
+  CHECK(check.crc() == crc);
+}
+
+// Non-blocking descriptors with a small send buffer: EAGAIN on both sides is waited out.
+inline uint64_t CheckNonBlocking(const ChannelFactory& make) {
+  auto fds = UnixSocketPair();
+  int small = 8 * 1024;
+  setsockopt(fds.first.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  for (int fd : {fds.first.get(), fds.second.get()}) fcntl(fd, F_SETFL, O_NONBLOCK);
+  auto a = make(std::move(fds.first));
+  auto b = make(std::move(fds.second));
+  uint32_t crc = 0;
+  absl::Status ws;
+  std::thread writer([&] { ws = WritePattern(*a, 3, 8, 512, &crc); });
+  PatternChecker check(3, 8);
+  absl::Status rs = check.Drain(*b, 5000);
+  writer.join();
+  REQUIRE(ws.ok());
+  REQUIRE(rs.ok());
+  CHECK(check.batches() == 512);
+  CHECK(check.crc() == crc);
+  return a->counters().write_resumes;
+}
+
+inline void CheckAbortWakesReader(const ChannelFactory& make) {
+  auto fds = UnixSocketPair();
+  auto a = make(std::move(fds.first));
+  absl::StatusOr<size_t> got = 0;
+  std::thread reader([&] {
+    char c;
+    got = a->ReadSome(&c, 1);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  a->Abort();
+  reader.join();
+  // Depending on the race the reader sees the shutdown as EOF or the abort itself.
+  CHECK((!got.ok() ? got.status().code() == absl::StatusCode::kUnavailable : *got == 0));
+  CHECK(a->Write("x", 1).code() == absl::StatusCode::kUnavailable);
+}
+
+// A recorded stream: written through one channel, read back through another, positions tracked.
+inline void CheckFile(const ChannelFactory& make) {
+  const std::string path = TempPath("contract.file");
+  {
+    UniqueFd fd(open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600));
+    REQUIRE(fd.valid());
+    REQUIRE(write(fd.get(), "HEAD", 4) == 4);  // the channel starts at the current offset
+    auto w = make(std::move(fd));
+    uint32_t crc = 0;
+    REQUIRE(WritePattern(*w, 5, 4, 100, &crc).ok());
+    REQUIRE(w->Close().ok());
+  }
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  char head[4];
+  REQUIRE(read(fd.get(), head, 4) == 4);
+  auto r = make(std::move(fd));
+  PatternChecker check(5, 4);
+  REQUIRE(check.Drain(*r, 10007).ok());
+  CHECK(check.batches() == 100);
+  CHECK(check.bytes() == 100 * (16 + 4 * 4096));
+  unlink(path.c_str());
+}
+
+inline void CheckConcurrentWritersDoNotInterleave(const ChannelFactory& make) {
+  auto fds = UnixSocketPair();
+  auto a = make(std::move(fds.first));
+  auto b = make(std::move(fds.second));
+  constexpr int kBatches = 100;
+  constexpr size_t kBatch = 300000;  // larger than the socket buffer: writers block mid-batch
+  auto writer = [&](uint8_t tag) {
+    std::vector<uint8_t> batch(kBatch, tag);
+    std::vector<iovec> iov;
+    for (size_t off = 0; off < kBatch; off += 4096) {
+      iov.push_back({batch.data() + off, std::min<size_t>(4096, kBatch - off)});
+    }
+    for (int i = 0; i < kBatches; ++i) CHECK(a->WriteV(iov.data(), iov.size()).ok());
+  };
+  std::thread t1(writer, 1), t2(writer, 2);
+  std::vector<uint8_t> got(kBatch);
+  int count[3] = {};
+  for (int i = 0; i < 2 * kBatches; ++i) {
+    REQUIRE(b->ReadExact(got.data(), kBatch).ok());
+    uint8_t tag = got[0];
+    REQUIRE((tag == 1 || tag == 2));
+    REQUIRE(std::count(got.begin(), got.end(), tag) == static_cast<long>(kBatch));
+    ++count[tag];
+  }
+  t1.join();
+  t2.join();
+  CHECK(count[1] == kBatches);
+  CHECK(count[2] == kBatches);
+}
+
+}  // namespace procmig::testing
+
+#endif  // PROCMIG_TESTS_UNIT_TRANSPORT_CHANNEL_CONTRACT_H_
