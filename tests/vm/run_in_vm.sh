@@ -8,12 +8,13 @@
 # procmig tracker or restorer depends on), so kernel-behaviour tests run here under another
 # kernel. The guest is an initramfs holding busybox (all applets in /bin), BINARY at its host
 # path, every shared library `ldd` lists and the dynamic loader (at their host paths), and each
-# --file PATH (file or directory, at its host path, with its libraries); proc, sysfs, devtmpfs,
-# devpts, a tmpfs /tmp and /dev/shm are mounted, loopback is up, /etc has passwd, group, hosts. BINARY runs as root in /tmp with ARGS unchanged. The guest's
-# console (BINARY's stdout and stderr, kernel warnings) is streamed to stdout and saved to the
-# log file (default ${TMPDIR:-/tmp}/procmig-vm.<binary name>.log). --timeout (default 300)
-# bounds the VM's run, not the preparation; --mem defaults to 512, --cpus to 1 (TCG with more
-# vCPUs takes more host cores). The guest CPU is "-cpu max", so host-built SSE4.2/AVX2 code runs.
+# --file PATH (file or directory, at its host path, with its libraries). proc, sysfs, devtmpfs,
+# devpts, a tmpfs /tmp and /dev/shm are mounted, loopback is up, /etc has passwd, group and
+# hosts. BINARY runs as root in /tmp with ARGS unchanged. The guest's console (BINARY's stdout
+# and stderr, kernel warnings) is streamed to stdout and saved to the log file (default
+# ${TMPDIR:-/tmp}/procmig-vm.<binary name>.log). --timeout (default 300) bounds the VM's run,
+# not the preparation; --mem defaults to 512, --cpus to 1 (TCG with more vCPUs takes more host
+# cores). The guest CPU is "-cpu max": SSE4.2, PCLMUL, AVX2, BMI2, but no AVX-512.
 #
 # Exit status: the guest program's exit code (128+N if signal N killed it); 124 when the
 # timeout expired (qemu killed); 125 when the VM ended without reporting an exit code (kernel
@@ -68,7 +69,10 @@ done
 for n in "$timeout_s" "$mem_mb" "$cpus" "$kvm_boot_timeout"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "options: '$n' is not a positive integer"
 done
-case $accel in auto | tcg | kvm) ;; *) die "PROCMIG_VM_ACCEL='$accel': expected auto, tcg or kvm" ;; esac
+case $accel in
+  auto | tcg | kvm) ;;
+  *) die "PROCMIG_VM_ACCEL='$accel': expected auto, tcg or kvm" ;;
+esac
 
 binary=$1
 shift
@@ -80,9 +84,11 @@ binary_name=$(basename "$binary")
 work=$(mktemp -d "${TMPDIR:-/tmp}/procmig-vm.XXXXXX")
 qemu_pid=""
 tail_pid=""
+kernel_dl=""
 cleanup() {
   [ -z "$qemu_pid" ] || kill -KILL "$qemu_pid" 2>/dev/null || true
   [ -z "$tail_pid" ] || kill "$tail_pid" 2>/dev/null || true
+  [ -z "$kernel_dl" ] || rm -rf "$kernel_dl"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -94,6 +100,15 @@ run_as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# A stale package index is the usual reason apt cannot find a package; refresh it once per run.
+apt_updated=0
+apt_update_once() {
+  [ $apt_updated = 0 ] || return 1
+  apt_updated=1
+  say "running apt-get update once and retrying"
+  run_as_root apt-get update -qq >&2 || die "apt-get update failed"
+}
+
 ensure_packages() {
   local missing=() p
   for p in "$@"; do
@@ -102,48 +117,46 @@ ensure_packages() {
   done
   [ ${#missing[@]} -gt 0 ] || return 0
   say "installing ${missing[*]}"
-  local install=(apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
-  if ! DEBIAN_FRONTEND=noninteractive run_as_root "${install[@]}" "${missing[@]}" >&2; then
-    say "install failed; running apt-get update once and retrying"
-    run_as_root apt-get update -qq >&2 || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive run_as_root "${install[@]}" "${missing[@]}" >&2 ||
-      die "apt-get install ${missing[*]} failed"
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+    --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}")
+  if ! run_as_root "${install[@]}" >&2; then
+    apt_update_once || die "apt-get install ${missing[*]} failed"
+    run_as_root "${install[@]}" >&2 || die "apt-get install ${missing[*]} failed"
   fi
 }
 
 ensure_packages qemu-system-x86 busybox-static
 busybox=/bin/busybox
-file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not statically linked"
+# The guest has no libc of its own for busybox: it must be the static build.
+! ldd "$busybox" >/dev/null 2>&1 || die "$busybox is dynamically linked (want busybox-static)"
 
 # --- Kernel ------------------------------------------------------------------------------------
 
 # Prints the name of the newest Debian 6.1 kernel image package, e.g. linux-image-6.1.0-56-amd64.
 kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64$/ && !n++ { print $2 }' || true
 }
 
 # Fetches and extracts the kernel package into $cache_dir/<package>/ unless already there.
-# Only boot/ (vmlinuz, config, System.map) is kept: the guest loads no modules.
+# Only boot/ (vmlinuz, config, System.map) is kept: the guest loads no modules. Returns 1 when
+# apt-get download fails (stale package index, mirror unreachable).
 fetch_kernel() {
   local pkg=$1 dest=$cache_dir/$1
   [ -f "$dest/.complete" ] && return 0
-  local dl=$cache_dir/.download.$$
-  rm -rf "$dl" && mkdir -p "$dl"
-  [ "$(id -u)" != 0 ] || chown _apt "$dl" 2>/dev/null || true # lets apt download sandboxed
+  kernel_dl=$cache_dir/.download.$$
+  rm -rf "$kernel_dl" && mkdir -p "$kernel_dl"
+  [ "$(id -u)" != 0 ] || chown _apt "$kernel_dl" 2>/dev/null || true # lets apt download sandboxed
   say "downloading $pkg (not installed; extracted into $dest)"
-  if ! (cd "$dl" && apt-get download -q "$pkg" >&2); then
-    say "apt-get download failed; running apt-get update once and retrying"
-    run_as_root apt-get update -qq >&2 || die "apt-get update failed"
-    (cd "$dl" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
-  fi
+  (cd "$kernel_dl" && apt-get download -q "$pkg" >&2) || return 1
   local deb
-  deb=$(ls "$dl"/"$pkg"_*.deb) || die "apt-get download $pkg left no .deb"
-  mkdir -p "$dl/x"
-  dpkg-deb -x "$deb" "$dl/x" || die "dpkg-deb -x $deb failed"
+  deb=$(ls "$kernel_dl"/"$pkg"_*.deb) || die "apt-get download $pkg left no .deb"
+  mkdir -p "$kernel_dl/x"
+  dpkg-deb -x "$deb" "$kernel_dl/x" || die "dpkg-deb -x $deb failed"
   rm -rf "$dest" && mkdir -p "$dest"
-  mv "$dl/x/boot" "$dest/boot" || die "$deb has no boot/ directory"
-  rm -rf "$dl"
+  mv "$kernel_dl/x/boot" "$dest/boot" || die "$deb has no boot/ directory"
+  rm -rf "$kernel_dl"
+  kernel_dl=""
   touch "$dest/.complete"
 }
 
@@ -151,18 +164,22 @@ mkdir -p "$cache_dir" || die "cannot create cache directory $cache_dir"
 exec 9>"$cache_dir/.lock"
 flock 9 # Concurrent runs must not extract into the same directory.
 pkg=$(kernel_package)
-if [ -z "$pkg" ]; then
-  # No package index answer (offline?): use the newest kernel already cached, if any.
-  pkg=$(cd "$cache_dir" && ls -d linux-image-*-amd64 2>/dev/null | sort -V | tail -n1) ||
-    true
-  [ -n "$pkg" ] && [ -f "$cache_dir/$pkg/.complete" ] ||
-    die "apt-cache depends linux-image-amd64 named no kernel package and none is cached"
-  say "apt-cache named no kernel package; using cached $pkg"
+if [ -z "$pkg" ] || ! fetch_kernel "$pkg"; then
+  if apt_update_once; then
+    pkg=$(kernel_package)
+    [ -z "$pkg" ] || fetch_kernel "$pkg" || say "apt-get download $pkg failed"
+  fi
 fi
-fetch_kernel "$pkg"
+if [ -z "$pkg" ] || [ ! -f "$cache_dir/$pkg/.complete" ]; then
+  # No package index answer (offline?): use the newest kernel already cached, if any.
+  pkg=$(cd "$cache_dir" && ls -d linux-image-*-amd64 2>/dev/null | sort -V | tail -n1) || true
+  [ -n "$pkg" ] && [ -f "$cache_dir/$pkg/.complete" ] ||
+    die "no Debian kernel package could be downloaded and none is cached in $cache_dir"
+  say "could not fetch the kernel package apt names; using cached $pkg"
+fi
 flock -u 9
-kernel=$(ls "$cache_dir/$pkg"/boot/vmlinuz-* 2>/dev/null | head -n1)
-config=$(ls "$cache_dir/$pkg"/boot/config-* 2>/dev/null | head -n1)
+kernel=$(compgen -G "$cache_dir/$pkg/boot/vmlinuz-*" | sort -V | tail -n1 || true)
+config=$(compgen -G "$cache_dir/$pkg/boot/config-*" | sort -V | tail -n1 || true)
 [ -n "$kernel" ] && [ -n "$config" ] || die "$cache_dir/$pkg/boot lacks vmlinuz-* or config-*"
 soft_dirty=$(grep -E '^(# )?CONFIG_MEM_SOFT_DIRTY[= ]' "$config" || true)
 say "kernel $kernel ($(basename "$config"): ${soft_dirty:-CONFIG_MEM_SOFT_DIRTY absent})"
@@ -257,7 +274,8 @@ chmod 755 "$root/init"
 initrd=$work/initrd.gz
 (cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 >"$initrd") ||
   die "packing the initramfs failed"
-say "initramfs $(du -h "$initrd" | cut -f1) (binary $binary_name, $(find "$root" -name '*.so*' | wc -l) shared objects)"
+shared_objects=$(find "$root" -name '*.so*' | wc -l)
+say "initramfs $(du -h "$initrd" | cut -f1) (binary $binary_name, $shared_objects shared objects)"
 
 # --- Boot --------------------------------------------------------------------------------------
 
@@ -327,9 +345,10 @@ if [ $result = 124 ]; then
   say "timeout: the VM was still running after ${timeout_s}s and was killed (log $log_file)"
   exit 124
 fi
-code=$(tr -d '\r' <"$log_file" | sed -n "s/.*$kMarker \([0-9][0-9]*\)\$/\1/p" | tail -n1)
+code=$(sed -n "s/.*$kMarker \([0-9][0-9]*\)\$/\1/p" "$log_file" | tail -n1 || true)
 if [ -z "$code" ]; then
-  say "no '$kMarker' line: the VM ended before the program reported its exit code (kernel panic, guest crash or qemu error; see $log_file)"
+  say "no '$kMarker' line: the VM ended before the program reported its exit code" \
+    "(kernel panic, guest crash or qemu error; see $log_file)"
   exit 125
 fi
 say "guest $binary_name exited with $code (log $log_file)"
