@@ -305,8 +305,8 @@ boot() {
     fi
     if [ $result != 0 ]; then
       kill -TERM "$qemu_pid" 2>/dev/null || true
-      local grace
-      for grace in 1 2 3 4 5 6 7 8 9 10; do
+      local i
+      for ((i = 0; i < 10; i++)); do # up to 2 s for qemu to exit on SIGTERM
         kill -0 "$qemu_pid" 2>/dev/null || break
         sleep 0.2
       done
