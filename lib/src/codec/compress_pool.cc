@@ -101,7 +101,8 @@ absl::StatusOr<uint64_t> CompressPool::Submit(const uint8_t* data, size_t len) {
   }
   const uint64_t seq = next_submit_++;
   Job& job = jobs_[seq % depth_];
-  // The slot is free (collected and released), so no worker can be looking at it.
+  // The slot's previous job has been collected, so no worker can be looking at it. This is the
+  // moment the last Collect()'s result may be overwritten, as the header says.
   std::memcpy(job.in.get(), data, len);
   job.in_len = len;
   {
@@ -114,13 +115,10 @@ absl::StatusOr<uint64_t> CompressPool::Submit(const uint8_t* data, size_t len) {
 }
 
 absl::StatusOr<CompressPool::Result> CompressPool::Collect() {
-  // The previous result's slot goes back to Submit() now.
-  holding_ = false;
   if (next_collect_ == next_submit_) {
     return absl::InternalError("compress pool collect: no job is outstanding");
   }
   const uint64_t seq = next_collect_++;
-  holding_ = true;
   Job& job = jobs_[seq % depth_];
   {
     std::unique_lock<std::mutex> lock(mu_);

@@ -6,8 +6,9 @@
 // once (and a page written during compression cannot produce a stream that disagrees with
 // itself). Collect() returns the oldest outstanding job's result, blocking until it is done.
 // There are queue_depth slots, allocated with their buffers at Create(): steady-state use does
-// not allocate. A slot is busy from Submit() until the Collect() after the one that returned it,
-// so a full pool must be drained with Collect() before Submit() succeeds again.
+// not allocate. A slot is busy from Submit() until Collect() returns its result; the result's
+// bytes stay valid until the owner's next Submit() or Collect(), which may reuse the slot. A full
+// pool (queue_depth jobs outstanding) must be drained with Collect() before Submit() succeeds.
 // Each worker owns one ZlibCompressor (one z_stream, deflateReset between jobs).
 #ifndef PROCMIG_CODEC_COMPRESS_POOL_H_
 #define PROCMIG_CODEC_COMPRESS_POOL_H_
@@ -63,7 +64,7 @@ class CompressPool {
   absl::StatusOr<Result> Collect();
 
   // True when Submit() would fail for lack of a free slot.
-  bool Full() const { return next_submit_ - Released() >= depth_; }
+  bool Full() const { return next_submit_ - next_collect_ >= depth_; }
   // Jobs submitted and not yet collected.
   size_t Outstanding() const { return next_submit_ - next_collect_; }
 
@@ -81,7 +82,6 @@ class CompressPool {
 
   CompressPool(const CompressPoolConfig& config, size_t depth);
   void WorkerLoop(ZlibCompressor* compressor);
-  uint64_t Released() const { return next_collect_ - (holding_ ? 1 : 0); }
 
   // Immutable after construction.
   const CompressPoolConfig config_;
@@ -101,7 +101,6 @@ class CompressPool {
   // Owned by the owner thread.
   uint64_t next_submit_ = 0;
   uint64_t next_collect_ = 0;
-  bool holding_ = false;  // the last collected job's slot is still lent to the caller
 };
 
 }  // namespace procmig

@@ -99,23 +99,28 @@ TEST_CASE("many jobs on several threads come back in submission order, intact") 
   }
 }
 
-TEST_CASE("a full pool refuses Submit until results are collected and released") {
+TEST_CASE("a full pool refuses Submit until a result is collected") {
   auto pool = MakePool(2, 1, 2);
   Bytes page(4096, 7);
   REQUIRE(pool->Submit(page.data(), page.size()).ok());
   REQUIRE(pool->Submit(page.data(), page.size()).ok());
   CHECK(pool->Full());
+  CHECK(pool->Outstanding() == 2);
   auto s = pool->Submit(page.data(), page.size());
   CHECK(s.status().code() == absl::StatusCode::kInternal);
   CHECK(s.status().message() == "compress pool submit: all 2 slots are in flight; Collect() first");
-  // The first result's slot is lent to the caller until the next Collect().
-  REQUIRE(pool->Collect().ok());
-  CHECK(pool->Full());
-  REQUIRE(pool->Collect().ok());
+  auto r = pool->Collect();
+  REQUIRE(r.ok());
+  CHECK(r->seq == 0);
+  CHECK(Inflate(*r, 4096) == page);
   CHECK_FALSE(pool->Full());
   auto seq = pool->Submit(page.data(), page.size());
   REQUIRE(seq.ok());
   CHECK(*seq == 2);
+  CHECK(pool->Full());
+  CHECK(pool->Collect()->seq == 1);
+  CHECK(pool->Collect()->seq == 2);
+  CHECK(pool->Outstanding() == 0);
 }
 
 TEST_CASE("misuse is reported, not a hang") {
