@@ -1,0 +1,101 @@
+// DirtyTracker: reports which pages of the calling process's own RAM blocks were written since
+// the previous Sync. The agent runs inside the migrated process, so every backend tracks "self".
+//
+// Life cycle: Start(blocks) arms tracking; AddBlocks/RemoveBlocks follow regions that come and go
+// between syncs (a block that grew with mremap is removed and added again under the same id);
+// Sync() returns the pages written since the previous Sync (or since the block was added) and
+// re-arms them *before returning*, so a write that happens after Sync, even while the sender is
+// reading that page, dirties it again and is reported by the next Sync: sending from live memory
+// stays correct. A block's pages written before it was added are not reported; the caller sends a
+// new block in full (the bulk stage does so for Start's blocks). Pages that a tracker cannot tell
+// apart are reported (false positives are allowed, a missed write never is).
+//
+// Backends, best first (TrackerKind): pagemap-scan, soft-dirty, uffd-wp, mprotect, full; see
+// each backend's header for its mechanism, and tracker_probe.h for how one is chosen.
+//
+// Allocation and threads: Start/AddBlocks/RemoveBlocks/Stop allocate and may be called only from
+// one controlling thread (the agent thread) while application threads run. Sync does not
+// allocate, take locks an application thread could hold, or use stdio: it may run while every
+// application thread is parked. The returned DirtySet belongs to the tracker and is valid until
+// the next call of any method but the const ones.
+#ifndef PROCMIG_DIRTY_DIRTY_TRACKER_H_
+#define PROCMIG_DIRTY_DIRTY_TRACKER_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dirty/dirty_set.h"
+#include "dirty/write_quiescer.h"
+#include "ram/ram_block.h"
+
+namespace procmig {
+
+// Best first: the automatic choice takes the first one whose probe passes.
+enum class TrackerKind { kPagemapScan, kSoftDirty, kUffdWp, kMprotect, kFull };
+inline constexpr TrackerKind kAllTrackerKinds[] = {TrackerKind::kPagemapScan,
+                                                   TrackerKind::kSoftDirty, TrackerKind::kUffdWp,
+                                                   TrackerKind::kMprotect, TrackerKind::kFull};
+
+// "pagemap-scan", "soft-dirty", "uffd-wp", "mprotect", "full".
+std::string_view TrackerKindName(TrackerKind kind);
+// The inverse; InvalidArgument naming the valid choices otherwise.
+absl::StatusOr<TrackerKind> ParseTrackerKind(std::string_view name);
+
+// Immutable once built; validated by SelectTracker/MakeTracker.
+struct TrackerConfig {
+  // Use this backend or fail (with its probe's reason); nullopt = the best that passes its probe.
+  std::optional<TrackerKind> forced;
+  // Not owned; may be null. Used by soft-dirty only (see write_quiescer.h).
+  WriteQuiescer* quiescer = nullptr;
+};
+
+// Counters for benchmarks and `procmig status`; updated without locks by the owner thread, and
+// (faults) with relaxed atomics by fault handlers, so a snapshot is approximate while running.
+struct TrackerStats {
+  uint64_t syncs = 0;
+  uint64_t faults = 0;        // write faults handled by the tracker itself (uffd-wp, mprotect)
+  uint64_t huge_regions = 0;  // pagemap-scan: reported regions that were huge pages
+  uint64_t scan_calls = 0;    // pagemap-scan: PAGEMAP_SCAN ioctls; soft-dirty: pagemap reads
+};
+
+class DirtyTracker {
+ public:
+  virtual ~DirtyTracker() = default;
+
+  virtual TrackerKind kind() const = 0;
+
+  // Arms tracking of `blocks` (validated, non-overlapping, writable, base page size). Fails with
+  // FailedPrecondition when the kernel lacks what the backend needs.
+  virtual absl::Status Start(std::span<const RamBlock> blocks) = 0;
+  // Adds blocks (ids not yet tracked) and stops tracking blocks by id (unknown ids: NotFound).
+  virtual absl::Status AddBlocks(std::span<const RamBlock> blocks) = 0;
+  virtual absl::Status RemoveBlocks(std::span<const uint32_t> ids) = 0;
+  // Pages written since the previous Sync, re-armed before returning (see above).
+  virtual absl::StatusOr<const DirtySet*> Sync() = 0;
+  // Disarms everything (protections restored, fds closed, threads joined). Idempotent.
+  virtual absl::Status Stop() = 0;
+
+  // Called by the agent's interposers of read/pread/readv/recv*/... before a system call writes
+  // into [addr, addr + len) from the kernel, and FinishKernelWrite after it returns. Only the
+  // mprotect backend needs it (the kernel gets EFAULT from a PROT_READ page instead of a fault);
+  // for the others it does nothing. Async-signal-safe, no allocation.
+  virtual absl::Status PrepareKernelWrite(uintptr_t addr, size_t len);
+  virtual void FinishKernelWrite(uintptr_t addr, size_t len);
+
+  // Thread ids of threads the tracker owns (the uffd-wp fault handler). The agent must never park
+  // them: an application thread blocked on a write fault waits for one.
+  virtual std::span<const pid_t> OwnThreads() const { return {}; }
+
+  virtual TrackerStats stats() const = 0;
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_DIRTY_DIRTY_TRACKER_H_

@@ -1,0 +1,50 @@
+// The shared tracker scenarios (tracker_scenarios.h) against the pagemap-scan backend. Exits 77
+// with the probe's reason where the running kernel cannot support it.
+#include "dirty/pagemap_scan_tracker.h"
+
+#include <doctest/doctest.h>
+
+#include "unit/dirty/tracker_scenarios.h"
+
+namespace procmig::testing {
+namespace {
+
+constexpr TrackerKind kKind = TrackerKind::kPagemapScan;
+
+TEST_CASE("pagemap_scan tracker: random writes over several blocks") {
+  RequireBackend(kKind);
+  RunRandomWrites(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: MADV_DONTNEED then written again") {
+  RequireBackend(kKind);
+  RunDontneedRewrite(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: region grown with mremap") {
+  RequireBackend(kKind);
+  RunMremapGrow(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: THP-backed region") {
+  RequireBackend(kKind);
+  RunTransparentHugePages(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: writer threads during Sync") {
+  RequireBackend(kKind);
+  RunConcurrentWriters(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: kernel writes into tracked memory") {
+  RequireBackend(kKind);
+  RunKernelWrite(kKind);
+}
+
+TEST_CASE("pagemap_scan tracker: add and remove blocks") {
+  RequireBackend(kKind);
+  RunBlockBookkeeping(kKind);
+}
+
+}  // namespace
+}  // namespace procmig::testing

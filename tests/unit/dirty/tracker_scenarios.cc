@@ -1,0 +1,553 @@
+#include "unit/dirty/tracker_scenarios.h"
+
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dirty/block_list.h"
+#include "dirty/tracker_probe.h"
+
+namespace procmig::testing {
+namespace {
+
+size_t Page() { return BasePageSize(); }
+
+// An anonymous private mapping, optionally aligned, unmapped on destruction.
+class Region {
+ public:
+  explicit Region(size_t len, size_t align = 0) : len_(len) {
+    size_t map_len = len + align;
+    void* p = mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    auto addr = reinterpret_cast<uintptr_t>(p);
+    uintptr_t aligned = align == 0 ? addr : (addr + align - 1) & ~(align - 1);
+    if (aligned > addr) munmap(p, aligned - addr);
+    if (addr + map_len > aligned + len)
+      munmap(reinterpret_cast<void*>(aligned + len), addr + map_len - aligned - len);
+    base_ = reinterpret_cast<char*>(aligned);
+  }
+  ~Region() {
+    if (base_ != nullptr) munmap(base_, len_);
+  }
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  char* base() const { return base_; }
+  size_t len() const { return len_; }
+  // After an mremap that moved or grew the mapping.
+  void Reset(char* base, size_t len) {
+    base_ = base;
+    len_ = len;
+  }
+
+ private:
+  char* base_ = nullptr;
+  size_t len_ = 0;
+};
+
+RamBlock MakeBlock(uint32_t id, const char* base, size_t len) {
+  RamBlock b;
+  b.id = id;
+  b.start = reinterpret_cast<uintptr_t>(base);
+  b.length = len;
+  b.page_size = Page();
+  b.name = AnonymousBlockName(b.start);
+  b.prot = PROT_READ | PROT_WRITE;
+  return b;
+}
+
+// Ground truth of one block: the pages written since the last sync.
+struct Truth {
+  RamBlock block;
+  std::vector<uint8_t> written;
+
+  explicit Truth(RamBlock b) : block(std::move(b)), written(block.page_count()) {}
+  void Write(size_t page, uint8_t value = 1) {
+    REQUIRE(page < written.size());
+    volatile char* p = reinterpret_cast<char*>(block.start + page * block.page_size);
+    p[(page * 131) % block.page_size] = static_cast<char>(value);
+    written[page] = 1;
+  }
+};
+
+struct Totals {
+  size_t written = 0;
+  size_t reported = 0;
+  size_t false_positives = 0;
+};
+
+// Fails the test for every written page the set lacks; counts false positives; clears truths.
+void Check(const DirtySet& set, std::vector<Truth*> truths, Totals& totals, const char* what,
+           int round) {
+  for (Truth* t : truths) {
+    const DirtyBlock* db = set.Find(t->block.id);
+    REQUIRE(db != nullptr);
+    REQUIRE(db->start == t->block.start);
+    REQUIRE(db->pages.size() == t->written.size());
+    size_t missed = 0;
+    size_t first_missed = 0;
+    for (size_t p = 0; p < t->written.size(); ++p) {
+      const bool reported = db->pages.Test(p);
+      totals.reported += reported;
+      if (t->written[p]) {
+        ++totals.written;
+        if (!reported && missed++ == 0) first_missed = p;
+      } else if (reported) {
+        ++totals.false_positives;
+      }
+      t->written[p] = 0;
+    }
+    INFO(what, " round ", round, " block ", t->block.id, ": first missed page ", first_missed);
+    CHECK(missed == 0);
+  }
+}
+
+void Print(TrackerKind kind, const char* scenario, const Totals& t, const std::string& extra = "") {
+  std::printf("[%s] %s: %zu pages written, %zu reported, %zu false positives, 0 missed%s\n",
+              std::string(TrackerKindName(kind)).c_str(), scenario, t.written, t.reported,
+              t.false_positives, extra.c_str());
+  std::fflush(stdout);
+}
+
+const DirtySet& SyncOk(DirtyTracker& tracker) {
+  absl::StatusOr<const DirtySet*> set = tracker.Sync();
+  INFO(set.status().ToString());
+  REQUIRE(set.ok());
+  return **set;
+}
+
+std::unique_ptr<DirtyTracker> Started(TrackerKind kind, std::span<const RamBlock> blocks,
+                                      WriteQuiescer* quiescer = nullptr) {
+  TrackerConfig config;
+  config.quiescer = quiescer;
+  std::unique_ptr<DirtyTracker> tracker = MakeTracker(kind, config);
+  absl::Status s = tracker->Start(blocks);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return tracker;
+}
+
+// AnonHugePages (kB) of the mapping holding `addr`, from /proc/self/smaps.
+size_t AnonHugeKb(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  while (std::getline(smaps, line)) {
+    const size_t dash = line.find('-');
+    const size_t space = line.find(' ');
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && dash < space) {
+      uintptr_t lo = std::strtoull(line.c_str(), nullptr, 16);
+      uintptr_t hi = std::strtoull(line.c_str() + dash + 1, nullptr, 16);
+      in = a >= lo && a < hi;
+      continue;
+    }
+    size_t kb = 0;
+    if (in && std::sscanf(line.c_str(), "AnonHugePages: %zu kB", &kb) == 1) return kb;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void RequireBackend(TrackerKind kind) {
+  static int checked = 0;
+  if (checked++ != 0) return;
+  TrackerProbeResult r = ProbeTracker(kind, TrackerConfig{});
+  std::printf("[%s] probe: %s: %s\n", std::string(TrackerKindName(kind)).c_str(),
+              r.available ? "ok" : "unavailable", r.reason.c_str());
+  std::fflush(stdout);
+  if (!r.available) {
+    std::printf("SKIP: %s is unavailable on this kernel\n",
+                std::string(TrackerKindName(kind)).c_str());
+    std::fflush(stdout);
+    std::exit(77);
+  }
+}
+
+void RunRandomWrites(TrackerKind kind) {
+  const size_t sizes[] = {64, 257, 1000};
+  std::vector<std::unique_ptr<Region>> regions;
+  std::vector<Truth> truths;
+  std::vector<RamBlock> blocks;
+  for (size_t i = 0; i < 3; ++i) {
+    regions.push_back(std::make_unique<Region>(sizes[i] * Page()));
+    // Even pages touched before tracking, odd pages never.
+    for (size_t p = 0; p < sizes[i]; p += 2) regions[i]->base()[p * Page()] = 1;
+    blocks.push_back(
+        MakeBlock(static_cast<uint32_t>(10 + i), regions[i]->base(), regions[i]->len()));
+    truths.emplace_back(blocks.back());
+  }
+  auto tracker = Started(kind, blocks);
+  std::vector<Truth*> all;
+  for (Truth& t : truths) all.push_back(&t);
+  Totals totals;
+  Check(SyncOk(*tracker), all, totals, "reset", 0);
+  std::mt19937 rng(20261126);
+  for (int round = 1; round <= 12; ++round) {
+    const bool idle = round == 3 || round == 7;
+    for (Truth& t : truths) {
+      size_t n = idle ? 0 : rng() % (t.written.size() / 4 + 1);
+      for (size_t i = 0; i < n; ++i) t.Write(rng() % t.written.size(), static_cast<uint8_t>(round));
+    }
+    Check(SyncOk(*tracker), all, totals, "random", round);
+  }
+  REQUIRE(tracker->Stop().ok());
+  Print(kind, "random writes (3 blocks, half never touched before tracking, 12 rounds)", totals);
+}
+
+void RunDontneedRewrite(TrackerKind kind) {
+  const size_t pages = 256;
+  Region r(pages * Page());
+  memset(r.base(), 0x11, r.len());
+  Truth t(MakeBlock(20, r.base(), r.len()));
+  auto tracker = Started(kind, {&t.block, 1});
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+
+  REQUIRE(madvise(r.base() + 32 * Page(), 64 * Page(), MADV_DONTNEED) == 0);
+  for (size_t p = 40; p < 50; ++p) t.Write(p);
+  t.Write(90);
+  t.Write(200);
+  const DirtySet& s1 = SyncOk(*tracker);
+  size_t zapped_reported = 0;  // dropped and not written again: content changed to zeros
+  for (size_t p = 32; p < 96; ++p) {
+    if (!t.written[p] && s1.Find(20)->pages.Test(p)) ++zapped_reported;
+  }
+  Check(s1, {&t}, totals, "dontneed", 1);
+  t.Write(60);  // dropped in round 1, first written now
+  Check(SyncOk(*tracker), {&t}, totals, "dontneed", 2);
+  REQUIRE(madvise(r.base(), r.len(), MADV_DONTNEED) == 0);
+  t.Write(0);
+  t.Write(255);
+  Check(SyncOk(*tracker), {&t}, totals, "dontneed", 3);
+  for (size_t p = 100; p < 110; ++p) t.Write(p);
+  Check(SyncOk(*tracker), {&t}, totals, "dontneed", 4);
+  REQUIRE(tracker->Stop().ok());
+  Print(kind, "MADV_DONTNEED then written again", totals,
+        ", " + std::to_string(zapped_reported) + "/53 dropped-but-unwritten pages reported");
+}
+
+void RunMremapGrow(TrackerKind kind) {
+  const size_t small = 64;
+  const size_t big = 160;
+  Totals totals;
+  for (int move = 0; move <= 1; ++move) {
+    // In place: reserve the big range and unmap its tail. Moved: MREMAP_FIXED to another range.
+    Region r(big * Page());
+    REQUIRE(munmap(r.base() + small * Page(), (big - small) * Page()) == 0);
+    Region target(big * Page());
+    memset(r.base(), 0x22, small * Page());
+    Truth t(MakeBlock(30, r.base(), small * Page()));
+    auto tracker = Started(kind, {&t.block, 1});
+    Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+    t.Write(3);
+    t.Write(63);
+    Check(SyncOk(*tracker), {&t}, totals, "before mremap", 1);
+    t.Write(10);  // written before the grow, reported by the sync after it
+
+    // What the agent's mremap interposer does first: under the mprotect backend the range is
+    // split into VMAs of different protections, which mremap refuses (EFAULT); Prepare makes it
+    // one writable VMA again and marks it dirty. The other backends ignore the call.
+    REQUIRE(tracker->PrepareKernelWrite(t.block.start, t.block.length).ok());
+    tracker->FinishKernelWrite(t.block.start, t.block.length);
+    void* grown = move ? mremap(r.base(), small * Page(), big * Page(),
+                                MREMAP_MAYMOVE | MREMAP_FIXED, target.base())
+                       : mremap(r.base(), small * Page(), big * Page(), 0);
+    REQUIRE(grown != MAP_FAILED);
+    if (move) {
+      target.Reset(nullptr, 0);  // now owned by r
+      r.Reset(static_cast<char*>(grown), big * Page());
+    } else {
+      REQUIRE(grown == r.base());
+      r.Reset(r.base(), big * Page());
+    }
+    uint32_t id = 30;
+    REQUIRE(tracker->RemoveBlocks({&id, 1}).ok());
+    Truth grown_truth(MakeBlock(30, r.base(), r.len()));
+    REQUIRE(tracker->AddBlocks({&grown_truth.block, 1}).ok());
+    grown_truth.Write(10);
+    grown_truth.Write(64);   // first page of the new tail
+    grown_truth.Write(159);  // last page
+    grown_truth.Write(5);
+    Check(SyncOk(*tracker), {&grown_truth}, totals, move ? "moved" : "in place", 2);
+    for (size_t p = 60; p < 70; ++p) grown_truth.Write(p);
+    Check(SyncOk(*tracker), {&grown_truth}, totals, move ? "moved" : "in place", 3);
+    REQUIRE(tracker->Stop().ok());
+  }
+  Print(kind, "region grown with mremap (in place and moved)", totals);
+}
+
+void RunTransparentHugePages(TrackerKind kind) {
+  const size_t huge = size_t{2} << 20;
+  Region r(4 * huge, huge);
+  REQUIRE(madvise(r.base(), r.len(), MADV_HUGEPAGE) == 0);
+  memset(r.base(), 0x33, r.len());
+  const size_t thp_before = AnonHugeKb(r.base());
+  INFO("AnonHugePages of the region before tracking: ", thp_before, " kB");
+  CHECK(thp_before > 0);  // the scenario is meaningless without huge pages
+  Truth t(MakeBlock(40, r.base(), r.len()));
+  auto tracker = Started(kind, {&t.block, 1});
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+  const size_t per_huge = huge / Page();
+  t.Write(1);
+  t.Write(per_huge + 7);
+  t.Write(per_huge + 300);
+  Check(SyncOk(*tracker), {&t}, totals, "thp", 1);
+  Check(SyncOk(*tracker), {&t}, totals, "thp idle", 2);
+  std::mt19937 rng(7);
+  for (int round = 3; round < 8; ++round) {
+    for (int i = 0; i < 20; ++i) t.Write(rng() % t.written.size());
+    Check(SyncOk(*tracker), {&t}, totals, "thp", round);
+  }
+  // A huge page that appears while tracked: drop the first 2 MiB (the kernel may free its page
+  // table) and write one byte; a fresh huge page may back it, reported whole.
+  REQUIRE(madvise(r.base(), huge, MADV_DONTNEED) == 0);
+  t.Write(3);
+  Check(SyncOk(*tracker), {&t}, totals, "thp refault", 8);
+  t.Write(per_huge - 1);
+  Check(SyncOk(*tracker), {&t}, totals, "thp refault", 9);
+  const size_t thp_after = AnonHugeKb(r.base());
+  REQUIRE(tracker->Stop().ok());
+  Print(kind, "THP-backed region (MADV_HUGEPAGE)", totals,
+        ", AnonHugePages " + std::to_string(thp_before) + " kB before, " +
+            std::to_string(thp_after) + " kB after tracking");
+}
+
+namespace {
+
+// Pauses the writer threads between two writes (what the agent does with thread parking).
+class CooperativeQuiescer final : public WriteQuiescer {
+ public:
+  explicit CooperativeQuiescer(int writers) : writers_(writers) {}
+  absl::Status Pause() override {
+    pause_.store(true);
+    while (paused_.load() + finished_.load() < writers_) std::this_thread::yield();
+    ++pauses_;
+    return absl::OkStatus();
+  }
+  void Resume() override { pause_.store(false); }
+  // Called by writers before each write.
+  void Checkpoint() {
+    if (!pause_.load()) return;
+    paused_.fetch_add(1);
+    while (pause_.load()) std::this_thread::yield();
+    paused_.fetch_sub(1);
+  }
+  void Finished() { finished_.fetch_add(1); }
+  int pauses() const { return pauses_; }
+
+ private:
+  const int writers_;
+  std::atomic<bool> pause_{false};
+  std::atomic<int> paused_{0};
+  std::atomic<int> finished_{0};
+  int pauses_ = 0;
+};
+
+}  // namespace
+
+void RunConcurrentWriters(TrackerKind kind) {
+  const size_t pages_a = 512;
+  const size_t pages_b = 300;
+  Region ra(pages_a * Page());
+  Region rb(pages_b * Page());
+  memset(ra.base(), 1, ra.len());
+  std::vector<RamBlock> blocks = {MakeBlock(50, ra.base(), ra.len()),
+                                  MakeBlock(51, rb.base(), rb.len())};
+  const int kWriters = 3;
+  // Soft-dirty needs its writers paused around read+reset; the other backends ignore this.
+  CooperativeQuiescer quiescer(kWriters);
+  auto tracker = Started(kind, blocks, &quiescer);
+  (void)SyncOk(*tracker);
+
+  const size_t total = pages_a + pages_b;
+  // Per page: the first sync number that must report its last write (0 = never written).
+  std::unique_ptr<std::atomic<uint32_t>[]> must_report(new std::atomic<uint32_t>[total]);
+  std::vector<uint32_t> last_reported(total, 0);
+  for (size_t i = 0; i < total; ++i) must_report[i].store(0);
+  std::atomic<uint32_t> done{0};     // number of the last completed sync
+  std::atomic<bool> syncing{false};  // a Sync is running
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> writes{0}, writes_during_sync{0};
+
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      std::mt19937 rng(100 + w);
+      while (!stop.load(std::memory_order_relaxed)) {
+        quiescer.Checkpoint();
+        size_t g = rng() % total;
+        char* page = g < pages_a ? ra.base() + g * Page() : rb.base() + (g - pages_a) * Page();
+        const uint32_t d = done.load();  // sync d finished before this write
+        const bool during = syncing.load();
+        static_cast<volatile char*>(page)[(w * 64) % Page()] = static_cast<char>(d);
+        uint32_t want = d + 1;
+        uint32_t cur = must_report[g].load();
+        while (cur < want && !must_report[g].compare_exchange_weak(cur, want)) {
+        }
+        writes.fetch_add(1, std::memory_order_relaxed);
+        if (during) writes_during_sync.fetch_add(1, std::memory_order_relaxed);
+      }
+      quiescer.Finished();
+    });
+  }
+  auto record = [&](const DirtySet& set, uint32_t k) {
+    set.ForEachRun([&](const DirtyBlock& b, PageRun run) {
+      size_t base = b.id == 50 ? 0 : pages_a;
+      for (size_t p = run.first; p < run.first + run.count; ++p) last_reported[base + p] = k;
+    });
+  };
+  const uint32_t kSyncs = 40;
+  for (uint32_t k = 1; k <= kSyncs; ++k) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    syncing.store(true);
+    const DirtySet& set = SyncOk(*tracker);
+    syncing.store(false);
+    done.store(k);
+    record(set, k);
+  }
+  stop.store(true);
+  for (std::thread& t : writers) t.join();
+  const DirtySet& final_set = SyncOk(*tracker);
+  record(final_set, kSyncs + 1);
+  size_t missed = 0, written_pages = 0;
+  for (size_t g = 0; g < total; ++g) {
+    uint32_t need = must_report[g].load();
+    if (need == 0) continue;
+    ++written_pages;
+    if (last_reported[g] < need) {
+      INFO("page ", g, " last written after sync ", need - 1, " but last reported by sync ",
+           last_reported[g]);
+      CHECK(last_reported[g] >= need);
+      ++missed;
+    }
+  }
+  CHECK(missed == 0);
+  const TrackerStats stats = tracker->stats();
+  REQUIRE(tracker->Stop().ok());
+  std::printf("[%s] concurrent writers: %d threads, %" PRIu64 " writes (%" PRIu64
+              " while Sync ran), %zu pages written, %u syncs, %" PRIu64
+              " faults handled, %d pauses, "
+              "0 missed\n",
+              std::string(TrackerKindName(kind)).c_str(), kWriters, writes.load(),
+              writes_during_sync.load(), written_pages, kSyncs + 1, stats.faults,
+              quiescer.pauses());
+  std::fflush(stdout);
+  CHECK(writes.load() > 0);
+}
+
+void RunKernelWrite(TrackerKind kind) {
+  const size_t pages = 16;
+  Region r(pages * Page());
+  memset(r.base(), 0x44, r.len());
+  Truth t(MakeBlock(60, r.base(), r.len()));
+  auto tracker = Started(kind, {&t.block, 1});
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  char payload[100];
+  memset(payload, 'k', sizeof(payload));
+
+  // A read(2) into tracked memory, announced by the interposer's hook.
+  REQUIRE(write(fds[1], payload, 100) == 100);
+  char* dst = r.base() + 3 * Page() + 100;
+  REQUIRE(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst), 100).ok());
+  CHECK(read(fds[0], dst, 100) == 100);
+  tracker->FinishKernelWrite(reinterpret_cast<uintptr_t>(dst), 100);
+  t.written[3] = 1;
+  CHECK(dst[99] == 'k');
+  Check(SyncOk(*tracker), {&t}, totals, "kernel write", 1);
+
+  // Pinned across a sync: the kernel writes after the sync that follows Prepare.
+  char* dst2 = r.base() + 9 * Page() + 10;
+  REQUIRE(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst2), 50).ok());
+  (void)SyncOk(*tracker);
+  REQUIRE(write(fds[1], payload, 50) == 50);
+  CHECK(read(fds[0], dst2, 50) == 50);
+  tracker->FinishKernelWrite(reinterpret_cast<uintptr_t>(dst2), 50);
+  t.written[9] = 1;
+  Check(SyncOk(*tracker), {&t}, totals, "kernel write pinned over a sync", 2);
+
+  // Without the hook.
+  REQUIRE(write(fds[1], payload, 20) == 20);
+  char* dst3 = r.base() + 12 * Page();
+  ssize_t got = read(fds[0], dst3, 20);
+  if (kind == TrackerKind::kMprotect) {
+    // The documented residual risk: the page is read-only to the kernel too.
+    CHECK(got == -1);
+    CHECK(errno == EFAULT);
+  } else {
+    CHECK(got == 20);
+    t.written[12] = 1;
+  }
+  Check(SyncOk(*tracker), {&t}, totals, "kernel write without hook", 3);
+  close(fds[0]);
+  close(fds[1]);
+  REQUIRE(tracker->Stop().ok());
+  Print(kind, "kernel writes (read from a pipe)", totals);
+}
+
+void RunBlockBookkeeping(TrackerKind kind) {
+  Region ra(8 * Page()), rb(8 * Page()), rc(8 * Page());
+  memset(ra.base(), 1, ra.len());
+  memset(rb.base(), 1, rb.len());
+  memset(rc.base(), 1, rc.len());
+  Truth a(MakeBlock(1, ra.base(), ra.len()));
+  Truth b(MakeBlock(2, rb.base(), rb.len()));
+  Truth c(MakeBlock(3, rc.base(), rc.len()));
+  RamBlock ab[] = {a.block, b.block};
+  auto tracker = Started(kind, ab);
+  Totals totals;
+  CHECK(tracker->Start(ab).code() == absl::StatusCode::kFailedPrecondition);
+  REQUIRE(tracker->AddBlocks({&c.block, 1}).ok());
+  Check(SyncOk(*tracker), {&a, &b, &c}, totals, "reset", 0);
+  a.Write(1);
+  b.Write(2);
+  c.Write(7);
+  Check(SyncOk(*tracker), {&a, &b, &c}, totals, "three blocks", 1);
+
+  uint32_t id_b = 2;
+  REQUIRE(tracker->RemoveBlocks({&id_b, 1}).ok());
+  b.Write(3);  // untracked now: must not fault, hang, or be reported
+  a.Write(4);
+  const DirtySet& s = SyncOk(*tracker);
+  CHECK(s.Find(2) == nullptr);
+  CHECK(s.blocks().size() == 2);
+  b.written.assign(b.written.size(), 0);
+  Check(s, {&a, &c}, totals, "after remove", 2);
+
+  uint32_t unknown = 999;
+  CHECK(tracker->RemoveBlocks({&unknown, 1}).code() == absl::StatusCode::kNotFound);
+  RamBlock overlap = MakeBlock(4, ra.base() + Page(), Page());
+  CHECK(tracker->AddBlocks({&overlap, 1}).code() == absl::StatusCode::kInvalidArgument);
+  RamBlock dup = b.block;
+  dup.id = 1;
+  CHECK(tracker->AddBlocks({&dup, 1}).code() == absl::StatusCode::kInvalidArgument);
+
+  REQUIRE(tracker->Stop().ok());
+  REQUIRE(tracker->Stop().ok());  // idempotent
+  a.Write(5);                     // disarmed: plain memory again
+  c.Write(5);
+  CHECK(tracker->Sync().status().code() == absl::StatusCode::kFailedPrecondition);
+  Print(kind, "add/remove blocks", totals);
+}
+
+}  // namespace procmig::testing
