@@ -94,7 +94,6 @@ class Collector {
       case RecordType::kEndOfStream:
         s_.end_of_stream = true;
         s_.aborted = std::get<EndOfStream>(r.body).aborted;
-        --s_.records;  // counted like the stream does: records before end_of_stream
         break;
       case RecordType::kAck:
         s_.acks.push_back(std::get<Ack>(r.body));

@@ -42,7 +42,7 @@ struct StreamSummary {
 
   std::optional<Preamble> preamble;
   uint64_t bytes = 0;    // bytes of complete records (up to the error, if any)
-  uint64_t records = 0;  // records, preamble not counted
+  uint64_t records = 0;  // records including end_of_stream; the preamble is not one
   std::array<uint64_t, kNumRecordTypeSlots> records_per_type{};
   std::vector<Block> blocks;  // in order of addition, removed ones included
   std::array<uint64_t, kNumEncodingSlots> pages_per_encoding{};
