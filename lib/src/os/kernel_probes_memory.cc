@@ -48,12 +48,26 @@ absl::StatusOr<uffdio_api> UffdApi(Os& os, int fd, uint64_t features) {
 }
 
 // A userfaultfd with asynchronous write-protection enabled, as the pagemap-scan tracker uses it.
+// Tries userfaultfd(2) first, then /dev/userfaultfd (which an administrator may open to users
+// who cannot use the syscall): either serves the trackers.
 absl::StatusOr<int> OpenAsyncWpUffd(Os& os, std::string* failure) {
   bool user_mode_only;
   absl::StatusOr<int> fd = OpenUffd(os, &user_mode_only);
   if (!fd.ok()) {
     *failure = Failed("userfaultfd(2)", fd.status());
-    return fd.status();
+    absl::StatusOr<int> dev = os.Open("/dev/userfaultfd", O_RDWR, 0);
+    if (!dev.ok()) {
+      absl::StrAppend(failure, "; ", Failed("open /dev/userfaultfd", dev.status()));
+      return fd.status();
+    }
+    // USERFAULTFD_IOC_NEW takes the flags by value, not through a pointer.
+    fd = os.Ioctl(*dev, USERFAULTFD_IOC_NEW,
+                  reinterpret_cast<void*>(static_cast<uintptr_t>(kUffdFlags)));
+    (void)os.Close(*dev);
+    if (!fd.ok()) {
+      absl::StrAppend(failure, "; ", Failed("USERFAULTFD_IOC_NEW", fd.status()));
+      return fd.status();
+    }
   }
   absl::StatusOr<uffdio_api> api =
       UffdApi(os, *fd,

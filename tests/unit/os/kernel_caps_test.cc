@@ -128,7 +128,9 @@ TEST_CASE("no userfaultfd at all: every uffd feature and backend says why") {
   }
   const Feature& wp = Get(caps.features, "pagemap_scan_wp");
   CHECK_FALSE(wp.available);
-  if (Get(caps.features, "pagemap_scan").available) CHECK(wp.reason == enosys);
+  if (Get(caps.features, "pagemap_scan").available) {
+    CHECK(wp.reason == enosys + "; open /dev/userfaultfd: ENOENT (No such file or directory)");
+  }
 
   CHECK_FALSE(caps.Available(feature::kBackendPagemapScan));
   CHECK(absl::StrContains(caps.Find(feature::kBackendPagemapScan)->reason,
@@ -138,6 +140,32 @@ TEST_CASE("no userfaultfd at all: every uffd feature and backend says why") {
                 "missing uffd_wp (no userfaultfd: " + enosys + ")"});
   CHECK(caps.Available(feature::kBackendMprotect));
   CHECK(caps.Available(feature::kBackendFull));
+  CHECK(os.open_fds() == 0);
+  CHECK(os.live_mappings() == 0);
+}
+
+TEST_CASE("without the syscall, /dev/userfaultfd serves the feature bits and the WP cycle") {
+  RealOs real;
+  absl::StatusOr<int> dev = real.Open("/dev/userfaultfd", O_RDWR, 0);
+  if (!dev.ok() || !RealUffdWorks()) {
+    MESSAGE("/dev/userfaultfd or userfaultfd unavailable here: skipped");
+    if (dev.ok()) (void)real.Close(*dev);
+    return;
+  }
+  (void)real.Close(*dev);
+  FakeOs os(&real);
+  os.FailCall(OsCall::kUserfaultfd, EPERM);
+  KernelCaps caps = ProbeKernelCaps(os);
+  CHECK(Get(caps.features, "userfaultfd").reason ==
+        "userfaultfd(2): EPERM (Operation not permitted)");
+  CHECK(caps.Available(feature::kDevUserfaultfd));
+  CHECK(caps.Available(feature::kUffdWp));
+  CHECK(Get(caps.features, "uffd_wp_async").available ==
+        Get(caps.features, "uffd_wp_unpopulated").available);
+  if (caps.Available(feature::kPagemapScan) && caps.Available(feature::kUffdWpAsync)) {
+    CHECK(caps.Available(feature::kPagemapScanWp));
+    CHECK(caps.Available(feature::kBackendPagemapScan));
+  }
   CHECK(os.open_fds() == 0);
   CHECK(os.live_mappings() == 0);
 }
