@@ -8,6 +8,9 @@
 // lifetime = 2 and ways = 1 this is exactly QEMU's rule ("a cached page is not replaced within
 // two cycles"); lifetime = 1 protects only entries of the current generation.
 //
+// The cache must hold exactly what the receiver holds: encode from a private copy of the page
+// (as QEMU does), and after sending store that copy, not the live page, which may have changed.
+//
 // All memory (slot table and page data) is allocated once, by Create(); nothing allocates after.
 // The page data is left uninitialised so untouched slots cost no RSS. NOT thread-safe: the cache
 // is owned by the sender thread, which is the only caller of every method.

@@ -1,6 +1,6 @@
 // XBZRLE: XOR-based zero-run-length delta of a page against its previous contents, with QEMU's
-// format (migration/xbzrle.c), so the page stream stays byte-compatible with QEMU's encoder for
-// page sizes whose run lengths fit its two-byte lengths (<= 16 KiB).
+// format (migration/xbzrle.c). For pages smaller than 16 KiB (every run length fits QEMU's
+// two-byte ULEB128) the output is byte for byte what QEMU's encoder writes.
 //
 //   delta  = empty                      ; the page is unchanged
 //          | pair+
