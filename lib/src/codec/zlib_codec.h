@@ -3,10 +3,11 @@
 //
 // ZlibCompressor and ZlibDecompressor live together because this pair of files is the only
 // includer of <zlib.h> (STYLE.md: one includer per third-party header); the header keeps zlib
-// out of sight behind a pointer to the stream state. Each object owns one z_stream, allocated
-// once at Create() and reset (deflateReset/inflateReset) between calls, so steady-state use does
-// not allocate. An object is used by one thread at a time (each compress-pool worker owns a
-// compressor; the receiver owns a decompressor); different objects are independent.
+// out of sight behind a pointer to the stream state. Each object owns one z_stream, set up at
+// Create() and reset (deflateReset/inflateReset) between calls; zlib keeps its buffers across
+// resets (the inflate window is allocated at the first stream that needs it), so steady-state
+// use does not allocate. An object is used by one thread at a time (each compress-pool worker owns
+// a compressor; the receiver owns a decompressor); different objects are independent.
 #ifndef PROCMIG_CODEC_ZLIB_CODEC_H_
 #define PROCMIG_CODEC_ZLIB_CODEC_H_
 
