@@ -99,8 +99,9 @@ class PatternChecker {
  public:
   PatternChecker(uint64_t seed, size_t pages_per_batch) : p_(seed, pages_per_batch) {}
 
-  // For a single channel: batches arrive as 0, 1, 2, ...; for a group channel: any increasing
-  // subset, told apart by the header, so `sequential` is false.
+  // For a single channel batches arrive as 0, 1, 2, ...; for one channel of a group they are any
+  // subset in any order (`sequential` false), identified by their header and listed in
+  // completed() for the caller to check that the group delivered each exactly once.
   absl::Status Feed(const uint8_t* data, size_t n, bool sequential = true) {
     crc_ = crc32c::Extend(crc_, data, n);
     bytes_ += n;
@@ -116,7 +117,7 @@ class PatternChecker {
         uint64_t tag = DecodeFixed64(header_);
         uint64_t b = DecodeFixed64(header_ + 8);
         uint64_t want = sequential ? next_ : b;
-        if (tag != kBatchTag || b != want || (!sequential && seen_any_ && b <= last_)) {
+        if (tag != kBatchTag || b != want) {
           return absl::DataLossError(absl::StrCat("batch header at stream offset ",
                                                   bytes_ - n - PatternStream::kHeader, ": tag ",
                                                   tag, " batch ", b, " expected ", want));
@@ -124,7 +125,6 @@ class PatternChecker {
         p_.Build(b);
         have_batch_ = true;
         last_ = b;
-        seen_any_ = true;
         continue;
       }
       size_t take = std::min(n, p_.batch_bytes() - off_);
@@ -142,6 +142,7 @@ class PatternChecker {
         have_batch_ = false;
         ++batches_;
         next_ = last_ + 1;
+        completed_.push_back(last_);
       }
     }
     return absl::OkStatus();
@@ -162,6 +163,7 @@ class PatternChecker {
   }
 
   bool at_batch_boundary() const { return off_ == 0; }
+  const std::vector<uint64_t>& completed() const { return completed_; }
   uint64_t batches() const { return batches_; }
   uint64_t bytes() const { return bytes_; }
   uint32_t crc() const { return crc_; }
@@ -171,12 +173,12 @@ class PatternChecker {
   uint8_t header_[PatternStream::kHeader] = {};
   size_t off_ = 0;
   bool have_batch_ = false;
-  bool seen_any_ = false;
   uint64_t next_ = 0;
   uint64_t last_ = 0;
   uint64_t batches_ = 0;
   uint64_t bytes_ = 0;
   uint32_t crc_ = 0;
+  std::vector<uint64_t> completed_;
 };
 
 }  // namespace procmig::testing
