@@ -72,6 +72,7 @@ void ProbeClone3SetTid(Os& os, std::vector<Feature>* out) {
   // set_tid and lets us use it refuses with EEXIST before creating anything; without the
   // capability it says EPERM, before 5.5 (no set_tid in clone_args) E2BIG, before 5.3 ENOSYS.
   // If some kernel created a child anyway, Os::Clone3 makes it exit at once and we reap it.
+  // The refusal comes from alloc_pid, after copy_mm: the probe costs a fork's page-table copy.
   pid_t self = os.GetPid();
   pid_t set_tid[1] = {self};
   clone_args args = {};
