@@ -1,0 +1,93 @@
+// Writes the seed corpus of fuzz_stream_reader: small valid streams built with StreamWriter,
+// each prefixed with the fuzzer's two control bytes. Usage: make_stream_seeds DIR
+#include <cstdio>
+#include <string>
+
+#include "unit/wire/wire_test_util.h"
+
+namespace {
+
+using namespace procmig::wire;
+using testing::AppendBatch;
+using testing::Bytes;
+using testing::TestPreamble;
+
+void Write(const std::string& dir, const char* name, uint8_t seed, uint8_t options,
+           const Bytes& stream) {
+  std::string path = dir + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) std::abort();
+  std::fputc(seed, f);
+  std::fputc(options, f);
+  std::fwrite(stream.data(), 1, stream.size(), f);
+  std::fclose(f);
+}
+
+void Check(absl::Status s) {
+  if (!s.ok()) std::abort();
+}
+
+// Only zero and small encoded pages: every record type of the main channel in ~600 bytes.
+Bytes SmallMain() {
+  auto w = StreamWriter::Create(TestPreamble()).value();
+  Check(w->AddBlockAdd({1, MakeBlockFlags(3, BlockKind::kHeap), 0x10000, 0x4000, 4, "heap"}));
+  Check(w->AddBlockAdd({2, MakeBlockFlags(3, BlockKind::kStack), 0x20000, 0x1000, 1, "stack"}));
+  PageEntry run[] = {{PageEncoding::kZero, 0, {}, false},
+                     {PageEncoding::kXbzrle, 7, testing::kXbzrleBytes, false},
+                     {PageEncoding::kZlib, 9, testing::kZlibBytes, false}};
+  Check(w->AddPageRun(1, 1, run, true));
+  Check(w->AddIteration({0, 3, 1, 100, 0, 5, false}));
+  Check(w->AddBlockResize({2, 0x2000, 2}));
+  Check(w->AddBlockRemove({1}));
+  PageEntry zero[] = {{PageEncoding::kZero, 0, {}, false}};
+  Check(w->AddPageRun(2, 1, zero, false));
+  Check(w->AddIteration({1, 1, 1, 40, 1, 5, true}));
+  Check(w->AddProcessState(testing::kState));
+  Check(w->AddEndOfStream(false));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
+Bytes Secondary() {
+  auto w = StreamWriter::Create(TestPreamble(Direction::kForward, 2, 3)).value();
+  PageEntry zero[] = {{PageEncoding::kZero, 0, {}, false}, {PageEncoding::kZero, 0, {}, false}};
+  Check(w->AddPageRun(4, 10, zero, true));
+  Check(w->AddIteration({0, 2, 2, 0, 0, 1, false}));
+  Check(w->AddEndOfStream(false));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
+Bytes Reverse() {
+  auto w = StreamWriter::Create(TestPreamble(Direction::kReverse)).value();
+  Check(w->AddAck({AckKind::kPreambleAccepted, 0}));
+  Check(w->AddAck({AckKind::kIterationApplied, 1}));
+  Check(w->AddError({10, "restore: aborted"}));
+  Check(w->AddEndOfStream(true));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  std::string dir = argv[1];
+  testing::SamplePages pages;
+  Write(dir, "small_main", 5, 0, SmallMain());
+  Write(dir, "small_main_bytewise", 0, 1, SmallMain());
+  Write(dir, "small_main_repair_crcs", 2, 4, SmallMain());
+  Write(dir, "sample_raw_pages", 4, 0, testing::SampleStream(pages));
+  Write(dir, "secondary_channel", 2, 4, Secondary());
+  Write(dir, "reverse", 3, 6, Reverse());
+  Bytes cut = SmallMain();
+  cut.resize(cut.size() - 5);
+  Write(dir, "truncated", 1, 0, cut);
+  return 0;
+}
