@@ -199,22 +199,11 @@ echo "root:x:0:0:root:/tmp:/bin/sh" >"$root/etc/passwd"
 echo "root:x:0:" >"$root/etc/group"
 printf '127.0.0.1 localhost procmig-vm\n::1 localhost\n' >"$root/etc/hosts"
 
-# Copies a host file (or directory tree) into the guest at the same absolute path, and for a
-# dynamically linked ELF every library ldd lists plus the dynamic loader, also at their paths: the
-# guest's loader then resolves exactly what the host's did, RUNPATH and $ORIGIN included.
-add_to_guest() {
+# Copies every library ldd lists for `path` (a host file) plus the dynamic loader into the guest
+# at their host paths: the guest's loader then resolves exactly what the host's did, RUNPATH and
+# $ORIGIN included. Static binaries, scripts and data files need nothing.
+copy_libraries() {
   local path=$1 ldd_out lib
-  case $path in
-    /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /init | /bin | /bin/busybox)
-      die "$path: cannot be placed in the guest (the guest's own files live there)" ;;
-  esac
-  [ -e "$root$path" ] && [ ! -L "$root$path" ] && return 0 # already copied
-  mkdir -p "$root$(dirname "$path")"
-  if [ -d "$path" ]; then
-    cp -a "$path" "$root$path"
-    return 0
-  fi
-  cp -pL --remove-destination "$path" "$root$path"
   if ldd_out=$(ldd "$path" 2>&1); then
     if printf '%s\n' "$ldd_out" | grep -q 'not found'; then
       die "ldd $path: $(printf '%s\n' "$ldd_out" | grep 'not found' | tr -s ' \t' ' ')"
@@ -228,6 +217,28 @@ add_to_guest() {
   elif ! printf '%s\n' "$ldd_out" | grep -qE 'not a dynamic executable|statically linked'; then
     die "ldd $path failed: $ldd_out"
   fi
+}
+
+# Copies a host file or directory tree into the guest at the same absolute path, with the
+# libraries of the file (or of each executable and shared object in the tree).
+add_to_guest() {
+  local path=$1 file
+  case $path in
+    /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /init | /bin | /bin/busybox)
+      die "$path: cannot be placed in the guest (the guest's own files live there)" ;;
+  esac
+  if [ -d "$path" ]; then # merged into what is already there (say, the binary's own folder)
+    mkdir -p "$root$path"
+    cp -a "$path/." "$root$path/"
+    while IFS= read -r -d '' file; do
+      copy_libraries "$file"
+    done < <(find "$path" -type f \( -perm /111 -o -name '*.so' -o -name '*.so.*' \) -print0)
+    return 0
+  fi
+  [ -f "$root$path" ] && [ ! -L "$root$path" ] && return 0 # already copied
+  mkdir -p "$root$(dirname "$path")"
+  cp -pL --remove-destination "$path" "$root$path"
+  copy_libraries "$path"
 }
 
 add_to_guest "$binary"
@@ -327,7 +338,8 @@ result=0
 if [ "$accel" = kvm ] || { [ "$accel" = auto ] && [ -e /dev/kvm ]; }; then
   say "booting with KVM (falls back to TCG unless the guest starts within ${kvm_boot_timeout}s)"
   boot kvm "$kvm_boot_timeout" || result=$?
-  if [ $result != 0 ] || ! grep -q "$kStartMarker" "$work/console.kvm"; then
+  # A guest that started and then timed out or crashed is the program's result, not KVM's.
+  if [ $result != 124 ] && ! grep -q "$kStartMarker" "$work/console.kvm"; then
     say "KVM guest did not start; booting with TCG"
     echo "--- run_in_vm: KVM attempt failed, TCG follows ---" >>"$log_file"
     accel=tcg
