@@ -7,7 +7,7 @@
  * host among them) accept the clear_refs write but never set the bit, so only this round trip
  * tells the truth.
  *
- * Prints one PASS or FAIL line (with details) and exits 0 on PASS, 1 on FAIL, 2 when an
+ * Prints a PASS line, or FAIL lines with the details, and exits 0 on PASS, 1 on FAIL, 2 when an
  * interface needed for the check is missing or errors.
  *
  * Build: cc -O2 -static -o soft_dirty_check tests/vm/soft_dirty_check.c
