@@ -390,17 +390,18 @@ absl::StatusOr<const Record*> StreamReader::Next() {
 
 absl::Status StreamReader::Finish() const {
   if (!status_.ok()) return status_;
-  uint64_t have = offset_ + pending_.size();
+  size_t partial = clear_pending_ ? 0 : pending_.size();  // a consumed unit is not partial
+  uint64_t have = offset_ + partial;
   if (!preamble_) {
     return absl::DataLossError(absl::StrCat("stream truncated at offset ", have,
-                                            ": preamble incomplete (", pending_.size(), " of ",
+                                            ": preamble incomplete (", partial, " of ",
                                             kPreambleSize, " bytes)"));
   }
   if (ended_) return absl::OkStatus();
-  if (!pending_.empty() && !clear_pending_) {
+  if (partial > 0) {
     return absl::DataLossError(absl::StrCat("stream truncated at offset ", have,
                                             ": record at offset ", offset_, " incomplete (",
-                                            pending_.size(), " of ", unit_need_, " bytes)"));
+                                            partial, " of ", unit_need_, " bytes)"));
   }
   return absl::DataLossError(
       absl::StrCat("stream truncated at offset ", offset_, ": no end_of_stream record"));

@@ -98,7 +98,9 @@
 //   reverse (any channel):         64 65 7.
 //
 // Type numbers are never reused. Retired numbers (do not assign again): none yet.
-// 0 is invalid on the wire forever (a zeroed header must not parse).
+// 0 is invalid on the wire forever (a zeroed header must not parse). Taken for later, invalid
+// until defined: 66 (reverse: post-copy page request). Free: 8..63 forward, 67..127 reverse;
+// 128..255 stay unused so a future extension can mark "skippable" types by the top bit.
 //
 // Compatibility: a change to any layout above is a new version. Readers reject versions they do
 // not know; new optional behaviour that old readers may ignore goes in optional feature bits.

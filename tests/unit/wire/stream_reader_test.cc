@@ -110,6 +110,18 @@ TEST_CASE("truncated at every byte position: need more, then an error at the end
     CHECK(r.status.code() == absl::StatusCode::kDataLoss);
     CHECK(Contains(r.status, absl::StrCat("stream truncated at offset ", n)));
   }
+  // The same cuts with the stream arriving in small pieces (records assembled in the buffer).
+  for (size_t n = 0; n < s.size(); n += 61) {
+    for (size_t chunk : {1, 5}) {
+      ReadResult r = ReadAll(std::span<const uint8_t>(s).first(n), chunk);
+      size_t complete = std::upper_bound(ends.begin(), ends.end(), n) - ends.begin();
+      CHECK(r.types.size() == complete);
+      CHECK_MESSAGE(Contains(r.status, absl::StrCat("stream truncated at offset ", n, ":")),
+                    r.status.ToString());
+    }
+  }
+  CHECK(ReadAll(std::span<const uint8_t>(s).first(104), 1).status.message() ==
+        "stream truncated at offset 104: no end_of_stream record");
   CHECK(ReadAll(std::span<const uint8_t>(s).first(10)).status.message() ==
         "stream truncated at offset 10: preamble incomplete (10 of 48 bytes)");
   CHECK(ReadAll(std::span<const uint8_t>(s).first(50)).status.message() ==
