@@ -10,6 +10,7 @@
 // them); the ceiling writes the same bytes with one write() per batch. Receivers read into a
 // 1 MiB buffer and discard (no checksums in the timed loop). Exit status: 0, or 1 on any error
 // or (demo) on any page whose crc32c differs.
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,13 @@ void BatchIov(const std::vector<uint8_t>& pool, size_t pages, uint64_t k, std::v
   for (size_t i = 0; i < pages; ++i) {
     iov->push_back({const_cast<uint8_t*>(first + i * kPage), kPage});
   }
+}
+
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 // One timed transfer of o.mib MiB; returns GB/s (1e9 bytes per second).
@@ -178,27 +186,39 @@ int Bench(const Options& o) {
       "(%zu KiB), %u CPUs\n",
       static_cast<unsigned long long>(o.mib), o.runs, o.batch_pages, o.batch_pages * kPage / 1024,
       std::thread::hardware_concurrency());
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {  // other load skews every figure below
+    char line[128] = {};
+    if (std::fgets(line, sizeof(line), f) != nullptr) std::printf("load average: %s", line);
+    std::fclose(f);
+  }
   const Mode modes[] = {Mode::kPlain, Mode::kIoUring, Mode::kPosix, Mode::kZeroCopy,
                         Mode::kTwoChannels};
   // Modes are interleaved run by run, so load from elsewhere on the machine hits each alike.
   constexpr size_t kModes = std::size(modes);
   std::vector<double> results[kModes];
+  std::vector<double> cpu[kModes];  // CPU seconds (user+sys, whole process) per GiB moved
   std::string notes[kModes];
   for (int i = 0; i < o.runs; ++i) {
-    for (size_t m = 0; m < kModes; ++m) results[m].push_back(RunOnce(modes[m], o, pool, &notes[m]));
+    for (size_t m = 0; m < kModes; ++m) {
+      double c0 = CpuSeconds();
+      results[m].push_back(RunOnce(modes[m], o, pool, &notes[m]));
+      cpu[m].push_back((CpuSeconds() - c0) * 1024.0 / static_cast<double>(o.mib));
+    }
     std::printf("  run %d/%d done\n", i + 1, o.runs);
     std::fflush(stdout);
   }
-  std::printf("%-28s %9s %9s %9s %9s\n", "mode", "median", "min", "max", "vs ceil");
+  std::printf("%-28s %9s %9s %9s %9s %12s\n", "mode", "median", "min", "max", "vs ceil",
+              "CPU s/GiB");
   double ceiling = 0;
   for (size_t m = 0; m < kModes; ++m) {
     std::vector<double>& r = results[m];
     std::sort(r.begin(), r.end());
     double median = r[r.size() / 2];
     if (modes[m] == Mode::kPlain) ceiling = median;
-    std::printf("%-28s %7.2f GB/s %5.2f %9.2f %8.0f%%%s%s\n", ModeName(modes[m]), median, r.front(),
-                r.back(), 100.0 * median / ceiling, notes[m].empty() ? "" : "   ",
-                notes[m].c_str());
+    std::sort(cpu[m].begin(), cpu[m].end());
+    std::printf("%-28s %7.2f GB/s %5.2f %9.2f %8.0f%% %12.2f%s%s\n", ModeName(modes[m]), median,
+                r.front(), r.back(), 100.0 * median / ceiling, cpu[m][cpu[m].size() / 2],
+                notes[m].empty() ? "" : "   ", notes[m].c_str());
   }
   return 0;
 }
