@@ -61,7 +61,15 @@ absl::StatusOr<std::unique_ptr<IoUringChannel>> IoUringChannel::Create(
   auto tx = std::make_unique<Ring>();
   auto rx = std::make_unique<Ring>();
   for (Ring* ring : {tx.get(), rx.get()}) {
-    int r = io_uring_queue_init(config.queue_depth, &ring->ring, 0);
+    // COOP_TASKRUN (5.19+): completions are processed when the task enters the kernel anyway,
+    // instead of interrupting it with an IPI; older kernels reject the flag, so retry without.
+    io_uring_params params{};
+    params.flags = IORING_SETUP_COOP_TASKRUN;
+    int r = io_uring_queue_init_params(config.queue_depth, &ring->ring, &params);
+    if (r == -EINVAL) {
+      params = io_uring_params{};
+      r = io_uring_queue_init_params(config.queue_depth, &ring->ring, &params);
+    }
     if (r < 0) return ErrnoStatus(absl::StatusCode::kFailedPrecondition, setup_step, -r);
     ring->initialized = true;
   }
