@@ -1,0 +1,45 @@
+#include "migration/convergence_policy.h"
+
+#include <algorithm>
+
+namespace procmig {
+
+ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_t remaining_bytes) {
+  ConvergenceDecision d;
+  // A period too short to time (or that sent nothing) keeps the previous estimate.
+  if (f.duration_ns > 0 && f.bytes_sent > 0) {
+    bandwidth_ = static_cast<uint64_t>(static_cast<unsigned __int128>(f.bytes_sent) *
+                                       1'000'000'000ull / f.duration_ns);
+  }
+  d.bandwidth_bps = bandwidth_;
+  if (bandwidth_ > 0) {
+    d.expected_downtime_ms = static_cast<uint64_t>(
+        (static_cast<unsigned __int128>(remaining_bytes) * 1000 + bandwidth_ - 1) / bandwidth_);
+  } else {
+    d.expected_downtime_ms = remaining_bytes == 0 ? 0 : UINT64_MAX;
+  }
+  if (remaining_bytes == 0 || (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms)) {
+    d.stop = true;
+  } else if (f.iteration >= config_.max_iterations) {
+    d.stop = true;
+    d.iteration_budget = true;
+  }
+  // Auto-converge looks at iterations after the bulk stage only: bulk sends everything once and
+  // says nothing about the program's write rate.
+  if (config_.auto_converge && f.iteration > 0 && !d.stop) {
+    if (f.bytes_dirtied > f.bytes_sent / 2) {
+      if (++dirty_high_count_ >= 2) {
+        dirty_high_count_ = 0;
+        throttle_ = throttle_ == 0
+                        ? config_.throttle_initial
+                        : std::min(config_.throttle_max, throttle_ + config_.throttle_increment);
+      }
+    } else {
+      dirty_high_count_ = 0;
+    }
+  }
+  d.throttle_percent = throttle_;
+  return d;
+}
+
+}  // namespace procmig

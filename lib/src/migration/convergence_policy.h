@@ -1,0 +1,60 @@
+// ConvergencePolicy: when pre-copy should stop iterating, and how hard to throttle the program.
+//
+// Pure arithmetic over the figures of each iteration, so it is tested without a clock or a
+// process. Stop-and-copy starts when the bytes still dirty, sent at the measured bandwidth, fit
+// the downtime limit, or when the iteration budget is spent. Auto-converge follows QEMU
+// (migration/ram.c, mig_throttle_guest_down): when the bytes dirtied during a period exceed half
+// the bytes sent in it, twice in a row, the program is throttled: 20% of each period parked at
+// first, then 10% more at every further trigger, capped at 99%. One thread (the sender).
+#ifndef PROCMIG_MIGRATION_CONVERGENCE_POLICY_H_
+#define PROCMIG_MIGRATION_CONVERGENCE_POLICY_H_
+
+#include <cstdint>
+
+namespace procmig {
+
+struct ConvergenceConfig {
+  uint64_t downtime_limit_ms = 300;
+  uint32_t max_iterations = 30;  // after this many iterations (bulk excluded) stop anyway
+  bool auto_converge = true;
+  uint32_t throttle_initial = 20;
+  uint32_t throttle_increment = 10;
+  uint32_t throttle_max = 99;
+};
+
+// What one iteration measured.
+struct IterationFigures {
+  uint64_t iteration = 0;      // 0 = the bulk stage
+  uint64_t bytes_sent = 0;     // bytes on the wire during the period
+  uint64_t bytes_dirtied = 0;  // bytes the tracker reported dirty at the end of the period
+  uint64_t duration_ns = 0;
+};
+
+struct ConvergenceDecision {
+  bool stop = false;              // go to stop-and-copy now
+  bool iteration_budget = false;  // stop because max_iterations was reached
+  uint64_t bandwidth_bps = 0;     // bytes/s measured so far (0 before any measurement)
+  uint64_t expected_downtime_ms = 0;
+  uint32_t throttle_percent = 0;  // share of each period to park the program
+};
+
+class ConvergencePolicy {
+ public:
+  explicit ConvergencePolicy(const ConvergenceConfig& config) : config_(config) {}
+
+  // Records one iteration and decides; remaining_bytes = dirty bytes still to send.
+  ConvergenceDecision Update(const IterationFigures& figures, uint64_t remaining_bytes);
+
+  uint32_t throttle_percent() const { return throttle_; }
+  uint64_t bandwidth_bps() const { return bandwidth_; }
+
+ private:
+  const ConvergenceConfig config_;
+  uint64_t bandwidth_ = 0;
+  uint32_t throttle_ = 0;
+  int dirty_high_count_ = 0;
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_CONVERGENCE_POLICY_H_

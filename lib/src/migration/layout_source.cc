@@ -1,0 +1,55 @@
+#include "migration/layout_source.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string_view>
+
+#include "base/crc32c.h"
+#include "base/status_macros.h"
+#include "os/maps_parser.h"
+
+namespace procmig {
+
+namespace {
+
+// Reads the whole file into buf with raw system calls; returns the length or -1.
+ssize_t ReadAll(const char* path, char* buf, size_t cap) {
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
+  if (fd < 0) return -1;
+  size_t n = 0;
+  while (n < cap) {
+    ssize_t r = syscall(SYS_read, fd, buf + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+  }
+  syscall(SYS_close, fd);
+  return n >= cap ? -1 : static_cast<ssize_t>(n);
+}
+
+}  // namespace
+
+ProcMapsLayout::ProcMapsLayout(size_t buffer_bytes)
+    : buf_(new char[buffer_bytes]), cap_(buffer_bytes) {}
+
+absl::StatusOr<Layout> ProcMapsLayout::Read() {
+  ssize_t n = ReadAll("/proc/self/maps", buf_.get(), cap_);
+  if (n < 0) {
+    return absl::ResourceExhaustedError(
+        "read /proc/self/maps: unreadable or larger than the layout buffer");
+  }
+  Layout l;
+  l.fingerprint = crc32c::Value(buf_.get(), static_cast<size_t>(n));
+  ASSIGN_OR_RETURN(l.regions, MapsParser::Parse(std::string(buf_.get(), static_cast<size_t>(n))));
+  return l;
+}
+
+uint32_t ProcMapsLayout::Fingerprint() {
+  ssize_t n = ReadAll("/proc/self/maps", buf_.get(), cap_);
+  if (n < 0) return 0xffffffffu;
+  return crc32c::Value(buf_.get(), static_cast<size_t>(n));
+}
+
+}  // namespace procmig

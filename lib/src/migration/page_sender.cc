@@ -1,0 +1,256 @@
+#include "migration/page_sender.h"
+
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "base/crc32c.h"
+#include "base/status_macros.h"
+#include "codec/xbzrle.h"
+#include "codec/zero_page.h"
+
+namespace procmig {
+
+namespace {
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void SleepNs(uint64_t ns) {
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000ull), static_cast<long>(ns % 1'000'000'000ull)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR) {
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderConfig& config,
+                                                               Channel* channel) {
+  if (channel == nullptr) return absl::InvalidArgumentError("page sender: no channel");
+  wire::Preamble pre = config.preamble;
+  if (config.xbzrle) pre.features |= wire::kFeatureXbzrle;
+  ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> writer, wire::StreamWriter::Create(pre));
+  PageSenderConfig c = config;
+  c.preamble = pre;
+  std::unique_ptr<PageSender> s(new PageSender(c, channel, std::move(writer)));
+  s->entries_ = std::make_unique<wire::PageEntry[]>(wire::kMaxPagesPerRun);
+  if (config.xbzrle) {
+    PageCacheConfig pc;
+    pc.capacity_bytes = config.xbzrle_cache_bytes;
+    pc.page_size = pre.page_size;
+    RETURN_IF_ERROR(pc.Validate());
+    ASSIGN_OR_RETURN(s->cache_, PageCache::Create(pc));
+  }
+  // A batch's worth of staged pages plus one run of pages and their deltas.
+  const size_t run_bytes = static_cast<size_t>(wire::kMaxPagesPerRun) * pre.page_size;
+  s->stage_size_ = config.flush_bytes + 3 * run_bytes;
+  s->stage_.reset(new uint8_t[s->stage_size_]);
+  return s;
+}
+
+PageSender::PageSender(const PageSenderConfig& config, Channel* channel,
+                       std::unique_ptr<wire::StreamWriter> writer)
+    : config_(config),
+      page_size_(config.preamble.page_size),
+      zero_crc_(wire::ZeroPageCrc(config.preamble.page_size)),
+      channel_(channel),
+      writer_(std::move(writer)),
+      limiter_(config.max_bandwidth),
+      self_pid_(getpid()) {}
+
+absl::Status PageSender::Flush() {
+  auto batch = writer_->batch();
+  if (!batch.empty()) {
+    const size_t bytes = writer_->batch_bytes();
+    // A batch may exceed IOV_MAX only in theory (the writer caps it); write it in one call.
+    RETURN_IF_ERROR(channel_->WriteV(batch.data(), batch.size()));
+    counters_.bytes_out += bytes;
+    writer_->ClearBatch();
+    stage_used_ = 0;
+    if (rate_limited_ && !limiter_.unlimited()) {
+      uint64_t wait = limiter_.Consume(bytes, NowNs());
+      if (wait > 0) SleepNs(wait);
+    }
+  }
+  stage_used_ = 0;
+  if (after_flush_) return after_flush_();
+  return absl::OkStatus();
+}
+
+template <typename F>
+absl::Status PageSender::AddWithRoom(F&& add) {
+  absl::Status s = add();
+  if (absl::IsResourceExhausted(s)) {
+    RETURN_IF_ERROR(Flush());
+    s = add();
+  }
+  return s;
+}
+
+absl::Status PageSender::AddBlock(const RamBlock& b) {
+  wire::BlockAdd a;
+  a.block_id = b.id;
+  a.flags = wire::MakeBlockFlags(static_cast<uint32_t>(b.prot) & wire::kBlockProtMask,
+                                 b.name == "heap"      ? wire::BlockKind::kHeap
+                                 : b.name == "[stack]" ? wire::BlockKind::kStack
+                                 : (!b.name.empty() && b.name[0] == '/')
+                                     ? wire::BlockKind::kFilePrivate
+                                     : wire::BlockKind::kAnonymous);
+  a.start = b.start;
+  a.length = b.length;
+  a.page_count = b.page_count();
+  // The wire allows 255 readable bytes; long or odd names are cut (the VMA list keeps the path).
+  std::string_view name = b.name;
+  if (name.size() > wire::kMaxBlockName) name = name.substr(name.size() - wire::kMaxBlockName);
+  if (name.empty() || !wire::IsReadableText(name)) name = "block";
+  a.name = name;
+  return AddWithRoom([&] { return writer_->AddBlockAdd(a); });
+}
+
+absl::Status PageSender::RemoveBlock(uint32_t id) {
+  if (cache_) cache_->EraseBlock(id);
+  return AddWithRoom([&] { return writer_->AddBlockRemove(wire::BlockRemove{id}); });
+}
+
+absl::Status PageSender::ResizeBlock(const RamBlock& b) {
+  if (cache_) cache_->EraseBlock(b.id);
+  wire::BlockResize r{b.id, b.length, b.page_count()};
+  return AddWithRoom([&] { return writer_->AddBlockResize(r); });
+}
+
+absl::Status PageSender::SendPages(const RamBlock& b, uint64_t first, uint64_t count, bool live) {
+  return SendPages(b.id, b.start, first, count, live);
+}
+
+absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
+                                   bool live) {
+  while (count > 0) {
+    uint64_t n = std::min<uint64_t>(count, wire::kMaxPagesPerRun);
+    RETURN_IF_ERROR(SendRun(id, start, first, n, live));
+    first += n;
+    count -= n;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint8_t*> PageSender::Stage() {
+  if (stage_used_ + page_size_ > stage_size_) {
+    return absl::InternalError("page sender: staging area overrun");
+  }
+  uint8_t* p = stage_.get() + stage_used_;
+  stage_used_ += page_size_;
+  return p;
+}
+
+size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
+  iovec local{out, count * page_size_};
+  iovec remote{reinterpret_cast<void*>(addr), count * page_size_};
+  ssize_t n = process_vm_readv(self_pid_, &local, 1, &remote, 1, 0);
+  if (n < 0) return 0;
+  return static_cast<size_t>(n) / page_size_;
+}
+
+absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
+                                 bool live) {
+  // Live memory is copied into the staging area with process_vm_readv: a region the program
+  // unmaps meanwhile (free() of a large chunk does so behind any interposer) gives a short read
+  // instead of a SIGSEGV in the agent thread. The copy is what gets sent, so the run is not
+  // "live" on the wire and its crcs always hold. A frozen copy of the process is sent in place.
+  const bool staged = live;
+  const size_t need = (staged ? count : 0) + (cache_ ? 2 * count : 0);
+  if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
+  const uint8_t* src = reinterpret_cast<const uint8_t*>(start + first * page_size_);
+  if (staged) {
+    uint8_t* dst = stage_.get() + stage_used_;
+    size_t got = ReadStaged(start + first * page_size_, count, dst);
+    stage_used_ += got * page_size_;
+    if (got < count) {
+      ++read_faults_;
+      fault_block_ = id;
+      if (got == 0) return absl::OkStatus();
+      count = got;
+    }
+    src = dst;
+  }
+  const uint64_t generation = iter_gen_;
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t page = first + i;
+    const uint8_t* mem = src + i * page_size_;
+    wire::PageEntry& e = entries_[i];
+    e = wire::PageEntry{};
+    if (IsZeroPage(mem, page_size_)) {
+      e.encoding = wire::PageEncoding::kZero;
+      ++counters_.zero_pages;
+      ++iter_zero_;
+      // The receiver now holds zeros: keep a cached copy honest.
+      if (cache_) {
+        if (uint8_t* old = cache_->Lookup(id, page, generation)) std::memset(old, 0, page_size_);
+      }
+      continue;
+    }
+    e.encoding = wire::PageEncoding::kRaw;
+    e.data = {mem, page_size_};
+    ++counters_.normal_pages;
+    if (!cache_) continue;
+    uint8_t* old = cache_->Lookup(id, page, generation);
+    if (old == nullptr) {
+      ++counters_.xbzrle_cache_misses;
+      cache_->Insert(id, page, mem, generation);
+      continue;
+    }
+    ASSIGN_OR_RETURN(uint8_t* delta, Stage());
+    std::optional<size_t> n = xbzrle::Encode(old, mem, page_size_, delta, page_size_ / 2);
+    std::memcpy(old, mem, page_size_);
+    if (n.has_value() && *n > 0) {
+      e.encoding = wire::PageEncoding::kXbzrle;
+      e.data = {delta, *n};
+      e.page_crc = crc32c::Value(mem, page_size_);
+      --counters_.normal_pages;
+      ++counters_.xbzrle_pages;
+      counters_.xbzrle_bytes += *n;
+    } else if (!n.has_value()) {
+      ++counters_.xbzrle_overflows;
+    }
+    // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
+  }
+  std::span<const wire::PageEntry> run(entries_.get(), count);
+  RETURN_IF_ERROR(AddWithRoom([&] { return writer_->AddPageRun(id, first, run, false); }));
+  counters_.pages += count;
+  iter_pages_ += count;
+  if (writer_->batch_bytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
+  return absl::OkStatus();
+}
+
+absl::Status PageSender::EndIteration(uint64_t iteration, uint64_t dirty_pages,
+                                      uint64_t duration_ns, bool final) {
+  wire::IterationMarker m;
+  m.iteration = iteration;
+  m.pages_sent = iter_pages_;
+  m.zero_pages = iter_zero_;
+  m.bytes_sent = counters_.bytes_out + writer_->batch_bytes() - iter_bytes_start_;
+  m.dirty_pages = dirty_pages;
+  m.duration_ns = duration_ns;
+  m.final = final;
+  RETURN_IF_ERROR(AddWithRoom([&] { return writer_->AddIteration(m); }));
+  iter_pages_ = iter_zero_ = 0;
+  iter_bytes_start_ = counters_.bytes_out + writer_->batch_bytes();
+  ++iter_gen_;
+  return absl::OkStatus();
+}
+
+absl::Status PageSender::AddProcessState(std::span<const uint8_t> state) {
+  return AddWithRoom([&] { return writer_->AddProcessState(state); });
+}
+
+absl::Status PageSender::AddEndOfStream(bool aborted) {
+  return AddWithRoom([&] { return writer_->AddEndOfStream(aborted); });
+}
+
+}  // namespace procmig

@@ -1,0 +1,122 @@
+// PageSender: turns "send these pages of this block" into stream records and batches for a
+// channel: zero-page detection, raw pages straight from memory, XBZRLE deltas against a page
+// cache, block records, iteration markers, process state and end of stream, with the token
+// bucket applied at every flush.
+//
+// Everything is allocated by Create(): the stream writer's fixed buffers, the page-entry array of
+// one run, the XBZRLE staging area and page cache. Send*/Add*/Flush never allocate (error paths
+// aside), so the sender can use it while every application thread is parked and in the frozen
+// copy after a raw fork. Page memory is referenced by the batch until Flush(): raw pages of a
+// live run are copied first with process_vm_readv (safe against concurrent munmap); a frozen
+// process is sent in place.
+//
+// Threads: one owner (the sender thread). The channel can be switched between flushes (the
+// frozen copy writes on a POSIX channel of its own).
+#ifndef PROCMIG_MIGRATION_PAGE_SENDER_H_
+#define PROCMIG_MIGRATION_PAGE_SENDER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <sys/types.h>
+#include <utility>
+
+#include <functional>
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "codec/page_cache.h"
+#include "migration/rate_limiter.h"
+#include "ram/ram_block.h"
+#include "transport/channel.h"
+#include "wire/stream_writer.h"
+#include "wire/wire_format.h"
+
+namespace procmig {
+
+struct PageSenderConfig {
+  wire::Preamble preamble;          // page_size, session id, features (xbzrle bit set if used)
+  uint64_t flush_bytes = 8u << 20;  // flush a batch once it holds this many bytes
+  bool xbzrle = false;
+  size_t xbzrle_cache_bytes = 64u << 20;
+  uint64_t max_bandwidth = 0;  // bytes/s, 0 = unlimited
+};
+
+struct PageSenderCounters {
+  uint64_t bytes_out = 0;  // bytes handed to the channel
+  uint64_t normal_pages = 0;
+  uint64_t zero_pages = 0;
+  uint64_t xbzrle_pages = 0;
+  uint64_t xbzrle_bytes = 0;
+  uint64_t xbzrle_cache_misses = 0;
+  uint64_t xbzrle_overflows = 0;
+  uint64_t pages = 0;  // all pages sent, any encoding
+};
+
+class PageSender {
+ public:
+  static absl::StatusOr<std::unique_ptr<PageSender>> Create(const PageSenderConfig& config,
+                                                            Channel* channel);
+  PageSender(const PageSender&) = delete;
+  PageSender& operator=(const PageSender&) = delete;
+
+  void set_channel(Channel* channel) { channel_ = channel; }
+  // Called after every flush (e.g. cancellation, progress); an error stops the sending.
+  void set_after_flush(std::function<absl::Status()> hook) { after_flush_ = std::move(hook); }
+  void set_rate_limited(bool on) { rate_limited_ = on; }
+
+  absl::Status AddBlock(const RamBlock& block);
+  absl::Status RemoveBlock(uint32_t id);
+  absl::Status ResizeBlock(const RamBlock& block);
+  // Pages [first, first + count) of `block`. `live`: the program may be writing them.
+  absl::Status SendPages(const RamBlock& block, uint64_t first, uint64_t count, bool live);
+  absl::Status SendPages(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live);
+  // Marks the end of an iteration with this stream's figures for it (pages, bytes, duration).
+  absl::Status EndIteration(uint64_t iteration, uint64_t dirty_pages, uint64_t duration_ns,
+                            bool final);
+  absl::Status AddProcessState(std::span<const uint8_t> state);
+  absl::Status AddEndOfStream(bool aborted);
+  absl::Status Flush();
+
+  const PageSenderCounters& counters() const { return counters_; }
+  // Live runs that could not be read whole (the memory went away), and the last such block: the
+  // sender re-reads the layout and sends that block again in full if it still exists.
+  uint64_t read_faults() const { return read_faults_; }
+  uint32_t TakeFaultBlock() { return std::exchange(fault_block_, 0); }
+  uint32_t page_size() const { return page_size_; }
+
+ private:
+  PageSender(const PageSenderConfig& config, Channel* channel,
+             std::unique_ptr<wire::StreamWriter> writer);
+  // Retries `add` once after a flush when the batch is full.
+  template <typename F>
+  absl::Status AddWithRoom(F&& add);
+  absl::Status SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live);
+  // One page of the staging area (the caller made room).
+  absl::StatusOr<uint8_t*> Stage();
+  // process_vm_readv of `count` pages at addr into out; returns the pages read.
+  size_t ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out);
+
+  const PageSenderConfig config_;
+  const uint32_t page_size_;
+  const uint32_t zero_crc_;
+  Channel* channel_;
+  std::unique_ptr<wire::StreamWriter> writer_;
+  std::unique_ptr<wire::PageEntry[]> entries_;  // kMaxPagesPerRun
+  std::unique_ptr<uint8_t[]> stage_;            // xbzrle: page copies and deltas of one batch
+  size_t stage_size_ = 0;
+  size_t stage_used_ = 0;
+  std::unique_ptr<PageCache> cache_;
+  RateLimiter limiter_;
+  bool rate_limited_ = true;
+  std::function<absl::Status()> after_flush_;
+  const pid_t self_pid_;
+  PageSenderCounters counters_;
+  uint64_t read_faults_ = 0;
+  uint32_t fault_block_ = 0;
+  uint64_t iter_pages_ = 0, iter_zero_ = 0, iter_bytes_start_ = 0, iter_gen_ = 0;
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_PAGE_SENDER_H_

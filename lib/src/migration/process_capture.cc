@@ -1,0 +1,271 @@
+#include "migration/process_capture.h"
+
+#include <cpuid.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/crc32c.h"
+
+namespace procmig {
+
+namespace {
+
+std::string ReadLink(const std::string& path) {
+  char buf[kMaxPath + 1];
+  ssize_t n = readlink(path.c_str(), buf, kMaxPath);
+  return n < 0 ? std::string() : std::string(buf, static_cast<size_t>(n));
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+VmaKind KindOf(RegionKind k) {
+  switch (k) {
+    case RegionKind::kAnonymous:
+      return VmaKind::kAnonymous;
+    case RegionKind::kHeap:
+      return VmaKind::kHeap;
+    case RegionKind::kStack:
+      return VmaKind::kStack;
+    case RegionKind::kFile:
+      return VmaKind::kFile;
+    case RegionKind::kSpecial:
+      return VmaKind::kSpecial;
+  }
+  return VmaKind::kSpecial;
+}
+
+void CaptureMm(MmFields* mm) {
+  std::string stat = ReadText("/proc/self/stat");
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return;
+  // Fields after "pid (comm)" start at field 3.
+  std::vector<std::string> f = absl::StrSplit(stat.substr(close + 2), ' ');
+  auto field = [&](size_t n) -> uint64_t {
+    uint64_t v = 0;
+    if (n >= 3 && n - 3 < f.size()) (void)absl::SimpleAtoi(f[n - 3], &v);
+    return v;
+  };
+  mm->start_code = field(26);
+  mm->end_code = field(27);
+  mm->start_stack = field(28);
+  mm->start_data = field(45);
+  mm->end_data = field(46);
+  mm->start_brk = field(47);
+  mm->arg_start = field(48);
+  mm->arg_end = field(49);
+  mm->env_start = field(50);
+  mm->env_end = field(51);
+  mm->brk = static_cast<uint64_t>(syscall(SYS_brk, 0));
+}
+
+void CaptureCpu(CpuFeatures* c) {
+  unsigned a = 0, b = 0, cx = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &cx, &d)) {
+    c->leaf1_ecx = cx;
+    c->leaf1_edx = d;
+    if (cx & (1u << 27)) {  // OSXSAVE: xgetbv is allowed
+      uint32_t lo, hi;
+      __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+      c->xcr0_low = lo;
+    }
+  }
+  if (__get_cpuid_count(7, 0, &a, &b, &cx, &d)) {
+    c->leaf7_ebx = b;
+    c->leaf7_ecx = cx;
+    c->leaf7_edx = d;
+  }
+  c->hwcap = getauxval(AT_HWCAP);
+  c->hwcap2 = getauxval(AT_HWCAP2);
+}
+
+bool IsTtyDevice(dev_t rdev) {
+  unsigned maj = major(rdev);
+  return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143);
+}
+
+void CaptureFds(std::vector<FdRecord>* out) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  const int self = dirfd(dir);
+  while (dirent* e = readdir(dir)) {
+    int fd = 0;
+    if (!absl::SimpleAtoi(std::string(e->d_name), &fd) || fd == self) continue;
+    FdRecord r;
+    r.fd = static_cast<uint32_t>(fd);
+    r.path = ReadLink(absl::StrCat("/proc/self/fd/", fd));
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+      r.mode = st.st_mode;
+      r.dev = st.st_dev;
+      r.inode = st.st_ino;
+      if (S_ISREG(st.st_mode)) {
+        r.kind = FdKind::kRegular;
+      } else if (S_ISDIR(st.st_mode)) {
+        r.kind = FdKind::kDirectory;
+      } else if (S_ISCHR(st.st_mode) && IsTtyDevice(st.st_rdev)) {
+        r.kind = FdKind::kTty;
+      } else if (S_ISFIFO(st.st_mode)) {
+        r.kind = FdKind::kPipe;
+      } else if (S_ISSOCK(st.st_mode)) {
+        r.kind = FdKind::kSocket;
+      }
+    }
+    std::string info = ReadText(absl::StrCat("/proc/self/fdinfo/", fd));
+    for (const std::string& line : std::vector<std::string>(absl::StrSplit(info, '\n'))) {
+      // "pos:\t123" and "flags:\t0100002" (octal).
+      if (line.rfind("pos:", 0) == 0) {
+        r.offset = std::strtoull(line.c_str() + 4, nullptr, 10);
+      } else if (line.rfind("flags:", 0) == 0) {
+        r.flags = static_cast<uint32_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
+      }
+    }
+    out->push_back(std::move(r));
+  }
+  closedir(dir);
+  std::sort(out->begin(), out->end(), [](const FdRecord& a, const FdRecord& b) { return a.fd < b.fd; });
+}
+
+}  // namespace
+
+absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
+                                  std::span<const RamBlock> blocks, ProcessStateRecord* out) {
+  out->pid = static_cast<uint32_t>(getpid());
+  out->page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
+  out->cwd = ReadLink("/proc/self/cwd");
+  out->exe = ReadLink("/proc/self/exe");
+  CaptureMm(&out->mm);
+  CaptureCpu(&out->cpu);
+  out->vmas.clear();
+  for (const MemoryRegion& m : regions) {
+    VmaRecord v;
+    v.start = m.start;
+    v.end = m.end;
+    v.offset = m.offset;
+    v.inode = m.inode;
+    v.dev_major = m.dev_major;
+    v.dev_minor = m.dev_minor;
+    v.prot = static_cast<uint8_t>((m.readable ? PROT_READ : 0) | (m.writable ? PROT_WRITE : 0) |
+                                  (m.executable ? PROT_EXEC : 0));
+    v.shared = m.shared;
+    v.kind = KindOf(m.kind);
+    v.deleted = m.deleted;
+    v.path = m.path.substr(0, kMaxPath);
+    if (m.kind == RegionKind::kFile && !m.path.empty() && m.path[0] == '/') {
+      struct stat st;
+      if (stat(m.path.c_str(), &st) == 0 && st.st_ino == m.inode) {
+        v.file_size = static_cast<uint64_t>(st.st_size);
+        v.mtime_ns = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ull +
+                     static_cast<uint64_t>(st.st_mtim.tv_nsec);
+      }
+    }
+    for (const RamBlock& b : blocks) {
+      if (b.start >= m.start && b.start < m.end) {
+        v.block_id = b.id;
+        break;
+      }
+    }
+    if (m.path == "[vdso]") {
+      out->vdso.vdso_start = m.start;
+      out->vdso.vdso_end = m.end;
+      out->vdso.crc = crc32c::Value(reinterpret_cast<const void*>(m.start), m.size());
+    } else if (m.path == "[vvar]") {
+      out->vdso.vvar_start = m.start;
+      out->vdso.vvar_end = m.end;
+    }
+    out->vmas.push_back(std::move(v));
+  }
+  out->fds.clear();
+  CaptureFds(&out->fds);
+  return absl::OkStatus();
+}
+
+void CaptureSigactions(ProcessStateRecord* out) {
+  // The kernel's struct sigaction for rt_sigaction(2) on x86-64.
+  struct KernelSigaction {
+    uint64_t handler;
+    uint64_t flags;
+    uint64_t restorer;
+    uint64_t mask;
+  };
+  if (out->sigactions.size() != kMaxSigactions) out->sigactions.resize(kMaxSigactions);
+  size_t n = 0;
+  for (int sig = 1; sig <= 64; ++sig) {
+    KernelSigaction k{};
+    if (syscall(SYS_rt_sigaction, sig, nullptr, &k, 8) != 0) continue;
+    SigactionRecord& s = out->sigactions[n++];
+    s.signo = static_cast<uint32_t>(sig);
+    s.flags = static_cast<uint32_t>(k.flags);
+    s.handler = k.handler;
+    s.restorer = k.restorer;
+    s.mask = k.mask;
+  }
+  // Shrinking never allocates.
+  out->sigactions.resize(n);
+}
+
+void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out) {
+  for (size_t i = 0; i < blocks.size() && i < out->digests.size(); ++i) {
+    BlockDigest& d = out->digests[i];
+    d.block_id = blocks[i].id;
+    d.length = blocks[i].length;
+    d.crc32c = crc32c::Value(reinterpret_cast<const void*>(blocks[i].start), blocks[i].length);
+  }
+}
+
+std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
+                                         std::span<const int> ignored_fds) {
+  std::vector<std::string> out;
+  for (const FdRecord& f : r.fds) {
+    if (std::find(ignored_fds.begin(), ignored_fds.end(), static_cast<int>(f.fd)) !=
+        ignored_fds.end()) {
+      continue;
+    }
+    if (f.kind == FdKind::kSocket) {
+      out.push_back(absl::StrCat("fd ", f.fd, ": socket (", f.path, ")"));
+    } else if (f.kind == FdKind::kPipe && f.fd > 2) {
+      // stdio pipes are the usual way a program is run (a shell pipeline, a test runner); the
+      // restorer reconnects them to its own stdio. Other pipes lead to other processes.
+      out.push_back(absl::StrCat("fd ", f.fd, ": pipe (", f.path, ")"));
+    } else if (f.kind == FdKind::kOther && f.path.rfind("anon_inode:", 0) == 0) {
+      out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path));
+    }
+  }
+  std::string timers = ReadText("/proc/self/timers");
+  if (!timers.empty()) out.push_back("POSIX timers (/proc/self/timers is not empty)");
+  DIR* dir = opendir("/proc/self/task");
+  if (dir != nullptr) {
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      std::string children = ReadText(absl::StrCat("/proc/self/task/", e->d_name, "/children"));
+      if (children.find_first_not_of(" \n") != std::string::npos) {
+        out.push_back(absl::StrCat("child processes of thread ", std::string(e->d_name), ": ",
+                                   children));
+      }
+    }
+    closedir(dir);
+  }
+  return out;
+}
+
+}  // namespace procmig

@@ -1,0 +1,36 @@
+// Process-state capture: fills a ProcessStateRecord from the running process (the calling one).
+//
+// CaptureProcessBasics() reads what allocates (VMAs with file identity, fds classified, cwd, exe,
+// mm fields, CPU features, vDSO identity): call it before parking. CaptureSigactions() and
+// ComputeDigests() make only raw system calls / read memory and write into vectors sized in
+// advance, so they run while every application thread is parked (or in the frozen copy).
+// FindUnsupported() lists what cannot migrate (sockets, pipes other than stdio, timers, the
+// program's own io_uring/userfaultfd/eventfd/... anon inodes, child processes), ignoring the
+// agent's own descriptors. All functions act on the calling process; any thread.
+#ifndef PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
+#define PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "migration/process_state.h"
+#include "os/memory_region.h"
+#include "ram/ram_block.h"
+
+namespace procmig {
+
+absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
+                                  std::span<const RamBlock> blocks, ProcessStateRecord* out);
+// Sizes out->sigactions to 64 entries first if needed (allocates only then).
+void CaptureSigactions(ProcessStateRecord* out);
+// One digest per block, in `blocks` order; out->digests must already hold blocks.size() entries.
+void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);
+// Human-readable reasons, one per resource; `ignored_fds` are the agent's own.
+std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
+                                         std::span<const int> ignored_fds);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_PROCESS_CAPTURE_H_

@@ -1,0 +1,153 @@
+// Sender: the source side of one live migration, as an explicit state machine
+//
+//   setup -> bulk -> iterate -> stop_and_copy -> done
+//   (any state but done) -> failed
+//
+// Setup reads the layout, builds the RAM blocks (RamBlockRegistry), checks the process for
+// resources that cannot migrate (the caller's hook; refused before anything is frozen), starts
+// the tracker and announces the blocks. Bulk sends every page once (iteration 0). Iterate syncs
+// the tracker, follows layout changes (block remove/resize/add records; a new or resized block is
+// sent in full), sends the dirty pages from live memory, and asks the ConvergencePolicy whether
+// the rest fits the downtime limit and how much to throttle the program (Freezer::SetThrottle).
+// Stop-and-copy parks every application thread (a failed park unparks and keeps iterating, up to
+// a few tries), checks that the layout did not change since it was last read (else unparks and
+// iterates once more), makes the final tracker sync, then runs the final phase in a frozen copy
+// (Freezer::RunInFrozenCopy): the last dirty pages, the final iteration marker, the process
+// state with a digest of every block, end of stream, and the receiver's ack on the reverse
+// stream. On success the original stays parked (migration: the caller exits the process) unless
+// leave_running; on any failure it is unparked and runs on.
+//
+// Nothing is allocated between Park() and Unpark(): buffers, the reverse-stream reader and the
+// process-state encoding space are prepared before parking.
+//
+// Threads: Run() on one thread (the agent thread); Cancel() and stats() from any thread.
+#ifndef PROCMIG_MIGRATION_SENDER_H_
+#define PROCMIG_MIGRATION_SENDER_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "dirty/dirty_tracker.h"
+#include "migration/convergence_policy.h"
+#include "migration/freezer.h"
+#include "migration/layout_source.h"
+#include "migration/page_sender.h"
+#include "migration/process_capture.h"
+#include "migration/process_state.h"
+#include "ram/ram_block_registry.h"
+#include "transport/channel.h"
+
+namespace procmig {
+
+enum class SenderState : uint8_t { kSetup, kBulk, kIterate, kStopAndCopy, kDone, kFailed };
+const char* SenderStateName(SenderState s);
+
+struct SenderStats {
+  SenderState state = SenderState::kSetup;
+  uint64_t iteration = 0;
+  uint64_t total_bytes = 0;
+  uint64_t remaining_bytes = 0;
+  PageSenderCounters pages;
+  uint64_t dirty_pages_rate = 0;
+  uint64_t throughput_bps = 0;
+  uint64_t expected_downtime_ms = 0;
+  uint64_t downtime_ms = 0;  // first park of the final phase to the receiver's ack
+  uint64_t setup_ms = 0;
+  uint64_t total_ms = 0;
+  uint32_t throttle_percent = 0;
+  uint32_t park_failures = 0;
+};
+
+struct SenderConfig {
+  ConvergenceConfig convergence;
+  PageSenderConfig pages;        // preamble (page size, session id), xbzrle, bandwidth
+  bool leave_running = false;    // unpark right after the frozen copy exists
+  int park_timeout_ms = 2000;
+  int final_timeout_ms = 60000;  // frozen copy: sending the rest and waiting for the ack
+  int max_park_attempts = 5;
+  std::vector<AddressRange> excluded;  // the agent's own memory
+  // Setup hook: list what the process holds that cannot migrate (empty = fine). Called with the
+  // captured process state, before anything is frozen.
+  std::function<std::vector<std::string>(const ProcessStateRecord&)> check_unsupported;
+  // Called at most every progress_interval_ms outside park windows (allocation allowed).
+  std::function<void(const SenderStats&)> progress;
+  uint64_t progress_interval_ms = 500;
+  // Fills the process state except threads, sigactions and digests (allocates; before parking).
+  std::function<absl::Status(std::span<const MemoryRegion>, ProcessStateRecord*)> capture;
+};
+
+class Sender {
+ public:
+  // `main`: forward stream out, reverse stream (acks) in. `final_channel`: the same connection as
+  // a channel that works in a forked copy (POSIX, over a dup of main's descriptor); may be `main`
+  // when the freezer does not fork. None of the pointers is owned; all outlive the Sender.
+  Sender(SenderConfig config, Channel* main, Channel* final_channel, DirtyTracker* tracker,
+         Freezer* freezer, LayoutSource* layout);
+  ~Sender();
+
+  // Runs the whole migration. OK = done (threads still parked unless leave_running, see above).
+  absl::Status Run();
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  SenderStats stats() const;
+  SenderState state() const { return state_; }
+  // Where each sent block ended up (for tests and the agent's log).
+  std::span<const RamBlock> blocks() const { return registry_.blocks(); }
+
+ private:
+  absl::Status TransitionTo(SenderState next);
+  absl::Status Setup();
+  absl::Status Bulk();
+  // One iteration; *converged set when the policy says stop.
+  absl::Status Iterate(bool* converged);
+  absl::Status StopAndCopy();
+  // Re-reads the layout and sends block records; blocks that need a full send are queued.
+  absl::Status ApplyLayout(bool allow_tracker_changes);
+  absl::Status SendQueuedFull(bool live);
+  absl::Status SendDirty(const DirtySet& set, bool live, uint64_t* pages);
+  // The frozen copy's work.
+  absl::Status FinalPhase();
+  absl::Status WaitForAck();
+  void CaptureSigactionsInto();
+  void ComputeDigestsInto();
+  absl::Status AfterFlush();
+  void Publish(bool force);
+  uint64_t Now() const;
+
+  // Immutable after construction.
+  const SenderConfig config_;
+  Channel* const main_;
+  Channel* const final_channel_;
+  DirtyTracker* const tracker_;
+  Freezer* const freezer_;
+  LayoutSource* const layout_;
+
+  // Owned by the Run() thread.
+  SenderState state_ = SenderState::kSetup;
+  RamBlockRegistry registry_;
+  ConvergencePolicy policy_;
+  std::unique_ptr<PageSender> pages_;
+  std::vector<uint32_t> full_send_;  // ids of blocks to send in full at the next pass
+  const DirtySet* final_set_ = nullptr;
+  ProcessStateRecord state_record_;
+  std::string state_bytes_;
+  std::vector<uint8_t> reverse_buf_;
+  uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
+  uint32_t layout_fingerprint_ = 0;
+  std::atomic<bool> cancelled_{false};
+
+  mutable std::mutex stats_mu_;
+  SenderStats stats_ ABSL_GUARDED_BY(stats_mu_);
+  SenderStats local_;  // owned by the Run() thread, published into stats_
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_SENDER_H_
