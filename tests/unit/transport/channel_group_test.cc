@@ -78,7 +78,11 @@ TEST_CASE("a busy channel is skipped: a second writer goes to the idle one") {
   std::thread t([&] {
     first = g.sender->WriteBatch(std::vector<iovec>{{big.data(), big.size()}}.data(), 1);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Wait until the big batch is in flight (it cannot finish: the pipe holds 1 MiB, nobody reads).
+  while (g.sender->channel(0).counters().bytes_out + g.sender->channel(1).counters().bytes_out <=
+         2 * GroupHandshake::kSize) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   uint8_t small = 2;
   iovec iov{&small, 1};
   // Whatever the round-robin cursor says, the least busy channel is the idle one.
