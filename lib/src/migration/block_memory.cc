@@ -1,0 +1,122 @@
+#include "migration/block_memory.h"
+
+#include <sys/mman.h>
+
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace procmig {
+namespace {
+
+constexpr uint64_t kHugePage = 2u << 20;
+
+// Rounds up so a block of 2 MiB and more can be backed by whole huge pages.
+uint64_t MappedSize(uint64_t length) {
+  return length >= kHugePage ? (length + kHugePage - 1) / kHugePage * kHugePage : length;
+}
+
+void AdviseHuge(uint8_t* base, uint64_t mapped) {
+  // Best effort: with THP in "madvise" mode this turns 512 faults into one.
+  if (mapped >= kHugePage) (void)madvise(base, mapped, MADV_HUGEPAGE);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length,
+                                                                 uint32_t page_size) {
+  if (length == 0 || page_size == 0 || length % page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
+                                                   " is not a positive multiple of the page size ",
+                                                   page_size));
+  }
+  uint64_t mapped = MappedSize(length);
+  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("map ", length, " bytes for a received block"), errno);
+  }
+  auto* base = static_cast<uint8_t*>(p);
+  AdviseHuge(base, mapped);
+  return std::unique_ptr<BlockMemory>(new BlockMemory(base, mapped, length, page_size));
+}
+
+BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size)
+    : base_(base),
+      mapped_(mapped),
+      length_(length),
+      page_size_(page_size),
+      nonzero_((length / page_size + 63) / 64, 0) {}
+
+BlockMemory::~BlockMemory() { munmap(base_, mapped_); }
+
+absl::Status BlockMemory::Resize(uint64_t new_length) {
+  if (new_length == 0 || new_length % page_size_ != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resize received block to ", new_length, ": not a page multiple"));
+  }
+  uint64_t old_pages = page_count();
+  uint64_t new_mapped = MappedSize(new_length);
+  if (new_mapped != mapped_) {
+    void* p = mremap(base_, mapped_, new_mapped, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+      return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                         absl::StrCat("resize received block from ", length_, " to ", new_length),
+                         errno);
+    }
+    base_ = static_cast<uint8_t*>(p);
+    mapped_ = new_mapped;
+    AdviseHuge(base_, mapped_);
+  }
+  uint64_t new_pages = new_length / page_size_;
+  if (new_pages < old_pages) {
+    // Pages past the new end must read as zero if the block grows again later; dropping them
+    // does that and returns their memory.
+    (void)madvise(base_ + new_length, length_ - new_length, MADV_DONTNEED);
+    for (uint64_t i = new_pages; i < old_pages; ++i) {
+      nonzero_[i / 64] &= ~(uint64_t{1} << (i % 64));
+    }
+  }
+  nonzero_.resize((new_pages + 63) / 64, 0);
+  length_ = new_length;
+  return absl::OkStatus();
+}
+
+void BlockMemory::Populate(uint64_t first_page, uint64_t count) {
+  if (first_page >= page_count()) return;
+  if (count > page_count() - first_page) count = page_count() - first_page;
+#ifdef MADV_POPULATE_WRITE
+  (void)madvise(page(first_page), count * page_size_, MADV_POPULATE_WRITE);
+#endif
+}
+
+void BlockMemory::MarkNonZero(uint64_t index) {
+  std::atomic_ref<uint64_t>(nonzero_[index / 64])
+      .fetch_or(uint64_t{1} << (index % 64), std::memory_order_relaxed);
+}
+
+void BlockMemory::ClearPage(uint64_t index) {
+  uint64_t bit = uint64_t{1} << (index % 64);
+  uint64_t old =
+      std::atomic_ref<uint64_t>(nonzero_[index / 64]).fetch_and(~bit, std::memory_order_relaxed);
+  if (old & bit) std::memset(page(index), 0, page_size_);
+}
+
+bool BlockMemory::MaybeNonZero(uint64_t index) const {
+  uint64_t w = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(nonzero_[index / 64]))
+                   .load(std::memory_order_relaxed);
+  return (w >> (index % 64)) & 1;
+}
+
+uint64_t BlockMemory::CountMaybeNonZero() const {
+  uint64_t n = 0;
+  for (uint64_t w : nonzero_) n += std::popcount(w);
+  return n;
+}
+
+}  // namespace procmig

@@ -1,0 +1,71 @@
+// BlockMemory: the receiver's copy of one RAM block, held in memory while the stream arrives.
+//
+// An anonymous private mapping (MAP_NORESERVE: a sparse source block costs only the pages that
+// carry data) with transparent huge pages requested for blocks of 2 MiB and more, plus one bit
+// per page saying "this page may hold non-zero bytes". The bit lets a zero page that overwrites
+// data be cleared with a memset, a zero page over untouched memory cost nothing, and the image
+// store write holes for zero pages without scanning them.
+//
+// Populate(): faults in a range ahead of the data (MADV_POPULATE_WRITE), so the receive path does
+// not pay a page fault per page (about 2.8 us per 4 KiB page on the reference VM).
+//
+// Threads: page writes (page(), MarkNonZero(), ClearPage()) may run concurrently from several
+// channel threads for DIFFERENT pages; the bitmap uses atomic word operations for that.
+// Resize() and destruction need exclusive access (the Receiver holds its block lock exclusively).
+#ifndef PROCMIG_MIGRATION_BLOCK_MEMORY_H_
+#define PROCMIG_MIGRATION_BLOCK_MEMORY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace procmig {
+
+class BlockMemory {
+ public:
+  // length > 0, a multiple of page_size. ResourceExhausted when the mapping fails.
+  static absl::StatusOr<std::unique_ptr<BlockMemory>> Create(uint64_t length, uint32_t page_size);
+  ~BlockMemory();
+  BlockMemory(const BlockMemory&) = delete;
+  BlockMemory& operator=(const BlockMemory&) = delete;
+
+  // Grows or shrinks the block, keeping its contents up to min(old, new) length; grown pages
+  // read as zero. May move the mapping.
+  absl::Status Resize(uint64_t new_length);
+
+  // Faults in pages [first, first + count) for writing. Best effort: a kernel without
+  // MADV_POPULATE_WRITE (before 5.14) simply faults on first write later.
+  void Populate(uint64_t first_page, uint64_t count);
+
+  uint8_t* page(uint64_t index) { return base_ + index * page_size_; }
+  const uint8_t* page(uint64_t index) const { return base_ + index * page_size_; }
+  std::span<const uint8_t> bytes() const { return {base_, length_}; }
+
+  void MarkNonZero(uint64_t index);
+  // Makes the page read as zero (memset only when it may hold data) and clears its bit.
+  void ClearPage(uint64_t index);
+  bool MaybeNonZero(uint64_t index) const;
+  uint64_t CountMaybeNonZero() const;
+
+  uint64_t length() const { return length_; }
+  uint64_t page_count() const { return length_ / page_size_; }
+  uint32_t page_size() const { return page_size_; }
+
+ private:
+  BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size);
+
+  uint8_t* base_;
+  uint64_t mapped_;  // bytes mapped at base_ (>= length_, rounded for huge pages)
+  uint64_t length_;
+  const uint32_t page_size_;
+  std::vector<uint64_t> nonzero_;  // one bit per page; accessed through std::atomic_ref
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_BLOCK_MEMORY_H_

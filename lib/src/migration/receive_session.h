@@ -1,0 +1,44 @@
+// ReceiveSession: one whole session on the destination: read every channel of an accepted group
+// into a Receiver, and when the stream is complete, verify it, store the image and ack.
+//
+// Run() starts one reader thread per channel (each calls Receiver::Feed with what it reads). The
+// thread whose Feed completes the stream runs Finish(), writes the image with ImageStore (to the
+// directory `image_dir(session_id)` chooses) and only then acks, so the sender is told "safe"
+// only about an image that is on disk. Any failure (a corrupt page, a truncated channel, a digest
+// mismatch, a store error) fails the receiver, which tells the sender, and aborts every channel
+// so no thread stays blocked; Run returns the first error and no image is left behind.
+// Run blocks until every reader thread has finished (the sender closes after the ack).
+#ifndef PROCMIG_MIGRATION_RECEIVE_SESSION_H_
+#define PROCMIG_MIGRATION_RECEIVE_SESSION_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "migration/image_manifest.h"
+#include "migration/receiver.h"
+#include "transport/channel_group_receiver.h"
+
+namespace procmig {
+
+struct ReceiveSessionOptions {
+  ReceiverOptions receiver;
+  // Where the image of the session goes; called once, when the stream is complete.
+  std::function<std::string(const std::array<uint8_t, 16>& session_id)> image_dir;
+  bool sync = true;  // fsync the image before acking
+  size_t chunk_bytes = 1u << 20;
+};
+
+struct ReceiveSessionResult {
+  ImageManifest manifest;
+  std::string image_dir;
+};
+
+absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& group,
+                                                       const ReceiveSessionOptions& options);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_RECEIVE_SESSION_H_

@@ -1,0 +1,577 @@
+#include "migration/receiver.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/crc32c.h"
+#include "base/status_macros.h"
+#include "codec/xbzrle.h"
+#include "codec/zlib_codec.h"
+
+namespace procmig {
+namespace {
+
+absl::Status WithPrefix(const absl::Status& s, absl::string_view prefix) {
+  return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
+}
+
+// The wire's error record takes readable text of at most kMaxErrorMessage bytes.
+std::string ReadableMessage(absl::string_view m) {
+  std::string out(m.substr(0, wire::kMaxErrorMessage));
+  for (char& ch : out) {
+    auto u = static_cast<unsigned char>(ch);
+    if (u < 0x20 || u == 0x7f) ch = '?';
+  }
+  if (out.empty()) out = "failed";
+  return out;
+}
+
+bool Allowed(Receiver::State from, Receiver::State to) {
+  using S = Receiver::State;
+  switch (from) {
+    case S::kAwaitingPreamble:
+      return to == S::kReceiving || to == S::kFailed;
+    case S::kReceiving:
+      return to == S::kEnded || to == S::kFailed;
+    case S::kEnded:
+      return to == S::kAcked || to == S::kFailed;
+    case S::kAcked:
+    case S::kFailed:
+      return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+struct Receiver::ChannelState {
+  ChannelState() : reader(wire::ReaderOptions{wire::Direction::kForward}) {}
+  wire::StreamReader reader;
+  std::unique_ptr<ZlibDecompressor> zlib;
+  uint64_t iterations = 0;  // iteration records read
+  ReceiveStats stats;       // bytes is kept in `bytes`
+  std::atomic<uint64_t> bytes{0};
+};
+
+const char* Receiver::StateName(State s) {
+  switch (s) {
+    case State::kAwaitingPreamble:
+      return "awaiting-preamble";
+    case State::kReceiving:
+      return "receiving";
+    case State::kEnded:
+      return "ended";
+    case State::kAcked:
+      return "acked";
+    case State::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+Receiver::Receiver(size_t channel_count, ReceiverOptions options, Channel* reverse)
+    : channel_count_(channel_count),
+      options_(std::move(options)),
+      reverse_(reverse),
+      arrived_(channel_count, 0),
+      ended_(channel_count, false) {
+  for (size_t i = 0; i < channel_count; ++i) channels_.push_back(std::make_unique<ChannelState>());
+  if (options_.populate) populate_thread_ = std::thread([this] { PopulateLoop(); });
+}
+
+Receiver::~Receiver() { StopPopulate(); }
+
+absl::Status Receiver::TransitionTo(State next) {
+  if (!Allowed(state_, next)) {
+    return absl::InternalError(
+        absl::StrCat("receiver: illegal transition ", StateName(state_), " -> ", StateName(next)));
+  }
+  state_ = next;
+  return absl::OkStatus();
+}
+
+Receiver::State Receiver::state() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return state_;
+}
+
+absl::Status Receiver::FailedStatus() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return error_.ok() ? absl::InternalError("receiver: failed without a status") : error_;
+}
+
+uint64_t Receiver::session_bytes() const {
+  uint64_t n = 0;
+  for (const auto& c : channels_) n += c->bytes.load(std::memory_order_relaxed);
+  return n;
+}
+
+absl::StatusOr<bool> Receiver::Feed(size_t index, std::span<const uint8_t> bytes) {
+  if (index >= channel_count_) {
+    return Fail(absl::InternalError(absl::StrCat("receiver: no channel ", index)));
+  }
+  if (failed_.load()) return FailedStatus();
+  ChannelState& c = *channels_[index];
+  c.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+  absl::Status s = c.reader.Feed(bytes);
+  bool completed = false;
+  while (s.ok()) {
+    absl::StatusOr<const wire::Record*> r = c.reader.Next();
+    if (!r.ok()) {
+      s = r.status();
+      break;
+    }
+    if (*r == nullptr) break;
+    s = Apply(index, c, **r, &completed);
+  }
+  if (!s.ok()) return Fail(WithPrefix(s, absl::StrCat("receive channel ", index, ": ")));
+  return completed;
+}
+
+absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& r,
+                             bool* completed) {
+  using wire::RecordType;
+  switch (r.type) {
+    case RecordType::kPreamble:
+      RETURN_IF_ERROR(ApplyPreamble(index, std::get<wire::Preamble>(r.body)));
+      if (std::get<wire::Preamble>(r.body).features & wire::kFeatureZlib) {
+        ASSIGN_OR_RETURN(c.zlib, ZlibDecompressor::Create());
+      }
+      return absl::OkStatus();
+    case RecordType::kBlockAdd:
+      return ApplyBlockAdd(std::get<wire::BlockAdd>(r.body));
+    case RecordType::kBlockRemove:
+      return ApplyBlockRemove(std::get<wire::BlockRemove>(r.body));
+    case RecordType::kBlockResize:
+      return ApplyBlockResize(std::get<wire::BlockResize>(r.body));
+    case RecordType::kPageRun:
+      return ApplyRun(index, c, std::get<wire::PageRun>(r.body));
+    case RecordType::kIteration:
+      ++c.iterations;
+      return Barrier(index, std::get<wire::IterationMarker>(r.body).iteration);
+    case RecordType::kProcessState: {
+      auto data = std::get<wire::ProcessState>(r.body).data;
+      process_state_.assign(data.begin(), data.end());
+      return absl::OkStatus();
+    }
+    case RecordType::kEndOfStream: {
+      if (std::get<wire::EndOfStream>(r.body).aborted) {
+        return absl::UnavailableError("the sender aborted the migration (end_of_stream aborted)");
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        ended_[index] = true;
+        *completed = ++ended_count_ == channel_count_;
+      }
+      cv_.notify_all();
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InternalError(
+          absl::StrCat("unexpected ", wire::RecordTypeName(r.type), " record"));
+  }
+}
+
+absl::Status Receiver::ApplyPreamble(size_t index, const wire::Preamble& p) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (p.channel_index != index || p.channel_count != channel_count_) {
+      return absl::DataLossError(absl::StrCat("preamble announces channel ", p.channel_index,
+                                              " of ", p.channel_count, ", but arrived as channel ",
+                                              index, " of ", channel_count_));
+    }
+    if (preamble_.has_value()) {
+      if (p.session_id != preamble_->session_id || p.page_size != preamble_->page_size ||
+          p.features != preamble_->features) {
+        return absl::DataLossError(
+            "preamble's session, page size or features differ from the other channels'");
+      }
+    } else {
+      preamble_ = p;
+      page_size_.store(p.page_size);
+      started_ = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(TransitionTo(State::kReceiving));
+    }
+  }
+  if (index != 0 || reverse_ == nullptr) return absl::OkStatus();
+  wire::Preamble rp = p;
+  rp.direction = wire::Direction::kReverse;
+  rp.channel_index = 0;
+  {
+    std::lock_guard<std::mutex> l(reverse_mu_);
+    absl::StatusOr<std::unique_ptr<wire::StreamWriter>> w = wire::StreamWriter::Create(rp);
+    if (!w.ok()) return WithPrefix(w.status(), "start reverse stream: ");
+    reverse_writer_ = std::move(*w);
+  }
+  return SendReverse([](wire::StreamWriter& w) {
+    return w.AddAck(wire::Ack{wire::AckKind::kPreambleAccepted, 0});
+  });
+}
+
+absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::StreamWriter&)>& add) {
+  std::lock_guard<std::mutex> l(reverse_mu_);
+  if (reverse_writer_ == nullptr || reverse_writer_->ended()) return absl::OkStatus();
+  if (!add(*reverse_writer_).ok()) return reverse_writer_->DescribeLastError();
+  auto batch = reverse_writer_->batch();
+  absl::Status s = reverse_->WriteV(batch.data(), batch.size());
+  reverse_writer_->ClearBatch();
+  if (!s.ok()) return WithPrefix(s, "write to the sender (reverse stream): ");
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
+  ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
+                   BlockMemory::Create(b.length, page_size_.load()));
+  {
+    std::unique_lock<std::shared_mutex> l(blocks_mu_);
+    BlockEntry& e = blocks_[b.block_id];
+    e.id = b.block_id;
+    e.flags = b.flags;
+    e.start = b.start;
+    e.name = std::string(b.name);
+    e.memory = std::move(mem);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ++table_version_;
+  }
+  cv_.notify_all();
+  if (options_.populate) QueuePopulate(b.block_id, 0);
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::ApplyBlockRemove(const wire::BlockRemove& b) {
+  {
+    std::unique_lock<std::shared_mutex> l(blocks_mu_);
+    blocks_.erase(b.block_id);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  absl::erase_if(torn_, [&](const auto& k) { return k.first == b.block_id; });
+  torn_count_.store(torn_.size());
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
+  uint64_t old_pages = 0;
+  {
+    std::unique_lock<std::shared_mutex> l(blocks_mu_);
+    auto it = blocks_.find(r.block_id);
+    if (it == blocks_.end()) {
+      return absl::InternalError(absl::StrCat("resize of unknown block ", r.block_id));
+    }
+    old_pages = it->second.memory->page_count();
+    RETURN_IF_ERROR(it->second.memory->Resize(r.new_length));
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    absl::erase_if(torn_, [&](const auto& k) {
+      return k.first == r.block_id && k.second >= r.new_page_count;
+    });
+    torn_count_.store(torn_.size());
+    ++table_version_;
+  }
+  cv_.notify_all();
+  if (options_.populate && r.new_page_count > old_pages) QueuePopulate(r.block_id, old_pages);
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::WaitForBlock(size_t index, ChannelState& c, const wire::PageRun& run) {
+  const uint64_t end = run.first_page + run.pages.size();
+  for (;;) {
+    uint64_t version;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      version = table_version_;
+    }
+    {
+      std::shared_lock<std::shared_mutex> l(blocks_mu_);
+      auto it = blocks_.find(run.block_id);
+      if (it != blocks_.end() && end <= it->second.memory->page_count()) return absl::OkStatus();
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    auto main_passed = [&] { return ended_[0] || arrived_[0] > c.iterations; };
+    if (failed_.load()) return error_;
+    if (main_passed()) {
+      return absl::DataLossError(absl::StrCat(
+          "page run for block ", run.block_id, " pages ", run.first_page, "..", end - 1,
+          " in iteration ", c.iterations, ": the main channel did not announce that range"));
+    }
+    cv_.wait(l, [&] { return failed_.load() || table_version_ != version || main_passed(); });
+    (void)index;
+  }
+}
+
+absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run) {
+  if (index != 0) RETURN_IF_ERROR(WaitForBlock(index, c, run));
+  std::shared_lock<std::shared_mutex> l(blocks_mu_);
+  auto it = blocks_.find(run.block_id);
+  if (it == blocks_.end() || run.first_page + run.pages.size() > it->second.memory->page_count()) {
+    return absl::DataLossError(absl::StrCat("page run for block ", run.block_id, " page ",
+                                            run.first_page, " lies outside every live block"));
+  }
+  for (size_t i = 0; i < run.pages.size(); ++i) {
+    RETURN_IF_ERROR(ApplyPage(index, c, it->second, run.first_page + i, run.pages[i]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
+                                 const wire::PageEntry& e) {
+  (void)index;
+  BlockMemory& m = *b.memory;
+  const uint32_t ps = m.page_size();
+  if (e.torn) {
+    ++c.stats.torn_pages;
+    NoteTorn(b.id, page, true);
+    return absl::OkStatus();
+  }
+  uint8_t* dst = m.page(page);
+  auto where = [&] { return absl::StrCat("block ", b.id, " (", b.name, ") page ", page, ": "); };
+  auto check_crc = [&](const char* how) -> absl::Status {
+    uint32_t got = crc32c::Value(dst, ps);
+    if (got == e.page_crc) return absl::OkStatus();
+    return absl::DataLossError(
+        absl::StrFormat("%scrc32c mismatch after %s decode (sent 0x%08x, decoded 0x%08x)", where(),
+                        how, e.page_crc, got));
+  };
+  switch (e.encoding) {
+    case wire::PageEncoding::kZero:
+      m.ClearPage(page);
+      ++c.stats.zero_pages;
+      break;
+    case wire::PageEncoding::kRaw:
+      std::memcpy(dst, e.data.data(), ps);
+      m.MarkNonZero(page);
+      ++c.stats.raw_pages;
+      break;
+    case wire::PageEncoding::kXbzrle: {
+      absl::Status s = xbzrle::Decode(e.data.data(), e.data.size(), dst, ps);
+      if (!s.ok()) return WithPrefix(s, absl::StrCat(where(), "xbzrle: "));
+      m.MarkNonZero(page);
+      RETURN_IF_ERROR(check_crc("xbzrle"));
+      ++c.stats.xbzrle_pages;
+      break;
+    }
+    case wire::PageEncoding::kZlib: {
+      if (c.zlib == nullptr) return absl::InternalError("zlib page without a decompressor");
+      m.MarkNonZero(page);
+      absl::Status s = c.zlib->DecompressExact(e.data.data(), e.data.size(), dst, ps);
+      if (!s.ok()) return WithPrefix(s, absl::StrCat(where(), "zlib: "));
+      RETURN_IF_ERROR(check_crc("zlib"));
+      ++c.stats.zlib_pages;
+      break;
+    }
+  }
+  ++c.stats.pages;
+  if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
+  return absl::OkStatus();
+}
+
+void Receiver::NoteTorn(uint32_t block, uint64_t page, bool torn) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (torn) {
+    torn_.insert({block, page});
+  } else {
+    torn_.erase({block, page});
+  }
+  torn_count_.store(torn_.size(), std::memory_order_relaxed);
+}
+
+absl::Status Receiver::Barrier(size_t index, uint64_t iteration) {
+  std::unique_lock<std::mutex> l(mu_);
+  arrived_[index] = iteration + 1;
+  cv_.notify_all();
+  cv_.wait(l, [&] {
+    if (failed_.load()) return true;
+    for (size_t i = 0; i < channel_count_; ++i) {
+      if (!ended_[i] && arrived_[i] < iteration + 1) return false;
+    }
+    return true;
+  });
+  if (failed_.load()) return error_;
+  return absl::OkStatus();
+}
+
+void Receiver::QueuePopulate(uint32_t block_id, uint64_t first_page) {
+  {
+    std::lock_guard<std::mutex> l(populate_mu_);
+    populate_queue_.emplace_back(block_id, first_page);
+  }
+  populate_cv_.notify_one();
+}
+
+void Receiver::PopulateLoop() {
+  for (;;) {
+    std::pair<uint32_t, uint64_t> item;
+    {
+      std::unique_lock<std::mutex> l(populate_mu_);
+      populate_cv_.wait(l, [&] { return populate_stop_.load() || !populate_queue_.empty(); });
+      if (populate_stop_.load()) return;
+      item = populate_queue_.front();
+      populate_queue_.erase(populate_queue_.begin());
+    }
+    // 2 MiB steps: one huge page at a time, and block add/remove never waits long for the lock.
+    const uint64_t step = (2u << 20) / std::max<uint32_t>(page_size_.load(), 1);
+    for (uint64_t page = item.second; !populate_stop_.load(); page += step) {
+      std::shared_lock<std::shared_mutex> l(blocks_mu_);
+      auto it = blocks_.find(item.first);
+      if (it == blocks_.end() || page >= it->second.memory->page_count()) break;
+      it->second.memory->Populate(page, step);
+    }
+  }
+}
+
+void Receiver::StopPopulate() {
+  {
+    std::lock_guard<std::mutex> l(populate_mu_);
+    populate_stop_.store(true);
+  }
+  populate_cv_.notify_all();
+  if (populate_thread_.joinable() && populate_thread_.get_id() != std::this_thread::get_id()) {
+    populate_thread_.join();
+  }
+}
+
+void Receiver::ChannelClosed(size_t index, const absl::Status& why) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (index >= channel_count_ || state_ == State::kFailed || state_ == State::kAcked ||
+        ended_[index]) {
+      return;
+    }
+  }
+  absl::Status s = why.ok() ? channels_[index]->reader.Finish() : why;
+  if (s.ok()) s = absl::DataLossError("closed before end_of_stream");
+  (void)Fail(WithPrefix(s, absl::StrCat("receive channel ", index, ": ")));
+}
+
+absl::Status Receiver::Fail(absl::Status s) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (state_ == State::kFailed) return error_;
+    if (!TransitionTo(State::kFailed).ok()) return s;  // already acked: too late to fail
+    error_ = s;
+    failed_.store(true);
+  }
+  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> l(populate_mu_);
+    populate_stop_.store(true);
+  }
+  populate_cv_.notify_all();
+  std::string message = ReadableMessage(s.message());
+  (void)SendReverse([&](wire::StreamWriter& w) {
+    absl::Status a = w.AddError(wire::ErrorRecord{static_cast<uint32_t>(s.code()), message});
+    return a.ok() ? w.AddEndOfStream(/*aborted=*/true) : a;
+  });
+  return s;
+}
+
+absl::StatusOr<ImageManifest> Receiver::Finish() {
+  ImageManifest m;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (state_ != State::kReceiving || ended_count_ != channel_count_) {
+      return absl::InternalError(absl::StrCat("receiver: Finish in state ", StateName(state_)));
+    }
+    m.page_size = preamble_->page_size;
+    m.session_id = preamble_->session_id;
+    m.channels = static_cast<uint32_t>(channel_count_);
+    m.stats.duration_ms =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::steady_clock::now() - started_)
+                                  .count());
+  }
+  StopPopulate();
+  if (torn_count_.load() != 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    const auto& k = *torn_.begin();
+    return Fail(absl::DataLossError(absl::StrCat("receive: ", torn_.size(),
+                                                 " torn page(s) never resent (e.g. block ", k.first,
+                                                 " page ", k.second, ")")));
+  }
+  for (size_t i = 0; i < channel_count_; ++i) {
+    const ChannelState& c = *channels_[i];
+    if (c.iterations != channels_[0]->iterations) {
+      return Fail(absl::DataLossError(
+          absl::StrCat("receive: channel ", i, " carried ", c.iterations,
+                       " iteration records, the main channel ", channels_[0]->iterations)));
+    }
+    m.stats.pages += c.stats.pages;
+    m.stats.zero_pages += c.stats.zero_pages;
+    m.stats.raw_pages += c.stats.raw_pages;
+    m.stats.xbzrle_pages += c.stats.xbzrle_pages;
+    m.stats.zlib_pages += c.stats.zlib_pages;
+    m.stats.torn_pages += c.stats.torn_pages;
+  }
+  m.stats.bytes = session_bytes();
+  m.iterations = channels_[0]->iterations;
+  m.process_state_length = process_state_.size();
+  m.process_state_crc32c = crc32c::Value(process_state_.data(), process_state_.size());
+
+  std::vector<ReceivedBlockView> views;
+  {
+    std::shared_lock<std::shared_mutex> l(blocks_mu_);
+    for (const auto& [id, b] : blocks_) {
+      ImageBlock ib;
+      ib.id = id;
+      ib.flags = b.flags;
+      ib.start = b.start;
+      ib.length = b.memory->length();
+      ib.name = b.name;
+      ib.crc32c = crc32c::Value(b.memory->bytes().data(), b.memory->length());
+      views.push_back({id, b.start, ib.length, b.memory->bytes(), ib.crc32c});
+      m.blocks.push_back(std::move(ib));
+    }
+  }
+  if (options_.verify_digests) {
+    absl::StatusOr<std::vector<BlockDigestCheck>> checks =
+        options_.verify_digests(process_state_, views);
+    if (!checks.ok()) return Fail(WithPrefix(checks.status(), "verify block digests: "));
+    for (const BlockDigestCheck& d : *checks) {
+      auto it = std::find_if(m.blocks.begin(), m.blocks.end(),
+                             [&](const ImageBlock& b) { return b.id == d.block_id; });
+      if (it == m.blocks.end()) {
+        return Fail(absl::DataLossError(
+            absl::StrCat("verify block digests: the sender's digest names block ", d.block_id,
+                         ", which is not live at the end of the stream")));
+      }
+      it->digest = d.state;
+      it->sent_digest = d.sent;
+      if (d.state == DigestState::kMismatch) {
+        return Fail(absl::DataLossError(absl::StrCat(
+            "verify block digests: block ", it->id, " (", it->name, ", ", it->length,
+            " bytes at 0x", absl::Hex(it->start), "): content does not match the sent digest ",
+            d.sent, " (received crc32c 0x", absl::Hex(it->crc32c), ")")));
+      }
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ == State::kFailed) return error_;
+  RETURN_IF_ERROR(TransitionTo(State::kEnded));
+  return m;
+}
+
+std::vector<const BlockMemory*> Receiver::BlockMemories() const {
+  std::shared_lock<std::shared_mutex> l(blocks_mu_);
+  std::vector<const BlockMemory*> out;
+  for (const auto& [id, b] : blocks_) out.push_back(b.memory.get());
+  return out;
+}
+
+absl::Status Receiver::Ack() {
+  uint64_t iterations = channels_[0]->iterations;
+  absl::Status s = SendReverse([&](wire::StreamWriter& w) {
+    absl::Status a = w.AddAck(wire::Ack{wire::AckKind::kEndOfStream, iterations});
+    return a.ok() ? w.AddEndOfStream(/*aborted=*/false) : a;
+  });
+  if (!s.ok()) return Fail(s);
+  if (reverse_ != nullptr) (void)reverse_->Shutdown();
+  std::lock_guard<std::mutex> l(mu_);
+  return TransitionTo(State::kAcked);
+}
+
+}  // namespace procmig

@@ -1,0 +1,199 @@
+// Receiver: the destination side of one migration session, as an explicit state machine.
+//
+//   kAwaitingPreamble -> kReceiving -> kEnded -> kAcked
+//          \________________\___________\______-> kFailed
+//
+// The caller (ReceiveSession) reads every channel of the session on its own thread and hands each
+// chunk to Feed(index, bytes). The receiver parses each channel with a StreamReader (main channel
+// 0 in "main" mode, the others "pages only"), decodes every page (zero, raw, xbzrle against the
+// page it holds, zlib) straight into the block's memory (BlockMemory), checks each decoded page's
+// crc32c (DataLoss naming channel, block and page), and applies block add/remove/resize from the
+// main channel.
+//
+// Multi-channel order (QEMU multifd's sync, per iteration): an iteration record on a channel is a
+// barrier: the channel waits until every channel has reached the same iteration record, so all
+// pages of iteration k are applied before any page of iteration k+1 and a page sent twice can
+// never be applied out of order. A page run on a secondary channel whose block (or grown range)
+// the main channel has not announced yet waits for the main channel; once the main channel has
+// passed the same iteration record, such a run is DataLoss. A sender therefore has to send each
+// block record before the runs that use it, and an iteration record on EVERY channel before any
+// page of the next iteration.
+//
+// Reverse direction (channel 0, written by the receiver): a reverse preamble (the forward one's
+// session, page size, features and channel count) and ack(kPreambleAccepted, 0) as soon as the
+// main channel's preamble is accepted; after Finish() and the image is stored: ack(kEndOfStream,
+// iterations) then end_of_stream, then the write side is shut down. On failure: error(code,
+// message) then end_of_stream(aborted). The sender should close its channels after reading the
+// final ack; the receiver reads them to EOF.
+//
+// Threads: Feed() is called concurrently for different channels, never concurrently for one.
+// Locking: `mu_` guards the state, the barrier and the torn-page set; `blocks_mu_` (shared for
+// page writes, exclusive for block add/remove/resize) guards the block map; each ChannelState is
+// owned by its channel's thread; `reverse_mu_` serializes the reverse stream.
+#ifndef PROCMIG_MIGRATION_RECEIVER_H_
+#define PROCMIG_MIGRATION_RECEIVER_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "migration/block_memory.h"
+#include "migration/image_manifest.h"
+#include "transport/channel.h"
+#include "wire/stream_reader.h"
+#include "wire/stream_writer.h"
+
+namespace procmig {
+
+class ZlibDecompressor;
+
+// One block's final content, as handed to a DigestVerifier.
+struct ReceivedBlockView {
+  uint32_t id = 0;
+  uint64_t start = 0;
+  uint64_t length = 0;
+  std::span<const uint8_t> bytes;
+  uint32_t crc32c = 0;  // of `bytes`
+};
+
+// What the sender stated about one block's final content, and whether it matched.
+struct BlockDigestCheck {
+  uint32_t block_id = 0;
+  DigestState state = DigestState::kNone;
+  std::string sent;  // "ALG:HEX"
+};
+
+// Parses the per-block digests out of the process_state payload (its format belongs to the
+// source side) and compares them with the received blocks. DataLoss when the record is malformed
+// or names a block that was not received.
+using DigestVerifier = std::function<absl::StatusOr<std::vector<BlockDigestCheck>>(
+    std::span<const uint8_t> process_state, std::span<const ReceivedBlockView> blocks)>;
+
+struct ReceiverOptions {
+  // Fault in each block's memory on a background thread as soon as the block is announced, so
+  // the bulk stage does not pay a page fault per page.
+  bool populate = true;
+  // Empty: digests are not checked (every block reports DigestState::kNone).
+  DigestVerifier verify_digests;
+};
+
+class Receiver {
+ public:
+  enum class State { kAwaitingPreamble, kReceiving, kEnded, kAcked, kFailed };
+  static const char* StateName(State s);
+
+  // `reverse` (usually channel 0 of the group; may be null in tests) carries acks and errors.
+  Receiver(size_t channel_count, ReceiverOptions options, Channel* reverse);
+  ~Receiver();
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+
+  // Feeds bytes read from channel `index`. Returns true for exactly one call over the session:
+  // the one after which every channel has read its end_of_stream; that caller then runs
+  // Finish(), stores the image and calls Ack(). Errors are sticky and returned by every later
+  // call (the first error wins).
+  absl::StatusOr<bool> Feed(size_t index, std::span<const uint8_t> bytes);
+  // Channel `index` reached EOF (`why` OK) or failed. Before its end_of_stream this fails the
+  // session (DataLoss for a truncated stream, Unavailable for a broken connection).
+  void ChannelClosed(size_t index, const absl::Status& why);
+  // After Feed returned true: checks torn pages were resent and the channels agree, computes
+  // each block's crc32c, verifies the sender's digests, and describes the image. -> kEnded.
+  absl::StatusOr<ImageManifest> Finish();
+  // Tells the sender the image is safe. -> kAcked.
+  absl::Status Ack();
+  // Fails the session with `s` (the first failure wins and is returned), wakes every waiting
+  // channel thread, and tells the sender why when the reverse stream exists.
+  absl::Status Fail(absl::Status s);
+
+  State state() const;
+  // The block memories in manifest order (valid after Finish()).
+  std::vector<const BlockMemory*> BlockMemories() const;
+  std::span<const uint8_t> process_state() const { return process_state_; }
+  uint64_t session_bytes() const;
+
+ private:
+  struct BlockEntry {
+    uint32_t id = 0;
+    uint32_t flags = 0;
+    uint64_t start = 0;
+    std::string name;
+    std::unique_ptr<BlockMemory> memory;
+  };
+  struct ChannelState;
+
+  absl::Status TransitionTo(State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Apply(size_t index, ChannelState& c, const wire::Record& r, bool* completed);
+  absl::Status ApplyPreamble(size_t index, const wire::Preamble& p);
+  absl::Status ApplyBlockAdd(const wire::BlockAdd& b);
+  absl::Status ApplyBlockRemove(const wire::BlockRemove& b);
+  absl::Status ApplyBlockResize(const wire::BlockResize& r);
+  absl::Status ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run);
+  absl::Status ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
+                         const wire::PageEntry& e);
+  absl::Status WaitForBlock(size_t index, ChannelState& c, const wire::PageRun& run);
+  absl::Status Barrier(size_t index, uint64_t iteration);
+  absl::Status SendReverse(const std::function<absl::Status(wire::StreamWriter&)>& add);
+  void NoteTorn(uint32_t block, uint64_t page, bool torn);
+  void PopulateLoop();
+  void QueuePopulate(uint32_t block_id, uint64_t first_page);
+  absl::Status FailedStatus() const;
+  void StopPopulate();
+
+  // Immutable after construction.
+  const size_t channel_count_;
+  const ReceiverOptions options_;
+  Channel* const reverse_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kAwaitingPreamble;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::optional<wire::Preamble> preamble_ ABSL_GUARDED_BY(mu_);  // the first one seen
+  std::vector<uint64_t> arrived_ ABSL_GUARDED_BY(mu_);  // per channel: iteration records read
+  std::vector<bool> ended_ ABSL_GUARDED_BY(mu_);
+  size_t ended_count_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t table_version_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by block add/resize
+  absl::flat_hash_set<std::pair<uint32_t, uint64_t>> torn_ ABSL_GUARDED_BY(mu_);
+  std::atomic<size_t> torn_count_{0};  // torn_.size(), readable without mu_
+  std::atomic<bool> failed_{false};
+  std::atomic<uint32_t> page_size_{0};  // set by the first preamble
+  std::chrono::steady_clock::time_point started_ ABSL_GUARDED_BY(mu_);
+
+  mutable std::shared_mutex blocks_mu_;
+  std::map<uint32_t, BlockEntry> blocks_ ABSL_GUARDED_BY(blocks_mu_);
+
+  // Owned by channel 0's thread until the session completes.
+  std::vector<uint8_t> process_state_;
+
+  std::vector<std::unique_ptr<ChannelState>> channels_;  // each owned by its channel's thread
+
+  std::mutex reverse_mu_;
+  std::unique_ptr<wire::StreamWriter> reverse_writer_ ABSL_GUARDED_BY(reverse_mu_);
+
+  // Background population of announced blocks.
+  std::mutex populate_mu_;
+  std::condition_variable populate_cv_;
+  std::vector<std::pair<uint32_t, uint64_t>> populate_queue_ ABSL_GUARDED_BY(populate_mu_);
+  std::atomic<bool> populate_stop_{false};
+  std::thread populate_thread_;
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_MIGRATION_RECEIVER_H_
