@@ -165,7 +165,7 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const RamBlock& b : blocks_) {
-      err = uffd_.WriteProtect(b.start, b.length, true);
+      err = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
       if (err != 0) {
         failed_at = b.start;
         break;

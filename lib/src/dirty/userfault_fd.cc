@@ -192,8 +192,18 @@ int UserfaultFd::WriteProtect(uintptr_t start, size_t len, bool protect) const {
                     protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0);
 }
 
-absl::Status UserfaultFd::WriteProtectStatus(uintptr_t start, size_t len, bool protect) const {
+int UserfaultFd::WriteProtectAcrossVmas(uintptr_t start, size_t len, bool protect,
+                                        size_t page_size) const {
   int err = WriteProtect(start, len, protect);
+  if (err != ENOENT || len <= page_size) return err;
+  const size_t half = (len / page_size / 2) * page_size;
+  err = WriteProtectAcrossVmas(start, half, protect, page_size);
+  if (err != 0) return err;
+  return WriteProtectAcrossVmas(start + half, len - half, protect, page_size);
+}
+
+absl::Status UserfaultFd::WriteProtectStatus(uintptr_t start, size_t len, bool protect) const {
+  int err = WriteProtectAcrossVmas(start, len, protect, static_cast<size_t>(sysconf(_SC_PAGESIZE)));
   if (err != 0) {
     return ErrnoStatus(absl::StrFormat("%s uffd range 0x%x+0x%x",
                                        protect ? "write-protect" : "unprotect", start, len),

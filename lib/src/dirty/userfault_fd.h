@@ -49,6 +49,10 @@ class UserfaultFd {
   // building a Status; use WriteProtectStatus elsewhere.
   int WriteProtect(uintptr_t start, size_t len, bool protect) const;
   absl::Status WriteProtectStatus(uintptr_t start, size_t len, bool protect) const;
+  // WriteProtect for a range that may span several VMAs: kernels before 6.2 refuse such a range
+  // with ENOENT, so on ENOENT the range is halved (at page boundaries) and each half retried.
+  // No allocation; recursion depth at most log2(len / page_size). Raw errno as above.
+  int WriteProtectAcrossVmas(uintptr_t start, size_t len, bool protect, size_t page_size) const;
   // UFFDIO_ZEROPAGE (resolves a missing fault with the zero page); raw errno as above.
   int ZeroPage(uintptr_t start, size_t len) const;
   // UFFDIO_WAKE; raw errno.

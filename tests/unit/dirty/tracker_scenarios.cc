@@ -25,6 +25,13 @@
 namespace procmig::testing {
 namespace {
 
+#define REQUIRE_OK(expr)           \
+  do {                             \
+    absl::Status status_ = (expr); \
+    INFO(status_.ToString());      \
+    REQUIRE(status_.ok());         \
+  } while (0)
+
 size_t Page() { return BasePageSize(); }
 
 // An anonymous private mapping, optionally aligned, unmapped on destruction.
@@ -207,7 +214,7 @@ void RunRandomWrites(TrackerKind kind) {
     }
     Check(SyncOk(*tracker), all, totals, "random", round);
   }
-  REQUIRE(tracker->Stop().ok());
+  REQUIRE_OK(tracker->Stop());
   Print(kind, "random writes (3 blocks, half never touched before tracking, 12 rounds)", totals);
 }
 
@@ -238,7 +245,7 @@ void RunDontneedRewrite(TrackerKind kind) {
   Check(SyncOk(*tracker), {&t}, totals, "dontneed", 3);
   for (size_t p = 100; p < 110; ++p) t.Write(p);
   Check(SyncOk(*tracker), {&t}, totals, "dontneed", 4);
-  REQUIRE(tracker->Stop().ok());
+  REQUIRE_OK(tracker->Stop());
   Print(kind, "MADV_DONTNEED then written again", totals,
         ", " + std::to_string(zapped_reported) + "/53 dropped-but-unwritten pages reported");
 }
@@ -264,7 +271,7 @@ void RunMremapGrow(TrackerKind kind) {
     // What the agent's mremap interposer does first: under the mprotect backend the range is
     // split into VMAs of different protections, which mremap refuses (EFAULT); Prepare makes it
     // one writable VMA again and marks it dirty. The other backends ignore the call.
-    REQUIRE(tracker->PrepareKernelWrite(t.block.start, t.block.length).ok());
+    REQUIRE_OK(tracker->PrepareKernelWrite(t.block.start, t.block.length));
     tracker->FinishKernelWrite(t.block.start, t.block.length);
     void* grown = move ? mremap(r.base(), small * Page(), big * Page(),
                                 MREMAP_MAYMOVE | MREMAP_FIXED, target.base())
@@ -278,9 +285,9 @@ void RunMremapGrow(TrackerKind kind) {
       r.Reset(r.base(), big * Page());
     }
     uint32_t id = 30;
-    REQUIRE(tracker->RemoveBlocks({&id, 1}).ok());
+    REQUIRE_OK(tracker->RemoveBlocks({&id, 1}));
     Truth grown_truth(MakeBlock(30, r.base(), r.len()));
-    REQUIRE(tracker->AddBlocks({&grown_truth.block, 1}).ok());
+    REQUIRE_OK(tracker->AddBlocks({&grown_truth.block, 1}));
     grown_truth.Write(10);
     grown_truth.Write(64);   // first page of the new tail
     grown_truth.Write(159);  // last page
@@ -288,7 +295,7 @@ void RunMremapGrow(TrackerKind kind) {
     Check(SyncOk(*tracker), {&grown_truth}, totals, move ? "moved" : "in place", 2);
     for (size_t p = 60; p < 70; ++p) grown_truth.Write(p);
     Check(SyncOk(*tracker), {&grown_truth}, totals, move ? "moved" : "in place", 3);
-    REQUIRE(tracker->Stop().ok());
+    REQUIRE_OK(tracker->Stop());
   }
   Print(kind, "region grown with mremap (in place and moved)", totals);
 }
@@ -324,7 +331,7 @@ void RunTransparentHugePages(TrackerKind kind) {
   t.Write(per_huge - 1);
   Check(SyncOk(*tracker), {&t}, totals, "thp refault", 9);
   const size_t thp_after = AnonHugeKb(r.base());
-  REQUIRE(tracker->Stop().ok());
+  REQUIRE_OK(tracker->Stop());
   Print(kind, "THP-backed region (MADV_HUGEPAGE)", totals,
         ", AnonHugePages " + std::to_string(thp_before) + " kB before, " +
             std::to_string(thp_after) + " kB after tracking");
@@ -333,16 +340,21 @@ void RunTransparentHugePages(TrackerKind kind) {
 namespace {
 
 // Pauses the writer threads between two writes (what the agent does with thread parking).
+// Writers announce themselves with Enter() before their first write and Leave() after their
+// last, so a Pause with no writer running returns at once.
 class CooperativeQuiescer final : public WriteQuiescer {
  public:
-  explicit CooperativeQuiescer(int writers) : writers_(writers) {}
   absl::Status Pause() override {
     pause_.store(true);
-    while (paused_.load() + finished_.load() < writers_) std::this_thread::yield();
+    while (paused_.load() < active_.load()) std::this_thread::yield();
     ++pauses_;
     return absl::OkStatus();
   }
   void Resume() override { pause_.store(false); }
+  void Enter() {
+    active_.fetch_add(1);
+    Checkpoint();
+  }
   // Called by writers before each write.
   void Checkpoint() {
     if (!pause_.load()) return;
@@ -350,14 +362,13 @@ class CooperativeQuiescer final : public WriteQuiescer {
     while (pause_.load()) std::this_thread::yield();
     paused_.fetch_sub(1);
   }
-  void Finished() { finished_.fetch_add(1); }
+  void Leave() { active_.fetch_sub(1); }
   int pauses() const { return pauses_; }
 
  private:
-  const int writers_;
   std::atomic<bool> pause_{false};
   std::atomic<int> paused_{0};
-  std::atomic<int> finished_{0};
+  std::atomic<int> active_{0};
   int pauses_ = 0;
 };
 
@@ -373,7 +384,7 @@ void RunConcurrentWriters(TrackerKind kind) {
                                   MakeBlock(51, rb.base(), rb.len())};
   const int kWriters = 3;
   // Soft-dirty needs its writers paused around read+reset; the other backends ignore this.
-  CooperativeQuiescer quiescer(kWriters);
+  CooperativeQuiescer quiescer;
   auto tracker = Started(kind, blocks, &quiescer);
   (void)SyncOk(*tracker);
 
@@ -391,6 +402,7 @@ void RunConcurrentWriters(TrackerKind kind) {
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
       std::mt19937 rng(100 + w);
+      quiescer.Enter();
       while (!stop.load(std::memory_order_relaxed)) {
         quiescer.Checkpoint();
         size_t g = rng() % total;
@@ -405,7 +417,7 @@ void RunConcurrentWriters(TrackerKind kind) {
         writes.fetch_add(1, std::memory_order_relaxed);
         if (during) writes_during_sync.fetch_add(1, std::memory_order_relaxed);
       }
-      quiescer.Finished();
+      quiescer.Leave();
     });
   }
   auto record = [&](const DirtySet& set, uint32_t k) {
@@ -441,7 +453,7 @@ void RunConcurrentWriters(TrackerKind kind) {
   }
   CHECK(missed == 0);
   const TrackerStats stats = tracker->stats();
-  REQUIRE(tracker->Stop().ok());
+  REQUIRE_OK(tracker->Stop());
   std::printf("[%s] concurrent writers: %d threads, %" PRIu64 " writes (%" PRIu64
               " while Sync ran), %zu pages written, %u syncs, %" PRIu64
               " faults handled, %d pauses, "
@@ -469,7 +481,7 @@ void RunKernelWrite(TrackerKind kind) {
   // A read(2) into tracked memory, announced by the interposer's hook.
   REQUIRE(write(fds[1], payload, 100) == 100);
   char* dst = r.base() + 3 * Page() + 100;
-  REQUIRE(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst), 100).ok());
+  REQUIRE_OK(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst), 100));
   CHECK(read(fds[0], dst, 100) == 100);
   tracker->FinishKernelWrite(reinterpret_cast<uintptr_t>(dst), 100);
   t.written[3] = 1;
@@ -478,7 +490,7 @@ void RunKernelWrite(TrackerKind kind) {
 
   // Pinned across a sync: the kernel writes after the sync that follows Prepare.
   char* dst2 = r.base() + 9 * Page() + 10;
-  REQUIRE(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst2), 50).ok());
+  REQUIRE_OK(tracker->PrepareKernelWrite(reinterpret_cast<uintptr_t>(dst2), 50));
   (void)SyncOk(*tracker);
   REQUIRE(write(fds[1], payload, 50) == 50);
   CHECK(read(fds[0], dst2, 50) == 50);
@@ -501,7 +513,7 @@ void RunKernelWrite(TrackerKind kind) {
   Check(SyncOk(*tracker), {&t}, totals, "kernel write without hook", 3);
   close(fds[0]);
   close(fds[1]);
-  REQUIRE(tracker->Stop().ok());
+  REQUIRE_OK(tracker->Stop());
   Print(kind, "kernel writes (read from a pipe)", totals);
 }
 
@@ -517,7 +529,7 @@ void RunBlockBookkeeping(TrackerKind kind) {
   auto tracker = Started(kind, ab);
   Totals totals;
   CHECK(tracker->Start(ab).code() == absl::StatusCode::kFailedPrecondition);
-  REQUIRE(tracker->AddBlocks({&c.block, 1}).ok());
+  REQUIRE_OK(tracker->AddBlocks({&c.block, 1}));
   Check(SyncOk(*tracker), {&a, &b, &c}, totals, "reset", 0);
   a.Write(1);
   b.Write(2);
@@ -525,7 +537,7 @@ void RunBlockBookkeeping(TrackerKind kind) {
   Check(SyncOk(*tracker), {&a, &b, &c}, totals, "three blocks", 1);
 
   uint32_t id_b = 2;
-  REQUIRE(tracker->RemoveBlocks({&id_b, 1}).ok());
+  REQUIRE_OK(tracker->RemoveBlocks({&id_b, 1}));
   b.Write(3);  // untracked now: must not fault, hang, or be reported
   a.Write(4);
   const DirtySet& s = SyncOk(*tracker);
@@ -542,9 +554,9 @@ void RunBlockBookkeeping(TrackerKind kind) {
   dup.id = 1;
   CHECK(tracker->AddBlocks({&dup, 1}).code() == absl::StatusCode::kInvalidArgument);
 
-  REQUIRE(tracker->Stop().ok());
-  REQUIRE(tracker->Stop().ok());  // idempotent
-  a.Write(5);                     // disarmed: plain memory again
+  REQUIRE_OK(tracker->Stop());
+  REQUIRE_OK(tracker->Stop());  // idempotent
+  a.Write(5);                   // disarmed: plain memory again
   c.Write(5);
   CHECK(tracker->Sync().status().code() == absl::StatusCode::kFailedPrecondition);
   Print(kind, "add/remove blocks", totals);

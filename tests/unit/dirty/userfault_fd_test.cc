@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace procmig {
@@ -48,6 +49,28 @@ TEST_CASE("open, register, write-protect and unregister an anonymous range") {
   UserfaultFd moved = std::move(u);
   CHECK(moved.valid());
   CHECK_FALSE(u.valid());
+  munmap(mem, len);
+}
+
+TEST_CASE("write-protect across several VMAs (refused as one range before Linux 6.2)") {
+  UserfaultFd u = OpenOrSkip(0);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t len = 8 * page;
+  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(mem != MAP_FAILED);
+  char* base = static_cast<char*>(mem);
+  memset(base, 1, len);
+  // Three VMAs: [0,3) rw, [3,5) rwx-less-different flags (MADV_DONTFORK), [5,8) rw.
+  REQUIRE(madvise(base + 3 * page, 2 * page, MADV_DONTFORK) == 0);
+  const auto start = reinterpret_cast<uintptr_t>(base);
+  REQUIRE(u.RegisterWp(start, len, false).ok());
+  CHECK(u.WriteProtectAcrossVmas(start, len, true, page) == 0);
+  CHECK(u.WriteProtectAcrossVmas(start, len, false, page) == 0);
+  CHECK(u.Unregister(start, len).ok());
+  // A hole is still an error.
+  REQUIRE(munmap(base + 4 * page, page) == 0);
+  REQUIRE(u.RegisterWp(start, 4 * page, false).ok());
+  CHECK(u.WriteProtectAcrossVmas(start, len, true, page) != 0);
   munmap(mem, len);
 }
 
