@@ -62,10 +62,7 @@ absl::Status StreamReader::Feed(std::span<const uint8_t> bytes) {
     return absl::FailedPreconditionError(
         "feed stream reader: previous input not consumed (call Next() until it returns null)");
   }
-  if (clear_pending_) {
-    pending_.clear();
-    clear_pending_ = false;
-  }
+  if (clear_pending_) DropPending();
   input_ = bytes;
   input_pos_ = 0;
   return absl::OkStatus();
@@ -86,6 +83,15 @@ const uint8_t* StreamReader::Take(size_t need) {
   pending_.insert(pending_.end(), input_.data() + input_pos_, input_.data() + input_pos_ + n);
   input_pos_ += n;
   return pending_.size() == need ? pending_.data() : nullptr;
+}
+
+void StreamReader::DropPending() {
+  clear_pending_ = false;
+  if (pending_.capacity() > kKeepBuffer) {
+    std::vector<uint8_t>().swap(pending_);  // a rare big record (process state) is not kept
+  } else {
+    pending_.clear();
+  }
 }
 
 void StreamReader::Consume(size_t size) {
@@ -333,10 +339,7 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
 
 absl::StatusOr<const Record*> StreamReader::Next() {
   if (!status_.ok()) return status_;
-  if (clear_pending_) {
-    pending_.clear();
-    clear_pending_ = false;
-  }
+  if (clear_pending_) DropPending();
   if (!preamble_) {
     const uint8_t* p = Take(kPreambleSize);
     if (p == nullptr) {

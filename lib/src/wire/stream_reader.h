@@ -86,6 +86,9 @@ class StreamReader {
   // everything fed so far.
   const uint8_t* Take(size_t need);
   void Consume(size_t size);
+  // Forgets the consumed unit in pending_, releasing the buffer when it grew past kKeepBuffer.
+  void DropPending();
+  static constexpr size_t kKeepBuffer = 8u << 20;  // holds any page run of 4 KiB pages
   absl::Status Fail(uint64_t offset, const std::string& what, const std::string& detail);
   absl::Status ParsePreamble(const uint8_t* p);
   absl::Status CheckHeader(const RecordHeader& h);

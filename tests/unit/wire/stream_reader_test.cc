@@ -189,6 +189,32 @@ TEST_CASE("a large declared record buffers only what has arrived") {
         "stream truncated at offset 160: record at offset 48 incomplete (112 of 67108876 bytes)");
 }
 
+TEST_CASE("a big record assembled from pieces does not keep its buffer") {
+  Bytes s = PreambleBytes(TestPreamble());
+  AppendRecord(&s, 6, 0, 0, Bytes(9u << 20, 0x42));  // 9 MiB of process state
+  AppendRecord(&s, 7, 0, 0, EndPayload(1, 0));
+  StreamReader r;
+  size_t max_capacity = 0;
+  for (size_t pos = 0; pos < s.size(); pos += 1 << 20) {
+    REQUIRE(
+        r.Feed(std::span<const uint8_t>(s).subspan(pos, std::min<size_t>(1 << 20, s.size() - pos)))
+            .ok());
+    while (true) {
+      auto x = r.Next();
+      REQUIRE(x.ok());
+      max_capacity = std::max(max_capacity, r.buffer_capacity());
+      if (*x == nullptr) break;
+      if ((*x)->type == RecordType::kProcessState) {
+        CHECK(std::get<ProcessState>((*x)->body).data.size() == 9u << 20);
+        CHECK(std::get<ProcessState>((*x)->body).data.back() == 0x42);
+      }
+    }
+  }
+  CHECK(r.Finish().ok());
+  CHECK(max_capacity == kRecordHeaderSize + (9u << 20));
+  CHECK(r.buffer_capacity() == 0);
+}
+
 TEST_CASE("crc mismatches name the record and both values") {
   Bytes s = Start();
   s[48 + 12 + 8] ^= 0x01;  // start address of the block_add
