@@ -42,6 +42,13 @@ bool PageHolds(const uint8_t* p, size_t len, uint8_t v) {
   return true;
 }
 
+// Offset of the first byte of the page that is not `v` (len if none).
+size_t FirstDiff(const uint8_t* p, size_t len, uint8_t v) {
+  size_t i = 0;
+  while (i < len && p[i] == v) ++i;
+  return i;
+}
+
 // Checks every page; on failure describes the first bad page in `detail`.
 bool CheckAll(const Pattern& s, char* detail, size_t detail_len) {
   for (size_t i = 0; i < s.pages; ++i) {
@@ -86,8 +93,9 @@ int Main(int argc, char** argv) {
     }
     uint8_t* p = s.base + s.cursor * s.page;
     if (!PageHolds(p, s.page, ValueOf(s.pass, s.cursor))) {
-      FailNow("page %zu changed under the writer: byte 0 is %u, want %u (pass %" PRIu64 ")",
-              s.cursor, p[0], ValueOf(s.pass, s.cursor), s.pass);
+      const size_t off = FirstDiff(p, s.page, ValueOf(s.pass, s.cursor));
+      FailNow("page %zu changed under the writer: byte %zu is %u, want %u (pass %" PRIu64 ")",
+              s.cursor, off, p[off], ValueOf(s.pass, s.cursor), s.pass);
     }
     memset(p, ValueOf(s.pass + 1, s.cursor), s.page);
     if (++s.cursor == s.pages) {

@@ -1,0 +1,256 @@
+# Shared functions of the end-to-end tests (sourced, not run). Each test script:
+#   source lib.sh; e2e_init NAME; require_commands run migrate receive inspect; ...
+# Environment (set by CMake): PROCMIG (the procmig binary), EXAMPLES (the workloads' directory),
+# E2E_WORK (a scratch root). Exit codes: 0 pass, 1 fail, 77 skipped with the reason printed.
+# Everything a test starts is tracked and killed by pid in the EXIT trap; network namespaces and
+# veths it creates are deleted there too. Logs stay in the work directory when a test fails.
+
+set -u
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The system interpreter when there is one: a version-manager shim costs seconds per call.
+PYTHON=python3
+[ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
+TOOL="$PYTHON $E2E_DIR/e2e_tool.py"
+E2E_PIDS=()
+E2E_NETNS=()
+E2E_LINKS=()
+E2E_OK=0
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
+
+skip() {
+  echo "SKIP: $*"
+  E2E_OK=1
+  exit 77
+}
+
+fail() {
+  echo "FAIL: $*"
+  dump_logs
+  exit 1
+}
+
+pass() {
+  echo "PASS: $*"
+  E2E_OK=1
+  exit 0
+}
+
+dump_logs() {
+  local f
+  for f in "$W"/*.log "$W"/*.json "$W"/*.err; do
+    [ -s "$f" ] || continue
+    echo "----- $f (last 25 lines)"
+    tail -n 25 "$f"
+  done
+}
+
+e2e_cleanup() {
+  local p ns l
+  for p in "${E2E_PIDS[@]}"; do
+    kill -KILL "$p" 2>/dev/null
+  done
+  for p in "${E2E_PIDS[@]}"; do
+    wait "$p" 2>/dev/null
+  done
+  for l in "${E2E_LINKS[@]}"; do ip link del "$l" 2>/dev/null; done
+  for ns in "${E2E_NETNS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  if [ "$E2E_OK" = 1 ] && [ -z "${E2E_KEEP:-}" ]; then
+    rm -rf "$W"
+  else
+    echo "work directory kept: $W"
+  fi
+}
+
+e2e_init() {
+  local name=$1
+  [ -n "${PROCMIG:-}" ] || skip "PROCMIG is not set (run through ctest)"
+  [ -n "${EXAMPLES:-}" ] || skip "EXAMPLES is not set (run through ctest)"
+  command -v "$PYTHON" >/dev/null || skip "python3 is missing (the harness's stats and image checks)"
+  mkdir -p "${E2E_WORK:-/tmp}"
+  W=$(mktemp -d "${E2E_WORK:-/tmp}/$name.XXXXXX")
+  trap e2e_cleanup EXIT
+  trap 'fail "interrupted"' INT TERM
+  log "work directory $W"
+}
+
+# A subcommand counts as built when `procmig CMD --help` exits 0.
+require_commands() {
+  local c
+  [ -x "$PROCMIG" ] || skip "procmig not built yet ($PROCMIG)"
+  for c in "$@"; do
+    "$PROCMIG" "$c" --help >/dev/null 2>&1 || skip "procmig $c not built yet"
+  done
+}
+
+require_root_netns() {
+  [ "$(id -u)" = 0 ] || skip "network namespaces need root"
+  command -v ip >/dev/null || skip "iproute2 (ip) is missing"
+  command -v tc >/dev/null || skip "tc is missing"
+}
+
+track() { E2E_PIDS+=("$1"); }
+
+# wait_for SECONDS CMD...: polls CMD every 50 ms.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  while ! "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.05
+  done
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# wait_exit PID SECONDS: 0 when it exited within the time; its status is in WAIT_STATUS.
+wait_exit() {
+  local pid=$1
+  wait_for "$2" bash -c "! kill -0 $pid 2>/dev/null" || return 1
+  wait "$pid"
+  WAIT_STATUS=$?
+  return 0
+}
+
+listening() {  # listening [NETNS] PORT
+  if [ $# = 2 ]; then
+    ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q .
+  else
+    ss -Hltn "sport = :$1" | grep -q .
+  fi
+}
+
+# start_receiver TAG ADDR PORT [NETNS]: `procmig receive --once` into $W/TAG.store; sets RPID.
+start_receiver() {
+  local tag=$1 addr=$2 port=$3 ns=${4:-}
+  local pre=()
+  [ -n "$ns" ] && pre=(ip netns exec "$ns")
+  mkdir -p "$W/$tag.store"
+  "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --store "$W/$tag.store" --once \
+    >"$W/$tag.receive.log" 2>&1 &
+  RPID=$!
+  track "$RPID"
+  if [ -n "$ns" ]; then
+    wait_for 10 listening "$ns" "$port" || fail "receiver $tag never listened on $addr:$port"
+  else
+    wait_for 10 listening "$port" || fail "receiver $tag never listened on $addr:$port"
+  fi
+  log "receiver $tag pid $RPID on $addr:$port"
+}
+
+# start_workload NAME ARGS...: `procmig run` with a private control socket; waits for READY and
+# sets WPID and READY_LINE.
+start_workload() {
+  local name=$1
+  shift
+  export PROCMIG_CONTROL="$W/$name.ctl"
+  "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@" >"$W/workload.log" 2>&1 &
+  WPID=$!
+  track "$WPID"
+  wait_for 30 grep -q '^READY' "$W/workload.log" ||
+    fail "$name never printed READY (exit: $(alive $WPID && echo running || echo gone))"
+  READY_LINE=$(grep -m1 '^READY' "$W/workload.log")
+  wait_for 10 test -S "$PROCMIG_CONTROL" || fail "agent control socket $PROCMIG_CONTROL never appeared"
+  log "workload $name pid $WPID: $READY_LINE"
+}
+
+ready_field() {  # ready_field KEY -> value from READY_LINE
+  tr ' ' '\n' <<<"$READY_LINE" | sed -n "s/^$1=//p"
+}
+
+# run_migrate TAG TARGET [OPTIONS...]: foreground; MIGRATE_RC, stats in $W/TAG.json.
+run_migrate() {
+  local tag=$1 target=$2
+  shift 2
+  log "procmig migrate $WPID --to $target --json $*"
+  timeout 150 "$PROCMIG" migrate "$WPID" --to "$target" --json "$@" \
+    >"$W/$tag.json" 2>"$W/$tag.err"
+  MIGRATE_RC=$?
+  log "migrate exit $MIGRATE_RC: $($TOOL stats "$W/$tag.json")"
+}
+
+# start_migrate: the same in the background; sets MPID.
+start_migrate() {
+  local tag=$1 target=$2
+  shift 2
+  log "procmig migrate $WPID --to $target --json $* (background)"
+  "$PROCMIG" migrate "$WPID" --to "$target" --json "$@" >"$W/$tag.json" 2>"$W/$tag.err" &
+  MPID=$!
+  track "$MPID"
+}
+
+stat_field() {  # stat_field TAG KEY
+  $TOOL stats "$W/$1.json" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# expect_migrated TAG [--pattern]: migrate exited 0, the source exited 0, the receiver exited 0
+# and stored an image with every digest ok, `procmig inspect` accepts it, stats show iterations.
+expect_migrated() {
+  local tag=$1 pattern=${2:-}
+  [ "$MIGRATE_RC" = 0 ] || fail "migrate ($tag) exited $MIGRATE_RC: $(tail -n 3 "$W/$tag.err")"
+  [ "$(stat_field "$tag" phase)" = done ] ||
+    fail "migrate ($tag): last stats line is phase '$(stat_field "$tag" phase)', want done"
+  local it
+  it=$(stat_field "$tag" max_iteration)
+  [ "${it:-0}" -ge 1 ] || fail "migrate ($tag): stats show no iteration"
+  wait_exit "$WPID" 15 || fail "source pid $WPID still running 15 s after a successful migrate"
+  [ "$WAIT_STATUS" = 0 ] || fail "source exited $WAIT_STATUS after migrate, want 0"
+  wait_exit "$RPID" 30 || fail "receiver ($tag) still running 30 s after migrate"
+  [ "$WAIT_STATUS" = 0 ] || fail "receiver ($tag) exited $WAIT_STATUS: $(tail -n 5 "$W/$tag.receive.log")"
+  local args=()
+  if [ "$pattern" = --pattern ]; then
+    args=(--pattern "$(ready_field addr)" "$(ready_field bytes)" "$(ready_field page)")
+  fi
+  $TOOL image "$W/$tag.store" "${args[@]}" >"$W/$tag.image.log" 2>&1 ||
+    fail "stored image ($tag): $(cat "$W/$tag.image.log")"
+  log "$(cat "$W/$tag.image.log")"
+  local img
+  img=$(dirname "$(find "$W/$tag.store" -name MANIFEST | head -n 1)")
+  "$PROCMIG" inspect "$img" >"$W/$tag.inspect.log" 2>&1 ||
+    fail "procmig inspect $img exited $?: $(tail -n 5 "$W/$tag.inspect.log")"
+  log "inspect: $(head -n 3 "$W/$tag.inspect.log" | tr '\n' ' ')"
+}
+
+# self_check: SIGUSR2, then a new "CHECK PASS" line must appear.
+self_check() {
+  local before
+  before=$(grep -c '^CHECK' "$W/workload.log")
+  kill -USR2 "$WPID" || fail "source pid $WPID is gone"
+  wait_for 20 bash -c "[ \$(grep -c '^CHECK' '$W/workload.log') -gt $before ]" ||
+    fail "source printed no self-check within 20 s (alive: $(alive "$WPID" && echo yes || echo no))"
+  local line
+  line=$(grep '^CHECK' "$W/workload.log" | tail -n 1)
+  [[ "$line" == "CHECK PASS"* ]] || fail "source self-check: $line"
+  log "source self-check: $line"
+}
+
+# make_netns: a namespace with a veth pair to it, 10.213.X.1 (here) <-> 10.213.X.2 (there), the
+# link shaped to RATE (default 100mbit) both ways. Sets NS, HERE_ADDR, THERE_ADDR.
+make_netns() {
+  local rate=${1:-100mbit}
+  local x=$(($$ % 250 + 1))
+  NS="pm-e2e-$$"
+  local a="pme$$a" b="pme$$b"
+  ip netns add "$NS" || fail "ip netns add $NS"
+  E2E_NETNS+=("$NS")
+  ip link add "$a" type veth peer name "$b" || fail "ip link add veth $a/$b"
+  E2E_LINKS+=("$a")
+  ip link set "$b" netns "$NS" || fail "move $b into $NS"
+  HERE_ADDR=10.213.$x.1
+  THERE_ADDR=10.213.$x.2
+  ip addr add "$HERE_ADDR/30" dev "$a" && ip link set "$a" up || fail "configure $a"
+  ip -n "$NS" addr add "$THERE_ADDR/30" dev "$b" && ip -n "$NS" link set "$b" up &&
+    ip -n "$NS" link set lo up || fail "configure $b in $NS"
+  # netem where the kernel has it (delay and rate), else a token bucket (rate only).
+  if tc qdisc add dev "$a" root netem delay 1ms rate "$rate" 2>/dev/null; then
+    tc -n "$NS" qdisc add dev "$b" root netem delay 1ms rate "$rate" 2>/dev/null
+    SHAPER="netem delay 1ms rate $rate"
+  else
+    tc qdisc add dev "$a" root tbf rate "$rate" burst 64kb latency 100ms ||
+      fail "neither netem nor tbf could shape $a"
+    tc -n "$NS" qdisc add dev "$b" root tbf rate "$rate" burst 64kb latency 100ms ||
+      fail "tbf in $NS"
+    SHAPER="tbf rate $rate (no sch_netem in this kernel)"
+  fi
+  log "netns $NS: $HERE_ADDR <-> $THERE_ADDR over veth, $SHAPER"
+}
