@@ -55,9 +55,10 @@ bool CheckAll(const Pattern& s, char* detail, size_t detail_len) {
     const uint8_t want = ValueOf(i < s.cursor ? s.pass + 1 : s.pass, i);
     const uint8_t* p = s.base + i * s.page;
     if (!PageHolds(p, s.page, want)) {
+      const size_t off = FirstDiff(p, s.page, want);
       snprintf(detail, detail_len,
-               "page %zu at %p: byte 0 is %u, want %u (pass %" PRIu64 " cursor %zu)", i,
-               static_cast<const void*>(p), p[0], want, s.pass, s.cursor);
+               "page %zu at %p: byte %zu is %u, want %u (pass %" PRIu64 " cursor %zu)", i,
+               static_cast<const void*>(p), off, p[off], want, s.pass, s.cursor);
       return false;
     }
   }
