@@ -176,6 +176,11 @@ double RunOnce(Mode mode, const Options& o, const std::vector<uint8_t>& pool, st
     }
   }
   reader.join();
+  if (mode == Mode::kZeroCopy) {
+    ChannelCounters c = tx->counters();
+    *note += " [" + std::to_string(c.zerocopy_copied) + " of " +
+             std::to_string(c.zerocopy_notifications) + " zero-copy sends copied by the kernel]";
+  }
   return static_cast<double>(total) / Seconds(start, end) / 1e9;
 }
 

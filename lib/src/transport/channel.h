@@ -41,6 +41,9 @@ struct ChannelCounters {
   uint64_t write_resumes = 0;
   // Zero-copy sends whose kernel notification arrived (io_uring SEND_ZC only).
   uint64_t zerocopy_notifications = 0;
+  // Of those, how many said the kernel copied the data after all (loopback always does; Linux
+  // 6.2+ reports it).
+  uint64_t zerocopy_copied = 0;
 };
 
 class Channel {
@@ -80,6 +83,7 @@ class Channel {
     c.write_batches = write_batches_.load(std::memory_order_relaxed);
     c.write_resumes = write_resumes_.load(std::memory_order_relaxed);
     c.zerocopy_notifications = zerocopy_notifications_.load(std::memory_order_relaxed);
+    c.zerocopy_copied = zerocopy_copied_.load(std::memory_order_relaxed);
     return c;
   }
 
@@ -92,6 +96,7 @@ class Channel {
   std::atomic<uint64_t> write_batches_{0};
   std::atomic<uint64_t> write_resumes_{0};
   std::atomic<uint64_t> zerocopy_notifications_{0};
+  std::atomic<uint64_t> zerocopy_copied_{0};
 
  private:
   const std::string name_;

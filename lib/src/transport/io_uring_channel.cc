@@ -14,6 +14,14 @@
 #include "base/status_macros.h"
 #include "transport/iovec_cursor.h"
 
+// Linux 6.2 uapi; liburing 2.3's copy of io_uring.h predates them.
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+
 namespace procmig {
 namespace {
 
@@ -150,6 +158,9 @@ absl::Status IoUringChannel::Reap(Ring& ring, unsigned want, int* results, int* 
       if (cqe->flags & IORING_CQE_F_NOTIF) {
         --*pending_notifs;
         zerocopy_notifications_.fetch_add(1, std::memory_order_relaxed);
+        if (static_cast<uint32_t>(cqe->res) & IORING_NOTIF_USAGE_ZC_COPIED) {
+          zerocopy_copied_.fetch_add(1, std::memory_order_relaxed);
+        }
         continue;
       }
       results[cqe->user_data] = cqe->res;
@@ -183,6 +194,7 @@ absl::StatusOr<size_t> IoUringChannel::WriteRound(IovecCursor& cursor, const std
         m.msg_iovlen = cnt;
         if (zc) {
           io_uring_prep_sendmsg_zc(sqe, fd_.get(), &m, msg_flags);
+          if (zerocopy_report_) sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
         } else {
           io_uring_prep_sendmsg(sqe, fd_.get(), &m, msg_flags);
         }
@@ -229,6 +241,10 @@ absl::StatusOr<size_t> IoUringChannel::WriteRound(IovecCursor& cursor, const std
     if (err == ECANCELED || err == EINTR) break;
     if (err == EAGAIN) {  // non-blocking descriptor: io_uring does not poll for us
       wait_writable = true;
+      break;
+    }
+    if (zc && err == EINVAL && zerocopy_report_) {
+      zerocopy_report_ = false;  // a kernel before 6.2: zero-copy without usage reports
       break;
     }
     if (zc && (err == EOPNOTSUPP || err == EINVAL)) {

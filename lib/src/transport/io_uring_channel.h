@@ -98,6 +98,8 @@ class IoUringChannel : public Channel {
   int read_result_ ABSL_GUARDED_BY(read_mu_) = 0;
 
   std::atomic<bool> zerocopy_{false};
+  // Ask for IORING_NOTIF_USAGE_ZC_COPIED in notifications; dropped if the kernel (< 6.2) refuses.
+  bool zerocopy_report_ ABSL_GUARDED_BY(write_mu_) = true;
   mutable std::mutex reason_mu_;
   std::string zerocopy_reason_ ABSL_GUARDED_BY(reason_mu_);
   std::atomic<bool> write_shut_{false};

@@ -126,6 +126,9 @@ TEST_CASE("io_uring: SEND_ZC over TCP delivers exact bytes and waits for notific
   // One notification per SQE at least; every batch of 64 pages needs one SQE.
   CHECK((*a)->counters().zerocopy_notifications >= 128);
   CHECK((*a)->zerocopy_fallback_reason().empty());
+  CHECK((*a)->counters().zerocopy_copied <= (*a)->counters().zerocopy_notifications);
+  MESSAGE("SEND_ZC notifications: ", (*a)->counters().zerocopy_notifications,
+          ", of which the kernel copied: ", (*a)->counters().zerocopy_copied);
 }
 
 TEST_CASE("io_uring: SEND_ZC falls back with a reason on UNIX sockets and files") {
