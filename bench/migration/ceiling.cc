@@ -1,0 +1,104 @@
+#include "ceiling.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace procmig::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kChunk = 1 << 20;
+
+double Rate(size_t bytes, Clock::time_point a, Clock::time_point b) {
+  const double s = std::chrono::duration<double>(b - a).count();
+  return s > 0 ? static_cast<double>(bytes) / s : 0;
+}
+
+bool WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = write(fd, p, n);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (l < 0 || bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(l, 1) != 0 ||
+      getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (l >= 0) close(l);
+    return 0;
+  }
+  const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(c);
+    close(l);
+    return 0;
+  }
+  const int s = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  close(l);
+  const auto t0 = Clock::now();
+  bool sent = false;
+  std::thread sender([&] {
+    sent = WriteAll(c, src, bytes);
+    shutdown(c, SHUT_WR);
+  });
+  size_t got = 0;
+  while (got < bytes) {
+    const ssize_t r = read(s, dst + got, std::min(kChunk, bytes - got));
+    if (r <= 0) break;
+    got += static_cast<size_t>(r);
+  }
+  const auto t1 = Clock::now();
+  sender.join();
+  close(s);
+  close(c);
+  return sent && got == bytes ? Rate(bytes, t0, t1) : 0;
+}
+
+double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge) {
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return 0;
+  if (huge) madvise(m, bytes, MADV_HUGEPAGE);
+  auto* dst = static_cast<uint8_t*>(m);
+  const auto t0 = Clock::now();
+  for (size_t off = 0; off < bytes; off += kChunk) {
+    std::memcpy(dst + off, src + off, std::min(kChunk, bytes - off));
+  }
+  const auto t1 = Clock::now();
+  munmap(m, bytes);
+  return Rate(bytes, t0, t1);
+}
+
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir) {
+  const std::string path = dir + "/ceiling-write.bin";
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return 0;
+  const auto t0 = Clock::now();
+  bool ok = true;
+  for (size_t off = 0; off < bytes && ok; off += kChunk) {
+    ok = WriteAll(fd, src + off, std::min(kChunk, bytes - off));
+  }
+  const auto t1 = Clock::now();
+  close(fd);
+  unlink(path.c_str());
+  return ok ? Rate(bytes, t0, t1) : 0;
+}
+
+}  // namespace procmig::bench

@@ -1,0 +1,28 @@
+// The ceilings a migration's throughput is judged against, measured in the bench's own run:
+// a plain memory-to-memory loopback TCP copy, and writing the same bytes into the receiver's
+// destination (freshly mapped memory, where page faults are the cost; or a file in the store
+// directory). Stateless functions; the bench thread calls them (TcpCopyRate runs one sender
+// thread of its own). Rates are bytes per second.
+#ifndef PROCMIG_BENCH_MIGRATION_CEILING_H_
+#define PROCMIG_BENCH_MIGRATION_CEILING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace procmig::bench {
+
+// `src` (already populated) streamed over one loopback TCP connection into `dst` (already
+// populated, so the copy pays no page faults). 0 on a socket error.
+double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst);
+
+// memcpy of `src` into freshly mmapped anonymous memory, 1 MiB at a time; `huge` asks for
+// transparent huge pages (MADV_HUGEPAGE) first.
+double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge);
+
+// write(2) of `src` into a new file in `dir` (page cache, no fsync), then unlink. 0 on error.
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir);
+
+}  // namespace procmig::bench
+
+#endif  // PROCMIG_BENCH_MIGRATION_CEILING_H_
