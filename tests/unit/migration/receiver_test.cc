@@ -1,0 +1,284 @@
+#include "migration/receiver.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "migration/digest_verifier.h"
+#include "migration/image_store.h"
+#include "migration/process_state.h"
+#include "receiver_test_util.h"
+
+namespace procmig {
+namespace {
+
+using testing::Bytes;
+using testing::kPs;
+using testing::PatternPage;
+using testing::StreamBuilder;
+
+Bytes Concat(std::initializer_list<Bytes> pages) {
+  Bytes out;
+  for (const Bytes& p : pages) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+Bytes Zeros() { return Bytes(kPs, 0); }
+
+absl::StatusOr<bool> FeedInPieces(Receiver& r, const Bytes& s, size_t piece) {
+  absl::StatusOr<bool> last = false;
+  for (size_t off = 0; off < s.size(); off += piece) {
+    size_t n = std::min(piece, s.size() - off);
+    last = r.Feed(0, {s.data() + off, n});
+    if (!last.ok()) return last;
+  }
+  return last;
+}
+
+std::vector<uint8_t> Copy(std::span<const uint8_t> s) { return {s.begin(), s.end()}; }
+
+// The single-channel stream of the first test and its expected outcome.
+struct FullStream {
+  Bytes p1 = PatternPage(1), p1b = p1, p2 = PatternPage(2), p3 = PatternPage(3),
+        p4 = PatternPage(4), p5 = PatternPage(5), p6 = PatternPage(6), p7 = PatternPage(7),
+        p8 = PatternPage(8);
+  Bytes stream;
+  FullStream(const Bytes& state = {'s', 't', 'a', 't', 'e'}) {
+    p1b[100] ^= 0x55;
+    p1b[4000] = 0;
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 8, "heap@0x10000");
+    b.BlockAdd(2, 0x100000, 4, "stack");
+    b.Run(1, 0, {b.Raw(p1), b.Zero(), b.Raw(p2), b.Zlib(p3)});
+    b.Run(1, 4, {b.Raw(p4)});
+    b.Run(2, 0, {b.Raw(p5), b.Raw(p6)});
+    b.Iteration(0);
+    b.Run(1, 0, {b.Xbzrle(p1, p1b)});
+    b.Run(1, 2, {b.Zero()});
+    b.Add([](wire::StreamWriter& w) { return w.AddBlockResize({2, 6 * kPs, 6}); });
+    b.Run(2, 5, {b.Raw(p7)});
+    b.BlockAdd(3, 0x200000, 2, "anon");
+    b.Run(3, 1, {b.Zlib(p8)});
+    b.BlockAdd(4, 0x300000, 1, "gone");
+    b.Run(4, 0, {b.Raw(p2)});
+    b.Iteration(1);
+    b.Add([](wire::StreamWriter& w) { return w.AddBlockRemove({4}); });
+    b.Iteration(2, /*final=*/true);
+    if (!state.empty()) b.State(state);
+    stream = b.End();
+  }
+  Bytes Block1() const {
+    return Concat({p1b, Zeros(), Zeros(), p3, p4, Zeros(), Zeros(), Zeros()});
+  }
+  Bytes Block2() const { return Concat({p5, p6, Zeros(), Zeros(), Zeros(), p7}); }
+  Bytes Block3() const { return Concat({Zeros(), p8}); }
+};
+
+TEST_CASE("every encoding, block add/resize/remove: exact memory, stats, manifest and files") {
+  FullStream f;
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  CHECK(r.state() == Receiver::State::kAwaitingPreamble);
+  auto done = FeedInPieces(r, f.stream, 7);  // records split at every kind of boundary
+  REQUIRE(done.ok());
+  CHECK(*done);
+  CHECK(r.state() == Receiver::State::kReceiving);
+  auto m = r.Finish();
+  REQUIRE(m.ok());
+  CHECK(r.state() == Receiver::State::kEnded);
+  auto mem = r.BlockMemories();
+  REQUIRE(mem.size() == 3);
+  CHECK(Copy(mem[0]->bytes()) == f.Block1());
+  CHECK(Copy(mem[1]->bytes()) == f.Block2());
+  CHECK(Copy(mem[2]->bytes()) == f.Block3());
+  CHECK(m->iterations == 3);
+  CHECK(m->stats.pages == 12);
+  CHECK(m->stats.raw_pages == 7);
+  CHECK(m->stats.zero_pages == 2);
+  CHECK(m->stats.zlib_pages == 2);
+  CHECK(m->stats.xbzrle_pages == 1);
+  CHECK(m->stats.bytes == f.stream.size());
+  CHECK(Copy(r.process_state()) == Bytes{'s', 't', 'a', 't', 'e'});
+  REQUIRE(m->blocks.size() == 3);
+  CHECK(m->blocks[0].crc32c == crc32c::Value(f.Block1().data(), 8 * kPs));
+  CHECK(m->blocks[1].length == 6 * kPs);
+  CHECK(m->blocks[0].digest == DigestState::kNone);
+
+  testing::TempDir dir;
+  std::string img = dir.path() + "/img";
+  auto stored = ImageStore::Write(img, *m, mem, r.process_state(), /*sync=*/true);
+  REQUIRE(stored.ok());
+  CHECK(stored->blocks[0].stored_pages == 3);  // pages 0, 3, 4 (page 2 was zeroed again)
+  CHECK(stored->blocks[1].stored_pages == 3);
+  CHECK(stored->blocks[2].stored_pages == 1);
+  CHECK(dir.List() == std::vector<std::string>{"img"});  // no temporary left
+  CHECK(dir.List("/img") == std::vector<std::string>{"MANIFEST", "block-1.bin", "block-2.bin",
+                                                     "block-3.bin", "process-state.bin"});
+  auto back = ImageStore::ReadManifest(img);
+  REQUIRE(back.ok());
+  CHECK(*back == *stored);
+  auto b1 = ImageStore::ReadBlock(img, *back, back->blocks[0]);
+  REQUIRE(b1.ok());
+  CHECK(*b1 == f.Block1());
+  auto b2 = ImageStore::ReadBlock(img, *back, back->blocks[1]);
+  REQUIRE(b2.ok());
+  CHECK(*b2 == f.Block2());
+  auto ps = ImageStore::ReadProcessState(img, *back);
+  REQUIRE(ps.ok());
+  CHECK(*ps == Bytes{'s', 't', 'a', 't', 'e'});
+  struct stat st;
+  REQUIRE(stat((img + "/block-1.bin").c_str(), &st) == 0);
+  CHECK(st.st_size == 8 * kPs);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 3 * kPs);  // holes for the zero pages
+}
+
+TEST_CASE("the receiver's transitions are the allowed ones") {
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  auto m = r.Finish();  // nothing received
+  CHECK(m.status().code() == absl::StatusCode::kInternal);
+  CHECK(r.Ack().code() == absl::StatusCode::kInternal);
+  CHECK(r.Fail(absl::DataLossError("x")).message() == "x");
+  CHECK(r.state() == Receiver::State::kFailed);
+  CHECK(r.Fail(absl::UnavailableError("y")).message() == "x");  // the first failure wins
+  CHECK(r.Feed(0, {}).status().message() == "x");
+}
+
+void ExpectDataLoss(const Bytes& stream, const std::vector<std::string>& parts) {
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  auto done = r.Feed(0, stream);
+  if (done.ok()) {
+    CHECK_FALSE(*done);
+    r.ChannelClosed(0, absl::OkStatus());
+  }
+  CHECK(r.state() == Receiver::State::kFailed);
+  absl::Status s = r.Fail(absl::InternalError("later"));
+  CHECK(s.code() == absl::StatusCode::kDataLoss);
+  for (const std::string& p : parts) {
+    INFO(s.message());
+    CHECK(s.message().find(p) != absl::string_view::npos);
+  }
+}
+
+TEST_CASE("hostile streams are DataLoss naming channel, block and page") {
+  Bytes p = PatternPage(9), q = p;
+  q[17] ^= 0xff;
+  SUBCASE("xbzrle page whose decoded crc does not match") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 4, "heap");
+    b.Run(1, 0, {b.Raw(p), b.Raw(p), b.Raw(p)});
+    auto e = b.Xbzrle(p, q);
+    e.page_crc ^= 1;
+    b.Run(1, 2, {e});
+    ExpectDataLoss(b.End(),
+                   {"receive channel 0: block 1 (heap) page 2: crc32c mismatch after xbzrle"});
+  }
+  SUBCASE("zlib page whose decoded crc does not match") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 4, "heap");
+    auto e = b.Zlib(q);
+    e.page_crc ^= 0x80;
+    b.Run(1, 3, {e});
+    ExpectDataLoss(b.End(), {"block 1 (heap) page 3: crc32c mismatch after zlib"});
+  }
+  SUBCASE("raw page with a wrong crc in a non-live run") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 4, "heap");
+    b.Run(1, 0, {b.Raw(p)});
+    Bytes s = b.End();
+    // Flip a byte of the page payload: the page crc no longer matches.
+    s[s.size() - 28 - 100] ^= 1;
+    ExpectDataLoss(s, {"receive channel 0", "raw page crc mismatch"});
+  }
+  SUBCASE("page beyond the block") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 2, "heap");
+    b.Run(1, 2, {b.Raw(p)});
+    ExpectDataLoss(b.End(), {"receive channel 0"});
+  }
+  SUBCASE("corrupt xbzrle delta") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 2, "heap");
+    Bytes junk = {0x00, 0x00, 0x05};  // zero-length nzrun in the first pair
+    const uint8_t* j = b.Keep(junk);
+    b.Run(1, 0, {{wire::PageEncoding::kXbzrle, 0, {j, 3}}});
+    ExpectDataLoss(b.End(), {"block 1 (heap) page 0: xbzrle"});
+  }
+  SUBCASE("truncated stream") {
+    FullStream f;
+    Bytes cut(f.stream.begin(), f.stream.begin() + f.stream.size() / 2);
+    ExpectDataLoss(cut, {"receive channel 0"});
+  }
+  SUBCASE("torn page never resent") {
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 2, "heap");
+    b.Run(1, 0, {b.Raw(p)}, /*live=*/true);
+    Bytes s = b.End();
+    s[s.size() - 28 - 5] ^= 1;  // the page changed after its crc: torn
+    ExpectDataLoss(s, {"torn"});
+  }
+}
+
+TEST_CASE("an aborted stream fails the receive as Unavailable") {
+  StreamBuilder b(testing::DstPreamble());
+  b.BlockAdd(1, 0x10000, 2, "heap");
+  Bytes s = b.End(/*aborted=*/true);
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  CHECK(r.Feed(0, s).status().code() == absl::StatusCode::kUnavailable);
+}
+
+Bytes StateWithDigests(std::vector<BlockDigest> d) {
+  ProcessStateRecord rec;
+  rec.pid = 42;
+  rec.cwd = "/";
+  rec.exe = "/bin/true";
+  rec.digests = std::move(d);
+  std::string out;
+  REQUIRE(EncodeProcessState(rec, &out).ok());
+  return Bytes(out.begin(), out.end());
+}
+
+TEST_CASE("digests from the process state: match, mismatch (a lying sender), unknown block") {
+  FullStream plain;
+  uint32_t c1 = crc32c::Value(plain.Block1().data(), 8 * kPs);
+  uint32_t c2 = crc32c::Value(plain.Block2().data(), 6 * kPs);
+  uint32_t c3 = crc32c::Value(plain.Block3().data(), 2 * kPs);
+  ReceiverOptions opts;
+  opts.verify_digests = VerifyBlockDigests;
+  SUBCASE("all match") {
+    FullStream f(StateWithDigests({{1, 8 * kPs, c1}, {2, 6 * kPs, c2}, {3, 2 * kPs, c3}}));
+    Receiver r(1, opts, nullptr);
+    REQUIRE(*r.Feed(0, f.stream));
+    auto m = r.Finish();
+    REQUIRE(m.ok());
+    CHECK(m->blocks[0].digest == DigestState::kOk);
+    CHECK(m->blocks[2].digest == DigestState::kOk);
+    CHECK(m->blocks[0].sent_digest == absl::StrFormat("crc32c:%08x/%d", c1, 8 * kPs));
+  }
+  SUBCASE("block 2 differs") {
+    FullStream f(StateWithDigests({{1, 8 * kPs, c1}, {2, 6 * kPs, c2 ^ 1}}));
+    Receiver r(1, opts, nullptr);
+    REQUIRE(*r.Feed(0, f.stream));
+    auto m = r.Finish();
+    CHECK(m.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(m.status().message().find("block 2 (stack") != absl::string_view::npos);
+    CHECK(r.state() == Receiver::State::kFailed);
+  }
+  SUBCASE("digest for a removed block") {
+    FullStream f(StateWithDigests({{4, kPs, 0}}));
+    Receiver r(1, opts, nullptr);
+    REQUIRE(*r.Feed(0, f.stream));
+    CHECK(r.Finish().status().code() == absl::StatusCode::kDataLoss);
+  }
+  SUBCASE("a process state that does not decode") {
+    FullStream f(Bytes{1, 2, 3});
+    Receiver r(1, opts, nullptr);
+    REQUIRE(*r.Feed(0, f.stream));
+    auto m = r.Finish();
+    CHECK(m.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(m.status().message().find("decode process state") != absl::string_view::npos);
+  }
+}
+
+}  // namespace
+}  // namespace procmig
