@@ -15,10 +15,10 @@ constexpr size_t kHeaderSize = 8;
 constexpr size_t kMmSize = 12 * 8;
 constexpr size_t kCpuSize = 6 * 4 + 2 * 8;
 constexpr size_t kVdsoSize = 4 * 8 + 4;
-constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4 + 4;  // + path
+constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
-constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path
+constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8;  // + path
 constexpr size_t kDigestSize = 8 + 8 + 4;
 
 size_t StrSize(const std::string& s) { return 4 + s.size(); }

@@ -1,0 +1,208 @@
+#include "migration/process_state.h"
+
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "migration/process_capture.h"
+#include "os/maps_parser.h"
+#include "os/real_os.h"
+
+namespace procmig {
+namespace {
+
+ProcessStateRecord Sample() {
+  ProcessStateRecord r;
+  r.pid = 1234;
+  r.page_size = 4096;
+  r.cwd = "/home/u";
+  r.exe = "/usr/bin/prog";
+  r.mm = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  r.cpu = {0x11, 0x22, 0x33, 0x44, 0x55, 0x7, 0x1234, 0x2};
+  r.vdso = {0x7000, 0x9000, 0x5000, 0x7000, 0xdeadbeef};
+  VmaRecord v;
+  v.start = 0x1000;
+  v.end = 0x3000;
+  v.offset = 0x2000;
+  v.inode = 99;
+  v.file_size = 12345;
+  v.mtime_ns = 777;
+  v.dev_major = 8;
+  v.dev_minor = 1;
+  v.prot = PROT_READ | PROT_EXEC;
+  v.kind = VmaKind::kFile;
+  v.path = "/usr/lib/libc.so.6";
+  r.vmas.push_back(v);
+  VmaRecord h;
+  h.start = 0x10000;
+  h.end = 0x20000;
+  h.prot = PROT_READ | PROT_WRITE;
+  h.kind = VmaKind::kHeap;
+  h.block_id = 3;
+  h.path = "[heap]";
+  r.vmas.push_back(h);
+  ThreadContext t;
+  t.tid = 1234;
+  t.rbx = 1, t.rbp = 2, t.r12 = 3, t.r13 = 4, t.r14 = 5, t.r15 = 6, t.rsp = 7, t.rip = 8;
+  t.fs_base = 9, t.tid_address = 10, t.robust_list = 11, t.robust_list_len = 24;
+  t.rseq_area = 13, t.rseq_size = 32, t.sigmask = 0xff, t.altstack_sp = 14, t.altstack_size = 15;
+  t.altstack_flags = 2, t.ucontext = 16, t.siginfo = 17, t.park_time_ns = 18;
+  r.threads.push_back(t);
+  r.sigactions.push_back({2, 0x04000000, 0x401000, 0x402000, 0x10});
+  FdRecord f;
+  f.fd = 3;
+  f.kind = FdKind::kRegular;
+  f.flags = 02;
+  f.mode = 0100644;
+  f.offset = 42;
+  f.dev = 2049;
+  f.inode = 7;
+  f.path = "/tmp/x";
+  r.fds.push_back(f);
+  r.digests.push_back({3, 0x10000, 0xabcdef01});
+  return r;
+}
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+TEST_CASE("round trip of every field, with the exact size, and the header bytes") {
+  ProcessStateRecord r = Sample();
+  std::string out;
+  REQUIRE(EncodeProcessState(r, &out).ok());
+  CHECK(out.size() == EncodedSize(r));
+  // magic "PMPS" then version 1 and reserved 0, little-endian.
+  CHECK(out.substr(0, 8) == std::string("PMPS\x01\x00\x00\x00", 8));
+  absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(out));
+  REQUIRE(back.ok());
+  CHECK(*back == r);
+}
+
+TEST_CASE("an empty record round-trips") {
+  ProcessStateRecord r;
+  std::string out;
+  REQUIRE(EncodeProcessState(r, &out).ok());
+  auto back = DecodeProcessState(Bytes(out));
+  REQUIRE(back.ok());
+  CHECK(*back == r);
+}
+
+TEST_CASE("every truncation and trailing bytes are DataLoss") {
+  std::string out;
+  REQUIRE(EncodeProcessState(Sample(), &out).ok());
+  for (size_t n = 0; n < out.size(); ++n) {
+    auto r = DecodeProcessState({reinterpret_cast<const uint8_t*>(out.data()), n});
+    CHECK_MESSAGE(absl::IsDataLoss(r.status()), "length ", n);
+  }
+  std::string longer = out + "x";
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(longer)).status()));
+}
+
+TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") {
+  std::string out;
+  REQUIRE(EncodeProcessState(Sample(), &out).ok());
+  std::string v2 = out;
+  v2[4] = 2;
+  auto r = DecodeProcessState(Bytes(v2));
+  CHECK(absl::IsDataLoss(r.status()));
+  CHECK(r.status().message().find("version 2") != std::string::npos);
+  std::string magic = out;
+  magic[0] = 'X';
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(magic)).status()));
+  std::string reserved = out;
+  reserved[6] = 1;
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(reserved)).status()));
+  // The vma count sits right after the fixed part: make it huge.
+  ProcessStateRecord s = Sample();
+  size_t vma_count_at = 8 + 8 + 4 + s.cwd.size() + 4 + s.exe.size() + 96 + 40 + 36;
+  std::string lying = out;
+  lying[vma_count_at + 3] = 0x7f;
+  auto l = DecodeProcessState(Bytes(lying));
+  CHECK(absl::IsDataLoss(l.status()));
+  CHECK(l.status().message().find("vma count") != std::string::npos);
+  // The first vma's kind byte: 6 u64 + 2 u32 + prot + shared = +58.
+  std::string kind = out;
+  kind[vma_count_at + 4 + 58] = 9;
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(kind)).status()));
+}
+
+TEST_CASE("an over-long path is refused by the encoder, before writing anything") {
+  ProcessStateRecord r = Sample();
+  r.vmas[0].path.assign(kMaxPath + 1, 'a');
+  std::string out = "keep";
+  CHECK(absl::IsInvalidArgument(EncodeProcessState(r, &out)));
+  CHECK(out == "keep");
+}
+
+TEST_CASE("capture of this process: vmas, fds, cwd, mm fields, sigactions, vdso, digests") {
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  CHECK(r.pid == static_cast<uint32_t>(getpid()));
+  CHECK(r.vmas.size() == regions->size());
+  char cwd[4096];
+  REQUIRE(getcwd(cwd, sizeof cwd) != nullptr);
+  CHECK(r.cwd == cwd);
+  CHECK(r.mm.brk >= r.mm.start_brk);
+  CHECK(r.mm.start_brk != 0);
+  CHECK(r.mm.start_code < r.mm.end_code);
+  CHECK(r.vdso.vdso_start != 0);
+  CHECK(r.vdso.crc != 0);
+  bool saw_stdin = false;
+  for (const FdRecord& f : r.fds) saw_stdin |= f.fd == 0;
+  CHECK(saw_stdin);
+  // A file mapping carries its identity.
+  bool saw_file = false;
+  for (const VmaRecord& v : r.vmas) {
+    if (v.kind == VmaKind::kFile && v.path == r.exe) saw_file |= v.file_size > 0 && v.mtime_ns > 0;
+  }
+  CHECK(saw_file);
+  CaptureSigactions(&r);
+  CHECK(r.sigactions.size() >= 60);
+  // Digest: crc32c of a known block.
+  void* p = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  RamBlock b{7, reinterpret_cast<uintptr_t>(p), 8192, 4096, "t", PROT_READ | PROT_WRITE};
+  r.digests.resize(1);
+  ComputeDigests({&b, 1}, &r);
+  CHECK(r.digests[0].block_id == 7);
+  CHECK(r.digests[0].length == 8192);
+  CHECK(r.digests[0].crc32c == 0x90444623u);  // crc32c of 8192 zero bytes (computed offline)
+  munmap(p, 8192);
+  std::string out;
+  REQUIRE(EncodeProcessState(r, &out).ok());
+  auto back = DecodeProcessState(Bytes(out));
+  REQUIRE(back.ok());
+  CHECK(*back == r);
+}
+
+TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  int pp[2];
+  REQUIRE(pipe(pp) == 0);
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  int ignored[] = {sv[1]};
+  std::vector<std::string> why = FindUnsupported(r, ignored);
+  auto has = [&](const std::string& prefix) {
+    for (const std::string& w : why) if (w.rfind(prefix, 0) == 0) return true;
+    return false;
+  };
+  CHECK(has("fd " + std::to_string(sv[0]) + ": socket"));
+  CHECK_FALSE(has("fd " + std::to_string(sv[1]) + ":"));
+  CHECK(has("fd " + std::to_string(pp[0]) + ": pipe"));
+  close(sv[0]), close(sv[1]), close(pp[0]), close(pp[1]);
+}
+
+}  // namespace
+}  // namespace procmig

@@ -1,0 +1,448 @@
+// Component test of the Sender: real PageSender/StreamWriter, a real tracker on memory the test
+// owns, a fake Freezer (cooperative writer thread) and a fake layout, streaming to a test
+// receiver built on the real StreamReader over a MemoryChannel or a socketpair. Checks that every
+// page's final content arrives, the process state's digests match, and failures unpark.
+#include "migration/sender.h"
+
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "base/crc32c.h"
+#include "codec/xbzrle.h"
+#include "dirty/tracker_probe.h"
+#include "transport/memory_channel.h"
+#include "transport/posix_channel.h"
+#include "wire/stream_reader.h"
+#include "wire/stream_writer.h"
+
+namespace procmig {
+namespace {
+
+constexpr size_t kPage = 4096;
+
+// Memory the "program" writes: QEMU's pattern, one incrementing byte in every page.
+struct Region {
+  uint8_t* p = nullptr;
+  size_t pages = 0;
+  explicit Region(size_t n) : pages(n) {
+    p = static_cast<uint8_t*>(
+        mmap(nullptr, n * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    REQUIRE(p != MAP_FAILED);
+  }
+  ~Region() { munmap(p, pages * kPage); }
+  MemoryRegion AsRegion() const {
+    MemoryRegion r;
+    r.start = reinterpret_cast<uint64_t>(p);
+    r.end = r.start + pages * kPage;
+    r.readable = r.writable = true;
+    r.kind = RegionKind::kAnonymous;
+    return r;
+  }
+};
+
+class FakeLayout : public LayoutSource {
+ public:
+  std::vector<MemoryRegion> regions;
+  std::vector<MemoryRegion> later;  // appear from the third Read() on
+  std::atomic<uint32_t> generation{1};
+  int reads = 0;
+  absl::StatusOr<Layout> Read() override {
+    if (++reads == 3) {
+      regions.insert(regions.end(), later.begin(), later.end());
+      generation++;
+    }
+    return Layout{regions, generation.load()};
+  }
+  uint32_t Fingerprint() override { return generation.load(); }
+};
+
+// The program: a thread writing the pattern until parked (cooperatively, between pages).
+class FakeFreezer : public Freezer {
+ public:
+  explicit FakeFreezer(std::vector<Region*> regions) : regions_(std::move(regions)) {
+    thread_ = std::thread([this] { Write(); });
+  }
+  ~FakeFreezer() override {
+    stop_ = true;
+    park_ = false;
+    thread_.join();
+  }
+  absl::Status Park(int) override {
+    ++parks;
+    if (fail_parks > 0) {
+      --fail_parks;
+      return absl::DeadlineExceededError("park: thread 42 did not park within 1 ms");
+    }
+    park_ = true;
+    while (!parked_) std::this_thread::yield();
+    ThreadContext t;
+    t.tid = 42;
+    t.rip = 0x401000;
+    contexts_.assign(1, t);
+    return absl::OkStatus();
+  }
+  void Unpark() override {
+    park_ = false;
+    ++unparks;
+  }
+  void SetThrottle(uint32_t p) override { throttle = p; }
+  std::span<const ThreadContext> ParkedThreads() const override { return contexts_; }
+  absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                               int) override {
+    absl::Status s = body();
+    if (leave_running) Unpark();
+    return s;
+  }
+  bool parked() const { return parked_; }
+  uint8_t value() const { return value_; }
+
+  int parks = 0, unparks = 0, fail_parks = 0;
+  std::atomic<uint32_t> throttle{0};
+
+ private:
+  void Write() {
+    while (!stop_) {
+      if (park_) {
+        parked_ = true;
+        while (park_ && !stop_) std::this_thread::yield();
+        parked_ = false;
+        continue;
+      }
+      ++value_;
+      for (Region* r : regions_) {
+        for (size_t i = 0; i < r->pages && !park_; ++i) r->p[i * kPage + (value_ % 64)] = value_;
+      }
+    }
+  }
+  std::vector<Region*> regions_;
+  std::vector<ThreadContext> contexts_ = std::vector<ThreadContext>(1);
+  std::atomic<bool> park_{false}, parked_{false}, stop_{false};
+  std::atomic<uint8_t> value_{0};
+  std::thread thread_;
+};
+
+// The receiving end: the real StreamReader, pages applied into per-block buffers, an ack at the
+// end of the stream.
+struct TestReceiver {
+  std::map<uint32_t, std::pair<uint64_t, std::vector<uint8_t>>> blocks;  // id -> (start, bytes)
+  std::optional<ProcessStateRecord> state;
+  absl::Status status;
+  uint64_t iterations = 0, pages = 0;
+  bool final_seen = false, ack = true;
+
+  void Run(Channel& ch) {
+    wire::StreamReader reader;
+    std::vector<uint8_t> buf(1 << 16);
+    std::array<uint8_t, 16> session{};
+    for (;;) {
+      absl::StatusOr<size_t> n = ch.ReadSome(buf.data(), buf.size());
+      if (!n.ok()) {
+        status = n.status();
+        return;
+      }
+      if (*n == 0) {
+        status = absl::UnavailableError("receiver: EOF before end of stream");
+        return;
+      }
+      status = reader.Feed({buf.data(), *n});
+      if (!status.ok()) return;
+      for (;;) {
+        absl::StatusOr<const wire::Record*> rec = reader.Next();
+        if (!rec.ok()) {
+          status = rec.status();
+          return;
+        }
+        if (*rec == nullptr) break;
+        const wire::Record& r = **rec;
+        if (auto* p = std::get_if<wire::Preamble>(&r.body)) session = p->session_id;
+        if (auto* a = std::get_if<wire::BlockAdd>(&r.body)) {
+          blocks[a->block_id] = {a->start, std::vector<uint8_t>(a->length)};
+        }
+        if (auto* z = std::get_if<wire::BlockResize>(&r.body)) blocks[z->block_id].second.resize(z->new_length);
+        if (auto* d = std::get_if<wire::BlockRemove>(&r.body)) blocks.erase(d->block_id);
+        if (auto* it = std::get_if<wire::IterationMarker>(&r.body)) {
+          ++iterations;
+          final_seen |= it->final;
+        }
+        if (auto* run = std::get_if<wire::PageRun>(&r.body)) {
+          auto& mem = blocks[run->block_id].second;
+          for (size_t i = 0; i < run->pages.size(); ++i) {
+            const wire::PageEntry& e = run->pages[i];
+            uint8_t* page = mem.data() + (run->first_page + i) * kPage;
+            ++pages;
+            if (e.torn) continue;
+            switch (e.encoding) {
+              case wire::PageEncoding::kZero:
+                std::memset(page, 0, kPage);
+                break;
+              case wire::PageEncoding::kRaw:
+                std::memcpy(page, e.data.data(), kPage);
+                break;
+              case wire::PageEncoding::kXbzrle:
+                status = xbzrle::Decode(e.data.data(), e.data.size(), page, kPage);
+                if (!status.ok()) return;
+                if (crc32c::Value(page, kPage) != e.page_crc) {
+                  status = absl::DataLossError("xbzrle page crc");
+                  return;
+                }
+                break;
+              default:
+                status = absl::InternalError("unexpected encoding");
+                return;
+            }
+          }
+        }
+        if (auto* ps = std::get_if<wire::ProcessState>(&r.body)) {
+          auto d = DecodeProcessState(ps->data);
+          if (!d.ok()) {
+            status = d.status();
+            return;
+          }
+          state = *d;
+        }
+        if (auto* e = std::get_if<wire::EndOfStream>(&r.body)) {
+          if (e->aborted) {
+            status = absl::AbortedError("sender aborted");
+            return;
+          }
+          if (!ack) return;
+          wire::Preamble pre;
+          pre.direction = wire::Direction::kReverse;
+          pre.session_id = session;
+          auto w = wire::StreamWriter::Create(pre);
+          REQUIRE(w.ok());
+          REQUIRE((*w)->AddAck({wire::AckKind::kEndOfStream, 0}).ok());
+          auto batch = (*w)->batch();
+          status = ch.WriteV(batch.data(), batch.size());
+          return;
+        }
+      }
+    }
+  }
+};
+
+SenderConfig Config(bool xbzrle = false) {
+  SenderConfig c;
+  c.pages.preamble.page_size = kPage;
+  c.pages.preamble.session_id = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  c.pages.xbzrle = xbzrle;
+  c.pages.xbzrle_cache_bytes = 1 << 20;
+  c.pages.flush_bytes = 256 << 10;
+  c.convergence.max_iterations = 4;
+  c.convergence.downtime_limit_ms = 1;
+  c.park_timeout_ms = 100;
+  c.capture = [](std::span<const MemoryRegion>, ProcessStateRecord* r) {
+    r->pid = 77;
+    r->cwd.assign(1, '/');
+    return absl::OkStatus();
+  };
+  return c;
+}
+
+// Every block the receiver holds equals the memory it came from (the program is parked).
+void CheckArrived(const TestReceiver& rx, const std::vector<Region*>& regions) {
+  size_t matched = 0;
+  for (Region* reg : regions) {
+    for (const auto& [id, blk] : rx.blocks) {
+      if (blk.first != reinterpret_cast<uint64_t>(reg->p)) continue;
+      ++matched;
+      REQUIRE(blk.second.size() == reg->pages * kPage);
+      for (size_t i = 0; i < reg->pages; ++i) {
+        INFO("block ", id, " page ", i);
+        REQUIRE(std::memcmp(blk.second.data() + i * kPage, reg->p + i * kPage, kPage) == 0);
+      }
+    }
+  }
+  CHECK(matched == regions.size());
+  REQUIRE(rx.state.has_value());
+  CHECK(rx.state->pid == 77);
+  REQUIRE(rx.state->threads.size() == 1);
+  CHECK(rx.state->threads[0].tid == 42);
+  CHECK(rx.state->digests.size() == rx.blocks.size());
+  for (const BlockDigest& d : rx.state->digests) {
+    const auto& bytes = rx.blocks.at(d.block_id).second;
+    CHECK(d.length == bytes.size());
+    CHECK(d.crc32c == crc32c::Value(bytes.data(), bytes.size()));
+  }
+}
+
+void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker, bool xbzrle) {
+  Region a(256), b(64), later(16);
+  std::memset(a.p + 10 * kPage, 0xab, kPage);  // a non-pattern page; others zero until written
+  FakeLayout layout;
+  layout.regions = {a.AsRegion(), b.AsRegion()};
+  layout.later = {later.AsRegion()};
+  FakeFreezer freezer({&a, &b, &later});
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(rx_ch); });
+  Sender sender(Config(xbzrle), &tx, &tx, tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  REQUIRE_MESSAGE(rx.status.ok(), rx.status.ToString());
+  CHECK(sender.state() == SenderState::kDone);
+  CHECK(freezer.parked());  // a migration leaves the program parked for the caller to exit
+  CHECK(freezer.unparks == 0);
+  CHECK(rx.final_seen);
+  CheckArrived(rx, {&a, &b, &later});
+  SenderStats st = sender.stats();
+  CHECK(st.state == SenderState::kDone);
+  CHECK(st.pages.pages == rx.pages);
+  CHECK(st.pages.bytes_out == tx.counters().bytes_out);
+  CHECK(st.total_bytes == (256 + 64 + 16) * kPage);
+  if (xbzrle) CHECK(st.pages.xbzrle_pages > 0);
+}
+
+TEST_CASE("full tracker over a MemoryChannel: every page's final content arrives") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  RunOver(*pair->first, *pair->second, MakeTracker(TrackerKind::kFull, {}), false);
+}
+
+TEST_CASE("XBZRLE over a MemoryChannel cut into 1000-byte pieces") {
+  MemoryPipeOptions o;
+  o.first_to_second.max_write_chunk = 1000;
+  auto pair = MemoryChannel::CreatePair(o);
+  REQUIRE(pair.ok());
+  RunOver(*pair->first, *pair->second, MakeTracker(TrackerKind::kFull, {}), true);
+}
+
+TEST_CASE("best tracker over a socketpair") {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto tx = PosixChannel::Create(UniqueFd(sv[0]), "tx");
+  auto rx = PosixChannel::Create(UniqueFd(sv[1]), "rx");
+  REQUIRE(tx.ok());
+  REQUIRE(rx.ok());
+  auto tracker = SelectTracker({});
+  REQUIRE(tracker.ok());
+  MESSAGE("tracker: ", TrackerKindName((*tracker)->kind()));
+  RunOver(**tx, **rx, std::move(*tracker), false);
+}
+
+TEST_CASE("a receiver that vanishes mid-stream fails the sender and leaves the program running") {
+  MemoryPipeOptions o;
+  o.first_to_second.disconnect_after = 300 * 1024;
+  auto pair = MemoryChannel::CreatePair(o);
+  REQUIRE(pair.ok());
+  Region a(256);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  Sender sender(Config(), pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  CHECK(absl::IsUnavailable(s));
+  CHECK(sender.state() == SenderState::kFailed);
+  for (int i = 0; i < 5000 && freezer.parked(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK_FALSE(freezer.parked());
+  CHECK(freezer.parks == freezer.unparks);
+}
+
+TEST_CASE("no ack (the receiver ends without one): failure after the final phase, program unparked") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(32);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  rx.ack = false;
+  std::thread t([&] {
+    rx.Run(*pair->second);
+    (void)pair->second->Shutdown();
+  });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  Sender sender(Config(), pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  CHECK(absl::IsUnavailable(s));
+  CHECK(freezer.parks == 1);
+  CHECK(freezer.unparks == 1);
+  // The writer thread runs again (it noticed the unpark).
+  for (int i = 0; i < 5000 && freezer.parked(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK_FALSE(freezer.parked());
+}
+
+TEST_CASE("failed parks retry, and too many fail the stop with every thread running") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(16);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  freezer.fail_parks = 100;
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  c.max_park_attempts = 3;
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  CHECK(absl::IsDeadlineExceeded(s));
+  CHECK(freezer.parks == 3);
+  CHECK(freezer.unparks == 0);  // never parked, nothing to undo
+  CHECK_FALSE(freezer.parked());
+  CHECK(absl::IsAborted(rx.status));  // the stream was ended as aborted
+}
+
+TEST_CASE("unsupported resources are refused at setup, before anything is sent or parked") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(4);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  c.check_unsupported = [](const ProcessStateRecord&) {
+    return std::vector<std::string>{"fd 5: socket (socket:[1])"};
+  };
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  CHECK(absl::IsFailedPrecondition(s));
+  CHECK(s.message().find("fd 5: socket") != std::string::npos);
+  CHECK(freezer.parks == 0);
+  CHECK(pair->first->counters().bytes_out == 0);
+}
+
+TEST_CASE("cancel stops the sender with Cancelled") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(512);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  c.convergence.max_iterations = 1000000;
+  c.convergence.downtime_limit_ms = 0;
+  c.convergence.auto_converge = false;
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  std::thread canceller([&] {
+    while (sender.stats().iteration < 3) std::this_thread::yield();
+    sender.Cancel();
+  });
+  absl::Status s = sender.Run();
+  canceller.join();
+  t.join();
+  CHECK(absl::IsCancelled(s));
+  CHECK(freezer.parks == 0);
+}
+
+}  // namespace
+}  // namespace procmig
