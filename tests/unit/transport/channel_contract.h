@@ -201,6 +201,27 @@ inline void CheckFile(const ChannelFactory& make) {
   unlink(path.c_str());
 }
 
+// A pipe: not a socket and not seekable, so it is written at the current position.
+inline void CheckPipe(const ChannelFactory& make) {
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  auto r = make(UniqueFd(p[0]));
+  auto w = make(UniqueFd(p[1]));
+  uint32_t crc = 0;
+  absl::Status ws;
+  std::thread writer([&] {
+    ws = WritePattern(*w, 17, 16, 64, &crc);
+    (void)w->Close();  // a pipe has no half-close: closing the write end is the EOF
+  });
+  PatternChecker check(17, 16);
+  absl::Status rs = check.Drain(*r, 30000);
+  writer.join();
+  REQUIRE(ws.ok());
+  REQUIRE(rs.ok());
+  CHECK(check.batches() == 64);
+  CHECK(check.crc() == crc);
+}
+
 inline void CheckConcurrentWritersDoNotInterleave(const ChannelFactory& make) {
   auto fds = UnixSocketPair();
   auto a = make(std::move(fds.first));

@@ -32,6 +32,9 @@ testing::ChannelFactory Factory(TransportConfig config) {
   };
 }
 
+TEST_CASE("io_uring: a pipe carries the stream at the current position") {
+  testing::CheckPipe(Factory(Config()));
+}
 TEST_CASE("io_uring: round trip, counters, shutdown") {
   testing::CheckRoundTrip(Factory(Config()));
 }

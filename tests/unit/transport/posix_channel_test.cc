@@ -13,6 +13,9 @@ std::unique_ptr<Channel> MakePosix(UniqueFd fd) {
   return *std::move(c);
 }
 
+TEST_CASE("posix: a pipe carries the stream at the current position") {
+  testing::CheckPipe(MakePosix);
+}
 TEST_CASE("posix: round trip, counters, shutdown") { testing::CheckRoundTrip(MakePosix); }
 TEST_CASE("posix: peer disconnect is Unavailable (unix)") {
   testing::CheckPeerDisconnect(MakePosix, false);
