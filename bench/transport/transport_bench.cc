@@ -8,8 +8,10 @@
 //
 // Bench batches are `batch-pages` 4 KiB pages sent as one iovec each (how the sender will send
 // them); the ceiling writes the same bytes with one write() per batch. Receivers read into a
-// 1 MiB buffer and discard (no checksums in the timed loop). Exit status: 0, or 1 on any error
-// or (demo) on any page whose crc32c differs.
+// 1 MiB buffer and discard (no checksums in the timed loop). Modes are interleaved run by run and
+// each gets a fresh connection; besides GB/s the table shows CPU seconds (user+sys, all threads)
+// per GiB, which stays meaningful when other work on the machine steals the cores. Exit status: 0,
+// or 1 on any error or (demo) on any page whose crc32c differs.
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
