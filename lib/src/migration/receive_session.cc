@@ -57,7 +57,10 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
           break;
         }
       }
-      if (receiver.state() == Receiver::State::kFailed) group.Abort();
+      if (receiver.state() == Receiver::State::kFailed) {
+        receiver.AwaitFailureReported();
+        group.Abort();
+      }
     });
   }
   for (auto& t : threads) t.join();

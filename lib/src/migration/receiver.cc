@@ -467,7 +467,17 @@ absl::Status Receiver::Fail(absl::Status s) {
     absl::Status a = w.AddError(wire::ErrorRecord{static_cast<uint32_t>(s.code()), message});
     return a.ok() ? w.AddEndOfStream(/*aborted=*/true) : a;
   });
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    failure_reported_ = true;
+  }
+  cv_.notify_all();
   return s;
+}
+
+void Receiver::AwaitFailureReported() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return state_ != State::kFailed || failure_reported_; });
 }
 
 absl::StatusOr<ImageManifest> Receiver::Finish() {

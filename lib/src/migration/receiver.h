@@ -122,6 +122,9 @@ class Receiver {
   absl::Status Fail(absl::Status s);
 
   State state() const;
+  // After a failure: waits until the error record was written to the sender (or could not be),
+  // so the caller may abort the channels without cutting it off.
+  void AwaitFailureReported();
   // The block memories in manifest order (valid after Finish()).
   std::vector<const BlockMemory*> BlockMemories() const;
   std::span<const uint8_t> process_state() const { return process_state_; }
@@ -172,6 +175,7 @@ class Receiver {
   absl::flat_hash_set<std::pair<uint32_t, uint64_t>> torn_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> torn_count_{0};  // torn_.size(), readable without mu_
   std::atomic<bool> failed_{false};
+  bool failure_reported_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint32_t> page_size_{0};  // set by the first preamble
   std::chrono::steady_clock::time_point started_ ABSL_GUARDED_BY(mu_);
 

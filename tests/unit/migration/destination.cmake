@@ -1,3 +1,6 @@
 # Destination-side tests of the migration module: receiver, image store, receive sessions.
 procmig_test(migration_receiver_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/receiver_test.cc
              LIBS procmig_migration LABEL component TIMEOUT 60)
+procmig_test(migration_receive_session_test
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/receive_session_test.cc
+             LIBS procmig_migration LABEL component TIMEOUT 60)
