@@ -4,10 +4,10 @@
 // since the previous sync, and the program's cost of a first write to a protected page (ns per
 // page, the write loop timed as a whole and divided by the pages written). Printed next to two
 // floors measured in the same run on the same region: the bare PAGEMAP_SCAN ioctl loop (the same
-// ioctl pagemap-scan's Sync issues, with no bookkeeping: the target is Sync within 1.2x of it) and
+
 // the same write loop on untracked memory. Medians of several runs.
 //
-//   dirty_bench [--mib N] [--reps N]
+//   dirty_bench [--mib N] [--reps N]     (defaults: 1024 MiB, 3 runs)
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -67,56 +67,70 @@ Clock::duration WritePattern(char* base, size_t page, const Pattern& pat, char v
   return Clock::now() - t0;
 }
 
-// The floor: the bare PAGEMAP_SCAN loop, measured on the same region registered by hand.
-struct ScanFloor {
-  std::vector<double> ms[3];
-};
-
-bool MeasureScanFloor(char* base, size_t len, size_t page, const std::vector<Pattern>& patterns,
-                      int reps, ScanFloor& out, std::string& why) {
-  absl::StatusOr<UserfaultFd> uffd =
-      UserfaultFd::Open(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, true);
-  if (!uffd.ok()) {
-    why = std::string(uffd.status().message());
-    return false;
+// The floor: the bare PAGEMAP_SCAN loop over its own region (registered by hand, WP_ASYNC),
+// with the same arguments as pagemap-scan's Sync and no bookkeeping.
+class ScanFloor {
+ public:
+  bool Init(char* base, size_t len, std::string& why) {
+    absl::StatusOr<UserfaultFd> uffd =
+        UserfaultFd::Open(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, true);
+    if (!uffd.ok()) {
+      why = std::string(uffd.status().message());
+      return false;
+    }
+    uffd_ = std::move(*uffd);
+    start_ = reinterpret_cast<uintptr_t>(base);
+    len_ = len;
+    if (absl::Status s = uffd_.RegisterWp(start_, len, false); !s.ok()) {
+      why = std::string(s.message());
+      return false;
+    }
+    uffd_.WriteProtect(start_, len, true);
+    fd_ = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    vec_.reset(new page_region[kVec]);
+    if (!Scan()) {
+      why = std::string("PAGEMAP_SCAN: ") + strerror(errno);
+      return false;
+    }
+    return true;
   }
-  const auto start = reinterpret_cast<uintptr_t>(base);
-  if (absl::Status s = uffd->RegisterWp(start, len, false); !s.ok()) {
-    why = std::string(s.message());
-    return false;
+  ~ScanFloor() {
+    if (fd_ >= 0) close(fd_);
   }
-  uffd->WriteProtect(start, len, true);
-  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  constexpr size_t kVec = 4096;
-  std::unique_ptr<page_region[]> vec(new page_region[kVec]);
-  auto scan = [&] {
+  bool Scan() {
     pm_scan_arg arg{};
     arg.size = sizeof(arg);
     arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-    arg.start = start;
-    arg.end = start + len;
-    arg.vec = reinterpret_cast<uintptr_t>(vec.get());
+    arg.start = start_;
+    arg.end = start_ + len_;
+    arg.vec = reinterpret_cast<uintptr_t>(vec_.get());
     arg.vec_len = kVec;
     arg.category_mask = PAGE_IS_WRITTEN;
     arg.return_mask = PAGE_IS_WRITTEN;
     for (;;) {
-      if (ioctl(fd, PAGEMAP_SCAN, &arg) < 0) return false;
+      if (ioctl(fd_, PAGEMAP_SCAN, &arg) < 0) return false;
       if (arg.walk_end >= arg.end) return true;
       arg.start = arg.walk_end;
     }
-  };
-  bool ok = scan();
-  for (size_t i = 0; i < patterns.size() && ok; ++i) {
-    for (int r = 0; r < reps && ok; ++r) {
-      WritePattern(base, page, patterns[i], static_cast<char>(r));
-      auto t0 = Clock::now();
-      ok = scan();
-      out.ms[i].push_back(Ms(Clock::now() - t0));
-    }
   }
-  if (!ok) why = std::string("PAGEMAP_SCAN: ") + strerror(errno);
-  close(fd);
-  return ok;
+
+ private:
+  static constexpr size_t kVec = 4096;  // as PagemapScanTracker::kMaxRegions
+  UserfaultFd uffd_;
+  uintptr_t start_ = 0;
+  size_t len_ = 0;
+  int fd_ = -1;
+  std::unique_ptr<page_region[]> vec_;
+};
+
+char* MapPopulated(size_t len) {
+  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::perror("mmap");
+    std::exit(1);
+  }
+  memset(mem, 1, len);  // populated, as a running program's memory is
+  return static_cast<char*>(mem);
 }
 
 }  // namespace
@@ -125,7 +139,7 @@ bool MeasureScanFloor(char* base, size_t len, size_t page, const std::vector<Pat
 int main(int argc, char** argv) {
   using namespace procmig;
   size_t mib = 1024;
-  int reps = 5;
+  int reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--mib") mib = std::strtoul(argv[i + 1], nullptr, 10);
     if (std::string(argv[i]) == "--reps") reps = std::atoi(argv[i + 1]);
@@ -133,18 +147,14 @@ int main(int argc, char** argv) {
   const size_t page = BasePageSize();
   const size_t len = mib << 20;
   const size_t n_pages = len / page;
-  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    std::perror("mmap");
-    return 1;
-  }
-  char* base = static_cast<char*>(mem);
-  memset(base, 1, len);  // populated, as a running program's memory is
+  // Region A is tracked by each backend in turn; region B is the floor's, scanned right after A
+  // with the same pattern, so both see the same machine load.
+  char* base = MapPopulated(len);
+  char* floor_base = MapPopulated(len);
   const std::vector<Pattern> patterns = MakePatterns(n_pages);
   std::printf("dirty_bench: %zu MiB region (%zu pages of %zu B), medians of %d runs\n", mib,
               n_pages, page, reps);
 
-  // Floor 1: the same write loops on untracked memory.
   double bare_write_ns[3];
   for (size_t i = 0; i < 3; ++i) {
     std::vector<double> ns;
@@ -156,22 +166,15 @@ int main(int argc, char** argv) {
     }
     bare_write_ns[i] = Median(ns);
   }
-  // Floor 2: the bare PAGEMAP_SCAN loop (its userfaultfd is closed when the function returns).
+  std::printf("floor: write loop on untracked memory: %.1f / %.1f / %.1f ns per page\n",
+              bare_write_ns[0], bare_write_ns[1], bare_write_ns[2]);
   ScanFloor floor;
   std::string floor_why;
-  const bool have_floor = MeasureScanFloor(base, len, page, patterns, reps, floor, floor_why);
-  double floor_ms[3] = {0, 0, 0};
-  for (int i = 0; i < 3; ++i) floor_ms[i] = Median(floor.ms[i]);
-  if (have_floor) {
-    std::printf("floor: bare PAGEMAP_SCAN loop: %.2f ms (100%%), %.2f ms (6%%), %.2f ms (0.1%%)\n",
-                floor_ms[0], floor_ms[1], floor_ms[2]);
-  } else {
+  const bool have_floor = floor.Init(floor_base, len, floor_why);
+  if (!have_floor)
     std::printf("floor: bare PAGEMAP_SCAN loop unavailable: %s\n", floor_why.c_str());
-  }
-  std::printf("floor: write loop on untracked memory: %.1f / %.1f / %.1f ns per page\n\n",
-              bare_write_ns[0], bare_write_ns[1], bare_write_ns[2]);
-  std::printf("%-13s %-6s %9s %12s %10s %14s %9s\n", "backend", "dirty", "pages", "sync ms",
-              "vs floor", "1st write ns", "reported");
+  std::printf("\n%-13s %-5s %7s %10s %10s %7s %13s %8s\n", "backend", "dirty", "pages", "sync ms",
+              "floor ms", "ratio", "1st write ns", "reported");
 
   for (TrackerKind kind : kAllTrackerKinds) {
     const std::string name(TrackerKindName(kind));
@@ -194,10 +197,9 @@ int main(int argc, char** argv) {
     }
     (void)tracker->Sync();
     for (size_t i = 0; i < 3; ++i) {
-      std::vector<double> sync_ms, write_ns;
+      std::vector<double> sync_ms, floor_ms, write_ns;
       size_t reported = 0;
-      const int runs = (i == 0 && (kind == TrackerKind::kUffdWp)) ? std::min(reps, 3) : reps;
-      for (int r = 0; r < runs; ++r) {
+      for (int r = 0; r < reps; ++r) {
         Clock::duration w = WritePattern(base, page, patterns[i], static_cast<char>(r + 2));
         auto t0 = Clock::now();
         absl::StatusOr<const DirtySet*> set = tracker->Sync();
@@ -209,17 +211,24 @@ int main(int argc, char** argv) {
         reported = (*set)->DirtyPageCount();
         write_ns.push_back(std::chrono::duration<double, std::nano>(w).count() /
                            static_cast<double>(patterns[i].pages.size()));
+        if (have_floor) {
+          WritePattern(floor_base, page, patterns[i], static_cast<char>(r + 2));
+          auto f0 = Clock::now();
+          floor.Scan();
+          floor_ms.push_back(Ms(Clock::now() - f0));
+        }
       }
       const double ms = Median(sync_ms);
-      char ratio[32] = "";
-      if (have_floor && floor_ms[i] > 0)
-        std::snprintf(ratio, sizeof(ratio), "%.2fx", ms / floor_ms[i]);
-      std::printf("%-13s %-6s %9zu %12.2f %10s %14.1f %9zu\n", name.c_str(), patterns[i].name,
-                  patterns[i].pages.size(), ms, ratio, Median(write_ns), reported);
+      const double fms = Median(floor_ms);
+      char ratio[32] = "-";
+      if (have_floor && fms > 0) std::snprintf(ratio, sizeof(ratio), "%.2fx", ms / fms);
+      std::printf("%-13s %-5s %7zu %10.3f %10.3f %7s %13.0f %8zu\n", name.c_str(), patterns[i].name,
+                  patterns[i].pages.size(), ms, fms, ratio, Median(write_ns), reported);
       std::fflush(stdout);
     }
     (void)tracker->Stop();
   }
-  munmap(mem, len);
+  munmap(base, len);
+  munmap(floor_base, len);
   return 0;
 }
