@@ -16,9 +16,9 @@ namespace procmig::bench {
 
 constexpr size_t kPage = 4096;
 // 32 MiB of distinct pages, plus a tail so any batch of up to 1024 pages starting inside the
-// first kPoolPages is contiguous.
+// first kPoolPages fits, contiguous or every other page.
 constexpr size_t kPoolPages = 8192;
-constexpr size_t kPoolTail = 1024;
+constexpr size_t kPoolTail = 2048;
 using Clock = std::chrono::steady_clock;
 
 inline double Seconds(Clock::time_point a, Clock::time_point b) {

@@ -3,11 +3,13 @@
 // migration exists: 1 GiB of page-like data streamed through io_uring from a sender thread to a
 // receiver thread over real sockets, every page's crc32c checked against the sender's.
 //
-//   transport_bench [--mib N] [--runs N] [--batch-pages N] [--sndbuf BYTES]
+//   transport_bench [--mib N] [--runs N] [--batch-pages N] [--sndbuf BYTES] [--one-iovec]
 //   transport_bench --demo [--mib N] [--corrupt-page N]
 //
-// Bench batches are `batch-pages` 4 KiB pages sent as one iovec each (how the sender will send
-// them); the ceiling writes the same bytes with one write() per batch. Receivers read into a
+// Bench batches are `batch-pages` 4 KiB pages sent as one iovec each, every other page of the pool
+// so no two are adjacent (scattered dirty pages; adjacent ones the channels merge into one
+// segment); --one-iovec sends each batch as one contiguous iovec instead, the shape the ceiling
+// has. The ceiling writes the batch's bytes with one write() per batch. Receivers read into a
 // 1 MiB buffer and discard (no checksums in the timed loop). Modes are interleaved run by run and
 // each gets a fresh connection; besides GB/s the table shows CPU seconds (user+sys, all threads)
 // per GiB, which stays meaningful when other work on the machine steals the cores. Exit status: 0,
@@ -42,6 +44,7 @@ struct Options {
   uint64_t mib = 1024;
   int runs = 5;
   size_t batch_pages = 64;
+  bool one_iovec = false;
   int sndbuf = 0;
   bool demo = false;
   int64_t corrupt_page = -1;
@@ -76,11 +79,18 @@ TransportConfig ConfigFor(Mode m) {
 const uint8_t* BatchStart(const std::vector<uint8_t>& pool, size_t pages, uint64_t k) {
   return &pool[((k * pages) % kPoolPages) * kPage];
 }
-void BatchIov(const std::vector<uint8_t>& pool, size_t pages, uint64_t k, std::vector<iovec>* iov) {
+void BatchIov(const std::vector<uint8_t>& pool, size_t pages, uint64_t k, std::vector<iovec>* iov,
+              bool one_iovec) {
   iov->clear();
   const uint8_t* first = BatchStart(pool, pages, k);
+  if (one_iovec) {
+    iov->push_back({const_cast<uint8_t*>(first), pages * kPage});
+    return;
+  }
+  // Every other page, as dirty pages scattered over memory would be: the channel cannot merge
+  // neighbours into one segment here, so this is the per-page cost in full.
   for (size_t i = 0; i < pages; ++i) {
-    iov->push_back({const_cast<uint8_t*>(first + i * kPage), kPage});
+    iov->push_back({const_cast<uint8_t*>(first + 2 * i * kPage), kPage});
   }
 }
 
@@ -112,7 +122,7 @@ double RunOnce(Mode mode, const Options& o, const std::vector<uint8_t>& pool, st
     auto writer = [&] {
       std::vector<iovec> iov;
       for (uint64_t k; (k = next.fetch_add(1)) < batches;) {
-        BatchIov(pool, o.batch_pages, k, &iov);
+        BatchIov(pool, o.batch_pages, k, &iov, o.one_iovec);
         if (auto r = group->WriteBatch(iov.data(), iov.size()); !r.ok()) Die(r.status());
       }
     };
@@ -173,7 +183,7 @@ double RunOnce(Mode mode, const Options& o, const std::vector<uint8_t>& pool, st
         done += static_cast<size_t>(r);
       }
     } else {
-      BatchIov(pool, o.batch_pages, k, &iov);
+      BatchIov(pool, o.batch_pages, k, &iov, o.one_iovec);
       if (auto s = tx->WriteV(iov.data(), iov.size()); !s.ok()) Die(s);
     }
   }
@@ -190,8 +200,9 @@ int Bench(const Options& o) {
   std::vector<uint8_t> pool = MakePool();
   std::printf(
       "transport_bench: %llu MiB over loopback TCP per run, %d runs, batches of %zu pages "
-      "(%zu KiB), %u CPUs\n",
+      "(%zu KiB) as %s, %u CPUs\n",
       static_cast<unsigned long long>(o.mib), o.runs, o.batch_pages, o.batch_pages * kPage / 1024,
+      o.one_iovec ? "one iovec" : "one iovec per scattered page",
       std::thread::hardware_concurrency());
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {  // other load skews every figure below
     char line[128] = {};
@@ -256,13 +267,16 @@ int main(int argc, char** argv) {
       o.runs = std::atoi(next());
     } else if (a == "--batch-pages") {
       o.batch_pages = std::strtoull(next(), nullptr, 10);
+    } else if (a == "--one-iovec") {
+      o.one_iovec = true;
     } else if (a == "--sndbuf") {
       o.sndbuf = std::atoi(next());
     } else if (a == "--corrupt-page") {
       o.corrupt_page = std::strtoll(next(), nullptr, 10);
     } else {
       std::fprintf(stderr,
-                   "usage: transport_bench [--mib N] [--runs N] [--batch-pages N] [--sndbuf B]\n"
+                   "usage: transport_bench [--mib N] [--runs N] [--batch-pages N] [--sndbuf B] "
+                   "[--one-iovec]\n"
                    "       transport_bench --demo [--mib N] [--corrupt-page N]\n");
       return 2;
     }

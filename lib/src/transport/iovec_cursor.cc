@@ -34,13 +34,20 @@ size_t IovecCursor::Fill(iovec* out, size_t max_iov, size_t max_bytes, size_t* b
   size_t total = 0;
   size_t i = index_;
   size_t off = offset_;
-  while (i < n_ && count < max_iov && total < max_bytes) {
+  while (i < n_ && total < max_bytes) {
     size_t len = iov_[i].iov_len - off;
     if (len > 0) {
       len = std::min(len, max_bytes - total);
-      out[count].iov_base = static_cast<char*>(iov_[i].iov_base) + off;
-      out[count].iov_len = len;
-      ++count;
+      char* base = static_cast<char*>(iov_[i].iov_base) + off;
+      if (count > 0 &&
+          static_cast<char*>(out[count - 1].iov_base) + out[count - 1].iov_len == base) {
+        out[count - 1].iov_len += len;  // adjacent in memory: one segment for the kernel
+      } else {
+        if (count == max_iov) break;
+        out[count].iov_base = base;
+        out[count].iov_len = len;
+        ++count;
+      }
       total += len;
     }
     ++i;

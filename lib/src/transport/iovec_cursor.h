@@ -24,8 +24,10 @@ class IovecCursor {
   void Advance(size_t bytes);
 
   // Writes into out[0..max_iov) the iovecs covering the next at most `max_bytes` unconsumed bytes,
-  // starting at the cursor, without consuming them; skips empty iovecs. Returns the iovec count
-  // and sets *bytes to the bytes they cover.
+  // starting at the cursor, without consuming them; skips empty iovecs and merges iovecs that are
+  // adjacent in memory (a run of neighbouring pages becomes one segment: the kernel copies one
+  // large segment markedly faster than many 4 KiB ones). Returns the iovec count and sets *bytes
+  // to the bytes they cover.
   size_t Fill(iovec* out, size_t max_iov, size_t max_bytes, size_t* bytes) const;
 
  private:

@@ -42,6 +42,32 @@ TEST_CASE("cursor walks iovecs, skipping empty ones, without touching the caller
   CHECK(iov[2].iov_base == c);
 }
 
+TEST_CASE("iovecs adjacent in memory are merged into one segment") {
+  char buf[] = "abcdefgh";
+  iovec iov[4] = {{buf, 3}, {buf + 3, 2}, {buf + 6, 1}, {buf + 7, 1}};
+  IovecCursor cur(iov, 4);
+  iovec out[4];
+  size_t bytes = 0;
+  REQUIRE(cur.Fill(out, 4, 100, &bytes) == 2);
+  CHECK(bytes == 7);
+  CHECK(out[0].iov_base == buf);
+  CHECK(out[0].iov_len == 5);
+  CHECK(out[1].iov_base == buf + 6);
+  CHECK(out[1].iov_len == 2);
+  // The iovec limit counts merged segments, not input iovecs.
+  REQUIRE(cur.Fill(out, 1, 100, &bytes) == 1);
+  CHECK(bytes == 5);
+  // The byte limit cuts inside a merged run.
+  REQUIRE(cur.Fill(out, 4, 4, &bytes) == 1);
+  CHECK(bytes == 4);
+  CHECK(out[0].iov_len == 4);
+  cur.Advance(4);
+  REQUIRE(cur.Fill(out, 4, 100, &bytes) == 2);
+  CHECK(bytes == 3);
+  CHECK(out[0].iov_base == buf + 4);
+  CHECK(out[0].iov_len == 1);
+}
+
 TEST_CASE("empty batch is done at once") {
   IovecCursor cur(nullptr, 0);
   CHECK(cur.done());

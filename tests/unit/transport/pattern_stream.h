@@ -5,7 +5,9 @@
 // Batch b = a 16-byte header {u64 kBatchTag, u64 b} followed by pages_per_batch 4 KiB pages.
 // Pages come from a pool of 61 pages (one in four all zero, the rest pseudo-random); each
 // non-zero page has its global page number stamped into bytes 8..15. The writer sends a batch as
-// one iovec for the header plus one per page, like the sender will.
+// one iovec for the header plus one per page, like the sender will; in odd batches the iovecs
+// point at pages scattered in memory (the channel cannot merge them), in even batches at one
+// contiguous buffer (the channel merges them into one segment).
 #ifndef PROCMIG_TESTS_UNIT_TRANSPORT_PATTERN_STREAM_H_
 #define PROCMIG_TESTS_UNIT_TRANSPORT_PATTERN_STREAM_H_
 
@@ -38,9 +40,13 @@ class PatternStream {
  public:
   static constexpr size_t kPool = 61;
   static constexpr size_t kHeader = 16;
+  static constexpr size_t kGap = 64;  // between scattered pages
 
   PatternStream(uint64_t seed, size_t pages_per_batch)
-      : pages_(pages_per_batch), pool_(kPool * kPage), batch_(kHeader + pages_per_batch * kPage) {
+      : pages_(pages_per_batch),
+        pool_(kPool * kPage),
+        batch_(kHeader + pages_per_batch * kPage),
+        scattered_(kHeader + pages_per_batch * (kPage + kGap)) {
     uint64_t s = seed;
     for (size_t p = 0; p < kPool; ++p) {
       uint8_t* page = &pool_[p * kPage];
@@ -54,7 +60,8 @@ class PatternStream {
 
   size_t batch_bytes() const { return batch_.size(); }
 
-  // Fills the internal batch buffer with batch `b` and returns it as header + one iovec per page.
+  // Fills the internal batch buffer with batch `b` and returns it as header + one iovec per page;
+  // data() is the same batch contiguous.
   const std::vector<iovec>& Build(uint64_t b) {
     EncodeFixed64(&batch_[0], kBatchTag);
     EncodeFixed64(&batch_[8], b);
@@ -66,8 +73,18 @@ class PatternStream {
       if (pool_index % 4 != 0) EncodeFixed64(dst + 8, global);
     }
     iov_.clear();
-    iov_.push_back({batch_.data(), kHeader});
-    for (size_t i = 0; i < pages_; ++i) iov_.push_back({&batch_[kHeader + i * kPage], kPage});
+    if (b % 2 == 0) {
+      iov_.push_back({batch_.data(), kHeader});
+      for (size_t i = 0; i < pages_; ++i) iov_.push_back({&batch_[kHeader + i * kPage], kPage});
+      return iov_;
+    }
+    std::memcpy(scattered_.data(), batch_.data(), kHeader);
+    iov_.push_back({scattered_.data(), kHeader});
+    for (size_t i = 0; i < pages_; ++i) {
+      uint8_t* dst = &scattered_[kHeader + kGap + i * (kPage + kGap)];
+      std::memcpy(dst, &batch_[kHeader + i * kPage], kPage);
+      iov_.push_back({dst, kPage});
+    }
     return iov_;
   }
   const uint8_t* data() const { return batch_.data(); }
@@ -76,6 +93,7 @@ class PatternStream {
   size_t pages_;
   std::vector<uint8_t> pool_;
   std::vector<uint8_t> batch_;
+  std::vector<uint8_t> scattered_;
   std::vector<iovec> iov_;
 };
 
