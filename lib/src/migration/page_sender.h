@@ -84,6 +84,11 @@ class PageSender {
   uint64_t read_faults() const { return read_faults_; }
   uint32_t TakeFaultBlock() { return std::exchange(fault_block_, 0); }
   uint32_t page_size() const { return page_size_; }
+  // The staging area [start, end): the agent's own memory, never a RAM block.
+  std::pair<uintptr_t, uintptr_t> staging_range() const {
+    auto b = reinterpret_cast<uintptr_t>(stage_.get());
+    return {b, b + stage_size_};
+  }
 
  private:
   PageSender(const PageSenderConfig& config, Channel* channel,

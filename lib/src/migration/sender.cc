@@ -101,9 +101,13 @@ void Sender::Publish(bool force) {
 }
 
 absl::Status Sender::AfterFlush() {
+  // In the park window (and in the frozen copy) nothing may allocate: no progress, and
+  // cancellation is no longer possible (the final phase either completes or fails).
+  if (parked_) return absl::OkStatus();
   if (cancelled_.load(std::memory_order_relaxed)) {
     return absl::CancelledError("sender: cancelled by the user");
   }
+  Publish(false);
   return absl::OkStatus();
 }
 
@@ -138,6 +142,11 @@ absl::Status Sender::Run() {
 }
 
 absl::Status Sender::Setup() {
+  ASSIGN_OR_RETURN(pages_, PageSender::Create(config_.pages, main_));
+  pages_->set_after_flush([this] { return AfterFlush(); });
+  // The staging area changes at every batch: sending it would only slow convergence.
+  auto [stage_begin, stage_end] = pages_->staging_range();
+  registry_.AddExcluded({stage_begin, stage_end});
   ASSIGN_OR_RETURN(Layout layout, layout_->Read());
   layout_fingerprint_ = layout.fingerprint;
   (void)registry_.Update(layout.regions);
@@ -153,8 +162,6 @@ absl::Status Sender::Setup() {
     }
   }
   RETURN_IF_ERROR(tracker_->Start(registry_.blocks()));
-  ASSIGN_OR_RETURN(pages_, PageSender::Create(config_.pages, main_));
-  pages_->set_after_flush([this] { return AfterFlush(); });
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   RETURN_IF_ERROR(pages_->Flush());
   local_.setup_ms = (Now() - start_ns_) / 1'000'000;
@@ -307,8 +314,10 @@ absl::Status Sender::StopAndCopy() {
     return TransitionTo(SenderState::kIterate);
   }
   // ---- Parked: no allocation from here until Unpark().
+  parked_ = true;
   if (layout_->Fingerprint() != layout_fingerprint_) {
     freezer_->Unpark();
+    parked_ = false;
     ++local_.park_failures;  // counted as a failed stop; the layout is re-read next iteration
     if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
       return absl::AbortedError("stop-and-copy: the memory layout kept changing while parking");
@@ -318,12 +327,14 @@ absl::Status Sender::StopAndCopy() {
   absl::StatusOr<const DirtySet*> set = tracker_->Sync();
   if (!set.ok()) {
     freezer_->Unpark();
+    parked_ = false;
     return set.status();
   }
   final_set_ = *set;
   std::span<const ThreadContext> threads = freezer_->ParkedThreads();
   if (threads.size() > state_record_.threads.capacity()) {
     freezer_->Unpark();
+    parked_ = false;
     return absl::ResourceExhaustedError("stop-and-copy: too many threads");
   }
   state_record_.threads.assign(threads.begin(), threads.end());
@@ -335,8 +346,10 @@ absl::Status Sender::StopAndCopy() {
   local_.downtime_ms = (Now() - park_ns_) / 1'000'000;
   if (!s.ok()) {
     if (!config_.leave_running) freezer_->Unpark();
+    parked_ = false;
     return s;
   }
+  parked_ = false;  // the caller decides; the sender allocates again from here
   // Success: a migration keeps the original parked for the caller to end it.
   return TransitionTo(SenderState::kDone);
 }

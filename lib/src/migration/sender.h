@@ -141,6 +141,7 @@ class Sender {
   std::vector<uint8_t> reverse_buf_;
   uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
   uint32_t layout_fingerprint_ = 0;
+  bool parked_ = false;  // between Park() and Unpark(): no allocation, no progress
   std::atomic<bool> cancelled_{false};
 
   mutable std::mutex stats_mu_;

@@ -1,0 +1,199 @@
+// The agent's constructor: picks the park signal, opens the log and the control socket, installs
+// the park handler and starts the one agent thread. Any failure leaves the program untouched
+// (logged when the log could be opened) and the interposers inert.
+//
+// Control socket path: PROCMIG_CONTROL if set; otherwise the first usable directory of
+// $XDG_RUNTIME_DIR/procmig, /run/procmig (root only), /tmp/procmig-<uid>, created mode 0700,
+// holding <pid>.sock (mode 0600). Log: PROCMIG_LOG, else <pid>.log next to the socket.
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "preload/agent.h"
+#include "preload/control_server.h"
+
+namespace procmig::preload {
+namespace {
+
+std::atomic<int> g_park_signal{0};
+int g_log_fd = -1;
+AgentContext g_ctx;  // the process's one agent (DESIGN.md: the preload owns the only singleton)
+
+bool UsableDir(const char* dir) {
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return false;
+  struct stat st;
+  return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() &&
+         access(dir, W_OK | X_OK) == 0;
+}
+
+// Fills dir (without trailing slash); false when no directory is usable.
+bool RuntimeDir(char* dir, size_t cap) {
+  const char* xdg = getenv("XDG_RUNTIME_DIR");
+  if (xdg != nullptr && xdg[0] == '/') {
+    snprintf(dir, cap, "%s/procmig", xdg);
+    if (UsableDir(dir)) return true;
+  }
+  if (getuid() == 0) {
+    snprintf(dir, cap, "/run/procmig");
+    if (UsableDir(dir)) return true;
+  }
+  snprintf(dir, cap, "/tmp/procmig-%u", static_cast<unsigned>(getuid()));
+  return UsableDir(dir);
+}
+
+void* AgentThread(void*) {
+  g_ctx.agent_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  g_ctx.freezer->SetAgentTid(g_ctx.agent_tid);
+  Log("agent thread %d serving %s (park signal %d)", g_ctx.agent_tid, g_ctx.socket_path,
+      ParkSignal());
+  ServeControl(&g_ctx);
+  return nullptr;
+}
+
+int ParseParkSignal() {
+  const char* env = getenv("PROCMIG_PARK_SIGNAL");
+  int sig = SIGRTMIN + 4;
+  if (env != nullptr && env[0] != '\0') {
+    char* end = nullptr;
+    long v = strtol(env, &end, 10);
+    if (*end != '\0' || v < SIGRTMIN || v > SIGRTMAX) return -1;
+    sig = static_cast<int>(v);
+  }
+  return sig;
+}
+
+__attribute__((constructor)) void AgentInit() {
+  (void)Real();  // resolve the real signal functions before anything else
+  char dir[256] = "";
+  const char* control = getenv("PROCMIG_CONTROL");
+  if (control != nullptr && control[0] != '\0') {
+    snprintf(g_ctx.socket_path, sizeof g_ctx.socket_path, "%s", control);
+    snprintf(dir, sizeof dir, "%s", control);
+    char* slash = strrchr(dir, '/');
+    if (slash != nullptr) *slash = '\0';
+  } else if (RuntimeDir(dir, sizeof dir)) {
+    snprintf(g_ctx.socket_path, sizeof g_ctx.socket_path, "%s/%d.sock", dir, getpid());
+  }
+  const char* log = getenv("PROCMIG_LOG");
+  char log_path[300];
+  if (log != nullptr && log[0] != '\0') {
+    snprintf(log_path, sizeof log_path, "%s", log);
+  } else {
+    snprintf(log_path, sizeof log_path, "%s/%d.log", dir[0] ? dir : "/tmp", getpid());
+  }
+  g_log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (g_ctx.socket_path[0] == '\0') {
+    Log("no usable runtime directory for the control socket; agent disabled");
+    return;
+  }
+  const int sig = ParseParkSignal();
+  if (sig < 0) {
+    Log("PROCMIG_PARK_SIGNAL must be a real-time signal number in [%d, %d]; agent disabled",
+        SIGRTMIN, SIGRTMAX);
+    return;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (strlen(g_ctx.socket_path) >= sizeof addr.sun_path) {
+    Log("control socket path too long: %s; agent disabled", g_ctx.socket_path);
+    return;
+  }
+  strcpy(addr.sun_path, g_ctx.socket_path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    Log("control socket: %s; agent disabled", strerror(errno));
+    return;
+  }
+  unlink(g_ctx.socket_path);
+  mode_t old_umask = umask(0177);  // the socket is created 0600
+  int b = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  umask(old_umask);
+  if (b != 0 || listen(fd, 8) != 0) {
+    Log("bind/listen %s: %s; agent disabled", g_ctx.socket_path, strerror(errno));
+    close(fd);
+    return;
+  }
+  g_ctx.listen_fd = fd;
+  g_ctx.log_fd = g_log_fd;
+  g_ctx.freezer = ParkFreezer::Create(0);
+  if (g_ctx.freezer == nullptr) {
+    Log("park arena: %s; agent disabled", strerror(errno));
+    close(fd);
+    unlink(g_ctx.socket_path);
+    return;
+  }
+  SetParkSignal(sig);
+  if (!g_ctx.freezer->InstallHandler()) {
+    Log("install park handler for signal %d: %s; agent disabled", sig, strerror(errno));
+    SetParkSignal(0);
+    close(fd);
+    unlink(g_ctx.socket_path);
+    return;
+  }
+  // The agent thread's stack is our own mapping, so it is excluded from the RAM blocks.
+  g_ctx.stack_size = 2u << 20;
+  void* stack = mmap(nullptr, g_ctx.stack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (stack != MAP_FAILED) {
+    g_ctx.stack = reinterpret_cast<uintptr_t>(stack);
+    pthread_attr_setstack(&attr, stack, g_ctx.stack_size);
+  }
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  // The agent thread starts with every signal blocked (the park signal included): it never runs
+  // the program's handlers and is never parked.
+  sigset_t all, prev;
+  sigfillset(&all);
+  Real().pthread_sigmask(SIG_SETMASK, &all, &prev);
+  pthread_t t;
+  int err = pthread_create(&t, &attr, AgentThread, nullptr);
+  Real().pthread_sigmask(SIG_SETMASK, &prev, nullptr);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    Log("start agent thread: %s; agent disabled", strerror(err));
+    SetParkSignal(0);
+    close(fd);
+    unlink(g_ctx.socket_path);
+    return;
+  }
+}
+
+}  // namespace
+
+int ParkSignal() { return g_park_signal.load(std::memory_order_relaxed); }
+void SetParkSignal(int sig) { g_park_signal.store(sig, std::memory_order_relaxed); }
+int LogFd() { return g_log_fd; }
+void SetLogFd(int fd) { g_log_fd = fd; }
+
+void Log(const char* fmt, ...) {
+  if (g_log_fd < 0) return;
+  char line[1024];
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int n = snprintf(line, sizeof line, "%lld.%06ld procmig[%d] ", static_cast<long long>(ts.tv_sec),
+                   ts.tv_nsec / 1000, getpid());
+  va_list ap;
+  va_start(ap, fmt);
+  int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+  va_end(ap);
+  size_t len = static_cast<size_t>(n) + (m < 0 ? 0 : std::min<size_t>(m, sizeof line - n - 2));
+  line[len++] = '\n';
+  (void)!write(g_log_fd, line, len);
+}
+
+}  // namespace procmig::preload

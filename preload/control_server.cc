@@ -1,0 +1,221 @@
+#include "preload/control_server.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "procmig/control.h"
+#include "procmig/source.h"
+
+namespace procmig::preload {
+namespace {
+
+MigrationSource* g_running = nullptr;  // agent thread only
+
+bool WriteAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+void Reply(int fd, const ControlMessage& m) {
+  std::string line = EncodeControl(m);
+  (void)WriteAll(fd, line.data(), line.size());
+}
+
+// Reads one line (up to kMaxControlLine) within timeout_ms; empty on failure.
+std::string ReadLine(int fd, int timeout_ms) {
+  std::string line;
+  char c;
+  while (line.size() < kMaxControlLine) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return {};
+    ssize_t n = recv(fd, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return {};
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+  return {};
+}
+
+bool PeerAllowed(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  return cred.uid == 0 || cred.uid == getuid();
+}
+
+// "DONE ..." built without allocating: after a successful migration the program's threads are
+// parked (they may hold the malloc lock) and the process ends right after this line.
+void WriteDoneFixed(int fd, const MigrationStats& s) {
+  char buf[1024];
+  size_t n = 0;
+  auto put = [&](const char* text) {
+    size_t l = strlen(text);
+    if (n + l < sizeof buf) memcpy(buf + n, text, l), n += l;
+  };
+  auto num = [&](const char* key, uint64_t v) {
+    put(" ");
+    put(key);
+    put("=");
+    char d[24];
+    int i = 23;
+    d[i] = '\0';
+    do {
+      d[--i] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    put(d + i);
+  };
+  put("DONE phase=done");
+  num("iteration", s.iteration);
+  num("total_bytes", s.total_bytes);
+  num("remaining_bytes", s.remaining_bytes);
+  num("transferred_bytes", s.transferred_bytes);
+  num("normal_pages", s.normal_pages);
+  num("zero_pages", s.zero_pages);
+  num("xbzrle_bytes", s.xbzrle_bytes);
+  num("xbzrle_pages", s.xbzrle_pages);
+  num("xbzrle_cache_misses", s.xbzrle_cache_misses);
+  num("xbzrle_overflows", s.xbzrle_overflows);
+  num("compressed_pages", s.compressed_pages);
+  num("dirty_pages_rate", s.dirty_pages_rate);
+  num("throughput_bps", s.throughput_bps);
+  num("expected_downtime_ms", s.expected_downtime_ms);
+  num("downtime_ms", s.downtime_ms);
+  num("setup_ms", s.setup_ms);
+  num("total_ms", s.total_ms);
+  num("throttle_percent", s.throttle_percent);
+  put("\n");
+  (void)WriteAll(fd, buf, n);
+}
+
+void HandleQuick(int fd, const ControlMessage& req) {
+  if (req.verb == ControlVerb::kStatus) {
+    ControlMessage m;
+    m.verb = ControlVerb::kStats;
+    if (g_running != nullptr) m.stats = g_running->stats();
+    Reply(fd, m);
+  } else if (req.verb == ControlVerb::kCancel) {
+    if (g_running == nullptr) {
+      Reply(fd, ErrorReply(absl::FailedPreconditionError("cancel: no migration is running")));
+      return;
+    }
+    g_running->Cancel();
+    ControlMessage m;
+    m.verb = ControlVerb::kOk;
+    Reply(fd, m);
+  } else {
+    Reply(fd, ErrorReply(absl::UnavailableError("migrate: a migration is already running")));
+  }
+}
+
+// Accepts and answers at most a few waiting connections without blocking (during a migration).
+void ServePending(AgentContext* ctx) {
+  for (int i = 0; i < 4; ++i) {
+    pollfd p{ctx->listen_fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0) return;
+    int fd = accept4(ctx->listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (PeerAllowed(fd)) {
+      std::string line = ReadLine(fd, 1000);
+      absl::StatusOr<ControlMessage> req = DecodeControl(line);
+      if (req.ok()) {
+        HandleQuick(fd, *req);
+      } else {
+        Reply(fd, ErrorReply(req.status()));
+      }
+    }
+    close(fd);
+  }
+}
+
+void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
+  SourceSetup setup;
+  setup.options = options;
+  setup.freezer = ctx->freezer;
+  setup.excluded.push_back({ctx->freezer->arena_begin(), ctx->freezer->arena_end()});
+  if (ctx->stack != 0) setup.excluded.push_back({ctx->stack, ctx->stack + ctx->stack_size});
+  setup.own_fds = {ctx->listen_fd, fd};
+  if (ctx->log_fd >= 0) setup.own_fds.push_back(ctx->log_fd);
+  setup.progress = [ctx, fd](const MigrationStats& s) {
+    ControlMessage m;
+    m.verb = ControlVerb::kStats;
+    m.stats = s;
+    Reply(fd, m);
+    ctx->freezer->Tick();
+    ServePending(ctx);
+  };
+  setup.log = [](const std::string& s) { Log("%s", s.c_str()); };
+  absl::StatusOr<std::unique_ptr<MigrationSource>> source = MigrationSource::Create(setup);
+  if (!source.ok()) {
+    Log("migrate: %s", source.status().ToString().c_str());
+    Reply(fd, ErrorReply(source.status()));
+    return;
+  }
+  g_running = source->get();
+  Log("migrate to %s: started", options.target.c_str());
+  absl::Status s = (*source)->Run();
+  MigrationStats stats = (*source)->stats();
+  g_running = nullptr;
+  const bool leave = options.mode == MigrationMode::kCheckpoint && options.leave_running;
+  if (s.ok() && !leave) {
+    // The receiver acked: this process's job is done. Threads stay parked; no allocation.
+    stats.phase = MigrationPhase::kDone;
+    WriteDoneFixed(fd, stats);
+    syscall(SYS_exit_group, 0);
+  }
+  if (s.ok()) {
+    ControlMessage m;
+    m.verb = ControlVerb::kDone;
+    m.stats = stats;
+    m.stats.phase = MigrationPhase::kDone;
+    Reply(fd, m);
+    Log("checkpoint to %s: done, program left running", options.target.c_str());
+    return;
+  }
+  Log("migrate to %s: failed: %s", options.target.c_str(), s.ToString().c_str());
+  Reply(fd, ErrorReply(s));
+}
+
+}  // namespace
+
+void ServeControl(AgentContext* ctx) {
+  for (;;) {
+    int fd = accept4(ctx->listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      Log("accept on the control socket: %s; agent stops serving", strerror(errno));
+      return;
+    }
+    if (!PeerAllowed(fd)) {
+      Log("control connection refused: peer uid differs");
+      close(fd);
+      continue;
+    }
+    std::string line = ReadLine(fd, 5000);
+    absl::StatusOr<ControlMessage> req = DecodeControl(line);
+    if (!req.ok()) {
+      Reply(fd, ErrorReply(req.status()));
+    } else if (req->verb == ControlVerb::kMigrate) {
+      RunMigration(ctx, fd, req->options);
+    } else {
+      HandleQuick(fd, *req);
+    }
+    close(fd);
+  }
+}
+
+}  // namespace procmig::preload
