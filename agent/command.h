@@ -55,6 +55,12 @@ int Fail(std::string_view command, std::string_view message, int status = 1);
 
 int RunCheckCommand(std::span<const std::string_view> args);
 int RunInspectCommand(std::span<const std::string_view> args);
+int RunRunCommand(std::span<const std::string_view> args);
+int RunMigrateCommand(std::span<const std::string_view> args);
+int RunCheckpointCommand(std::span<const std::string_view> args);
+int RunStatusCommand(std::span<const std::string_view> args);
+int RunCancelCommand(std::span<const std::string_view> args);
+int RunReceiveCommand(std::span<const std::string_view> args);
 
 }  // namespace procmig::agent
 

@@ -35,12 +35,98 @@ constexpr Command kCommands[] = {
      "  --json   one JSON object instead of the table\n"
      "  --help   this text\n",
      RunCheckCommand},
-    {"inspect", "decode a recorded migration stream and summarize it",
-     "usage: procmig inspect FILE\n"
+    {"run", "start a program with the procmig agent preloaded",
+     "usage: procmig run [--control PATH] [--log PATH] [--] PROG [ARGS...]\n"
      "\n"
-     "Decodes a recorded stream (a checkpoint's stream file) and prints its preamble, blocks,\n"
-     "pages per encoding, iterations and whether it ended cleanly. A corrupt stream exits 1\n"
-     "with the byte offset of the bad record and the check that failed.\n"
+     "Executes PROG in place of this process (same pid, same stdin/stdout/stderr) with\n"
+     "libprocmig_preload.so prepended to LD_PRELOAD. The library is looked for in "
+     "$PROCMIG_PRELOAD,\n"
+     "next to procmig, then in ../preload/ and ../lib/ relative to it.\n"
+     "\n"
+     "  --control PATH  the agent's control socket (sets PROCMIG_CONTROL); by default\n"
+     "                  $XDG_RUNTIME_DIR/procmig/PID.sock or /tmp/procmig-UID/PID.sock\n"
+     "  --log PATH      the agent's log file (sets PROCMIG_LOG)\n"
+     "  --help          this text\n",
+     RunRunCommand},
+    {"migrate", "migrate a running program's memory, live, to a receiver",
+     "usage: procmig migrate PID --to HOST:PORT [options]\n"
+     "\n"
+     "Tells the agent inside PID (started with `procmig run`) to migrate to the receiver at\n"
+     "HOST:PORT (or unix:/path), and follows it: on a terminal one redrawn line (phase, "
+     "iteration,\n"
+     "sent/remaining, rate, dirty rate, expected downtime); with --json or when stdout is not a\n"
+     "terminal, one JSON stats object per line. Exits 0 when the receiver acked, 1 on error.\n"
+     "\n"
+     "  --to HOST:PORT          the receiver (`procmig receive`)\n"
+     "  --max-bandwidth B       bytes/s (K, M, G suffixes); default unlimited\n"
+     "  --downtime-limit MS     the pause to aim for; default 300\n"
+     "  --max-iterations N      default 30\n"
+     "  --xbzrle                send dirty pages as XBZRLE deltas where it pays\n"
+     "  --xbzrle-cache BYTES    the sender's page cache for XBZRLE; default 64M\n"
+     "  --compress LEVEL        zlib level 1..9; 0 (default) is off\n"
+     "  --compress-threads N    default 2\n"
+     "  --channels N            parallel connections; default 1\n"
+     "  --tracker NAME          auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full\n"
+     "  --transport NAME        auto, io_uring, posix\n"
+     "  --no-auto-converge      never throttle the program\n"
+     "  --control PATH          the agent's socket, if not at its usual place\n"
+     "  --json                  one JSON object per line\n"
+     "  --help                  this text\n",
+     RunMigrateCommand},
+    {"checkpoint", "snapshot a running program to a directory or a receiver",
+     "usage: procmig checkpoint PID --to DIR|HOST:PORT [--leave-running] [migrate's options]\n"
+     "\n"
+     "Like migrate, but a consistent snapshot. With a DIR (anything that is not HOST:PORT or\n"
+     "unix:/path) procmig receives the stream itself, on a private UNIX socket, and stores a\n"
+     "verified image in DIR (which must be absent or empty); see `procmig inspect DIR`.\n"
+     "\n"
+     "  --leave-running   the program resumes right after its snapshot is taken\n"
+     "  --help            this text\n",
+     RunCheckpointCommand},
+    {"receive", "receive migrations and store them as verified checkpoint images",
+     "usage: procmig receive --listen ADDR:PORT --store DIR [--once] [options]\n"
+     "\n"
+     "Listens for senders, checks every page's crc32c, checks each block's final content\n"
+     "against the digest the sender sent, stores the image, then acks (the source exits only\n"
+     "after that ack) and prints a report per block. A failed session leaves no image.\n"
+     "Without --once it serves one session after another and stores each in\n"
+     "DIR/<session-id>/; with --once it stores the first session in DIR itself (absent or\n"
+     "empty) and exits: 0 when stored, 1 on error. It prints 'listening on ADDR' first.\n"
+     "(Restoring a live process without --store is `procmig restore`, not yet available.)\n"
+     "\n"
+     "  --listen ADDR:PORT  where to listen (port 0: any free port), or unix:/path\n"
+     "  --store DIR         where images go\n"
+     "  --once              one session into DIR, then exit\n"
+     "  --channels N        refuse senders that do not open exactly N channels\n"
+     "  --transport NAME    auto, io_uring, posix\n"
+     "  --no-sync           do not fsync the image before acking (faster, not crash-safe)\n"
+     "  --no-populate       do not pre-fault memory for announced blocks\n"
+     "  --help              this text\n",
+     RunReceiveCommand},
+    {"status", "show the migration figures of a program's agent",
+     "usage: procmig status PID [--json] [--control PATH]\n"
+     "\n"
+     "Asks the agent inside PID for its current figures (phase, iteration, bytes, rates).\n"
+     "\n"
+     "  --json   one JSON object\n"
+     "  --help   this text\n",
+     RunStatusCommand},
+    {"cancel", "cancel a program's running migration",
+     "usage: procmig cancel PID [--control PATH]\n"
+     "\n"
+     "Asks the agent inside PID to abandon its migration; the program keeps running.\n"
+     "\n"
+     "  --help   this text\n",
+     RunCancelCommand},
+    {"inspect", "summarize a recorded stream FILE or a stored image DIR",
+     "usage: procmig inspect FILE|DIR\n"
+     "\n"
+     "For a recorded stream FILE: decodes it and prints its preamble, blocks, pages per\n"
+     "encoding, iterations and whether it ended cleanly. A corrupt stream exits 1 with the\n"
+     "byte offset of the bad record and the check that failed.\n"
+     "For a checkpoint image DIR: prints the session, blocks (range, protection, kind, pages\n"
+     "stored, digest check) and checks every file against the manifest's sizes and crc32c;\n"
+     "a mismatch exits 1 naming the file.\n"
      "\n"
      "  --help   this text\n",
      RunInspectCommand},

@@ -1,0 +1,51 @@
+// `procmig receive`: the destination of a migration or checkpoint; stores verified images.
+#include <charconv>
+#include <cstdio>
+#include <string>
+
+#include "command.h"
+#include "procmig/destination.h"
+
+namespace procmig::agent {
+
+int RunReceiveCommand(std::span<const std::string_view> args) {
+  ArgParser p("receive", {"once", "no-sync", "no-populate"},
+              {"listen", "store", "channels", "transport"});
+  if (!p.Parse(args)) return 2;
+  if (!p.positional().empty())
+    return Fail("receive", "takes no positional arguments (see --help)", 2);
+  ReceiveOptions o;
+  o.listen = std::string(p.Value("listen").value_or(""));
+  o.store_dir = std::string(p.Value("store").value_or(""));
+  o.once = p.Has("once");
+  o.sync = !p.Has("no-sync");
+  o.populate = !p.Has("no-populate");
+  o.transport = std::string(p.Value("transport").value_or("auto"));
+  if (auto c = p.Value("channels")) {
+    auto [end, ec] = std::from_chars(c->data(), c->data() + c->size(), o.channels);
+    if (ec != std::errc() || end != c->data() + c->size() || o.channels < 1) {
+      return Fail("receive", "--channels needs a number from 1 to 64", 2);
+    }
+  }
+  if (absl::Status s = o.Validate(); !s.ok()) return Fail("receive", std::string(s.message()), 2);
+  auto report = RunReceiver(o, [](const ReceiveEvent& e) {
+    switch (e.kind) {
+      case ReceiveEvent::Kind::kListening:
+        std::printf("listening on %s\n", e.address.c_str());
+        break;
+      case ReceiveEvent::Kind::kSessionStored:
+        std::fputs(RenderReceiveReport(e.report).c_str(), stdout);
+        break;
+      case ReceiveEvent::Kind::kSessionFailed:
+        std::fprintf(stderr, "procmig receive: session failed: %s\n",
+                     std::string(e.error.message()).c_str());
+        break;
+    }
+    std::fflush(stdout);
+  });
+  if (!report.ok()) return Fail("receive", std::string(report.status().message()));
+  std::fputs(RenderReceiveReport(*report).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace procmig::agent

@@ -1,0 +1,175 @@
+#include "procmig/destination.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "migration/digest_verifier.h"
+#include "migration/image_inspect.h"
+#include "migration/image_store.h"
+#include "migration/receive_session.h"
+#include "transport/channel_group_receiver.h"
+#include "transport/endpoint.h"
+#include "transport/transport_config.h"
+#include "wire/wire_format.h"
+
+namespace procmig {
+namespace {
+
+// OK when `dir` is absent or an empty directory.
+absl::Status CheckFreshTarget(const std::string& dir) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus(absl::StrCat("check store directory ", dir), errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store ", dir, ": exists and is not a directory"));
+  }
+  if (IsImageDirectory(dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store ", dir, ": already holds an image (choose a new directory)"));
+  }
+  return absl::OkStatus();  // ImageStore::Write refuses a non-empty directory itself
+}
+
+absl::Status EnsureDir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return absl::OkStatus();
+  return ErrnoStatus(absl::StrCat("create store directory ", dir), errno);
+}
+
+ReceiveReport MakeReport(const ImageManifest& m, const std::string& dir) {
+  ReceiveReport r;
+  r.session_id = SessionIdHex(m.session_id);
+  r.image_dir = dir;
+  r.channels = m.channels;
+  r.iterations = m.iterations;
+  r.pages = m.stats.pages;
+  r.zero_pages = m.stats.zero_pages;
+  r.raw_pages = m.stats.raw_pages;
+  r.xbzrle_pages = m.stats.xbzrle_pages;
+  r.zlib_pages = m.stats.zlib_pages;
+  r.torn_pages = m.stats.torn_pages;
+  r.bytes = m.stats.bytes;
+  r.duration_ms = m.stats.duration_ms;
+  r.process_state_bytes = m.process_state_length;
+  for (const ImageBlock& b : m.blocks) {
+    r.blocks.push_back(
+        {b.id, b.name, b.start, b.length, b.stored_pages, b.crc32c, DigestStateName(b.digest)});
+  }
+  return r;
+}
+
+}  // namespace
+
+absl::Status ReceiveOptions::Validate() const {
+  if (listen.empty()) return absl::InvalidArgumentError("--listen ADDR:PORT is required");
+  RETURN_IF_ERROR(Endpoint::Parse(listen).status());
+  if (Endpoint::Parse(listen)->kind == Endpoint::Kind::kFile) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen ", listen, " is a file, not a socket address"));
+  }
+  if (store_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--store DIR is required (restoring a live process without a store comes with "
+        "`procmig restore`)");
+  }
+  if (channels < 0 || channels > wire::kMaxChannels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--channels ", channels, " is not in [1, ", wire::kMaxChannels, "]"));
+  }
+  RETURN_IF_ERROR(ParseTransportKind(transport).status());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReceiveReport> RunReceiver(
+    const ReceiveOptions& options, const std::function<void(const ReceiveEvent&)>& on_event) {
+  RETURN_IF_ERROR(options.Validate());
+  if (options.once) {
+    RETURN_IF_ERROR(CheckFreshTarget(options.store_dir));
+  } else {
+    RETURN_IF_ERROR(EnsureDir(options.store_dir));
+  }
+  ASSIGN_OR_RETURN(Endpoint ep, Endpoint::Parse(options.listen));
+  ASSIGN_OR_RETURN(UniqueFd listener, Listen(ep));
+  ASSIGN_OR_RETURN(Endpoint bound, LocalEndpoint(listener.get()));
+  ReceiveEvent listening;
+  listening.address = bound.ToString();
+  if (on_event) on_event(listening);
+
+  TransportConfig config;
+  ASSIGN_OR_RETURN(config.kind, ParseTransportKind(options.transport));
+  ReceiveSessionOptions so;
+  so.receiver.populate = options.populate;
+  so.receiver.verify_digests = VerifyBlockDigests;
+  so.sync = options.sync;
+  so.image_dir = [&](const std::array<uint8_t, 16>& id) {
+    return options.once ? options.store_dir
+                        : absl::StrCat(options.store_dir, "/", SessionIdHex(id));
+  };
+  for (;;) {
+    absl::StatusOr<ReceiveReport> outcome;
+    absl::StatusOr<std::unique_ptr<ChannelGroupReceiver>> group =
+        ChannelGroupReceiver::Accept(listener.get(), config, options.accept_timeout_ms);
+    if (!group.ok()) {
+      outcome = absl::Status(
+          group.status().code(),
+          absl::StrCat("accept a sender on ", listening.address, ": ", group.status().message()));
+    } else if (options.channels > 0 && (*group)->size() != static_cast<size_t>(options.channels)) {
+      outcome = absl::InvalidArgumentError(absl::StrCat(
+          "the sender opened ", (*group)->size(), " channels, --channels says ", options.channels));
+    } else {
+      absl::StatusOr<ReceiveSessionResult> r = RunReceiveSession(**group, so);
+      if (r.ok()) {
+        outcome = MakeReport(r->manifest, r->image_dir);
+      } else {
+        outcome = r.status();
+      }
+    }
+    if (group.ok()) (void)(*group)->Close();
+    if (options.once) return outcome;
+    ReceiveEvent e;
+    if (outcome.ok()) {
+      e.kind = ReceiveEvent::Kind::kSessionStored;
+      e.report = *outcome;
+    } else {
+      e.kind = ReceiveEvent::Kind::kSessionFailed;
+      e.error = outcome.status();
+      // A broken listening socket ends the service; a bad session does not.
+      if (!group.ok() && !absl::IsDeadlineExceeded(group.status())) return outcome.status();
+    }
+    if (on_event) on_event(e);
+  }
+}
+
+std::string RenderReceiveReport(const ReceiveReport& r) {
+  std::string t;
+  absl::StrAppend(&t, "session ", r.session_id, " stored in ", r.image_dir, "\n");
+  absl::StrAppend(&t, "  ", r.channels, " channel(s), ", r.iterations, " iteration(s), ", r.bytes,
+                  " bytes in ", r.duration_ms, " ms\n");
+  absl::StrAppend(&t, "  pages ", r.pages, ": zero ", r.zero_pages, ", raw ", r.raw_pages,
+                  ", xbzrle ", r.xbzrle_pages, ", zlib ", r.zlib_pages, ", torn ", r.torn_pages,
+                  "; process state ", r.process_state_bytes, " bytes\n");
+  for (const ReceiveBlockReport& b : r.blocks) {
+    absl::StrAppendFormat(&t, "  block %-4d 0x%016x %12d bytes, %8d pages stored, digest %-8s %s\n",
+                          b.id, b.start, b.length, b.stored_pages, b.digest, b.name);
+  }
+  return t;
+}
+
+bool IsImageDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+         stat(absl::StrCat(path, "/", kManifestFile).c_str(), &st) == 0;
+}
+
+absl::StatusOr<ImageInspectReport> InspectImage(const std::string& dir) {
+  ASSIGN_OR_RETURN(ImageInspection i, InspectImageDir(dir));
+  return ImageInspectReport{std::move(i.text), std::move(i.verify_status)};
+}
+
+}  // namespace procmig
