@@ -134,7 +134,10 @@ absl::Status Sender::Run() {
   freezer_->SetThrottle(0);
   local_.throttle_percent = 0;
   // Best effort: tell the receiver to discard what it has.
-  if (pages_ && pages_->AddEndOfStream(/*aborted=*/true).ok()) (void)pages_->Flush();
+  // (Not when setup refused the process: then nothing was sent and the peer sees plain EOF.)
+  if (pages_ && state_ != SenderState::kSetup && pages_->AddEndOfStream(/*aborted=*/true).ok()) {
+    (void)pages_->Flush();
+  }
   (void)tracker_->Stop();
   if (state_ != SenderState::kFailed) (void)TransitionTo(SenderState::kFailed);
   Publish(true);

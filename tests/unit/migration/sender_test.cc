@@ -334,6 +334,7 @@ TEST_CASE("a receiver that vanishes mid-stream fails the sender and leaves the p
   auto pair = MemoryChannel::CreatePair(o);
   REQUIRE(pair.ok());
   Region a(256);
+  std::memset(a.p, 0x5a, 256 * kPage);  // 1 MiB of non-zero pages: the cut comes mid-bulk
   FakeLayout layout;
   layout.regions = {a.AsRegion()};
   FakeFreezer freezer({&a});
