@@ -52,7 +52,7 @@ TEST_CASE("usage errors exit 2 and say what was wrong") {
   CHECK(bad_flag.err == "procmig check: unknown option --jsn (see --help)\n");
   CommandResult no_file = Procmig({"inspect"});
   CHECK(no_file.exit_code == 2);
-  CHECK(no_file.err == "procmig inspect: needs exactly one FILE (see --help)\n");
+  CHECK(no_file.err == "procmig inspect: needs exactly one FILE or DIR (see --help)\n");
 }
 
 TEST_CASE("check --json lists every dirty-tracking backend as this kernel really has it") {
