@@ -6,8 +6,10 @@
 //   2. PROCMIG_CONTROL as set in P's own environment (/proc/P/environ: `procmig run --control`
 //      sets it for the program, and the agent reads the same variable);
 //   3. $XDG_RUNTIME_DIR/procmig/P.sock, with XDG_RUNTIME_DIR taken from P's environment;
-//   4. /tmp/procmig-UID/P.sock, UID being P's owner (when the program has no XDG_RUNTIME_DIR).
-// The agent creates its socket at the same place by the same rules (mode 0600).
+//   4. /run/procmig/P.sock when P runs as root;
+//   5. /tmp/procmig-UID/P.sock, UID being P's owner.
+// The agent (preload/agent.cc) creates its socket by the same rules: PROCMIG_CONTROL, else the
+// first usable of $XDG_RUNTIME_DIR/procmig, /run/procmig (root), /tmp/procmig-<uid> (mode 0600).
 //
 // An AgentConnection is one request and its replies; one thread at a time.
 #ifndef PROCMIG_AGENT_CLIENT_H_

@@ -53,6 +53,7 @@ std::vector<std::string> AgentSocketCandidates(int pid, const std::string& expli
   if (!runtime.empty()) out.push_back(absl::StrCat(runtime, "/procmig/", pid, ".sock"));
   struct stat st;
   uid_t uid = stat(absl::StrCat("/proc/", pid).c_str(), &st) == 0 ? st.st_uid : getuid();
+  if (uid == 0) out.push_back(absl::StrCat("/run/procmig/", pid, ".sock"));
   out.push_back(absl::StrCat("/tmp/procmig-", uid, "/", pid, ".sock"));
   return out;
 }
