@@ -1,5 +1,7 @@
 #include "migration/page_sender.h"
 
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +32,16 @@ void SleepNs(uint64_t ns) {
 }
 
 }  // namespace
+
+uint32_t MulModP(uint32_t a, uint32_t b) {
+  constexpr uint32_t kPoly = 0x82f63b78u;  // crc32c, reflected
+  uint32_t product = 0;
+  for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+    if (a & m) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return product;
+}
 
 absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderConfig& config,
                                                                Channel* channel) {
@@ -62,8 +74,44 @@ PageSender::PageSender(const PageSenderConfig& config, Channel* channel,
       zero_crc_(wire::ZeroPageCrc(config.preamble.page_size)),
       channel_(channel),
       writer_(std::move(writer)),
-      limiter_(config.max_bandwidth),
-      self_pid_(getpid()) {}
+      limiter_(config.max_bandwidth) {}
+
+absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
+  DropTable(id);
+  // Its own mapping, so the sender can exclude it from the RAM blocks (it changes at every send).
+  size_t bytes = (pages * sizeof(uint32_t) + 4095) & ~size_t{4095};
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return ErrnoStatus("map the page-crc table of a block", errno);
+  tables_[id] = CrcTable{static_cast<uint32_t*>(p), pages, bytes};
+  return absl::OkStatus();
+}
+
+void PageSender::DropTable(uint32_t id) {
+  auto it = tables_.find(id);
+  if (it == tables_.end()) return;
+  munmap(it->second.crcs, it->second.bytes);
+  tables_.erase(it);
+}
+
+uint32_t PageSender::BlockDigest(uint32_t id) const {
+  auto it = tables_.find(id);
+  if (it == tables_.end()) return 0;
+  // crc(A || B) = x^(8|B|) * crc(A) xor crc(B) over GF(2) mod P (the pre/post inversions cancel),
+  // so the crc of the whole block follows from the page crcs with one multiplication per page by
+  // the constant x^(8 * page_size), taken from crc32c::Combine applied to "1" (0x80000000 in the
+  // reflected representation).
+  const uint32_t shift = crc32c::Combine(0x80000000u, 0, page_size_);
+  uint32_t crc = 0;
+  for (size_t i = 0; i < it->second.pages; ++i) crc = MulModP(shift, crc) ^ it->second.crcs[i];
+  return crc;
+}
+
+std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {
+  auto it = tables_.find(id);
+  if (it == tables_.end()) return {0, 0};
+  auto b = reinterpret_cast<uintptr_t>(it->second.crcs);
+  return {b, b + it->second.bytes};
+}
 
 absl::Status PageSender::Flush() {
   auto batch = writer_->batch();
@@ -111,16 +159,20 @@ absl::Status PageSender::AddBlock(const RamBlock& b) {
   if (name.size() > wire::kMaxBlockName) name = name.substr(name.size() - wire::kMaxBlockName);
   if (name.empty() || !wire::IsReadableText(name)) name = "block";
   a.name = name;
+  RETURN_IF_ERROR(NewTable(b.id, b.page_count()));
   return AddWithRoom([&] { return writer_->AddBlockAdd(a); });
 }
 
 absl::Status PageSender::RemoveBlock(uint32_t id) {
   if (cache_) cache_->EraseBlock(id);
+  DropTable(id);
   return AddWithRoom([&] { return writer_->AddBlockRemove(wire::BlockRemove{id}); });
 }
 
 absl::Status PageSender::ResizeBlock(const RamBlock& b) {
   if (cache_) cache_->EraseBlock(b.id);
+  // The whole block is sent again after a resize, so the old crcs need not be kept.
+  RETURN_IF_ERROR(NewTable(b.id, b.page_count()));
   wire::BlockResize r{b.id, b.length, b.page_count()};
   return AddWithRoom([&] { return writer_->AddBlockResize(r); });
 }
@@ -152,18 +204,24 @@ absl::StatusOr<uint8_t*> PageSender::Stage() {
 size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
   iovec local{out, count * page_size_};
   iovec remote{reinterpret_cast<void*>(addr), count * page_size_};
-  ssize_t n = process_vm_readv(self_pid_, &local, 1, &remote, 1, 0);
+  // getpid() each time: the frozen copy (a raw fork) reads its own memory, not its parent's.
+  ssize_t n = process_vm_readv(static_cast<pid_t>(syscall(SYS_getpid)), &local, 1, &remote, 1, 0);
   if (n < 0) return 0;
   return static_cast<size_t>(n) / page_size_;
 }
 
 absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
                                  bool live) {
-  // Live memory is copied into the staging area with process_vm_readv: a region the program
-  // unmaps meanwhile (free() of a large chunk does so behind any interposer) gives a short read
-  // instead of a SIGSEGV in the agent thread. The copy is what gets sent, so the run is not
-  // "live" on the wire and its crcs always hold. A frozen copy of the process is sent in place.
-  const bool staged = live;
+  // Memory is copied into the staging area with process_vm_readv: a region the program unmaps
+  // meanwhile (free() of a large chunk does so behind any interposer) gives a short read instead
+  // of a SIGSEGV in the agent thread, and the copy cannot change before it is sent (the agent's
+  // own heap pages do change, also in the frozen copy), so the run is not "live" on the wire and
+  // its crcs always hold. `live` only says whether the program may be running.
+  (void)live;
+  const bool staged = true;
+  auto table = tables_.find(id);
+  uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
+  const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
   const size_t need = (staged ? count : 0) + (cache_ ? 2 * count : 0);
   if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
   const uint8_t* src = reinterpret_cast<const uint8_t*>(start + first * page_size_);
@@ -185,7 +243,9 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     const uint8_t* mem = src + i * page_size_;
     wire::PageEntry& e = entries_[i];
     e = wire::PageEntry{};
+    uint32_t* slot = page < table_pages ? &crcs[page] : nullptr;
     if (IsZeroPage(mem, page_size_)) {
+      if (slot != nullptr) *slot = zero_crc_;
       e.encoding = wire::PageEncoding::kZero;
       ++counters_.zero_pages;
       ++iter_zero_;
@@ -198,6 +258,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     e.encoding = wire::PageEncoding::kRaw;
     e.data = {mem, page_size_};
     ++counters_.normal_pages;
+    if (slot != nullptr) *slot = crc32c::Value(mem, page_size_);
     if (!cache_) continue;
     uint8_t* old = cache_->Lookup(id, page, generation);
     if (old == nullptr) {
@@ -211,7 +272,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     if (n.has_value() && *n > 0) {
       e.encoding = wire::PageEncoding::kXbzrle;
       e.data = {delta, *n};
-      e.page_crc = crc32c::Value(mem, page_size_);
+      e.page_crc = slot != nullptr ? *slot : crc32c::Value(mem, page_size_);
       --counters_.normal_pages;
       ++counters_.xbzrle_pages;
       counters_.xbzrle_bytes += *n;

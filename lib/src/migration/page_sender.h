@@ -20,6 +20,7 @@
 #include <memory>
 #include <span>
 #include <sys/types.h>
+#include <unordered_map>
 #include <utility>
 
 #include <functional>
@@ -53,6 +54,9 @@ struct PageSenderCounters {
   uint64_t pages = 0;  // all pages sent, any encoding
 };
 
+// a * b in GF(2)[x] mod the crc32c polynomial, both in the reflected representation.
+uint32_t MulModP(uint32_t a, uint32_t b);
+
 class PageSender {
  public:
   static absl::StatusOr<std::unique_ptr<PageSender>> Create(const PageSenderConfig& config,
@@ -84,6 +88,12 @@ class PageSender {
   uint64_t read_faults() const { return read_faults_; }
   uint32_t TakeFaultBlock() { return std::exchange(fault_block_, 0); }
   uint32_t page_size() const { return page_size_; }
+  // The crc32c of the block's content as the receiver holds it, built from the crc of each page
+  // as last sent (never by re-reading memory, which the agent's own heap changes). 0 for unknown
+  // ids.
+  uint32_t BlockDigest(uint32_t id) const;
+  // The block's page-crc table [start, end): agent memory, to be excluded from the blocks.
+  std::pair<uintptr_t, uintptr_t> CrcTableRange(uint32_t id) const;
   // The staging area [start, end): the agent's own memory, never a RAM block.
   std::pair<uintptr_t, uintptr_t> staging_range() const {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
@@ -115,7 +125,14 @@ class PageSender {
   RateLimiter limiter_;
   bool rate_limited_ = true;
   std::function<absl::Status()> after_flush_;
-  const pid_t self_pid_;
+  struct CrcTable {
+    uint32_t* crcs = nullptr;
+    size_t pages = 0;
+    size_t bytes = 0;  // of the mapping
+  };
+  absl::Status NewTable(uint32_t id, size_t pages);
+  void DropTable(uint32_t id);
+  std::unordered_map<uint32_t, CrcTable> tables_;
   PageSenderCounters counters_;
   uint64_t read_faults_ = 0;
   uint32_t fault_block_ = 0;

@@ -25,7 +25,8 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
                                   std::span<const RamBlock> blocks, ProcessStateRecord* out);
 // Sizes out->sigactions to 64 entries first if needed (allocates only then).
 void CaptureSigactions(ProcessStateRecord* out);
-// One digest per block, in `blocks` order; out->digests must already hold blocks.size() entries.
+// One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;
+// out->digests must already hold blocks.size() entries.
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);
 // Human-readable reasons, one per resource; `ignored_fds` are the agent's own.
 std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,

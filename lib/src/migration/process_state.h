@@ -20,7 +20,7 @@
 //               altstack_flags:u32
 //   sigaction:= signo:u32 flags:u32 handler restorer mask:u64
 //   fd       := fd:u32 kind:u8 reserved[3] flags:u32 mode:u32 offset dev inode:u64 path:str
-//   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32
+//   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
 // reserved fields and trailing bytes are DataLoss.
 //
@@ -132,10 +132,14 @@ struct VdsoIdentity {
   bool operator==(const VdsoIdentity&) const = default;
 };
 
+// The digest of a block's final content as the receiver must hold it: crc32c of all its bytes in
+// address order. The sender builds it from the crc of each page as last sent (combining page
+// crcs), never by re-reading memory, so pages the agent itself writes after the final sync (its
+// heap) still match what was sent.
 struct BlockDigest {
   uint32_t block_id = 0;
   uint64_t length = 0;
-  uint32_t crc32c = 0;  // crc32c of the block's final content, all bytes in address order
+  uint32_t crc32c = 0;
   bool operator==(const BlockDigest&) const = default;
 };
 

@@ -166,6 +166,7 @@ absl::Status Sender::Setup() {
   }
   RETURN_IF_ERROR(tracker_->Start(registry_.blocks()));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
+  ExcludeCrcTables();
   RETURN_IF_ERROR(pages_->Flush());
   local_.setup_ms = (Now() - start_ns_) / 1'000'000;
   Publish(true);
@@ -222,6 +223,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
       full_send_.push_back(b.id);
     }
   }
+  if (!diff.resized.empty() || !diff.added.empty()) ExcludeCrcTables();
   std::sort(full_send_.begin(), full_send_.end());
   full_send_.erase(std::unique(full_send_.begin(), full_send_.end()), full_send_.end());
   return absl::OkStatus();
@@ -412,6 +414,21 @@ absl::Status Sender::WaitForAck() {
 
 void Sender::CaptureSigactionsInto() { CaptureSigactions(&state_record_); }
 
-void Sender::ComputeDigestsInto() { ComputeDigests(registry_.blocks(), &state_record_); }
+void Sender::ComputeDigestsInto() {
+  std::span<const RamBlock> blocks = registry_.blocks();
+  for (size_t i = 0; i < blocks.size() && i < state_record_.digests.size(); ++i) {
+    BlockDigest& d = state_record_.digests[i];
+    d.block_id = blocks[i].id;
+    d.length = blocks[i].length;
+    d.crc32c = pages_->BlockDigest(blocks[i].id);
+  }
+}
+
+void Sender::ExcludeCrcTables() {
+  for (const RamBlock& b : registry_.blocks()) {
+    auto [begin, end] = pages_->CrcTableRange(b.id);
+    if (end > begin) registry_.AddExcluded({begin, end});
+  }
+}
 
 }  // namespace procmig

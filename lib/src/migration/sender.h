@@ -117,6 +117,8 @@ class Sender {
   absl::Status WaitForAck();
   void CaptureSigactionsInto();
   void ComputeDigestsInto();
+  // Keeps the PageSender's per-block crc tables (agent memory) out of the RAM blocks.
+  void ExcludeCrcTables();
   absl::Status AfterFlush();
   void Publish(bool force);
   uint64_t Now() const;
