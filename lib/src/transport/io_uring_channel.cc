@@ -111,6 +111,9 @@ IoUringChannel::IoUringChannel(UniqueFd fd, const TransportConfig& config, std::
       fd_(std::move(fd)),
       config_(config),
       type_(type),
+      write_step_(
+          absl::StrCat(type == FdType::kSocket ? "sendmsg to " : "writev to ", this->name())),
+      read_step_(absl::StrCat(type == FdType::kSocket ? "recv from " : "read from ", this->name())),
       iov_scratch_(new iovec[config.queue_depth * kMaxIovPerSqe]),
       msg_scratch_(new msghdr[config.queue_depth]),
       results_(new int[config.queue_depth]),
@@ -261,8 +264,7 @@ absl::StatusOr<size_t> IoUringChannel::WriteRound(IovecCursor& cursor, const std
 
 absl::Status IoUringChannel::WriteV(const iovec* iov, size_t n) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  const std::string step =
-      absl::StrCat(type_ == FdType::kSocket ? "sendmsg to " : "writev to ", name());
+  const std::string& step = write_step_;
   if (write_shut_.load() || aborted_.load()) {
     return absl::UnavailableError(absl::StrCat(step, ": channel was shut down"));
   }
@@ -289,8 +291,7 @@ absl::Status IoUringChannel::WriteV(const iovec* iov, size_t n) {
 }
 
 absl::StatusOr<size_t> IoUringChannel::ReadOnce(void* buf, size_t len, bool all) {
-  const std::string step =
-      absl::StrCat(type_ == FdType::kSocket ? "recv from " : "read from ", name());
+  const std::string& step = read_step_;
   if (!fd_.valid()) return absl::FailedPreconditionError(absl::StrCat(step, ": closed"));
   len = std::min(len, kMaxReadPerSqe);
   for (;;) {

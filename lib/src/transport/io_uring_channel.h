@@ -81,6 +81,10 @@ class IoUringChannel : public Channel {
   UniqueFd fd_;
   const TransportConfig config_;
   const FdType type_;
+  // Error-message prefixes, built once: the data path allocates nothing while it succeeds (the
+  // agent sends while the program's threads are parked and may hold the malloc lock).
+  const std::string write_step_;
+  const std::string read_step_;
 
   std::mutex write_mu_;  // held for a whole WriteV batch; guards the members below
   std::unique_ptr<Ring> tx_ ABSL_GUARDED_BY(write_mu_);

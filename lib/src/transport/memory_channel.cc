@@ -36,13 +36,16 @@ absl::StatusOr<MemoryChannel::Pair> MemoryChannel::CreatePair(const MemoryPipeOp
 }
 
 MemoryChannel::MemoryChannel(std::string name, std::shared_ptr<Pipe> out, std::shared_ptr<Pipe> in)
-    : Channel(std::move(name)), out_(std::move(out)), in_(std::move(in)) {}
+    : Channel(std::move(name)),
+      out_(std::move(out)),
+      in_(std::move(in)),
+      write_step_(absl::StrCat("write to ", this->name())) {}
 
 MemoryChannel::~MemoryChannel() { (void)Close(); }
 
 absl::Status MemoryChannel::WriteV(const iovec* iov, size_t n) {
   std::lock_guard<std::mutex> batch(write_mu_);
-  const std::string step = absl::StrCat("write to ", name());
+  const std::string& step = write_step_;
   Pipe& p = *out_;
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* src = static_cast<const uint8_t*>(iov[i].iov_base);

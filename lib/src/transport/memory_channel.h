@@ -19,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <utility>
 
 #include "transport/channel.h"
@@ -62,7 +63,8 @@ class MemoryChannel : public Channel {
   // Immutable after construction; the pipes synchronize themselves.
   const std::shared_ptr<Pipe> out_;
   const std::shared_ptr<Pipe> in_;
-  std::mutex write_mu_;  // held for a whole WriteV batch
+  const std::string write_step_;  // built once: no allocation on the data path
+  std::mutex write_mu_;           // held for a whole WriteV batch
   std::mutex read_mu_;
 };
 

@@ -25,7 +25,11 @@ absl::StatusOr<std::unique_ptr<PosixChannel>> PosixChannel::Create(UniqueFd fd, 
 }
 
 PosixChannel::PosixChannel(UniqueFd fd, std::string name, bool is_socket)
-    : Channel(std::move(name)), fd_(std::move(fd)), is_socket_(is_socket) {}
+    : Channel(std::move(name)),
+      fd_(std::move(fd)),
+      is_socket_(is_socket),
+      write_step_(absl::StrCat(is_socket ? "sendmsg to " : "writev to ", this->name())),
+      read_step_(absl::StrCat(is_socket ? "recv from " : "read from ", this->name())) {}
 
 absl::Status PosixChannel::WaitReady(short events, const std::string& step) {
   pollfd p{fd_.get(), events, 0};
@@ -39,7 +43,7 @@ absl::Status PosixChannel::WaitReady(short events, const std::string& step) {
 
 absl::Status PosixChannel::WriteV(const iovec* iov, size_t n) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  const std::string step = absl::StrCat(is_socket_ ? "sendmsg to " : "writev to ", name());
+  const std::string& step = write_step_;
   if (write_shut_.load() || aborted_.load()) {
     return absl::UnavailableError(absl::StrCat(step, ": channel was shut down"));
   }
@@ -83,11 +87,10 @@ absl::Status PosixChannel::WriteV(const iovec* iov, size_t n) {
 }
 
 absl::StatusOr<size_t> PosixChannel::ReadOnce(void* buf, size_t cap) {
-  const char* verb = is_socket_ ? "recv from " : "read from ";
   cap = std::min<size_t>(cap, SSIZE_MAX);
   for (;;) {
     if (aborted_.load()) {
-      return absl::UnavailableError(absl::StrCat(verb, name(), ": channel aborted"));
+      return absl::UnavailableError(absl::StrCat(read_step_, ": channel aborted"));
     }
     ssize_t r = is_socket_ ? recv(fd_.get(), buf, cap, 0) : read(fd_.get(), buf, cap);
     if (r >= 0) {
@@ -97,10 +100,10 @@ absl::StatusOr<size_t> PosixChannel::ReadOnce(void* buf, size_t cap) {
     int err = errno;
     if (err == EINTR) continue;
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      RETURN_IF_ERROR(WaitReady(POLLIN, absl::StrCat(verb, name())));
+      RETURN_IF_ERROR(WaitReady(POLLIN, read_step_));
       continue;
     }
-    return ErrnoStatus(absl::StrCat(verb, name()), err);
+    return ErrnoStatus(read_step_, err);
   }
 }
 

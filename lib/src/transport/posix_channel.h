@@ -43,6 +43,10 @@ class PosixChannel : public Channel {
   // Immutable after construction (fd_ changes only in Close, the last call).
   UniqueFd fd_;
   const bool is_socket_;
+  // Error-message prefixes, built once: the data path allocates nothing while it succeeds (the
+  // agent sends while the program's threads are parked and may hold the malloc lock).
+  const std::string write_step_;
+  const std::string read_step_;
 
   std::mutex write_mu_;  // held for a whole WriteV batch
   std::mutex read_mu_;

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "alloc_counter.h"
 #include "channel_contract.h"
 
 namespace procmig {
@@ -32,6 +33,10 @@ testing::ChannelFactory Factory(TransportConfig config) {
   };
 }
 
+TEST_CASE("io_uring: the successful data path allocates nothing") {
+  testing::CheckNoAllocationOnDataPath(Factory(Config()),
+                                       [](auto&& f) { return testing::AllocationsDuring(f); });
+}
 TEST_CASE("io_uring: a pipe carries the stream at the current position") {
   testing::CheckPipe(Factory(Config()));
 }

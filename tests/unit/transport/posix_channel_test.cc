@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include "alloc_counter.h"
 #include "channel_contract.h"
 
 namespace procmig {
@@ -13,6 +14,10 @@ std::unique_ptr<Channel> MakePosix(UniqueFd fd) {
   return *std::move(c);
 }
 
+TEST_CASE("posix: the successful data path allocates nothing") {
+  testing::CheckNoAllocationOnDataPath(MakePosix,
+                                       [](auto&& f) { return testing::AllocationsDuring(f); });
+}
 TEST_CASE("posix: a pipe carries the stream at the current position") {
   testing::CheckPipe(MakePosix);
 }
