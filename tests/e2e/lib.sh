@@ -144,7 +144,16 @@ start_workload() {
   local name=$1
   shift
   export PROCMIG_CONTROL="$W/$name.ctl"
-  "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@" >"$W/workload.log" 2>&1 &
+  # Only stdin (/dev/null) and stdout/stderr (a log file): whatever else ctest or this shell
+  # holds open (pipes) would be inherited, and the agent rightly refuses to migrate a process
+  # holding a pipe to another process.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
+  ) </dev/null >"$W/workload.log" 2>&1 &
   WPID=$!
   track "$WPID"
   wait_for 30 grep -q '^READY' "$W/workload.log" ||
