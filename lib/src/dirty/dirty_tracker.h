@@ -10,6 +10,12 @@
 // new block in full (the bulk stage does so for Start's blocks). Pages that a tracker cannot tell
 // apart are reported (false positives are allowed, a missed write never is).
 //
+// Discards are not writes: a page dropped with MADV_DONTNEED/MADV_FREE (or a punched hole) reads
+// as zeros afterwards, yet only pagemap-scan reports it (an empty pte counts as written to
+// PAGEMAP_SCAN, unless the kernel also freed the page table, CONFIG_PT_RECLAIM). The agent's
+// madvise/fallocate interposers must therefore tell the sender about discarded ranges themselves
+// (a MarkDiscarded hook here is the planned home for that; see the issue-3 report).
+//
 // Backends, best first (TrackerKind): pagemap-scan, soft-dirty, uffd-wp, mprotect, full; see
 // each backend's header for its mechanism, and tracker_probe.h for how one is chosen.
 //
