@@ -196,7 +196,8 @@ stat_field() {  # stat_field TAG KEY
 # and stored an image with every digest ok, `procmig inspect` accepts it, stats show iterations.
 expect_migrated() {
   local tag=$1 pattern=${2:-}
-  [ "$MIGRATE_RC" = 0 ] || fail "migrate ($tag) exited $MIGRATE_RC: $(tail -n 3 "$W/$tag.err")"
+  [ "$MIGRATE_RC" = 0 ] ||
+    fail "migrate ($tag) exited $MIGRATE_RC: $(tail -n 3 "$W/$tag.err"); source after it: $(source_state)"
   [ "$(stat_field "$tag" phase)" = done ] ||
     fail "migrate ($tag): last stats line is phase '$(stat_field "$tag" phase)', want done"
   local it
@@ -218,6 +219,20 @@ expect_migrated() {
   "$PROCMIG" inspect "$img" >"$W/$tag.inspect.log" 2>&1 ||
     fail "procmig inspect $img exited $?: $(tail -n 5 "$W/$tag.inspect.log")"
   log "inspect: $(head -n 3 "$W/$tag.inspect.log" | tr '\n' ' ')"
+}
+
+# source_state: after a failed migration, says whether the source survived and self-checks
+# (for the failure message; never fails itself).
+source_state() {
+  alive "$WPID" || { echo "exited"; return; }
+  local before
+  before=$(grep -c '^CHECK' "$W/workload.log")
+  kill -USR2 "$WPID" 2>/dev/null
+  if wait_for 20 bash -c "[ \$(grep -c '^CHECK' '$W/workload.log') -gt $before ]"; then
+    echo "running, $(grep '^CHECK' "$W/workload.log" | tail -n 1)"
+  else
+    echo "running, no self-check answer within 20 s"
+  fi
 }
 
 # self_check: SIGUSR2, then a new "CHECK PASS" line must appear.
