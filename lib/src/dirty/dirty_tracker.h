@@ -13,8 +13,8 @@
 // Discards are not writes: a page dropped with MADV_DONTNEED/MADV_FREE (or a punched hole) reads
 // as zeros afterwards, yet only pagemap-scan reports it (an empty pte counts as written to
 // PAGEMAP_SCAN, unless the kernel also freed the page table, CONFIG_PT_RECLAIM). The agent's
-// madvise/fallocate interposers must therefore tell the sender about discarded ranges themselves
-// (a MarkDiscarded hook here is the planned home for that; see the issue-3 report).
+// madvise/fallocate interposers call MarkDiscarded(addr, len) after the real call: the range is
+// then reported by the next Sync in every backend.
 //
 // Backends, best first (TrackerKind): pagemap-scan, soft-dirty, uffd-wp, mprotect, full; see
 // each backend's header for its mechanism, and tracker_probe.h for how one is chosen.
@@ -94,6 +94,11 @@ class DirtyTracker {
   // for the others it does nothing. Async-signal-safe, no allocation.
   virtual absl::Status PrepareKernelWrite(uintptr_t addr, size_t len);
   virtual void FinishKernelWrite(uintptr_t addr, size_t len);
+
+  // Reports the tracked pages of [addr, addr + len) as dirty at the next Sync: for ranges the
+  // program discarded (see above). Any application thread; no allocation; not from a signal
+  // handler (uffd-wp takes a mutex).
+  virtual void MarkDiscarded(uintptr_t addr, size_t len) = 0;
 
   // Thread ids of threads the tracker owns (the uffd-wp fault handler). The agent must never park
   // them: an application thread blocked on a write fault waits for one.

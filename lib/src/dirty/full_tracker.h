@@ -22,6 +22,7 @@ class FullTracker final : public DirtyTracker {
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;
   absl::StatusOr<const DirtySet*> Sync() override;
   absl::Status Stop() override;
+  void MarkDiscarded(uintptr_t, size_t) override {}  // every page is reported anyway
   TrackerStats stats() const override { return stats_; }
 
  private:

@@ -265,6 +265,13 @@ void MprotectTracker::FinishKernelWrite(uintptr_t addr, size_t len) {
   Unlock();
 }
 
+void MprotectTracker::MarkDiscarded(uintptr_t addr, size_t len) {
+  if (len == 0 || !started_) return;
+  Lock();
+  live_.MarkRange(addr, len);
+  Unlock();
+}
+
 absl::Status MprotectTracker::Stop() {
   if (!started_) return absl::OkStatus();
   started_ = false;

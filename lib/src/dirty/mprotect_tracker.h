@@ -60,6 +60,8 @@ class MprotectTracker final : public DirtyTracker {
   // pinned already (the call may then fail with EFAULT).
   absl::Status PrepareKernelWrite(uintptr_t addr, size_t len) override;
   void FinishKernelWrite(uintptr_t addr, size_t len) override;
+  // Async-signal-safe here.
+  void MarkDiscarded(uintptr_t addr, size_t len) override;
   TrackerStats stats() const override;
 
   // Called by the process-wide SIGSEGV handler, with the lock held: true if the fault was in a

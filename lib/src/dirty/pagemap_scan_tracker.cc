@@ -32,6 +32,7 @@ absl::Status PagemapScanTracker::Start(std::span<const RamBlock> blocks) {
   regions_ = std::make_unique<page_region[]>(kMaxRegions);
   blocks_ = std::move(sorted);
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   started_ = true;
   for (const RamBlock& b : blocks_) {
     absl::Status s = Arm(b);
@@ -61,6 +62,7 @@ absl::Status PagemapScanTracker::AddBlocks(std::span<const RamBlock> blocks) {
   }
   blocks_ = std::move(next);
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
@@ -76,6 +78,7 @@ absl::Status PagemapScanTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   }
   blocks_ = std::move(next);
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
@@ -125,6 +128,7 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
   result_.ClearAll();
   std::span<DirtyBlock> out = result_.mutable_blocks();
   for (size_t i = 0; i < blocks_.size(); ++i) RETURN_IF_ERROR(ScanBlock(blocks_[i], out[i]));
+  discards_.Drain(result_);
   ++stats_.syncs;
   return &result_;
 }
@@ -138,6 +142,7 @@ absl::Status PagemapScanTracker::Stop() {
   pagemap_fd_ = -1;
   blocks_.clear();
   result_ = DirtySet();
+  discards_.Reset({});
   return absl::OkStatus();
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dirty/dirty_tracker.h"
+#include "dirty/discard_log.h"
 #include "dirty/userfault_fd.h"
 
 struct page_region;
@@ -40,6 +41,7 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;
   absl::StatusOr<const DirtySet*> Sync() override;
   absl::Status Stop() override;
+  void MarkDiscarded(uintptr_t addr, size_t len) override { discards_.Mark(addr, len); }
   TrackerStats stats() const override { return stats_; }
 
  private:
@@ -53,6 +55,7 @@ class PagemapScanTracker final : public DirtyTracker {
   std::unique_ptr<page_region[]> regions_;
   std::vector<RamBlock> blocks_;  // sorted by start, as result_.blocks()
   DirtySet result_;
+  DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;
 };
 

@@ -32,6 +32,7 @@ absl::Status SoftDirtyTracker::Start(std::span<const RamBlock> blocks) {
   entries_ = std::make_unique<uint64_t[]>(kBatchPages);
   blocks_ = std::move(sorted);
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   started_ = true;
   absl::Status s = ClearRefs();
   if (!s.ok()) (void)Stop();
@@ -55,6 +56,7 @@ absl::Status SoftDirtyTracker::AddBlocks(std::span<const RamBlock> blocks) {
     return absl::FailedPreconditionError("add blocks to soft-dirty tracker: not started");
   ASSIGN_OR_RETURN(blocks_, BlocksWithAdded(blocks_, blocks));
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
@@ -63,6 +65,7 @@ absl::Status SoftDirtyTracker::RemoveBlocks(std::span<const uint32_t> ids) {
     return absl::FailedPreconditionError("remove blocks from soft-dirty tracker: not started");
   ASSIGN_OR_RETURN(blocks_, BlocksWithRemoved(blocks_, ids));
   result_ = DirtySet(blocks_);
+  discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
@@ -100,6 +103,7 @@ absl::StatusOr<const DirtySet*> SoftDirtyTracker::Sync() {
   if (s.ok()) s = ClearRefs();
   if (quiescer_ != nullptr) quiescer_->Resume();
   RETURN_IF_ERROR(s);
+  discards_.Drain(result_);
   ++stats_.syncs;
   return &result_;
 }
@@ -112,6 +116,7 @@ absl::Status SoftDirtyTracker::Stop() {
   pagemap_fd_ = clear_refs_fd_ = -1;
   blocks_.clear();
   result_ = DirtySet();
+  discards_.Reset({});
   return absl::OkStatus();
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "dirty/dirty_tracker.h"
+#include "dirty/discard_log.h"
 
 namespace procmig {
 
@@ -40,6 +41,7 @@ class SoftDirtyTracker final : public DirtyTracker {
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;
   absl::StatusOr<const DirtySet*> Sync() override;
   absl::Status Stop() override;
+  void MarkDiscarded(uintptr_t addr, size_t len) override { discards_.Mark(addr, len); }
   TrackerStats stats() const override { return stats_; }
 
  private:
@@ -53,6 +55,7 @@ class SoftDirtyTracker final : public DirtyTracker {
   std::unique_ptr<uint64_t[]> entries_;  // kBatchPages pagemap entries
   std::vector<RamBlock> blocks_;
   DirtySet result_;
+  DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;
 };
 

@@ -203,6 +203,11 @@ absl::Status UffdWpTracker::Stop() {
   return absl::OkStatus();
 }
 
+void UffdWpTracker::MarkDiscarded(uintptr_t addr, size_t len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  live_.MarkRange(addr, len);
+}
+
 std::span<const pid_t> UffdWpTracker::OwnThreads() const {
   if (handler_tid_ == 0) return {};
   return {&handler_tid_, 1};

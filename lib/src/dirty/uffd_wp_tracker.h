@@ -49,6 +49,7 @@ class UffdWpTracker final : public DirtyTracker {
   absl::StatusOr<const DirtySet*> Sync() override;
   absl::Status Stop() override;
   std::span<const pid_t> OwnThreads() const override;
+  void MarkDiscarded(uintptr_t addr, size_t len) override;
   TrackerStats stats() const override;
 
  private:

@@ -21,6 +21,11 @@ TEST_CASE("mprotect tracker: MADV_DONTNEED then written again") {
   RunDontneedRewrite(kKind);
 }
 
+TEST_CASE("mprotect tracker: discarded pages announced with MarkDiscarded") {
+  RequireBackend(kKind);
+  RunMarkDiscarded(kKind);
+}
+
 TEST_CASE("mprotect tracker: region grown with mremap") {
   RequireBackend(kKind);
   RunMremapGrow(kKind);

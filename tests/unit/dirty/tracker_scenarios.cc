@@ -250,6 +250,30 @@ void RunDontneedRewrite(TrackerKind kind) {
         ", " + std::to_string(zapped_reported) + "/53 dropped-but-unwritten pages reported");
 }
 
+void RunMarkDiscarded(TrackerKind kind) {
+  const size_t pages = 64;
+  Region r(pages * Page());
+  memset(r.base(), 0x55, r.len());
+  Truth t(MakeBlock(25, r.base(), r.len()));
+  auto tracker = Started(kind, {&t.block, 1});
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+  // What the agent's madvise interposer does after the real call.
+  REQUIRE(madvise(r.base() + 10 * Page(), 10 * Page(), MADV_DONTNEED) == 0);
+  tracker->MarkDiscarded(reinterpret_cast<uintptr_t>(r.base()) + 10 * Page(), 10 * Page());
+  for (size_t p = 10; p < 20; ++p) t.written[p] = 1;  // their content changed to zeros
+  t.Write(40);
+  Check(SyncOk(*tracker), {&t}, totals, "discard", 1);
+  // Reported once, not forever; a range partly outside the block is clipped.
+  tracker->MarkDiscarded(reinterpret_cast<uintptr_t>(r.base()) + 60 * Page(), 100 * Page());
+  for (size_t p = 60; p < 64; ++p) t.written[p] = 1;
+  const DirtySet& s2 = SyncOk(*tracker);
+  if (kind != TrackerKind::kFull) CHECK(!s2.Find(25)->pages.Test(15));
+  Check(s2, {&t}, totals, "discard", 2);
+  REQUIRE_OK(tracker->Stop());
+  Print(kind, "discarded pages announced with MarkDiscarded", totals);
+}
+
 void RunMremapGrow(TrackerKind kind) {
   const size_t small = 64;
   const size_t big = 160;

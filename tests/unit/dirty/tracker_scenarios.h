@@ -21,6 +21,8 @@ void RequireBackend(TrackerKind kind);
 void RunRandomWrites(TrackerKind kind);
 // Pages dropped with MADV_DONTNEED and written again.
 void RunDontneedRewrite(TrackerKind kind);
+// Pages dropped with MADV_DONTNEED and not written again, announced with MarkDiscarded.
+void RunMarkDiscarded(TrackerKind kind);
 // A region grown with mremap (removed and added again under the same id).
 void RunMremapGrow(TrackerKind kind);
 // A region backed by transparent huge pages (MADV_HUGEPAGE).

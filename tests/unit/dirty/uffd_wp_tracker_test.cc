@@ -21,6 +21,11 @@ TEST_CASE("uffd_wp tracker: MADV_DONTNEED then written again") {
   RunDontneedRewrite(kKind);
 }
 
+TEST_CASE("uffd_wp tracker: discarded pages announced with MarkDiscarded") {
+  RequireBackend(kKind);
+  RunMarkDiscarded(kKind);
+}
+
 TEST_CASE("uffd_wp tracker: region grown with mremap") {
   RequireBackend(kKind);
   RunMremapGrow(kKind);
