@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 extern char** environ;
@@ -30,7 +31,8 @@ ChildProcess::~ChildProcess() {
 }
 
 bool ChildProcess::Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                         const std::string& stderr_path, std::string* error) {
+                         const std::string& stderr_path, std::string* error,
+                         const std::string& stdout_path) {
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) {
     *error = std::string("pipe: ") + strerror(errno);
@@ -39,8 +41,15 @@ bool ChildProcess::Start(const std::vector<std::string>& argv, const std::vector
   const int err_fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (stdout_path.empty()) {
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+  }
   if (err_fd >= 0) posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -114,6 +123,23 @@ void ChildProcess::Kill() {
   int status = 0;
   waitpid(pid_, &status, 0);
   reaped_ = true;
+}
+
+bool WaitForLineInFile(const std::string& path, const std::string& prefix, int timeout_ms) {
+  const long long deadline = NowMs() + timeout_ms;
+  while (NowMs() < deadline) {
+    if (FILE* f = fopen(path.c_str(), "r")) {
+      char line[1024];
+      bool found = false;
+      while (!found && fgets(line, sizeof(line), f) != nullptr) {
+        found = strncmp(line, prefix.c_str(), prefix.size()) == 0;
+      }
+      fclose(f);
+      if (found) return true;
+    }
+    usleep(20000);
+  }
+  return false;
 }
 
 bool RunQuiet(const std::vector<std::string>& argv, int timeout_ms) {

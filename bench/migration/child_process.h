@@ -19,10 +19,14 @@ class ChildProcess {
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
-  // Starts argv[0] (a path) with `env` ("K=V") added to this process's environment. stderr goes
-  // to `stderr_path` (appended). False with `error` set when the program cannot be started.
+  // Starts argv[0] (a path) with `env` ("K=V") added to this process's environment, stdin
+  // /dev/null and no other inherited descriptor (a migrated program holding a pipe to another
+  // process is refused by the agent). stderr goes to `stderr_path` (appended); stdout to a pipe
+  // read by ReadLine, or, when `stdout_path` is not empty, to that file (truncated). False with
+  // `error` set when the program cannot be started.
   bool Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-             const std::string& stderr_path, std::string* error);
+             const std::string& stderr_path, std::string* error,
+             const std::string& stdout_path = "");
 
   // The next stdout line without its '\n'; false on end of output or after `timeout_ms`.
   bool ReadLine(std::string* line, int timeout_ms);
@@ -38,6 +42,9 @@ class ChildProcess {
   std::string buffered_;
   bool reaped_ = false;
 };
+
+// Waits up to `timeout_ms` for a line starting with `prefix` in the file at `path`.
+bool WaitForLineInFile(const std::string& path, const std::string& prefix, int timeout_ms);
 
 // Runs argv to completion; true when it exits 0 within `timeout_ms`. Output discarded.
 bool RunQuiet(const std::vector<std::string>& argv, int timeout_ms);

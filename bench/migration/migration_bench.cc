@@ -97,16 +97,11 @@ bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, 
       {c.procmig, "receive", "--listen", "127.0.0.1:" + port, "--store", dir, "--once"}, {}, log,
       &err);
   const std::string ctl = dir + ".ctl";
+  const std::string out = dir + ".out";
   ok = ok && workload.Start({c.procmig, "run", "--", c.workload, "--mib", std::to_string(c.mib),
                              "--fill", s.fill, "--dirty-mbps", std::to_string(s.dirty_mbps)},
-                            {"PROCMIG_CONTROL=" + ctl}, log, &err);
-  bool ready = false;
-  while (ok && workload.ReadLine(&line, 60000)) {
-    if (line.rfind("READY", 0) == 0) {
-      ready = true;
-      break;
-    }
-  }
+                            {"PROCMIG_CONTROL=" + ctl}, log, &err, out);
+  const bool ready = ok && WaitForLineInFile(out, "READY", 120000);
   if (!ok || !ready) {
     *why = ok ? "workload never printed READY (see " + log + ")" : err;
     return false;
@@ -128,7 +123,7 @@ bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, 
   *stats = ParseStats(last, &phase);
   int rcode = -1;
   const bool received = receiver.Wait(60000, &rcode) && rcode == 0;
-  RunQuiet({"/bin/rm", "-rf", dir, ctl}, 60000);
+  RunQuiet({"/bin/rm", "-rf", dir, ctl, out}, 60000);
   if (code != 0 || phase != "done" || !received) {
     *why = "migrate exit " + std::to_string(code) + ", last phase '" + phase + "', receiver " +
            (received ? "ok" : "failed") + " (see " + log + ")";
