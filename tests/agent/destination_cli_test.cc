@@ -86,6 +86,11 @@ TEST_CASE("no agent listening for a pid: the error names pid, socket and the lik
   CHECK(r.exit_code == 1);
   CHECK(Contains(r.err, absl::StrCat("procmig migrate: connect to agent of pid ", pid, " at ")));
   CHECK(Contains(r.err, "is it running under procmig run?"));
+  testing::TempDir dir;
+  r = Procmig({"checkpoint", std::to_string(pid), "--to", dir.path() + "/img"});
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.err, absl::StrCat("procmig checkpoint: connect to agent of pid ", pid)));
+  CHECK(dir.List().empty());  // the in-process receiver stored nothing
   r = Procmig({"cancel", "2147483646"});
   CHECK(r.exit_code == 1);
   CHECK(r.err == "procmig cancel: connect to agent of pid 2147483646: no such process\n");
@@ -228,7 +233,7 @@ TEST_CASE("receive --once --store over TCP loopback, then inspect DIR; a corrupt
   CHECK(Contains(ins.out, "session      101112131415161718191a1b1c1d1e1f"));
   INFO(ins.out);
   CHECK(Contains(ins.out,
-                 "0x00007f0000000000  12288        rw-  anon     2          none      "
+                 "0x00007f0000000000  12288        rw-  anon         2          none      "
                  "heap@0x7f0000000000"));
   CHECK(Contains(ins.out, "match the manifest"));
 

@@ -79,12 +79,12 @@ absl::StatusOr<ImageInspection> InspectImageDir(const std::string& dir) {
                   s.raw_pages, ", xbzrle ", s.xbzrle_pages, ", zlib ", s.zlib_pages, ", torn ",
                   s.torn_pages, "), ", s.bytes, " bytes in ", s.duration_ms, " ms\n");
   absl::StrAppend(&t,
-                  "\n  id  start               length       prot kind     stored     "
+                  "\n  id  start               length       prot kind         stored     "
                   "digest    name\n");
   for (const ImageBlock& b : m.blocks) {
     auto kind =
         static_cast<wire::BlockKind>((b.flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
-    absl::StrAppendFormat(&t, "  %-3d 0x%016x  %-12d %s  %-8s %-10d %-9s %s\n", b.id, b.start,
+    absl::StrAppendFormat(&t, "  %-3d 0x%016x  %-12d %s  %-12s %-10d %-9s %s\n", b.id, b.start,
                           b.length, Prot(b.flags), wire::BlockKindName(kind), b.stored_pages,
                           DigestStateName(b.digest), b.name);
   }
