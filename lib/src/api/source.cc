@@ -243,6 +243,16 @@ class SourceImpl : public MigrationSource {
       if (cancelled_) sender_->Cancel();
     }
     absl::Status s = sender->Run();
+    if (!s.ok() || (o.mode == MigrationMode::kCheckpoint && o.leave_running)) {
+      // (Not after a successful migration: the threads are parked and logging allocates.)
+      SenderStats st = sender->stats();
+      Log(absl::StrCat("stop: park ", st.park_us, " us, layout check + sync ", st.sync_us,
+                       " us, frozen copy ", st.copy_us, " us, ", st.final_pages,
+                       " final dirty pages, ", st.park_failures, " failed stops",
+                       sender->last_stop_failure().empty()
+                           ? std::string()
+                           : absl::StrCat(" (last: ", sender->last_stop_failure(), ")")));
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
       last_ = ToStats(sender->stats());

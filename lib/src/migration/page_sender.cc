@@ -113,7 +113,9 @@ std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {
   return {b, b + it->second.bytes};
 }
 
-absl::Status PageSender::Flush() {
+absl::Status PageSender::Flush() { return FlushBatch(/*keep_stage=*/false); }
+
+absl::Status PageSender::FlushBatch(bool keep_stage) {
   auto batch = writer_->batch();
   if (!batch.empty()) {
     const size_t bytes = writer_->batch_bytes();
@@ -121,13 +123,13 @@ absl::Status PageSender::Flush() {
     RETURN_IF_ERROR(channel_->WriteV(batch.data(), batch.size()));
     counters_.bytes_out += bytes;
     writer_->ClearBatch();
-    stage_used_ = 0;
     if (rate_limited_ && !limiter_.unlimited()) {
       uint64_t wait = limiter_.Consume(bytes, NowNs());
       if (wait > 0) SleepNs(wait);
     }
   }
-  stage_used_ = 0;
+  // A flush made to find room for a record whose pages are already staged keeps them.
+  if (!keep_stage) stage_used_ = 0;
   if (after_flush_) return after_flush_();
   return absl::OkStatus();
 }
@@ -136,7 +138,7 @@ template <typename F>
 absl::Status PageSender::AddWithRoom(F&& add) {
   absl::Status s = add();
   if (absl::IsResourceExhausted(s)) {
-    RETURN_IF_ERROR(Flush());
+    RETURN_IF_ERROR(FlushBatch(/*keep_stage=*/true));
     s = add();
   }
   return s;

@@ -103,6 +103,7 @@ class PageSender {
  private:
   PageSender(const PageSenderConfig& config, Channel* channel,
              std::unique_ptr<wire::StreamWriter> writer);
+  absl::Status FlushBatch(bool keep_stage);
   // Retries `add` once after a flush when the batch is full.
   template <typename F>
   absl::Status AddWithRoom(F&& add);

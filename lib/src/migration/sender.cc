@@ -93,7 +93,7 @@ void Sender::Publish(bool force) {
     std::lock_guard<std::mutex> l(stats_mu_);
     stats_ = local_;
   }
-  if (config_.progress &&
+  if (config_.progress && !parked_ &&
       (force || now - last_progress_ns_ >= config_.progress_interval_ms * 1'000'000ull)) {
     last_progress_ns_ = now;
     config_.progress(local_);
@@ -300,16 +300,24 @@ absl::Status Sender::StopAndCopy() {
   // Re-capture against the final layout (VMAs, fds); the static parts do not change.
   if (config_.capture) {
     ASSIGN_OR_RETURN(Layout layout, layout_->Read());
-    layout_fingerprint_ = layout.fingerprint;
     RETURN_IF_ERROR(config_.capture(layout.regions, &state_record_));
   }
   state_record_.digests.resize(std::min(registry_.blocks().size(), n_blocks_cap));
   Publish(true);
-
   freezer_->SetThrottle(0);
+  // The layout the fingerprint is checked against: read last, after every allocation above (an
+  // allocation may map memory). If it differs from the blocks sent, iterate once more.
+  {
+    ASSIGN_OR_RETURN(Layout last, layout_->Read());
+    if (last.fingerprint != layout_fingerprint_) {
+      last_stop_failure_ = "the memory layout changed while preparing the stop";
+      return TransitionTo(SenderState::kIterate);
+    }
+  }
   park_ns_ = Now();
   absl::Status parked = freezer_->Park(config_.park_timeout_ms);
   if (!parked.ok()) {
+    last_stop_failure_ = std::string(parked.message());
     ++local_.park_failures;
     if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
       return absl::DeadlineExceededError(
@@ -320,9 +328,12 @@ absl::Status Sender::StopAndCopy() {
   }
   // ---- Parked: no allocation from here until Unpark().
   parked_ = true;
+  const uint64_t parked_at = Now();
+  local_.park_us = (parked_at - park_ns_) / 1000;
   if (layout_->Fingerprint() != layout_fingerprint_) {
     freezer_->Unpark();
     parked_ = false;
+    last_stop_failure_ = "the memory layout changed while parking";
     ++local_.park_failures;  // counted as a failed stop; the layout is re-read next iteration
     if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
       return absl::AbortedError("stop-and-copy: the memory layout kept changing while parking");
@@ -346,15 +357,21 @@ absl::Status Sender::StopAndCopy() {
   CaptureSigactionsInto();
   pages_->set_channel(final_channel_);
   pages_->set_rate_limited(false);
+  const uint64_t synced_at = Now();
+  local_.sync_us = (synced_at - parked_at) / 1000;
+  local_.final_pages = final_set_->DirtyPageCount();
   absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); },
                                              config_.leave_running, config_.final_timeout_ms);
   local_.downtime_ms = (Now() - park_ns_) / 1'000'000;
+  local_.copy_us = (Now() - synced_at) / 1000;
   if (!s.ok()) {
     if (!config_.leave_running) freezer_->Unpark();
     parked_ = false;
     return s;
   }
-  parked_ = false;  // the caller decides; the sender allocates again from here
+  // A migration leaves the threads parked for the caller to end the process: still no
+  // allocation (no progress callback) from here on.
+  parked_ = !config_.leave_running;
   // Success: a migration keeps the original parked for the caller to end it.
   return TransitionTo(SenderState::kDone);
 }

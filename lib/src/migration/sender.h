@@ -64,6 +64,9 @@ struct SenderStats {
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;
   uint32_t park_failures = 0;
+  // Breakdown of the last stop: park, layout check + final sync, frozen copy (send + ack), in µs.
+  uint64_t park_us = 0, sync_us = 0, copy_us = 0;
+  uint64_t final_pages = 0;
 };
 
 struct SenderConfig {
@@ -98,6 +101,7 @@ class Sender {
   void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
   SenderStats stats() const;
   SenderState state() const { return state_; }
+  const std::string& last_stop_failure() const { return last_stop_failure_; }
   // Where each sent block ended up (for tests and the agent's log).
   std::span<const RamBlock> blocks() const { return registry_.blocks(); }
 
@@ -143,6 +147,7 @@ class Sender {
   std::vector<uint8_t> reverse_buf_;
   uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
   uint32_t layout_fingerprint_ = 0;
+  std::string last_stop_failure_;  // why the last stop went back to iterating (for the log)
   bool parked_ = false;  // between Park() and Unpark(): no allocation, no progress
   std::atomic<bool> cancelled_{false};
 
