@@ -12,6 +12,7 @@
 #include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "migration/image_store.h"
+#include "migration/process_state.h"
 #include "transport/unique_fd.h"
 #include "wire/wire_format.h"
 
@@ -98,6 +99,16 @@ absl::StatusOr<ImageInspection> InspectImageDir(const std::string& dir) {
   if (out.verify_status.ok()) {
     out.verify_status = CheckFile(absl::StrCat(dir, "/", kProcessStateFile), m.process_state_length,
                                   m.process_state_crc32c);
+  }
+  if (m.process_state_length > 0) {
+    absl::StatusOr<std::vector<uint8_t>> ps = ImageStore::ReadProcessState(dir, m);
+    absl::StatusOr<ProcessStateRecord> rec =
+        ps.ok() ? DecodeProcessState(*ps) : absl::StatusOr<ProcessStateRecord>(ps.status());
+    if (rec.ok()) {
+      absl::StrAppend(&t, "\n  ", SummarizeProcessState(*rec));
+    } else {
+      absl::StrAppend(&t, "\n  process state: not decodable: ", rec.status().message(), "\n");
+    }
   }
   absl::StrAppend(&t, "\n  files        ",
                   out.verify_status.ok() ? "match the manifest (sizes and crc32c)"
