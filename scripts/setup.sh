@@ -8,7 +8,7 @@ packages=(
   liburing-dev zlib1g-dev libabsl-dev   # libraries
   doctest-dev                           # unit tests
   clang libclang-rt-14-dev              # libFuzzer targets and the sanitizer runtime
-  iproute2                              # network-namespace tests
+  iproute2 python3                      # e2e tests: network namespaces, netem, stats checks
 )
 
 missing=()
