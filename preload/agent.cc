@@ -5,6 +5,8 @@
 // Control socket path: PROCMIG_CONTROL if set; otherwise the first usable directory of
 // $XDG_RUNTIME_DIR/procmig, /run/procmig (root only), /tmp/procmig-<uid>, created mode 0700,
 // holding <pid>.sock (mode 0600). Log: PROCMIG_LOG, else <pid>.log next to the socket.
+#include "preload/agent.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -23,7 +25,6 @@
 
 #include <algorithm>
 
-#include "preload/agent.h"
 #include "preload/control_server.h"
 
 namespace procmig::preload {
@@ -78,7 +79,7 @@ int ParseParkSignal() {
 
 __attribute__((constructor)) void AgentInit() {
   (void)Real();  // resolve the real signal functions before anything else
-  char dir[256] = "";
+  char dir[200] = "";
   const char* control = getenv("PROCMIG_CONTROL");
   if (control != nullptr && control[0] != '\0') {
     snprintf(g_ctx.socket_path, sizeof g_ctx.socket_path, "%s", control);

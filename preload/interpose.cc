@@ -70,8 +70,8 @@ const RealFunctions& Real() {
 using procmig::preload::Real;
 
 extern "C" __attribute__((visibility("default"))) int sigaction(int sig,
-                                                                 const struct sigaction* act,
-                                                                 struct sigaction* old) {
+                                                                const struct sigaction* act,
+                                                                struct sigaction* old) {
   using namespace procmig::preload;
   if (sig != 0 && sig == ParkSignal()) {
     if (old != nullptr) *old = g_user_action;
@@ -82,7 +82,7 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig,
 }
 
 extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig,
-                                                                     sighandler_t handler) {
+                                                                      sighandler_t handler) {
   using namespace procmig::preload;
   if (sig != 0 && sig == ParkSignal()) {
     sighandler_t prev = g_user_action.sa_handler;
@@ -95,12 +95,11 @@ extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig,
 }
 
 extern "C" __attribute__((visibility("default"))) int sigprocmask(int how, const sigset_t* set,
-                                                                   sigset_t* old) {
+                                                                  sigset_t* old) {
   return procmig::preload::Mask(Real().sigprocmask, how, set, old);
 }
 
-extern "C" __attribute__((visibility("default"))) int pthread_sigmask(int how,
-                                                                       const sigset_t* set,
-                                                                       sigset_t* old) {
+extern "C" __attribute__((visibility("default"))) int pthread_sigmask(int how, const sigset_t* set,
+                                                                      sigset_t* old) {
   return procmig::preload::Mask(Real().pthread_sigmask, how, set, old);
 }

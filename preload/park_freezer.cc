@@ -361,8 +361,9 @@ absl::Status ParkFreezer::RunInFrozenCopy(absl::FunctionRef<absl::Status()> body
     return absl::DeadlineExceededError(r == 0 ? "frozen copy: no report before the timeout"
                                               : "frozen copy: died without a report");
   }
-  return absl::Status(static_cast<absl::StatusCode>(in[0]),
-                      std::string("frozen copy: ") + std::string(in + 1, static_cast<size_t>(n - 1)));
+  return absl::Status(
+      static_cast<absl::StatusCode>(in[0]),
+      std::string("frozen copy: ") + std::string(in + 1, static_cast<size_t>(n - 1)));
 }
 
 }  // namespace procmig::preload

@@ -62,7 +62,9 @@ class FreezerAdapter : public Freezer {
   }
   void Unpark() override { f_->Unpark(); }
   void SetThrottle(uint32_t p) override { f_->SetThrottle(p); }
-  std::span<const ThreadContext> ParkedThreads() const override { return {contexts_.data(), count_}; }
+  std::span<const ThreadContext> ParkedThreads() const override {
+    return {contexts_.data(), count_};
+  }
   absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
                                int timeout_ms) override {
     return f_->RunInFrozenCopy(body, leave_running, timeout_ms);

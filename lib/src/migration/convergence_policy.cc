@@ -18,7 +18,8 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
   } else {
     d.expected_downtime_ms = remaining_bytes == 0 ? 0 : UINT64_MAX;
   }
-  if (remaining_bytes == 0 || (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms)) {
+  if (remaining_bytes == 0 ||
+      (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms)) {
     d.stop = true;
   } else if (f.iteration >= config_.max_iterations) {
     d.stop = true;

@@ -89,7 +89,10 @@ absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
 void PageSender::DropTable(uint32_t id) {
   auto it = tables_.find(id);
   if (it == tables_.end()) return;
-  munmap(it->second.crcs, it->second.bytes);
+  // The mapping is deliberately not unmapped (4 bytes per page stay behind): unmapping dropped
+  // tables was seen, in the retry path after a failed stop, to take away memory that the
+  // agent's malloc arena had meanwhile been given at that address (a tracker object read back
+  // as zeros). Until that is understood, a dropped table is only forgotten. FIXME.
   tables_.erase(it);
 }
 
@@ -147,12 +150,12 @@ absl::Status PageSender::AddWithRoom(F&& add) {
 absl::Status PageSender::AddBlock(const RamBlock& b) {
   wire::BlockAdd a;
   a.block_id = b.id;
-  a.flags = wire::MakeBlockFlags(static_cast<uint32_t>(b.prot) & wire::kBlockProtMask,
-                                 b.name == "heap"      ? wire::BlockKind::kHeap
-                                 : b.name == "[stack]" ? wire::BlockKind::kStack
-                                 : (!b.name.empty() && b.name[0] == '/')
-                                     ? wire::BlockKind::kFilePrivate
-                                     : wire::BlockKind::kAnonymous);
+  a.flags =
+      wire::MakeBlockFlags(static_cast<uint32_t>(b.prot) & wire::kBlockProtMask,
+                           b.name == "heap"                        ? wire::BlockKind::kHeap
+                           : b.name == "[stack]"                   ? wire::BlockKind::kStack
+                           : (!b.name.empty() && b.name[0] == '/') ? wire::BlockKind::kFilePrivate
+                                                                   : wire::BlockKind::kAnonymous);
   a.start = b.start;
   a.length = b.length;
   a.page_count = b.page_count();
@@ -268,7 +271,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
       cache_->Insert(id, page, mem, generation);
       continue;
     }
-    ASSIGN_OR_RETURN(uint8_t* delta, Stage());
+    ASSIGN_OR_RETURN(uint8_t * delta, Stage());
     std::optional<size_t> n = xbzrle::Encode(old, mem, page_size_, delta, page_size_ / 2);
     std::memcpy(old, mem, page_size_);
     if (n.has_value() && *n > 0) {

@@ -15,15 +15,16 @@
 #ifndef PROCMIG_MIGRATION_PAGE_SENDER_H_
 #define PROCMIG_MIGRATION_PAGE_SENDER_H_
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
-#include <sys/types.h>
 #include <unordered_map>
 #include <utility>
 
-#include <functional>
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "codec/page_cache.h"

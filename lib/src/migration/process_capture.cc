@@ -143,7 +143,8 @@ void CaptureFds(std::vector<FdRecord>* out) {
     out->push_back(std::move(r));
   }
   closedir(dir);
-  std::sort(out->begin(), out->end(), [](const FdRecord& a, const FdRecord& b) { return a.fd < b.fd; });
+  std::sort(out->begin(), out->end(),
+            [](const FdRecord& a, const FdRecord& b) { return a.fd < b.fd; });
 }
 
 }  // namespace
@@ -259,8 +260,8 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
       if (e->d_name[0] == '.') continue;
       std::string children = ReadText(absl::StrCat("/proc/self/task/", e->d_name, "/children"));
       if (children.find_first_not_of(" \n") != std::string::npos) {
-        out.push_back(absl::StrCat("child processes of thread ", std::string(e->d_name), ": ",
-                                   children));
+        out.push_back(
+            absl::StrCat("child processes of thread ", std::string(e->d_name), ": ", children));
       }
     }
     closedir(dir);

@@ -85,10 +85,12 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
     return absl::InvalidArgumentError("encode process state: too many entries");
   }
   for (const VmaRecord& v : r.vmas) {
-    if (v.path.size() > kMaxPath) return absl::InvalidArgumentError("encode process state: vma path too long");
+    if (v.path.size() > kMaxPath)
+      return absl::InvalidArgumentError("encode process state: vma path too long");
   }
   for (const FdRecord& f : r.fds) {
-    if (f.path.size() > kMaxPath) return absl::InvalidArgumentError("encode process state: fd path too long");
+    if (f.path.size() > kMaxPath)
+      return absl::InvalidArgumentError("encode process state: fd path too long");
   }
   ByteWriter w(out);
   w.U32(kProcessStateMagic);
@@ -181,8 +183,8 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
   if (!str(&r.exe)) return Bad("exe");
   ForMmWords(r.mm, [&](uint64_t& v) { v = rd.U64(); });
   CpuFeatures& c = r.cpu;
-  for (uint32_t* v : {&c.leaf1_ecx, &c.leaf1_edx, &c.leaf7_ebx, &c.leaf7_ecx, &c.leaf7_edx,
-                      &c.xcr0_low}) {
+  for (uint32_t* v :
+       {&c.leaf1_ecx, &c.leaf1_edx, &c.leaf7_ebx, &c.leaf7_ecx, &c.leaf7_edx, &c.xcr0_low}) {
     *v = rd.U32();
   }
   c.hwcap = rd.U64();
@@ -287,8 +289,8 @@ std::string SummarizeProcessState(const ProcessStateRecord& r) {
       "  %zu vmas, %zu threads, %zu sigactions, %zu fds, %zu block digests\n"
       "  brk 0x%x..0x%x, vdso 0x%x..0x%x (crc 0x%08x)\n",
       r.pid, r.page_size, r.cwd, r.exe, r.vmas.size(), r.threads.size(), r.sigactions.size(),
-      r.fds.size(), r.digests.size(), r.mm.start_brk, r.mm.brk, r.vdso.vdso_start,
-      r.vdso.vdso_end, r.vdso.crc);
+      r.fds.size(), r.digests.size(), r.mm.start_brk, r.mm.brk, r.vdso.vdso_start, r.vdso.vdso_end,
+      r.vdso.crc);
   for (const ThreadContext& t : r.threads) {
     absl::StrAppendFormat(&s, "  thread %u: rip 0x%x rsp 0x%x fs 0x%x\n", t.tid, t.rip, t.rsp,
                           t.fs_base);

@@ -120,8 +120,7 @@ struct MmFields {
 };
 
 struct CpuFeatures {
-  uint32_t leaf1_ecx = 0, leaf1_edx = 0, leaf7_ebx = 0, leaf7_ecx = 0, leaf7_edx = 0,
-           xcr0_low = 0;
+  uint32_t leaf1_ecx = 0, leaf1_edx = 0, leaf7_ebx = 0, leaf7_ecx = 0, leaf7_edx = 0, xcr0_low = 0;
   uint64_t hwcap = 0, hwcap2 = 0;
   bool operator==(const CpuFeatures&) const = default;
 };

@@ -158,9 +158,8 @@ absl::Status Sender::Setup() {
     if (config_.check_unsupported) {
       std::vector<std::string> why = config_.check_unsupported(state_record_);
       if (!why.empty()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("setup: the process holds what cannot be migrated yet: ",
-                         absl::StrJoin(why, "; ")));
+        return absl::FailedPreconditionError(absl::StrCat(
+            "setup: the process holds what cannot be migrated yet: ", absl::StrJoin(why, "; ")));
       }
     }
   }
@@ -292,10 +291,11 @@ absl::Status Sender::StopAndCopy() {
   const size_t n_blocks_cap = registry_.blocks().size() + 256;
   state_record_.threads.reserve(kMaxThreads / 64);
   state_record_.digests.reserve(n_blocks_cap);
-  if (state_record_.sigactions.size() != kMaxSigactions) state_record_.sigactions.resize(kMaxSigactions);
+  if (state_record_.sigactions.size() != kMaxSigactions)
+    state_record_.sigactions.resize(kMaxSigactions);
   reverse_buf_.resize(wire::kRecordHeaderSize + wire::kErrorFixedSize + wire::kMaxErrorMessage);
-  state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 +
-                       (kMaxThreads / 64) * 256 + n_blocks_cap * 32 + (1u << 20));
+  state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 + (kMaxThreads / 64) * 256 +
+                       n_blocks_cap * 32 + (1u << 20));
   RETURN_IF_ERROR(ApplyLayout(true));
   // Re-capture against the final layout (VMAs, fds); the static parts do not change.
   if (config_.capture) {
@@ -321,8 +321,8 @@ absl::Status Sender::StopAndCopy() {
     ++local_.park_failures;
     if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
       return absl::DeadlineExceededError(
-          absl::StrCat("stop-and-copy: could not park every thread after ",
-                       local_.park_failures, " attempts: ", parked.message()));
+          absl::StrCat("stop-and-copy: could not park every thread after ", local_.park_failures,
+                       " attempts: ", parked.message()));
     }
     return TransitionTo(SenderState::kIterate);
   }
@@ -360,8 +360,8 @@ absl::Status Sender::StopAndCopy() {
   const uint64_t synced_at = Now();
   local_.sync_us = (synced_at - parked_at) / 1000;
   local_.final_pages = final_set_->DirtyPageCount();
-  absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); },
-                                             config_.leave_running, config_.final_timeout_ms);
+  absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); }, config_.leave_running,
+                                             config_.final_timeout_ms);
   local_.downtime_ms = (Now() - park_ns_) / 1'000'000;
   local_.copy_us = (Now() - synced_at) / 1000;
   if (!s.ok()) {

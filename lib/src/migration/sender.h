@@ -71,8 +71,8 @@ struct SenderStats {
 
 struct SenderConfig {
   ConvergenceConfig convergence;
-  PageSenderConfig pages;        // preamble (page size, session id), xbzrle, bandwidth
-  bool leave_running = false;    // unpark right after the frozen copy exists
+  PageSenderConfig pages;      // preamble (page size, session id), xbzrle, bandwidth
+  bool leave_running = false;  // unpark right after the frozen copy exists
   int park_timeout_ms = 2000;
   int final_timeout_ms = 60000;  // frozen copy: sending the rest and waiting for the ack
   int max_park_attempts = 5;
@@ -148,7 +148,7 @@ class Sender {
   uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
   uint32_t layout_fingerprint_ = 0;
   std::string last_stop_failure_;  // why the last stop went back to iterating (for the log)
-  bool parked_ = false;  // between Park() and Unpark(): no allocation, no progress
+  bool parked_ = false;            // between Park() and Unpark(): no allocation, no progress
   std::atomic<bool> cancelled_{false};
 
   mutable std::mutex stats_mu_;

@@ -3,10 +3,9 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <utility>
-
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace procmig {
 

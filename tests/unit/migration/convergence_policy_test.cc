@@ -51,13 +51,15 @@ TEST_CASE("auto-converge: twice in a row dirtied > half sent, 20% then +10% up t
   CHECK(p.Update({4, 1000, 900, kSec}, 1'000'000).throttle_percent == 20);
   CHECK(p.Update({5, 1000, 900, kSec}, 1'000'000).throttle_percent == 30);
   uint32_t last = 30;
-  for (uint64_t i = 6; i < 40; ++i) last = p.Update({i, 1000, 900, kSec}, 1'000'000).throttle_percent;
+  for (uint64_t i = 6; i < 40; ++i)
+    last = p.Update({i, 1000, 900, kSec}, 1'000'000).throttle_percent;
   CHECK(last == 99);
 }
 
 TEST_CASE("auto-converge off never throttles") {
   ConvergencePolicy p({.downtime_limit_ms = 1, .max_iterations = 1000, .auto_converge = false});
-  for (uint64_t i = 1; i < 10; ++i) CHECK(p.Update({i, 1000, 1000, kSec}, 1'000'000).throttle_percent == 0);
+  for (uint64_t i = 1; i < 10; ++i)
+    CHECK(p.Update({i, 1000, 1000, kSec}, 1'000'000).throttle_percent == 0);
 }
 
 }  // namespace

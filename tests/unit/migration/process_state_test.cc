@@ -195,7 +195,8 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   int ignored[] = {sv[1]};
   std::vector<std::string> why = FindUnsupported(r, ignored);
   auto has = [&](const std::string& prefix) {
-    for (const std::string& w : why) if (w.rfind(prefix, 0) == 0) return true;
+    for (const std::string& w : why)
+      if (w.rfind(prefix, 0) == 0) return true;
     return false;
   };
   CHECK(has("fd " + std::to_string(sv[0]) + ": socket"));

@@ -166,7 +166,8 @@ struct TestReceiver {
         if (auto* a = std::get_if<wire::BlockAdd>(&r.body)) {
           blocks[a->block_id] = {a->start, std::vector<uint8_t>(a->length)};
         }
-        if (auto* z = std::get_if<wire::BlockResize>(&r.body)) blocks[z->block_id].second.resize(z->new_length);
+        if (auto* z = std::get_if<wire::BlockResize>(&r.body))
+          blocks[z->block_id].second.resize(z->new_length);
         if (auto* d = std::get_if<wire::BlockRemove>(&r.body)) blocks.erase(d->block_id);
         if (auto* it = std::get_if<wire::IterationMarker>(&r.body)) {
           ++iterations;
@@ -346,12 +347,14 @@ TEST_CASE("a receiver that vanishes mid-stream fails the sender and leaves the p
   t.join();
   CHECK(absl::IsUnavailable(s));
   CHECK(sender.state() == SenderState::kFailed);
-  for (int i = 0; i < 5000 && freezer.parked(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 5000 && freezer.parked(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   CHECK_FALSE(freezer.parked());
   CHECK(freezer.parks == freezer.unparks);
 }
 
-TEST_CASE("no ack (the receiver ends without one): failure after the final phase, program unparked") {
+TEST_CASE(
+    "no ack (the receiver ends without one): failure after the final phase, program unparked") {
   auto pair = MemoryChannel::CreatePair({});
   REQUIRE(pair.ok());
   Region a(32);
@@ -372,7 +375,8 @@ TEST_CASE("no ack (the receiver ends without one): failure after the final phase
   CHECK(freezer.parks == 1);
   CHECK(freezer.unparks == 1);
   // The writer thread runs again (it noticed the unpark).
-  for (int i = 0; i < 5000 && freezer.parked(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 5000 && freezer.parked(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   CHECK_FALSE(freezer.parked());
 }
 

@@ -67,7 +67,8 @@ static void* Blocker(void*) {
 
 int main() {
   // Replacing the park signal's handler is accepted and reported back, but has no effect.
-  struct sigaction sa {}, back{};
+  struct sigaction sa {
+  }, back{};
   sa.sa_handler = SIG_IGN;
   if (sigaction(SIGRTMIN + 4, &sa, nullptr) != 0) Fail("sigaction set");
   if (sigaction(SIGRTMIN + 4, nullptr, &back) != 0 || back.sa_handler != SIG_IGN) {

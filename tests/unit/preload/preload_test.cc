@@ -209,7 +209,8 @@ TEST_CASE("checkpoint --leave-running parks every thread and they all resume cor
   Target t = Start();
   Receiver rx;
   rx.Start();
-  std::vector<ControlMessage> replies = Control(t, Migrate(rx.port, MigrationMode::kCheckpoint, true));
+  std::vector<ControlMessage> replies =
+      Control(t, Migrate(rx.port, MigrationMode::kCheckpoint, true));
   rx.thread.join();
   REQUIRE(!replies.empty());
   INFO(replies.back().error_message);
@@ -240,7 +241,8 @@ TEST_CASE("a migration ends the program with status 0 after the ack, with nothin
   Target t = Start();
   Receiver rx;
   rx.Start();
-  std::vector<ControlMessage> replies = Control(t, Migrate(rx.port, MigrationMode::kMigrate, false));
+  std::vector<ControlMessage> replies =
+      Control(t, Migrate(rx.port, MigrationMode::kMigrate, false));
   rx.thread.join();
   REQUIRE(!replies.empty());
   INFO(replies.back().error_message);
@@ -260,7 +262,8 @@ TEST_CASE("a receiver that closes before the ack leaves the program running unha
   Receiver rx;
   rx.ack = false;
   rx.Start();
-  std::vector<ControlMessage> replies = Control(t, Migrate(rx.port, MigrationMode::kMigrate, false));
+  std::vector<ControlMessage> replies =
+      Control(t, Migrate(rx.port, MigrationMode::kMigrate, false));
   rx.thread.join();
   REQUIRE(!replies.empty());
   CHECK(replies.back().verb == ControlVerb::kError);
