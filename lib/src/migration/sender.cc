@@ -297,6 +297,10 @@ absl::Status Sender::StopAndCopy() {
   state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 + (kMaxThreads / 64) * 256 +
                        n_blocks_cap * 32 + (1u << 20));
   RETURN_IF_ERROR(ApplyLayout(true));
+  // New or resized blocks are sent now, live (the tracker already follows them), not in the
+  // frozen copy where every byte counts against the pause.
+  RETURN_IF_ERROR(SendQueuedFull(true));
+  RETURN_IF_ERROR(pages_->Flush());
   // Re-capture against the final layout (VMAs, fds); the static parts do not change.
   if (config_.capture) {
     ASSIGN_OR_RETURN(Layout layout, layout_->Read());
