@@ -79,7 +79,6 @@ Receiver::Receiver(size_t channel_count, ReceiverOptions options, Channel* rever
       arrived_(channel_count, 0),
       ended_(channel_count, false) {
   for (size_t i = 0; i < channel_count; ++i) channels_.push_back(std::make_unique<ChannelState>());
-  if (options_.populate) populate_thread_ = std::thread([this] { PopulateLoop(); });
 }
 
 Receiver::~Receiver() { StopPopulate(); }
@@ -192,6 +191,12 @@ absl::Status Receiver::ApplyPreamble(size_t index, const wire::Preamble& p) {
     } else {
       preamble_ = p;
       page_size_.store(p.page_size);
+      if (options_.populate) {
+        // 2 MiB pieces: one huge page at a time.
+        populator_ = std::make_unique<BlockPopulator>(
+            [this](uint32_t id, uint64_t first, uint64_t n) { return PopulateStep(id, first, n); },
+            (2u << 20) / p.page_size);
+      }
       started_ = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(TransitionTo(State::kReceiving));
     }
@@ -239,7 +244,7 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     ++table_version_;
   }
   cv_.notify_all();
-  if (options_.populate) QueuePopulate(b.block_id, 0);
+  if (populator_ != nullptr) populator_->Queue(b.block_id, 0);
   return absl::OkStatus();
 }
 
@@ -274,7 +279,8 @@ absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
     ++table_version_;
   }
   cv_.notify_all();
-  if (options_.populate && r.new_page_count > old_pages) QueuePopulate(r.block_id, old_pages);
+  if (populator_ != nullptr && r.new_page_count > old_pages)
+    populator_->Queue(r.block_id, old_pages);
   return absl::OkStatus();
 }
 
@@ -395,44 +401,21 @@ absl::Status Receiver::Barrier(size_t index, uint64_t iteration) {
   return absl::OkStatus();
 }
 
-void Receiver::QueuePopulate(uint32_t block_id, uint64_t first_page) {
-  {
-    std::lock_guard<std::mutex> l(populate_mu_);
-    populate_queue_.emplace_back(block_id, first_page);
-  }
-  populate_cv_.notify_one();
-}
-
-void Receiver::PopulateLoop() {
-  for (;;) {
-    std::pair<uint32_t, uint64_t> item;
-    {
-      std::unique_lock<std::mutex> l(populate_mu_);
-      populate_cv_.wait(l, [&] { return populate_stop_.load() || !populate_queue_.empty(); });
-      if (populate_stop_.load()) return;
-      item = populate_queue_.front();
-      populate_queue_.erase(populate_queue_.begin());
-    }
-    // 2 MiB steps: one huge page at a time, and block add/remove never waits long for the lock.
-    const uint64_t step = (2u << 20) / std::max<uint32_t>(page_size_.load(), 1);
-    for (uint64_t page = item.second; !populate_stop_.load(); page += step) {
-      std::shared_lock<std::shared_mutex> l(blocks_mu_);
-      auto it = blocks_.find(item.first);
-      if (it == blocks_.end() || page >= it->second.memory->page_count()) break;
-      it->second.memory->Populate(page, step);
-    }
-  }
+bool Receiver::PopulateStep(uint32_t block_id, uint64_t first_page, uint64_t count) {
+  std::shared_lock<std::shared_mutex> l(blocks_mu_);
+  auto it = blocks_.find(block_id);
+  if (it == blocks_.end() || first_page >= it->second.memory->page_count()) return false;
+  it->second.memory->Populate(first_page, count);
+  return true;
 }
 
 void Receiver::StopPopulate() {
+  BlockPopulator* p;
   {
-    std::lock_guard<std::mutex> l(populate_mu_);
-    populate_stop_.store(true);
+    std::lock_guard<std::mutex> l(mu_);
+    p = populator_.get();
   }
-  populate_cv_.notify_all();
-  if (populate_thread_.joinable() && populate_thread_.get_id() != std::this_thread::get_id()) {
-    populate_thread_.join();
-  }
+  if (p != nullptr) p->Stop();
 }
 
 void Receiver::ChannelClosed(size_t index, const absl::Status& why) {
@@ -457,11 +440,7 @@ absl::Status Receiver::Fail(absl::Status s) {
     failed_.store(true);
   }
   cv_.notify_all();
-  {
-    std::lock_guard<std::mutex> l(populate_mu_);
-    populate_stop_.store(true);
-  }
-  populate_cv_.notify_all();
+  StopPopulate();
   std::string message = ReadableMessage(s.message());
   (void)SendReverse([&](wire::StreamWriter& w) {
     absl::Status a = w.AddError(wire::ErrorRecord{static_cast<uint32_t>(s.code()), message});
@@ -497,11 +476,15 @@ absl::StatusOr<ImageManifest> Receiver::Finish() {
   }
   StopPopulate();
   if (torn_count_.load() != 0) {
-    std::lock_guard<std::mutex> l(mu_);
-    const auto& k = *torn_.begin();
-    return Fail(absl::DataLossError(absl::StrCat("receive: ", torn_.size(),
-                                                 " torn page(s) never resent (e.g. block ", k.first,
-                                                 " page ", k.second, ")")));
+    absl::Status torn;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      const auto& k = *torn_.begin();
+      torn = absl::DataLossError(absl::StrCat("receive: ", torn_.size(),
+                                              " torn page(s) never resent (e.g. block ", k.first,
+                                              " page ", k.second, ")"));
+    }
+    return Fail(torn);
   }
   for (size_t i = 0; i < channel_count_; ++i) {
     const ChannelState& c = *channels_[i];

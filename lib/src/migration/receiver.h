@@ -54,6 +54,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "migration/block_memory.h"
+#include "migration/block_populator.h"
 #include "migration/image_manifest.h"
 #include "transport/channel.h"
 #include "wire/stream_reader.h"
@@ -153,10 +154,10 @@ class Receiver {
   absl::Status Barrier(size_t index, uint64_t iteration);
   absl::Status SendReverse(const std::function<absl::Status(wire::StreamWriter&)>& add);
   void NoteTorn(uint32_t block, uint64_t page, bool torn);
-  void PopulateLoop();
-  void QueuePopulate(uint32_t block_id, uint64_t first_page);
   absl::Status FailedStatus() const;
   void StopPopulate();
+  // The populator's step: faults in one piece of a block, under the block lock (shared).
+  bool PopulateStep(uint32_t block_id, uint64_t first_page, uint64_t count);
 
   // Immutable after construction.
   const size_t channel_count_;
@@ -190,12 +191,9 @@ class Receiver {
   std::mutex reverse_mu_;
   std::unique_ptr<wire::StreamWriter> reverse_writer_ ABSL_GUARDED_BY(reverse_mu_);
 
-  // Background population of announced blocks.
-  std::mutex populate_mu_;
-  std::condition_variable populate_cv_;
-  std::vector<std::pair<uint32_t, uint64_t>> populate_queue_ ABSL_GUARDED_BY(populate_mu_);
-  std::atomic<bool> populate_stop_{false};
-  std::thread populate_thread_;
+  // Background population of announced blocks; created at the first preamble (it needs the page
+  // size), null when options_.populate is off. Destroyed first (declared last).
+  std::unique_ptr<BlockPopulator> populator_;  // set under mu_
 };
 
 }  // namespace procmig

@@ -219,6 +219,26 @@ TEST_CASE("hostile streams are DataLoss naming channel, block and page") {
   }
 }
 
+TEST_CASE("a torn page on a secondary channel never resent fails Finish") {
+  Bytes p = PatternPage(11);
+  StreamBuilder m(testing::DstPreamble(0, 2)), s(testing::DstPreamble(1, 2));
+  m.BlockAdd(1, 0x10000, 2, "heap");
+  s.Run(1, 1, {s.Raw(p)}, /*live=*/true);
+  Bytes main = m.End(), second = s.End();
+  second[second.size() - 28 - 9] ^= 1;  // the page changed after its crc: torn
+  Receiver r(2, ReceiverOptions{}, nullptr);
+  auto a = r.Feed(0, main);
+  REQUIRE(a.ok());
+  CHECK_FALSE(*a);
+  auto b = r.Feed(1, second);
+  REQUIRE(b.ok());
+  CHECK(*b);
+  auto f = r.Finish();
+  CHECK(f.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(f.status().message() == "receive: 1 torn page(s) never resent (e.g. block 1 page 1)");
+  CHECK(r.state() == Receiver::State::kFailed);
+}
+
 TEST_CASE("an aborted stream fails the receive as Unavailable") {
   StreamBuilder b(testing::DstPreamble());
   b.BlockAdd(1, 0x10000, 2, "heap");
