@@ -439,4 +439,101 @@ void RunBlockBookkeeping(TrackerKind kind) {
   Print(kind, "add/remove blocks", totals);
 }
 
+namespace {
+
+void RequireWhole(const DirtySet& set, uint32_t id, const char* what) {
+  const DirtyBlock* b = set.Find(id);
+  REQUIRE(b != nullptr);
+  INFO(std::string(what));
+  CHECK(b->pages.Count() == b->pages.size());
+}
+
+}  // namespace
+
+void RunLayoutRace(TrackerKind kind, bool remap_hole) {
+  constexpr size_t kPages = 64;
+  constexpr size_t kHole = 16;  // pages [16, 32)
+  Totals totals;
+
+  // 1. Part of the block unmapped between the layout read and Start, then AddBlocks.
+  {
+    Region r(kPages * Page());
+    Region other(kPages * Page());
+    RamBlock whole_block = MakeBlock(1, r.base(), r.len());
+    REQUIRE(munmap(r.base() + kHole * Page(), kHole * Page()) == 0);
+    // UFFDIO_REGISTER accepts a range with holes (the uffd backends then track what is still
+    // mapped exactly); mprotect refuses it (ENOMEM), so that block is stale.
+    const bool whole = kind == TrackerKind::kMprotect;
+    auto tracker = Started(kind, {&whole_block, 1});  // fails the test unless Start is OK
+    if (whole) RequireWhole(SyncOk(*tracker), 1, "stale at Start");
+    if (whole) RequireWhole(SyncOk(*tracker), 1, "still stale at the next sync");
+    RamBlock added = MakeBlock(2, other.base(), other.len());
+    REQUIRE(munmap(other.base() + kHole * Page(), kHole * Page()) == 0);
+    REQUIRE_OK(tracker->AddBlocks({&added, 1}));
+    const DirtySet& set = SyncOk(*tracker);
+    if (whole) RequireWhole(set, 1, "stale block 1");
+    if (whole) RequireWhole(set, 2, "stale at AddBlocks");
+    REQUIRE_OK(tracker->Stop());
+  }
+
+  // 2. Part of the block unmapped (and maybe replaced) between two syncs.
+  {
+    Region r(kPages * Page());
+    memset(r.base(), 0x33, r.len());
+    Truth t(MakeBlock(3, r.base(), r.len()));
+    auto tracker = Started(kind, {&t.block, 1});
+    Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+    t.Write(3);
+    t.Write(40);
+    char* hole = r.base() + kHole * Page();
+    REQUIRE(munmap(hole, kHole * Page()) == 0);
+    if (remap_hole) {
+      void* p = mmap(hole, kHole * Page(), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      REQUIRE(p == hole);
+      t.Write(20);  // into the new mapping, which the tracker never armed
+    }
+    const DirtySet& set = SyncOk(*tracker);
+    // A hole alone is invisible to PAGEMAP_SCAN (and to UFFDIO_WRITEPROTECT on Linux 6.2+): the
+    // pages still mapped stay exactly tracked, and the hole has nothing to send.
+    if (remap_hole || kind == TrackerKind::kMprotect) {
+      RequireWhole(set, 3, remap_hole ? "range replaced" : "range unmapped");
+    }
+    Check(set, {&t}, totals, "after the layout change", 1);
+    // No write in between is missed while the block is stale or just armed again.
+    t.Write(41);
+    if (remap_hole) t.Write(21);
+    Check(SyncOk(*tracker), {&t}, totals, "next sync", 2);
+
+    // The caller re-reads the layout: the block goes, what is mapped now comes.
+    uint32_t id = 3;
+    REQUIRE_OK(tracker->RemoveBlocks({&id, 1}));
+    Truth lo(MakeBlock(4, r.base(), kHole * Page()));
+    Truth hi(MakeBlock(5, r.base() + 2 * kHole * Page(), (kPages - 2 * kHole) * Page()));
+    std::vector<RamBlock> now = {lo.block, hi.block};
+    if (!remap_hole) {
+      REQUIRE_OK(tracker->AddBlocks(now));
+      (void)SyncOk(*tracker);
+      lo.Write(2);
+      hi.Write(7);
+      const DirtySet& exact = SyncOk(*tracker);
+      Check(exact, {&lo, &hi}, totals, "after the re-read", 3);
+      CHECK(exact.DirtyPageCount() == 2);
+    } else {
+      Truth mid(MakeBlock(6, hole, kHole * Page()));
+      now.push_back(mid.block);
+      REQUIRE_OK(tracker->AddBlocks(now));
+      (void)SyncOk(*tracker);
+      lo.Write(2);
+      mid.Write(5);
+      hi.Write(7);
+      const DirtySet& exact = SyncOk(*tracker);
+      Check(exact, {&lo, &mid, &hi}, totals, "after the re-read", 3);
+      if (kind != TrackerKind::kUffdWp) CHECK(exact.DirtyPageCount() == 3);
+    }
+    REQUIRE_OK(tracker->Stop());
+  }
+  Print(kind, remap_hole ? "layout race (range replaced)" : "layout race (range unmapped)", totals);
+}
+
 }  // namespace procmig::testing
