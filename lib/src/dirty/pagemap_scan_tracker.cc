@@ -153,9 +153,8 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
   std::span<DirtyBlock> out = result_.mutable_blocks();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (stale_[i] != 0) {
-      // Not re-armed here: registering a range that no longer matches the program's mappings
-      // would split its VMAs (uffd flags differ), and its next mremap of one would fail with
-      // EFAULT. All of it, until the caller's next layout read removes or re-adds it.
+      // Writes since it was last armed cannot be told apart: all of it, armed again if it can be.
+      if (Arm(blocks_[i]) == 0) stale_[i] = 0;
       out[i].pages.SetAll();
       continue;
     }
@@ -163,7 +162,7 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
     RETURN_IF_ERROR(ScanBlock(blocks_[i], out[i], &layout_changed));
     if (layout_changed) {
       // Part of the range was remapped since it was armed: its writes are not tracked any more.
-      stale_[i] = 1;
+      if (Arm(blocks_[i]) != 0) stale_[i] = 1;
       out[i].pages.SetAll();
     }
   }

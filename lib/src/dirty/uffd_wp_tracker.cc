@@ -189,19 +189,19 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const RamBlock& b = blocks_[i];
-      // A stale block is not registered again here: a range that no longer matches the
-      // program's VMAs would split them (and make its next mremap fail with EFAULT).
-      if (stale_[i] != 0) continue;
-      int e = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
-      if (e == 0) continue;
+      // A stale block is armed again if it can be (registering covers what was remapped).
+      int e = stale_[i] != 0 ? Arm(b)
+                             : uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
+      if (e == 0 && stale_[i] == 0) continue;
       if (e != 0 && !IsLayoutChangeErrno(e)) {
         err = e;
         failed_at = b.start;
         break;
       }
-      // Part of it was unmapped or remapped since it was armed: writes to it cannot be told
-      // apart, so all of it is reported (after the harvest, below) until it is removed.
-      stale_[i] = 1;
+      // Part of it was unmapped or remapped since it was armed, or it was stale: writes to it
+      // cannot be told apart, so all of it is reported (after the harvest, below). 2: armed
+      // again now, reported whole this once.
+      stale_[i] = e != 0 ? 1 : 2;
     }
     result_.HarvestFrom(live_);
   }
@@ -209,6 +209,7 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (stale_[i] == 0) continue;
     out[i].pages.SetAll();
+    if (stale_[i] == 2) stale_[i] = 0;
   }
   if (err != 0) {
     return ErrnoStatus(

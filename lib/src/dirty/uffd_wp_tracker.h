@@ -21,9 +21,9 @@
 // lists before taking it), so a parked thread holding the malloc lock cannot block them.
 //
 // Layout races: a block that cannot be armed or re-protected because the program unmapped or
-// remapped part of it meanwhile (see IsLayoutChangeErrno) is "stale": every Sync reports all of its
-// pages dirty (it is not registered again, which could split the program's VMAs), until the caller
-// removes it after its next layout read. Never a failure, never a missed write.
+// remapped part of it meanwhile (see IsLayoutChangeErrno) is "stale": every Sync tries to arm it
+// again and reports all of its pages dirty, until the caller removes it after its next layout
+// read. Never a failure, never a missed write.
 //
 // Threads: see dirty_tracker.h; plus the handler thread, started by Start, joined by Stop.
 #ifndef PROCMIG_DIRTY_UFFD_WP_TRACKER_H_
