@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
@@ -73,31 +72,6 @@ absl::StatusOr<std::vector<RamBlock>> BlocksById(std::span<const RamBlock> curre
       return absl::NotFoundError(absl::StrFormat("untrack block %u: not tracked", id));
     }
     out.push_back(*it);
-  }
-  return out;
-}
-
-bool IsLayoutChangeErrno(int err, bool scan) {
-  return err == EINVAL || err == ENOMEM || err == ENOENT || (scan && err == EPERM);
-}
-
-std::vector<uint8_t> StaleFlagsFor(std::span<const RamBlock> next,
-                                   std::span<const RamBlock> current,
-                                   std::span<const uint8_t> stale,
-                                   std::span<const uint32_t> newly_stale) {
-  std::vector<uint8_t> out(next.size(), 0);
-  for (size_t i = 0; i < next.size(); ++i) {
-    const uint32_t id = next[i].id;
-    if (std::find(newly_stale.begin(), newly_stale.end(), id) != newly_stale.end()) {
-      out[i] = 1;
-      continue;
-    }
-    for (size_t j = 0; j < current.size() && j < stale.size(); ++j) {
-      if (current[j].id == id) {
-        out[i] = stale[j];
-        break;
-      }
-    }
   }
   return out;
 }

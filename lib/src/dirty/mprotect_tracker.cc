@@ -98,17 +98,11 @@ absl::Status MprotectTracker::Start(std::span<const RamBlock> blocks) {
   Unlock();
 
   blocks_ = std::move(sorted);
-  stale_.assign(blocks_.size(), 0);
   result_ = DirtySet(blocks_);
   started_ = true;
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const RamBlock& b = blocks_[i];
+  for (const RamBlock& b : blocks_) {
     if (mprotect(reinterpret_cast<void*>(b.start), b.length, b.prot & ~PROT_WRITE) != 0) {
       int err = errno;
-      if (IsLayoutChangeErrno(err)) {
-        stale_[i] = 1;
-        continue;
-      }
       (void)Stop();
       return ErrnoStatus(absl::StrFormat("start mprotect tracker: protect block %u (%s) 0x%x+0x%x",
                                          b.id, b.name, b.start, b.length),
@@ -136,20 +130,12 @@ absl::Status MprotectTracker::AddBlocks(std::span<const RamBlock> blocks) {
   DirtySet result(next);
   std::vector<int> prots;
   for (const RamBlock& b : next) prots.push_back(b.prot);
-  std::vector<uint8_t> stale = StaleFlagsFor(next, blocks_, stale_, {});
   SwapBlocks(next, prots, live);  // publish first: a fault in a new block must find it
-  stale_ = std::move(stale);
   result_ = std::move(result);
   for (size_t i = 0; i < blocks.size(); ++i) {
     const RamBlock& b = blocks[i];
     if (mprotect(reinterpret_cast<void*>(b.start), b.length, b.prot & ~PROT_WRITE) != 0) {
       int err = errno;
-      if (IsLayoutChangeErrno(err)) {
-        for (size_t k = 0; k < blocks_.size(); ++k) {
-          if (blocks_[k].id == b.id) stale_[k] = 1;
-        }
-        continue;
-      }
       std::vector<uint32_t> ids;
       for (const RamBlock& a : blocks) ids.push_back(a.id);
       (void)RemoveBlocks(ids);
@@ -173,9 +159,7 @@ absl::Status MprotectTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   DirtySet result(next);
   std::vector<int> prots;
   for (const RamBlock& b : next) prots.push_back(b.prot);
-  std::vector<uint8_t> stale = StaleFlagsFor(next, blocks_, stale_, {});
   SwapBlocks(next, prots, live);
-  stale_ = std::move(stale);
   result_ = std::move(result);
   return absl::OkStatus();
 }
@@ -223,28 +207,12 @@ absl::StatusOr<const DirtySet*> MprotectTracker::Sync() {
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const RamBlock& b = blocks_[i];
     if (mprotect(reinterpret_cast<void*>(b.start), b.length, prots_[i] & ~PROT_WRITE) != 0) {
-      if (IsLayoutChangeErrno(errno)) {
-        // Part of it was unmapped since it was protected (the part before the hole is read-only
-        // now, the rest is not): stale, reported whole until protected again or removed.
-        stale_[i] = 1;
-        continue;
-      }
       err = errno;
       failed = &b;
       break;
     }
-    // Protected again after being stale: writes since cannot be told apart, all of it once.
-    if (stale_[i] == 1) stale_[i] = 2;
   }
   result_.HarvestFrom(live_);
-  {
-    std::span<DirtyBlock> out = result_.mutable_blocks();
-    for (size_t i = 0; i < blocks_.size(); ++i) {
-      if (stale_[i] == 0) continue;
-      out[i].pages.SetAll();
-      if (stale_[i] == 2) stale_[i] = 0;
-    }
-  }
   // Ranges inside a system call stay writable and dirty for the next round too.
   bool pinned_ok = true;
   for (const Pinned& p : pinned_) {
@@ -320,7 +288,6 @@ absl::Status MprotectTracker::Stop() {
   std::swap(prots_, prots);
   Unlock();
   blocks_.clear();
-  stale_.clear();
   result_ = DirtySet();
   return absl::OkStatus();
 }

@@ -22,11 +22,6 @@
 // call that writes user memory without an interposer (e.g. io_uring completions, or a syscall
 // made with syscall(2) directly) gets EFAULT; the agent refuses io_uring programs already.
 //
-// Layout races: a block that cannot be made read-only because the program unmapped part of it
-// since the caller's layout read (mprotect: ENOMEM) is "stale": every Sync tries again and reports
-// all of its pages dirty until the caller removes it after its next layout read. Never a failure,
-// never a missed write.
-//
 // Process-wide state: a signal handler must find its tracker without an argument, so this class
 // keeps the single documented exception to "no global mutable state in lib/": an atomic pointer
 // to the active tracker, its spinlock, and the saved SIGSEGV action (mprotect_tracker.cc). One
@@ -94,7 +89,6 @@ class MprotectTracker final : public DirtyTracker {
 
   // Owned by the controlling thread.
   std::vector<RamBlock> blocks_;  // sorted by start, same order as live_.blocks()
-  std::vector<uint8_t> stale_;    // per blocks_[i]: 1 = not (wholly) protected, see above
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};

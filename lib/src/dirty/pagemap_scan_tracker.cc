@@ -33,51 +33,33 @@ absl::Status PagemapScanTracker::Start(std::span<const RamBlock> blocks) {
   blocks_ = std::move(sorted);
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
-  stale_.assign(blocks_.size(), 0);
   started_ = true;
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const RamBlock& b = blocks_[i];
-    int err = Arm(b);
-    if (err == 0) continue;
-    if (IsLayoutChangeErrno(err)) {
-      stale_[i] = 1;
-      continue;
+  for (const RamBlock& b : blocks_) {
+    absl::Status s = Arm(b);
+    if (!s.ok()) {
+      (void)Stop();
+      return s;
     }
-    (void)Stop();
-    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                       absl::StrFormat("start pagemap-scan tracker: arm block %u (%s) 0x%x+0x%x",
-                                       b.id, b.name, b.start, b.length),
-                       err);
   }
   return absl::OkStatus();
 }
 
-int PagemapScanTracker::Arm(const RamBlock& b) {
-  int err = uffd_.RegisterWpErrno(b.start, b.length, /*missing=*/false);
-  if (err != 0) return err;
-  return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, b.page_size);
+absl::Status PagemapScanTracker::Arm(const RamBlock& b) {
+  RETURN_IF_ERROR(uffd_.RegisterWp(b.start, b.length, /*missing=*/false));
+  return uffd_.WriteProtectStatus(b.start, b.length, /*protect=*/true);
 }
 
 absl::Status PagemapScanTracker::AddBlocks(std::span<const RamBlock> blocks) {
   if (!started_)
     return absl::FailedPreconditionError("add blocks to pagemap-scan tracker: not started");
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithAdded(blocks_, blocks));
-  std::vector<uint32_t> newly_stale;
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const RamBlock& b = blocks[i];
-    int err = Arm(b);
-    if (err == 0) continue;
-    if (IsLayoutChangeErrno(err)) {
-      newly_stale.push_back(b.id);
-      continue;
+    absl::Status s = Arm(blocks[i]);
+    if (!s.ok()) {
+      for (size_t j = 0; j <= i; ++j) (void)uffd_.Unregister(blocks[j].start, blocks[j].length);
+      return s;
     }
-    for (size_t j = 0; j <= i; ++j) (void)uffd_.Unregister(blocks[j].start, blocks[j].length);
-    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                       absl::StrFormat("add block %u (%s) to pagemap-scan tracker: arm 0x%x+0x%x",
-                                       b.id, b.name, b.start, b.length),
-                       err);
   }
-  stale_ = StaleFlagsFor(next, blocks_, stale_, newly_stale);
   blocks_ = std::move(next);
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
@@ -94,15 +76,13 @@ absl::Status PagemapScanTracker::RemoveBlocks(std::span<const uint32_t> ids) {
     // means there was nothing left to unregister.
     (void)uffd_.Unregister(b.start, b.length);
   }
-  stale_ = StaleFlagsFor(next, blocks_, stale_, {});
   blocks_ = std::move(next);
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
-absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& out,
-                                           bool* layout_changed) {
+absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& out) {
   pm_scan_arg arg{};
   arg.size = sizeof(arg);
   arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
@@ -119,10 +99,6 @@ absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& ou
     ++stats_.scan_calls;
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (IsLayoutChangeErrno(errno, /*scan=*/true)) {
-        *layout_changed = true;
-        return absl::OkStatus();
-      }
       return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
                          absl::StrFormat("PAGEMAP_SCAN block %u (%s) 0x%x..0x%x", block.id,
                                          block.name, arg.start, arg.end),
@@ -151,21 +127,7 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
   if (!started_) return absl::FailedPreconditionError("sync pagemap-scan tracker: not started");
   result_.ClearAll();
   std::span<DirtyBlock> out = result_.mutable_blocks();
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (stale_[i] != 0) {
-      // Writes since it was last armed cannot be told apart: all of it, armed again if it can be.
-      if (Arm(blocks_[i]) == 0) stale_[i] = 0;
-      out[i].pages.SetAll();
-      continue;
-    }
-    bool layout_changed = false;
-    RETURN_IF_ERROR(ScanBlock(blocks_[i], out[i], &layout_changed));
-    if (layout_changed) {
-      // Part of the range was remapped since it was armed: its writes are not tracked any more.
-      if (Arm(blocks_[i]) != 0) stale_[i] = 1;
-      out[i].pages.SetAll();
-    }
-  }
+  for (size_t i = 0; i < blocks_.size(); ++i) RETURN_IF_ERROR(ScanBlock(blocks_[i], out[i]));
   discards_.Drain(result_);
   ++stats_.syncs;
   return &result_;
@@ -179,7 +141,6 @@ absl::Status PagemapScanTracker::Stop() {
   if (pagemap_fd_ >= 0) close(pagemap_fd_);
   pagemap_fd_ = -1;
   blocks_.clear();
-  stale_.clear();
   result_ = DirtySet();
   discards_.Reset({});
   return absl::OkStatus();

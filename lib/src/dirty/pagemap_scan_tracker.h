@@ -12,13 +12,6 @@
 // all of its base pages (the kernel keeps one uffd-wp bit per PMD), a page dropped with
 // MADV_DONTNEED is reported (an empty pte is "written" to the scan), and its next write too.
 //
-// Layout races: the program may unmap, remap or replace part of a block between the caller's
-// layout read and AddBlocks/Start, or between two syncs. A block that cannot be armed for that
-// reason (see IsLayoutChangeErrno), or whose scan fails for it (EPERM: a VMA in the range is not
-// registered), is "stale": every Sync tries to arm it again and reports all of its pages dirty
-// (writes to it cannot be told apart until it is armed), until the caller removes it after its
-// next layout read. Never a failure, never a missed write.
-//
 // Threads: see dirty_tracker.h. Sync makes only ioctls and writes the preallocated DirtySet.
 #ifndef PROCMIG_DIRTY_PAGEMAP_SCAN_TRACKER_H_
 #define PROCMIG_DIRTY_PAGEMAP_SCAN_TRACKER_H_
@@ -52,18 +45,15 @@ class PagemapScanTracker final : public DirtyTracker {
   TrackerStats stats() const override { return stats_; }
 
  private:
-  // Registers and write-protects one block; the raw errno (0 on success). No allocation.
-  int Arm(const RamBlock& block);
-  // Scans one block, marking written pages into `out` and re-protecting them. Sets
-  // *layout_changed (and returns OK) when the range is no longer mapped as registered.
-  absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out, bool* layout_changed);
+  absl::Status Arm(const RamBlock& block);
+  // Scans one block, marking written pages into `out` and re-protecting them.
+  absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out);
 
   bool started_ = false;
   UserfaultFd uffd_;
   int pagemap_fd_ = -1;
   std::unique_ptr<page_region[]> regions_;
   std::vector<RamBlock> blocks_;  // sorted by start, as result_.blocks()
-  std::vector<uint8_t> stale_;    // per blocks_[i]: 1 = not (wholly) armed, see above
   DirtySet result_;
   DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;

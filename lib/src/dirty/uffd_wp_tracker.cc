@@ -45,29 +45,20 @@ absl::Status UffdWpTracker::Start(std::span<const RamBlock> blocks) {
   while ((handler_tid_ = handler_tid_published_.load(std::memory_order_acquire)) == 0) {
     sched_yield();
   }
-  stale_.assign(sorted.size(), 0);
   started_ = true;
-  for (size_t i = 0; i < sorted.size(); ++i) {
-    const RamBlock& b = sorted[i];
-    int err = Arm(b);
-    if (err == 0) continue;
-    if (IsLayoutChangeErrno(err)) {
-      stale_[i] = 1;
-      continue;
+  for (const RamBlock& b : sorted) {
+    absl::Status s = Arm(b);
+    if (!s.ok()) {
+      (void)Stop();
+      return s;
     }
-    (void)Stop();
-    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                       absl::StrFormat("start uffd-wp tracker: arm block %u (%s) 0x%x+0x%x", b.id,
-                                       b.name, b.start, b.length),
-                       err);
   }
   return absl::OkStatus();
 }
 
-int UffdWpTracker::Arm(const RamBlock& b) {
-  int err = uffd_.RegisterWpErrno(b.start, b.length, /*missing=*/true);
-  if (err != 0) return err;
-  return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, page_size_);
+absl::Status UffdWpTracker::Arm(const RamBlock& b) {
+  RETURN_IF_ERROR(uffd_.RegisterWp(b.start, b.length, /*missing=*/true));
+  return uffd_.WriteProtectStatus(b.start, b.length, /*protect=*/true);
 }
 
 absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
@@ -82,20 +73,11 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
     next_live.HarvestFrom(live_);
     std::swap(live_, next_live);
   }
-  std::vector<uint8_t> old_stale = stale_;
-  stale_ = StaleFlagsFor(next, old_blocks, old_stale, {});
   blocks_.swap(next);
   result_ = std::move(next_result);
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const RamBlock& b = blocks[i];
-    int err = Arm(b);
-    if (err != 0 && IsLayoutChangeErrno(err)) {
-      for (size_t k = 0; k < blocks_.size(); ++k) {
-        if (blocks_[k].id == b.id) stale_[k] = 1;
-      }
-      continue;
-    }
-    if (err != 0) {
+    absl::Status s = Arm(blocks[i]);
+    if (!s.ok()) {
       for (size_t j = 0; j <= i; ++j) (void)uffd_.Unregister(blocks[j].start, blocks[j].length);
       DirtySet back_live(old_blocks);
       DirtySet back_result(old_blocks);
@@ -105,12 +87,8 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
         std::swap(live_, back_live);
       }
       blocks_.swap(old_blocks);
-      stale_ = std::move(old_stale);
       result_ = std::move(back_result);
-      return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                         absl::StrFormat("add block %u (%s) to uffd-wp tracker: arm 0x%x+0x%x",
-                                         b.id, b.name, b.start, b.length),
-                         err);
+      return s;
     }
   }
   return absl::OkStatus();
@@ -131,7 +109,6 @@ absl::Status UffdWpTracker::RemoveBlocks(std::span<const uint32_t> ids) {
     next_live.HarvestFrom(live_);
     std::swap(live_, next_live);
   }
-  stale_ = StaleFlagsFor(next, blocks_, stale_, {});
   blocks_.swap(next);
   result_ = std::move(next_result);
   return absl::OkStatus();
@@ -187,29 +164,14 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   result_.ClearAll();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = 0; i < blocks_.size(); ++i) {
-      const RamBlock& b = blocks_[i];
-      // A stale block is armed again if it can be (registering covers what was remapped).
-      int e = stale_[i] != 0 ? Arm(b)
-                             : uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
-      if (e == 0 && stale_[i] == 0) continue;
-      if (e != 0 && !IsLayoutChangeErrno(e)) {
-        err = e;
+    for (const RamBlock& b : blocks_) {
+      err = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
+      if (err != 0) {
         failed_at = b.start;
         break;
       }
-      // Part of it was unmapped or remapped since it was armed, or it was stale: writes to it
-      // cannot be told apart, so all of it is reported (after the harvest, below). 2: armed
-      // again now, reported whole this once.
-      stale_[i] = e != 0 ? 1 : 2;
     }
     result_.HarvestFrom(live_);
-  }
-  std::span<DirtyBlock> out = result_.mutable_blocks();
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (stale_[i] == 0) continue;
-    out[i].pages.SetAll();
-    if (stale_[i] == 2) stale_[i] = 0;
   }
   if (err != 0) {
     return ErrnoStatus(
@@ -233,7 +195,6 @@ absl::Status UffdWpTracker::Stop() {
   wake_fd_ = -1;
   handler_tid_ = 0;
   blocks_.clear();
-  stale_.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     live_ = DirtySet();  // frees outside any fault: the handler has exited

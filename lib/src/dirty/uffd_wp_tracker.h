@@ -20,11 +20,6 @@
 // allocates or takes any lock but mu_ while holding mu_ (AddBlocks/RemoveBlocks build their new
 // lists before taking it), so a parked thread holding the malloc lock cannot block them.
 //
-// Layout races: a block that cannot be armed or re-protected because the program unmapped or
-// remapped part of it meanwhile (see IsLayoutChangeErrno) is "stale": every Sync tries to arm it
-// again and reports all of its pages dirty, until the caller removes it after its next layout
-// read. Never a failure, never a missed write.
-//
 // Threads: see dirty_tracker.h; plus the handler thread, started by Start, joined by Stop.
 #ifndef PROCMIG_DIRTY_UFFD_WP_TRACKER_H_
 #define PROCMIG_DIRTY_UFFD_WP_TRACKER_H_
@@ -58,8 +53,7 @@ class UffdWpTracker final : public DirtyTracker {
   TrackerStats stats() const override;
 
  private:
-  // Registers and write-protects one block; the raw errno (0 on success). No allocation.
-  int Arm(const RamBlock& block);
+  absl::Status Arm(const RamBlock& block);
   void HandlerLoop();
   // Records and resolves one fault; called by the handler thread.
   void HandleFault(uintptr_t addr, bool write_protect_fault);
@@ -80,7 +74,6 @@ class UffdWpTracker final : public DirtyTracker {
 
   // Owned by the controlling thread (the handler never reads them).
   std::vector<RamBlock> blocks_;  // sorted by start
-  std::vector<uint8_t> stale_;    // per blocks_[i]: 1 = not (wholly) armed, see above
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};

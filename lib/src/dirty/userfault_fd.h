@@ -43,9 +43,6 @@ class UserfaultFd {
   // UFFDIO_REGISTER of [start, start + len) for write-protect faults, plus missing faults when
   // `missing`.
   absl::Status RegisterWp(uintptr_t start, size_t len, bool missing) const;
-  // RegisterWp returning the raw errno (0 on success, EOPNOTSUPP when the range registered but
-  // UFFDIO_WRITEPROTECT is not offered for it): no allocation, for Sync's re-arm of stale blocks.
-  int RegisterWpErrno(uintptr_t start, size_t len, bool missing) const;
   absl::Status Unregister(uintptr_t start, size_t len) const;
   // UFFDIO_WRITEPROTECT: arm (protect=true) or resolve (false, which wakes the faulting threads).
   // Returns the raw errno (0 on success) so that the fault handler can act on it without

@@ -56,11 +56,6 @@ TEST_CASE("mprotect tracker: add and remove blocks") {
   RunBlockBookkeeping(kKind);
 }
 
-TEST_CASE("mprotect tracker: part of a block unmapped under the tracker") {
-  RequireBackend(kKind);
-  RunLayoutRace(kKind, /*remap_hole=*/false);
-}
-
 }  // namespace
 }  // namespace procmig::testing
 

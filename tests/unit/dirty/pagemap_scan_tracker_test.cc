@@ -51,15 +51,5 @@ TEST_CASE("pagemap_scan tracker: add and remove blocks") {
   RunBlockBookkeeping(kKind);
 }
 
-TEST_CASE("pagemap_scan tracker: part of a block unmapped under the tracker") {
-  RequireBackend(kKind);
-  RunLayoutRace(kKind, /*remap_hole=*/false);
-}
-
-TEST_CASE("pagemap_scan tracker: part of a block replaced by another mapping under the tracker") {
-  RequireBackend(kKind);
-  RunLayoutRace(kKind, /*remap_hole=*/true);
-}
-
 }  // namespace
 }  // namespace procmig::testing

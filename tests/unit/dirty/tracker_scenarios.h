@@ -33,12 +33,6 @@ void RunConcurrentWriters(TrackerKind kind);
 void RunKernelWrite(TrackerKind kind);
 // Add/Remove bookkeeping: removed blocks are no longer reported, bad ids and overlaps fail.
 void RunBlockBookkeeping(TrackerKind kind);
-// The program changes its mappings under the tracker (what examples/map_churn.cc does): part of
-// a block is unmapped before Start and before AddBlocks, and between two syncs (then, when
-// `remap_hole`, an unrelated mapping is placed in the hole and written). Every call must succeed
-// and the next Sync must report the whole block dirty; once the caller has re-read the layout
-// (RemoveBlocks, AddBlocks of what is mapped now), tracking is exact again.
-void RunLayoutRace(TrackerKind kind, bool remap_hole);
 
 }  // namespace procmig::testing
 
