@@ -12,7 +12,6 @@
 namespace procmig {
 namespace {
 
-// In enum order: indexed by the phase.
 constexpr std::array<std::pair<MigrationPhase, absl::string_view>, 8> kPhases = {{
     {MigrationPhase::kIdle, "idle"},
     {MigrationPhase::kSetup, "setup"},
@@ -33,6 +32,15 @@ constexpr std::array<std::pair<ControlVerb, absl::string_view>, 7> kVerbs = {{
     {ControlVerb::kError, "ERROR"},
     {ControlVerb::kOk, "OK"},
 }};
+
+// The phase's name, as the line format and the JSON spell it ("unknown" for a value outside
+// the enum, which a decoder never produces).
+absl::string_view PhaseToken(MigrationPhase p) {
+  for (const auto& [phase, name] : kPhases) {
+    if (phase == p) return name;
+  }
+  return "unknown";
+}
 
 // The numeric statistics, by wire name. One table drives encoding, decoding and JSON.
 constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 17> kStatFields = {{
@@ -171,7 +179,7 @@ absl::Status DecodeOption(absl::string_view key, const std::string& v, Migration
 }
 
 void EncodeStats(const MigrationStats& s, std::string* out) {
-  Put(out, "phase", kPhases[static_cast<size_t>(s.phase)].second);
+  Put(out, "phase", PhaseToken(s.phase));
   for (const auto& [name, field] : kStatFields) Put(out, name, s.*field);
   Put(out, "throttle_percent", s.throttle_percent);
 }
@@ -219,10 +227,8 @@ absl::Status MigrationOptions::Validate() const {
 }
 
 std::string_view PhaseName(MigrationPhase p) {
-  for (const auto& [phase, name] : kPhases) {
-    if (phase == p) return {name.data(), name.size()};
-  }
-  return "unknown";
+  absl::string_view name = PhaseToken(p);
+  return {name.data(), name.size()};
 }
 
 absl::Status ControlMessage::ToStatus() const {
@@ -328,8 +334,7 @@ absl::StatusOr<ControlMessage> DecodeControl(std::string_view whole_line) {
 }
 
 std::string StatsToJson(const MigrationStats& s) {
-  std::string out =
-      absl::StrCat("{\"phase\": \"", kPhases[static_cast<size_t>(s.phase)].second, "\"");
+  std::string out = absl::StrCat("{\"phase\": \"", PhaseToken(s.phase), "\"");
   for (const auto& [name, field] : kStatFields)
     absl::StrAppend(&out, ", \"", name, "\": ", s.*field);
   absl::StrAppend(&out, ", \"throttle_percent\": ", s.throttle_percent, "}");
