@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "preload/memory_interpose.h"
 #include "procmig/control.h"
 #include "procmig/source.h"
 
@@ -149,6 +150,7 @@ void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   setup.excluded.push_back({ctx->freezer->arena_begin(), ctx->freezer->arena_end()});
   if (ctx->stack != 0) setup.excluded.push_back({ctx->stack, ctx->stack + ctx->stack_size});
   setup.own_fds = {ctx->listen_fd, fd};
+  setup.layout_gate = &Gate();
   if (ctx->log_fd >= 0) setup.own_fds.push_back(ctx->log_fd);
   setup.progress = [ctx, fd](const MigrationStats& s) {
     ControlMessage m;

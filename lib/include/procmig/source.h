@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "procmig/control.h"
+#include "procmig/layout_gate.h"
 
 namespace procmig {
 
@@ -66,6 +67,7 @@ struct SourceSetup {
   SourceFreezer* freezer = nullptr;                       // not owned
   std::vector<std::pair<uintptr_t, uintptr_t>> excluded;  // [start, end) of agent memory
   std::vector<int> own_fds;                               // the agent's descriptors
+  LayoutGate* layout_gate = nullptr;  // not owned: the agent's mmap/munmap/... interposers
   std::function<void(const MigrationStats&)> progress;
   std::function<void(const std::string&)> log;  // notes (fallbacks, clamped options)
   int park_timeout_ms = 2000;

@@ -207,6 +207,7 @@ class SourceImpl : public MigrationSource {
                      ChannelGroup::Start(std::move(chans), session64));
 
     TrackerConfig tcfg;
+    tcfg.layout_gate = setup_.layout_gate;
     if (o.tracker != "auto") {
       ASSIGN_OR_RETURN(TrackerKind k, ParseTrackerKind(o.tracker));
       tcfg.forced = k;

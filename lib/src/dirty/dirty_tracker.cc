@@ -33,4 +33,8 @@ absl::Status DirtyTracker::PrepareKernelWrite(uintptr_t, size_t) { return absl::
 
 void DirtyTracker::FinishKernelWrite(uintptr_t, size_t) {}
 
+void DirtyTracker::DiscardToTracker(void* self, uintptr_t addr, size_t len) {
+  static_cast<DirtyTracker*>(self)->MarkDiscarded(addr, len);
+}
+
 }  // namespace procmig

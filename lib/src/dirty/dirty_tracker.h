@@ -16,6 +16,17 @@
 // madvise/fallocate interposers call MarkDiscarded(addr, len) after the real call: the range is
 // then reported by the next Sync in every backend.
 //
+// Layout changes: the program may unmap, move, resize or map over a block at any time, also
+// between the layout read that produced the block and the tracker's call. Start/AddBlocks/Sync
+// do not fail for that: a block whose range no longer lines up with the process's mappings is
+// left unarmed ("stale") and reported wholly dirty at every Sync until it can be armed again or
+// the caller removes it; the caller must read the layout again after every Sync and is expected
+// to remove or resize such blocks (a stale block may be partly unmapped; read it safely). With a
+// LayoutGate (TrackerConfig), changes made through the agent's interposers cannot interleave
+// with a registration or a scan; changes glibc makes itself are caught by a retry. Blocks passed
+// to Start/AddBlocks must come from a layout read after the previous Sync (or after the tracker
+// was made).
+//
 // Backends, best first (TrackerKind): pagemap-scan, soft-dirty, uffd-wp, mprotect, full; see
 // each backend's header for its mechanism, and tracker_probe.h for how one is chosen.
 //
@@ -39,6 +50,7 @@
 #include "absl/status/statusor.h"
 #include "dirty/dirty_set.h"
 #include "dirty/write_quiescer.h"
+#include "procmig/layout_gate.h"
 #include "ram/ram_block.h"
 
 namespace procmig {
@@ -60,6 +72,10 @@ struct TrackerConfig {
   std::optional<TrackerKind> forced;
   // Not owned; may be null. Used by soft-dirty only (see write_quiescer.h).
   WriteQuiescer* quiescer = nullptr;
+  // Not owned; may be null (no interposers: tests, the CLI). The agent's gate: the trackers that
+  // register or protect ranges (pagemap-scan, uffd-wp, mprotect) lock it while they do, and every
+  // backend receives the program's discards through it (see layout_gate.h).
+  LayoutGate* layout_gate = nullptr;
 };
 
 // Counters for benchmarks and `procmig status`; updated without locks by the owner thread, and
@@ -69,6 +85,11 @@ struct TrackerStats {
   uint64_t faults = 0;        // write faults handled by the tracker itself (uffd-wp, mprotect)
   uint64_t huge_regions = 0;  // pagemap-scan: reported regions that were huge pages
   uint64_t scan_calls = 0;    // pagemap-scan: PAGEMAP_SCAN ioctls; soft-dirty: pagemap reads
+  // Layout races survived: blocks found out of line with the mappings (left stale), arms retried
+  // after a refusal, blocks re-armed after a scan found their mapping replaced.
+  uint64_t stale_blocks = 0;
+  uint64_t arm_retries = 0;
+  uint64_t rearms = 0;
 };
 
 class DirtyTracker {
@@ -105,6 +126,10 @@ class DirtyTracker {
   virtual std::span<const pid_t> OwnThreads() const { return {}; }
 
   virtual TrackerStats stats() const = 0;
+
+ protected:
+  // A LayoutGate::DiscardFn forwarding to MarkDiscarded of the tracker `self` points to.
+  static void DiscardToTracker(void* self, uintptr_t addr, size_t len);
 };
 
 }  // namespace procmig

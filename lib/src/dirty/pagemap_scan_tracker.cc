@@ -14,9 +14,71 @@
 
 namespace procmig {
 
-PagemapScanTracker::PagemapScanTracker() = default;
+namespace {
+
+constexpr size_t kMapsBufferBytes = 256u << 10;
+
+// Refusals of a registration or write-protect that a layout change explains.
+bool LayoutRefusal(int err) {
+  return err == EINVAL || err == ENOMEM || err == ENOENT || err == EFAULT;
+}
+
+}  // namespace
+
+PagemapScanTracker::PagemapScanTracker(LayoutGate* gate)
+    : gate_(gate), epoch_(gate == nullptr ? 0 : gate->seq()) {}
 
 PagemapScanTracker::~PagemapScanTracker() { (void)Stop(); }
+
+void PagemapScanTracker::GrowMapsBufferIfNeeded() {
+  if (maps_.capacity() == 0) {
+    maps_.Reserve(kMapsBufferBytes);
+  } else if (maps_.truncated()) {
+    maps_.Reserve(maps_.capacity() * 2);
+  }
+}
+
+bool PagemapScanTracker::LinesUp(const RamBlock& b, bool fresh) {
+  if (!maps_read_ || fresh) {
+    (void)maps_.Read();
+    maps_read_ = true;
+  }
+  return maps_.CoversExactly(b.start, b.end());
+}
+
+int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
+  int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/false);
+  if (err != 0) return err;
+  return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, b.page_size);
+}
+
+absl::Status PagemapScanTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
+  st.armed = false;
+  if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
+  if (check && !LinesUp(b, /*fresh=*/false)) {
+    ++stats_.stale_blocks;
+    return absl::OkStatus();
+  }
+  int err = RegisterAndProtect(b);
+  if (err != 0 && LayoutRefusal(err)) {
+    // A change the gate did not see (glibc's own mmap/munmap) or a stale snapshot: look again.
+    ++stats_.arm_retries;
+    if (!LinesUp(b, /*fresh=*/true)) {
+      ++stats_.stale_blocks;
+      return absl::OkStatus();
+    }
+    err = RegisterAndProtect(b);
+  }
+  if (err != 0) {
+    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
+                       absl::StrFormat("arm block %u (%s): register and write-protect uffd range "
+                                       "0x%x+0x%x",
+                                       b.id, b.name, b.start, b.length),
+                       err);
+  }
+  st.armed = true;
+  return absl::OkStatus();
+}
 
 absl::Status PagemapScanTracker::Start(std::span<const RamBlock> blocks) {
   if (started_) return absl::FailedPreconditionError("start pagemap-scan tracker: already started");
@@ -31,37 +93,53 @@ absl::Status PagemapScanTracker::Start(std::span<const RamBlock> blocks) {
   }
   regions_ = std::make_unique<page_region[]>(kMaxRegions);
   blocks_ = std::move(sorted);
+  state_.assign(blocks_.size(), BlockState{false, epoch_});
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
+  GrowMapsBufferIfNeeded();
   started_ = true;
-  for (const RamBlock& b : blocks_) {
-    absl::Status s = Arm(b);
-    if (!s.ok()) {
-      (void)Stop();
-      return s;
-    }
+  absl::Status s;
+  {
+    LayoutGateLock hold(gate_);
+    maps_read_ = false;
+    if (gate_ != nullptr) gate_->Attach(&DiscardToTracker, this);
+    for (size_t i = 0; i < blocks_.size() && s.ok(); ++i) s = Arm(blocks_[i], state_[i], false);
+  }
+  if (!s.ok()) {
+    (void)Stop();
+    return s;
   }
   return absl::OkStatus();
-}
-
-absl::Status PagemapScanTracker::Arm(const RamBlock& b) {
-  RETURN_IF_ERROR(uffd_.RegisterWp(b.start, b.length, /*missing=*/false));
-  return uffd_.WriteProtectStatus(b.start, b.length, /*protect=*/true);
 }
 
 absl::Status PagemapScanTracker::AddBlocks(std::span<const RamBlock> blocks) {
   if (!started_)
     return absl::FailedPreconditionError("add blocks to pagemap-scan tracker: not started");
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithAdded(blocks_, blocks));
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    absl::Status s = Arm(blocks[i]);
-    if (!s.ok()) {
-      for (size_t j = 0; j <= i; ++j) (void)uffd_.Unregister(blocks[j].start, blocks[j].length);
-      return s;
+  // Everything is allocated before the gate is locked.
+  std::vector<BlockState> next_state(next.size(), BlockState{false, epoch_});
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (j < blocks_.size() && blocks_[j].start < next[i].start) ++j;
+    if (j < blocks_.size() && blocks_[j].id == next[i].id) next_state[i] = state_[j];
+  }
+  DirtySet next_result(next);
+  GrowMapsBufferIfNeeded();
+  absl::Status s;
+  {
+    LayoutGateLock hold(gate_);
+    maps_read_ = false;
+    for (const RamBlock& added : blocks) {
+      const RamBlock* b = FindBlockHolding(next, added.start);
+      if (b == nullptr) continue;  // impossible: BlocksWithAdded put it there
+      s = Arm(*b, next_state[static_cast<size_t>(b - next.data())], false);
+      // Blocks armed before a failure stay registered (harmless, see the header) until Stop.
+      if (!s.ok()) break;
     }
   }
+  RETURN_IF_ERROR(s);
   blocks_ = std::move(next);
-  result_ = DirtySet(blocks_);
+  state_ = std::move(next_state);
+  result_ = std::move(next_result);
   discards_.Reset(blocks_);
   return absl::OkStatus();
 }
@@ -69,20 +147,23 @@ absl::Status PagemapScanTracker::AddBlocks(std::span<const RamBlock> blocks) {
 absl::Status PagemapScanTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   if (!started_)
     return absl::FailedPreconditionError("remove blocks from pagemap-scan tracker: not started");
-  ASSIGN_OR_RETURN(std::vector<RamBlock> gone, BlocksById(blocks_, ids));
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithRemoved(blocks_, ids));
-  for (const RamBlock& b : gone) {
-    // The region may already be unmapped (often why it is removed), so a failure here only
-    // means there was nothing left to unregister.
-    (void)uffd_.Unregister(b.start, b.length);
+  // No UFFDIO_UNREGISTER: the range may have grown or merged since (see the header).
+  std::vector<BlockState> next_state;
+  next_state.reserve(next.size());
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (blocks_[j].id != next[i].id) ++j;
+    next_state.push_back(state_[j]);
   }
   blocks_ = std::move(next);
+  state_ = std::move(next_state);
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
   return absl::OkStatus();
 }
 
-absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& out) {
+absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& out, int* err) {
+  *err = 0;
   pm_scan_arg arg{};
   arg.size = sizeof(arg);
   arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
@@ -99,10 +180,8 @@ absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& ou
     ++stats_.scan_calls;
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                         absl::StrFormat("PAGEMAP_SCAN block %u (%s) 0x%x..0x%x", block.id,
-                                         block.name, arg.start, arg.end),
-                         errno);
+      *err = errno;
+      return absl::OkStatus();
     }
     for (long i = 0; i < n; ++i) {
       const page_region& r = regions_[static_cast<size_t>(i)];
@@ -127,8 +206,33 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
   if (!started_) return absl::FailedPreconditionError("sync pagemap-scan tracker: not started");
   result_.ClearAll();
   std::span<DirtyBlock> out = result_.mutable_blocks();
-  for (size_t i = 0; i < blocks_.size(); ++i) RETURN_IF_ERROR(ScanBlock(blocks_[i], out[i]));
-  discards_.Drain(result_);
+  {
+    LayoutGateLock hold(gate_);
+    maps_read_ = false;
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const RamBlock& b = blocks_[i];
+      if (state_[i].armed) {
+        int err = 0;
+        RETURN_IF_ERROR(ScanBlock(b, out[i], &err));
+        if (err == 0) continue;
+        if (err != EPERM && err != EINVAL && err != ENOENT) {
+          return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
+                             absl::StrFormat("PAGEMAP_SCAN block %u (%s) 0x%x..0x%x", b.id, b.name,
+                                             b.start, b.end()),
+                             err);
+        }
+        // Part of the range is a mapping made since it was armed (not registered): whatever
+        // the program wrote there is unknown.
+        ++stats_.rearms;
+      }
+      // Unarmed (stale) or just found replaced: arm it if it lines up now, and report every
+      // page, since writes before the arm were not tracked.
+      RETURN_IF_ERROR(Arm(b, state_[i], /*check=*/true));
+      out[i].pages.SetRange(0, out[i].pages.size());
+    }
+    discards_.Drain(result_);
+    if (gate_ != nullptr) epoch_ = gate_->seq();
+  }
   ++stats_.syncs;
   return &result_;
 }
@@ -136,11 +240,16 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
 absl::Status PagemapScanTracker::Stop() {
   if (!started_) return absl::OkStatus();
   started_ = false;
+  if (gate_ != nullptr) {
+    LayoutGateLock hold(gate_);
+    gate_->Detach();
+  }
   // Closing the userfaultfd unregisters every range and clears the uffd-wp bits.
   uffd_.Close();
   if (pagemap_fd_ >= 0) close(pagemap_fd_);
   pagemap_fd_ = -1;
   blocks_.clear();
+  state_.clear();
   result_ = DirtySet();
   discards_.Reset({});
   return absl::OkStatus();

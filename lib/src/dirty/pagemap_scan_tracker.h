@@ -12,7 +12,21 @@
 // all of its base pages (the kernel keeps one uffd-wp bit per PMD), a page dropped with
 // MADV_DONTNEED is reported (an empty pte is "written" to the scan), and its next write too.
 //
-// Threads: see dirty_tracker.h. Sync makes only ioctls and writes the preallocated DirtySet.
+// Layout races (dirty_tracker.h): with a LayoutGate, Start/AddBlocks/Sync hold its lock while
+// they register, write-protect and scan, so no interposed mmap/munmap/mremap/mprotect/madvise
+// runs meanwhile. A block whose range an interposed change touched since the layout it came from
+// was read is checked against /proc/self/maps first and armed only if its ends are where
+// mappings start and end (registering anything else would split a mapping of the program, whose
+// next mremap of it would fail with EFAULT); otherwise it stays stale. A refused registration
+// (EINVAL/ENOMEM/ENOENT: a change glibc made itself, e.g. malloc's munmap) is retried once after
+// that check. A scan refused with EPERM (a mapping replaced since it was armed: the new one is
+// not registered) re-arms the block the same way and reports it wholly dirty. Removed blocks are
+// not unregistered (that too could split a mapping that grew or merged since); registrations end
+// when Stop closes the descriptor, and a registered range outside every block costs the program
+// at most one minor fault per page.
+//
+// Threads: see dirty_tracker.h. Sync makes only ioctls (and, for stale or replaced blocks, reads
+// /proc/self/maps into a buffer allocated beforehand) and writes the preallocated DirtySet.
 #ifndef PROCMIG_DIRTY_PAGEMAP_SCAN_TRACKER_H_
 #define PROCMIG_DIRTY_PAGEMAP_SCAN_TRACKER_H_
 
@@ -21,6 +35,7 @@
 
 #include "dirty/dirty_tracker.h"
 #include "dirty/discard_log.h"
+#include "dirty/maps_snapshot.h"
 #include "dirty/userfault_fd.h"
 
 struct page_region;
@@ -32,7 +47,7 @@ class PagemapScanTracker final : public DirtyTracker {
   // Regions per PAGEMAP_SCAN call (24 bytes each).
   static constexpr size_t kMaxRegions = 4096;
 
-  PagemapScanTracker();
+  explicit PagemapScanTracker(LayoutGate* gate = nullptr);
   ~PagemapScanTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kPagemapScan; }
@@ -45,15 +60,33 @@ class PagemapScanTracker final : public DirtyTracker {
   TrackerStats stats() const override { return stats_; }
 
  private:
-  absl::Status Arm(const RamBlock& block);
-  // Scans one block, marking written pages into `out` and re-protecting them.
-  absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out);
+  struct BlockState {
+    bool armed = false;
+    uint64_t since = 0;  // gate seq before the layout read the block came from
+  };
+  // Arms one block (the gate locked, if any), or leaves it stale when its range no longer lines
+  // up with the mappings. `check`: look at /proc/self/maps first even if no interposed change
+  // touched the range. No allocation unless it fails (an error the layout does not explain).
+  absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
+  // Register + write-protect; raw errno.
+  int RegisterAndProtect(const RamBlock& block) const;
+  // Whether the block lines up with the mappings; reads maps once per gate hold (`fresh`: again).
+  bool LinesUp(const RamBlock& block, bool fresh);
+  // Scans one block, marking written pages into `out` and re-protecting them; raw errno of a
+  // refused ioctl in *err (then the Status is OK and the caller decides).
+  absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out, int* err);
+  void GrowMapsBufferIfNeeded();
 
+  LayoutGate* const gate_;  // not owned; may be null
   bool started_ = false;
   UserfaultFd uffd_;
   int pagemap_fd_ = -1;
   std::unique_ptr<page_region[]> regions_;
   std::vector<RamBlock> blocks_;  // sorted by start, as result_.blocks()
+  std::vector<BlockState> state_;  // parallel to blocks_
+  uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
+  MapsSnapshot maps_;
+  bool maps_read_ = false;  // maps_ read during the current gate hold
   DirtySet result_;
   DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;

@@ -63,7 +63,7 @@ std::string Round(DirtyTracker& tracker, char* base, size_t page_size, size_t pa
 std::unique_ptr<DirtyTracker> MakeTracker(TrackerKind kind, const TrackerConfig& config) {
   switch (kind) {
     case TrackerKind::kPagemapScan:
-      return std::make_unique<PagemapScanTracker>();
+      return std::make_unique<PagemapScanTracker>(config.layout_gate);
     case TrackerKind::kSoftDirty:
       return std::make_unique<SoftDirtyTracker>(config.quiescer);
     case TrackerKind::kUffdWp:
@@ -96,7 +96,10 @@ TrackerProbeResult ProbeTracker(TrackerKind kind, const TrackerConfig& config) {
   block.name = "probe";
   block.prot = PROT_READ | PROT_WRITE;
 
-  std::unique_ptr<DirtyTracker> tracker = MakeTracker(kind, config);
+  // The probe's own scratch mapping needs no gate, and must not take the discard hook.
+  TrackerConfig probe_config = config;
+  probe_config.layout_gate = nullptr;
+  std::unique_ptr<DirtyTracker> tracker = MakeTracker(kind, probe_config);
   absl::Status s = tracker->Start({&block, 1});
   if (!s.ok()) {
     result.reason = std::string(s.message());

@@ -179,6 +179,16 @@ absl::Status UserfaultFd::RegisterWp(uintptr_t start, size_t len, bool missing) 
   return absl::OkStatus();
 }
 
+int UserfaultFd::RegisterWpRaw(uintptr_t start, size_t len, bool missing) const {
+  uffdio_register reg{};
+  reg.range.start = start;
+  reg.range.len = len;
+  reg.mode = UFFDIO_REGISTER_MODE_WP | (missing ? UFFDIO_REGISTER_MODE_MISSING : 0);
+  if (ioctl(fd_, UFFDIO_REGISTER, &reg) != 0) return errno;
+  if ((reg.ioctls & (uint64_t{1} << _UFFDIO_WRITEPROTECT)) == 0) return EOPNOTSUPP;
+  return 0;
+}
+
 absl::Status UserfaultFd::Unregister(uintptr_t start, size_t len) const {
   int err = RangeIoctl(fd_, UFFDIO_UNREGISTER, start, len, 0);
   if (err != 0) {

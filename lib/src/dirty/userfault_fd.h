@@ -43,6 +43,9 @@ class UserfaultFd {
   // UFFDIO_REGISTER of [start, start + len) for write-protect faults, plus missing faults when
   // `missing`.
   absl::Status RegisterWp(uintptr_t start, size_t len, bool missing) const;
+  // The same without building a Status (no allocation): the raw errno, 0 on success, or
+  // EOPNOTSUPP when UFFDIO_WRITEPROTECT is not offered for the range.
+  int RegisterWpRaw(uintptr_t start, size_t len, bool missing) const;
   absl::Status Unregister(uintptr_t start, size_t len) const;
   // UFFDIO_WRITEPROTECT: arm (protect=true) or resolve (false, which wakes the faulting threads).
   // Returns the raw errno (0 on success) so that the fault handler can act on it without
