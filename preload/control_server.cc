@@ -146,7 +146,8 @@ void ServePending(AgentContext* ctx) {
 void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   SourceSetup setup;
   setup.options = options;
-  setup.freezer = ctx->freezer;
+  GatedFreezer gated(ctx->freezer, &Gate());
+  setup.freezer = &gated;
   setup.excluded.push_back({ctx->freezer->arena_begin(), ctx->freezer->arena_end()});
   if (ctx->stack != 0) setup.excluded.push_back({ctx->stack, ctx->stack + ctx->stack_size});
   setup.own_fds = {ctx->listen_fd, fd};

@@ -149,6 +149,11 @@ bool IsDiscard(int advice) {
 
 LayoutGate& Gate() { return g_gate; }
 
+absl::Status GatedFreezer::Park(int timeout_ms, std::span<const pid_t> exempt) {
+  LayoutGateLock hold(gate_);
+  return inner_->Park(timeout_ms, exempt);
+}
+
 }  // namespace procmig::preload
 
 using namespace procmig::preload;
