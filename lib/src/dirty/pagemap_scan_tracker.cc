@@ -17,6 +17,7 @@ namespace procmig {
 namespace {
 
 constexpr size_t kMapsBufferBytes = 256u << 10;
+constexpr int kArmRetries = 3;
 
 // Refusals of a registration or write-protect that a layout change explains.
 bool LayoutRefusal(int err) {
@@ -60,8 +61,9 @@ absl::Status PagemapScanTracker::Arm(const RamBlock& b, BlockState& st, bool che
     return absl::OkStatus();
   }
   int err = RegisterAndProtect(b);
-  if (err != 0 && LayoutRefusal(err)) {
-    // A change the gate did not see (glibc's own mmap/munmap) or a stale snapshot: look again.
+  // A change the gate did not see (glibc's own mmap/munmap, which may go on meanwhile) or a
+  // stale snapshot: look again. Refused while the range still lines up, every time: an error.
+  for (int retry = 0; err != 0 && LayoutRefusal(err) && retry < kArmRetries; ++retry) {
     ++stats_.arm_retries;
     if (!LinesUp(b, /*fresh=*/true)) {
       ++stats_.stale_blocks;

@@ -18,8 +18,8 @@
 // was read is checked against /proc/self/maps first and armed only if its ends are where
 // mappings start and end (registering anything else would split a mapping of the program, whose
 // next mremap of it would fail with EFAULT); otherwise it stays stale. A refused registration
-// (EINVAL/ENOMEM/ENOENT: a change glibc made itself, e.g. malloc's munmap) is retried once after
-// that check. A scan refused with EPERM (a mapping replaced since it was armed: the new one is
+// (EINVAL/ENOMEM/ENOENT: a change glibc made itself, e.g. malloc's munmap) is retried after that
+// check, a few times; only a range that still lines up and is refused every time is an error. A scan refused with EPERM (a mapping replaced since it was armed: the new one is
 // not registered) re-arms the block the same way and reports it wholly dirty. Removed blocks are
 // not unregistered (that too could split a mapping that grew or merged since); registrations end
 // when Stop closes the descriptor, and a registered range outside every block costs the program

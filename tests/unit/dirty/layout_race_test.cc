@@ -1,0 +1,421 @@
+// The layout race of a live migration, in one process: a "program" thread maps, writes, unmaps,
+// grows, shrinks and moves (mremap), replaces (MAP_FIXED over itself), protects and discards
+// regions inside an arena, while the test's "sender" loop does what the sender does: reads
+// /proc/self/maps, follows it with RemoveBlocks/AddBlocks, syncs, and copies the reported pages
+// (and new blocks in full) into a shadow, as a receiver would. At the end the program stops, one
+// last round runs, and the shadow must equal memory page for page.
+//
+// It fails on a missed dirty page (shadow differs), on a tracker call that fails, and on a
+// failed munmap/mremap/mprotect of the program (e.g. EFAULT from an mremap of a mapping that the
+// tracker split by registering a range that no longer matched it). With a LayoutGate the program
+// thread opens a change around each call as the agent's interposers do; without one (glibc's
+// own mmap/munmap bypass the interposers) it only maps, unmaps, replaces and discards, as malloc
+// does. Exits 77 where the backend is unavailable.
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "dirty/tracker_probe.h"
+#include "unit/dirty/scenario_support.h"
+#include "unit/dirty/tracker_scenarios.h"
+
+namespace procmig::testing {
+namespace {
+
+constexpr size_t kSlots = 192;
+constexpr size_t kSlotPages = 4;
+
+// One change of the program, opened on the gate around the real call (the interposers' way).
+class Change {
+ public:
+  explicit Change(LayoutGate* gate) : gate_(gate) {
+    if (gate_ == nullptr) return;
+    while (!gate_->TryBeginChange()) gate_->WaitUntilOpen();
+  }
+  void End(uintptr_t lo1, uintptr_t hi1, uintptr_t lo2 = 0, uintptr_t hi2 = 0) {
+    if (gate_ != nullptr) gate_->EndChange(lo1, hi1, lo2, hi2);
+    gate_ = nullptr;
+  }
+  ~Change() { End(0, 0); }
+  LayoutGate* gate() const { return gate_; }
+
+ private:
+  LayoutGate* gate_;
+};
+
+class Program {
+ public:
+  Program(LayoutGate* gate, bool full_ops) : gate_(gate), full_ops_(full_ops), owner_(kSlots, -1) {
+    page_ = Page();
+    slot_ = kSlotPages * page_;
+    void* p = mmap(nullptr, kSlots * slot_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base_ = static_cast<char*>(p);
+  }
+  ~Program() { munmap(base_, kSlots * slot_); }
+
+  uintptr_t lo() const { return reinterpret_cast<uintptr_t>(base_); }
+  uintptr_t hi() const { return lo() + kSlots * slot_; }
+
+  void Run(std::atomic<bool>& stop) {
+    std::mt19937_64 rng(12345);
+    while (!stop.load(std::memory_order_relaxed) && errors_.load() == 0) {
+      OneOp(rng);
+      ++ops_;
+    }
+  }
+  uint64_t ops() const { return ops_; }
+  int errors() const { return errors_.load(); }
+  std::string first_error() {
+    std::lock_guard<std::mutex> l(mu_);
+    return first_error_;
+  }
+
+ private:
+  struct Region {
+    size_t first = 0, slots = 0;
+    bool read_only = false;
+  };
+
+  void Fail(const char* what) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (first_error_.empty()) first_error_ = std::string(what) + ": " + std::strerror(errno);
+    errors_.fetch_add(1);
+  }
+  char* At(size_t slot) const { return base_ + slot * slot_; }
+  uintptr_t U(size_t slot) const { return reinterpret_cast<uintptr_t>(At(slot)); }
+
+  // A run of `n` free slots, or kSlots.
+  size_t FreeRun(std::mt19937_64& rng, size_t n) {
+    for (int tries = 0; tries < 8; ++tries) {
+      size_t s = rng() % (kSlots - n + 1);
+      bool free = true;
+      for (size_t i = s; i < s + n && free; ++i) free = owner_[i] < 0;
+      if (free) return s;
+    }
+    return kSlots;
+  }
+  void Own(const Region& r, int id) {
+    for (size_t i = r.first; i < r.first + r.slots; ++i) owner_[i] = id;
+  }
+  void Fill(std::mt19937_64& rng, char* p, size_t pages) {
+    for (size_t j = 0; j < pages; ++j) {
+      auto* w = reinterpret_cast<uint64_t*>(p + j * page_);
+      const uint64_t v = rng();
+      for (size_t k = 0; k < page_ / 8; k += 61) w[k] = v + k;
+    }
+  }
+
+  void OneOp(std::mt19937_64& rng) {
+    const int kinds = full_ops_ ? 10 : 6;
+    const int kind = static_cast<int>(rng() % kinds);
+    if (kind == 0 || regions_.empty()) {  // map a new region into free slots
+      if (regions_.size() >= 40) return;
+      const size_t n = 1 + rng() % 3;
+      const size_t s = FreeRun(rng, n);
+      if (s == kSlots) return;
+      Change c(gate_);
+      void* p = mmap(At(s), n * slot_, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      c.End(U(s), U(s) + n * slot_);
+      if (p != At(s)) return Fail("mmap");
+      Fill(rng, At(s), n * kSlotPages);
+      regions_.push_back({s, n, false});
+      Own(regions_.back(), 1);
+      return;
+    }
+    const size_t ri = rng() % regions_.size();
+    Region& r = regions_[ri];
+    char* p = At(r.first);
+    const size_t len = r.slots * slot_;
+    switch (kind) {
+      case 1:
+      case 2: {  // writes
+        if (r.read_only) return;
+        for (int i = 0; i < 4; ++i) {
+          const size_t pg = rng() % (r.slots * kSlotPages);
+          reinterpret_cast<volatile uint64_t*>(p + pg * page_)[rng() % (page_ / 8)] = rng();
+        }
+        return;
+      }
+      case 3: {  // unmap (leaves a hole in the arena)
+        Change c(gate_);
+        const int rc = munmap(p, len);
+        c.End(U(r.first), U(r.first) + len);
+        if (rc != 0) return Fail("munmap");
+        Own(r, -1);
+        regions_.erase(regions_.begin() + static_cast<ptrdiff_t>(ri));
+        return;
+      }
+      case 4: {  // replaced by a fresh mapping of the same extent (looks unchanged in maps)
+        Change c(gate_);
+        void* q = mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                       -1, 0);
+        c.End(U(r.first), U(r.first) + len);
+        if (q != p) return Fail("mmap over");
+        r.read_only = false;
+        Fill(rng, p, r.slots * kSlotPages);
+        return;
+      }
+      case 5: {  // discard part
+        if (r.read_only) return;
+        const size_t pages = r.slots * kSlotPages;
+        const size_t first = rng() % pages;
+        const size_t n = 1 + rng() % (pages - first);
+        Change c(gate_);
+        if (madvise(p + first * page_, n * page_, MADV_DONTNEED) != 0) return Fail("madvise");
+        if (c.gate() != nullptr) c.gate()->NoteDiscard(U(r.first) + first * page_, n * page_);
+        c.End(U(r.first) + first * page_, U(r.first) + (first + n) * page_);
+        return;
+      }
+      case 6: {  // grow in place into free slots
+        const size_t end = r.first + r.slots;
+        if (end >= kSlots || owner_[end] >= 0) return;
+        // In-place growth needs the range after it unmapped, not just reserved.
+        {
+          Change c(gate_);
+          const int rc = munmap(At(end), slot_);
+          c.End(U(end), U(end) + slot_);
+          if (rc != 0) return Fail("munmap before grow");
+        }
+        Change c(gate_);
+        void* q = mremap(p, len, len + slot_, 0);
+        c.End(U(r.first), U(r.first) + len + slot_);
+        if (q != p) return Fail("mremap grow in place");
+        owner_[end] = 1;
+        r.slots += 1;
+        if (!r.read_only) Fill(rng, At(end), kSlotPages);
+        return;
+      }
+      case 7: {  // shrink
+        if (r.slots < 2) return;
+        Change c(gate_);
+        void* q = mremap(p, len, len - slot_, 0);
+        c.End(U(r.first), U(r.first) + len);
+        if (q != p) return Fail("mremap shrink");
+        owner_[r.first + r.slots - 1] = -1;
+        r.slots -= 1;
+        return;
+      }
+      case 8: {  // move elsewhere in the arena
+        const size_t s = FreeRun(rng, r.slots);
+        if (s == kSlots) return;
+        Change c(gate_);
+        void* q = mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, At(s));
+        c.End(U(r.first), U(r.first) + len, U(s), U(s) + len);
+        if (q != At(s)) return Fail("mremap move");
+        Own(r, -1);
+        r.first = s;
+        Own(r, 1);
+        return;
+      }
+      default: {  // read-only and back
+        Change c(gate_);
+        const int rc = mprotect(p, len, r.read_only ? PROT_READ | PROT_WRITE : PROT_READ);
+        c.End(U(r.first), U(r.first) + len);
+        if (rc != 0) return Fail("mprotect");
+        r.read_only = !r.read_only;
+        return;
+      }
+    }
+  }
+
+  LayoutGate* const gate_;
+  const bool full_ops_;
+  size_t page_ = 0, slot_ = 0;
+  char* base_ = nullptr;
+  std::vector<int> owner_;  // per slot: >= 0 owned by a region
+  std::vector<Region> regions_;
+  uint64_t ops_ = 0;
+  std::atomic<int> errors_{0};
+  std::mutex mu_;
+  std::string first_error_;
+};
+
+// Writable private mappings inside [lo, hi), as (start, end), from /proc/self/maps.
+std::vector<std::pair<uintptr_t, uintptr_t>> ReadLayout(uintptr_t lo, uintptr_t hi) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> out;
+  std::ifstream f("/proc/self/maps");
+  std::string line;
+  while (std::getline(f, line)) {
+    unsigned long a = 0, b = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &a, &b, perms) != 3) continue;
+    if (a < lo || b > hi || perms[0] != 'r' || perms[1] != 'w') continue;
+    out.emplace_back(a, b);
+  }
+  return out;
+}
+
+// The sender's side: blocks by start address, a shadow of every sent page.
+class Follower {
+ public:
+  Follower(DirtyTracker& t, uintptr_t lo, uintptr_t hi) : t_(t), lo_(lo), hi_(hi) {}
+
+  // One round: layout, block changes, sync, copies. False (with `why`) on a tracker failure.
+  bool Round(bool first, std::string* why) {
+    auto layout = ReadLayout(lo_, hi_);
+    std::map<uintptr_t, uintptr_t> now(layout.begin(), layout.end());
+    std::vector<uint32_t> removed;
+    std::vector<RamBlock> added;
+    for (auto it = blocks_.begin(); it != blocks_.end();) {
+      auto n = now.find(it->first);
+      if (n != now.end() && n->second == it->second.end()) {
+        ++it;
+        continue;
+      }
+      removed.push_back(it->second.id);
+      Drop(it->second.start, it->second.end());
+      it = blocks_.erase(it);
+    }
+    for (const auto& [a, b] : now) {
+      if (blocks_.count(a) != 0) continue;
+      RamBlock blk = MakeBlock(next_id_++, reinterpret_cast<const char*>(a), b - a);
+      blocks_[a] = blk;
+      added.push_back(blk);
+      full_.push_back(blk.id);
+    }
+    absl::Status s;
+    if (first) {
+      s = t_.Start(added);
+    } else {
+      if (!removed.empty()) s = t_.RemoveBlocks(removed);
+      if (s.ok() && !added.empty()) s = t_.AddBlocks(added);
+    }
+    if (!s.ok()) {
+      *why = s.ToString();
+      return false;
+    }
+    absl::StatusOr<const DirtySet*> set = t_.Sync();
+    if (!set.ok()) {
+      *why = set.status().ToString();
+      return false;
+    }
+    ++syncs_;
+    std::vector<uint32_t> full;
+    full.swap(full_);
+    for (uint32_t id : full) {
+      for (const auto& [a, b] : blocks_) {
+        if (b.id == id && !CopyPages(b.start, b.page_count())) full_.push_back(id);
+      }
+    }
+    (*set)->ForEachRun([&](const DirtyBlock& b, PageRun run) {
+      if (!CopyPages(b.start + run.first * b.page_size, run.count)) full_.push_back(b.id);
+    });
+    return true;
+  }
+
+  // Pages of the final blocks whose shadow differs from memory (or is missing).
+  size_t Mismatches(std::string* first) const {
+    size_t bad = 0;
+    for (const auto& [a, b] : blocks_) {
+      for (uintptr_t p = b.start; p < b.end(); p += Page()) {
+        auto it = shadow_.find(p);
+        if (it != shadow_.end() && std::memcmp(it->second.data(), reinterpret_cast<void*>(p),
+                                               Page()) == 0) {
+          continue;
+        }
+        if (bad++ == 0) {
+          *first = absl::StrFormat("block %u page 0x%x: %s", b.id, p,
+                                   it == shadow_.end() ? "never sent" : "stale copy");
+        }
+      }
+    }
+    return bad;
+  }
+  size_t blocks() const { return blocks_.size(); }
+  size_t pending_full() const { return full_.size(); }
+  uint64_t syncs() const { return syncs_; }
+
+ private:
+  // process_vm_readv: safe against a concurrent munmap (the program may unmap at any time).
+  bool CopyPages(uintptr_t addr, size_t count) {
+    std::string buf(count * Page(), '\0');
+    iovec local{buf.data(), buf.size()};
+    iovec remote{reinterpret_cast<void*>(addr), buf.size()};
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(buf.size()))
+      return false;
+    for (size_t i = 0; i < count; ++i) shadow_[addr + i * Page()] = buf.substr(i * Page(), Page());
+    return true;
+  }
+  void Drop(uintptr_t a, uintptr_t b) {
+    for (uintptr_t p = a; p < b; p += Page()) shadow_.erase(p);
+  }
+
+  DirtyTracker& t_;
+  const uintptr_t lo_, hi_;
+  std::map<uintptr_t, RamBlock> blocks_;
+  std::vector<uint32_t> full_;
+  std::unordered_map<uintptr_t, std::string> shadow_;
+  uint32_t next_id_ = 1;
+  uint64_t syncs_ = 0;
+};
+
+void RunLayoutRace(TrackerKind kind, bool with_gate) {
+  RequireBackend(kind);
+  LayoutGate gate;
+  TrackerConfig cfg;
+  cfg.layout_gate = with_gate ? &gate : nullptr;
+  std::unique_ptr<DirtyTracker> tracker = MakeTracker(kind, cfg);
+  Program program(cfg.layout_gate, /*full_ops=*/with_gate);
+  Follower follower(*tracker, program.lo(), program.hi());
+  std::atomic<bool> stop{false};
+  std::thread churn([&] { program.Run(stop); });
+  std::string why;
+  bool ok = true;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  for (bool first = true; ok && std::chrono::steady_clock::now() < until; first = false) {
+    ok = follower.Round(first, &why);
+  }
+  stop = true;
+  churn.join();
+  INFO("tracker: " << why);
+  REQUIRE(ok);
+  INFO("program: " << program.first_error());
+  REQUIRE(program.errors() == 0);
+  // The program is stopped: one more round must leave nothing unsent.
+  REQUIRE(follower.Round(false, &why));
+  CHECK(follower.pending_full() == 0);
+  std::string first;
+  const size_t bad = follower.Mismatches(&first);
+  INFO(first);
+  CHECK(bad == 0);
+  const TrackerStats st = tracker->stats();
+  MESSAGE(std::string(TrackerKindName(kind)) << std::string(with_gate ? " with" : " without")
+                                          << " a gate: "
+                                << program.ops() << " program ops, " << follower.syncs()
+                                << " syncs, " << follower.blocks() << " blocks at the end, "
+                                << st.stale_blocks << " stale, " << st.arm_retries
+                                << " arm retries, " << st.rearms << " re-arms, " << gate.waits()
+                                << " waits at the gate");
+  CHECK(program.ops() > 100);
+  CHECK(follower.syncs() > 10);
+  REQUIRE(tracker->Stop().ok());
+}
+
+TEST_CASE("pagemap_scan tracker: program changing its layout through the gate during syncs") {
+  RunLayoutRace(TrackerKind::kPagemapScan, true);
+}
+
+TEST_CASE("pagemap_scan tracker: program mapping and unmapping without the gate (glibc's own)") {
+  RunLayoutRace(TrackerKind::kPagemapScan, false);
+}
+
+}  // namespace
+}  // namespace procmig::testing
