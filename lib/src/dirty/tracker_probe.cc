@@ -67,7 +67,7 @@ std::unique_ptr<DirtyTracker> MakeTracker(TrackerKind kind, const TrackerConfig&
     case TrackerKind::kSoftDirty:
       return std::make_unique<SoftDirtyTracker>(config.quiescer);
     case TrackerKind::kUffdWp:
-      return std::make_unique<UffdWpTracker>();
+      return std::make_unique<UffdWpTracker>(config.layout_gate);
     case TrackerKind::kMprotect:
       return std::make_unique<MprotectTracker>();
     case TrackerKind::kFull:

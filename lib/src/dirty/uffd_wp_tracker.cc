@@ -15,7 +15,68 @@
 
 namespace procmig {
 
+namespace {
+
+constexpr size_t kMapsBufferBytes = 256u << 10;
+constexpr int kArmRetries = 3;
+
+bool LayoutRefusal(int err) {
+  return err == EINVAL || err == ENOMEM || err == ENOENT || err == EFAULT;
+}
+
+}  // namespace
+
 UffdWpTracker::~UffdWpTracker() { (void)Stop(); }
+
+void UffdWpTracker::GrowMapsBufferIfNeeded() {
+  if (maps_.capacity() == 0) {
+    maps_.Reserve(kMapsBufferBytes);
+  } else if (maps_.truncated()) {
+    maps_.Reserve(maps_.capacity() * 2);
+  }
+}
+
+bool UffdWpTracker::LinesUp(const RamBlock& b, bool fresh) {
+  if (!maps_read_ || fresh) {
+    (void)maps_.Read();
+    maps_read_ = true;
+  }
+  return maps_.CoversExactly(b.start, b.end());
+}
+
+int UffdWpTracker::RegisterAndProtect(const RamBlock& b) const {
+  int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/true);
+  if (err != 0) return err;
+  return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, page_size_);
+}
+
+absl::Status UffdWpTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
+  st.armed = false;
+  st.rearm = false;
+  if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
+  if (check && !LinesUp(b, /*fresh=*/false)) {
+    ++stats_.stale_blocks;
+    return absl::OkStatus();
+  }
+  int err = RegisterAndProtect(b);
+  for (int retry = 0; err != 0 && LayoutRefusal(err) && retry < kArmRetries; ++retry) {
+    ++stats_.arm_retries;
+    if (!LinesUp(b, /*fresh=*/true)) {
+      ++stats_.stale_blocks;
+      return absl::OkStatus();
+    }
+    err = RegisterAndProtect(b);
+  }
+  if (err != 0) {
+    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
+                       absl::StrFormat("arm block %u (%s): register and write-protect uffd range "
+                                       "0x%x+0x%x",
+                                       b.id, b.name, b.start, b.length),
+                       err);
+  }
+  st.armed = true;
+  return absl::OkStatus();
+}
 
 absl::Status UffdWpTracker::Start(std::span<const RamBlock> blocks) {
   if (started_) return absl::FailedPreconditionError("start uffd-wp tracker: already started");
@@ -40,33 +101,40 @@ absl::Status UffdWpTracker::Start(std::span<const RamBlock> blocks) {
     std::swap(live_, live);
   }
   blocks_ = sorted;
+  state_.assign(blocks_.size(), BlockState{false, false, epoch_});
+  GrowMapsBufferIfNeeded();
   handler_tid_published_.store(0);
   handler_ = std::thread([this] { HandlerLoop(); });
   while ((handler_tid_ = handler_tid_published_.load(std::memory_order_acquire)) == 0) {
     sched_yield();
   }
   started_ = true;
-  for (const RamBlock& b : sorted) {
-    absl::Status s = Arm(b);
-    if (!s.ok()) {
-      (void)Stop();
-      return s;
-    }
+  absl::Status s;
+  {
+    LayoutGateLock hold(gate_);
+    maps_read_ = false;
+    if (gate_ != nullptr) gate_->Attach(&DiscardToTracker, this);
+    for (size_t i = 0; i < blocks_.size() && s.ok(); ++i) s = Arm(blocks_[i], state_[i], false);
+  }
+  if (!s.ok()) {
+    (void)Stop();
+    return s;
   }
   return absl::OkStatus();
-}
-
-absl::Status UffdWpTracker::Arm(const RamBlock& b) {
-  RETURN_IF_ERROR(uffd_.RegisterWp(b.start, b.length, /*missing=*/true));
-  return uffd_.WriteProtectStatus(b.start, b.length, /*protect=*/true);
 }
 
 absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
   if (!started_) return absl::FailedPreconditionError("add blocks to uffd-wp tracker: not started");
   std::vector<RamBlock> old_blocks = blocks_;
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithAdded(old_blocks, blocks));
+  std::vector<BlockState> next_state(next.size(), BlockState{false, false, epoch_});
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (j < blocks_.size() && blocks_[j].start < next[i].start) ++j;
+    if (j < blocks_.size() && blocks_[j].id == next[i].id) next_state[i] = state_[j];
+  }
   DirtySet next_live(next);
   DirtySet next_result(next);
+  GrowMapsBufferIfNeeded();
   {
     // Publish before registering: a fault in a new block must find it (see Start).
     std::lock_guard<std::mutex> lock(mu_);
@@ -74,22 +142,33 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
     std::swap(live_, next_live);
   }
   blocks_.swap(next);
+  std::vector<BlockState> old_state = std::move(state_);
+  state_ = std::move(next_state);
   result_ = std::move(next_result);
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    absl::Status s = Arm(blocks[i]);
-    if (!s.ok()) {
-      for (size_t j = 0; j <= i; ++j) (void)uffd_.Unregister(blocks[j].start, blocks[j].length);
-      DirtySet back_live(old_blocks);
-      DirtySet back_result(old_blocks);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        back_live.HarvestFrom(live_);
-        std::swap(live_, back_live);
-      }
-      blocks_.swap(old_blocks);
-      result_ = std::move(back_result);
-      return s;
+  absl::Status s;
+  {
+    LayoutGateLock hold(gate_);
+    maps_read_ = false;
+    for (const RamBlock& added : blocks) {
+      const RamBlock* b = FindBlockHolding(blocks_, added.start);
+      if (b == nullptr) continue;  // impossible: BlocksWithAdded put it there
+      s = Arm(*b, state_[static_cast<size_t>(b - blocks_.data())], false);
+      if (!s.ok()) break;
     }
+  }
+  if (!s.ok()) {
+    // Blocks armed before the failure stay registered (their faults are still resolved).
+    DirtySet back_live(old_blocks);
+    DirtySet back_result(old_blocks);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      back_live.HarvestFrom(live_);
+      std::swap(live_, back_live);
+    }
+    blocks_.swap(old_blocks);
+    state_ = std::move(old_state);
+    result_ = std::move(back_result);
+    return s;
   }
   return absl::OkStatus();
 }
@@ -97,11 +176,14 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
 absl::Status UffdWpTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   if (!started_)
     return absl::FailedPreconditionError("remove blocks from uffd-wp tracker: not started");
-  ASSIGN_OR_RETURN(std::vector<RamBlock> gone, BlocksById(blocks_, ids));
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithRemoved(blocks_, ids));
-  // Unregistering clears the protection and wakes threads waiting on these ranges; a message
-  // still queued for them is resolved with UFFDIO_WAKE by the handler.
-  for (const RamBlock& b : gone) (void)uffd_.Unregister(b.start, b.length);
+  // No UFFDIO_UNREGISTER (see the header): the handler keeps resolving faults there.
+  std::vector<BlockState> next_state;
+  next_state.reserve(next.size());
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (blocks_[j].id != next[i].id) ++j;
+    next_state.push_back(state_[j]);
+  }
   DirtySet next_live(next);
   DirtySet next_result(next);
   {
@@ -110,6 +192,7 @@ absl::Status UffdWpTracker::RemoveBlocks(std::span<const uint32_t> ids) {
     std::swap(live_, next_live);
   }
   blocks_.swap(next);
+  state_ = std::move(next_state);
   result_ = std::move(next_result);
   return absl::OkStatus();
 }
@@ -162,13 +245,20 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   int err = 0;
   uintptr_t failed_at = 0;
   result_.ClearAll();
+  LayoutGateLock hold(gate_);
+  maps_read_ = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const RamBlock& b : blocks_) {
-      err = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
-      if (err != 0) {
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const RamBlock& b = blocks_[i];
+      if (!state_[i].armed) continue;
+      const int e = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
+      if (e == 0) continue;
+      if (LayoutRefusal(e)) {
+        state_[i].rearm = true;  // part of it is a mapping made since it was armed
+      } else if (err == 0) {
+        err = e;
         failed_at = b.start;
-        break;
       }
     }
     result_.HarvestFrom(live_);
@@ -177,6 +267,15 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
     return ErrnoStatus(
         absl::StrFormat("sync uffd-wp tracker: write-protect block at 0x%x", failed_at), err);
   }
+  // Stale or replaced blocks: armed again if they line up, and reported whole either way.
+  std::span<DirtyBlock> out = result_.mutable_blocks();
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (state_[i].armed && !state_[i].rearm) continue;
+    if (state_[i].rearm) ++stats_.rearms;
+    RETURN_IF_ERROR(Arm(blocks_[i], state_[i], /*check=*/true));
+    out[i].pages.SetRange(0, out[i].pages.size());
+  }
+  if (gate_ != nullptr) epoch_ = gate_->seq();
   ++stats_.syncs;
   return &result_;
 }
@@ -184,6 +283,10 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
 absl::Status UffdWpTracker::Stop() {
   if (!started_ && !handler_.joinable()) return absl::OkStatus();
   started_ = false;
+  if (gate_ != nullptr) {
+    LayoutGateLock hold(gate_);
+    gate_->Detach();
+  }
   if (handler_.joinable()) {
     uint64_t one = 1;
     (void)!write(wake_fd_, &one, sizeof(one));
@@ -195,6 +298,7 @@ absl::Status UffdWpTracker::Stop() {
   wake_fd_ = -1;
   handler_tid_ = 0;
   blocks_.clear();
+  state_.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     live_ = DirtySet();  // frees outside any fault: the handler has exited

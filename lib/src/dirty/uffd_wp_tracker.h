@@ -20,6 +20,15 @@
 // allocates or takes any lock but mu_ while holding mu_ (AddBlocks/RemoveBlocks build their new
 // lists before taking it), so a parked thread holding the malloc lock cannot block them.
 //
+// Layout races are handled as in the pagemap-scan backend (see its header): with a LayoutGate
+// the registration, arming and re-protection run under its lock; a block out of line with the
+// mappings stays stale (wholly dirty), a refused registration is retried after a look at
+// /proc/self/maps, a re-protection refused because part of the range is a new, unregistered
+// mapping re-arms the block and reports it wholly dirty, and removed blocks stay registered until
+// Stop (their faults are still resolved by the handler). The maps read and the arming happen
+// outside mu_: the kernel may write into a write-protected page of ours while reading maps, and
+// that fault needs the handler, which needs mu_.
+//
 // Threads: see dirty_tracker.h; plus the handler thread, started by Start, joined by Stop.
 #ifndef PROCMIG_DIRTY_UFFD_WP_TRACKER_H_
 #define PROCMIG_DIRTY_UFFD_WP_TRACKER_H_
@@ -33,13 +42,15 @@
 
 #include "absl/base/thread_annotations.h"
 #include "dirty/dirty_tracker.h"
+#include "dirty/maps_snapshot.h"
 #include "dirty/userfault_fd.h"
 
 namespace procmig {
 
 class UffdWpTracker final : public DirtyTracker {
  public:
-  UffdWpTracker() = default;
+  explicit UffdWpTracker(LayoutGate* gate = nullptr)
+      : gate_(gate), epoch_(gate == nullptr ? 0 : gate->seq()) {}
   ~UffdWpTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kUffdWp; }
@@ -53,11 +64,21 @@ class UffdWpTracker final : public DirtyTracker {
   TrackerStats stats() const override;
 
  private:
-  absl::Status Arm(const RamBlock& block);
+  struct BlockState {
+    bool armed = false;
+    bool rearm = false;  // Sync: its re-protection was refused
+    uint64_t since = 0;  // gate seq before the layout read the block came from
+  };
+  // As PagemapScanTracker::Arm (the gate locked, mu_ not held).
+  absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
+  int RegisterAndProtect(const RamBlock& block) const;
+  bool LinesUp(const RamBlock& block, bool fresh);
+  void GrowMapsBufferIfNeeded();
   void HandlerLoop();
   // Records and resolves one fault; called by the handler thread.
   void HandleFault(uintptr_t addr, bool write_protect_fault);
 
+  LayoutGate* const gate_;  // not owned; may be null
   // Immutable between Start and Stop.
   bool started_ = false;
   size_t page_size_ = 0;
@@ -74,6 +95,10 @@ class UffdWpTracker final : public DirtyTracker {
 
   // Owned by the controlling thread (the handler never reads them).
   std::vector<RamBlock> blocks_;  // sorted by start
+  std::vector<BlockState> state_;  // parallel to blocks_
+  uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
+  MapsSnapshot maps_;
+  bool maps_read_ = false;  // maps_ read during the current gate hold
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};
