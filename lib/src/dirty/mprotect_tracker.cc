@@ -2,6 +2,8 @@
 
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -32,6 +34,13 @@ void Lock() {
 void Unlock() { g_segv.locked.store(false, std::memory_order_release); }
 
 constexpr size_t kFallbackChunk = size_t{2} << 20;
+
+// mprotect as a raw system call: in the agent, mprotect() is the layout interposer, which may
+// wait for the layout gate; the tracker's own protection changes (from the SIGSEGV handler, with
+// the spinlock held) must never wait, and are not the program's layout changes.
+int Protect(uintptr_t addr, size_t len, int prot) {
+  return static_cast<int>(syscall(SYS_mprotect, addr, len, prot));
+}
 
 // Hands a fault that is not ours to the action that was installed before Start.
 void Chain(int sig, siginfo_t* info, void* ctx, const struct sigaction& prev) {
@@ -98,16 +107,31 @@ absl::Status MprotectTracker::Start(std::span<const RamBlock> blocks) {
   Unlock();
 
   blocks_ = std::move(sorted);
+  unprotected_.assign(blocks_.size(), 0);
   result_ = DirtySet(blocks_);
   started_ = true;
-  for (const RamBlock& b : blocks_) {
-    if (mprotect(reinterpret_cast<void*>(b.start), b.length, b.prot & ~PROT_WRITE) != 0) {
-      int err = errno;
-      (void)Stop();
-      return ErrnoStatus(absl::StrFormat("start mprotect tracker: protect block %u (%s) 0x%x+0x%x",
-                                         b.id, b.name, b.start, b.length),
-                         err);
+  int err = 0;
+  const RamBlock* failed = nullptr;
+  {
+    LayoutGateLock hold(gate_);
+    if (gate_ != nullptr) gate_->Attach(&DiscardToTracker, this);
+    for (size_t i = 0; i < blocks_.size() && failed == nullptr; ++i) {
+      const RamBlock& b = blocks_[i];
+      if (Protect(b.start, b.length, b.prot & ~PROT_WRITE) == 0) continue;
+      if (errno == ENOMEM) {  // partly unmapped since the layout was read: reported whole
+        unprotected_[i] = 1;
+        ++stats_.stale_blocks;
+        continue;
+      }
+      err = errno;
+      failed = &b;
     }
+  }
+  if (failed != nullptr) {
+    std::string what = absl::StrFormat("start mprotect tracker: protect block %u (%s) 0x%x+0x%x",
+                                       failed->id, failed->name, failed->start, failed->length);
+    (void)Stop();
+    return ErrnoStatus(what, err);
   }
   return absl::OkStatus();
 }
@@ -130,19 +154,39 @@ absl::Status MprotectTracker::AddBlocks(std::span<const RamBlock> blocks) {
   DirtySet result(next);
   std::vector<int> prots;
   for (const RamBlock& b : next) prots.push_back(b.prot);
+  std::vector<uint8_t> unprotected(next.size(), 0);
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (j < blocks_.size() && blocks_[j].start < next[i].start) ++j;
+    if (j < blocks_.size() && blocks_[j].id == next[i].id) unprotected[i] = unprotected_[j];
+  }
   SwapBlocks(next, prots, live);  // publish first: a fault in a new block must find it
+  unprotected_.swap(unprotected);
   result_ = std::move(result);
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const RamBlock& b = blocks[i];
-    if (mprotect(reinterpret_cast<void*>(b.start), b.length, b.prot & ~PROT_WRITE) != 0) {
-      int err = errno;
-      std::vector<uint32_t> ids;
-      for (const RamBlock& a : blocks) ids.push_back(a.id);
-      (void)RemoveBlocks(ids);
-      return ErrnoStatus(absl::StrFormat("add block %u (%s) to mprotect tracker: protect 0x%x+0x%x",
-                                         b.id, b.name, b.start, b.length),
-                         err);
+  int err = 0;
+  const RamBlock* failed = nullptr;
+  {
+    LayoutGateLock hold(gate_);
+    for (size_t i = 0; i < blocks.size() && failed == nullptr; ++i) {
+      const RamBlock& b = blocks[i];
+      if (Protect(b.start, b.length, b.prot & ~PROT_WRITE) == 0) continue;
+      if (errno == ENOMEM) {  // partly unmapped since the layout was read: reported whole
+        const RamBlock* in = FindBlockHolding(blocks_, b.start);
+        if (in != nullptr) unprotected_[static_cast<size_t>(in - blocks_.data())] = 1;
+        ++stats_.stale_blocks;
+        continue;
+      }
+      err = errno;
+      failed = &b;
     }
+  }
+  if (failed != nullptr) {
+    std::string what =
+        absl::StrFormat("add block %u (%s) to mprotect tracker: protect 0x%x+0x%x", failed->id,
+                        failed->name, failed->start, failed->length);
+    std::vector<uint32_t> ids;
+    for (const RamBlock& a : blocks) ids.push_back(a.id);
+    (void)RemoveBlocks(ids);  // takes the gate itself
+    return ErrnoStatus(what, err);
   }
   return absl::OkStatus();
 }
@@ -154,12 +198,21 @@ absl::Status MprotectTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithRemoved(blocks_, ids));
   // Give the pages back their protection before the handler stops knowing them. A block that is
   // already unmapped makes mprotect fail with ENOMEM: nothing to restore then.
-  for (const RamBlock& b : gone) (void)mprotect(reinterpret_cast<void*>(b.start), b.length, b.prot);
+  {
+    LayoutGateLock hold(gate_);
+    for (const RamBlock& b : gone) (void)Protect(b.start, b.length, b.prot);
+  }
   DirtySet live(next);
   DirtySet result(next);
   std::vector<int> prots;
   for (const RamBlock& b : next) prots.push_back(b.prot);
+  std::vector<uint8_t> unprotected;
+  for (size_t i = 0, j = 0; i < next.size(); ++i) {
+    while (blocks_[j].id != next[i].id) ++j;
+    unprotected.push_back(unprotected_[j]);
+  }
   SwapBlocks(next, prots, live);
+  unprotected_.swap(unprotected);
   result_ = std::move(result);
   return absl::OkStatus();
 }
@@ -175,15 +228,15 @@ bool MprotectTracker::UnprotectAndMarkLocked(uintptr_t start, size_t len) {
     lo = b.start + (lo - b.start) / page_size_ * page_size_;
     hi = b.start + (hi - b.start + page_size_ - 1) / page_size_ * page_size_;
     const int prot = prots_[i];
-    if (mprotect(reinterpret_cast<void*>(lo), hi - lo, prot) != 0) {
+    if (Protect(lo, hi - lo, prot) != 0) {
       if (errno != ENOMEM) return false;
       // Too many VMAs to split off this range: widen to an aligned 2 MiB chunk, then the block.
       lo = std::max(b.start, lo & ~(kFallbackChunk - 1));
       hi = std::min(b.end(), (hi + kFallbackChunk - 1) & ~(kFallbackChunk - 1));
-      if (mprotect(reinterpret_cast<void*>(lo), hi - lo, prot) != 0) {
+      if (Protect(lo, hi - lo, prot) != 0) {
         lo = b.start;
         hi = b.end();
-        if (mprotect(reinterpret_cast<void*>(lo), hi - lo, prot) != 0) return false;
+        if (Protect(lo, hi - lo, prot) != 0) return false;
       }
     }
     b.pages.SetRange((lo - b.start) / page_size_, (hi - lo) / page_size_);
@@ -203,16 +256,29 @@ absl::StatusOr<const DirtySet*> MprotectTracker::Sync() {
   int err = 0;
   const RamBlock* failed = nullptr;
   result_.ClearAll();
+  LayoutGateLock hold(gate_);
   Lock();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const RamBlock& b = blocks_[i];
-    if (mprotect(reinterpret_cast<void*>(b.start), b.length, prots_[i] & ~PROT_WRITE) != 0) {
+    if (Protect(b.start, b.length, prots_[i] & ~PROT_WRITE) != 0) {
+      if (errno == ENOMEM) {  // partly unmapped: reported whole until the caller removes it
+        if (unprotected_[i] == 0) ++stats_.stale_blocks;
+        unprotected_[i] = 2;
+        continue;
+      }
       err = errno;
       failed = &b;
       break;
     }
   }
   result_.HarvestFrom(live_);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (unprotected_[i] == 0) continue;
+    result_.mutable_blocks()[i].pages.SetAll();
+    // 2: its protection failed this round, so it stays flagged; 1: protected again, this was the
+    // one catch-up report of what was written while it was not.
+    unprotected_[i] = unprotected_[i] == 2 ? 1 : 0;
+  }
   // Ranges inside a system call stay writable and dirty for the next round too.
   bool pinned_ok = true;
   for (const Pinned& p : pinned_) {
@@ -275,11 +341,13 @@ void MprotectTracker::MarkDiscarded(uintptr_t addr, size_t len) {
 absl::Status MprotectTracker::Stop() {
   if (!started_) return absl::OkStatus();
   started_ = false;
+  LayoutGateLock hold(gate_);
+  if (gate_ != nullptr) gate_->Detach();
   DirtySet live;
   std::vector<int> prots;
   Lock();
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    (void)mprotect(reinterpret_cast<void*>(blocks_[i].start), blocks_[i].length, prots_[i]);
+    (void)Protect(blocks_[i].start, blocks_[i].length, prots_[i]);
   }
   for (Pinned& p : pinned_) p = Pinned{};
   sigaction(SIGSEGV, &g_segv.previous, nullptr);
@@ -288,6 +356,7 @@ absl::Status MprotectTracker::Stop() {
   std::swap(prots_, prots);
   Unlock();
   blocks_.clear();
+  unprotected_.clear();
   result_ = DirtySet();
   return absl::OkStatus();
 }

@@ -27,6 +27,13 @@
 // to the active tracker, its spinlock, and the saved SIGSEGV action (mprotect_tracker.cc). One
 // mprotect tracker per process: Start fails with FailedPrecondition while another is active.
 //
+// Layout races: with a LayoutGate, Start/AddBlocks/RemoveBlocks/Sync protect blocks under its
+// lock; a block that cannot be protected because part of it was unmapped (ENOMEM) is reported
+// wholly dirty until it can be again or is removed. The tracker's own mprotect calls are raw
+// system calls, so they never go through (nor wait at) the agent's mprotect interposer. This
+// backend changes protections page by page, which splits the program's mappings by design: a
+// program that mremaps a tracked mapping as a whole may get EFAULT. Prefer the uffd backends.
+//
 // Threads: see dirty_tracker.h. The SIGSEGV handler runs on any application thread with every
 // signal blocked (so a parking signal waits until it has released the lock); Sync takes the same
 // lock and makes mprotect calls only. Neither allocates while holding it.
@@ -47,7 +54,7 @@ class MprotectTracker final : public DirtyTracker {
   // Ranges that may be pinned at once by PrepareKernelWrite.
   static constexpr size_t kMaxPinned = 128;
 
-  MprotectTracker() = default;
+  explicit MprotectTracker(LayoutGate* gate = nullptr) : gate_(gate) {}
   ~MprotectTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kMprotect; }
@@ -79,6 +86,7 @@ class MprotectTracker final : public DirtyTracker {
   // Publishes a new block list (built by the caller) under the lock.
   void SwapBlocks(std::vector<RamBlock>& blocks, std::vector<int>& prots, DirtySet& live);
 
+  LayoutGate* const gate_;  // not owned; may be null
   bool started_ = false;
   size_t page_size_ = 0;
 
@@ -89,6 +97,9 @@ class MprotectTracker final : public DirtyTracker {
 
   // Owned by the controlling thread.
   std::vector<RamBlock> blocks_;  // sorted by start, same order as live_.blocks()
+  // Per block: could not be write-protected (partly unmapped since the layout was read), so
+  // reported wholly dirty; 2 while Sync is running and it failed again.
+  std::vector<uint8_t> unprotected_;
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};

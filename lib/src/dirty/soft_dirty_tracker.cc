@@ -34,6 +34,10 @@ absl::Status SoftDirtyTracker::Start(std::span<const RamBlock> blocks) {
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
   started_ = true;
+  if (gate_ != nullptr) {
+    LayoutGateLock hold(gate_);
+    gate_->Attach(&DiscardToTracker, this);
+  }
   absl::Status s = ClearRefs();
   if (!s.ok()) (void)Stop();
   return s;
@@ -111,6 +115,10 @@ absl::StatusOr<const DirtySet*> SoftDirtyTracker::Sync() {
 absl::Status SoftDirtyTracker::Stop() {
   if (!started_) return absl::OkStatus();
   started_ = false;
+  if (gate_ != nullptr) {
+    LayoutGateLock hold(gate_);
+    gate_->Detach();
+  }
   if (pagemap_fd_ >= 0) close(pagemap_fd_);
   if (clear_refs_fd_ >= 0) close(clear_refs_fd_);
   pagemap_fd_ = clear_refs_fd_ = -1;

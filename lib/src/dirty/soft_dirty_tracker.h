@@ -32,7 +32,10 @@ class SoftDirtyTracker final : public DirtyTracker {
   // pagemap entries per pread (8 bytes each: 512 KiB covers 256 MiB of 4 KiB pages).
   static constexpr size_t kBatchPages = 65536;
 
-  explicit SoftDirtyTracker(WriteQuiescer* quiescer) : quiescer_(quiescer) {}
+  // `gate` (may be null): only to receive the program's discards; Sync never locks it (soft-dirty
+  // registers nothing, and its quiescer parks threads, which must not happen under the gate).
+  explicit SoftDirtyTracker(WriteQuiescer* quiescer, LayoutGate* gate = nullptr)
+      : quiescer_(quiescer), gate_(gate) {}
   ~SoftDirtyTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kSoftDirty; }
@@ -49,6 +52,7 @@ class SoftDirtyTracker final : public DirtyTracker {
   absl::Status ReadBlock(const RamBlock& block, DirtyBlock& out);
 
   WriteQuiescer* const quiescer_;  // not owned, may be null
+  LayoutGate* const gate_;         // not owned, may be null
   bool started_ = false;
   int pagemap_fd_ = -1;
   int clear_refs_fd_ = -1;

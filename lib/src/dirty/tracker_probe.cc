@@ -65,11 +65,11 @@ std::unique_ptr<DirtyTracker> MakeTracker(TrackerKind kind, const TrackerConfig&
     case TrackerKind::kPagemapScan:
       return std::make_unique<PagemapScanTracker>(config.layout_gate);
     case TrackerKind::kSoftDirty:
-      return std::make_unique<SoftDirtyTracker>(config.quiescer);
+      return std::make_unique<SoftDirtyTracker>(config.quiescer, config.layout_gate);
     case TrackerKind::kUffdWp:
       return std::make_unique<UffdWpTracker>(config.layout_gate);
     case TrackerKind::kMprotect:
-      return std::make_unique<MprotectTracker>();
+      return std::make_unique<MprotectTracker>(config.layout_gate);
     case TrackerKind::kFull:
       break;
   }
