@@ -61,6 +61,7 @@ int RunCheckpointCommand(std::span<const std::string_view> args);
 int RunStatusCommand(std::span<const std::string_view> args);
 int RunCancelCommand(std::span<const std::string_view> args);
 int RunReceiveCommand(std::span<const std::string_view> args);
+int RunRestoreCommand(std::span<const std::string_view> args);
 
 }  // namespace procmig::agent
 

@@ -103,6 +103,24 @@ constexpr Command kCommands[] = {
      "  --no-populate       do not pre-fault memory for announced blocks\n"
      "  --help              this text\n",
      RunReceiveCommand},
+    {"restore", "start a stored checkpoint image as a running process",
+     "usage: procmig restore DIR [--detach] [--no-pid-ns]\n"
+     "\n"
+     "Rebuilds the process stored in DIR (by `procmig receive --store` or `procmig checkpoint\n"
+     "--to DIR`) and resumes every thread where it was parked. Memory, threads (TLS, signal\n"
+     "masks, altstacks, rseq, robust lists), sigactions, mm fields, regular files (reopened at\n"
+     "their offsets) and cwd are restored; stdio that was a terminal, pipe or socket is this\n"
+     "command's own. Refused up front, with every reason: CPU features the source had and this\n"
+     "CPU lacks, a different vDSO (kernel), a mapped file that is missing or changed.\n"
+     "The image is not consumed: every run makes another independent process.\n"
+     "By default it waits for the process and exits with its status (128+N when killed by\n"
+     "signal N), like `criu restore` without -d.\n"
+     "\n"
+     "  --detach      print the restored process's pid and return once it runs\n"
+     "  --no-pid-ns   restore into this PID namespace with new ids (default: a new PID\n"
+     "                namespace where the process keeps its old pid and tids)\n"
+     "  --help        this text\n",
+     RunRestoreCommand},
     {"status", "show the migration figures of a program's agent",
      "usage: procmig status PID [--json] [--control PATH]\n"
      "\n"

@@ -31,7 +31,8 @@
 
 #include "preload/agent.h"
 
-extern "C" void procmig_park_save(procmig::ThreadParkContext* ctx);
+// Returns 0 when called; 1 when a restorer resumes the saved context (in the migrated process).
+extern "C" __attribute__((returns_twice)) long procmig_park_save(procmig::ThreadParkContext* ctx);
 extern "C" {
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
@@ -110,8 +111,13 @@ void Handler(int, siginfo_t* info, void* uc_void) {
       ThreadParkContext& c = s->ctx;
       c = ThreadParkContext{};
       c.tid = static_cast<uint32_t>(tid);
-      procmig_park_save(&c);
-      // (A restorer resumes here with the call returning again; it then finds the epoch changed.)
+      if (procmig_park_save(&c) != 0) {
+        // Resumed by the restorer in the migrated process: the freezer's memory is not ours any
+        // more (the agent's own memory is never migrated). Returning lets rt_sigreturn restore
+        // every register and the signal mask the thread had when the park signal came.
+        errno = saved_errno;
+        return;
+      }
       syscall(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &c.fs_base);
       syscall(SYS_arch_prctl, 0x1004 /* ARCH_GET_GS */, &c.gs_base);
       syscall(SYS_prctl, PR_GET_TID_ADDRESS, &c.tid_address, 0, 0, 0);

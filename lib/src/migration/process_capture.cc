@@ -79,7 +79,7 @@ void CaptureMm(MmFields* mm) {
   mm->brk = static_cast<uint64_t>(syscall(SYS_brk, 0));
 }
 
-void CaptureCpu(CpuFeatures* c) {
+void CaptureCpuInto(CpuFeatures* c) {
   unsigned a = 0, b = 0, cx = 0, d = 0;
   if (__get_cpuid(1, &a, &b, &cx, &d)) {
     c->leaf1_ecx = cx;
@@ -156,7 +156,7 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
   out->cwd = ReadLink("/proc/self/cwd");
   out->exe = ReadLink("/proc/self/exe");
   CaptureMm(&out->mm);
-  CaptureCpu(&out->cpu);
+  CaptureCpuInto(&out->cpu);
   out->vmas.clear();
   for (const MemoryRegion& m : regions) {
     VmaRecord v;
@@ -199,6 +199,12 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
   out->fds.clear();
   CaptureFds(&out->fds);
   return absl::OkStatus();
+}
+
+CpuFeatures CaptureCpuFeatures() {
+  CpuFeatures c;
+  CaptureCpuInto(&c);
+  return c;
 }
 
 void CaptureSigactions(ProcessStateRecord* out) {

@@ -23,6 +23,8 @@ namespace procmig {
 
 absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
                                   std::span<const RamBlock> blocks, ProcessStateRecord* out);
+// This CPU's features as a sender records them (cpuid leaves 1 and 7, xcr0, hwcaps).
+CpuFeatures CaptureCpuFeatures();
 // Sizes out->sigactions to 64 entries first if needed (allocates only then).
 void CaptureSigactions(ProcessStateRecord* out);
 // One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;

@@ -14,7 +14,9 @@ namespace procmig {
 
 absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& group,
                                                        const ReceiveSessionOptions& options) {
-  if (!options.image_dir) return absl::InvalidArgumentError("receive session: no image_dir");
+  if (!options.image_dir && !options.deliver) {
+    return absl::InvalidArgumentError("receive session: neither image_dir nor deliver");
+  }
   Receiver receiver(group.size(), options.receiver, &group.channel(0));
   std::mutex mu;
   std::optional<ReceiveSessionResult> result;  // guarded by mu
@@ -23,8 +25,16 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
   auto complete = [&]() -> absl::Status {
     absl::StatusOr<ImageManifest> m = receiver.Finish();
     if (!m.ok()) return m.status();
-    std::string dir = options.image_dir(m->session_id);
     std::vector<const BlockMemory*> mem = receiver.BlockMemories();
+    if (options.deliver) {
+      absl::Status d = options.deliver(*m, mem, receiver.process_state());
+      if (!d.ok()) return receiver.Fail(d);
+      RETURN_IF_ERROR(receiver.Ack());
+      std::lock_guard<std::mutex> l(mu);
+      result = ReceiveSessionResult{std::move(*m), ""};
+      return absl::OkStatus();
+    }
+    std::string dir = options.image_dir(m->session_id);
     absl::StatusOr<ImageManifest> stored =
         ImageStore::Write(dir, *m, mem, receiver.process_state(), options.sync);
     if (!stored.ok()) {

@@ -7,6 +7,7 @@
 // only about an image that is on disk. Any failure (a corrupt page, a truncated channel, a digest
 // mismatch, a store error) fails the receiver, which tells the sender, and aborts every channel
 // so no thread stays blocked; Run returns the first error and no image is left behind.
+// With `deliver` set the completed session goes there instead of to an image (live restore).
 // Run blocks until every reader thread has finished (the sender closes after the ack).
 #ifndef PROCMIG_MIGRATION_RECEIVE_SESSION_H_
 #define PROCMIG_MIGRATION_RECEIVE_SESSION_H_
@@ -14,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,6 +29,13 @@ struct ReceiveSessionOptions {
   ReceiverOptions receiver;
   // Where the image of the session goes; called once, when the stream is complete.
   std::function<std::string(const std::array<uint8_t, 16>& session_id)> image_dir;
+  // When set, the completed session is handed here instead of being stored (live restore): the
+  // blocks (memory[i] holds manifest.blocks[i]) and the process-state payload. The ack follows
+  // only when it returns OK; its error fails the session and goes to the sender.
+  std::function<absl::Status(const ImageManifest& manifest,
+                             std::span<const BlockMemory* const> memory,
+                             std::span<const uint8_t> process_state)>
+      deliver;
   bool sync = true;  // fsync the image before acking
   size_t chunk_bytes = 1u << 20;
 };

@@ -1,0 +1,50 @@
+// procmig's public API for restoring: `procmig restore DIR`, and the live restore that
+// `procmig receive` does without --store.
+//
+// A restored process is rebuilt from its image (memory, threads, sigactions, mm fields, regular
+// files, cwd) and resumes where every thread was parked. By default it runs in a new PID
+// namespace, with its old pid and tids, under a minimal init that is our child and exits with
+// the program's exit status; with pid_namespace = false it runs in ours with new ids. Before
+// anything is created, what cannot work here is refused with every reason (CPU features, a
+// different vDSO, a mapped file that changed or is missing). A failure part-way leaves no process.
+#ifndef PROCMIG_RESTORE_H_
+#define PROCMIG_RESTORE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace procmig {
+
+struct RestoreOptions {
+  bool pid_namespace = true;
+  int start_timeout_ms = 30'000;
+};
+
+struct RestoreResult {
+  pid_t child = -1;      // our child to wait for (the namespace init, or the process)
+  pid_t host_pid = -1;   // the restored process in our PID namespace, -1 if unknown
+  uint32_t pid = 0;      // its own pid (the old one in a new namespace)
+  uint32_t threads = 0;  // threads running
+  bool pid_namespace = false;
+  double start_ms = 0;   // restore start to every thread running
+  std::vector<std::string> warnings;  // what was not restored, and why
+};
+
+// Restores the image in `dir` (from `procmig receive --store` or `procmig checkpoint --to`).
+// Each call makes an independent process.
+absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const RestoreOptions& options);
+
+// Waits for a restored process: its exit code, or 128 + the signal that ended it.
+absl::StatusOr<int> WaitRestored(const RestoreResult& r);
+
+// One line: "restored pid 1234 (host pid 5678, new PID namespace), 9 threads, in 3.1 ms".
+std::string RenderRestoreResult(const RestoreResult& r);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_RESTORE_H_

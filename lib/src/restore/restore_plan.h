@@ -1,0 +1,78 @@
+// RestorePlan: turns a process-state record, the received blocks (held at temporary addresses in
+// this process) and this process's own layout into the restorer blob's argument block
+// (restorer_abi.h): which ranges survive the great unmap, where blocks in the way are staged,
+// the ordered memory operations that rebuild the old layout, mm fields, sigactions, files, cwd and
+// the threads with their stacks. Pure: no system calls, so every geometric case is unit-tested.
+//
+// Mapping rules, per VMA of the record (sorted, disjoint):
+//   [vsyscall]                       left alone (fixed by the kernel)
+//   [vdso] [vvar] [vvar_vclock]      the destination's own mappings, moved (together, keeping
+//                                    their relative offsets) to the old addresses; the sizes and
+//                                    offsets must match the record's (a different kernel: refused)
+//   one block covering all of it     the block is moved into place (mremap) and given its prot
+//   [stack] (grows down)             mapped MAP_GROWSDOWN, the block copied in
+//   otherwise                        mapped from its file (private or shared) or anonymous, then
+//                                    blocks inside it moved over their parts, then its prot
+// A block whose temporary range lies where the old layout has anything is first moved to a
+// staging range free in both layouts; so are the destination's vDSO mappings.
+#ifndef PROCMIG_RESTORE_RESTORE_PLAN_H_
+#define PROCMIG_RESTORE_RESTORE_PLAN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "migration/process_state.h"
+#include "os/memory_region.h"
+#include "restore/restorer_abi.h"
+
+namespace procmig {
+
+// A received block: its final place and where its bytes are now.
+struct PlacedBlock {
+  uint32_t id = 0;
+  uint64_t start = 0, length = 0;  // final
+  uint64_t temp = 0;               // current address of its bytes (page aligned)
+};
+
+struct RestorePlanInput {
+  const ProcessStateRecord* state = nullptr;
+  std::span<const PlacedBlock> blocks;
+  std::span<const MemoryRegion> current;  // this process's /proc/self/maps
+  size_t code_bytes = 0;                  // the blob's code
+  int report_fd = -1;                     // must be above every restored descriptor
+  bool set_tid = true;                    // threads get their old ids (else patched)
+  uint64_t self_rseq = 0;                 // this thread's rseq area, dropped by the blob
+  uint32_t self_rseq_len = 0;
+};
+
+struct RestorePlan {
+  uint64_t region_start = 0;  // where the blob's mapping goes: code, then args, then stacks
+  uint64_t region_bytes = 0;
+  uint64_t args_offset = 0;       // of the Args block within the region
+  uint64_t main_stack_top = 0;    // absolute
+  std::vector<uint8_t> args;      // the Args block with its arrays and strings
+  std::vector<std::string> notes;  // what was left out and why (fds not restored, ...)
+  // The restored descriptors' numbers (the report descriptor must be above them all).
+  int max_fd = 2;
+};
+
+inline constexpr uint64_t kBlobStackBytes = 64 << 10;
+inline constexpr uint64_t kRestoreTaskTop = 0x7ffffffff000ull;
+
+// The largest descriptor the plan restores (so the caller can place its report pipe above it).
+int MaxRestoredFd(const ProcessStateRecord& state);
+
+// FailedPrecondition naming the VMA or mapping that cannot be placed; InvalidArgument for a record
+// that contradicts itself (overlapping VMAs, a block outside every VMA, no main thread).
+absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in);
+
+// "unmap", "memory op", ... for messages.
+const char* RestoreStepName(uint32_t step);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_RESTORE_RESTORE_PLAN_H_

@@ -1,0 +1,365 @@
+#include "restore/restore_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/rseq.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/crc32c.h"
+#include "base/status_macros.h"
+#include "migration/process_capture.h"
+#include "os/maps_parser.h"
+#include "restore/restorer_abi.h"
+#include "restore/restorer_blob.h"
+
+extern "C" long procmig_blob_clone3(void* clone_args, uint64_t size)
+    __attribute__((visibility("hidden")));
+
+namespace procmig {
+
+namespace abi = restore_abi;
+
+namespace {
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Raw system calls for code that runs in a copy of this process (or in a child sharing its
+// memory) where libc's wrappers, which write errno in the caller's TLS, must not be used.
+long RawSyscall(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0) {
+  register long r10 asm("r10") = d;
+  register long r8 asm("r8") = e;
+  long ret;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+               : "rcx", "r11", "memory");
+  return ret;
+}
+
+struct CloneArgs {
+  uint64_t flags = 0, pidfd = 0, child_tid = 0, parent_tid = 0, exit_signal = 0, stack = 0,
+           stack_size = 0, tls = 0, set_tid = 0, set_tid_size = 0, cgroup = 0;
+};
+
+using EntryFn = void (*)(abi::Args*, uint64_t);
+
+struct InitArgs {
+  abi::Args* args = nullptr;  // in the blob region
+  EntryFn entry = nullptr;
+  uint64_t stack_top = 0;
+  uint64_t pid = 0;  // the pid to create the process with
+  int report_fd = -1;
+};
+
+void ReportFailure(int fd, uint32_t step, long err) {
+  abi::Report r;
+  r.kind = abi::kReportFailed;
+  r.step = step;
+  r.err = static_cast<int32_t>(-err);
+  RawSyscall(SYS_write, fd, reinterpret_cast<long>(&r), sizeof r);
+}
+
+// The new PID namespace's init. Runs on its own stack in our memory (CLONE_VM): raw system calls
+// only. Creates the process with its old pid, then reaps until it is gone and exits with its
+// status.
+[[noreturn]] void InitMain(InitArgs* ia, uint64_t) {
+  // Our own /proc, so the program's /proc/self, /proc/self/task, pids all agree with its view.
+  RawSyscall(SYS_mount, reinterpret_cast<long>("none"), reinterpret_cast<long>("/"), 0,
+             MS_REC | MS_PRIVATE, 0);
+  RawSyscall(SYS_mount, reinterpret_cast<long>("proc"), reinterpret_cast<long>("/proc"),
+             reinterpret_cast<long>("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+  CloneArgs ca;
+  ca.exit_signal = SIGCHLD;
+  uint64_t pid = ia->pid;
+  ca.set_tid = reinterpret_cast<uint64_t>(&pid);
+  ca.set_tid_size = 1;
+  long child = RawSyscall(SYS_clone3, reinterpret_cast<long>(&ca), sizeof ca);
+  if (child == 0) {
+    ia->entry(ia->args, ia->stack_top);
+    for (;;) RawSyscall(SYS_exit_group, 127);
+  }
+  if (child < 0) {
+    ReportFailure(ia->report_fd, abi::kStepPid, child);
+    for (;;) RawSyscall(SYS_exit_group, 127);
+  }
+  RawSyscall(SYS_close_range, 0, ~0u, 0);
+  for (;;) {
+    int status = 0;
+    long r = RawSyscall(SYS_wait4, -1, reinterpret_cast<long>(&status), __WALL, 0);
+    if (r == child) {
+      int code = WIFEXITED(status) ? WEXITSTATUS(status)
+                                   : (WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1);
+      for (;;) RawSyscall(SYS_exit_group, code);
+    }
+    if (r == -ECHILD) {
+      for (;;) RawSyscall(SYS_exit_group, 1);
+    }
+  }
+}
+
+std::string CpuMissing(const CpuFeatures& need, const CpuFeatures& have) {
+  std::vector<std::string> out;
+  auto word = [&](const char* name, uint64_t n, uint64_t h) {
+    uint64_t miss = n & ~h;
+    for (int b = 0; b < 64; ++b) {
+      if (miss & (1ull << b)) out.push_back(absl::StrCat(name, " bit ", b));
+    }
+  };
+  word("cpuid.1.ecx", need.leaf1_ecx & ~(1u << 27), have.leaf1_ecx);  // OSXSAVE is the kernel's
+  word("cpuid.1.edx", need.leaf1_edx, have.leaf1_edx);
+  word("cpuid.7.ebx", need.leaf7_ebx, have.leaf7_ebx);
+  word("cpuid.7.ecx", need.leaf7_ecx, have.leaf7_ecx);
+  word("cpuid.7.edx", need.leaf7_edx, have.leaf7_edx);
+  word("xcr0", need.xcr0_low, have.xcr0_low);
+  word("AT_HWCAP2", need.hwcap2, have.hwcap2);
+  return absl::StrJoin(out, ", ");
+}
+
+absl::StatusOr<std::vector<MemoryRegion>> OwnMaps() {
+  std::ifstream in("/proc/self/maps");
+  if (!in) return absl::InternalError("restore: cannot read /proc/self/maps");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return MapsParser::Parse(ss.str());
+}
+
+}  // namespace
+
+absl::Status CheckRestorable(const ProcessStateRecord& state) {
+  std::vector<std::string> why;
+  const CpuFeatures here = CaptureCpuFeatures();
+  std::string missing = CpuMissing(state.cpu, here);
+  if (!missing.empty()) why.push_back("CPU features the source had are missing here: " + missing);
+  // The vDSO: same bytes, or the old code would call into a different one.
+  absl::StatusOr<std::vector<MemoryRegion>> maps = OwnMaps();
+  if (!maps.ok()) return maps.status();
+  for (const MemoryRegion& r : *maps) {
+    if (r.path != "[vdso]") continue;
+    if (state.vdso.vdso_end - state.vdso.vdso_start != r.size()) {
+      why.push_back(absl::StrCat("the vDSO differs: ", state.vdso.vdso_end - state.vdso.vdso_start,
+                                 " bytes on the source, ", r.size(), " here"));
+    } else if (crc32c::Value(reinterpret_cast<const void*>(r.start), r.size()) != state.vdso.crc) {
+      why.push_back("the vDSO differs (its crc32c): the source ran another kernel build");
+    }
+  }
+  // Files that will be mapped from disk must be the ones the source mapped.
+  for (const VmaRecord& v : state.vmas) {
+    if (v.kind != VmaKind::kFile || v.path.empty() || v.path[0] != '/') continue;
+    struct stat st;
+    if (stat(v.path.c_str(), &st) != 0) {
+      if (v.block_id == 0) why.push_back(absl::StrCat(v.path, ": ", strerror(errno)));
+      continue;
+    }
+    if (v.file_size != 0 && static_cast<uint64_t>(st.st_size) != v.file_size) {
+      why.push_back(absl::StrCat(v.path, ": size ", st.st_size, ", the source mapped ",
+                                 v.file_size, " bytes"));
+    } else if (v.mtime_ns != 0 &&
+               static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ull +
+                       static_cast<uint64_t>(st.st_mtim.tv_nsec) !=
+                   v.mtime_ns) {
+      why.push_back(absl::StrCat(v.path, ": modified since the source mapped it (mtime)"));
+    }
+  }
+  std::sort(why.begin(), why.end());
+  why.erase(std::unique(why.begin(), why.end()), why.end());
+  if (why.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot restore pid ", state.pid, " here: ", absl::StrJoin(why, "; ")));
+}
+
+absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
+                                                     std::span<const PlacedBlock> blocks,
+                                                     const RestoreProcessOptions& options) {
+  const uint64_t t0 = NowNs();
+  RETURN_IF_ERROR(CheckRestorable(state));
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(absl::StatusCode::kInternal, "restore: pipe2", errno);
+  const int report_fd = fcntl(p[1], F_DUPFD_CLOEXEC, std::max(MaxRestoredFd(state) + 1, 64));
+  const int dup_err = errno;
+  close(p[1]);
+  if (report_fd < 0) {
+    close(p[0]);
+    return ErrnoStatus(absl::StatusCode::kInternal, "restore: dup the report pipe", dup_err);
+  }
+  auto close_pipe = [&] {
+    close(p[0]);
+    close(report_fd);
+  };
+  absl::StatusOr<std::vector<MemoryRegion>> maps = OwnMaps();
+  if (!maps.ok()) {
+    close_pipe();
+    return maps.status();
+  }
+  RestorePlanInput in;
+  in.state = &state;
+  in.blocks = blocks;
+  in.current = *maps;
+  in.code_bytes = restore_blob::Code().size();
+  in.report_fd = report_fd;
+  in.set_tid = options.pid_namespace;
+  if (!options.pid_namespace) {
+    in.self_rseq = reinterpret_cast<uint64_t>(__builtin_thread_pointer()) +
+                   static_cast<uint64_t>(__rseq_offset);
+    in.self_rseq_len = __rseq_size;
+  }
+  absl::StatusOr<RestorePlan> plan = BuildRestorePlan(in);
+  if (!plan.ok()) {
+    close_pipe();
+    return plan.status();
+  }
+  void* region = mmap(reinterpret_cast<void*>(plan->region_start), plan->region_bytes,
+                      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                      -1, 0);
+  if (region == MAP_FAILED || reinterpret_cast<uint64_t>(region) != plan->region_start) {
+    int err = errno;
+    if (region != MAP_FAILED) munmap(region, plan->region_bytes);
+    close_pipe();
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrFormat("restore: map the restorer at %x", plan->region_start), err);
+  }
+  auto* base = static_cast<uint8_t*>(region);
+  std::span<const uint8_t> code = restore_blob::Code();
+  std::memcpy(base, code.data(), code.size());
+  std::memcpy(base + plan->args_offset, plan->args.data(), plan->args.size());
+  auto* args = reinterpret_cast<abi::Args*>(base + plan->args_offset);
+  mprotect(base, plan->args_offset, PROT_READ | PROT_EXEC);
+  auto entry = reinterpret_cast<EntryFn>(base + restore_blob::EntryOffset());
+
+  RestoredProcess out;
+  out.pid = state.pid;
+  out.threads = static_cast<uint32_t>(state.threads.size());
+  out.pid_namespace = options.pid_namespace;
+  for (const std::string& n : plan->notes) out.warnings.push_back(n);
+  long child = -1;
+  if (options.pid_namespace) {
+    // init's stack and arguments live in our memory for as long as init runs (it shares it).
+    constexpr size_t kInitStack = 64 << 10;
+    void* stack = mmap(nullptr, kInitStack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+      int err = errno;
+      munmap(region, plan->region_bytes);
+      close_pipe();
+      return ErrnoStatus(absl::StatusCode::kResourceExhausted, "restore: map init's stack", err);
+    }
+    auto* ia = static_cast<InitArgs*>(stack);
+    ia->args = args;
+    ia->entry = entry;
+    ia->stack_top = plan->main_stack_top;
+    ia->pid = state.pid;
+    ia->report_fd = report_fd;
+    auto* top = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(stack) + kInitStack) - 4;
+    top[0] = reinterpret_cast<uint64_t>(&InitMain);
+    top[1] = reinterpret_cast<uint64_t>(ia);
+    top[2] = 0;
+    CloneArgs ca;
+    ca.flags = CLONE_VM | CLONE_NEWPID | CLONE_NEWNS;
+    ca.exit_signal = SIGCHLD;
+    ca.stack = reinterpret_cast<uint64_t>(stack);
+    ca.stack_size = kInitStack - 32;
+    child = procmig_blob_clone3(&ca, sizeof ca);
+  } else {
+    out.warnings.push_back(
+        "restored in this PID namespace with new thread ids (glibc's cached tids patched); "
+        "robust or PI mutexes held across the migration name old owners");
+    CloneArgs ca;
+    ca.exit_signal = SIGCHLD;
+    child = RawSyscall(SYS_clone3, reinterpret_cast<long>(&ca), sizeof ca);
+    if (child == 0) {
+      entry(args, plan->main_stack_top);
+      for (;;) RawSyscall(SYS_exit_group, 127);
+    }
+  }
+  close(report_fd);
+  if (child < 0) {
+    munmap(region, plan->region_bytes);
+    close(p[0]);
+    return ErrnoStatus(absl::StatusCode::kInternal,
+                       options.pid_namespace ? "restore: clone3 a new PID namespace"
+                                             : "restore: clone3 the process",
+                       static_cast<int>(-child));
+  }
+  out.child = static_cast<pid_t>(child);
+  // The blob's one report, or EOF when the process died without one.
+  abi::Report rep;
+  size_t got = 0;
+  const uint64_t deadline = NowNs() + static_cast<uint64_t>(options.start_timeout_ms) * 1'000'000;
+  while (got < sizeof rep) {
+    const uint64_t now = NowNs();
+    if (now >= deadline) break;
+    pollfd pfd{p[0], POLLIN, 0};
+    int r = poll(&pfd, 1, static_cast<int>((deadline - now) / 1'000'000 + 1));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    ssize_t n = read(p[0], reinterpret_cast<char*>(&rep) + got, sizeof rep - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(p[0]);
+  munmap(region, plan->region_bytes);
+  if (got == sizeof rep && rep.kind == abi::kReportRunning) {
+    out.start_ns = NowNs() - t0;
+    out.threads = static_cast<uint32_t>(rep.value);
+    out.host_pid = options.pid_namespace ? -1 : out.child;
+    if (options.pid_namespace) {
+      std::ifstream kids(absl::StrCat("/proc/", out.child, "/task/", out.child, "/children"));
+      pid_t h = -1;
+      if (kids >> h) out.host_pid = h;
+    }
+    return out;
+  }
+  // Failed: make sure nothing is left, then say why.
+  kill(out.child, SIGKILL);
+  int status = 0;
+  waitpid(out.child, &status, 0);
+  if (got == sizeof rep && rep.kind == abi::kReportFailed) {
+    return absl::InternalError(absl::StrFormat(
+        "restore: %s failed (item %u): %s", RestoreStepName(rep.step), rep.index,
+        strerror(rep.err)));
+  }
+  if (got == 0 && NowNs() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "restore: the restored process did not report within ", options.start_timeout_ms, " ms"));
+  }
+  return absl::InternalError(absl::StrCat(
+      "restore: the restorer died without a report (",
+      WIFSIGNALED(status) ? absl::StrCat("signal ", WTERMSIG(status))
+                          : absl::StrCat("exit ", WEXITSTATUS(status)),
+      ")"));
+}
+
+absl::StatusOr<int> WaitRestoredProcess(const RestoredProcess& p) {
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(p.child, &status, 0);
+    if (r == p.child) break;
+    if (r < 0 && errno == EINTR) continue;
+    return ErrnoStatus(absl::StatusCode::kInternal, "wait for the restored process", errno);
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace procmig

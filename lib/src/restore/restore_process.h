@@ -1,0 +1,64 @@
+// Restorer: rebuilds a migrated process from its process-state record and its blocks (held in
+// this process at temporary addresses) and starts it.
+//
+// CheckRestorable() refuses up front, with every reason listed, what cannot work here: CPU
+// features the source used that this CPU lacks, a different vDSO, file mappings whose file is
+// missing or changed (size, mtime). StartRestoredProcess() then plans (restore_plan.h), maps the
+// blob with its arguments, and creates the process:
+//   - in a new PID (and mount, for its own /proc) namespace, by default: a minimal init (pid 1,
+//     sharing our memory, raw system calls only) creates the process with clone3 set_tid = its old
+//     pid, so the old pid and tids are free even on the same host; init exits with the process's
+//     exit status (128+signal when killed);
+//   - or in our namespace with new ids (glibc's cached tids patched through each thread's tid
+//     address; a warning says so).
+// The new process is a copy of this one that jumps into the blob: it unmaps everything else,
+// rebuilds the layout and threads, and reports on a pipe. Start returns once every thread of the
+// program is running, or with the blob's failure (step, index, errno) after the half-built
+// process is gone. The temporary block mappings in this process may be unmapped afterwards.
+//
+// Threads: call from any thread; the caller's rseq registration is handled. Nothing global.
+#ifndef PROCMIG_RESTORE_RESTORE_PROCESS_H_
+#define PROCMIG_RESTORE_RESTORE_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "migration/process_state.h"
+#include "restore/restore_plan.h"
+
+namespace procmig {
+
+struct RestoreProcessOptions {
+  bool pid_namespace = true;  // false: our namespace, new ids
+  int start_timeout_ms = 30'000;
+};
+
+struct RestoredProcess {
+  pid_t child = -1;        // our child to wait for: the namespace's init, or the process itself
+  pid_t host_pid = -1;     // the restored process's pid in our namespace (-1 if unknown)
+  uint32_t pid = 0;        // its pid as it sees it
+  uint32_t threads = 0;
+  bool pid_namespace = false;
+  uint64_t start_ns = 0;   // StartRestoredProcess: entry to "every thread running"
+  std::vector<std::string> warnings;
+};
+
+// FailedPrecondition listing every reason the record cannot be restored on this host.
+absl::Status CheckRestorable(const ProcessStateRecord& state);
+
+absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
+                                                     std::span<const PlacedBlock> blocks,
+                                                     const RestoreProcessOptions& options);
+
+// Waits for the restored process and returns its exit status as a shell reports it (the code, or
+// 128 + the signal that killed it).
+absl::StatusOr<int> WaitRestoredProcess(const RestoredProcess& p);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_RESTORE_RESTORE_PROCESS_H_
