@@ -1,4 +1,5 @@
-// `procmig receive`: the destination of a migration or checkpoint; stores verified images.
+// `procmig receive`: the destination of a migration or checkpoint: restores the process live,
+// or stores a verified image (--store).
 #include <charconv>
 #include <cstdio>
 #include <string>
@@ -9,7 +10,7 @@
 namespace procmig::agent {
 
 int RunReceiveCommand(std::span<const std::string_view> args) {
-  ArgParser p("receive", {"once", "no-sync", "no-populate"},
+  ArgParser p("receive", {"once", "no-sync", "no-populate", "detach", "no-pid-ns"},
               {"listen", "store", "channels", "transport"});
   if (!p.Parse(args)) return 2;
   if (!p.positional().empty())
@@ -18,6 +19,10 @@ int RunReceiveCommand(std::span<const std::string_view> args) {
   o.listen = std::string(p.Value("listen").value_or(""));
   o.store_dir = std::string(p.Value("store").value_or(""));
   o.once = p.Has("once");
+  o.restore.pid_namespace = !p.Has("no-pid-ns");
+  if (o.store_dir.empty() && p.Has("detach") && !o.once) {
+    return Fail("receive", "--detach goes with --once (a live restore of one session)", 2);
+  }
   o.sync = !p.Has("no-sync");
   o.populate = !p.Has("no-populate");
   o.transport = std::string(p.Value("transport").value_or("auto"));
@@ -45,6 +50,13 @@ int RunReceiveCommand(std::span<const std::string_view> args) {
   });
   if (!report.ok()) return Fail("receive", std::string(report.status().message()));
   std::fputs(RenderReceiveReport(*report).c_str(), stdout);
+  std::fflush(stdout);
+  if (report->restored.has_value() && !p.Has("detach")) {
+    // Like `criu restore` without -d: wait for the restored program, exit with its status.
+    absl::StatusOr<int> code = WaitRestored(*report->restored);
+    if (!code.ok()) return Fail("receive", std::string(code.status().message()));
+    return *code;
+  }
   return 0;
 }
 

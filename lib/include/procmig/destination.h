@@ -19,17 +19,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "procmig/restore.h"
 
 namespace procmig {
 
 struct ReceiveOptions {
   std::string listen;     // "ADDR:PORT" (port 0: any free port) or "unix:/path"
-  std::string store_dir;  // required (live restore without a store is the restore issue's)
+  std::string store_dir;  // empty: restore each session live as a running process
+  RestoreOptions restore;  // live restore: namespace, timeout
   bool once = false;
   int channels = 0;                // expected channels per session; 0 = what the sender announces
   std::string transport = "auto";  // auto, io_uring, posix
@@ -62,10 +65,11 @@ struct ReceiveReport {
   uint64_t duration_ms = 0;  // first preamble to end of stream verified
   uint64_t process_state_bytes = 0;
   std::vector<ReceiveBlockReport> blocks;
+  std::optional<RestoreResult> restored;  // live restore: the running process
 };
 
 struct ReceiveEvent {
-  enum class Kind { kListening, kSessionStored, kSessionFailed };
+  enum class Kind { kListening, kSessionStored, kSessionFailed };  // stored = stored or restored
   Kind kind = Kind::kListening;
   std::string address;   // kListening: the bound address, e.g. "127.0.0.1:41234"
   ReceiveReport report;  // kSessionStored

@@ -10,7 +10,9 @@
 #include "migration/digest_verifier.h"
 #include "migration/image_inspect.h"
 #include "migration/image_store.h"
+#include "migration/process_state.h"
 #include "migration/receive_session.h"
+#include "restore/restore_process.h"
 #include "transport/channel_group_receiver.h"
 #include "transport/endpoint.h"
 #include "transport/transport_config.h"
@@ -73,11 +75,6 @@ absl::Status ReceiveOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--listen ", listen, " is a file, not a socket address"));
   }
-  if (store_dir.empty()) {
-    return absl::InvalidArgumentError(
-        "--store DIR is required (restoring a live process without a store comes with "
-        "`procmig restore`)");
-  }
   if (channels < 0 || channels > wire::kMaxChannels) {
     return absl::InvalidArgumentError(
         absl::StrCat("--channels ", channels, " is not in [1, ", wire::kMaxChannels, "]"));
@@ -89,7 +86,10 @@ absl::Status ReceiveOptions::Validate() const {
 absl::StatusOr<ReceiveReport> RunReceiver(
     const ReceiveOptions& options, const std::function<void(const ReceiveEvent&)>& on_event) {
   RETURN_IF_ERROR(options.Validate());
-  if (options.once) {
+  const bool live = options.store_dir.empty();
+  if (live) {
+    // Fail before a sender streams anything if this host cannot restore at all.
+  } else if (options.once) {
     RETURN_IF_ERROR(CheckFreshTarget(options.store_dir));
   } else {
     RETURN_IF_ERROR(EnsureDir(options.store_dir));
@@ -111,8 +111,43 @@ absl::StatusOr<ReceiveReport> RunReceiver(
     return options.once ? options.store_dir
                         : absl::StrCat(options.store_dir, "/", SessionIdHex(id));
   };
+  std::optional<RestoreResult> restored;  // set by deliver, per session
+  if (live) {
+    so.deliver = [&](const ImageManifest& m, std::span<const BlockMemory* const> memory,
+                     std::span<const uint8_t> process_state) -> absl::Status {
+      absl::StatusOr<ProcessStateRecord> st = DecodeProcessState(process_state);
+      if (!st.ok()) return absl::DataLossError(absl::StrCat("restore: process state: ",
+                                                            st.status().message()));
+      std::vector<PlacedBlock> placed;
+      for (size_t i = 0; i < m.blocks.size() && i < memory.size(); ++i) {
+        const ImageBlock& b = m.blocks[i];
+        if (b.digest == DigestState::kMismatch) {
+          return absl::DataLossError(
+              absl::StrCat("restore: block ", b.id, " does not match the sender's digest"));
+        }
+        if (b.length == 0) continue;
+        placed.push_back({b.id, b.start, b.length,
+                          reinterpret_cast<uint64_t>(memory[i]->bytes().data())});
+      }
+      RestoreProcessOptions ro;
+      ro.pid_namespace = options.restore.pid_namespace;
+      ro.start_timeout_ms = options.restore.start_timeout_ms;
+      ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*st, placed, ro));
+      RestoreResult r;
+      r.child = p.child;
+      r.host_pid = p.host_pid;
+      r.pid = p.pid;
+      r.threads = p.threads;
+      r.pid_namespace = p.pid_namespace;
+      r.start_ms = static_cast<double>(p.start_ns) / 1e6;
+      r.warnings = p.warnings;
+      restored = r;
+      return absl::OkStatus();
+    };
+  }
   for (;;) {
     absl::StatusOr<ReceiveReport> outcome;
+    restored.reset();
     absl::StatusOr<std::unique_ptr<ChannelGroupReceiver>> group =
         ChannelGroupReceiver::Accept(listener.get(), config, options.accept_timeout_ms);
     if (!group.ok()) {
@@ -126,6 +161,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       absl::StatusOr<ReceiveSessionResult> r = RunReceiveSession(**group, so);
       if (r.ok()) {
         outcome = MakeReport(r->manifest, r->image_dir);
+        outcome->restored = restored;
       } else {
         outcome = r.status();
       }
@@ -148,7 +184,11 @@ absl::StatusOr<ReceiveReport> RunReceiver(
 
 std::string RenderReceiveReport(const ReceiveReport& r) {
   std::string t;
-  absl::StrAppend(&t, "session ", r.session_id, " stored in ", r.image_dir, "\n");
+  if (r.restored.has_value()) {
+    absl::StrAppend(&t, "session ", r.session_id, " ", RenderRestoreResult(*r.restored), "\n");
+  } else {
+    absl::StrAppend(&t, "session ", r.session_id, " stored in ", r.image_dir, "\n");
+  }
   absl::StrAppend(&t, "  ", r.channels, " channel(s), ", r.iterations, " iteration(s), ", r.bytes,
                   " bytes in ", r.duration_ms, " ms\n");
   absl::StrAppend(&t, "  pages ", r.pages, ": zero ", r.zero_pages, ", raw ", r.raw_pages,
