@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string_view>
 
 #include "base/crc32c.h"
@@ -29,6 +30,34 @@ ssize_t ReadAll(const char* path, char* buf, size_t cap) {
   return n >= cap ? -1 : static_cast<ssize_t>(n);
 }
 
+// Sets private_copies on read-only private file mappings that hold anonymous (copied-on-write)
+// pages: pagemap bit 63 (present) without bit 61 (file page). Such a mapping differs from its
+// file (a RELRO segment after relocation) and has to be migrated like written memory. An
+// unreadable pagemap leaves every flag false.
+void MarkPrivateCopies(std::vector<MemoryRegion>& regions) {
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  if (fd < 0) return;
+  constexpr uint64_t kPresent = 1ull << 63, kFilePage = 1ull << 61;
+  constexpr size_t kBatch = 512;
+  uint64_t entries[kBatch];
+  for (MemoryRegion& r : regions) {
+    if (r.shared || r.writable || !r.readable || r.kind != RegionKind::kFile) continue;
+    const uint64_t pages = r.size() / 4096;
+    for (uint64_t first = 0; first < pages && !r.private_copies; first += kBatch) {
+      const uint64_t n = std::min<uint64_t>(kBatch, pages - first);
+      ssize_t got = pread(fd, entries, n * 8, static_cast<off_t>((r.start / 4096 + first) * 8));
+      if (got <= 0) break;
+      for (ssize_t i = 0; i < got / 8; ++i) {
+        if ((entries[i] & (kPresent | kFilePage)) == kPresent) {
+          r.private_copies = true;
+          break;
+        }
+      }
+    }
+  }
+  close(fd);
+}
+
 }  // namespace
 
 ProcMapsLayout::ProcMapsLayout(size_t buffer_bytes)
@@ -43,6 +72,7 @@ absl::StatusOr<Layout> ProcMapsLayout::Read() {
   Layout l;
   l.fingerprint = crc32c::Value(buf_.get(), static_cast<size_t>(n));
   ASSIGN_OR_RETURN(l.regions, MapsParser::Parse(std::string(buf_.get(), static_cast<size_t>(n))));
+  MarkPrivateCopies(l.regions);
   return l;
 }
 

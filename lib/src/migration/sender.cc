@@ -1,5 +1,7 @@
 #include "migration/sender.h"
 
+#include <sys/mman.h>
+
 #include <time.h>
 #include <unistd.h>
 
@@ -163,13 +165,33 @@ absl::Status Sender::Setup() {
       }
     }
   }
-  RETURN_IF_ERROR(tracker_->Start(registry_.blocks()));
+  RETURN_IF_ERROR(tracker_->Start(TrackedOf(registry_.blocks())));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   ExcludeCrcTables();
   RETURN_IF_ERROR(pages_->Flush());
   local_.setup_ms = (Now() - start_ns_) / 1'000'000;
   Publish(true);
   return absl::OkStatus();
+}
+
+std::vector<RamBlock> Sender::TrackedOf(std::span<const RamBlock> blocks) {
+  std::vector<RamBlock> out;
+  for (const RamBlock& b : blocks) {
+    if (b.prot & PROT_WRITE) {
+      out.push_back(b);
+    } else {
+      read_only_.insert(b.id);
+    }
+  }
+  return out;
+}
+
+std::vector<uint32_t> Sender::TrackedIds(std::span<const uint32_t> ids) {
+  std::vector<uint32_t> out;
+  for (uint32_t id : ids) {
+    if (read_only_.erase(id) == 0) out.push_back(id);
+  }
+  return out;
 }
 
 absl::Status Sender::Bulk() {
@@ -197,7 +219,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   (void)allow_tracker_changes;
   // Removals first (the wire requires it before space is reused), then resizes, then adds.
   if (!diff.removed.empty()) {
-    RETURN_IF_ERROR(tracker_->RemoveBlocks(diff.removed));
+    RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(diff.removed)));
     for (uint32_t id : diff.removed) {
       RETURN_IF_ERROR(pages_->RemoveBlock(id));
       full_send_.erase(std::remove(full_send_.begin(), full_send_.end(), id), full_send_.end());
@@ -208,15 +230,15 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
     for (const RamBlock& b : diff.resized) ids.push_back(b.id);
     // The tracker forgets a block's earlier writes when it is re-added, so the whole block is
     // sent again (also what a grown block needs for its new part).
-    RETURN_IF_ERROR(tracker_->RemoveBlocks(ids));
-    RETURN_IF_ERROR(tracker_->AddBlocks(diff.resized));
+    RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(ids)));
+    RETURN_IF_ERROR(tracker_->AddBlocks(TrackedOf(diff.resized)));
     for (const RamBlock& b : diff.resized) {
       RETURN_IF_ERROR(pages_->ResizeBlock(b));
       full_send_.push_back(b.id);
     }
   }
   if (!diff.added.empty()) {
-    RETURN_IF_ERROR(tracker_->AddBlocks(diff.added));
+    RETURN_IF_ERROR(tracker_->AddBlocks(TrackedOf(diff.added)));
     for (const RamBlock& b : diff.added) {
       RETURN_IF_ERROR(pages_->AddBlock(b));
       full_send_.push_back(b.id);

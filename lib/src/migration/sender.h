@@ -30,10 +30,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "dirty/dirty_tracker.h"
 #include "migration/convergence_policy.h"
@@ -114,6 +116,11 @@ class Sender {
   absl::Status StopAndCopy();
   // Re-reads the layout and sends block records; blocks that need a full send are queued.
   absl::Status ApplyLayout(bool allow_tracker_changes);
+  // The blocks the tracker follows: the writable ones. A read-only block (a RELRO segment's
+  // private copies) cannot be written without an mprotect, which changes the layout and so the
+  // block; it is sent whole when added and never tracked.
+  std::vector<RamBlock> TrackedOf(std::span<const RamBlock> blocks);
+  std::vector<uint32_t> TrackedIds(std::span<const uint32_t> ids);
   absl::Status SendQueuedFull(bool live);
   absl::Status SendDirty(const DirtySet& set, bool live, uint64_t* pages);
   // The frozen copy's work.
@@ -129,6 +136,7 @@ class Sender {
 
   // Immutable after construction.
   const SenderConfig config_;
+  absl::flat_hash_set<uint32_t> read_only_;  // block ids not given to the tracker
   Channel* const main_;
   Channel* const final_channel_;
   DirtyTracker* const tracker_;

@@ -23,7 +23,8 @@ std::string_view RegionKindName(RegionKind kind) {
 }
 
 bool MemoryRegion::IsRamBlockCandidate() const {
-  if (!writable || shared) return false;
+  if (shared) return false;
+  if (!writable) return kind == RegionKind::kFile && readable && private_copies;
   switch (kind) {
     case RegionKind::kAnonymous:
     case RegionKind::kHeap:

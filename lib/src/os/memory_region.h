@@ -39,6 +39,10 @@ struct MemoryRegion {
   std::string path;      // as printed, without " (deleted)"; empty for anonymous memory
   bool deleted = false;  // the kernel appended " (deleted)": the file was unlinked
   RegionKind kind = RegionKind::kAnonymous;
+  // A read-only private file mapping some of whose pages are private copies (written before it
+  // was made read-only: the relocated GOT of a RELRO segment). Not in maps: set by whoever read
+  // the pagemap (LayoutSource).
+  bool private_copies = false;
 
   uint64_t size() const { return end - start; }
 
@@ -46,7 +50,8 @@ struct MemoryRegion {
   // mappings of anonymous memory, heap, stacks, files (the written pages of a private file
   // mapping live nowhere else) and the user-named [anon:*] / [stack:*] areas. Kernel-provided
   // special mappings ([vdso], [vvar], [vsyscall], [uprobes], unknown [names]) are never
-  // candidates, nor is anything shared (its contents live in a file or another process).
+  // candidates, nor is anything shared (its contents live in a file or another process). A
+  // read-only private file mapping is one only when it holds private copies (private_copies).
   bool IsRamBlockCandidate() const;
 
   // The maps-like line for messages and logs, e.g.
