@@ -32,6 +32,10 @@ struct RestoreResult {
   uint32_t threads = 0;  // threads running
   bool pid_namespace = false;
   double start_ms = 0;   // restore start to every thread running
+  double clone_ms = 0;   // of which: until the process (or its namespace init) was created
+  // The program's whole pause: the first park of a thread at the source to every thread running
+  // here (CLOCK_MONOTONIC of both: meaningful on one host only; 0 when unknown).
+  double pause_ms = 0;
   std::vector<std::string> warnings;  // what was not restored, and why
 };
 

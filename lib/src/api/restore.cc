@@ -109,6 +109,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   r.threads = p->threads;
   r.pid_namespace = p->pid_namespace;
   r.start_ms = static_cast<double>(p->start_ns) / 1e6;
+  r.clone_ms = static_cast<double>(p->clone_ns) / 1e6;
   r.warnings = p->warnings;
   return r;
 }
@@ -120,10 +121,11 @@ absl::StatusOr<int> WaitRestored(const RestoreResult& r) {
 }
 
 std::string RenderRestoreResult(const RestoreResult& r) {
-  std::string s = absl::StrFormat("restored pid %u (host pid %d, %s), %u thread(s), in %.1f ms",
-                                  r.pid, r.host_pid,
-                                  r.pid_namespace ? "new PID namespace" : "this PID namespace",
-                                  r.threads, r.start_ms);
+  std::string s = absl::StrFormat(
+      "restored pid %u (host pid %d, %s), %u thread(s), in %.1f ms (process created after %.1f ms)",
+      r.pid, r.host_pid, r.pid_namespace ? "new PID namespace" : "this PID namespace", r.threads,
+      r.start_ms, r.clone_ms);
+  if (r.pause_ms > 0) absl::StrAppendFormat(&s, "; program paused %.1f ms in all", r.pause_ms);
   for (const std::string& w : r.warnings) absl::StrAppend(&s, "\n  warning: ", w);
   return s;
 }

@@ -290,6 +290,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
       for (;;) RawSyscall(SYS_exit_group, 127);
     }
   }
+  const uint64_t cloned = NowNs();
   close(report_fd);
   if (child < 0) {
     munmap(region, plan->region_bytes);
@@ -319,7 +320,14 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   close(p[0]);
   munmap(region, plan->region_bytes);
   if (got == sizeof rep && rep.kind == abi::kReportRunning) {
-    out.start_ns = NowNs() - t0;
+    out.running_at_ns = NowNs();
+    out.start_ns = out.running_at_ns - t0;
+    out.clone_ns = cloned - t0;
+    for (const ThreadContext& t : state.threads) {
+      if (t.park_time_ns != 0 && (out.first_park_ns == 0 || t.park_time_ns < out.first_park_ns)) {
+        out.first_park_ns = t.park_time_ns;
+      }
+    }
     out.threads = static_cast<uint32_t>(rep.value);
     out.host_pid = options.pid_namespace ? -1 : out.child;
     if (options.pid_namespace) {
