@@ -1,0 +1,339 @@
+// RestorePlan: the geometry and the argument block the blob executes, checked op by op.
+#include "restore/restore_plan.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include "doctest/doctest.h"
+#include "restore/restorer_abi.h"
+#include "restore/restorer_blob.h"
+
+namespace procmig {
+namespace {
+
+namespace abi = restore_abi;
+
+MemoryRegion Cur(uint64_t s, uint64_t e, const char* path, bool r = true, bool x = false) {
+  MemoryRegion m;
+  m.start = s;
+  m.end = e;
+  m.readable = r;
+  m.executable = x;
+  m.path = path;
+  m.kind = path[0] == '[' ? RegionKind::kSpecial : RegionKind::kAnonymous;
+  return m;
+}
+
+VmaRecord Vma(uint64_t s, uint64_t e, uint8_t prot, VmaKind kind, const char* path = "") {
+  VmaRecord v;
+  v.start = s;
+  v.end = e;
+  v.prot = prot;
+  v.kind = kind;
+  v.path = path;
+  return v;
+}
+
+// The old layout: a file text segment, an anonymous block, the vDSO trio, the [stack].
+struct Fixture {
+  ProcessStateRecord st;
+  std::vector<MemoryRegion> cur;
+  std::vector<PlacedBlock> blocks;
+  Fixture() {
+    st.pid = 100;
+    st.cwd = "/work";
+    st.exe = "/bin/prog";
+    st.vmas.push_back(Vma(0x400000, 0x401000, PROT_READ | PROT_EXEC, VmaKind::kFile, "/bin/prog"));
+    st.vmas.back().offset = 0x1000;
+    st.vmas.push_back(Vma(0x7f0000000000, 0x7f0000004000, PROT_READ | PROT_WRITE,
+                          VmaKind::kAnonymous));
+    st.vmas.push_back(Vma(0x7f1000000000, 0x7f1000004000, PROT_READ, VmaKind::kSpecial, "[vvar]"));
+    st.vmas.push_back(
+        Vma(0x7f1000004000, 0x7f1000006000, PROT_READ | PROT_EXEC, VmaKind::kSpecial, "[vdso]"));
+    st.vmas.push_back(
+        Vma(0x7ffd00000000, 0x7ffd00002000, PROT_READ | PROT_WRITE, VmaKind::kStack, "[stack]"));
+    ThreadContext main;
+    main.tid = 100;
+    main.rip = 0x400100;
+    main.rsp = 0x7ffd00001000;
+    ThreadContext other = main;
+    other.tid = 101;
+    st.threads = {other, main};  // main second: the plan must put it first
+    cur.push_back(Cur(0x555500000000, 0x555500010000, "/usr/bin/procmig", true, true));
+    cur.push_back(Cur(0x7e0000000000, 0x7e0000004000, "[vvar]"));
+    cur.push_back(Cur(0x7e0000004000, 0x7e0000006000, "[vdso]", true, true));
+    blocks.push_back({1, 0x7f0000000000, 0x4000, 0x600000000000});
+    blocks.push_back({2, 0x7ffd00000000, 0x2000, 0x600000100000});
+  }
+  absl::StatusOr<RestorePlan> Plan(int report_fd = 64) {
+    RestorePlanInput in;
+    in.state = &st;
+    in.blocks = blocks;
+    in.current = cur;
+    in.code_bytes = 5000;
+    in.report_fd = report_fd;
+    return BuildRestorePlan(in);
+  }
+};
+
+const abi::Args& ArgsOf(const RestorePlan& p) {
+  return *reinterpret_cast<const abi::Args*>(p.args.data());
+}
+std::vector<abi::Op> OpsOf(const RestorePlan& p) {
+  const abi::Args& a = ArgsOf(p);
+  const auto* ops = reinterpret_cast<const abi::Op*>(p.args.data() + a.ops);
+  return {ops, ops + a.nops};
+}
+std::string StrAt(const RestorePlan& p, uint64_t off) {
+  return reinterpret_cast<const char*>(p.args.data() + off);
+}
+
+TEST_CASE("the ops rebuild the layout in order: vDSO via staging, moves, file maps, stack copy") {
+  Fixture f;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  const abi::Args& a = ArgsOf(*plan);
+  CHECK(a.magic == abi::kArgsMagic);
+  CHECK(a.size == plan->args.size());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  // Nothing of ours sits in the old layout, so only the vDSO pair is staged.
+  REQUIRE(ops.size() == 4 + 1 + 1 + 2);
+  // 1-2: our [vvar],[vdso] to staging, keeping their distance; 3-4: to the old addresses.
+  CHECK(ops[0].kind == abi::kOpMove);
+  CHECK(ops[0].src == 0x7e0000000000);
+  CHECK(ops[1].src == 0x7e0000004000);
+  CHECK(ops[1].dst - ops[0].dst == 0x4000);
+  CHECK(ops[2].src == ops[0].dst);
+  CHECK(ops[2].dst == 0x7f1000000000);
+  CHECK(ops[2].len == 0x4000);
+  CHECK(ops[3].dst == 0x7f1000004000);
+  CHECK(ops[3].prot == (PROT_READ | PROT_EXEC));
+  // The text segment, from its file.
+  CHECK(ops[4].kind == abi::kOpMapFile);
+  CHECK(ops[4].dst == 0x400000);
+  CHECK(ops[4].len == 0x1000);
+  CHECK(ops[4].offset == 0x1000);
+  CHECK(ops[4].flags == MAP_PRIVATE);
+  CHECK(ops[4].open_flags == O_RDONLY);
+  CHECK(ops[4].prot == (PROT_READ | PROT_EXEC));
+  CHECK(StrAt(*plan, ops[4].path) == "/bin/prog");
+  // The anonymous block, moved whole.
+  CHECK(ops[5].kind == abi::kOpMove);
+  CHECK(ops[5].src == 0x600000000000);
+  CHECK(ops[5].dst == 0x7f0000000000);
+  CHECK(ops[5].len == 0x4000);
+  CHECK(ops[5].prot == (PROT_READ | PROT_WRITE));
+  // The [stack]: mapped growing down, then the block copied in.
+  CHECK(ops[6].kind == abi::kOpMapAnon);
+  CHECK((ops[6].flags & MAP_GROWSDOWN) != 0);
+  CHECK(ops[6].dst == 0x7ffd00000000);
+  CHECK(ops[7].kind == abi::kOpCopy);
+  CHECK(ops[7].src == 0x600000100000);
+  CHECK(ops[7].dst == 0x7ffd00000000);
+  CHECK(ops[7].len == 0x2000);
+}
+
+TEST_CASE("the blob's region and staging lie outside both layouts; keep ranges are ours") {
+  Fixture f;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  auto clear = [&](uint64_t s, uint64_t e) {
+    for (const VmaRecord& v : f.st.vmas) {
+      if (s < v.end && v.start < e) return false;
+    }
+    for (const MemoryRegion& m : f.cur) {
+      if (s < m.end && m.start < e) return false;
+    }
+    return true;
+  };
+  CHECK(clear(plan->region_start, plan->region_start + plan->region_bytes));
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  CHECK(clear(ops[0].dst, ops[1].dst + ops[1].len));
+  const abi::Args& a = ArgsOf(*plan);
+  const auto* keep = reinterpret_cast<const abi::Range*>(plan->args.data() + a.keep);
+  // Sorted: the two blocks (adjacent ones would merge), the blob, our vvar+vdso (merged).
+  REQUIRE(a.nkeep == 4);
+  CHECK(keep[0].start == 0x600000000000);
+  CHECK(keep[0].end == 0x600000004000);
+  CHECK(keep[1].start == 0x600000100000);
+  CHECK(keep[2].start == 0x7e0000000000);
+  CHECK(keep[2].end == 0x7e0000006000);
+  CHECK(keep[3].start == plan->region_start);
+  for (uint32_t i = 1; i < a.nkeep; ++i) CHECK(keep[i - 1].end < keep[i].start);
+}
+
+TEST_CASE("a block whose temporary range is in the old layout's way is staged first") {
+  Fixture f;
+  f.blocks[0].temp = 0x400000 - 0x1000;  // overlaps the text segment's page
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  REQUIRE(ops.size() == 1 + 4 + 1 + 1 + 2);
+  CHECK(ops[0].kind == abi::kOpMove);
+  CHECK(ops[0].src == 0x3ff000);
+  const uint64_t staged = ops[0].dst;
+  CHECK(staged >= plan->region_start + plan->region_bytes);
+  CHECK(ops[6].kind == abi::kOpMove);
+  CHECK(ops[6].src == staged);
+  CHECK(ops[6].dst == 0x7f0000000000);
+}
+
+TEST_CASE("threads: the main thread first, every context kept, stacks inside the region") {
+  Fixture f;
+  f.st.threads[0].fs_base = 0x7f00000010f0;
+  f.st.threads[0].rseq_area = 0x7f0000001000;
+  f.st.threads[0].rseq_size = 20;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nthreads == 2);
+  const auto* t = reinterpret_cast<const abi::Thread*>(plan->args.data() + a.threads);
+  CHECK(t[0].tid == 100);
+  CHECK(t[1].tid == 101);
+  CHECK(t[1].fs_base == 0x7f00000010f0);
+  CHECK(t[1].rseq_size == 32);  // the kernel's minimum registration
+  CHECK(t[0].rseq_size == 0);
+  CHECK(t[0].stack_top == plan->main_stack_top);
+  for (int i = 0; i < 2; ++i) {
+    CHECK(t[i].stack_top % 16 == 0);
+    CHECK(t[i].stack_top > plan->region_start);
+    CHECK(t[i].stack_top <= plan->region_start + plan->region_bytes);
+  }
+  CHECK(t[1].stack_top - t[0].stack_top == kBlobStackBytes);
+  CHECK((a.flags & abi::kArgSetTid) != 0);
+}
+
+TEST_CASE("descriptors: regular files reopened, others reported, the report fd above them") {
+  Fixture f;
+  FdRecord file;
+  file.fd = 7;
+  file.kind = FdKind::kRegular;
+  file.flags = O_WRONLY | O_APPEND;
+  file.offset = 1234;
+  file.path = "/tmp/out.txt";
+  FdRecord sock;
+  sock.fd = 5;
+  sock.kind = FdKind::kSocket;
+  sock.path = "socket:[1]";
+  FdRecord tty;
+  tty.fd = 1;
+  tty.kind = FdKind::kTty;
+  tty.path = "/dev/pts/0";
+  f.st.fds = {tty, sock, file};
+  CHECK(MaxRestoredFd(f.st) == 7);
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 1);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  CHECK(fd[0].fd == 7);
+  CHECK(fd[0].offset == 1234);
+  CHECK(fd[0].open_flags == static_cast<uint32_t>(O_WRONLY | O_APPEND));
+  CHECK(StrAt(*plan, fd[0].path) == "/tmp/out.txt");
+  REQUIRE(plan->notes.size() == 1);
+  CHECK(plan->notes[0].find("fd 5 (socket") == 0);
+  CHECK(StrAt(*plan, a.cwd) == "/work");
+  CHECK(StrAt(*plan, a.exe_path) == "/bin/prog");
+  CHECK(!f.Plan(7).ok());  // the report fd must be above fd 7
+}
+
+TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
+  Fixture f;
+  f.st.sigactions = {{10, 0x04000004, 0x401000, 0x402000, 1ull << 3},
+                     {64, 0x04000000, 0x401100, 0x402000, 0}};
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  const abi::Args& a = ArgsOf(*plan);
+  CHECK(a.sigaction_set == ((1ull << 9) | (1ull << 63)));
+  const auto* sa = reinterpret_cast<const abi::Sigaction*>(plan->args.data() + a.sigactions);
+  CHECK(sa[9].handler == 0x401000);
+  CHECK(sa[9].flags == 0x04000004);
+  CHECK(sa[9].restorer == 0x402000);
+  CHECK(sa[9].mask == (1ull << 3));
+  CHECK(sa[63].handler == 0x401100);
+}
+
+TEST_CASE("a file VMA partly covered by a block: file map, block moved over, then its prot") {
+  Fixture f;
+  f.st.vmas[0].end = 0x403000;
+  f.st.vmas[0].prot = PROT_READ;
+  f.blocks.push_back({3, 0x401000, 0x1000, 0x600000200000});
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  CHECK(ops[4].kind == abi::kOpMapFile);
+  CHECK(ops[4].prot == (PROT_READ | PROT_WRITE));
+  CHECK(ops[5].kind == abi::kOpMove);
+  CHECK(ops[5].dst == 0x401000);
+  CHECK(ops[6].kind == abi::kOpProtect);
+  CHECK(ops[6].dst == 0x400000);
+  CHECK(ops[6].len == 0x3000);
+  CHECK(ops[6].prot == PROT_READ);
+}
+
+TEST_CASE("refusals name what cannot be placed") {
+  SUBCASE("a different vDSO") {
+    Fixture f;
+    f.cur[2].end += 0x1000;
+    auto plan = f.Plan();
+    REQUIRE(!plan.ok());
+    CHECK(plan.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(std::string(plan.status().message()).find("vDSO layout differs") != std::string::npos);
+  }
+  SUBCASE("a block outside every VMA") {
+    Fixture f;
+    f.blocks.push_back({9, 0x500000, 0x1000, 0x600000300000});
+    auto plan = f.Plan();
+    REQUIRE(!plan.ok());
+    CHECK(std::string(plan.status().message()).find("block 9") != std::string::npos);
+  }
+  SUBCASE("overlapping VMAs") {
+    Fixture f;
+    f.st.vmas.push_back(Vma(0x400800, 0x402000, PROT_READ, VmaKind::kAnonymous));
+    CHECK(f.Plan().status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  SUBCASE("no main thread") {
+    Fixture f;
+    f.st.threads.pop_back();
+    auto plan = f.Plan();
+    REQUIRE(!plan.ok());
+    CHECK(std::string(plan.status().message()).find("main thread") != std::string::npos);
+  }
+  SUBCASE("a deleted file with no block") {
+    Fixture f;
+    f.st.vmas[0].deleted = true;
+    auto plan = f.Plan();
+    REQUIRE(!plan.ok());
+    CHECK(std::string(plan.status().message()).find("deleted") != std::string::npos);
+  }
+}
+
+TEST_CASE("shared anonymous memory is recreated shared and empty, not from /dev/zero") {
+  Fixture f;
+  VmaRecord v = Vma(0x7f2000000000, 0x7f2000001000, PROT_READ | PROT_WRITE, VmaKind::kFile,
+                    "/dev/zero");
+  v.deleted = true;
+  v.shared = true;
+  f.st.vmas.push_back(v);
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  bool found = false;
+  for (const abi::Op& op : OpsOf(*plan)) {
+    if (op.dst == 0x7f2000000000) {
+      found = true;
+      CHECK(op.kind == abi::kOpMapAnon);
+      CHECK((op.flags & MAP_SHARED) != 0);
+    }
+  }
+  CHECK(found);
+}
+
+TEST_CASE("the blob is in its own section and has an entry point") {
+  CHECK(restore_blob::Code().size() > 256);
+  CHECK(restore_blob::EntryOffset() < restore_blob::Code().size());
+}
+
+}  // namespace
+}  // namespace procmig
