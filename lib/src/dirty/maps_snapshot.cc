@@ -82,6 +82,16 @@ void MapsSnapshot::SetTextForTest(const char* text, size_t len) {
   truncated_ = false;
 }
 
+size_t MapsSnapshot::ParseLine(size_t at, uintptr_t* lo, uintptr_t* hi) const {
+  const char* p = buf_.get() + at;
+  const char* const end = buf_.get() + len_;
+  const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+  const char* line_end = nl == nullptr ? end : nl;
+  *lo = *hi = 0;
+  if (!valid_ || ParseRange(p, line_end, lo, hi) == nullptr) *lo = *hi = 0;
+  return nl == nullptr ? len_ : static_cast<size_t>(nl + 1 - buf_.get());
+}
+
 bool MapsSnapshot::CoversExactly(uintptr_t lo, uintptr_t hi) const {
   if (!valid_ || lo >= hi) return false;
   const char* p = buf_.get();

@@ -28,10 +28,25 @@ class MapsSnapshot {
   // ends: registering or write-protecting it then splits no mapping. False if nothing was read.
   bool CoversExactly(uintptr_t lo, uintptr_t hi) const;
 
+  // Calls fn(lo, hi) for the part of every mapping that lies in [lo, hi), in address order.
+  template <typename F>
+  void ForEachMappingIn(uintptr_t lo, uintptr_t hi, F&& fn) const {
+    for (size_t at = 0; at < len_;) {
+      uintptr_t a = 0, b = 0;
+      const size_t next = ParseLine(at, &a, &b);
+      if (b > lo && a < hi) fn(a > lo ? a : lo, b < hi ? b : hi);
+      at = next;
+    }
+  }
+
   // For tests: parse this text instead of reading the file.
   void SetTextForTest(const char* text, size_t len);
 
  private:
+  // Parses the line at offset `at` into [*lo, *hi) (0, 0 if it has no range); returns the offset
+  // of the next line.
+  size_t ParseLine(size_t at, uintptr_t* lo, uintptr_t* hi) const;
+
   std::unique_ptr<char[]> buf_;
   size_t cap_ = 0;
   size_t len_ = 0;

@@ -34,6 +34,7 @@ void Lock() {
 void Unlock() { g_segv.locked.store(false, std::memory_order_release); }
 
 constexpr size_t kFallbackChunk = size_t{2} << 20;
+constexpr size_t kMapsBufferBytes = 256u << 10;
 
 // mprotect as a raw system call: in the agent, mprotect() is the layout interposer, which may
 // wait for the layout gate; the tracker's own protection changes (from the SIGSEGV handler, with
@@ -56,6 +57,9 @@ void Chain(int sig, siginfo_t* info, void* ctx, const struct sigaction& prev) {
   prev.sa_handler(sig);
 }
 
+// The address of this thread's last protection fault that no tracked block explained (see below).
+__attribute__((tls_model("initial-exec"))) thread_local uintptr_t t_retried = 0;
+
 void SegvHandler(int sig, siginfo_t* info, void* ctx) {
   const int saved_errno = errno;
   Lock();
@@ -66,7 +70,21 @@ void SegvHandler(int sig, siginfo_t* info, void* ctx) {
   Unlock();
   // No active tracker: Stop ran between the fault and the lock and restored the protections;
   // the retried access either succeeds or faults again into whatever handler is installed now.
-  if (!handled && t != nullptr) Chain(sig, info, ctx, prev);
+  // Likewise RemoveBlocks gives a block its protection back and then forgets it: a fault taken
+  // before the first and handled after the second finds no block, yet the access now succeeds.
+  // So an unknown protection fault is retried once (per thread and address) before it is
+  // chained: a real one faults again at the same address.
+  const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  if (handled) {
+    t_retried = 0;
+  } else if (t != nullptr) {
+    if (info->si_code == SEGV_ACCERR && t_retried != addr) {
+      t_retried = addr;
+    } else {
+      t_retried = 0;
+      Chain(sig, info, ctx, prev);
+    }
+  }
   errno = saved_errno;
 }
 
@@ -108,6 +126,7 @@ absl::Status MprotectTracker::Start(std::span<const RamBlock> blocks) {
 
   blocks_ = std::move(sorted);
   unprotected_.assign(blocks_.size(), 0);
+  maps_.Reserve(kMapsBufferBytes);
   result_ = DirtySet(blocks_);
   started_ = true;
   int err = 0;
@@ -134,6 +153,16 @@ absl::Status MprotectTracker::Start(std::span<const RamBlock> blocks) {
     return ErrnoStatus(what, err);
   }
   return absl::OkStatus();
+}
+
+void MprotectTracker::Restore(uintptr_t start, size_t len, int prot) {
+  if (Protect(start, len, prot) == 0 || errno != ENOMEM) return;
+  // A hole in the range (part of it unmapped since): mprotect stops at the hole, so the mappings
+  // after it would stay read-only and untracked, and the program's next write there would crash.
+  // One call per mapping instead (the maps buffer is allocated at Start).
+  if (!maps_.Read()) return;
+  maps_.ForEachMappingIn(start, start + len,
+                         [prot](uintptr_t lo, uintptr_t hi) { (void)Protect(lo, hi - lo, prot); });
 }
 
 void MprotectTracker::SwapBlocks(std::vector<RamBlock>& blocks, std::vector<int>& prots,
@@ -200,7 +229,7 @@ absl::Status MprotectTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   // already unmapped makes mprotect fail with ENOMEM: nothing to restore then.
   {
     LayoutGateLock hold(gate_);
-    for (const RamBlock& b : gone) (void)Protect(b.start, b.length, b.prot);
+    for (const RamBlock& b : gone) Restore(b.start, b.length, b.prot);
   }
   DirtySet live(next);
   DirtySet result(next);
@@ -273,6 +302,11 @@ absl::StatusOr<const DirtySet*> MprotectTracker::Sync() {
   }
   result_.HarvestFrom(live_);
   for (size_t i = 0; i < blocks_.size(); ++i) {
+    // The program changed the mapping or its protection (e.g. mprotect to read-write) since the
+    // last Sync: writes there may have bypassed the fault handler.
+    if (gate_ != nullptr && gate_->ChangedSince(epoch_, blocks_[i].start, blocks_[i].end())) {
+      result_.mutable_blocks()[i].pages.SetAll();
+    }
     if (unprotected_[i] == 0) continue;
     result_.mutable_blocks()[i].pages.SetAll();
     // 2: its protection failed this round, so it stays flagged; 1: protected again, this was the
@@ -291,6 +325,7 @@ absl::StatusOr<const DirtySet*> MprotectTracker::Sync() {
                        err);
   }
   if (!pinned_ok) return absl::InternalError("sync mprotect tracker: unprotect a pinned range");
+  if (gate_ != nullptr) epoch_ = gate_->seq();
   ++stats_.syncs;
   return &result_;
 }
@@ -346,9 +381,7 @@ absl::Status MprotectTracker::Stop() {
   DirtySet live;
   std::vector<int> prots;
   Lock();
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    (void)Protect(blocks_[i].start, blocks_[i].length, prots_[i]);
-  }
+  for (size_t i = 0; i < blocks_.size(); ++i) Restore(blocks_[i].start, blocks_[i].length, prots_[i]);
   for (Pinned& p : pinned_) p = Pinned{};
   sigaction(SIGSEGV, &g_segv.previous, nullptr);
   g_segv.active.store(nullptr, std::memory_order_relaxed);

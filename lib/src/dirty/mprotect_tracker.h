@@ -29,7 +29,9 @@
 //
 // Layout races: with a LayoutGate, Start/AddBlocks/RemoveBlocks/Sync protect blocks under its
 // lock; a block that cannot be protected because part of it was unmapped (ENOMEM) is reported
-// wholly dirty until it can be again or is removed. The tracker's own mprotect calls are raw
+// wholly dirty until it can be again or is removed, and so is a block that one of the program's
+// interposed calls touched since the last Sync (an mprotect to read-write, say, lets writes
+// bypass the fault handler until Sync protects the block again). The tracker's own mprotect calls are raw
 // system calls, so they never go through (nor wait at) the agent's mprotect interposer. This
 // backend changes protections page by page, which splits the program's mappings by design: a
 // program that mremaps a tracked mapping as a whole may get EFAULT. Prefer the uffd backends.
@@ -46,6 +48,7 @@
 #include <vector>
 
 #include "dirty/dirty_tracker.h"
+#include "dirty/maps_snapshot.h"
 
 namespace procmig {
 
@@ -54,7 +57,8 @@ class MprotectTracker final : public DirtyTracker {
   // Ranges that may be pinned at once by PrepareKernelWrite.
   static constexpr size_t kMaxPinned = 128;
 
-  explicit MprotectTracker(LayoutGate* gate = nullptr) : gate_(gate) {}
+  explicit MprotectTracker(LayoutGate* gate = nullptr)
+      : gate_(gate), epoch_(gate == nullptr ? 0 : gate->seq()) {}
   ~MprotectTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kMprotect; }
@@ -83,10 +87,13 @@ class MprotectTracker final : public DirtyTracker {
   // Unprotects the pages of [start, start + len) that are tracked and marks them in live_.
   // Returns false if an mprotect failed. Lock held.
   bool UnprotectAndMarkLocked(uintptr_t start, size_t len);
+  // Gives [start, start + len) protection `prot` back, mapping by mapping if it has holes.
+  void Restore(uintptr_t start, size_t len, int prot);
   // Publishes a new block list (built by the caller) under the lock.
   void SwapBlocks(std::vector<RamBlock>& blocks, std::vector<int>& prots, DirtySet& live);
 
   LayoutGate* const gate_;  // not owned; may be null
+  uint64_t epoch_ = 0;      // gate seq at the end of the last Sync (or construction)
   bool started_ = false;
   size_t page_size_ = 0;
 
@@ -100,6 +107,7 @@ class MprotectTracker final : public DirtyTracker {
   // Per block: could not be write-protected (partly unmapped since the layout was read), so
   // reported wholly dirty; 2 while Sync is running and it failed again.
   std::vector<uint8_t> unprotected_;
+  MapsSnapshot maps_;  // for Restore
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};

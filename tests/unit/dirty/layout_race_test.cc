@@ -10,8 +10,8 @@
 // tracker split by registering a range that no longer matched it). With a LayoutGate the program
 // thread opens a change around each call as the agent's interposers do; without one (glibc's
 // own mmap/munmap bypass the interposers) it only maps, unmaps, replaces and discards, as malloc
-// does. Exits 77 where the backend is unavailable. Built once per backend that registers ranges
-// (pagemap-scan, uffd-wp).
+// does. Exits 77 where the backend is unavailable. Built once per backend that changes the
+// kernel's view of ranges (pagemap-scan, uffd-wp, mprotect).
 #include <doctest/doctest.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -61,8 +61,14 @@ class Change {
 
 class Program {
  public:
-  Program(LayoutGate* gate, bool full_ops, bool discards)
-      : gate_(gate), full_ops_(full_ops), discards_(discards), owner_(kSlots, -1) {
+  // Which kinds of change the program makes besides mapping, writing and unmapping.
+  struct Ops {
+    bool replace = true;   // mmap MAP_FIXED over a live region
+    bool discard = true;   // madvise(MADV_DONTNEED)
+    bool mremap = true;    // grow, shrink, move
+    bool mprotect = true;  // read-only and back
+  };
+  Program(LayoutGate* gate, Ops ops) : gate_(gate), ops_kinds_(ops), owner_(kSlots, -1) {
     page_ = Page();
     slot_ = kSlotPages * page_;
     void* p = mmap(nullptr, kSlots * slot_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -125,8 +131,11 @@ class Program {
   }
 
   void OneOp(std::mt19937_64& rng) {
-    const int kinds = full_ops_ ? 10 : 6;
-    const int kind = static_cast<int>(rng() % kinds);
+    const int kind = static_cast<int>(rng() % 10);
+    if ((kind == 4 && !ops_kinds_.replace) || (kind == 5 && !ops_kinds_.discard) ||
+        (kind >= 6 && kind <= 8 && !ops_kinds_.mremap) || (kind == 9 && !ops_kinds_.mprotect)) {
+      return;
+    }
     if (kind == 0 || regions_.empty()) {  // map a new region into free slots
       if (regions_.size() >= 40) return;
       const size_t n = 1 + rng() % 3;
@@ -176,7 +185,7 @@ class Program {
         return;
       }
       case 5: {  // discard part
-        if (r.read_only || !discards_) return;
+        if (r.read_only) return;
         const size_t pages = r.slots * kSlotPages;
         const size_t first = rng() % pages;
         const size_t n = 1 + rng() % (pages - first);
@@ -239,8 +248,7 @@ class Program {
   }
 
   LayoutGate* const gate_;
-  const bool full_ops_;
-  const bool discards_;
+  const Ops ops_kinds_;
   size_t page_ = 0, slot_ = 0;
   char* base_ = nullptr;
   std::vector<int> owner_;  // per slot: >= 0 owned by a region
@@ -376,10 +384,17 @@ void RunLayoutRace(TrackerKind kind, bool with_gate) {
   TrackerConfig cfg;
   cfg.layout_gate = with_gate ? &gate : nullptr;
   std::unique_ptr<DirtyTracker> tracker = MakeTracker(kind, cfg);
-  // A discard nobody reports (glibc's own madvise) is seen by pagemap-scan alone (an emptied pte
-  // counts as written); the other backends rely on the interposer's MarkDiscarded.
-  Program program(cfg.layout_gate, /*full_ops=*/with_gate,
-                  /*discards=*/with_gate || kind == TrackerKind::kPagemapScan);
+  // Without a gate the program stands for glibc's own calls: it maps, writes and unmaps, and
+  // (where the backend can see it unreported) replaces and discards. A discard nobody reports is
+  // seen by pagemap-scan alone (an emptied pte counts as written); a mapping made over a tracked
+  // one is seen by the uffd backends (the new mapping is not registered) but not by mprotect
+  // (it is simply writable). mprotect splits mappings by design, so its program never mremaps.
+  Program::Ops ops;
+  ops.discard = with_gate || kind == TrackerKind::kPagemapScan;
+  ops.replace = with_gate || kind != TrackerKind::kMprotect;
+  ops.mremap = with_gate && kind != TrackerKind::kMprotect;
+  ops.mprotect = with_gate;
+  Program program(cfg.layout_gate, ops);
   Follower follower(*tracker, program.lo(), program.hi());
   std::atomic<bool> stop{false};
   std::thread churn([&] { program.Run(stop); });
