@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # From a fresh Debian 12 machine: installs what is missing, builds, and runs the main job: a live
 # migration over loopback. `demo_counter` (256 MiB of patterned memory, rewriting 1 MiB a second
-# and printing a checksum) starts under the agent; `procmig receive` listens on 127.0.0.1;
-# `procmig migrate` moves the running program's memory and state live, with a progress line; the
-# receiver checks every page and each block's digest, stores the image and acks; the source exits.
-# Restoring the image into a running process is the next piece of work (issue 5): until then the
-# demo ends by inspecting the stored image.
+# and printing a tick with a checksum every second) starts under the agent; `procmig receive`
+# listens on 127.0.0.1; `procmig migrate` moves the running program live, with a progress line;
+# the receiver checks every page and each block's digest, rebuilds the process (same pid, in a new
+# PID namespace) and resumes it, then acks; the source exits. The program goes on ticking at the
+# destination, in the same log file, and its full self-check passes there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,7 +25,7 @@ trap cleanup EXIT
 echo
 
 port=$((20000 + RANDOM % 20000))
-"$procmig" receive --listen "127.0.0.1:$port" --store "$work/image" --once \
+"$procmig" receive --listen "127.0.0.1:$port" --once --detach \
   >"$work/receive.log" 2>&1 </dev/null &
 pids+=($!)
 receiver=$!
@@ -54,13 +54,22 @@ echo
 echo "== procmig migrate $source_pid --to 127.0.0.1:$port"
 "$procmig" migrate "$source_pid" --to "127.0.0.1:$port" --control "$work/agent.sock"
 echo
-wait "$receiver"
+wait "$receiver" || { echo "demo: the receiver failed:"; cat "$work/receive.log"; exit 1; }
 echo "== receiver:"
 cat "$work/receive.log"
 if kill -0 "$source_pid" 2>/dev/null; then
   echo "demo: the source is still running after the ack" && exit 1
 fi
-echo "== the source exited after the receiver's ack; the stored image:"
-"$procmig" inspect "$work/image" | head -n 20
+restored=$(sed -n 's/.*(host pid \([0-9]*\),.*/\1/p' "$work/receive.log" | head -n 1)
+[ -n "$restored" ] && kill -0 "$restored" 2>/dev/null ||
+  { echo "demo: no restored process is running"; exit 1; }
+pids+=("$restored")
+echo
+echo "== the source exited after the ack; the program runs on at the destination (host pid $restored):"
+sleep 3
+kill -USR2 "$restored"
+sleep 1
+tail -n 6 "$work/workload.log"
+grep -q '^CHECK PASS' "$work/workload.log" || { echo "demo: no passing self-check after the restore"; exit 1; }
 echo
 echo "demo: done (files in $work)"

@@ -198,6 +198,17 @@ std::string RenderReceiveReport(const ReceiveReport& r) {
   absl::StrAppend(&t, "  pages ", r.pages, ": zero ", r.zero_pages, ", raw ", r.raw_pages,
                   ", xbzrle ", r.xbzrle_pages, ", zlib ", r.zlib_pages, ", torn ", r.torn_pages,
                   "; process state ", r.process_state_bytes, " bytes\n");
+  if (r.restored.has_value()) {
+    size_t ok = 0;
+    uint64_t bytes = 0;
+    for (const ReceiveBlockReport& b : r.blocks) {
+      ok += b.digest == "ok";
+      bytes += b.length;
+    }
+    absl::StrAppend(&t, "  ", r.blocks.size(), " blocks (", bytes, " bytes), ", ok,
+                    " with their digest checked\n");
+    return t;
+  }
   for (const ReceiveBlockReport& b : r.blocks) {
     absl::StrAppendFormat(&t, "  block %-4d 0x%016x %12d bytes, %8d pages stored, digest %-8s %s\n",
                           b.id, b.start, b.length, b.stored_pages, b.digest, b.name);

@@ -2,8 +2,7 @@
 // builtins, no stack protector, no jump tables, no sanitizers. Every function here lives in the
 // section "procmig_blob", calls only functions of the same section, reads no global data, and uses
 // no string literals: the section is copied elsewhere and run after the rest is unmapped.
-#include "restore/restorer_blob.h"
-
+// Includes nothing from the C++ library: it is compiled with -mgeneral-regs-only.
 #include "restore/restorer_abi.h"
 
 namespace procmig::restore_blob {
@@ -12,8 +11,6 @@ namespace abi = ::procmig::restore_abi;
 #define BLOB __attribute__((section("procmig_blob"), visibility("hidden"), noinline))
 
 extern "C" {
-extern const uint8_t __start_procmig_blob[] __attribute__((visibility("hidden")));
-extern const uint8_t __stop_procmig_blob[] __attribute__((visibility("hidden")));
 void procmig_blob_entry(abi::Args* args, uint64_t stack_top) __attribute__((visibility("hidden")));
 long procmig_blob_clone3(void* clone_args, uint64_t size) __attribute__((visibility("hidden")));
 [[noreturn]] void procmig_blob_resume(const abi::Thread* t) __attribute__((visibility("hidden")));
@@ -365,15 +362,6 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   AtomicStore(&a->go, 1);
   Wake(&a->go);
   procmig_blob_resume(&threads[0]);
-}
-
-std::span<const uint8_t> Code() {
-  return {__start_procmig_blob, static_cast<size_t>(__stop_procmig_blob - __start_procmig_blob)};
-}
-
-size_t EntryOffset() {
-  return static_cast<size_t>(reinterpret_cast<const uint8_t*>(&procmig_blob_entry) -
-                             __start_procmig_blob);
 }
 
 }  // namespace procmig::restore_blob
