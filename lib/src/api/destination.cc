@@ -1,6 +1,7 @@
 #include "procmig/destination.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cerrno>
 
@@ -152,6 +153,11 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   for (;;) {
     absl::StatusOr<ReceiveReport> outcome;
     restored.reset();
+    if (live && !options.once) {
+      // Serving sessions: reap the restored processes (or their inits) that ended meanwhile.
+      while (waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+    }
     absl::StatusOr<std::unique_ptr<ChannelGroupReceiver>> group =
         ChannelGroupReceiver::Accept(listener.get(), config, options.accept_timeout_ms);
     if (!group.ok()) {

@@ -292,6 +292,17 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   }
   const uint64_t cloned = NowNs();
   close(report_fd);
+  if (child < 0 && options.pid_namespace && child == -EPERM) {
+    // Not privileged for a new PID namespace: restore here with new ids, and say so.
+    munmap(region, plan->region_bytes);
+    close(p[0]);
+    RestoreProcessOptions here = options;
+    here.pid_namespace = false;
+    ASSIGN_OR_RETURN(RestoredProcess r, StartRestoredProcess(state, blocks, here));
+    r.warnings.insert(r.warnings.begin(),
+                      "no permission for a new PID namespace (EPERM): restored in this one");
+    return r;
+  }
   if (child < 0) {
     munmap(region, plan->region_bytes);
     close(p[0]);
