@@ -149,6 +149,11 @@ bool IsDiscard(int advice) {
 
 LayoutGate& Gate() { return g_gate; }
 
+void ForgetTracker() {
+  LayoutGateLock hold(&g_gate);
+  g_gate.Detach();
+}
+
 absl::Status GatedFreezer::Park(int timeout_ms, std::span<const pid_t> exempt) {
   LayoutGateLock hold(gate_);
   return inner_->Park(timeout_ms, exempt);

@@ -23,6 +23,11 @@ namespace procmig::preload {
 // The process's gate (constant-initialized: valid before any constructor runs).
 LayoutGate& Gate();
 
+// For a restored copy of the process: its gate (migrated with the library's data) still names
+// the source's tracker as the receiver of discards, an object whose descriptors are gone. The
+// restarted agent calls this before serving; the next migration's tracker attaches anew.
+void ForgetTracker();
+
 // A SourceFreezer that parks with the gate locked: no layout change can begin while the threads
 // are being parked (a thread that tries waits, unmasked, and is parked there), so a program that
 // maps and unmaps all the time cannot make every stop fail the sender's "layout unchanged since
