@@ -450,6 +450,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
                st.mm.start_brk, st.mm.brk, st.mm.start_stack, st.mm.arg_start, st.mm.arg_end,
                st.mm.env_start, st.mm.env_end, 0, 0, 0xffffffffu};
   header.exe_path = st.exe.empty() ? 0 : path_of(st.exe);
+  {
+    // The kernel's task name is the executable's base name, 15 bytes at most.
+    std::string base = st.exe.substr(st.exe.find_last_of('/') + 1);
+    if (base.size() > 15) base.resize(15);
+    std::memcpy(header.comm, base.data(), base.size());
+  }
   header.cwd = st.cwd.empty() ? 0 : path_of(st.cwd);
   header.keep = ab.AddArray<abi::Range>(merged);
   header.nkeep = static_cast<uint32_t>(merged.size());

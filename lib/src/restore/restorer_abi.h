@@ -119,6 +119,7 @@ struct Args {
   uint64_t fds = 0;            // Fd[nfds]
   uint32_t nfds = 0, nthreads = 0;
   uint64_t cwd = 0;
+  char comm[16] = {};  // the task name (PR_SET_NAME), inherited by every thread created after
   uint64_t threads = 0;  // Thread[nthreads]; threads[0] is the main thread (tid == pid)
   // Synchronisation between the blob's threads (futex words).
   uint32_t go = 0;       // 0 while threads must wait; 1: jump into the park contexts; 2: die

@@ -321,6 +321,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     r = Sys(kSysChdir, reinterpret_cast<long>(Str(a, a->cwd)));
     if (Failed(r)) Die(a, abi::kStepCwd, r, 0);
   }
+  if (a->comm[0] != 0) Sys(kSysPrctl, 15 /* PR_SET_NAME */, reinterpret_cast<long>(a->comm));
   abi::Thread* threads = AT(abi::Thread, a, a->threads);
   for (uint32_t i = 1; i < a->nthreads; ++i) {
     abi::Thread& t = threads[i];

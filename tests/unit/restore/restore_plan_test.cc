@@ -236,6 +236,7 @@ TEST_CASE("descriptors: regular files reopened, others reported, the report fd a
   CHECK(plan->notes[0].find("fd 5 (socket") == 0);
   CHECK(StrAt(*plan, a.cwd) == "/work");
   CHECK(StrAt(*plan, a.exe_path) == "/bin/prog");
+  CHECK(std::string(a.comm) == "prog");
   CHECK(!f.Plan(7).ok());  // the report fd must be above fd 7
 }
 
