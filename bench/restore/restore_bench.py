@@ -146,6 +146,7 @@ class Run:
                      120, "the restored process's CHECK line")
         if m.group(1) != "PASS":
             raise BenchError(f"restored process: {m.group(0)}")
+        return anon_huge_mib(host_pid)
 
     def close(self, keep=False):
         for pid in self.restored:
@@ -167,6 +168,18 @@ class Run:
             print(f"  (kept {self.dir})")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def anon_huge_mib(pid):
+    """MiB of the process's anonymous memory mapped by transparent huge pages."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0.0
 
 
 def reap(pid, timeout=10):
@@ -233,8 +246,9 @@ class Bench:
                 w.wait(30)  # the source exits after the ack
             except subprocess.TimeoutExpired:
                 raise BenchError("the source did not exit after the ack")
-            r.check_restored(int(m.group(2)))
+            huge = r.check_restored(int(m.group(2)))
             res = {
+                "huge_mib": huge,
                 "restore_ms": float(m.group(4)),
                 "created_ms": float(m.group(5)),
                 "pause_ms": float(m.group(6) or 0),
@@ -272,9 +286,10 @@ class Bench:
             if not m:
                 raise BenchError("no 'restored pid' line from procmig restore")
             host = int(r.read("restore.out").split()[0])
-            r.check_restored(host)
+            huge = r.check_restored(host)
             ok = True
             return {
+                "huge_mib": huge,
                 "ckpt_wall_s": ck_wall,
                 "ckpt_downtime_ms": float(stats.get("downtime_ms", 0)),
                 "restore_ms": float(m.group(4)),
@@ -340,7 +355,8 @@ class Bench:
                       f"{m['ack_wait_ms']:.0f} ms")
                 print(f"        migration total {m['total_ms'] / 1000:.2f} s (migrate wall "
                       f"{m['wall_s']:.2f} s), on the wire {m['wire_mib']:.1f} MiB "
-                      f"(receiver counted {m['recv_mib']:.1f}), iterations {m['iterations']:.0f}")
+                      f"(receiver counted {m['recv_mib']:.1f}), iterations {m['iterations']:.0f}; "
+                      f"restored process has {m['huge_mib']:.0f} MiB in huge pages")
         if "ckpt" in only:
             s = self.series(self.ckpt_once, mib, "ckpt")
             if s:
@@ -348,7 +364,8 @@ class Bench:
                 print(f"  ckpt  runs {n}: procmig restore {m['restore_ms']:.1f} ms (process "
                       f"created after {m['created_ms']:.1f} ms); command wall "
                       f"{m['restore_wall_ms']:.0f} ms (reads and checks the image); checkpoint "
-                      f"wall {m['ckpt_wall_s']:.2f} s (downtime {m['ckpt_downtime_ms']:.0f} ms)")
+                      f"wall {m['ckpt_wall_s']:.2f} s (downtime {m['ckpt_downtime_ms']:.0f} ms); "
+                      f"{m['huge_mib']:.0f} MiB in huge pages")
         if "criu" in only:
             if not self.criu:
                 print("  CRIU: skipped (set PROCMIG_CRIU)")
@@ -394,23 +411,62 @@ class Bench:
             res, r = self.live_once(mib, lambda r: [perf, "record", "-F", "999", "-o", data,
                                                     "--"])
             r.close()
+            print(f"  reported: restore {res['restore_ms']:.1f} ms (created after "
+                  f"{res['created_ms']:.1f} ms), paused {res['pause_ms']:.1f} ms in all, "
+                  f"sender downtime {res['downtime_ms']:.0f} + ack wait "
+                  f"{res['ack_wait_ms']:.0f} ms")
             time.sleep(0.5)
-            rep = subprocess.run([perf, "report", "-i", data, "--no-children", "--stdio",
-                                  "--sort", "comm,sym", "-F", "overhead,sample,comm,sym"],
+            rep = subprocess.run([perf, "report", "-i", data, "--no-children", "--stdio", "-n",
+                                  "--sort", "comm,dso,sym", "-g", "none", "--percent-limit",
+                                  "0.5"],
                                  capture_output=True, text=True, timeout=300).stdout
+            samples = subprocess.run([perf, "script", "-i", data, "-F", "tid,time,ip,sym"],
+                                     capture_output=True, text=True, timeout=300).stdout
             if self.args.profile_out:
                 shutil.copy(data, self.args.profile_out + ".perf.data")
             os.unlink(data)
+            print("  samples (1 sample ~ 1 ms of CPU) by command, object, symbol:")
             shown = 0
             for line in rep.splitlines():
-                if line.strip() and not line.startswith("#") and shown < 14:
-                    # samples at 999 Hz: 1 sample ~ 1 ms of CPU
-                    print("  " + line.rstrip()[:150])
+                if line.strip() and not line.startswith("#") and shown < 12:
+                    print("    " + " ".join(line.split())[:140])
                     shown += 1
+            for line in end_of_stream_cpu(samples):
+                print("  " + line)
         except (BenchError, subprocess.TimeoutExpired) as e:
             print(f"  did not complete: {e}")
 
 
+def end_of_stream_cpu(script):
+    """From `perf script -F tid,time,ip,sym`: on the thread that read the stream (the most
+    _copy_to_iter samples), the CPU samples after its last one, by symbol."""
+    rows = []
+    for line in script.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[1].endswith(":"):
+            try:
+                rows.append((int(parts[0]), float(parts[1][:-1]), parts[3].strip()))
+            except ValueError:
+                pass
+    copies = {}
+    for tid, _, sym in rows:
+        if sym in ("_copy_to_iter", "copy_user_generic", "rep_movs_alternative"):
+            copies[tid] = copies.get(tid, 0) + 1
+    if not copies:
+        return ["(no stream-reading thread found in the samples)"]
+    tid = max(copies, key=copies.get)
+    mine = [r for r in rows if r[0] == tid]
+    last = max(t for t0, t, sym in mine if sym in ("_copy_to_iter", "copy_user_generic",
+                                                    "rep_movs_alternative"))
+    tail = [sym for _, t, sym in mine if t > last]
+    by = {}
+    for sym in tail:
+        by[sym] = by.get(sym, 0) + 1
+    top = ", ".join(f"{n} {sym[:60]}" for sym, n in sorted(by.items(), key=lambda kv: -kv[1])[:4])
+    return [f"thread {tid} after its last stream copy: {len(tail)} samples: {top}"]
+
+
+PENDING_RE = re.compile(r"^\s*[\d.]+ \(\s*\): \S+/(\d+) \w+\((.*)\s+\.\.\.\s*$")
 CONTINUED_RE = re.compile(
     r"^\s*([\d.]+) \(\s*([\d.]+) ms\): \S+/(\d+)\s+\.\.\. \[continued\]: (\w+)\(\)\)\s*=\s*(\S+)")
 TRACE_RE = re.compile(r"^\s*([\d.]+) \(\s*([\d.]*)\s*(?:ms)?\): (\S+)/(\d+) (\w+)\((.*)\)\s*=\s*(\S+)")
@@ -421,7 +477,12 @@ def trace_timeline(text):
     last stream read, its silent (computing) stretch, the restore's system calls, the fork, and
     the restored process's own calls up to its report."""
     calls = []  # (start, duration, pid, name, args, return value)
+    pending = {}  # pid -> the arguments of its call still blocked
     for line in text.splitlines():
+        m = PENDING_RE.match(line)
+        if m:
+            pending[int(m.group(1))] = m.group(2)
+            continue
         m = TRACE_RE.match(line)
         if m:
             calls.append((float(m.group(1)), float(m.group(2) or 0), int(m.group(4)),
@@ -432,7 +493,7 @@ def trace_timeline(text):
         m = CONTINUED_RE.match(line)
         if m:
             calls.append((float(m.group(1)), float(m.group(2)), int(m.group(3)), m.group(4),
-                          "", m.group(5)))
+                          pending.pop(int(m.group(3)), ""), m.group(5)))
     out = []
     mounts = [c for c in calls if c[3] == "mount"]
     if not mounts:
