@@ -146,10 +146,11 @@ int Drive(const char* cmd, int pid, const std::string& control, const MigrationO
       if (tty) {
         std::printf("\r\033[K%s", ProgressLine(m->stats).c_str());
         if (m->verb == ControlVerb::kDone) {
-          std::printf("\ndone: %s in %llu ms, downtime %llu ms\n",
+          std::printf("\ndone: %s in %llu ms, downtime %llu ms (+ %llu ms waiting for the ack)\n",
                       Human(m->stats.transferred_bytes).c_str(),
                       static_cast<unsigned long long>(m->stats.total_ms),
-                      static_cast<unsigned long long>(m->stats.downtime_ms));
+                      static_cast<unsigned long long>(m->stats.downtime_ms),
+                      static_cast<unsigned long long>(m->stats.ack_wait_ms));
         }
       } else {
         std::printf("%s\n", StatsToJson(m->stats).c_str());

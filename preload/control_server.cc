@@ -92,10 +92,12 @@ void WriteDoneFixed(int fd, const MigrationStats& s) {
   num("xbzrle_cache_misses", s.xbzrle_cache_misses);
   num("xbzrle_overflows", s.xbzrle_overflows);
   num("compressed_pages", s.compressed_pages);
+  num("compressed_bytes", s.compressed_bytes);
   num("dirty_pages_rate", s.dirty_pages_rate);
   num("throughput_bps", s.throughput_bps);
   num("expected_downtime_ms", s.expected_downtime_ms);
   num("downtime_ms", s.downtime_ms);
+  num("ack_wait_ms", s.ack_wait_ms);
   num("setup_ms", s.setup_ms);
   num("total_ms", s.total_ms);
   num("throttle_percent", s.throttle_percent);
@@ -196,6 +198,7 @@ void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
 }  // namespace
 
 void ServeControl(AgentContext* ctx) {
+  g_running = nullptr;  // in a restored copy: the old agent's, migrated with the .bss
   for (;;) {
     int fd = accept4(ctx->listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {

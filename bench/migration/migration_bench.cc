@@ -159,10 +159,10 @@ void RunScenario(const Config& c, const Scenario& s, double ceiling, double tcp)
       ceiling > 0 ? rate / ceiling : 0, tcp > 0 ? rate / tcp : 0);
   std::printf(
       "%-16s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
-      "downtime %.0f ms (expected %.0f)  setup %.0f ms\n",
+      "pause %.0f ms to end of stream (expected %.0f) + ack wait %.0f ms  setup %.0f ms\n",
       "", med("transferred_bytes") / 1048576, 100 * med("transferred_bytes") / mem,
       med("iteration"), med("throttle_percent"), med("downtime_ms"), med("expected_downtime_ms"),
-      med("setup_ms"));
+      med("ack_wait_ms"), med("setup_ms"));
   std::printf(
       "%-16s pages normal %.0f zero %.0f xbzrle %.0f (%.1f MiB, cache misses %.0f, "
       "overflows %.0f)  dirty rate %.0f pages/s\n",

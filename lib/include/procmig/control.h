@@ -80,11 +80,15 @@ struct MigrationStats {
   uint64_t xbzrle_pages = 0;
   uint64_t xbzrle_cache_misses = 0;
   uint64_t xbzrle_overflows = 0;
-  uint64_t compressed_pages = 0;
+  uint64_t compressed_pages = 0;  // zlib pages
+  uint64_t compressed_bytes = 0;  // their bytes on the wire (after compression)
   uint64_t dirty_pages_rate = 0;  // pages/s over the last iteration
   uint64_t throughput_bps = 0;    // bytes/s over the last iteration
   uint64_t expected_downtime_ms = 0;
-  uint64_t downtime_ms = 0;  // measured: first park to end of stream (0 until known)
+  // Measured (0 until known): first park of the final stop to the end of stream written, i.e.
+  // the pause the program sees until the destination has everything.
+  uint64_t downtime_ms = 0;
+  uint64_t ack_wait_ms = 0;  // end of stream written to the receiver's ack (program still parked)
   uint64_t setup_ms = 0;
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;  // auto-converge share of each period the program is parked

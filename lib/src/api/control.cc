@@ -43,7 +43,7 @@ absl::string_view PhaseToken(MigrationPhase p) {
 }
 
 // The numeric statistics, by wire name. One table drives encoding, decoding and JSON.
-constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 17> kStatFields = {{
+constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 19> kStatFields = {{
     {"iteration", &MigrationStats::iteration},
     {"total_bytes", &MigrationStats::total_bytes},
     {"remaining_bytes", &MigrationStats::remaining_bytes},
@@ -55,10 +55,12 @@ constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 1
     {"xbzrle_cache_misses", &MigrationStats::xbzrle_cache_misses},
     {"xbzrle_overflows", &MigrationStats::xbzrle_overflows},
     {"compressed_pages", &MigrationStats::compressed_pages},
+    {"compressed_bytes", &MigrationStats::compressed_bytes},
     {"dirty_pages_rate", &MigrationStats::dirty_pages_rate},
     {"throughput_bps", &MigrationStats::throughput_bps},
     {"expected_downtime_ms", &MigrationStats::expected_downtime_ms},
     {"downtime_ms", &MigrationStats::downtime_ms},
+    {"ack_wait_ms", &MigrationStats::ack_wait_ms},
     {"setup_ms", &MigrationStats::setup_ms},
     {"total_ms", &MigrationStats::total_ms},
 }};

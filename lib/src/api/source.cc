@@ -112,6 +112,7 @@ MigrationStats ToStats(const SenderStats& s) {
   m.throughput_bps = s.throughput_bps;
   m.expected_downtime_ms = s.expected_downtime_ms;
   m.downtime_ms = s.downtime_ms;
+  m.ack_wait_ms = s.ack_wait_ms;
   m.setup_ms = s.setup_ms;
   m.total_ms = s.total_ms;
   m.throttle_percent = s.throttle_percent;
@@ -250,8 +251,10 @@ class SourceImpl : public MigrationSource {
       // (Not after a successful migration: the threads are parked and logging allocates.)
       SenderStats st = sender->stats();
       Log(absl::StrCat("stop: park ", st.park_us, " us, layout check + sync ", st.sync_us,
-                       " us, frozen copy ", st.copy_us, " us, ", st.final_pages,
-                       " final dirty pages, ", st.park_failures, " failed stops",
+                       " us, frozen copy ", st.copy_us, " us (pause to end of stream ",
+                       st.downtime_ms, " ms, ack wait ", st.ack_wait_ms, " ms), ", st.final_pages,
+                       " final dirty pages, ", st.park_failures, " failed parks, ",
+                       st.abandoned_stops, " abandoned stops",
                        sender->last_stop_failure().empty()
                            ? std::string()
                            : absl::StrCat(" (last: ", sender->last_stop_failure(), ")")));

@@ -4,6 +4,11 @@
 
 namespace procmig {
 
+void ConvergencePolicy::ThrottleStep() {
+  throttle_ = throttle_ == 0 ? std::min(config_.throttle_initial, config_.throttle_max)
+                             : std::min(config_.throttle_max, throttle_ + config_.throttle_increment);
+}
+
 ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_t remaining_bytes) {
   ConvergenceDecision d;
   // A period too short to time (or that sent nothing) keeps the previous estimate.
@@ -18,6 +23,7 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
   } else {
     d.expected_downtime_ms = remaining_bytes == 0 ? 0 : UINT64_MAX;
   }
+  if (f.iteration >= config_.max_iterations) forcing_ = true;
   if (remaining_bytes == 0 ||
       (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms)) {
     d.stop = true;
@@ -25,15 +31,15 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
     d.stop = true;
     d.iteration_budget = true;
   }
+  if (forcing_) d.stop = d.forced = true;
   // Auto-converge looks at iterations after the bulk stage only: bulk sends everything once and
-  // says nothing about the program's write rate.
-  if (config_.auto_converge && f.iteration > 0 && !d.stop) {
+  // says nothing about the program's write rate. It runs even when this iteration stops: a stop
+  // can fail, and the next iteration must not find the program unthrottled.
+  if (config_.auto_converge && f.iteration > 0) {
     if (f.bytes_dirtied > f.bytes_sent / 2) {
       if (++dirty_high_count_ >= 2) {
         dirty_high_count_ = 0;
-        throttle_ = throttle_ == 0
-                        ? config_.throttle_initial
-                        : std::min(config_.throttle_max, throttle_ + config_.throttle_increment);
+        ThrottleStep();
       }
     } else {
       dirty_high_count_ = 0;
@@ -41,6 +47,13 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
   }
   d.throttle_percent = throttle_;
   return d;
+}
+
+uint32_t ConvergencePolicy::StopAbandoned() {
+  ++abandoned_;
+  if (abandoned_ >= config_.force_after_abandoned) forcing_ = true;
+  if (config_.auto_converge) ThrottleStep();
+  return throttle_;
 }
 
 }  // namespace procmig

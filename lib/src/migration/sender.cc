@@ -1,7 +1,6 @@
 #include "migration/sender.h"
 
 #include <sys/mman.h>
-
 #include <time.h>
 #include <unistd.h>
 
@@ -62,7 +61,9 @@ Sender::Sender(SenderConfig config, Channel* main, Channel* final_channel, Dirty
       registry_(config_.pages.preamble.page_size, config_.excluded),
       policy_(config_.convergence) {}
 
-Sender::~Sender() = default;
+Sender::~Sender() {
+  if (final_times_ != nullptr) munmap(final_times_, sizeof(FinalTimes));
+}
 
 uint64_t Sender::Now() const {
   timespec ts;
@@ -128,6 +129,7 @@ absl::Status Sender::Run() {
     if (s.ok() && state_ == SenderState::kIterate) converged = false;
   }
   if (s.ok()) {
+    freezer_->SetThrottle(0);  // no allocation: also fine with the program parked
     local_.throttle_percent = 0;
     if (config_.leave_running) (void)tracker_->Stop();
     Publish(true);
@@ -147,6 +149,15 @@ absl::Status Sender::Run() {
 }
 
 absl::Status Sender::Setup() {
+  // Mapped before the layout is read (it is shared memory, never a RAM block).
+  void* times = mmap(nullptr, sizeof(FinalTimes), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (times == MAP_FAILED) return ErrnoStatus("setup: map the final-phase timing page", errno);
+  final_times_ = static_cast<FinalTimes*>(times);
+  {
+    auto b = reinterpret_cast<uintptr_t>(times);
+    registry_.AddExcluded({b, b + 4096});
+  }
   ASSIGN_OR_RETURN(pages_, PageSender::Create(config_.pages, main_));
   pages_->set_after_flush([this] { return AfterFlush(); });
   // The staging area changes at every batch: sending it would only slow convergence.
@@ -169,6 +180,8 @@ absl::Status Sender::Setup() {
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   ExcludeCrcTables();
   RETURN_IF_ERROR(pages_->Flush());
+  last_sync_ns_ = Now();  // the tracker's start is the first sync
+  last_sync_bytes_ = pages_->counters().bytes_out;
   local_.setup_ms = (Now() - start_ns_) / 1'000'000;
   Publish(true);
   return absl::OkStatus();
@@ -216,6 +229,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   ASSIGN_OR_RETURN(Layout layout, layout_->Read());
   layout_fingerprint_ = layout.fingerprint;
   RegistryDiff diff = registry_.Update(layout.regions);
+  last_regions_ = std::move(layout.regions);
   (void)allow_tracker_changes;
   // Removals first (the wire requires it before space is reused), then resizes, then adds.
   if (!diff.removed.empty()) {
@@ -282,25 +296,31 @@ absl::Status Sender::SendDirty(const DirtySet& set, bool live, uint64_t* pages) 
 absl::Status Sender::Iterate(bool* converged) {
   if (state_ != SenderState::kIterate) RETURN_IF_ERROR(TransitionTo(SenderState::kIterate));
   ++iteration_;
-  const uint64_t t0 = Now();
-  const uint64_t bytes0 = pages_->counters().bytes_out;
   RETURN_IF_ERROR(ApplyLayout(true));
   ASSIGN_OR_RETURN(const DirtySet* set, tracker_->Sync());
+  // The period that ends at this sync (QEMU's): what was sent since the previous sync, and what
+  // the program dirtied meanwhile (this sync's pages). Auto-converge compares the two.
+  const uint64_t sync_ns = Now();
+  const uint64_t sync_bytes = pages_->counters().bytes_out;
+  const uint64_t ps = config_.pages.preamble.page_size;
+  IterationFigures f{iteration_, sync_bytes - last_sync_bytes_, set->DirtyPageCount() * ps,
+                     sync_ns - last_sync_ns_};
+  last_sync_ns_ = sync_ns;
+  last_sync_bytes_ = sync_bytes;
   uint64_t dirty = 0;
   RETURN_IF_ERROR(SendQueuedFull(true));
   RETURN_IF_ERROR(SendDirty(*set, true, &dirty));
-  const uint64_t dur = Now() - t0;
-  RETURN_IF_ERROR(pages_->EndIteration(iteration_, dirty, dur, false));
+  RETURN_IF_ERROR(pages_->EndIteration(iteration_, dirty, Now() - sync_ns, false));
   RETURN_IF_ERROR(pages_->Flush());
-  const uint64_t ps = config_.pages.preamble.page_size;
-  IterationFigures f{iteration_, pages_->counters().bytes_out - bytes0, dirty * ps, Now() - t0};
+  // The pages just sent stand for what the next sync will find.
   ConvergenceDecision d = policy_.Update(f, dirty * ps);
-  freezer_->SetThrottle(d.throttle_percent);
+  if (d.throttle_percent != local_.throttle_percent) freezer_->SetThrottle(d.throttle_percent);
   local_.throttle_percent = d.throttle_percent;
   local_.remaining_bytes = dirty * ps;
   local_.expected_downtime_ms = d.expected_downtime_ms;
   local_.throughput_bps = d.bandwidth_bps;
-  local_.dirty_pages_rate = f.duration_ns == 0 ? 0 : dirty * 1'000'000'000ull / f.duration_ns;
+  local_.dirty_pages_rate =
+      f.duration_ns == 0 ? 0 : f.bytes_dirtied / ps * 1'000'000'000ull / f.duration_ns;
   *converged = d.stop;
   Publish(true);
   return absl::OkStatus();
@@ -318,39 +338,87 @@ absl::Status Sender::StopAndCopy() {
   reverse_buf_.resize(wire::kRecordHeaderSize + wire::kErrorFixedSize + wire::kMaxErrorMessage);
   state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 + (kMaxThreads / 64) * 256 +
                        n_blocks_cap * 32 + (1u << 20));
-  RETURN_IF_ERROR(ApplyLayout(true));
-  // New or resized blocks are sent now, live (the tracker already follows them), not in the
-  // frozen copy where every byte counts against the pause.
-  RETURN_IF_ERROR(SendQueuedFull(true));
-  RETURN_IF_ERROR(pages_->Flush());
-  // Re-capture against the final layout (VMAs, fds); the static parts do not change.
-  if (config_.capture) {
-    ASSIGN_OR_RETURN(Layout layout, layout_->Read());
-    RETURN_IF_ERROR(config_.capture(layout.regions, &state_record_));
+  for (;;) {
+    bool stable = false;
+    RETURN_IF_ERROR(PrepareStop(n_blocks_cap, &stable));
+    bool park_failed = false;
+    if (stable) {
+      bool done = false;
+      RETURN_IF_ERROR(TryStop(&done, &park_failed));
+      if (done) return TransitionTo(SenderState::kDone);
+    } else {
+      last_stop_failure_ = "the memory layout kept changing while preparing the stop";
+    }
+    // Abandoned: the program runs on. The policy throttles it harder and, after a few of these,
+    // forces the stop (retried here, without iterating in between).
+    ++local_.abandoned_stops;
+    const uint32_t throttle = policy_.StopAbandoned();
+    freezer_->SetThrottle(throttle);
+    local_.throttle_percent = throttle;
+    if (static_cast<int>(local_.abandoned_stops) >= config_.max_park_attempts) {
+      if (park_failed) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("stop-and-copy: could not park every thread after ",
+                         local_.abandoned_stops, " attempts: ", last_stop_failure_));
+      }
+      return absl::AbortedError(absl::StrCat("stop-and-copy: abandoned ", local_.abandoned_stops,
+                                             " times, last because ", last_stop_failure_));
+    }
+    if (!policy_.forcing()) return TransitionTo(SenderState::kIterate);
   }
-  state_record_.digests.resize(std::min(registry_.blocks().size(), n_blocks_cap));
-  Publish(true);
+}
+
+absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
+  *stable = false;
+  // No throttling across the park: the freezer's park first waits out a throttle nap, and the
+  // threads all leaving it at once is when the program changes its layout (a stop that is
+  // abandoned restores the throttle).
   freezer_->SetThrottle(0);
-  // The layout the fingerprint is checked against: read last, after every allocation above (an
-  // allocation may map memory). If it differs from the blocks sent, iterate once more.
-  {
-    ASSIGN_OR_RETURN(Layout last, layout_->Read());
-    if (last.fingerprint != layout_fingerprint_) {
-      last_stop_failure_ = "the memory layout changed while preparing the stop";
-      return TransitionTo(SenderState::kIterate);
+  // Progress now, not between the last layout read and the park.
+  Publish(true);
+  // A program that maps, grows and unmaps memory all the time (malloc arenas growing a few pages
+  // at a time) changes its layout every few milliseconds. Each round reads and applies the
+  // layout; when it differs from the one the process state was captured for, the new or resized
+  // blocks are sent and the state captured again, and the next round reads once more. The stop
+  // goes ahead when a read finds the captured layout and a raw re-read of /proc/self/maps (no
+  // allocation, no parse) right after it still matches: that window, and the one up to the
+  // park, stay short.
+  uint32_t captured = 0;
+  bool have_capture = false;
+  for (int round = 0; round < kPrepareRounds; ++round) {
+    RETURN_IF_ERROR(ApplyLayout(true));
+    if (!have_capture || layout_fingerprint_ != captured || !full_send_.empty()) {
+      if (!full_send_.empty()) {
+        // New or resized blocks are sent now, live (the tracker already follows them), not in
+        // the frozen copy where every byte counts against the pause.
+        RETURN_IF_ERROR(SendQueuedFull(true));
+        RETURN_IF_ERROR(pages_->Flush());
+      }
+      // The process state describes exactly the layout the blocks came from (VMAs, fds).
+      if (config_.capture) RETURN_IF_ERROR(config_.capture(last_regions_, &state_record_));
+      state_record_.digests.resize(std::min(registry_.blocks().size(), n_blocks_cap));
+      captured = layout_fingerprint_;
+      have_capture = true;
+      continue;
+    }
+    if (layout_->Fingerprint() == layout_fingerprint_) {
+      *stable = true;
+      return absl::OkStatus();
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Sender::TryStop(bool* done, bool* park_failed) {
+  *done = false;
+  *park_failed = false;
   park_ns_ = Now();
   absl::Status parked = freezer_->Park(config_.park_timeout_ms);
   if (!parked.ok()) {
     last_stop_failure_ = std::string(parked.message());
     ++local_.park_failures;
-    if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("stop-and-copy: could not park every thread after ", local_.park_failures,
-                       " attempts: ", parked.message()));
-    }
-    return TransitionTo(SenderState::kIterate);
+    *park_failed = true;
+    return absl::OkStatus();
   }
   // ---- Parked: no allocation from here until Unpark().
   parked_ = true;
@@ -360,11 +428,7 @@ absl::Status Sender::StopAndCopy() {
     freezer_->Unpark();
     parked_ = false;
     last_stop_failure_ = "the memory layout changed while parking";
-    ++local_.park_failures;  // counted as a failed stop; the layout is re-read next iteration
-    if (static_cast<int>(local_.park_failures) >= config_.max_park_attempts) {
-      return absl::AbortedError("stop-and-copy: the memory layout kept changing while parking");
-    }
-    return TransitionTo(SenderState::kIterate);
+    return absl::OkStatus();  // the layout is re-read by the next attempt
   }
   absl::StatusOr<const DirtySet*> set = tracker_->Sync();
   if (!set.ok()) {
@@ -386,10 +450,19 @@ absl::Status Sender::StopAndCopy() {
   const uint64_t synced_at = Now();
   local_.sync_us = (synced_at - parked_at) / 1000;
   local_.final_pages = final_set_->DirtyPageCount();
+  final_times_->end_of_stream_ns = 0;
+  final_times_->ack_ns = 0;
   absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); }, config_.leave_running,
                                              config_.final_timeout_ms);
-  local_.downtime_ms = (Now() - park_ns_) / 1'000'000;
-  local_.copy_us = (Now() - synced_at) / 1000;
+  const uint64_t returned_at = Now();
+  local_.copy_us = (returned_at - synced_at) / 1000;
+  {
+    // The copy's own clock readings; a copy that never got that far leaves them 0.
+    const uint64_t eos = final_times_->end_of_stream_ns;
+    const uint64_t ack = final_times_->ack_ns;
+    local_.downtime_ms = ((eos != 0 ? eos : returned_at) - park_ns_) / 1'000'000;
+    local_.ack_wait_ms = eos != 0 ? ((ack != 0 ? ack : returned_at) - eos) / 1'000'000 : 0;
+  }
   if (!s.ok()) {
     if (!config_.leave_running) freezer_->Unpark();
     parked_ = false;
@@ -398,8 +471,8 @@ absl::Status Sender::StopAndCopy() {
   // A migration leaves the threads parked for the caller to end the process: still no
   // allocation (no progress callback) from here on.
   parked_ = !config_.leave_running;
-  // Success: a migration keeps the original parked for the caller to end it.
-  return TransitionTo(SenderState::kDone);
+  *done = true;
+  return absl::OkStatus();
 }
 
 absl::Status Sender::FinalPhase() {
@@ -415,7 +488,10 @@ absl::Status Sender::FinalPhase() {
       {reinterpret_cast<const uint8_t*>(state_bytes_.data()), state_bytes_.size()}));
   RETURN_IF_ERROR(pages_->AddEndOfStream(false));
   RETURN_IF_ERROR(pages_->Flush());
-  return WaitForAck();
+  final_times_->end_of_stream_ns = Now();
+  RETURN_IF_ERROR(WaitForAck());
+  final_times_->ack_ns = Now();
+  return absl::OkStatus();
 }
 
 absl::Status Sender::WaitForAck() {

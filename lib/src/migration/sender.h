@@ -9,9 +9,14 @@
 // the tracker, follows layout changes (block remove/resize/add records; a new or resized block is
 // sent in full), sends the dirty pages from live memory, and asks the ConvergencePolicy whether
 // the rest fits the downtime limit and how much to throttle the program (Freezer::SetThrottle).
-// Stop-and-copy parks every application thread (a failed park unparks and keeps iterating, up to
-// a few tries), checks that the layout did not change since it was last read (else unparks and
-// iterates once more), makes the final tracker sync, then runs the final phase in a frozen copy
+// Stop-and-copy first brings the blocks up to date with the layout until a last read finds it
+// unchanged, then parks every application thread and checks that the layout still is the one
+// sent. A stop that cannot park every thread or finds the layout changed is abandoned: the
+// program runs on, the ConvergencePolicy throttles it one step more, and the sender iterates
+// again, or, once the policy forces the stop (iteration budget spent, or several stops
+// abandoned), retries the stop at once; after max_park_attempts abandoned stops in total the
+// migration fails. A stop that holds makes the final tracker sync, then runs the final phase in
+// a frozen copy
 // (Freezer::RunInFrozenCopy): the last dirty pages, the final iteration marker, the process
 // state with a digest of every block, end of stream, and the receiver's ack on the reverse
 // stream. On success the original stays parked (migration: the caller exits the process) unless
@@ -61,13 +66,17 @@ struct SenderStats {
   uint64_t dirty_pages_rate = 0;
   uint64_t throughput_bps = 0;
   uint64_t expected_downtime_ms = 0;
-  uint64_t downtime_ms = 0;  // first park of the final phase to the receiver's ack
+  // First park of the final (successful) stop to the end of stream written: the pause the
+  // program sees until the destination holds everything.
+  uint64_t downtime_ms = 0;
+  uint64_t ack_wait_ms = 0;  // end of stream written to the receiver's ack (still parked)
   uint64_t setup_ms = 0;
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;
   uint32_t park_failures = 0;
   // Breakdown of the last stop: park, layout check + final sync, frozen copy (send + ack), in µs.
   uint64_t park_us = 0, sync_us = 0, copy_us = 0;
+  uint32_t abandoned_stops = 0;  // stops that went back to iterating (park or layout), in total
   uint64_t final_pages = 0;
 };
 
@@ -77,7 +86,9 @@ struct SenderConfig {
   bool leave_running = false;  // unpark right after the frozen copy exists
   int park_timeout_ms = 2000;
   int final_timeout_ms = 60000;  // frozen copy: sending the rest and waiting for the ack
-  int max_park_attempts = 5;
+  // Stops abandoned in total (a thread did not park, or the layout changed) before the migration
+  // fails; after ConvergenceConfig::force_after_abandoned of them the stop is retried in place.
+  int max_park_attempts = 12;
   std::vector<AddressRange> excluded;  // the agent's own memory
   // Setup hook: list what the process holds that cannot migrate (empty = fine). Called with the
   // captured process state, before anything is frozen.
@@ -114,6 +125,14 @@ class Sender {
   // One iteration; *converged set when the policy says stop.
   absl::Status Iterate(bool* converged);
   absl::Status StopAndCopy();
+  // Applies the layout, sends new/resized blocks and captures the process state until a read
+  // finds the captured layout and a raw re-read right after it agrees (*stable), at most
+  // kPrepareRounds rounds.
+  absl::Status PrepareStop(size_t n_blocks_cap, bool* stable);
+  // One park and, when it holds, the final phase. *done on success; OK without *done when the
+  // stop was abandoned (last_stop_failure_ says why; *park_failed when a thread did not park).
+  absl::Status TryStop(bool* done, bool* park_failed);
+  static constexpr int kPrepareRounds = 16;
   // Re-reads the layout and sends block records; blocks that need a full send are queued.
   absl::Status ApplyLayout(bool allow_tracker_changes);
   // The blocks the tracker follows: the writable ones. A read-only block (a RELRO segment's
@@ -153,8 +172,17 @@ class Sender {
   ProcessStateRecord state_record_;
   std::string state_bytes_;
   std::vector<uint8_t> reverse_buf_;
+  // Written by the frozen copy (a forked process), read by the original after it: one shared
+  // page mapped at setup. CLOCK_MONOTONIC is the same clock in both processes.
+  struct FinalTimes {
+    uint64_t end_of_stream_ns;  // end of stream handed to the channel
+    uint64_t ack_ns;            // the receiver's ack read
+  };
+  FinalTimes* final_times_ = nullptr;
   uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
+  uint64_t last_sync_ns_ = 0, last_sync_bytes_ = 0;  // the previous tracker sync
   uint32_t layout_fingerprint_ = 0;
+  std::vector<MemoryRegion> last_regions_;  // the layout ApplyLayout applied last
   std::string last_stop_failure_;  // why the last stop went back to iterating (for the log)
   bool parked_ = false;            // between Park() and Unpark(): no allocation, no progress
   std::atomic<bool> cancelled_{false};

@@ -45,9 +45,9 @@ TEST_CASE("STATS and DONE round-trip every figure; ERROR carries its status") {
        {&m.stats.iteration, &m.stats.total_bytes, &m.stats.remaining_bytes,
         &m.stats.transferred_bytes, &m.stats.normal_pages, &m.stats.zero_pages,
         &m.stats.xbzrle_bytes, &m.stats.xbzrle_pages, &m.stats.xbzrle_cache_misses,
-        &m.stats.xbzrle_overflows, &m.stats.compressed_pages, &m.stats.dirty_pages_rate,
-        &m.stats.throughput_bps, &m.stats.expected_downtime_ms, &m.stats.downtime_ms,
-        &m.stats.setup_ms, &m.stats.total_ms}) {
+        &m.stats.xbzrle_overflows, &m.stats.compressed_pages, &m.stats.compressed_bytes,
+        &m.stats.dirty_pages_rate, &m.stats.throughput_bps, &m.stats.expected_downtime_ms,
+        &m.stats.downtime_ms, &m.stats.ack_wait_ms, &m.stats.setup_ms, &m.stats.total_ms}) {
     *f = v;
     v = v * 31 + 7;
   }

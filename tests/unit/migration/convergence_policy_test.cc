@@ -32,12 +32,94 @@ TEST_CASE("nothing left stops even without a bandwidth measurement") {
   CHECK(d.expected_downtime_ms == UINT64_MAX);
 }
 
-TEST_CASE("the iteration budget forces the stop") {
+TEST_CASE("the iteration budget forces the stop, and every later decision stays forced") {
   ConvergencePolicy p({.downtime_limit_ms = 1, .max_iterations = 3, .auto_converge = false});
-  CHECK_FALSE(p.Update({2, 1000, 1000, kSec}, 1'000'000).stop);
-  ConvergenceDecision d = p.Update({3, 1000, 1000, kSec}, 1'000'000);
+  ConvergenceDecision d = p.Update({2, 1000, 1000, kSec}, 1'000'000);
+  CHECK_FALSE(d.stop);
+  CHECK_FALSE(d.forced);
+  CHECK_FALSE(p.forcing());
+  d = p.Update({3, 1000, 1000, kSec}, 1'000'000);
   CHECK(d.stop);
   CHECK(d.iteration_budget);
+  CHECK(d.forced);
+  CHECK(p.forcing());
+  // The forced stop was abandoned anyway (a thread did not park): still forced, never "iterate".
+  CHECK(p.StopAbandoned() == 0);  // auto-converge off: no throttle
+  d = p.Update({4, 1000, 1000, kSec}, 1'000'000);
+  CHECK(d.stop);
+  CHECK(d.forced);
+  CHECK(d.iteration_budget);
+}
+
+TEST_CASE("a stop that fits the limit is not forced until stops were abandoned") {
+  // 12.5 MB/s (100 Mbit/s), 1.25 MB left = 100 ms: fits 300 ms.
+  ConvergencePolicy p({.downtime_limit_ms = 300, .max_iterations = 30, .auto_converge = true});
+  ConvergenceDecision d = p.Update({1, 12'500'000, 1'250'000, kSec}, 1'250'000);
+  CHECK(d.stop);
+  CHECK_FALSE(d.forced);
+  CHECK_FALSE(d.iteration_budget);
+  CHECK(d.expected_downtime_ms == 100);
+  CHECK(d.throttle_percent == 0);
+}
+
+TEST_CASE("abandoned stops throttle one step each and force the stop after three") {
+  // The netns heap_churn failure: every iteration fits the limit, every stop is abandoned (the
+  // program changed its layout), the old policy neither throttled nor ever forced the stop.
+  ConvergencePolicy p({.downtime_limit_ms = 300, .max_iterations = 30, .auto_converge = true});
+  const IterationFigures fits{1, 12'500'000, 1'250'000, kSec};  // dirtied 1/10 of sent: low
+  ConvergenceDecision d = p.Update(fits, 1'250'000);
+  CHECK(d.stop);
+  CHECK_FALSE(d.forced);
+  CHECK(p.StopAbandoned() == 20);
+  CHECK(p.abandoned_stops() == 1);
+  CHECK_FALSE(p.forcing());
+  d = p.Update({2, 12'500'000, 1'250'000, kSec}, 1'250'000);
+  CHECK(d.stop);
+  CHECK_FALSE(d.forced);
+  CHECK(d.throttle_percent == 20);  // kept: the low dirty rate does not lower it
+  CHECK(p.StopAbandoned() == 30);
+  CHECK_FALSE(p.forcing());
+  d = p.Update({3, 12'500'000, 1'250'000, kSec}, 1'250'000);
+  CHECK_FALSE(d.forced);
+  CHECK(p.StopAbandoned() == 40);
+  CHECK(p.forcing());
+  d = p.Update({4, 12'500'000, 1'250'000, kSec}, 1'250'000);
+  CHECK(d.stop);
+  CHECK(d.forced);
+  CHECK_FALSE(d.iteration_budget);
+  CHECK(d.throttle_percent == 40);
+  // The cap holds for abandoned stops too.
+  for (int i = 0; i < 10; ++i) p.StopAbandoned();
+  CHECK(p.throttle_percent() == 99);
+}
+
+TEST_CASE("auto-converge also counts an iteration that decides to stop") {
+  ConvergencePolicy p({.downtime_limit_ms = 300, .max_iterations = 30, .auto_converge = true});
+  // Dirtied 0.8 of sent (10 MB/s written over a 12.5 MB/s link): high, but 400 ms left.
+  ConvergenceDecision d = p.Update({1, 12'500'000, 10'000'000, kSec}, 5'000'000);
+  CHECK_FALSE(d.stop);
+  CHECK(d.throttle_percent == 0);
+  // Second high period in a row; this one fits the limit, and still throttles (the stop may be
+  // abandoned, and the program must not run on unthrottled).
+  d = p.Update({2, 12'500'000, 10'000'000, kSec}, 2'500'000);
+  CHECK(d.stop);
+  CHECK(d.expected_downtime_ms == 200);
+  CHECK(d.throttle_percent == 20);
+}
+
+TEST_CASE("auto-converge off: abandoned stops still force, never throttle") {
+  ConvergencePolicy p({.downtime_limit_ms = 300,
+                       .max_iterations = 30,
+                       .auto_converge = false,
+                       .force_after_abandoned = 2});
+  CHECK(p.StopAbandoned() == 0);
+  CHECK_FALSE(p.forcing());
+  CHECK(p.StopAbandoned() == 0);
+  CHECK(p.forcing());
+  ConvergenceDecision d = p.Update({1, 1000, 1000, kSec}, 1'000'000'000);
+  CHECK(d.stop);
+  CHECK(d.forced);
+  CHECK(d.throttle_percent == 0);
 }
 
 TEST_CASE("auto-converge: twice in a row dirtied > half sent, 20% then +10% up to 99%") {

@@ -93,7 +93,10 @@ class FakeFreezer : public Freezer {
     park_ = false;
     ++unparks;
   }
-  void SetThrottle(uint32_t p) override { throttle = p; }
+  void SetThrottle(uint32_t p) override {
+    throttle = p;
+    throttles.push_back(p);  // only the sender thread calls it
+  }
   std::span<const ThreadContext> ParkedThreads() const override { return contexts_; }
   absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
                                int) override {
@@ -102,10 +105,12 @@ class FakeFreezer : public Freezer {
     return s;
   }
   bool parked() const { return parked_; }
+  bool park_requested() const { return park_; }  // between Park() and Unpark()
   uint8_t value() const { return value_; }
 
   int parks = 0, unparks = 0, fail_parks = 0;
   std::atomic<uint32_t> throttle{0};
+  std::vector<uint32_t> throttles;
 
  private:
   void Write() {
@@ -137,6 +142,7 @@ struct TestReceiver {
   absl::Status status;
   uint64_t iterations = 0, pages = 0;
   bool final_seen = false, ack = true;
+  int ack_delay_ms = 0;  // wait this long after end_of_stream before acking
 
   void Run(Channel& ch) {
     wire::StreamReader reader;
@@ -215,6 +221,7 @@ struct TestReceiver {
             return;
           }
           if (!ack) return;
+          std::this_thread::sleep_for(std::chrono::milliseconds(ack_delay_ms));
           wire::Preamble pre;
           pre.direction = wire::Direction::kReverse;
           pre.session_id = session;
@@ -447,6 +454,124 @@ TEST_CASE("cancel stops the sender with Cancelled") {
   t.join();
   CHECK(absl::IsCancelled(s));
   CHECK(freezer.parks == 0);
+}
+
+// A layout that changes between a read and the raw re-read (Fingerprint) that follows it, for the
+// next `changes` re-reads, and under a park for the next `parked_changes` re-reads made while
+// the fake program is parked.
+class ChurningLayout : public LayoutSource {
+ public:
+  std::vector<MemoryRegion> regions;
+  const FakeFreezer* freezer = nullptr;
+  int changes = 0, parked_changes = 0;
+  int fingerprints = 0;
+  uint32_t generation = 1;
+  absl::StatusOr<Layout> Read() override { return Layout{regions, generation}; }
+  uint32_t Fingerprint() override {
+    ++fingerprints;
+    bool parked = freezer != nullptr && freezer->park_requested();
+    if (parked && parked_changes > 0) {
+      --parked_changes;
+      ++generation;
+    } else if (!parked && changes > 0) {
+      --changes;
+      ++generation;
+    }
+    return generation;
+  }
+};
+
+TEST_CASE("downtime ends at the end of stream; the wait for the ack is counted apart") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(32);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  rx.ack_delay_ms = 300;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  Sender sender(Config(), pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  SenderStats st = sender.stats();
+  // The receiver held the ack back 300 ms after reading the end of stream: that time is the ack
+  // wait, not the program's pause up to the end of stream.
+  CHECK(st.ack_wait_ms >= 300);
+  CHECK((st.downtime_ms + st.ack_wait_ms) * 1000 <= st.park_us + st.sync_us + st.copy_us + 2000);
+}
+
+TEST_CASE("a layout that keeps changing: three stops abandoned, then the stop is forced in place") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(64);
+  ChurningLayout layout;
+  layout.regions = {a.AsRegion()};
+  // Each stop's preparation re-reads the layout once per round, 8 rounds: the first three stops
+  // see it change every time; the forced fourth finds it still, and still under the park.
+  layout.changes = 3 * 8;
+  FakeFreezer freezer({&a});
+  layout.freezer = &freezer;
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  c.convergence.max_iterations = 100;
+  c.convergence.downtime_limit_ms = 1'000'000;  // every iteration decides to stop
+  c.convergence.auto_converge = true;
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  REQUIRE_MESSAGE(rx.status.ok(), rx.status.ToString());
+  CHECK(layout.fingerprints == 3 * 8 + 2);
+  SenderStats st = sender.stats();
+  CHECK(st.iteration == 3);
+  CHECK(st.abandoned_stops == 3);
+  CHECK(st.park_failures == 0);
+  CHECK(freezer.parks == 1);
+  CHECK(sender.last_stop_failure() == "the memory layout kept changing while preparing the stop");
+  // Each abandoned stop throttles one step; iteration 2 is the second period in a row that
+  // dirtied more than half of what it sent (every page, the full tracker) and steps too. Each
+  // stop's preparation lifts the throttle (0) for the park, and the end of the migration too.
+  CHECK(freezer.throttles == std::vector<uint32_t>{0, 20, 30, 0, 40, 0, 50, 0, 0});
+  CheckArrived(rx, {&a});
+}
+
+TEST_CASE("a layout that changes under every park fails after max_park_attempts, program running") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(16);
+  ChurningLayout layout;
+  layout.regions = {a.AsRegion()};
+  layout.parked_changes = 1000;
+  FakeFreezer freezer({&a});
+  layout.freezer = &freezer;
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  c.max_park_attempts = 5;
+  c.convergence.max_iterations = 100;
+  c.convergence.downtime_limit_ms = 1'000'000;  // every iteration decides to stop
+  c.convergence.auto_converge = false;
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  CHECK(absl::IsAborted(s));
+  CHECK(s.message().find("abandoned 5 times") != std::string::npos);
+  CHECK(freezer.parks == 5);
+  CHECK(freezer.unparks == 5);
+  CHECK(sender.stats().abandoned_stops == 5);
+  // Stops 1 and 2 went back to iterating; from the third on the stop is forced and retried in
+  // place, without another iteration.
+  CHECK(sender.stats().iteration == 3);
+  for (int i = 0; i < 5000 && freezer.parked(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK_FALSE(freezer.parked());
+  CHECK(absl::IsAborted(rx.status));
 }
 
 }  // namespace
