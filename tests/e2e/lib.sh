@@ -278,3 +278,136 @@ make_netns() {
   fi
   log "netns $NS: $HERE_ADDR <-> $THERE_ADDR over veth, $SHAPER"
 }
+
+# ---- Restore helpers (e2e_restore_*.sh) ----
+
+# close_fds_above_2: closes every descriptor above 2 of the calling (sub)shell, so a process it
+# execs holds no pipe of ctest's or of the test's FIFOs (the agent refuses pipes above fd 2).
+close_fds_above_2() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+  done
+  return 0
+}
+
+# start_workload_io STDIN OUT NAME ARGS...: start_workload with stdin from STDIN (a file, or a
+# FIFO the test holds open for writing) instead of /dev/null. OUT is `file` (stdout/stderr to
+# $W/workload.log, a regular file: a restore reopens it at its offset) or `pipe` (to a `cat`
+# writing $W/workload.log: a restore connects a stdio pipe to the restorer's own stdout).
+# Sets WPID and READY_LINE.
+start_workload_io() {
+  local in=$1 out=$2 name=$3
+  shift 3
+  export PROCMIG_CONTROL="$W/$name.ctl"
+  if [ "$out" = pipe ]; then
+    # A named FIFO read by a `cat` of this shell (a process substitution on the workload's own
+    # redirection would make that cat the workload's child, which the agent refuses).
+    rm -f "$W/workload.fifo"
+    mkfifo "$W/workload.fifo" || fail "mkfifo $W/workload.fifo"
+    (
+      close_fds_above_2
+      exec cat "$W/workload.fifo" >"$W/workload.log"
+    ) </dev/null &
+    track $!
+    (
+      close_fds_above_2
+      exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
+    ) <"$in" >"$W/workload.fifo" 2>&1 &
+  else
+    (
+      close_fds_above_2
+      exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
+    ) <"$in" >"$W/workload.log" 2>&1 &
+  fi
+  WPID=$!
+  track "$WPID"
+  wait_for 30 grep -q '^READY' "$W/workload.log" ||
+    fail "$name never printed READY (exit: $(alive $WPID && echo running || echo gone))"
+  READY_LINE=$(grep -m1 '^READY' "$W/workload.log")
+  wait_for 10 test -S "$PROCMIG_CONTROL" || fail "agent control socket $PROCMIG_CONTROL never appeared"
+  log "workload $name pid $WPID: $READY_LINE"
+}
+
+# start_live_receiver TAG ADDR PORT [NETNS [STDIN]]: `procmig receive --once --detach` without
+# --store: restores the migrated process live and exits after the ack. Descriptors above 2
+# closed (the restored process must not inherit the test's), stdin from STDIN (default
+# /dev/null: what a restored stdio pipe is connected to), output in $W/TAG.receive.log. Sets RPID.
+start_live_receiver() {
+  local tag=$1 addr=$2 port=$3 ns=${4:-} in=${5:-/dev/null}
+  local pre=()
+  [ -n "$ns" ] && pre=(ip netns exec "$ns")
+  (
+    close_fds_above_2
+    exec "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --once --detach
+  ) <"$in" >"$W/$tag.receive.log" 2>&1 &
+  RPID=$!
+  track "$RPID"
+  if [ -n "$ns" ]; then
+    wait_for 10 listening "$ns" "$port" || fail "receiver $tag never listened on $addr:$port"
+  else
+    wait_for 10 listening "$port" || fail "receiver $tag never listened on $addr:$port"
+  fi
+  log "live receiver $tag pid $RPID on $addr:$port"
+}
+
+# track_restored HOST_PID: tracks a restored process and, when it runs under a PID-namespace
+# init (its parent), that init too, so the EXIT trap kills both.
+track_restored() {
+  local ppid
+  track "$1"
+  ppid=$(awk '/^PPid:/ {print $2}' "/proc/$1/status" 2>/dev/null)
+  [ -n "$ppid" ] && [ "$ppid" -gt 1 ] && [ "$ppid" != $$ ] && track "$ppid"
+  return 0
+}
+
+# restored_from_log FILE: parses the "restored pid N (host pid H, ...), T thread(s), in X ms"
+# line; sets RESTORED_PID (H), RESTORED_NSPID (N), RESTORED_THREADS, RESTORE_MS, PAUSE_MS
+# ("" when not printed). Fails when there is no such line.
+restored_from_log() {
+  local line
+  line=$(grep -m1 'restored pid' "$1") || fail "no 'restored pid' line in $1: $(tail -n 5 "$1")"
+  RESTORED_NSPID=$(sed -n 's/.*restored pid \([0-9]*\) .*/\1/p' <<<"$line")
+  RESTORED_PID=$(sed -n 's/.*(host pid \([0-9-]*\),.*/\1/p' <<<"$line")
+  RESTORED_THREADS=$(sed -n 's/.*), \([0-9]*\) thread.*/\1/p' <<<"$line")
+  RESTORE_MS=$(sed -n 's/.* thread(s), in \([0-9.]*\) ms.*/\1/p' <<<"$line")
+  PAUSE_MS=$(sed -n 's/.*program paused \([0-9.]*\) ms.*/\1/p' <<<"$line")
+  [ -n "$RESTORED_PID" ] && [ "$RESTORED_PID" -gt 0 ] ||
+    fail "restored process has no host pid: $line"
+  track_restored "$RESTORED_PID"
+}
+
+# self_check_pid PID LOG WHO: SIGUSR2 to PID, then a new "CHECK PASS" line must appear in LOG.
+# Sets CHECK_LINE.
+self_check_pid() {
+  local pid=$1 file=$2 who=$3 before
+  before=$(grep -c '^CHECK' "$file")
+  kill -USR2 "$pid" || fail "$who pid $pid is gone"
+  wait_for 20 bash -c "[ \$(grep -c '^CHECK' '$file') -gt $before ]" ||
+    fail "$who printed no self-check within 20 s (alive: $(alive "$pid" && echo yes || echo no))"
+  CHECK_LINE=$(grep '^CHECK' "$file" | tail -n 1)
+  [[ "$CHECK_LINE" == "CHECK PASS"* ]] || fail "$who self-check: $CHECK_LINE"
+  log "$who self-check: $CHECK_LINE"
+}
+
+check_field() {  # check_field KEY -> value from CHECK_LINE
+  tr ' ' '\n' <<<"$CHECK_LINE" | sed -n "s/^$1=//p"
+}
+
+# maps_diff BEFORE AFTER: the lines of two /proc/PID/maps copies that differ in range, perms,
+# offset or path (device and inode ignored: a restored anonymous or file mapping may show other
+# numbers), one "- line" / "+ line" each; empty when the layouts are the same.
+maps_diff() {
+  diff <(awk '{print $1, $2, $3, $6}' "$1") <(awk '{print $1, $2, $3, $6}' "$2") |
+    sed -n 's/^</-/p; s/^>/+/p'
+}
+
+# maps_lost_files BEFORE AFTER: the file-backed VMAs of BEFORE ("range perms path", path
+# absolute) that AFTER does not show with the same range and path: the mappings a restore brought
+# back without their file identity (e.g. as anonymous memory). One line each.
+maps_lost_files() {
+  awk '$6 ~ /^\// {print $1, $2, $6}' "$1" | sort >"$1.files"
+  awk '$6 ~ /^\// {print $1, $2, $6}' "$2" | sort >"$2.files"
+  comm -23 "$1.files" "$2.files"
+}
