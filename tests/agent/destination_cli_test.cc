@@ -35,7 +35,7 @@ bool Contains(const std::string& s, const std::string& part) {
 }
 
 TEST_CASE("every new subcommand answers --help with its usage") {
-  for (const char* sub : {"run", "migrate", "checkpoint", "status", "cancel", "receive"}) {
+  for (const char* sub : {"run", "migrate", "checkpoint", "status", "cancel", "receive", "restore"}) {
     CommandResult r = Procmig({sub, "--help"});
     CHECK(r.exit_code == 0);
     CHECK(r.out.starts_with(absl::StrCat("usage: procmig ", sub)));
@@ -46,11 +46,16 @@ TEST_CASE("every new subcommand answers --help with its usage") {
 }
 
 TEST_CASE("usage errors exit 2 and say what was wrong") {
-  CommandResult r = Procmig({"receive", "--listen", "127.0.0.1:0"});
+  CommandResult r = Procmig({"receive", "--listen", "127.0.0.1:0", "--detach"});
   CHECK(r.exit_code == 2);
   CHECK(r.err ==
-        "procmig receive: --store DIR is required (restoring a live process without a store "
-        "comes with `procmig restore`)\n");
+        "procmig receive: --detach goes with --once (a live restore of one session)\n");
+  r = Procmig({"restore"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "procmig restore: needs exactly one image DIR\n");
+  r = Procmig({"restore", "/nonexistent-procmig-image"});
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.err, "/nonexistent-procmig-image/MANIFEST"));
   r = Procmig({"receive", "--store", "/tmp/x"});
   CHECK(r.exit_code == 2);
   CHECK(r.err == "procmig receive: --listen ADDR:PORT is required\n");
