@@ -24,7 +24,10 @@ std::string_view RegionKindName(RegionKind kind) {
 
 bool MemoryRegion::IsRamBlockCandidate() const {
   if (shared) return false;
-  if (!writable) return kind == RegionKind::kFile && readable && private_copies;
+  if (!writable) {
+    return (kind == RegionKind::kFile || kind == RegionKind::kAnonymous) && readable &&
+           private_copies;
+  }
   switch (kind) {
     case RegionKind::kAnonymous:
     case RegionKind::kHeap:

@@ -40,8 +40,9 @@ struct MemoryRegion {
   bool deleted = false;  // the kernel appended " (deleted)": the file was unlinked
   RegionKind kind = RegionKind::kAnonymous;
   // A read-only private file mapping some of whose pages are private copies (written before it
-  // was made read-only: the relocated GOT of a RELRO segment). Not in maps: set by whoever read
-  // the pagemap (LayoutSource).
+  // was made read-only: the relocated GOT of a RELRO segment), or a read-only private anonymous
+  // mapping with present pages (a restored process's RELRO segments are anonymous). Not in maps:
+  // set by whoever read the pagemap (LayoutSource).
   bool private_copies = false;
 
   uint64_t size() const { return end - start; }
@@ -51,7 +52,8 @@ struct MemoryRegion {
   // mapping live nowhere else) and the user-named [anon:*] / [stack:*] areas. Kernel-provided
   // special mappings ([vdso], [vvar], [vsyscall], [uprobes], unknown [names]) are never
   // candidates, nor is anything shared (its contents live in a file or another process). A
-  // read-only private file mapping is one only when it holds private copies (private_copies).
+  // read-only private file or anonymous mapping is one only when it holds private copies
+  // (private_copies).
   bool IsRamBlockCandidate() const;
 
   // The maps-like line for messages and logs, e.g.

@@ -36,6 +36,22 @@ TEST_CASE("IsRamBlockCandidate: writable private user memory only") {
   CHECK_FALSE(Make(true, false, RegionKind::kSpecial, "[future_thing]").IsRamBlockCandidate());
 }
 
+TEST_CASE("IsRamBlockCandidate: read-only private memory holding private copies") {
+  MemoryRegion relro = Make(false, false, RegionKind::kFile, "/usr/lib/libc.so.6");
+  relro.private_copies = true;
+  CHECK(relro.IsRamBlockCandidate());
+  // A restored process's RELRO segment: anonymous, read-only, its pages moved in.
+  MemoryRegion restored = Make(false, false, RegionKind::kAnonymous, "");
+  restored.private_copies = true;
+  CHECK(restored.IsRamBlockCandidate());
+  MemoryRegion shared = Make(false, true, RegionKind::kAnonymous, "");
+  shared.private_copies = true;
+  CHECK_FALSE(shared.IsRamBlockCandidate());
+  MemoryRegion vdso = Make(false, false, RegionKind::kSpecial, "[vdso]");
+  vdso.private_copies = true;
+  CHECK_FALSE(vdso.IsRamBlockCandidate());
+}
+
 TEST_CASE("ToString prints the maps line form") {
   MemoryRegion r = Make(true, false, RegionKind::kFile, "/tmp/a b");
   r.executable = true;
