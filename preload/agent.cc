@@ -4,7 +4,10 @@
 //
 // Control socket path: PROCMIG_CONTROL if set; otherwise the first usable directory of
 // $XDG_RUNTIME_DIR/procmig, /run/procmig (root only), /tmp/procmig-<uid>, created mode 0700,
-// holding <pid>.sock (mode 0600). Log: PROCMIG_LOG, else <pid>.log next to the socket.
+// holding <key>.sock (mode 0600), where <key> is the pid, or in a PID namespace other than the
+// initial one "<pid>.pidns-<namespace inode>" (AgentKey; `procmig` resolves a host pid to it
+// through /proc/PID/status NSpid and /proc/PID/ns/pid). Log: PROCMIG_LOG, else <key>.log next
+// to the socket. The same start runs again in a restored copy of the process (agent_restart.cc).
 #include "preload/agent.h"
 
 #include <errno.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -33,6 +37,11 @@ namespace {
 std::atomic<int> g_park_signal{0};
 int g_log_fd = -1;
 AgentContext g_ctx;  // the process's one agent (DESIGN.md: the preload owns the only singleton)
+AgentThreadInfo g_agent_thread;
+
+// The inode of the initial PID namespace (PROC_PID_INIT_INO in the kernel's proc_ns.h).
+constexpr unsigned long long kInitPidNsInode = 0xEFFFFFFCull;
+constexpr size_t kAgentStackBytes = 2u << 20;
 
 bool UsableDir(const char* dir) {
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) return false;
@@ -59,8 +68,24 @@ bool RuntimeDir(char* dir, size_t cap) {
 void* AgentThread(void*) {
   g_ctx.agent_tid = static_cast<pid_t>(syscall(SYS_gettid));
   g_ctx.freezer->SetAgentTid(g_ctx.agent_tid);
-  Log("agent thread %d serving %s (park signal %d)", g_ctx.agent_tid, g_ctx.socket_path,
-      ParkSignal());
+  // glibc keeps the descriptor and static TLS of a thread at the top of the stack it is given.
+  // That top, down to this frame, is migrated: glibc's thread list runs through the descriptor,
+  // and a restored copy must find it whole (the sentinel then joins this thread there). The rest
+  // of the stack, where the agent works while the program is parked, is excluded.
+  AgentThreadInfo& t = g_agent_thread;
+  uintptr_t tid_address = 0;
+  if (syscall(SYS_prctl, PR_GET_TID_ADDRESS, &tid_address, 0, 0, 0) != 0) tid_address = 0;
+  t.tid_address = tid_address;
+  const uintptr_t self = reinterpret_cast<uintptr_t>(pthread_self());
+  const uintptr_t frame =
+      reinterpret_cast<uintptr_t>(__builtin_frame_address(0)) & ~uintptr_t{4095};
+  const uintptr_t end = t.stack + t.stack_bytes;
+  if (t.stack != 0 && frame > t.stack && self >= frame && self < end) {
+    t.migrated_from = frame;
+    g_ctx.stack_size = frame - t.stack;
+  }
+  Log("agent thread %d serving %s (park signal %d, restart %u)", g_ctx.agent_tid,
+      g_ctx.socket_path, ParkSignal(), AgentRestarts());
   ServeControl(&g_ctx);
   return nullptr;
 }
@@ -79,6 +104,34 @@ int ParseParkSignal() {
 
 __attribute__((constructor)) void AgentInit() {
   (void)Real();  // resolve the real signal functions before anything else
+  if (!StartAgent(false)) return;
+  if (!StartSentinel()) Log("a restored copy of this process will have no agent");
+}
+
+}  // namespace
+
+void AgentKey(char* out, size_t cap) {
+  const int pid = getpid();
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) == 0 &&
+      static_cast<unsigned long long>(st.st_ino) != kInitPidNsInode) {
+    snprintf(out, cap, "%d.pidns-%llu", pid, static_cast<unsigned long long>(st.st_ino));
+  } else {
+    snprintf(out, cap, "%d", pid);
+  }
+}
+
+AgentThreadInfo& CurrentAgentThread() { return g_agent_thread; }
+
+bool StartAgent(bool restart) {
+  if (restart) {
+    // The old agent's fds, arena and thread are gone or not ours: forget them, close nothing.
+    g_ctx = AgentContext{};
+    g_agent_thread = AgentThreadInfo{};
+    g_log_fd = -1;
+  }
+  char key[64];
+  AgentKey(key, sizeof key);
   char dir[200] = "";
   const char* control = getenv("PROCMIG_CONTROL");
   if (control != nullptr && control[0] != '\0') {
@@ -87,46 +140,46 @@ __attribute__((constructor)) void AgentInit() {
     char* slash = strrchr(dir, '/');
     if (slash != nullptr) *slash = '\0';
   } else if (RuntimeDir(dir, sizeof dir)) {
-    snprintf(g_ctx.socket_path, sizeof g_ctx.socket_path, "%s/%d.sock", dir, getpid());
+    snprintf(g_ctx.socket_path, sizeof g_ctx.socket_path, "%s/%s.sock", dir, key);
   }
   const char* log = getenv("PROCMIG_LOG");
   char log_path[300];
   if (log != nullptr && log[0] != '\0') {
     snprintf(log_path, sizeof log_path, "%s", log);
   } else {
-    snprintf(log_path, sizeof log_path, "%s/%d.log", dir[0] ? dir : "/tmp", getpid());
+    snprintf(log_path, sizeof log_path, "%s/%s.log", dir[0] ? dir : "/tmp", key);
   }
   g_log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (g_ctx.socket_path[0] == '\0') {
     Log("no usable runtime directory for the control socket; agent disabled");
-    return;
+    return false;
   }
   const int sig = ParseParkSignal();
   if (sig < 0) {
     Log("PROCMIG_PARK_SIGNAL must be a real-time signal number in [%d, %d]; agent disabled",
         SIGRTMIN, SIGRTMAX);
-    return;
+    return false;
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (strlen(g_ctx.socket_path) >= sizeof addr.sun_path) {
     Log("control socket path too long: %s; agent disabled", g_ctx.socket_path);
-    return;
+    return false;
   }
   strcpy(addr.sun_path, g_ctx.socket_path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     Log("control socket: %s; agent disabled", strerror(errno));
-    return;
+    return false;
   }
-  unlink(g_ctx.socket_path);
+  unlink(g_ctx.socket_path);  // a stale one: an earlier run's, or on the same host the source's
   mode_t old_umask = umask(0177);  // the socket is created 0600
   int b = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old_umask);
   if (b != 0 || listen(fd, 8) != 0) {
     Log("bind/listen %s: %s; agent disabled", g_ctx.socket_path, strerror(errno));
     close(fd);
-    return;
+    return false;
   }
   g_ctx.listen_fd = fd;
   g_ctx.log_fd = g_log_fd;
@@ -135,7 +188,7 @@ __attribute__((constructor)) void AgentInit() {
     Log("park arena: %s; agent disabled", strerror(errno));
     close(fd);
     unlink(g_ctx.socket_path);
-    return;
+    return false;
   }
   SetParkSignal(sig);
   if (!g_ctx.freezer->InstallHandler()) {
@@ -143,26 +196,30 @@ __attribute__((constructor)) void AgentInit() {
     SetParkSignal(0);
     close(fd);
     unlink(g_ctx.socket_path);
-    return;
+    return false;
   }
-  // The agent thread's stack is our own mapping, so it is excluded from the RAM blocks.
-  g_ctx.stack_size = 2u << 20;
-  void* stack = mmap(nullptr, g_ctx.stack_size, PROT_READ | PROT_WRITE,
+  // The agent thread's stack is our own mapping; all but its top (AgentThread) is excluded from
+  // the RAM blocks until the thread says how much of it glibc took.
+  AgentThreadInfo& t = g_agent_thread;
+  g_ctx.stack_size = kAgentStackBytes;
+  void* stack = mmap(nullptr, kAgentStackBytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   if (stack != MAP_FAILED) {
     g_ctx.stack = reinterpret_cast<uintptr_t>(stack);
-    pthread_attr_setstack(&attr, stack, g_ctx.stack_size);
+    t.stack = g_ctx.stack;
+    t.stack_bytes = kAgentStackBytes;
+    pthread_attr_setstack(&attr, stack, kAgentStackBytes);
   }
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  // Joinable: in a restored copy the sentinel joins it, which unlinks its descriptor from glibc.
   // The agent thread starts with every signal blocked (the park signal included): it never runs
   // the program's handlers and is never parked.
   sigset_t all, prev;
   sigfillset(&all);
   Real().pthread_sigmask(SIG_SETMASK, &all, &prev);
-  pthread_t t;
-  int err = pthread_create(&t, &attr, AgentThread, nullptr);
+  pthread_t thread;
+  int err = pthread_create(&thread, &attr, AgentThread, nullptr);
   Real().pthread_sigmask(SIG_SETMASK, &prev, nullptr);
   pthread_attr_destroy(&attr);
   if (err != 0) {
@@ -170,11 +227,12 @@ __attribute__((constructor)) void AgentInit() {
     SetParkSignal(0);
     close(fd);
     unlink(g_ctx.socket_path);
-    return;
+    return false;
   }
+  t.thread = thread;
+  t.joinable = true;
+  return true;
 }
-
-}  // namespace
 
 int ParkSignal() { return g_park_signal.load(std::memory_order_relaxed); }
 void SetParkSignal(int sig) { g_park_signal.store(sig, std::memory_order_relaxed); }

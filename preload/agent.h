@@ -7,6 +7,7 @@
 #ifndef PROCMIG_PRELOAD_AGENT_H_
 #define PROCMIG_PRELOAD_AGENT_H_
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -59,6 +60,45 @@ class ParkFreezer : public SourceFreezer {
   uintptr_t arena_begin() const;
   uintptr_t arena_end() const;
 };
+
+// ---- Starting the agent, and starting it again in a restored copy (agent.cc, agent_restart.cc)
+//
+// The agent thread is never migrated and the agent's own mappings come back as zero-filled
+// memory, so a restored process has no agent until it starts one. A "sentinel" thread, started
+// with the agent, blocks every signal but the park signal and sleeps on a futex word in the
+// library's .bss; it is parked and migrated like any application thread. Every thread a restorer
+// resumes passes through OnResumedAfterRestore (in the park handler), which wakes the sentinel;
+// the sentinel, an ordinary thread again, forgets the old agent's objects (never destroys them)
+// and calls StartAgent(true).
+
+// Starts the agent: the control socket (stale socket file replaced), the log, the freezer's
+// arena, the park handler and the agent thread. `restart`: in a restored copy, after the old
+// agent's state was forgotten (its fds are not ours: never closed). False (logged) on failure.
+bool StartAgent(bool restart);
+// The socket and log name for this process: "<pid>" in the initial PID namespace, else
+// "<pid>.pidns-<inode of /proc/self/ns/pid>" (a restored process keeps its old pid in a new
+// namespace; the name must not collide with a host process's). `out` gets "" on failure.
+void AgentKey(char* out, size_t cap);
+// Starts the sentinel thread (once, from the constructor). False when it could not be started:
+// the agent works, but a restored copy of this process will have no agent.
+bool StartSentinel();
+// Park: the number of threads the last successful Park parked (what a restorer resumes).
+void NoteParkedThreads(uint32_t n);
+// In the park handler of every thread a restorer resumed: async-signal-safe, raw syscalls only.
+void OnResumedAfterRestore();
+// The agent thread's pthread, its glibc-tid word and its stack (for the sentinel to reap it in a
+// restored copy); set by agent.cc.
+struct AgentThreadInfo {
+  pthread_t thread{};
+  bool joinable = false;
+  uintptr_t tid_address = 0;  // glibc's thread descriptor's tid (PR_GET_TID_ADDRESS)
+  uintptr_t stack = 0;        // our mapping for its stack
+  size_t stack_bytes = 0;
+  uintptr_t migrated_from = 0;  // [migrated_from, stack + stack_bytes) is migrated (descriptor, TLS)
+};
+AgentThreadInfo& CurrentAgentThread();
+// Restarts so far in this process's history (0 in a process that was never restored).
+uint32_t AgentRestarts();
 
 }  // namespace procmig::preload
 

@@ -21,6 +21,7 @@ struct AgentContext {
   int log_fd = -1;
   pid_t agent_tid = 0;
   ParkFreezer* freezer = nullptr;
+  // The excluded part of the agent thread's stack (its top is migrated: see agent.cc).
   uintptr_t stack = 0;
   size_t stack_size = 0;
   char socket_path[256] = "";

@@ -113,8 +113,10 @@ void Handler(int, siginfo_t* info, void* uc_void) {
       c.tid = static_cast<uint32_t>(tid);
       if (procmig_park_save(&c) != 0) {
         // Resumed by the restorer in the migrated process: the freezer's memory is not ours any
-        // more (the agent's own memory is never migrated). Returning lets rt_sigreturn restore
-        // every register and the signal mask the thread had when the park signal came.
+        // more (the agent's own memory is never migrated). Wake the sentinel, which starts the
+        // agent again (agent_restart.cc). Returning lets rt_sigreturn restore every register and
+        // the signal mask the thread had when the park signal came.
+        OnResumedAfterRestore();
         errno = saved_errno;
         return;
       }
@@ -195,6 +197,11 @@ bool Exempt(int tid, std::span<const pid_t> exempt) {
 }  // namespace
 
 ParkFreezer* ParkFreezer::Create(pid_t agent_tid) {
+  // Again in a restored copy (agent_restart.cc): the old arena came back as zero-filled memory,
+  // which nothing uses; the old throttle must not carry over.
+  if (g != nullptr) munmap(g, g_arena_size);
+  g = nullptr;
+  g_throttle = 0;
   g_arena_size = (sizeof(Shared) + 4095) & ~size_t{4095};
   void* p = mmap(nullptr, g_arena_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
@@ -271,6 +278,7 @@ absl::Status ParkFreezer::Park(int timeout_ms, std::span<const pid_t> exempt) {
           g->parked[g->nparked++] = g->slots[i].ctx;
         }
       }
+      NoteParkedThreads(static_cast<uint32_t>(g->nparked));
       return absl::OkStatus();
     }
   }

@@ -8,6 +8,9 @@
 //   3. $XDG_RUNTIME_DIR/procmig/P.sock, with XDG_RUNTIME_DIR taken from P's environment;
 //   4. /run/procmig/P.sock when P runs as root;
 //   5. /tmp/procmig-UID/P.sock, UID being P's owner.
+// In 3-5, a process in a PID namespace other than the initial one (a restored process keeps its
+// old pid in a new namespace) is looked for first as "N.pidns-I.sock": N the last pid of
+// NSpid in /proc/P/status (its pid as it sees itself), I the inode of /proc/P/ns/pid.
 // The agent (preload/agent.cc) creates its socket by the same rules: PROCMIG_CONTROL, else the
 // first usable of $XDG_RUNTIME_DIR/procmig, /run/procmig (root), /tmp/procmig-<uid> (mode 0600).
 //

@@ -42,6 +42,38 @@ std::string TargetEnv(int pid, const std::string& name) {
   return "";
 }
 
+// The agent's name for its socket (preload/agent.cc AgentKey): "<pid as the process sees it>.
+// pidns-<inode>" when the process is in a PID namespace other than the initial one (a restored
+// process keeps its old pid in a new namespace), else "" (the plain pid).
+std::string NamespacedKey(int pid) {
+  constexpr unsigned long long kInitPidNsInode = 0xEFFFFFFCull;  // PROC_PID_INIT_INO
+  struct stat st;
+  if (stat(absl::StrCat("/proc/", pid, "/ns/pid").c_str(), &st) != 0 ||
+      static_cast<unsigned long long>(st.st_ino) == kInitPidNsInode) {
+    return "";
+  }
+  int fd = open(absl::StrCat("/proc/", pid, "/status").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return "";
+  buf[n] = '\0';
+  const char* line = std::strstr(buf, "\nNSpid:");
+  if (line == nullptr) return "";
+  // NSpid lists the pid in each namespace from ours down to the process's own: take the last.
+  std::string last;
+  for (const char* p = line + 7; *p != '\0' && *p != '\n';) {
+    while (*p == ' ' || *p == '\t') ++p;
+    const char* b = p;
+    while (*p >= '0' && *p <= '9') ++p;
+    if (p == b) break;
+    last.assign(b, p);
+  }
+  if (last.empty()) return "";
+  return absl::StrCat(last, ".pidns-", static_cast<unsigned long long>(st.st_ino));
+}
+
 }  // namespace
 
 std::vector<std::string> AgentSocketCandidates(int pid, const std::string& explicit_path) {
@@ -49,12 +81,17 @@ std::vector<std::string> AgentSocketCandidates(int pid, const std::string& expli
   if (!explicit_path.empty()) out.push_back(explicit_path);
   std::string control = TargetEnv(pid, "PROCMIG_CONTROL");
   if (!control.empty()) out.push_back(control);
+  std::vector<std::string> keys;
+  if (std::string ns = NamespacedKey(pid); !ns.empty()) keys.push_back(ns);
+  keys.push_back(absl::StrCat(pid));
   std::string runtime = TargetEnv(pid, "XDG_RUNTIME_DIR");
-  if (!runtime.empty()) out.push_back(absl::StrCat(runtime, "/procmig/", pid, ".sock"));
   struct stat st;
   uid_t uid = stat(absl::StrCat("/proc/", pid).c_str(), &st) == 0 ? st.st_uid : getuid();
-  if (uid == 0) out.push_back(absl::StrCat("/run/procmig/", pid, ".sock"));
-  out.push_back(absl::StrCat("/tmp/procmig-", uid, "/", pid, ".sock"));
+  for (const std::string& key : keys) {
+    if (!runtime.empty()) out.push_back(absl::StrCat(runtime, "/procmig/", key, ".sock"));
+    if (uid == 0) out.push_back(absl::StrCat("/run/procmig/", key, ".sock"));
+    out.push_back(absl::StrCat("/tmp/procmig-", uid, "/", key, ".sock"));
+  }
   return out;
 }
 
