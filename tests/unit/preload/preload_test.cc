@@ -2,7 +2,10 @@
 // control socket: a checkpoint --leave-running (every thread parked, contexts captured, the
 // program resumes: a read(), nanosleep loops, a futex wait and an all-signals-blocked thread all
 // carry on correctly), a migration (the program exits 0 after the ack, nothing more runs), and a
-// receiver that vanishes before the ack (the program runs on unharmed).
+// receiver that vanishes before the ack (the program runs on unharmed). Then churn_target: the
+// memory-layout interposers keep glibc's semantics, and checkpoints and a migration succeed while
+// three threads map, unmap, grow, shrink, move, protect and discard memory as fast as they can
+// (the layout gate keeps those changes and the tracker apart; each thread checks its memory).
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -37,7 +40,7 @@ struct Target {
   std::string dir, control;
 };
 
-Target Start() {
+Target Start(const char* path = PROCMIG_TARGET_PATH) {
   Target t;
   char tmpl[] = "/tmp/procmig-preload-test-XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
@@ -56,16 +59,17 @@ Target Start() {
     setenv("LD_PRELOAD", PROCMIG_PRELOAD_PATH, 1);
     setenv("PROCMIG_CONTROL", t.control.c_str(), 1);
     setenv("PROCMIG_LOG", (t.dir + "/agent.log").c_str(), 1);
-    execl(PROCMIG_TARGET_PATH, PROCMIG_TARGET_PATH, nullptr);
+    execl(path, path, nullptr);
     _exit(127);
   }
   close(in[0]);
   close(out[1]);
   t.in = in[1];
   t.out = out[0];
-  char buf[16] = {};
-  REQUIRE(read(t.out, buf, 6) == 6);
-  REQUIRE(std::string(buf, 6) == "ready\n");
+  std::string first;
+  char c;
+  while (read(t.out, &c, 1) == 1 && c != '\n') first.push_back(c);
+  REQUIRE(first == "ready");
   return t;
 }
 
@@ -270,6 +274,46 @@ TEST_CASE("a receiver that closes before the ack leaves the program running unha
   std::string out;
   int st = Finish(t, &out);
   CHECK(out.rfind("PASS", 0) == 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+}
+
+TEST_CASE("checkpoints while threads churn mmap/munmap/mremap/mprotect/madvise all succeed") {
+  Target t = Start(PROCMIG_CHURN_TARGET_PATH);  // "ready": the interposers' semantics held
+  for (int round = 0; round < 3; ++round) {
+    Receiver rx;
+    rx.Start();
+    std::vector<ControlMessage> replies =
+        Control(t, Migrate(rx.port, MigrationMode::kCheckpoint, true));
+    rx.thread.join();
+    REQUIRE(!replies.empty());
+    INFO("round " << round << ": " << replies.back().error_message);
+    CHECK(replies.back().verb == ControlVerb::kDone);
+    CHECK(rx.status.ok());
+    CHECK(rx.state.has_value());
+  }
+  std::string out;
+  int st = Finish(t, &out);
+  INFO(out);
+  CHECK(out.rfind("PASS", 0) == 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  MESSAGE("churn target: " << out);
+}
+
+TEST_CASE("a migration while threads churn mmap/munmap/mremap/mprotect/madvise succeeds") {
+  Target t = Start(PROCMIG_CHURN_TARGET_PATH);
+  Receiver rx;
+  rx.Start();
+  std::vector<ControlMessage> replies =
+      Control(t, Migrate(rx.port, MigrationMode::kMigrate, false));
+  rx.thread.join();
+  REQUIRE(!replies.empty());
+  INFO(replies.back().error_message);
+  CHECK(replies.back().verb == ControlVerb::kDone);
+  int st = 0;
+  REQUIRE(waitpid(t.pid, &st, 0) == t.pid);
+  CHECK(ReadAll(t.out).empty());  // parked, then ended after the ack
   CHECK(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
 }
