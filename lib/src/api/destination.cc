@@ -142,6 +142,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       r.pid_namespace = p.pid_namespace;
       r.start_ms = static_cast<double>(p.start_ns) / 1e6;
       r.clone_ms = static_cast<double>(p.clone_ns) / 1e6;
+      for (int i = 0; i < 6; ++i) r.phase_ms[i] = static_cast<double>(p.blob_phase_ns[i]) / 1e6;
       if (p.first_park_ns != 0 && p.running_at_ns > p.first_park_ns) {
         r.pause_ms = static_cast<double>(p.running_at_ns - p.first_park_ns) / 1e6;
       }

@@ -110,6 +110,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   r.pid_namespace = p->pid_namespace;
   r.start_ms = static_cast<double>(p->start_ns) / 1e6;
   r.clone_ms = static_cast<double>(p->clone_ns) / 1e6;
+  for (int i = 0; i < 6; ++i) r.phase_ms[i] = static_cast<double>(p->blob_phase_ns[i]) / 1e6;
   r.warnings = p->warnings;
   return r;
 }
@@ -126,6 +127,11 @@ std::string RenderRestoreResult(const RestoreResult& r) {
       r.pid, r.host_pid, r.pid_namespace ? "new PID namespace" : "this PID namespace", r.threads,
       r.start_ms, r.clone_ms);
   if (r.pause_ms > 0) absl::StrAppendFormat(&s, "; program paused %.1f ms in all", r.pause_ms);
+  absl::StrAppendFormat(&s,
+                        "\n  restorer: fds %.1f, unmap %.1f, memory %.1f, state %.1f, threads %.1f, "
+                        "ready %.1f ms",
+                        r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3], r.phase_ms[4],
+                        r.phase_ms[5]);
   for (const std::string& w : r.warnings) absl::StrAppend(&s, "\n  warning: ", w);
   return s;
 }

@@ -334,6 +334,11 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     out.running_at_ns = NowNs();
     out.start_ns = out.running_at_ns - t0;
     out.clone_ns = cloned - t0;
+    for (int i = 0; i < 6; ++i) {
+      if (rep.phase_ns[i + 1] >= rep.phase_ns[i]) {
+        out.blob_phase_ns[i] = rep.phase_ns[i + 1] - rep.phase_ns[i];
+      }
+    }
     for (const ThreadContext& t : state.threads) {
       if (t.park_time_ns != 0 && (out.first_park_ns == 0 || t.park_time_ns < out.first_park_ns)) {
         out.first_park_ns = t.park_time_ns;

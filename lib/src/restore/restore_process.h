@@ -49,6 +49,9 @@ struct RestoredProcess {
   // CLOCK_MONOTONIC when the report "running" arrived, and the earliest park of a thread in the
   // record (the source's clock: comparable on the same host only): the program's whole pause.
   uint64_t running_at_ns = 0;
+  // Where the blob's time went (ns): descriptors, unmap, memory ops, process state, thread
+  // clones, threads ready.
+  uint64_t blob_phase_ns[6] = {};
   uint64_t first_park_ns = 0;
   std::vector<std::string> warnings;
 };

@@ -96,6 +96,9 @@ struct Report {
   int32_t err = 0;     // errno (positive) of the failed system call
   uint32_t index = 0;  // op, fd, thread or signal index within the step
   uint64_t value = 0;  // running: number of threads started
+  // CLOCK_MONOTONIC at the blob's entry and after each phase: descriptors closed, unmapped,
+  // memory ops, process state (mm, sigactions, files, cwd), threads cloned, all threads ready.
+  uint64_t phase_ns[7] = {};
 };
 inline constexpr uint32_t kReportRunning = 1;
 inline constexpr uint32_t kReportFailed = 2;
@@ -126,6 +129,7 @@ struct Args {
   uint32_t ready = 0;    // threads that finished their per-thread state and wait for go
   uint32_t failed = 0;   // a thread's per-thread step failed
   uint32_t fail_err = 0, fail_index = 0, fail_step = 0;
+  uint64_t phase_ns[7] = {};  // filled by the blob, copied into its report
 };
 
 inline constexpr uint32_t kArgSetTid = 1;     // create threads with their old ids (set_tid)

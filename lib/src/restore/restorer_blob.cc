@@ -73,7 +73,7 @@ enum : long {
   kSysSigaltstack = 131, kSysPrctl = 157, kSysArchPrctl = 158, kSysGetpid = 39, kSysExit = 60,
   kSysChdir = 80, kSysFutex = 202, kSysSetTidAddress = 218, kSysExitGroup = 231,
   kSysOpenat = 257, kSysSetRobustList = 273, kSysDup3 = 292, kSysRseq = 334,
-  kSysCloseRange = 436,
+  kSysCloseRange = 436, kSysClockGettime = 228,
 };
 
 BLOB long Sys6(long n, long a, long b, long c, long d, long e, long f) {
@@ -120,9 +120,18 @@ BLOB void WaitWhile(uint32_t* p, uint32_t v) {
   while (AtomicLoad(p) == v) Sys(kSysFutex, reinterpret_cast<long>(p), 0 | 128, v, 0);
 }
 
+BLOB void Mark(abi::Args* a, int phase) {
+  struct {
+    int64_t sec, nsec;
+  } ts;
+  Sys(kSysClockGettime, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&ts));
+  a->phase_ns[phase] = static_cast<uint64_t>(ts.sec) * 1000000000ull + static_cast<uint64_t>(ts.nsec);
+}
+
 BLOB void Report(abi::Args* a, uint32_t kind, uint32_t step, long err, uint64_t index,
                  uint64_t value) {
   abi::Report r;
+  for (int i = 0; i < 7; ++i) r.phase_ns[i] = a->phase_ns[i];
   r.kind = kind;
   r.step = step;
   r.err = static_cast<int32_t>(-err);
@@ -239,6 +248,7 @@ extern "C" void procmig_blob_thread(abi::Args* a, uint64_t index) {
 
 extern "C" void procmig_blob_main(abi::Args* a) {
   // Every signal blocked until each thread's rt_sigreturn restores its own mask.
+  Mark(a, 0);
   uint64_t all = ~0ull;
   Sys(kSysRtSigprocmask, 2 /* SIG_SETMASK */, reinterpret_cast<long>(&all), 0, 8);
   long r;
@@ -253,6 +263,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   // Descriptors: keep stdio and the report pipe only.
   if (a->report_fd > 3) Sys(kSysCloseRange, 3, a->report_fd - 1, 0);
   Sys(kSysCloseRange, a->report_fd + 1, 0x7fffffff, 0);
+  Mark(a, 1);
   // Unmap everything but the kept ranges (sorted, disjoint).
   {
     const abi::Range* keep = AT(abi::Range, a, a->keep);
@@ -267,11 +278,13 @@ extern "C" void procmig_blob_main(abi::Args* a) {
       if (i < a->nkeep) from = keep[i].end;
     }
   }
+  Mark(a, 2);
   const abi::Op* ops = AT(abi::Op, a, a->ops);
   for (uint32_t i = 0; i < a->nops; ++i) {
     r = RunOp(a, ops[i]);
     if (Failed(r)) Die(a, abi::kStepMemory, r, i);
   }
+  Mark(a, 3);
   // mm fields; the exe link too when asked (falls back to keeping it).
   {
     abi::MmMap& mm = a->mm;  // in place: a struct copy could become a memcpy call
@@ -321,6 +334,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     r = Sys(kSysChdir, reinterpret_cast<long>(Str(a, a->cwd)));
     if (Failed(r)) Die(a, abi::kStepCwd, r, 0);
   }
+  Mark(a, 4);
   if (a->comm[0] != 0) Sys(kSysPrctl, 15 /* PR_SET_NAME */, reinterpret_cast<long>(a->comm));
   abi::Thread* threads = AT(abi::Thread, a, a->threads);
   for (uint32_t i = 1; i < a->nthreads; ++i) {
@@ -350,6 +364,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     r = procmig_blob_clone3(&ca, sizeof ca);
     if (Failed(r)) Die(a, abi::kStepThreads, r, i);
   }
+  Mark(a, 5);
   r = ThreadState(a, &threads[0]);
   if (Failed(r)) Die(a, abi::kStepThreadState, r, 0);
   for (;;) {
@@ -358,6 +373,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     if (ready + 1 >= a->nthreads) break;
     Sys(kSysFutex, reinterpret_cast<long>(&a->ready), 0 | 128, ready, 0);
   }
+  Mark(a, 6);
   Report(a, abi::kReportRunning, abi::kStepNone, 0, 0, a->nthreads);
   Sys(kSysClose, a->report_fd);
   AtomicStore(&a->go, 1);
