@@ -163,8 +163,11 @@ absl::Status CheckRestorable(const ProcessStateRecord& state) {
     }
   }
   // Files that will be mapped from disk must be the ones the source mapped.
+  std::string last_path;  // VMAs of one file are adjacent: stat each file once
   for (const VmaRecord& v : state.vmas) {
     if (v.kind != VmaKind::kFile || v.path.empty() || v.path[0] != '/') continue;
+    if (v.path == last_path) continue;
+    last_path = v.path;
     struct stat st;
     if (stat(v.path.c_str(), &st) != 0) {
       if (v.block_id == 0) why.push_back(absl::StrCat(v.path, ": ", strerror(errno)));
