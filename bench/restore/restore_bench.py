@@ -215,11 +215,16 @@ class Bench:
         self.criu = os.environ.get("PROCMIG_CRIU", "")
 
     # ---- live migration to a restoring receiver
-    def live_once(self, mib, wrap=None):
+    def live_once(self, mib, wrap=None, trace_source=False):
         r = Run(self, f"live-{mib}")
         ok = False
         try:
             w = r.start_workload(mib)
+            if trace_source:
+                # The source's system calls through the final phase (perf trace -p).
+                st = r.spawn(["perf", "trace", "-p", str(w.pid), "-o", r.path("source.txt")],
+                             "source-trace.out")
+                time.sleep(2)
             recv_argv = [self.procmig, "receive", "--listen", "127.0.0.1:0", "--once", "--detach"]
             rp = r.spawn((wrap(r) if wrap else []) + recv_argv, "receive.out")
             m = wait_for(lambda: file_has(r.path("receive.out"), r"^listening on (\S+)")
@@ -230,6 +235,12 @@ class Bench:
             code, wall = r.run([self.procmig, "migrate", str(w.pid), "--to", addr, "--json"],
                                "migrate.out", 600)
             stats = last_json(r.read("migrate.out"))
+            if trace_source:
+                st.send_signal(signal.SIGINT)
+                try:
+                    st.wait(30)
+                except subprocess.TimeoutExpired:
+                    st.kill()
             try:
                 rcode = rp.wait(60)
             except subprocess.TimeoutExpired:
@@ -311,16 +322,16 @@ class Bench:
                                      "--shell-job", "-o", "dump.log", "-v2"], "criu-dump.out",
                                     600)
             if code != 0:
-                raise BenchError(f"criu dump exit {code} (log {img}/dump.log): "
-                                 + r.read("image/dump.log")[-300:])
+                raise BenchError(f"criu dump exit {code}: " + (r.read("image/dump.log")[-300:]
+                                 or r.read("stderr.log")[-300:]).strip())
             w.wait(30)
             pidfile = r.path("restored.pid")
             code, rs_wall = r.run([self.criu, "restore", "-D", img, "--shell-job", "-d",
                                    "--pidfile", pidfile, "-o", "restore.log", "-v2"],
                                   "criu-restore.out", 300)
             if code != 0:
-                raise BenchError(f"criu restore exit {code} (log {img}/restore.log): "
-                                 + r.read("image/restore.log")[-300:])
+                raise BenchError(f"criu restore exit {code}: " + (
+                    r.read("image/restore.log")[-300:] or r.read("stderr.log")[-300:]).strip())
             r.check_restored(int(r.read("restored.pid").split()[0]))
             ok = True
             return {"dump_ms": dump_wall * 1000, "restore_ms": rs_wall * 1000}
@@ -390,7 +401,7 @@ class Bench:
         print(f"profile: {mib} MiB, live; receiver under perf trace (times inflated by tracing)")
         try:
             res, r = self.live_once(mib, lambda r: [perf, "trace", "-o", r.path("trace.txt"),
-                                                    "--"])
+                                                    "--"], trace_source=True)
             try:
                 print(f"  reported: restore {res['restore_ms']:.1f} ms (created after "
                       f"{res['created_ms']:.1f} ms), paused {res['pause_ms']:.1f} ms in all, "
@@ -400,6 +411,8 @@ class Bench:
                 if self.args.profile_out:
                     shutil.copy(r.path("trace.txt"), self.args.profile_out + ".trace")
                 for line in trace_timeline(r.read("trace.txt")):
+                    print("  " + line)
+                for line in source_longest(r.read("source.txt")):
                     print("  " + line)
             finally:
                 r.close()
@@ -435,6 +448,32 @@ class Bench:
                 print("  " + line)
         except (BenchError, subprocess.TimeoutExpired) as e:
             print(f"  did not complete: {e}")
+
+
+def source_longest(text):
+    """The source's longest system calls (perf trace -p of the migrated program)."""
+    calls = []
+    pending = {}
+    for line in text.splitlines():
+        m = PENDING_RE.match(line)
+        if m:
+            pending[int(m.group(1))] = m.group(2)
+            continue
+        m = TRACE_RE.match(line)
+        if m:
+            calls.append((float(m.group(2) or 0), float(m.group(1)), m.group(5), m.group(6)))
+            continue
+        m = CONTINUED_RE.match(line)
+        if m:
+            calls.append((float(m.group(2)), float(m.group(1)), m.group(4),
+                          pending.pop(int(m.group(3)), "")))
+    if not calls:
+        return ["source: no trace"]
+    skip = ("futex", "poll", "ppoll", "epoll_wait", "clock_nanosleep", "nanosleep", "wait4",
+            "rt_sigtimedwait", "rt_sigsuspend", "accept4", "read", "io_uring_enter")
+    work = sorted((c for c in calls if c[2] not in skip), reverse=True)[:5]
+    return ["source (the migrated program and its agent), the longest calls that do work:"] + [
+        f"    {d:7.1f} ms at {t:.1f} {name}({args[:80]})" for d, t, name, args in work]
 
 
 def end_of_stream_cpu(script):
