@@ -33,13 +33,23 @@ static_assert(sizeof(ThreadParkContext) <= sizeof(ThreadContext) + 16);
 // buffer sized before parking, so ParkedThreads() never allocates.
 class FreezerAdapter : public Freezer {
  public:
-  FreezerAdapter(SourceFreezer* f, DirtyTracker** tracker) : f_(f), tracker_(tracker) {
+  FreezerAdapter(SourceFreezer* f, DirtyTracker** tracker, Sender** sender)
+      : f_(f), tracker_(tracker), sender_(sender) {
     contexts_.resize(kMaxThreads / 64);
+    exempt_.reserve(256);
   }
   absl::Status Park(int timeout_ms) override {
-    std::span<const pid_t> exempt;
-    if (*tracker_ != nullptr) exempt = (*tracker_)->OwnThreads();
-    RETURN_IF_ERROR(f_->Park(timeout_ms, exempt));
+    // The tracker's and the sender's own threads (uffd handler, compression workers) run on.
+    // Filled within the capacity reserved above: no allocation.
+    exempt_.clear();
+    auto add = [&](std::span<const pid_t> tids) {
+      for (pid_t t : tids) {
+        if (exempt_.size() < exempt_.capacity()) exempt_.push_back(t);
+      }
+    };
+    if (*tracker_ != nullptr) add((*tracker_)->OwnThreads());
+    if (*sender_ != nullptr) add((*sender_)->OwnThreads());
+    RETURN_IF_ERROR(f_->Park(timeout_ms, exempt_));
     std::span<const ThreadParkContext> in = f_->ParkedThreads();
     if (in.size() > contexts_.size()) {
       f_->Unpark();
@@ -73,6 +83,8 @@ class FreezerAdapter : public Freezer {
  private:
   SourceFreezer* const f_;
   DirtyTracker** const tracker_;
+  Sender** const sender_;
+  std::vector<pid_t> exempt_;
   std::vector<ThreadContext> contexts_;
   size_t count_ = 0;
 };
@@ -108,6 +120,8 @@ MigrationStats ToStats(const SenderStats& s) {
   m.xbzrle_pages = s.pages.xbzrle_pages;
   m.xbzrle_cache_misses = s.pages.xbzrle_cache_misses;
   m.xbzrle_overflows = s.pages.xbzrle_overflows;
+  m.compressed_pages = s.pages.compressed_pages;
+  m.compressed_bytes = s.pages.compressed_bytes;
   m.dirty_pages_rate = s.dirty_pages_rate;
   m.throughput_bps = s.throughput_bps;
   m.expected_downtime_ms = s.expected_downtime_ms;
@@ -122,7 +136,7 @@ MigrationStats ToStats(const SenderStats& s) {
 class SourceImpl : public MigrationSource {
  public:
   explicit SourceImpl(SourceSetup setup)
-      : setup_(std::move(setup)), freezer_(setup_.freezer, &tracker_raw_) {}
+      : setup_(std::move(setup)), freezer_(setup_.freezer, &tracker_raw_, &sender_raw_) {}
 
   absl::Status Run() override {
     absl::Status s = RunInner();
@@ -182,7 +196,6 @@ class SourceImpl : public MigrationSource {
     if (o.channels > 1) {
       Log(absl::StrCat("channels=", o.channels, " requested; this agent sends on 1 channel"));
     }
-    if (o.compress_level > 0) Log("compression requested; this agent sends uncompressed pages");
     TransportConfig tc;
     ASSIGN_OR_RETURN(tc.kind, ParseTransportKind(o.transport));
     ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep));
@@ -227,6 +240,8 @@ class SourceImpl : public MigrationSource {
     c.pages.xbzrle = o.xbzrle;
     c.pages.xbzrle_cache_bytes = o.xbzrle_cache_bytes;
     c.pages.max_bandwidth = o.max_bandwidth;
+    c.pages.compress_level = o.compress_level;
+    c.pages.compress_threads = o.compress_threads;
     c.leave_running = o.mode == MigrationMode::kCheckpoint && o.leave_running;
     c.park_timeout_ms = setup_.park_timeout_ms;
     c.final_timeout_ms = setup_.final_timeout_ms;
@@ -241,6 +256,7 @@ class SourceImpl : public MigrationSource {
     ProcMapsLayout layout;
     auto sender = std::make_unique<Sender>(std::move(c), &group->channel(0), final_channel.get(),
                                            tracker.get(), &freezer_, &layout);
+    sender_raw_ = sender.get();
     {
       std::lock_guard<std::mutex> l(mu_);
       sender_ = sender.get();
@@ -274,11 +290,13 @@ class SourceImpl : public MigrationSource {
       return s;
     }
     tracker_raw_ = nullptr;
+    sender_raw_ = nullptr;
     return s;
   }
 
   const SourceSetup setup_;
   DirtyTracker* tracker_raw_ = nullptr;
+  Sender* sender_raw_ = nullptr;  // the Run() thread's: the freezer reads it while parking
   FreezerAdapter freezer_;
   mutable std::mutex mu_;
   Sender* sender_ = nullptr;  // guarded by mu_

@@ -1,5 +1,8 @@
 #include "codec/compress_pool.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -49,8 +52,14 @@ absl::StatusOr<std::unique_ptr<CompressPool>> CompressPool::Create(
     if (!c.ok()) return c.status();
     pool->compressors_.push_back(*std::move(c));
   }
+  pool->tids_.reserve(pool->compressors_.size());
   for (auto& c : pool->compressors_) {
     pool->workers_.emplace_back(&CompressPool::WorkerLoop, pool.get(), c.get());
+  }
+  {
+    // Every worker has said who it is before the pool is handed out.
+    std::unique_lock<std::mutex> lock(pool->mu_);
+    pool->done_cv_.wait(lock, [&] { return pool->tids_.size() == pool->workers_.size(); });
   }
   return pool;
 }
@@ -66,6 +75,8 @@ CompressPool::~CompressPool() {
 
 void CompressPool::WorkerLoop(ZlibCompressor* compressor) {
   std::unique_lock<std::mutex> lock(mu_);
+  tids_.push_back(static_cast<pid_t>(syscall(SYS_gettid)));
+  done_cv_.notify_all();
   while (true) {
     work_cv_.wait(lock, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stop_ || next_take_ < submitted_;

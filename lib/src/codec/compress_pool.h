@@ -13,11 +13,14 @@
 #ifndef PROCMIG_CODEC_COMPRESS_POOL_H_
 #define PROCMIG_CODEC_COMPRESS_POOL_H_
 
+#include <sys/types.h>
+
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -69,6 +72,9 @@ class CompressPool {
   size_t Outstanding() const { return next_submit_ - next_collect_; }
 
   const CompressPoolConfig& config() const { return config_; }
+  // The workers' kernel thread ids (known when Create() returns): a process-freezing caller must
+  // not stop them.
+  std::span<const pid_t> worker_tids() const { return {tids_.data(), tids_.size()}; }
 
  private:
   struct Job {
@@ -96,6 +102,7 @@ class CompressPool {
   std::condition_variable done_cv_;              // the owner waits for a job to finish
   uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;  // jobs visible to workers
   uint64_t next_take_ ABSL_GUARDED_BY(mu_) = 0;  // next job a worker picks up
+  std::vector<pid_t> tids_;                      // appended under mu_ until Create() returns
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
 
   // Owned by the owner thread.

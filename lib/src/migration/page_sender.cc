@@ -48,6 +48,10 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   if (channel == nullptr) return absl::InvalidArgumentError("page sender: no channel");
   wire::Preamble pre = config.preamble;
   if (config.xbzrle) pre.features |= wire::kFeatureXbzrle;
+  if (config.compress_level < 0 || config.compress_level > 9) {
+    return absl::InvalidArgumentError("page sender: compress level must be 0..9");
+  }
+  if (config.compress_level > 0) pre.features |= wire::kFeatureZlib;
   ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> writer, wire::StreamWriter::Create(pre));
   PageSenderConfig c = config;
   c.preamble = pre;
@@ -60,9 +64,20 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
     RETURN_IF_ERROR(pc.Validate());
     ASSIGN_OR_RETURN(s->cache_, PageCache::Create(pc));
   }
-  // A batch's worth of staged pages plus one run of pages and their deltas.
+  if (config.compress_level > 0) {
+    CompressPoolConfig pc;
+    pc.threads = std::max(1, config.compress_threads);
+    pc.level = config.compress_level;
+    pc.max_job_bytes = pre.page_size;
+    ASSIGN_OR_RETURN(s->pool_, CompressPool::Create(pc));
+    ASSIGN_OR_RETURN(s->inline_z_, ZlibCompressor::Create(config.compress_level));
+    s->z_scratch_size_ = ZlibCompressor::MaxCompressedSize(pre.page_size);
+    s->z_scratch_.reset(new uint8_t[s->z_scratch_size_]);
+    s->z_index_.reset(new uint32_t[wire::kMaxPagesPerRun]);
+  }
+  // A batch's worth of staged pages plus one run of pages, their deltas and zlib streams.
   const size_t run_bytes = static_cast<size_t>(wire::kMaxPagesPerRun) * pre.page_size;
-  s->stage_size_ = config.flush_bytes + 3 * run_bytes;
+  s->stage_size_ = config.flush_bytes + 4 * run_bytes;
   s->stage_.reset(new uint8_t[s->stage_size_]);
   return s;
 }
@@ -227,7 +242,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   auto table = tables_.find(id);
   uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
-  const size_t need = (staged ? count : 0) + (cache_ ? 2 * count : 0);
+  const size_t need = (staged ? count : 0) + (cache_ ? 2 * count : 0) + (pool_ ? count : 0);
   if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
   const uint8_t* src = reinterpret_cast<const uint8_t*>(start + first * page_size_);
   if (staged) {
@@ -286,11 +301,54 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     }
     // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
   }
+  if (pool_) RETURN_IF_ERROR(CompressRun(count, live));
   std::span<const wire::PageEntry> run(entries_.get(), count);
   RETURN_IF_ERROR(AddWithRoom([&] { return writer_->AddPageRun(id, first, run, false); }));
   counters_.pages += count;
   iter_pages_ += count;
   if (writer_->batch_bytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
+  return absl::OkStatus();
+}
+
+absl::Status PageSender::UseZlib(wire::PageEntry& e, const uint8_t* z, size_t size) {
+  if (size >= page_size_) return absl::OkStatus();  // incompressible: stays raw
+  ASSIGN_OR_RETURN(uint8_t * slot, Stage());
+  std::memcpy(slot, z, size);
+  e.page_crc = crc32c::Value(e.data.data(), e.data.size());
+  e.encoding = wire::PageEncoding::kZlib;
+  e.data = {slot, size};
+  --counters_.normal_pages;
+  ++counters_.compressed_pages;
+  counters_.compressed_bytes += size;
+  return absl::OkStatus();
+}
+
+absl::Status PageSender::CompressRun(uint64_t count, bool live) {
+  // The pages are staged copies: they cannot change while the workers read them.
+  uint32_t n = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    if (entries_[i].encoding == wire::PageEncoding::kRaw) z_index_[n++] = static_cast<uint32_t>(i);
+  }
+  if (!live) {
+    // The frozen copy: no worker threads there; compress here (no allocation).
+    for (uint32_t k = 0; k < n; ++k) {
+      wire::PageEntry& e = entries_[z_index_[k]];
+      ASSIGN_OR_RETURN(size_t size, inline_z_->Compress(e.data.data(), e.data.size(),
+                                                       z_scratch_.get(), z_scratch_size_));
+      RETURN_IF_ERROR(UseZlib(e, z_scratch_.get(), size));
+    }
+    return absl::OkStatus();
+  }
+  uint32_t submitted = 0;
+  for (uint32_t collected = 0; collected < n; ++collected) {
+    while (submitted < n && !pool_->Full()) {
+      const wire::PageEntry& e = entries_[z_index_[submitted]];
+      RETURN_IF_ERROR(pool_->Submit(e.data.data(), e.data.size()).status());
+      ++submitted;
+    }
+    ASSIGN_OR_RETURN(CompressPool::Result r, pool_->Collect());
+    RETURN_IF_ERROR(UseZlib(entries_[z_index_[collected]], r.data, r.size));
+  }
   return absl::OkStatus();
 }
 

@@ -27,7 +27,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "codec/compress_pool.h"
 #include "codec/page_cache.h"
+#include "codec/zlib_codec.h"
 #include "migration/rate_limiter.h"
 #include "ram/ram_block.h"
 #include "transport/channel.h"
@@ -42,6 +44,11 @@ struct PageSenderConfig {
   bool xbzrle = false;
   size_t xbzrle_cache_bytes = 64u << 20;
   uint64_t max_bandwidth = 0;  // bytes/s, 0 = unlimited
+  // zlib level 1..9 for pages sent neither as zero nor as XBZRLE; 0 = no compression. Live runs
+  // are compressed on compress_threads workers (CompressPool); the frozen copy, where those
+  // threads do not exist, compresses on its own thread with a compressor made at Create().
+  int compress_level = 0;
+  int compress_threads = 1;
 };
 
 struct PageSenderCounters {
@@ -52,6 +59,8 @@ struct PageSenderCounters {
   uint64_t xbzrle_bytes = 0;
   uint64_t xbzrle_cache_misses = 0;
   uint64_t xbzrle_overflows = 0;
+  uint64_t compressed_pages = 0;  // sent as zlib
+  uint64_t compressed_bytes = 0;  // their zlib streams' bytes
   uint64_t pages = 0;  // all pages sent, any encoding
 };
 
@@ -89,6 +98,10 @@ class PageSender {
   uint64_t read_faults() const { return read_faults_; }
   uint32_t TakeFaultBlock() { return std::exchange(fault_block_, 0); }
   uint32_t page_size() const { return page_size_; }
+  // Threads of the page sender's own (the compression workers): never to be parked.
+  std::span<const pid_t> OwnThreads() const {
+    return pool_ ? pool_->worker_tids() : std::span<const pid_t>();
+  }
   // The crc32c of the block's content as the receiver holds it, built from the crc of each page
   // as last sent (never by re-reading memory, which the agent's own heap changes). 0 for unknown
   // ids.
@@ -113,6 +126,11 @@ class PageSender {
   absl::StatusOr<uint8_t*> Stage();
   // process_vm_readv of `count` pages at addr into out; returns the pages read.
   size_t ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out);
+  // Replaces the raw pages of entries_[0, count) by zlib streams where that is smaller.
+  absl::Status CompressRun(uint64_t count, bool live);
+  // Makes entry e a zlib page of `size` bytes at `z` (copied into the staging area) when that
+  // is smaller than a raw page.
+  absl::Status UseZlib(wire::PageEntry& e, const uint8_t* z, size_t size);
 
   const PageSenderConfig config_;
   const uint32_t page_size_;
@@ -124,6 +142,11 @@ class PageSender {
   size_t stage_size_ = 0;
   size_t stage_used_ = 0;
   std::unique_ptr<PageCache> cache_;
+  std::unique_ptr<CompressPool> pool_;         // live runs
+  std::unique_ptr<ZlibCompressor> inline_z_;   // the frozen copy
+  std::unique_ptr<uint8_t[]> z_scratch_;       // inline_z_'s output
+  size_t z_scratch_size_ = 0;
+  std::unique_ptr<uint32_t[]> z_index_;        // entries of a run handed to the pool
   RateLimiter limiter_;
   bool rate_limited_ = true;
   std::function<absl::Status()> after_flush_;

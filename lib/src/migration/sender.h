@@ -115,6 +115,11 @@ class Sender {
   SenderStats stats() const;
   SenderState state() const { return state_; }
   const std::string& last_stop_failure() const { return last_stop_failure_; }
+  // The sender's own threads (compression workers), which a freezer must not park; valid while
+  // Run() runs. Called from the Run() thread (the freezer's Park), no allocation.
+  std::span<const pid_t> OwnThreads() const {
+    return pages_ ? pages_->OwnThreads() : std::span<const pid_t>();
+  }
   // Where each sent block ended up (for tests and the agent's log).
   std::span<const RamBlock> blocks() const { return registry_.blocks(); }
 

@@ -17,6 +17,7 @@
 
 #include "base/crc32c.h"
 #include "codec/xbzrle.h"
+#include "codec/zlib_codec.h"
 #include "dirty/tracker_probe.h"
 #include "transport/memory_channel.h"
 #include "transport/posix_channel.h"
@@ -143,6 +144,8 @@ struct TestReceiver {
   uint64_t iterations = 0, pages = 0;
   bool final_seen = false, ack = true;
   int ack_delay_ms = 0;  // wait this long after end_of_stream before acking
+  uint64_t zlib_pages = 0;
+  std::unique_ptr<ZlibDecompressor> zlib;
 
   void Run(Channel& ch) {
     wire::StreamReader reader;
@@ -201,6 +204,16 @@ struct TestReceiver {
                   return;
                 }
                 break;
+              case wire::PageEncoding::kZlib:
+                if (zlib == nullptr) zlib = std::move(*ZlibDecompressor::Create());
+                status = zlib->DecompressExact(e.data.data(), e.data.size(), page, kPage);
+                if (!status.ok()) return;
+                if (crc32c::Value(page, kPage) != e.page_crc) {
+                  status = absl::DataLossError("zlib page crc");
+                  return;
+                }
+                ++zlib_pages;
+                break;
               default:
                 status = absl::InternalError("unexpected encoding");
                 return;
@@ -237,8 +250,10 @@ struct TestReceiver {
   }
 };
 
-SenderConfig Config(bool xbzrle = false) {
+SenderConfig Config(bool xbzrle = false, int compress = 0) {
   SenderConfig c;
+  c.pages.compress_level = compress;
+  c.pages.compress_threads = 2;
   c.pages.preamble.page_size = kPage;
   c.pages.preamble.session_id = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
   c.pages.xbzrle = xbzrle;
@@ -282,7 +297,8 @@ void CheckArrived(const TestReceiver& rx, const std::vector<Region*>& regions) {
   }
 }
 
-void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker, bool xbzrle) {
+void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker, bool xbzrle,
+             int compress = 0) {
   Region a(256), b(64), later(16);
   std::memset(a.p + 10 * kPage, 0xab, kPage);  // a non-pattern page; others zero until written
   FakeLayout layout;
@@ -291,7 +307,7 @@ void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker,
   FakeFreezer freezer({&a, &b, &later});
   TestReceiver rx;
   std::thread t([&] { rx.Run(rx_ch); });
-  Sender sender(Config(xbzrle), &tx, &tx, tracker.get(), &freezer, &layout);
+  Sender sender(Config(xbzrle, compress), &tx, &tx, tracker.get(), &freezer, &layout);
   absl::Status s = sender.Run();
   t.join();
   REQUIRE_MESSAGE(s.ok(), s.ToString());
@@ -307,6 +323,16 @@ void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker,
   CHECK(st.pages.bytes_out == tx.counters().bytes_out);
   CHECK(st.total_bytes == (256 + 64 + 16) * kPage);
   if (xbzrle) CHECK(st.pages.xbzrle_pages > 0);
+  if (compress > 0) {
+    // Pattern pages (one byte set in a page of zeros) compress; the final phase (inline, no
+    // worker threads) too.
+    CHECK(st.pages.compressed_pages > 0);
+    CHECK(st.pages.compressed_pages == rx.zlib_pages);
+    CHECK(st.pages.compressed_bytes < st.pages.compressed_pages * kPage / 4);
+  } else {
+    CHECK(st.pages.compressed_pages == 0);
+    CHECK(rx.zlib_pages == 0);
+  }
 }
 
 TEST_CASE("full tracker over a MemoryChannel: every page's final content arrives") {
@@ -321,6 +347,18 @@ TEST_CASE("XBZRLE over a MemoryChannel cut into 1000-byte pieces") {
   auto pair = MemoryChannel::CreatePair(o);
   REQUIRE(pair.ok());
   RunOver(*pair->first, *pair->second, MakeTracker(TrackerKind::kFull, {}), true);
+}
+
+TEST_CASE("zlib level 1 on 2 threads, with XBZRLE: zero, xbzrle and zlib pages in one stream") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  RunOver(*pair->first, *pair->second, MakeTracker(TrackerKind::kFull, {}), true, 1);
+}
+
+TEST_CASE("zlib level 6 without XBZRLE") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  RunOver(*pair->first, *pair->second, MakeTracker(TrackerKind::kFull, {}), false, 6);
 }
 
 TEST_CASE("best tracker over a socketpair") {
