@@ -221,8 +221,9 @@ TEST_CASE("checkpoint --leave-running parks every thread and they all resume cor
   CHECK(replies.back().verb == ControlVerb::kDone);
   REQUIRE(rx.status.ok());
   REQUIRE(rx.state.has_value());
-  // main + reader + sleeper + waiter + blocker; the agent thread is never parked.
-  CHECK(rx.state->threads.size() == 5);
+  // main + reader + sleeper + waiter + blocker, and the agent's sentinel (parked and migrated
+  // like them, so a restored copy can start its agent again); the agent thread is never parked.
+  CHECK(rx.state->threads.size() == 6);
   bool main_seen = false;
   for (const ThreadContext& c : rx.state->threads) {
     main_seen |= c.tid == static_cast<uint32_t>(t.pid);
