@@ -37,6 +37,9 @@ WORKLOAD = ""  # --workload: examples/mem_workload
 RESTORED_RE = re.compile(
     r"restored pid (\d+) \(host pid (-?\d+), [^)]*\), (\d+) thread\(s\), in ([\d.]+) ms "
     r"\(process created after ([\d.]+) ms\)(?:; program paused ([\d.]+) ms in all)?")
+# The blob's own phase times (newer procmig only).
+PHASES = ("fds", "unmap", "memory", "state", "threads", "ready")
+PHASES_RE = re.compile(r"restorer: " + ", ".join(rf"{p} ([\d.]+)" for p in PHASES) + " ms")
 WIRE_RE = re.compile(r"(\d+) channel\(s\), (\d+) iteration\(s\), (\d+) bytes in (\d+) ms")
 
 
@@ -194,6 +197,18 @@ def reap(pid, timeout=10):
         time.sleep(0.01)
 
 
+def phases(text):
+    """The blob's phase times from a restore report, {} when the procmig does not print them."""
+    m = PHASES_RE.search(text)
+    return {f"ph_{p}": float(m.group(i + 1)) for i, p in enumerate(PHASES)} if m else {}
+
+
+def phases_line(m):
+    if "ph_memory" not in m:
+        return ""
+    return ("restorer phases: " + ", ".join(f"{p} {m['ph_' + p]:.1f}" for p in PHASES) + " ms")
+
+
 def last_json(text):
     import json
     last = None
@@ -271,6 +286,7 @@ class Bench:
                 "recv_mib": float(wire.group(3)) / 1048576 if wire else 0,
                 "iterations": float(stats.get("iteration", 0)),
             }
+            res.update(phases(out))
             ok = True
             return res, r
         finally:
@@ -299,7 +315,7 @@ class Bench:
             host = int(r.read("restore.out").split()[0])
             huge = r.check_restored(host)
             ok = True
-            return {
+            res = {
                 "huge_mib": huge,
                 "ckpt_wall_s": ck_wall,
                 "ckpt_downtime_ms": float(stats.get("downtime_ms", 0)),
@@ -307,6 +323,8 @@ class Bench:
                 "created_ms": float(m.group(5)),
                 "restore_wall_ms": rs_wall * 1000,
             }
+            res.update(phases(r.read("stderr.log")))
+            return res
         finally:
             r.close(keep=not ok and self.args.keep)
 
@@ -349,7 +367,8 @@ class Bench:
             sys.stdout.flush()
         if not runs:
             return None
-        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}, len(runs)
+        keys = set.intersection(*(set(r) for r in runs))
+        return {k: statistics.median(r[k] for r in runs) for k in keys}, len(runs)
 
     def size(self, mib):
         only = self.args.only.split(",")
@@ -368,6 +387,8 @@ class Bench:
                       f"{m['wall_s']:.2f} s), on the wire {m['wire_mib']:.1f} MiB "
                       f"(receiver counted {m['recv_mib']:.1f}), iterations {m['iterations']:.0f}; "
                       f"restored process has {m['huge_mib']:.0f} MiB in huge pages")
+                if phases_line(m):
+                    print(f"        {phases_line(m)}")
         if "ckpt" in only:
             s = self.series(self.ckpt_once, mib, "ckpt")
             if s:
@@ -377,6 +398,8 @@ class Bench:
                       f"{m['restore_wall_ms']:.0f} ms (reads and checks the image); checkpoint "
                       f"wall {m['ckpt_wall_s']:.2f} s (downtime {m['ckpt_downtime_ms']:.0f} ms); "
                       f"{m['huge_mib']:.0f} MiB in huge pages")
+                if phases_line(m):
+                    print(f"        {phases_line(m)}")
         if "criu" in only:
             if not self.criu:
                 print("  CRIU: skipped (set PROCMIG_CRIU)")
