@@ -16,9 +16,12 @@
 // the tracker tolerates those (see the pagemap-scan backend).
 //
 // Parking: a thread holding a change open must not be parked (the tracker's final sync, with
-// every thread parked, would wait for it forever), so the interposers block the park signal from
-// TryBeginChange to EndChange, and wait for an unlocked gate (WaitUntilOpen) with it unblocked.
-// The tracker never parks threads while it holds the lock.
+// every thread parked, would wait for it forever), so while a tracker is attached the
+// interposers block the park signal from TryBeginChange to EndChange, and wait for an unlocked
+// gate (WaitUntilOpen) with it unblocked. (Attach happens under the lock, which first waits for
+// the changes opened before it, unmasked, to close.) The tracker never parks threads while it
+// holds the lock; the agent may hold it *while* parking (GatedFreezer), since a thread waiting
+// at the gate can be parked there.
 //
 // Threads: changes from any thread (and from signal handlers; the interposers do not nest
 // changes); Lock/Unlock from one tracker thread at a time. No allocation, no libc lock: futexes
