@@ -10,7 +10,8 @@
 //   - every thread keeps thread-local values derived from its index and checks them (and its
 //     pthread_self() and TLS address) on every wake-up;
 //   - a regular file (DIR/probe.data) written through an fd opened at start, one 32-byte record
-//     every tick: the fd's offset and the file's bytes must be exactly records 0..n-1;
+//     per check and per SIGHUP (or every --tick-ms with --file-writes tick): the fd's offset and
+//     the file's bytes must be exactly records 0..n-1;
 //   - a MAP_PRIVATE, writable mapping of DIR/probe.map whose odd pages were rewritten (and page 0
 //     keeps being written): the mapping must hold the modified bytes, the file the original ones;
 //   - a PROT_NONE reservation and a writable region with PROT_NONE guard pages at both ends: the
@@ -26,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <climits>
@@ -43,7 +45,6 @@ constexpr size_t kMapPages = 16;
 constexpr size_t kReservePages = 16;
 constexpr size_t kGuardedPages = 10;  // [0] and [9] are PROT_NONE guards
 constexpr size_t kAltStackBytes = 64 << 10;
-constexpr uint64_t kTickNs = 20'000'000;  // one record, one page-0 write per tick
 constexpr int kTlsWords = 32;
 
 enum class Kind { kSleeper, kCondvar, kFutex, kWorker, kStdin };
@@ -343,13 +344,17 @@ bool ReadFile(const std::string& path, std::string* out) {
   return true;
 }
 
-void Tick(Probe& p) {
+void WriteRecord(Probe& p) {
   char rec[kRecordBytes + 1];
   Record(p.records, rec);
   if (!WriteAll(p.data_fd, rec, kRecordBytes)) {
     FailNow("write record %" PRIu64 " to %s: %s", p.records, p.data_path.c_str(), strerror(errno));
   }
   ++p.records;
+}
+
+void Tick(Probe& p, bool write_record) {
+  if (write_record) WriteRecord(p);
   ++p.ticks;
   memcpy(p.map + 64, &p.ticks, sizeof(p.ticks));
 }
@@ -380,6 +385,14 @@ bool CheckThreads(Probe& p, char* why, size_t n) {
   for (Slot* s : p.slots) {
     if (s->bad.load()) {
       snprintf(why, n, "%s", s->why);
+      return false;
+    }
+    // glibc sends to the tid it cached in the thread's descriptor: after a restore with new ids
+    // that cache must have been patched, or this is ESRCH (or worse, another task).
+    const int rc = pthread_kill(s->self, 0);
+    if (rc != 0) {
+      snprintf(why, n, "pthread_kill(thread %u (%s), 0): %s", s->index, KindName(s->kind),
+               strerror(rc));
       return false;
     }
   }
@@ -747,26 +760,39 @@ int Main(int argc, char** argv) {
   SetUpFiles(p, dir);
   SetUpGuards(p);
   StartThreads(p, sleepers, waiters, workers);
-  Tick(p);
-  Say("READY pid=%d threads=%zu stdin=%s data=%s map=%s map_addr=0x%" PRIxPTR
+  // The data file gets a record per check request and per SIGHUP seen ("--file-writes check",
+  // the default: nothing is written while the harness migrates, so the file and the fd offset
+  // are exactly comparable), or one every tick ("tick": writes race with the migration's stop).
+  const bool tick_writes = strcmp(FlagStr(argc, argv, "--file-writes", "check"), "tick") == 0;
+  // One page-0 write per tick (--tick-ms).
+  const uint64_t tick_ns = std::max<uint64_t>(FlagU64(argc, argv, "--tick-ms", 20), 1) * 1'000'000;
+  WriteRecord(p);
+  Say("READY pid=%d threads=%zu stdin=%s file_writes=%s data=%s map=%s map_addr=0x%" PRIxPTR
       " reserve=0x%" PRIxPTR " guarded=0x%" PRIxPTR,
       getpid(), p.slots.size(), p.stdin_reader ? "reader" : p.stdin_note.c_str(),
-      p.data_path.c_str(), p.map_path.c_str(), reinterpret_cast<uintptr_t>(p.map),
-      reinterpret_cast<uintptr_t>(p.reserve), reinterpret_cast<uintptr_t>(p.guarded));
-  uint64_t next = NowNs() + kTickNs;
+      tick_writes ? "tick" : "check", p.data_path.c_str(), p.map_path.c_str(),
+      reinterpret_cast<uintptr_t>(p.map), reinterpret_cast<uintptr_t>(p.reserve),
+      reinterpret_cast<uintptr_t>(p.guarded));
+  uint64_t next = NowNs() + tick_ns;
+  uint64_t hups_seen = g_hup_total.load();
   char detail[600];
   for (;;) {
     const CheckRequest req = CheckRequested();
     if (req == CheckRequest::kQuit) _exit(0);
     if (req != CheckRequest::kNone) {
+      WriteRecord(p);
       const bool ok = CheckAll(p, detail, sizeof(detail));
       ReportCheck(req, ok, detail);
     }
+    if (g_hup_total.load() != hups_seen) {
+      hups_seen = g_hup_total.load();
+      WriteRecord(p);
+    }
     SleepUntil(next);
-    next += kTickNs;
-    if (NowNs() > next + 1'000'000'000ull) next = NowNs() + kTickNs;  // after a long park
-    Tick(p);
-    if (p.ticks % 50 == 0) WakeBlocked();  // once a second: the waiters beat even unchecked
+    next += tick_ns;
+    if (NowNs() > next + 1'000'000'000ull) next = NowNs() + tick_ns;  // after a long park
+    Tick(p, tick_writes);
+    if (p.ticks % (1'000'000'000 / tick_ns + 1) == 0) WakeBlocked();  // about once a second
   }
 }
 

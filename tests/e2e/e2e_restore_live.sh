@@ -13,7 +13,8 @@
 # restore_probe gets more: stdin from a FIFO at the source and another at the destination (its
 # reader thread is blocked in read() on fd 0 during the migration and must read "ping 2",
 # "ping 3" after it), SIGHUPs before and after the migration (the count must be exact), its
-# files in the work directory.
+# files in the work directory. RECEIVE_ARGS adds receive options (--no-pid-ns: restored in this
+# PID namespace with new ids).
 source "$(dirname "$0")/lib.sh"
 WORKLOAD=$1
 MODE=$2
@@ -82,6 +83,14 @@ wait_exit "$RPID" 30 || fail "receiver (--detach) still running 30 s after migra
 restored_from_log "$W/dst.receive.log"
 log "restored: host pid $RESTORED_PID (pid $RESTORED_NSPID inside), $RESTORED_THREADS thread(s), restore $RESTORE_MS ms, pause ${PAUSE_MS:-?} ms"
 grep 'warning' "$W/dst.receive.log" | sed 's/^ */receiver: /'
+if [[ " ${RECEIVE_ARGS:-} " == *" --no-pid-ns "* ]]; then
+  # In this PID namespace with new ids: glibc's cached tids must have been patched (the probe's
+  # raise() and pthread_kill() checks use them).
+  grep -q 'this PID namespace' "$W/dst.receive.log" || fail "--no-pid-ns: not restored in this PID namespace"
+  [ "$RESTORED_PID" != "$WPID" ] || fail "--no-pid-ns: the restored process kept the old pid $WPID"
+  [ "$RESTORED_NSPID" = "$RESTORED_PID" ] ||
+    log "note: the receiver reports 'restored pid $RESTORED_NSPID' (the old pid) for a process whose pid here is $RESTORED_PID"
+fi
 alive "$RESTORED_PID" || fail "restored process $RESTORED_PID is not running"
 cp "/proc/$RESTORED_PID/maps" "$W/maps.after" 2>/dev/null
 

@@ -333,14 +333,15 @@ start_workload_io() {
 # start_live_receiver TAG ADDR PORT [NETNS [STDIN]]: `procmig receive --once --detach` without
 # --store: restores the migrated process live and exits after the ack. Descriptors above 2
 # closed (the restored process must not inherit the test's), stdin from STDIN (default
-# /dev/null: what a restored stdio pipe is connected to), output in $W/TAG.receive.log. Sets RPID.
+# /dev/null: what a restored stdio pipe is connected to), output in $W/TAG.receive.log; extra
+# receive options in RECEIVE_ARGS (e.g. --no-pid-ns). Sets RPID.
 start_live_receiver() {
   local tag=$1 addr=$2 port=$3 ns=${4:-} in=${5:-/dev/null}
   local pre=()
   [ -n "$ns" ] && pre=(ip netns exec "$ns")
   (
     close_fds_above_2
-    exec "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --once --detach
+    exec "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --once --detach ${RECEIVE_ARGS:-}
   ) <"$in" >"$W/$tag.receive.log" 2>&1 &
   RPID=$!
   track "$RPID"
