@@ -102,6 +102,20 @@ const char* RestoreStepName(uint32_t step) {
   }
 }
 
+std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t index) {
+  auto pick = [&](const std::vector<std::string>& v) {
+    return index < v.size() ? absl::StrCat(" (", v[index], ")") : std::string();
+  };
+  switch (step) {
+    case abi::kStepMemory: return absl::StrCat("op ", index, pick(plan.op_what));
+    case abi::kStepFiles: return absl::StrCat("descriptor ", index, pick(plan.fd_what));
+    case abi::kStepThreads:
+    case abi::kStepThreadState: return absl::StrCat("thread ", index, pick(plan.thread_what));
+    case abi::kStepSigactions: return absl::StrCat("signal ", index);
+    default: return absl::StrCat("item ", index);
+  }
+}
+
 int MaxRestoredFd(const ProcessStateRecord& state) {
   int m = 2;
   for (const FdRecord& f : state.fds) m = std::max(m, static_cast<int>(f.fd));
@@ -392,6 +406,27 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     }
   }
   if (ops.size() > ops_cap) return absl::InternalError("restore plan: op estimate exceeded");
+  for (const abi::Op& op : ops) {
+    const char* verb = op.kind == abi::kOpMove      ? "move"
+                       : op.kind == abi::kOpMapAnon ? "map anonymous"
+                       : op.kind == abi::kOpMapFile ? "map file"
+                       : op.kind == abi::kOpCopy    ? "copy"
+                                                    : "protect";
+    std::string what = absl::StrFormat("%s %x-%x", verb, op.dst, op.dst + op.len);
+    if (op.kind == abi::kOpMove || op.kind == abi::kOpCopy) {
+      absl::StrAppendFormat(&what, " from %x", op.src);
+    }
+    if (op.kind != abi::kOpMove || op.dst < kRestoreTaskTop) {
+      for (const VmaRecord* v : vmas) {
+        if (op.dst >= v->start && op.dst < v->end && !v->path.empty()) {
+          absl::StrAppend(&what, " ", v->path);
+          break;
+        }
+      }
+    }
+    plan.op_what.push_back(std::move(what));
+  }
+  for (const abi::Thread& t : ath) plan.thread_what.push_back(absl::StrCat("tid ", t.tid));
 
   // Ranges the blob keeps: itself, the blocks' current ranges, our vDSO mappings.
   std::vector<abi::Range> keep;
@@ -441,7 +476,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     a.fd = static_cast<int32_t>(f.fd);
     a.open_flags = f.flags;
     a.offset = f.offset;
-    a.path = path_of(f.path);
+    // The process's own /proc entries are its own again wherever it runs now.
+    std::string path = f.path;
+    const std::string own = absl::StrCat("/proc/", st.pid, "/");
+    if (path.starts_with(own)) path = "/proc/self/" + path.substr(own.size());
+    a.path = path_of(path);
+    plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " ", path));
     fds.push_back(a);
     plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
   }

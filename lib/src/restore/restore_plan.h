@@ -56,6 +56,9 @@ struct RestorePlan {
   uint64_t main_stack_top = 0;    // absolute
   std::vector<uint8_t> args;      // the Args block with its arrays and strings
   std::vector<std::string> notes;  // what was left out and why (fds not restored, ...)
+  // What each item the blob may report a failure for is, for the message: ops (by index),
+  // reopened descriptors (by index), threads (by index).
+  std::vector<std::string> op_what, fd_what, thread_what;
   // The restored descriptors' numbers (the report descriptor must be above them all).
   int max_fd = 2;
 };
@@ -72,6 +75,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in);
 
 // "unmap", "memory op", ... for messages.
 const char* RestoreStepName(uint32_t step);
+// "memory op 12 (map /usr/lib/libc.so.6 at 7f..-7f..)", "fd 3 (/tmp/out.txt)", ...: what item
+// `index` of `step` was.
+std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t index);
 
 }  // namespace procmig
 

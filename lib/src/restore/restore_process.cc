@@ -362,8 +362,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   waitpid(out.child, &status, 0);
   if (got == sizeof rep && rep.kind == abi::kReportFailed) {
     return absl::InternalError(absl::StrFormat(
-        "restore: %s failed (item %u): %s", RestoreStepName(rep.step), rep.index,
-        strerror(rep.err)));
+        "restore: %s failed, %s: %s", RestoreStepName(rep.step),
+        DescribeRestoreItem(*plan, rep.step, rep.index), strerror(rep.err)));
   }
   if (got == 0 && NowNs() >= deadline) {
     return absl::DeadlineExceededError(absl::StrCat(

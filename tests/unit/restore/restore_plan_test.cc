@@ -237,7 +237,18 @@ TEST_CASE("descriptors: regular files reopened, others reported, the report fd a
   CHECK(StrAt(*plan, a.cwd) == "/work");
   CHECK(StrAt(*plan, a.exe_path) == "/bin/prog");
   CHECK(std::string(a.comm) == "prog");
+  CHECK(DescribeRestoreItem(*plan, abi::kStepFiles, 0) == "descriptor 0 (fd 7 /tmp/out.txt)");
+  CHECK(DescribeRestoreItem(*plan, abi::kStepMemory, 4) ==
+        "op 4 (map file 400000-401000 /bin/prog)");
+  CHECK(DescribeRestoreItem(*plan, abi::kStepThreads, 1) == "thread 1 (tid 101)");
   CHECK(!f.Plan(7).ok());  // the report fd must be above fd 7
+  // The process's own /proc entries follow it.
+  f.st.fds[2].path = "/proc/100/pagemap";
+  auto again = f.Plan();
+  REQUIRE(again.ok());
+  const abi::Args& b = ArgsOf(*again);
+  const auto* fd2 = reinterpret_cast<const abi::Fd*>(again->args.data() + b.fds);
+  CHECK(StrAt(*again, fd2[0].path) == "/proc/self/pagemap");
 }
 
 TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
