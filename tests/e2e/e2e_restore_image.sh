@@ -9,10 +9,46 @@
 # holds the pattern, continued from the checkpoint) now and again a second later while all three
 # keep rewriting the same addresses, so they share nothing. SIGUSR1 to the second copy makes it
 # check and exit (PASS); the other two are unaffected. The image is unchanged by the restores.
+#
+# e2e_restore_image.sh restore_probe: the probe checkpointed (its file, private file mapping,
+# guards, handler, altstack, blocked threads) and restored once from the image; it passes its
+# self-check (SIGHUP count exact, file records continued) twice and exits on SIGTERM.
 source "$(dirname "$0")/lib.sh"
-e2e_init restore-image
+MODE=${1:-pattern_writer}
+e2e_init "restore-image-$MODE"
 require_commands run checkpoint restore inspect
 T0=$SECONDS
+
+if [ "$MODE" = restore_probe ]; then
+  start_workload_io /dev/null pipe restore_probe --dir "$W"
+  kill -HUP "$WPID"
+  sleep 0.2
+  self_check_pid "$WPID" "$W/workload.log" source
+  [ "$(check_field hup)" = 1 ] || fail "source counted $(check_field hup) SIGHUPs, want 1"
+  log "procmig checkpoint $WPID --to $W/ckpt"
+  timeout 120 "$PROCMIG" checkpoint "$WPID" --to "$W/ckpt" >"$W/ckpt.out.log" 2>&1 ||
+    fail "checkpoint exited $?: $(tail -n 3 "$W/ckpt.out.log")"
+  wait_exit "$WPID" 15 || fail "source still running 15 s after checkpoint"
+  [ "$WAIT_STATUS" = 0 ] || fail "source exited $WAIT_STATUS after checkpoint, want 0"
+  IMG=$(dirname "$(find "$W/ckpt" -name MANIFEST | head -n 1)")
+  (
+    close_fds_above_2
+    exec "$PROCMIG" restore "$IMG" --detach
+  ) </dev/null >"$W/copy.log" 2>"$W/copy.err" || fail "restore exited $?: $(tail -n 3 "$W/copy.err")"
+  restored_from_log "$W/copy.err"
+  log "restored: host pid $RESTORED_PID, $RESTORED_THREADS thread(s), restore $RESTORE_MS ms"
+  kill -HUP "$RESTORED_PID"
+  sleep 0.2
+  self_check_pid "$RESTORED_PID" "$W/copy.log" restored
+  [ "$(check_field hup)" = 2 ] || fail "restored copy counted $(check_field hup) SIGHUPs in all, want 2"
+  R1=$(check_field records)
+  sleep 1
+  self_check_pid "$RESTORED_PID" "$W/copy.log" "restored (1 s later)"
+  [ "$(check_field records)" -gt "$R1" ] || fail "the restored copy stopped writing its file"
+  kill -TERM "$RESTORED_PID"
+  wait_for 10 bash -c "! kill -0 $RESTORED_PID 2>/dev/null" || fail "restored copy ignored SIGTERM"
+  pass "restore_probe restored from an image: restore $RESTORE_MS ms, $RESTORED_THREADS thread(s); test $((SECONDS - T0)) s"
+fi
 start_workload_io /dev/null pipe pattern_writer --mib 32 --rate 16
 sleep 0.5
 self_check_pid "$WPID" "$W/workload.log" source
