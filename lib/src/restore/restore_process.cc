@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/rseq.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -240,6 +241,11 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrFormat("restore: map the restorer at %x", plan->region_start), err);
   }
+  // The blob's code, arguments and stacks stay mapped in the restored process (nothing runs
+  // from them once every thread has left). Named "[anon:procmig-restorer]" where the kernel has
+  // CONFIG_ANON_VMA_NAME (not this machine's: EINVAL), so its maps say what it is.
+  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, plan->region_start, plan->region_bytes,
+        "procmig-restorer");
   auto* base = static_cast<uint8_t*>(region);
   std::span<const uint8_t> code = restore_blob::Code();
   std::memcpy(base, code.data(), code.size());
