@@ -6,6 +6,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -193,18 +194,30 @@ class SourceImpl : public MigrationSource {
           absl::StrCat("setup: the process holds what cannot be migrated yet: ", why));
     }
 
-    if (o.channels > 1) {
-      Log(absl::StrCat("channels=", o.channels, " requested; this agent sends on 1 channel"));
-    }
     TransportConfig tc;
     ASSIGN_OR_RETURN(tc.kind, ParseTransportKind(o.transport));
-    ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep));
-    int dup_fd = fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
-    if (dup_fd < 0) return ErrnoStatus("dup the migration socket", errno);
-    ASSIGN_OR_RETURN(std::unique_ptr<PosixChannel> final_channel,
-                     PosixChannel::Create(UniqueFd(dup_fd), absl::StrCat(o.target, " (final)")));
-    ASSIGN_OR_RETURN(OpenedChannel opened, OpenChannel(std::move(fd), tc, o.target));
-    Log(absl::StrCat("transport: ", opened.reason));
+    // One connection per channel; each also as a POSIX channel over a dup of its descriptor,
+    // for the frozen copy (which cannot use the io_uring rings of its parent).
+    std::vector<std::unique_ptr<Channel>> chans;
+    // A fixed array, not a vector: after a successful migration nothing may be freed (the
+    // program's threads are parked), and the channels are released one by one.
+    std::array<std::unique_ptr<PosixChannel>, 16> finals;
+    if (o.channels < 1 || o.channels > static_cast<int>(finals.size())) {
+      return absl::InvalidArgumentError("channels must be 1..16");
+    }
+    for (int i = 0; i < o.channels; ++i) {
+      const std::string name = o.channels == 1 ? o.target : absl::StrCat(o.target, " #", i);
+      ASSIGN_OR_RETURN(UniqueFd fd, Connect(ep));
+      int dup_fd = fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
+      if (dup_fd < 0) return ErrnoStatus("dup the migration socket", errno);
+      ASSIGN_OR_RETURN(std::unique_ptr<PosixChannel> final_channel,
+                       PosixChannel::Create(UniqueFd(dup_fd), absl::StrCat(name, " (final)")));
+      ASSIGN_OR_RETURN(OpenedChannel opened, OpenChannel(std::move(fd), tc, name));
+      if (i == 0) Log(absl::StrCat("transport: ", opened.reason));
+      chans.push_back(std::move(opened.channel));
+      finals[static_cast<size_t>(i)] = std::move(final_channel);
+    }
+    if (o.channels > 1) Log(absl::StrCat("channels: ", o.channels));
 
     std::array<uint8_t, 16> session{};
     while (true) {
@@ -215,8 +228,6 @@ class SourceImpl : public MigrationSource {
     }
     uint64_t session64 = 0;
     std::memcpy(&session64, session.data(), 8);
-    std::vector<std::unique_ptr<Channel>> chans;
-    chans.push_back(std::move(opened.channel));
     ASSIGN_OR_RETURN(std::unique_ptr<ChannelGroup> group,
                      ChannelGroup::Start(std::move(chans), session64));
 
@@ -254,8 +265,14 @@ class SourceImpl : public MigrationSource {
       if (setup_.progress) setup_.progress(ToStats(s));
     };
     ProcMapsLayout layout;
-    auto sender = std::make_unique<Sender>(std::move(c), &group->channel(0), final_channel.get(),
-                                           tracker.get(), &freezer_, &layout);
+    std::vector<Channel*> main_channels, final_channels;
+    for (size_t i = 0; i < group->size(); ++i) {
+      main_channels.push_back(&group->channel(i));
+      final_channels.push_back(finals[i].get());
+    }
+    auto sender = std::make_unique<Sender>(std::move(c), std::move(main_channels),
+                                           std::move(final_channels), tracker.get(), &freezer_,
+                                           &layout);
     sender_raw_ = sender.get();
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -286,7 +303,7 @@ class SourceImpl : public MigrationSource {
       (void)sender.release();
       (void)tracker.release();
       (void)group.release();
-      (void)final_channel.release();
+      for (auto& f : finals) (void)f.release();
       return s;
     }
     tracker_raw_ = nullptr;

@@ -45,17 +45,36 @@ uint32_t MulModP(uint32_t a, uint32_t b) {
 
 absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderConfig& config,
                                                                Channel* channel) {
-  if (channel == nullptr) return absl::InvalidArgumentError("page sender: no channel");
+  Channel* one[] = {channel};
+  return Create(config, one);
+}
+
+absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(
+    const PageSenderConfig& config, std::span<Channel* const> channels) {
+  if (channels.empty() || channels.size() > wire::kMaxChannels) {
+    return absl::InvalidArgumentError("page sender: channel count outside 1..kMaxChannels");
+  }
+  for (Channel* c : channels) {
+    if (c == nullptr) return absl::InvalidArgumentError("page sender: no channel");
+  }
   wire::Preamble pre = config.preamble;
+  pre.channel_count = static_cast<uint16_t>(channels.size());
+  if (channels.size() > 1) pre.features |= wire::kFeatureMultiChannel;
   if (config.xbzrle) pre.features |= wire::kFeatureXbzrle;
   if (config.compress_level < 0 || config.compress_level > 9) {
     return absl::InvalidArgumentError("page sender: compress level must be 0..9");
   }
   if (config.compress_level > 0) pre.features |= wire::kFeatureZlib;
-  ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> writer, wire::StreamWriter::Create(pre));
+  std::vector<std::unique_ptr<wire::StreamWriter>> writers;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    wire::Preamble p = pre;
+    p.channel_index = static_cast<uint16_t>(i);
+    ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> w, wire::StreamWriter::Create(p));
+    writers.push_back(std::move(w));
+  }
   PageSenderConfig c = config;
   c.preamble = pre;
-  std::unique_ptr<PageSender> s(new PageSender(c, channel, std::move(writer)));
+  std::unique_ptr<PageSender> s(new PageSender(c, channels, std::move(writers)));
   s->entries_ = std::make_unique<wire::PageEntry[]>(wire::kMaxPagesPerRun);
   if (config.xbzrle) {
     PageCacheConfig pc;
@@ -82,13 +101,13 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   return s;
 }
 
-PageSender::PageSender(const PageSenderConfig& config, Channel* channel,
-                       std::unique_ptr<wire::StreamWriter> writer)
+PageSender::PageSender(const PageSenderConfig& config, std::span<Channel* const> channels,
+                       std::vector<std::unique_ptr<wire::StreamWriter>> writers)
     : config_(config),
       page_size_(config.preamble.page_size),
       zero_crc_(wire::ZeroPageCrc(config.preamble.page_size)),
-      channel_(channel),
-      writer_(std::move(writer)),
+      channels_(channels.begin(), channels.end()),
+      writers_(std::move(writers)),
       limiter_(config.max_bandwidth) {}
 
 absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
@@ -133,18 +152,29 @@ std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {
 
 absl::Status PageSender::Flush() { return FlushBatch(/*keep_stage=*/false); }
 
+size_t PageSender::BatchBytes() const {
+  size_t n = 0;
+  for (const auto& w : writers_) n += w->batch_bytes();
+  return n;
+}
+
 absl::Status PageSender::FlushBatch(bool keep_stage) {
-  auto batch = writer_->batch();
-  if (!batch.empty()) {
-    const size_t bytes = writer_->batch_bytes();
+  // Channel 0 first: its block records must reach the receiver before the runs on the other
+  // channels that need them.
+  size_t bytes = 0;
+  for (size_t i = 0; i < writers_.size(); ++i) {
+    auto batch = writers_[i]->batch();
+    if (batch.empty()) continue;
+    const size_t n = writers_[i]->batch_bytes();
     // A batch may exceed IOV_MAX only in theory (the writer caps it); write it in one call.
-    RETURN_IF_ERROR(channel_->WriteV(batch.data(), batch.size()));
-    counters_.bytes_out += bytes;
-    writer_->ClearBatch();
-    if (rate_limited_ && !limiter_.unlimited()) {
-      uint64_t wait = limiter_.Consume(bytes, NowNs());
-      if (wait > 0) SleepNs(wait);
-    }
+    RETURN_IF_ERROR(channels_[i]->WriteV(batch.data(), batch.size()));
+    counters_.bytes_out += n;
+    bytes += n;
+    writers_[i]->ClearBatch();
+  }
+  if (bytes > 0 && rate_limited_ && !limiter_.unlimited()) {
+    uint64_t wait = limiter_.Consume(bytes, NowNs());
+    if (wait > 0) SleepNs(wait);
   }
   // A flush made to find room for a record whose pages are already staged keeps them.
   if (!keep_stage) stage_used_ = 0;
@@ -180,21 +210,24 @@ absl::Status PageSender::AddBlock(const RamBlock& b) {
   if (name.empty() || !wire::IsReadableText(name)) name = "block";
   a.name = name;
   RETURN_IF_ERROR(NewTable(b.id, b.page_count()));
-  return AddWithRoom([&] { return writer_->AddBlockAdd(a); });
+  return AddWithRoom([&] { return writers_[0]->AddBlockAdd(a); });
 }
 
 absl::Status PageSender::RemoveBlock(uint32_t id) {
+  // Runs of this block may still be on their way on another channel in this iteration.
+  RETURN_IF_ERROR(BarrierIfSpread());
   if (cache_) cache_->EraseBlock(id);
   DropTable(id);
-  return AddWithRoom([&] { return writer_->AddBlockRemove(wire::BlockRemove{id}); });
+  return AddWithRoom([&] { return writers_[0]->AddBlockRemove(wire::BlockRemove{id}); });
 }
 
 absl::Status PageSender::ResizeBlock(const RamBlock& b) {
+  RETURN_IF_ERROR(BarrierIfSpread());  // (a shrink would cut off runs still on their way)
   if (cache_) cache_->EraseBlock(b.id);
   // The whole block is sent again after a resize, so the old crcs need not be kept.
   RETURN_IF_ERROR(NewTable(b.id, b.page_count()));
   wire::BlockResize r{b.id, b.length, b.page_count()};
-  return AddWithRoom([&] { return writer_->AddBlockResize(r); });
+  return AddWithRoom([&] { return writers_[0]->AddBlockResize(r); });
 }
 
 absl::Status PageSender::SendPages(const RamBlock& b, uint64_t first, uint64_t count, bool live) {
@@ -204,8 +237,10 @@ absl::Status PageSender::SendPages(const RamBlock& b, uint64_t first, uint64_t c
 absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
                                    bool live) {
   while (count > 0) {
-    uint64_t n = std::min<uint64_t>(count, wire::kMaxPagesPerRun);
-    RETURN_IF_ERROR(SendRun(id, start, first, n, live));
+    // Runs never cross a 1024-page chunk: a chunk's pages all travel on one channel.
+    const uint64_t chunk_end = (first / wire::kMaxPagesPerRun + 1) * wire::kMaxPagesPerRun;
+    uint64_t n = std::min<uint64_t>(count, chunk_end - first);
+    RETURN_IF_ERROR(SendRun(id, start, first, n, live, ChannelOf(id, first)));
     first += n;
     count -= n;
   }
@@ -231,7 +266,7 @@ size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
 }
 
 absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
-                                 bool live) {
+                                 bool live, size_t channel) {
   // Memory is copied into the staging area with process_vm_readv: a region the program unmaps
   // meanwhile (free() of a large chunk does so behind any interposer) gives a short read instead
   // of a SIGSEGV in the agent thread, and the copy cannot change before it is sent (the agent's
@@ -303,10 +338,12 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   }
   if (pool_) RETURN_IF_ERROR(CompressRun(count, live));
   std::span<const wire::PageEntry> run(entries_.get(), count);
-  RETURN_IF_ERROR(AddWithRoom([&] { return writer_->AddPageRun(id, first, run, false); }));
+  RETURN_IF_ERROR(
+      AddWithRoom([&] { return writers_[channel]->AddPageRun(id, first, run, false); }));
+  if (channel != 0) spread_ = true;
   counters_.pages += count;
   iter_pages_ += count;
-  if (writer_->batch_bytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
+  if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
   return absl::OkStatus();
 }
 
@@ -352,29 +389,55 @@ absl::Status PageSender::CompressRun(uint64_t count, bool live) {
   return absl::OkStatus();
 }
 
+absl::Status PageSender::AddMarkers(const wire::IterationMarker& m) {
+  for (auto& w : writers_) {
+    wire::StreamWriter* writer = w.get();
+    RETURN_IF_ERROR(AddWithRoom([&] { return writer->AddIteration(m); }));
+  }
+  ++wire_iteration_;
+  spread_ = false;
+  // With several channels the markers are a barrier at the receiver: nothing of the next
+  // iteration may sit behind a marker in a batch while another channel's marker is unsent.
+  if (writers_.size() > 1) RETURN_IF_ERROR(Flush());
+  return absl::OkStatus();
+}
+
+absl::Status PageSender::BarrierIfSpread() {
+  if (!spread_) return absl::OkStatus();
+  wire::IterationMarker m;
+  m.iteration = wire_iteration_;
+  return AddMarkers(m);
+}
+
 absl::Status PageSender::EndIteration(uint64_t iteration, uint64_t dirty_pages,
                                       uint64_t duration_ns, bool final) {
+  (void)iteration;  // the wire numbers markers itself (barriers are markers too)
   wire::IterationMarker m;
-  m.iteration = iteration;
+  m.iteration = wire_iteration_;
   m.pages_sent = iter_pages_;
   m.zero_pages = iter_zero_;
-  m.bytes_sent = counters_.bytes_out + writer_->batch_bytes() - iter_bytes_start_;
+  m.bytes_sent = counters_.bytes_out + BatchBytes() - iter_bytes_start_;
   m.dirty_pages = dirty_pages;
   m.duration_ns = duration_ns;
   m.final = final;
-  RETURN_IF_ERROR(AddWithRoom([&] { return writer_->AddIteration(m); }));
+  RETURN_IF_ERROR(AddMarkers(m));
   iter_pages_ = iter_zero_ = 0;
-  iter_bytes_start_ = counters_.bytes_out + writer_->batch_bytes();
+  iter_bytes_start_ = counters_.bytes_out + BatchBytes();
   ++iter_gen_;
   return absl::OkStatus();
 }
 
 absl::Status PageSender::AddProcessState(std::span<const uint8_t> state) {
-  return AddWithRoom([&] { return writer_->AddProcessState(state); });
+  return AddWithRoom([&] { return writers_[0]->AddProcessState(state); });
 }
 
 absl::Status PageSender::AddEndOfStream(bool aborted) {
-  return AddWithRoom([&] { return writer_->AddEndOfStream(aborted); });
+  for (auto& w : writers_) {
+    wire::StreamWriter* writer = w.get();
+    if (writer->ended()) continue;
+    RETURN_IF_ERROR(AddWithRoom([&] { return writer->AddEndOfStream(aborted); }));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace procmig

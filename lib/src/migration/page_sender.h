@@ -24,6 +24,7 @@
 #include <span>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -71,10 +72,24 @@ class PageSender {
  public:
   static absl::StatusOr<std::unique_ptr<PageSender>> Create(const PageSenderConfig& config,
                                                             Channel* channel);
+  // One stream per channel (channel i carries the stream whose preamble says index i of N).
+  // Channel 0 carries every record; the others page runs, iteration markers and end of stream.
+  // A page always travels on the same channel (chosen by block and 1024-page chunk), so two
+  // sends of one page within an iteration keep their order; block records precede the runs
+  // that use them (channel 0 is written first at every flush); every iteration marker goes on
+  // every channel and is flushed at once (the receiver's barrier); a block removal or resize
+  // after pages went out on other channels in the same iteration first adds such a barrier.
+  static absl::StatusOr<std::unique_ptr<PageSender>> Create(const PageSenderConfig& config,
+                                                            std::span<Channel* const> channels);
   PageSender(const PageSender&) = delete;
   PageSender& operator=(const PageSender&) = delete;
 
-  void set_channel(Channel* channel) { channel_ = channel; }
+  void set_channel(Channel* channel) { channels_[0] = channel; }
+  // As many as at Create() (the frozen copy writes on POSIX channels of its own).
+  void set_channels(std::span<Channel* const> channels) {
+    for (size_t i = 0; i < channels_.size() && i < channels.size(); ++i) channels_[i] = channels[i];
+  }
+  size_t channel_count() const { return channels_.size(); }
   // Called after every flush (e.g. cancellation, progress); an error stops the sending.
   void set_after_flush(std::function<absl::Status()> hook) { after_flush_ = std::move(hook); }
   void set_rate_limited(bool on) { rate_limited_ = on; }
@@ -115,13 +130,23 @@ class PageSender {
   }
 
  private:
-  PageSender(const PageSenderConfig& config, Channel* channel,
-             std::unique_ptr<wire::StreamWriter> writer);
+  PageSender(const PageSenderConfig& config, std::span<Channel* const> channels,
+             std::vector<std::unique_ptr<wire::StreamWriter>> writers);
+  // The channel a page of `block` travels on.
+  size_t ChannelOf(uint32_t block, uint64_t page) const {
+    return (block + page / wire::kMaxPagesPerRun) % writers_.size();
+  }
+  size_t BatchBytes() const;
+  // Iteration markers on every channel, flushed (the receiver's barrier).
+  absl::Status AddMarkers(const wire::IterationMarker& m);
+  // A barrier when pages went out on channels other than 0 since the last marker.
+  absl::Status BarrierIfSpread();
   absl::Status FlushBatch(bool keep_stage);
   // Retries `add` once after a flush when the batch is full.
   template <typename F>
   absl::Status AddWithRoom(F&& add);
-  absl::Status SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live);
+  absl::Status SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live,
+                       size_t channel);
   // One page of the staging area (the caller made room).
   absl::StatusOr<uint8_t*> Stage();
   // process_vm_readv of `count` pages at addr into out; returns the pages read.
@@ -135,8 +160,10 @@ class PageSender {
   const PageSenderConfig config_;
   const uint32_t page_size_;
   const uint32_t zero_crc_;
-  Channel* channel_;
-  std::unique_ptr<wire::StreamWriter> writer_;
+  std::vector<Channel*> channels_;
+  std::vector<std::unique_ptr<wire::StreamWriter>> writers_;  // [0] carries the records
+  uint64_t wire_iteration_ = 0;  // the next marker's number (barriers count too)
+  bool spread_ = false;          // pages on channels > 0 since the last marker
   std::unique_ptr<wire::PageEntry[]> entries_;  // kMaxPagesPerRun
   std::unique_ptr<uint8_t[]> stage_;            // xbzrle: page copies and deltas of one batch
   size_t stage_size_ = 0;

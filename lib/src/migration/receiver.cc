@@ -48,7 +48,10 @@ bool Allowed(Receiver::State from, Receiver::State to) {
 }  // namespace
 
 struct Receiver::ChannelState {
-  ChannelState() : reader(wire::ReaderOptions{wire::Direction::kForward}) {}
+  // Torn pages are tracked across channels by the receiver (torn_), not per stream: a page torn
+  // on one channel may be resent on another.
+  ChannelState()
+      : reader(wire::ReaderOptions{.direction = wire::Direction::kForward, .track_torn = false}) {}
   wire::StreamReader reader;
   std::unique_ptr<ZlibDecompressor> zlib;
   uint64_t iterations = 0;  // iteration records read

@@ -52,9 +52,15 @@ const char* SenderStateName(SenderState s) {
 
 Sender::Sender(SenderConfig config, Channel* main, Channel* final_channel, DirtyTracker* tracker,
                Freezer* freezer, LayoutSource* layout)
+    : Sender(std::move(config), std::vector<Channel*>{main}, std::vector<Channel*>{final_channel},
+             tracker, freezer, layout) {}
+
+Sender::Sender(SenderConfig config, std::vector<Channel*> main, std::vector<Channel*> final,
+               DirtyTracker* tracker, Freezer* freezer, LayoutSource* layout)
     : config_(std::move(config)),
-      main_(main),
-      final_channel_(final_channel),
+      main_(std::move(main)),
+      final_(std::move(final)),
+      final_channel_(final_.empty() ? nullptr : final_[0]),
       tracker_(tracker),
       freezer_(freezer),
       layout_(layout),
@@ -157,6 +163,9 @@ absl::Status Sender::Setup() {
   {
     auto b = reinterpret_cast<uintptr_t>(times);
     registry_.AddExcluded({b, b + 4096});
+  }
+  if (main_.empty() || final_.size() != main_.size()) {
+    return absl::InvalidArgumentError("sender: one final channel for each channel needed");
   }
   ASSIGN_OR_RETURN(pages_, PageSender::Create(config_.pages, main_));
   pages_->set_after_flush([this] { return AfterFlush(); });
@@ -445,7 +454,7 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   }
   state_record_.threads.assign(threads.begin(), threads.end());
   CaptureSigactionsInto();
-  pages_->set_channel(final_channel_);
+  pages_->set_channels(final_);
   pages_->set_rate_limited(false);
   const uint64_t synced_at = Now();
   local_.sync_us = (synced_at - parked_at) / 1000;

@@ -107,6 +107,10 @@ class Sender {
   // when the freezer does not fork. None of the pointers is owned; all outlive the Sender.
   Sender(SenderConfig config, Channel* main, Channel* final_channel, DirtyTracker* tracker,
          Freezer* freezer, LayoutSource* layout);
+  // N channels (PageSender's multi-channel rules): `main[0]` also carries the reverse stream;
+  // `final[i]` is main[i]'s connection as a channel that works in the forked copy.
+  Sender(SenderConfig config, std::vector<Channel*> main, std::vector<Channel*> final,
+         DirtyTracker* tracker, Freezer* freezer, LayoutSource* layout);
   ~Sender();
 
   // Runs the whole migration. OK = done (threads still parked unless leave_running, see above).
@@ -161,8 +165,9 @@ class Sender {
   // Immutable after construction.
   const SenderConfig config_;
   absl::flat_hash_set<uint32_t> read_only_;  // block ids not given to the tracker
-  Channel* const main_;
-  Channel* const final_channel_;
+  const std::vector<Channel*> main_;
+  const std::vector<Channel*> final_;
+  Channel* const final_channel_;  // final_[0]: the reverse stream in the frozen copy
   DirtyTracker* const tracker_;
   Freezer* const freezer_;
   LayoutSource* const layout_;

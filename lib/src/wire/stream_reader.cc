@@ -290,7 +290,7 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
       const auto& run = std::get<PageRun>(record_.body);
       if (mode_ == Mode::kMain) {
         why = blocks_.CheckRun(run.block_id, run.first_page, run.pages.size());
-        if (why == nullptr) TrackTorn(run);
+        if (why == nullptr && options_.track_torn) TrackTorn(run);
       }
       pages_ += run.pages.size();
       break;

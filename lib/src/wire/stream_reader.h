@@ -37,6 +37,11 @@ namespace procmig::wire {
 struct ReaderOptions {
   // When set, a stream whose preamble says the other direction is refused.
   std::optional<Direction> direction;
+  // Main channel: remember pages that arrived torn (a live run whose crc did not hold) and
+  // refuse the end of stream while one was not resent on this stream. A reader of one channel of
+  // several must not (a torn page may be resent on another channel): the caller, which sees
+  // every channel, tracks torn pages itself (the Receiver does); torn pages are still reported.
+  bool track_torn = true;
 };
 
 // One decoded record. Views inside `body` point into the reader's buffer or the caller's fed
