@@ -240,6 +240,9 @@ absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first,
     // Runs never cross a 1024-page chunk: a chunk's pages all travel on one channel.
     const uint64_t chunk_end = (first / wire::kMaxPagesPerRun + 1) * wire::kMaxPagesPerRun;
     uint64_t n = std::min<uint64_t>(count, chunk_end - first);
+    // XBZRLE deltas and zlib streams lie apart in the staging area: one iovec each, and a batch
+    // holds at most 1024 (a full run of them could never fit). Half runs always do.
+    if (cache_ || pool_) n = std::min<uint64_t>(n, wire::kMaxPagesPerRun / 2);
     RETURN_IF_ERROR(SendRun(id, start, first, n, live, ChannelOf(id, first)));
     first += n;
     count -= n;

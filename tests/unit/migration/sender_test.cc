@@ -19,6 +19,8 @@
 #include "codec/xbzrle.h"
 #include "codec/zlib_codec.h"
 #include "dirty/tracker_probe.h"
+#include "migration/digest_verifier.h"
+#include "migration/receiver.h"
 #include "transport/memory_channel.h"
 #include "transport/posix_channel.h"
 #include "wire/stream_reader.h"
@@ -610,6 +612,92 @@ TEST_CASE("a layout that changes under every park fails after max_park_attempts,
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   CHECK_FALSE(freezer.parked());
   CHECK(absl::IsAborted(rx.status));
+}
+
+// The layout: `first` until the `change_at`-th read, `then` from it on.
+class SwitchingLayout : public LayoutSource {
+ public:
+  std::vector<MemoryRegion> first, then;
+  int change_at = 3, reads = 0;
+  absl::StatusOr<Layout> Read() override {
+    ++reads;
+    return reads < change_at ? Layout{first, 1} : Layout{then, 2};
+  }
+  uint32_t Fingerprint() override { return reads < change_at ? 1 : 2; }
+};
+
+// Sends on `n` memory channels to the real Receiver (each channel fed by its own thread, the
+// reverse stream on channel 0), the layout dropping one block and adding another mid-way.
+void RunMultiChannel(size_t n, int compress) {
+  std::vector<MemoryChannel::Pair> pairs;
+  for (size_t i = 0; i < n; ++i) {
+    auto p = MemoryChannel::CreatePair({});
+    REQUIRE(p.ok());
+    pairs.push_back(std::move(*p));
+  }
+  Region a(3000), b(700), c(1500);  // a spans three 1024-page chunks: every channel gets runs
+  std::memset(a.p, 0x11, 5 * kPage);
+  SwitchingLayout layout;
+  layout.first = {a.AsRegion(), b.AsRegion()};
+  layout.then = {a.AsRegion(), c.AsRegion()};
+  FakeFreezer freezer({&a, &b, &c});
+  ReceiverOptions ro;
+  ro.populate = false;
+  ro.verify_digests = VerifyBlockDigests;
+  Receiver rx(n, ro, pairs[0].second.get());
+  absl::Status finish_status = absl::InternalError("not finished");
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < n; ++i) {
+    readers.emplace_back([&, i] {
+      std::vector<uint8_t> buf(1 << 16);
+      for (;;) {
+        absl::StatusOr<size_t> got = pairs[i].second->ReadSome(buf.data(), buf.size());
+        if (!got.ok() || *got == 0) return;
+        absl::StatusOr<bool> done = rx.Feed(i, {buf.data(), *got});
+        if (!done.ok()) return;
+        if (*done) {
+          absl::StatusOr<ImageManifest> m = rx.Finish();
+          finish_status = m.status();
+          if (m.ok()) finish_status = rx.Ack();
+          return;
+        }
+      }
+    });
+  }
+  std::vector<Channel*> tx;
+  for (auto& p : pairs) tx.push_back(p.first.get());
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig cfg = Config(false, compress);
+  cfg.pages.flush_bytes = 64 << 10;  // many flushes: every ordering rule is exercised
+  Sender sender(cfg, tx, tx, tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  for (auto& p : pairs) (void)p.first->Shutdown();
+  for (auto& t : readers) t.join();
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  REQUIRE_MESSAGE(finish_status.ok(), finish_status.ToString());
+  CHECK(rx.state() == Receiver::State::kAcked);
+  // Every block the receiver holds is the program's final memory (a and c; b was removed).
+  std::vector<const BlockMemory*> mems = rx.BlockMemories();
+  REQUIRE(mems.size() == 2);
+  size_t matched = 0;
+  for (const BlockMemory* m : mems) {
+    for (Region* r : {&a, &c}) {
+      if (m->length() != r->pages * kPage) continue;
+      ++matched;
+      CHECK(std::memcmp(m->bytes().data(), r->p, m->length()) == 0);
+    }
+  }
+  CHECK(matched == 2);
+}
+
+TEST_CASE("two channels to the real receiver: a block removed and one added mid-way") {
+  RunMultiChannel(2, 0);
+}
+
+TEST_CASE("three channels with zlib to the real receiver") { RunMultiChannel(3, 1); }
+
+TEST_CASE("one channel with zlib to the real receiver: runs of 1024 compressed pages fit") {
+  RunMultiChannel(1, 1);
 }
 
 }  // namespace
