@@ -9,10 +9,12 @@
 # its PID namespace ($XDG_RUNTIME_DIR/procmig/N.pidns-I.sock), and `procmig status/migrate` must
 # find it from the host pid alone. After every hop: migrate exited 0 with phase done, the source
 # is gone, the receiver exited 0 and printed the restored pid (the old pid, in a new namespace,
-# with the same thread count), the new agent answers `procmig status HOST_PID`, and the
+# with the same thread count), the new agent answers `procmig status HOST_PID` and holds no
+# more descriptors than the first one did, and the
 # workload's full self-check passes and shows it made progress since the previous hop.
 # Prints one line per hop and medians of the migration total, the pause, the restore time and
-# the agent's restart time.
+# the agent's restart time. With PINGPONG_NO_PID_NS=1 the receivers restore into this PID
+# namespace (--no-pid-ns): new pid and tids each hop, the socket named by the new pid.
 source "$(dirname "$0")/lib.sh"
 WORKLOAD=$1
 HOPS=$2
@@ -74,8 +76,12 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 check_pass "$CUR" "source"
 LAST_PROGRESS=$(progress "$CHECK_LINE")
 THREADS0=$(ls "/proc/$CUR/task" | wc -l)
+FDS0=$(ls "/proc/$CUR/fd" | wc -l)  # the program's stdio, the agent's log and socket
+nfds() { [ "$(ls "/proc/$1/fd" | wc -l)" = "$2" ]; }
 log "source self-check: $CHECK_LINE ($THREADS0 threads)"
 
+RECEIVE_ARGS=()
+[ "${PINGPONG_NO_PID_NS:-}" = 1 ] && RECEIVE_ARGS=(--no-pid-ns)
 PORT_A=$($TOOL free-port)
 PORT_B=$($TOOL free-port)
 while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$($TOOL free-port); done
@@ -85,7 +91,7 @@ for hop in $(seq 1 "$HOPS"); do
   rlog="$W/hop$hop.$tag.receive.log"
   (
     close_fds
-    exec "$PROCMIG" receive --listen "127.0.0.1:$port" --once --detach
+    exec "$PROCMIG" receive --listen "127.0.0.1:$port" --once --detach "${RECEIVE_ARGS[@]}"
   ) </dev/null >"$rlog" 2>&1 &
   RPID=$!
   track "$RPID"
@@ -110,8 +116,14 @@ for hop in $(seq 1 "$HOPS"); do
   track "$host"
   ppid=$(awk '/^PPid:/ {print $2}' "/proc/$host/status" 2>/dev/null)
   [ -n "$ppid" ] && [ "$ppid" -gt 1 ] && track "$ppid"
-  [ "$nspid" = "$ORIG_PID" ] || fail "hop $hop: restored pid $nspid, want the old pid $ORIG_PID"
-  [[ "$line" == *"new PID namespace"* ]] || fail "hop $hop: not in a new PID namespace: $line"
+  if [ "${PINGPONG_NO_PID_NS:-}" = 1 ]; then
+    # The line names the old pid; the process has a new one, the host pid.
+    [[ "$line" == *"this PID namespace"* ]] || fail "hop $hop: not in this PID namespace: $line"
+    nspid=$host
+  else
+    [ "$nspid" = "$ORIG_PID" ] || fail "hop $hop: restored pid $nspid, want the old pid $ORIG_PID"
+    [[ "$line" == *"new PID namespace"* ]] || fail "hop $hop: not in a new PID namespace: $line"
+  fi
   # The program's threads and the sentinel; the agent thread is never migrated.
   [ "$threads" = $((THREADS0 - 1)) ] ||
     fail "hop $hop: $threads thread(s) restored, want $((THREADS0 - 1)) (all but the agent's)"
@@ -119,10 +131,17 @@ for hop in $(seq 1 "$HOPS"); do
 
   # The new agent: its socket, named for the pid namespace, reached from the host pid.
   ino=$(stat -L -c %i "/proc/$CUR/ns/pid") || fail "hop $hop: no /proc/$CUR/ns/pid"
-  sock="$XDG/procmig/$nspid.pidns-$ino.sock"
+  if [ "$ino" = 4026531836 ]; then  # the initial PID namespace
+    sock="$XDG/procmig/$nspid.sock"
+  else
+    sock="$XDG/procmig/$nspid.pidns-$ino.sock"
+  fi
   wait_for 10 test -S "$sock" || fail "hop $hop: the restored agent never made $sock ($(ls "$XDG/procmig"))"
   wait_for 10 bash -c "'$PROCMIG' status $CUR >'$W/hop$hop.status' 2>&1" ||
     fail "hop $hop: procmig status $CUR: $(cat "$W/hop$hop.status")"
+  # The old agent's log and tracker pagemap, reopened by the restorer, are closed again.
+  wait_for 5 nfds "$CUR" "$FDS0" ||
+    fail "hop $hop: $(ls "/proc/$CUR/fd" | wc -l) fds after the agent restart, want $FDS0: $(ls -l "/proc/$CUR/fd" | awk '{print $9, $10, $11}' | tr '\n' ' ')"
   now=$(ls "/proc/$CUR/task" | wc -l)
   [ "$now" = "$THREADS0" ] || fail "hop $hop: $now threads after the agent restart, want $THREADS0"
 
