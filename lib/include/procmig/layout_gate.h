@@ -60,7 +60,9 @@ class LayoutGate {
   bool tracking() const { return fn_.load(std::memory_order_acquire) != nullptr; }
 
   // ---- Tracker side ----
-  // Waits until no change is open and keeps new ones out until Unlock.
+  // Waits until no change is open and keeps new ones out until Unlock. Reentrant for the holding
+  // thread (each Lock needs its Unlock), so a caller may hold the gate across a stop preparation
+  // and the park while the freezer and the tracker lock it again inside.
   void Lock();
   void Unlock();
   // The number of changes so far (a moment to compare against later). Any time.
@@ -83,6 +85,7 @@ class LayoutGate {
   std::atomic<uint32_t> locked_{0};  // futex word: 1 while the tracker holds the gate
   std::atomic<uint32_t> active_{0};  // futex word: open changes
   std::atomic<uintptr_t> owner_{0};  // pthread_self() of the lock holder
+  std::atomic<uint32_t> depth_{0};   // the holder's nested Locks; only the holder touches it
   std::atomic<uint64_t> seq_{0};
   std::atomic<uint64_t> waits_{0};
   std::atomic<DiscardFn> fn_{nullptr};

@@ -67,6 +67,10 @@ bool LayoutGate::HeldByCaller() const {
 }
 
 void LayoutGate::Lock() {
+  if (HeldByCaller()) {
+    depth_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   uint32_t expected = 0;
   while (!locked_.compare_exchange_weak(expected, 1, std::memory_order_seq_cst)) {
     if (expected != 0) FutexWait(locked_, expected);
@@ -81,6 +85,10 @@ void LayoutGate::Lock() {
 }
 
 void LayoutGate::Unlock() {
+  if (depth_.load(std::memory_order_relaxed) > 0) {
+    depth_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
   owner_.store(0, std::memory_order_relaxed);
   locked_.store(0, std::memory_order_seq_cst);
   FutexWake(locked_, INT_MAX);

@@ -69,6 +69,25 @@ TEST_CASE("layout gate: only the holding thread passes through") {
   CHECK_FALSE(gate.HeldByCaller());
 }
 
+TEST_CASE("layout gate: the holder may lock again; the gate opens at the last Unlock") {
+  LayoutGate gate;
+  gate.Lock();
+  gate.Lock();  // e.g. the sender holds it across the park, the freezer locks it inside
+  CHECK(gate.HeldByCaller());
+  gate.Unlock();
+  CHECK(gate.HeldByCaller());
+  bool opened = true;
+  std::thread([&] { opened = gate.TryBeginChange(); }).join();
+  CHECK_FALSE(opened);  // still held
+  gate.Unlock();
+  CHECK_FALSE(gate.HeldByCaller());
+  std::thread([&] {
+    opened = gate.TryBeginChange();
+    if (opened) gate.EndChange(0, 0);
+  }).join();
+  CHECK(opened);
+}
+
 TEST_CASE("layout gate: ChangedSince compares ranges of the logged changes") {
   LayoutGate gate;
   const uint64_t t0 = gate.seq();
