@@ -127,6 +127,11 @@ class DirtyTracker {
 
   virtual TrackerStats stats() const = 0;
 
+  // The gate from TrackerConfig (or null): a caller that needs the layout to stay put across
+  // several steps (the sender, from its last layout read to the park) may hold it; the tracker's
+  // own Lock inside is reentrant.
+  virtual LayoutGate* layout_gate() const { return nullptr; }
+
  protected:
   // A LayoutGate::DiscardFn forwarding to MarkDiscarded of the tracker `self` points to.
   static void DiscardToTracker(void* self, uintptr_t addr, size_t len);

@@ -74,6 +74,7 @@ class MprotectTracker final : public DirtyTracker {
   // Async-signal-safe here.
   void MarkDiscarded(uintptr_t addr, size_t len) override;
   TrackerStats stats() const override;
+  LayoutGate* layout_gate() const override { return gate_; }
 
   // Called by the process-wide SIGSEGV handler, with the lock held: true if the fault was in a
   // tracked page and has been recorded and resolved.

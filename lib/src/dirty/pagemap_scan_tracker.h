@@ -58,6 +58,7 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status Stop() override;
   void MarkDiscarded(uintptr_t addr, size_t len) override { discards_.Mark(addr, len); }
   TrackerStats stats() const override { return stats_; }
+  LayoutGate* layout_gate() const override { return gate_; }
 
  private:
   struct BlockState {

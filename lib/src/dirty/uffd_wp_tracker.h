@@ -62,6 +62,7 @@ class UffdWpTracker final : public DirtyTracker {
   std::span<const pid_t> OwnThreads() const override;
   void MarkDiscarded(uintptr_t addr, size_t len) override;
   TrackerStats stats() const override;
+  LayoutGate* layout_gate() const override { return gate_; }
 
  private:
   struct BlockState {
