@@ -585,7 +585,7 @@ def trace_timeline(text):
                f"({sum(c[1] for c in after if c[0] < start[0]):.1f} ms of it in system calls; "
                f"the rest is Receiver::Finish: crc32c of every block, digests)")
     stats = [c for c in rt if c[0] >= start[0] and c[3] == "newfstatat"]
-    out.append(f"  restore: {len(stats)} stat() of mapped files (CheckRestorable, one per VMA) "
+    out.append(f"  restore: {len(stats)} stat() of mapped files (CheckRestorable) "
                f"from {stats[0][0] if stats else 0:.1f} to {stats[-1][0] if stats else 0:.1f}; "
                f"PID namespace init created at {init_clone[0]:.1f} "
                f"({init_clone[0] - start[0]:.1f} ms after the start)")
