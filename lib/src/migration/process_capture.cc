@@ -231,6 +231,14 @@ void CaptureSigactions(ProcessStateRecord* out) {
   out->sigactions.resize(n);
 }
 
+void RefreshFdOffsets(ProcessStateRecord* out) {
+  for (FdRecord& f : out->fds) {
+    if (f.kind != FdKind::kRegular && f.kind != FdKind::kDirectory) continue;
+    long off = syscall(SYS_lseek, static_cast<int>(f.fd), 0L, SEEK_CUR);
+    if (off >= 0) f.offset = static_cast<uint64_t>(off);
+  }
+}
+
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out) {
   for (size_t i = 0; i < blocks.size() && i < out->digests.size(); ++i) {
     BlockDigest& d = out->digests[i];

@@ -27,6 +27,11 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
 CpuFeatures CaptureCpuFeatures();
 // Sizes out->sigactions to 64 entries first if needed (allocates only then).
 void CaptureSigactions(ProcessStateRecord* out);
+// Re-reads the offset of every regular file and directory in out->fds (lseek SEEK_CUR, raw
+// system calls, no allocation): the offsets CaptureProcessBasics read before the park are stale
+// if the program wrote since. Call it with the threads parked (the frozen copy shares the open
+// file descriptions, so it sees the program's offsets).
+void RefreshFdOffsets(ProcessStateRecord* out);
 // One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;
 // out->digests must already hold blocks.size() entries.
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);

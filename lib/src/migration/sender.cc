@@ -540,7 +540,10 @@ absl::Status Sender::WaitForAck() {
   }
 }
 
-void Sender::CaptureSigactionsInto() { CaptureSigactions(&state_record_); }
+void Sender::CaptureSigactionsInto() {
+  CaptureSigactions(&state_record_);
+  RefreshFdOffsets(&state_record_);  // the program may have written since the capture
+}
 
 void Sender::ComputeDigestsInto() {
   std::span<const RamBlock> blocks = registry_.blocks();
