@@ -17,7 +17,9 @@
 // the main channel has not announced yet waits for the main channel; once the main channel has
 // passed the same iteration record, such a run is DataLoss. A sender therefore has to send each
 // block record before the runs that use it, and an iteration record on EVERY channel before any
-// page of the next iteration.
+// page of the next iteration. Torn pages (a live run's page whose crc did not hold) are tracked
+// here across channels, not by each channel's reader (ReaderOptions::track_torn off): a page torn
+// on one channel may be resent on another; Finish() fails if one never was.
 //
 // Reverse direction (channel 0, written by the receiver): a reverse preamble (the forward one's
 // session, page size, features and channel count) and ack(kPreambleAccepted, 0) as soon as the

@@ -22,6 +22,14 @@
 // stream. On success the original stays parked (migration: the caller exits the process) unless
 // leave_running; on any failure it is unparked and runs on.
 //
+// Channels: one or several connections (PageSender's multi-channel rules: records on channel 0,
+// a page always on the same channel, iteration markers on all as a barrier); the ack comes back
+// on channel 0. Compression (zlib) and XBZRLE are the PageSender's.
+//
+// Timing: downtime_ms runs from the first park of the final stop to the end of stream written
+// (what the program pauses for until the destination has everything); the wait for the ack is
+// ack_wait_ms, apart (the frozen copy reports both through a shared page).
+//
 // Nothing is allocated between Park() and Unpark(): buffers, the reverse-stream reader and the
 // process-state encoding space are prepared before parking.
 //
