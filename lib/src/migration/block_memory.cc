@@ -28,15 +28,40 @@ void AdviseHuge(uint8_t* base, uint64_t mapped) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length,
-                                                                 uint32_t page_size) {
+                                                                 uint32_t page_size,
+                                                                 uint64_t final_start) {
   if (length == 0 || page_size == 0 || length % page_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
                                                    " is not a positive multiple of the page size ",
                                                    page_size));
   }
   uint64_t mapped = MappedSize(length);
-  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  void* p = MAP_FAILED;
+  if (final_start != 0 && final_start % page_size == 0) {
+    p = mmap(reinterpret_cast<void*>(final_start), mapped, PROT_READ | PROT_WRITE,
+             flags | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != MAP_FAILED && reinterpret_cast<uint64_t>(p) != final_start) {
+      munmap(p, mapped);  // a kernel before 4.17 took the address as a hint
+      p = MAP_FAILED;
+    }
+  }
+  if (p == MAP_FAILED && final_start != 0 && mapped >= kHugePage) {
+    // Reserve a huge page more and keep the part that starts at final_start's phase.
+    void* r = mmap(nullptr, mapped + kHugePage, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (r != MAP_FAILED) {
+      const uint64_t lo = reinterpret_cast<uint64_t>(r);
+      const uint64_t phase = final_start % kHugePage;
+      uint64_t at = (lo - phase + kHugePage - 1) / kHugePage * kHugePage + phase;
+      if (at < lo) at += kHugePage;
+      if (at > lo) munmap(r, at - lo);
+      if (lo + mapped + kHugePage > at + mapped) {
+        munmap(reinterpret_cast<void*>(at + mapped), lo + mapped + kHugePage - (at + mapped));
+      }
+      p = reinterpret_cast<void*>(at);
+    }
+  }
+  if (p == MAP_FAILED) p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags, -1, 0);
   if (p == MAP_FAILED) {
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrCat("map ", length, " bytes for a received block"), errno);

@@ -29,7 +29,12 @@ namespace procmig {
 class BlockMemory {
  public:
   // length > 0, a multiple of page_size. ResourceExhausted when the mapping fails.
-  static absl::StatusOr<std::unique_ptr<BlockMemory>> Create(uint64_t length, uint32_t page_size);
+  // `final_start` is where the block lives in the migrated process (0: unknown). The memory is
+  // placed there when that range is free here (a restore then has nothing to move), else at an
+  // address congruent to it modulo 2 MiB, so moving it keeps its huge pages whole (the kernel
+  // moves page-table entries one by one, splitting every huge page, when the two differ).
+  static absl::StatusOr<std::unique_ptr<BlockMemory>> Create(uint64_t length, uint32_t page_size,
+                                                             uint64_t final_start = 0);
   ~BlockMemory();
   BlockMemory(const BlockMemory&) = delete;
   BlockMemory& operator=(const BlockMemory&) = delete;

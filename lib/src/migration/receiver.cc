@@ -232,7 +232,7 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
   ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
-                   BlockMemory::Create(b.length, page_size_.load()));
+                   BlockMemory::Create(b.length, page_size_.load(), b.start));
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
     BlockEntry& e = blocks_[b.block_id];

@@ -222,8 +222,19 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
 
   // Which temporary block ranges are in the old layout's way.
   std::vector<const PlacedBlock*> staged;
+  // A block that is already where it belongs, alone in its VMA (not the [stack], which is mapped
+  // anew and copied), stays put: only its protection is set.
+  std::vector<const PlacedBlock*> in_place;
+  for (size_t vi = 0; vi < vmas.size(); ++vi) {
+    const auto& bs = inside[vi];
+    if (bs.size() == 1 && bs[0]->temp == bs[0]->start && bs[0]->start == vmas[vi]->start &&
+        bs[0]->length == vmas[vi]->end - vmas[vi]->start && vmas[vi]->kind != VmaKind::kStack) {
+      in_place.push_back(bs[0]);
+    }
+  }
   for (const PlacedBlock& b : in.blocks) {
     if (b.length == 0) continue;
+    if (std::find(in_place.begin(), in_place.end(), &b) != in_place.end()) continue;
     for (const VmaRecord* v : vmas) {
       if (Overlaps(b.temp, b.temp + b.length, v->start, v->end)) {
         staged.push_back(&b);
@@ -349,7 +360,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     if (bs.size() == 1 && bs[0]->start == v.start && bs[0]->length == len &&
         v.kind != VmaKind::kStack) {
       abi::Op op;
-      op.kind = abi::kOpMove;
+      op.kind = src(bs[0]) == v.start ? abi::kOpProtect : abi::kOpMove;
       op.prot = v.prot;
       op.src = src(bs[0]);
       op.dst = v.start;

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -230,6 +232,12 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   if (!plan.ok()) {
     close_pipe();
     return plan.status();
+  }
+  if (getenv("PROCMIG_RESTORE_DEBUG") != nullptr) {
+    // The plan, op by op, for whoever debugs a restore (before anything is created).
+    for (size_t i = 0; i < plan->op_what.size(); ++i) {
+      fprintf(stderr, "restore op %zu: %s\n", i, plan->op_what[i].c_str());
+    }
   }
   void* region = mmap(reinterpret_cast<void*>(plan->region_start), plan->region_bytes,
                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,

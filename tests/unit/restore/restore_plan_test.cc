@@ -180,6 +180,27 @@ TEST_CASE("a block whose temporary range is in the old layout's way is staged fi
   CHECK(ops[6].dst == 0x7f0000000000);
 }
 
+TEST_CASE("a block already at its final address stays put; a [stack] there is still copied") {
+  Fixture f;
+  f.blocks[0].temp = f.blocks[0].start;  // the anonymous VMA's block, in place
+  f.blocks[1].temp = f.blocks[1].start;  // the [stack]'s block, in place: in its own way
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  REQUIRE(ops.size() == 1 + 4 + 1 + 1 + 2);
+  // The stack's block goes to staging first (its VMA is mapped anew over it).
+  CHECK(ops[0].kind == abi::kOpMove);
+  CHECK(ops[0].src == 0x7ffd00000000);
+  CHECK(ops[6].kind == abi::kOpProtect);
+  CHECK(ops[6].dst == 0x7f0000000000);
+  CHECK(ops[6].len == 0x4000);
+  CHECK(ops[6].prot == (PROT_READ | PROT_WRITE));
+  CHECK(ops[7].kind == abi::kOpMapAnon);
+  CHECK(ops[8].kind == abi::kOpCopy);
+  CHECK(ops[8].src == ops[0].dst);
+  CHECK(ops[8].dst == 0x7ffd00000000);
+}
+
 TEST_CASE("threads: the main thread first, every context kept, stacks inside the region") {
   Fixture f;
   f.st.threads[0].fs_base = 0x7f00000010f0;
