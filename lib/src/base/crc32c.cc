@@ -137,6 +137,15 @@ uint32_t ExtendPortable(uint32_t init_crc, const void* data, size_t n) {
   return ~c;
 }
 
+uint32_t Concatenate(const uint32_t* crcs, size_t n, uint64_t piece_len) {
+  // crc(A || B) = x^(8|B|) * crc(A) xor crc(B) (the pre/post inversions cancel); the constant
+  // x^(8 * piece_len) is Combine applied to "1" (0x80000000 reflected).
+  const uint32_t shift = Combine(0x80000000u, 0, piece_len);
+  uint32_t crc = 0;
+  for (size_t i = 0; i < n; ++i) crc = MulModP(shift, crc) ^ crcs[i];
+  return crc;
+}
+
 uint32_t Combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
   // With pre/post inversion the inversions cancel: crc(A||B) = shift(crc(A)) ^ crc(B).
   return MulModP(XPowBytes(len_b), crc_a) ^ crc_b;

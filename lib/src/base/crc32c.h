@@ -24,6 +24,10 @@ inline uint32_t Value(const void* data, size_t n) { return Extend(0, data, n); }
 // without touching the data (e.g. to join checksums computed by several threads).
 uint32_t Combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
+// The crc32c of the concatenation of n pieces of `piece_len` bytes each, from their crcs: one
+// GF(2) multiplication per piece, no data touched (a block's digest from its page crcs).
+uint32_t Concatenate(const uint32_t* crcs, size_t n, uint64_t piece_len);
+
 // The portable implementation, exposed so tests can compare it with the hardware path.
 uint32_t ExtendPortable(uint32_t init_crc, const void* data, size_t n);
 

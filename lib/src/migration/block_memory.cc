@@ -6,14 +6,26 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "base/status_macros.h"
 
 namespace procmig {
 namespace {
 
 constexpr uint64_t kHugePage = 2u << 20;
+
+uint32_t ZeroPageCrc(uint32_t page_size) {
+  static const uint32_t k4096 = [] {
+    static const uint8_t zeros[4096] = {};
+    return crc32c::Value(zeros, sizeof zeros);
+  }();
+  if (page_size == 4096) return k4096;
+  std::vector<uint8_t> zeros(page_size, 0);
+  return crc32c::Value(zeros.data(), zeros.size());
+}
 
 // Rounds up so a block of 2 MiB and more can be backed by whole huge pages.
 uint64_t MappedSize(uint64_t length) {
@@ -76,7 +88,12 @@ BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32
       mapped_(mapped),
       length_(length),
       page_size_(page_size),
-      nonzero_((length / page_size + 63) / 64, 0) {}
+      nonzero_((length / page_size + 63) / 64, 0),
+      crcs_(length / page_size, ZeroPageCrc(page_size)) {}
+
+uint32_t BlockMemory::ContentCrc() const {
+  return crc32c::Concatenate(crcs_.data(), crcs_.size(), page_size_);
+}
 
 BlockMemory::~BlockMemory() { munmap(base_, mapped_); }
 
@@ -108,6 +125,7 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
     }
   }
   nonzero_.resize((new_pages + 63) / 64, 0);
+  crcs_.resize(new_pages, ZeroPageCrc(page_size_));  // grown pages read as zero
   length_ = new_length;
   return absl::OkStatus();
 }
@@ -130,6 +148,7 @@ void BlockMemory::ClearPage(uint64_t index) {
   uint64_t old =
       std::atomic_ref<uint64_t>(nonzero_[index / 64]).fetch_and(~bit, std::memory_order_relaxed);
   if (old & bit) std::memset(page(index), 0, page_size_);
+  crcs_[index] = ZeroPageCrc(page_size_);
 }
 
 bool BlockMemory::MaybeNonZero(uint64_t index) const {

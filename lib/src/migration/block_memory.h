@@ -51,6 +51,11 @@ class BlockMemory {
   const uint8_t* page(uint64_t index) const { return base_ + index * page_size_; }
   std::span<const uint8_t> bytes() const { return {base_, length_}; }
 
+  // The crc32c of each page as it now holds (a zero page's until set): the receiver records
+  // the crc it checked, so the whole block's digest is ContentCrc(), computed from the page crcs
+  // without reading the memory again (a 1 GiB re-read took 360 ms of the pause under load).
+  void SetPageCrc(uint64_t index, uint32_t crc) { crcs_[index] = crc; }
+  uint32_t ContentCrc() const;
   void MarkNonZero(uint64_t index);
   // Makes the page read as zero (memset only when it may hold data) and clears its bit.
   void ClearPage(uint64_t index);
@@ -69,6 +74,7 @@ class BlockMemory {
   uint64_t length_;
   const uint32_t page_size_;
   std::vector<uint64_t> nonzero_;  // one bit per page; accessed through std::atomic_ref
+  std::vector<uint32_t> crcs_;     // one per page; each written by one thread at a time
 };
 
 }  // namespace procmig

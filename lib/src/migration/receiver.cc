@@ -374,6 +374,8 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
       break;
     }
   }
+  // Raw pages were checked against this crc when decoded, xbzrle and zlib ones just above.
+  if (e.encoding != wire::PageEncoding::kZero) m.SetPageCrc(page, e.page_crc);
   ++c.stats.pages;
   if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
   return absl::OkStatus();
@@ -518,7 +520,7 @@ absl::StatusOr<ImageManifest> Receiver::Finish() {
       ib.start = b.start;
       ib.length = b.memory->length();
       ib.name = b.name;
-      ib.crc32c = crc32c::Value(b.memory->bytes().data(), b.memory->length());
+      ib.crc32c = b.memory->ContentCrc();  // from the page crcs: no second pass over memory
       views.push_back({id, b.start, ib.length, b.memory->bytes(), ib.crc32c});
       m.blocks.push_back(std::move(ib));
     }

@@ -126,5 +126,19 @@ TEST_CASE("a single flipped bit changes the checksum") {
   }
 }
 
+TEST_CASE("Concatenate joins equal-sized pieces' crcs into the crc of the whole") {
+  std::vector<uint8_t> buf(4096 * 37);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+  std::vector<uint32_t> crcs;
+  for (size_t p = 0; p < 37; ++p) crcs.push_back(crc32c::Value(buf.data() + p * 4096, 4096));
+  CHECK(crc32c::Concatenate(crcs.data(), crcs.size(), 4096) ==
+        crc32c::Value(buf.data(), buf.size()));
+  CHECK(crc32c::Concatenate(crcs.data(), 1, 4096) == crcs[0]);
+  CHECK(crc32c::Concatenate(crcs.data(), 0, 4096) == 0);
+  crcs[5] ^= 1;
+  CHECK(crc32c::Concatenate(crcs.data(), crcs.size(), 4096) !=
+        crc32c::Value(buf.data(), buf.size()));
+}
+
 }  // namespace
 }  // namespace procmig

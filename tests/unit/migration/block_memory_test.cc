@@ -2,7 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/mman.h>
+
 #include <cstring>
+
+#include "base/crc32c.h"
 
 namespace procmig {
 namespace {
@@ -49,6 +53,43 @@ TEST_CASE("resize keeps contents, and pages dropped by a shrink read zero after 
   CHECK_FALSE(b.MaybeNonZero(3));
   CHECK(b.Resize(4097).code() == absl::StatusCode::kInvalidArgument);
   CHECK(BlockMemory::Create(0, 4096).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("ContentCrc follows the recorded page crcs: zero pages, written pages, clears, resizes") {
+  auto m = BlockMemory::Create(8 * 4096, 4096);
+  REQUIRE(m.ok());
+  BlockMemory& b = **m;
+  auto whole = [&] { return crc32c::Value(b.bytes().data(), b.length()); };
+  CHECK(b.ContentCrc() == whole());  // all zero
+  std::memset(b.page(3), 0x5a, 4096);
+  b.SetPageCrc(3, crc32c::Value(b.page(3), 4096));
+  b.MarkNonZero(3);
+  CHECK(b.ContentCrc() == whole());
+  b.ClearPage(3);
+  CHECK(b.ContentCrc() == whole());
+  std::memset(b.page(7), 0x11, 4096);
+  b.SetPageCrc(7, crc32c::Value(b.page(7), 4096));
+  b.MarkNonZero(7);
+  REQUIRE(b.Resize(12 * 4096).ok());
+  CHECK(b.ContentCrc() == whole());
+  REQUIRE(b.Resize(5 * 4096).ok());
+  CHECK(b.ContentCrc() == whole());
+}
+
+TEST_CASE("a block lands at its final address when that range is free here") {
+  // A free range: map and unmap 4 MiB to learn one.
+  void* probe = mmap(nullptr, 4u << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(probe != MAP_FAILED);
+  munmap(probe, 4u << 20);
+  const uint64_t want = reinterpret_cast<uint64_t>(probe) + 4096;
+  auto m = BlockMemory::Create(2u << 20, 4096, want);
+  REQUIRE(m.ok());
+  CHECK(reinterpret_cast<uint64_t>((*m)->page(0)) == want);
+  // Taken: the next one is placed congruent to it modulo 2 MiB.
+  auto n = BlockMemory::Create(2u << 20, 4096, want);
+  REQUIRE(n.ok());
+  CHECK(reinterpret_cast<uint64_t>((*n)->page(0)) != want);
+  CHECK(reinterpret_cast<uint64_t>((*n)->page(0)) % (2u << 20) == want % (2u << 20));
 }
 
 }  // namespace
