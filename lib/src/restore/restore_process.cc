@@ -363,6 +363,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     }
     out.threads = static_cast<uint32_t>(rep.value);
     out.host_pid = options.pid_namespace ? -1 : out.child;
+    if (!options.pid_namespace) out.pid = static_cast<uint32_t>(out.child);  // a new pid here
     if (options.pid_namespace) {
       std::ifstream kids(absl::StrCat("/proc/", out.child, "/task/", out.child, "/children"));
       pid_t h = -1;
