@@ -27,6 +27,15 @@ bool IsVdsoName(const std::string& p) {
   return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]";
 }
 
+// The written pages of a small private file mapping (a library's .data and RELRO segment, a
+// program's modified private mapping) are copied into a fresh private mapping of the file, so
+// /proc/PID/maps still names the file; larger ones are moved in (no copy) and show anonymous.
+constexpr uint64_t kCopyIntoFileMax = 8ull << 20;
+bool CopiedIntoFile(const VmaRecord& v) {
+  return v.kind == VmaKind::kFile && !v.shared && !v.deleted && !v.path.empty() &&
+         v.path[0] == '/' && v.end - v.start <= kCopyIntoFileMax;
+}
+
 struct Interval {
   uint64_t start, end;
 };
@@ -223,12 +232,14 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   // Which temporary block ranges are in the old layout's way.
   std::vector<const PlacedBlock*> staged;
   // A block that is already where it belongs, alone in its VMA (not the [stack], which is mapped
-  // anew and copied), stays put: only its protection is set.
+  // anew and copied, nor a file mapping copied into its file), stays put: only its protection
+  // is set.
   std::vector<const PlacedBlock*> in_place;
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
     const auto& bs = inside[vi];
     if (bs.size() == 1 && bs[0]->temp == bs[0]->start && bs[0]->start == vmas[vi]->start &&
-        bs[0]->length == vmas[vi]->end - vmas[vi]->start && vmas[vi]->kind != VmaKind::kStack) {
+        bs[0]->length == vmas[vi]->end - vmas[vi]->start && vmas[vi]->kind != VmaKind::kStack &&
+        !CopiedIntoFile(*vmas[vi])) {
       in_place.push_back(bs[0]);
     }
   }
@@ -358,7 +369,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       return src_of[static_cast<size_t>(b - in.blocks.data())];
     };
     if (bs.size() == 1 && bs[0]->start == v.start && bs[0]->length == len &&
-        v.kind != VmaKind::kStack) {
+        v.kind != VmaKind::kStack && !CopiedIntoFile(v)) {
       abi::Op op;
       op.kind = src(bs[0]) == v.start ? abi::kOpProtect : abi::kOpMove;
       op.prot = v.prot;
@@ -398,7 +409,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     ops.push_back(base);
     for (const PlacedBlock* b : bs) {
       abi::Op op;
-      op.kind = v.kind == VmaKind::kStack ? abi::kOpCopy : abi::kOpMove;
+      op.kind = v.kind == VmaKind::kStack || CopiedIntoFile(v) ? abi::kOpCopy : abi::kOpMove;
       op.prot = base.prot;
       op.src = src(b);
       op.dst = b->start;

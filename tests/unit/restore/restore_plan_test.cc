@@ -288,7 +288,7 @@ TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
   CHECK(sa[63].handler == 0x401100);
 }
 
-TEST_CASE("a file VMA partly covered by a block: file map, block moved over, then its prot") {
+TEST_CASE("a file VMA with a block: file map, block copied in (the file stays named), its prot") {
   Fixture f;
   f.st.vmas[0].end = 0x403000;
   f.st.vmas[0].prot = PROT_READ;
@@ -298,8 +298,10 @@ TEST_CASE("a file VMA partly covered by a block: file map, block moved over, the
   std::vector<abi::Op> ops = OpsOf(*plan);
   CHECK(ops[4].kind == abi::kOpMapFile);
   CHECK(ops[4].prot == (PROT_READ | PROT_WRITE));
-  CHECK(ops[5].kind == abi::kOpMove);
+  CHECK(ops[5].kind == abi::kOpCopy);
+  CHECK(ops[5].src == 0x600000200000);
   CHECK(ops[5].dst == 0x401000);
+  CHECK(ops[5].len == 0x1000);
   CHECK(ops[6].kind == abi::kOpProtect);
   CHECK(ops[6].dst == 0x400000);
   CHECK(ops[6].len == 0x3000);
