@@ -179,8 +179,8 @@ void Restart() {
   const AgentThreadInfo old = CurrentAgentThread();
   const uint32_t n = g_restart.restarts.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_restart.resumed.store(0, std::memory_order_release);
+  CloseOldTrackerFds();  // first: the new agent's own descriptors could take freed numbers
   if (!StartAgent(true)) return;  // logged; the program runs on without an agent
-  CloseOldTrackerFds();
   // 4.
   ReapOldAgentThread(old);
   Log("restart %u: agent started again in %.2f ms (%u of %u parked threads resumed)", n,
