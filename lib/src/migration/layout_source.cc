@@ -33,23 +33,20 @@ ssize_t ReadAll(const char* path, char* buf, size_t cap) {
 // Sets private_copies on read-only private file mappings that hold anonymous (copied-on-write)
 // pages: pagemap bit 63 (present) without bit 61 (file page). Such a mapping differs from its
 // file (a RELRO segment after relocation) and has to be migrated like written memory. The same
-// for a read-only private anonymous mapping with present pages right after a file mapping: a
-// restored process's RELRO segment (the restorer moved the copies in, which made it anonymous).
-// Other read-only anonymous memory is left as before (a program that flips protections all the
-// time would otherwise add and remove blocks at every flip). An unreadable pagemap leaves every
-// flag false.
+// for read-only private anonymous mappings with present pages: a restored process's RELRO
+// segments are anonymous (the restorer moved the copies in), and so is any memory a program
+// filled and then made read-only. An unreadable pagemap leaves every flag false.
 void MarkPrivateCopies(std::vector<MemoryRegion>& regions) {
   int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (fd < 0) return;
   constexpr uint64_t kPresent = 1ull << 63, kFilePage = 1ull << 61;
   constexpr size_t kBatch = 512;
   uint64_t entries[kBatch];
-  for (size_t i = 0; i < regions.size(); ++i) {
-    MemoryRegion& r = regions[i];
-    if (r.shared || r.writable || !r.readable) continue;
-    const bool after_file = i > 0 && regions[i - 1].kind == RegionKind::kFile &&
-                            regions[i - 1].end == r.start && !regions[i - 1].path.empty();
-    if (r.kind != RegionKind::kFile && !(r.kind == RegionKind::kAnonymous && after_file)) continue;
+  for (MemoryRegion& r : regions) {
+    if (r.shared || r.writable || !r.readable ||
+        (r.kind != RegionKind::kFile && r.kind != RegionKind::kAnonymous)) {
+      continue;
+    }
     const uint64_t pages = r.size() / 4096;
     for (uint64_t first = 0; first < pages && !r.private_copies; first += kBatch) {
       const uint64_t n = std::min<uint64_t>(kBatch, pages - first);

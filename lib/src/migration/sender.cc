@@ -348,6 +348,12 @@ absl::Status Sender::StopAndCopy() {
   state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 + (kMaxThreads / 64) * 256 +
                        n_blocks_cap * 32 + (1u << 20));
   for (;;) {
+    // Forcing the stop (after a few abandoned ones): the program's own mmap/munmap/mremap/
+    // mprotect/madvise wait at the agent's layout gate from the last layout read through the park,
+    // so a program that changes its layout every few milliseconds cannot keep the stop from
+    // finding a stable layout. (glibc's internal calls bypass the gate; the gate is reentrant,
+    // the freezer takes it again to park.)
+    LayoutGateLock hold(policy_.forcing() ? tracker_->layout_gate() : nullptr);
     bool stable = false;
     RETURN_IF_ERROR(PrepareStop(n_blocks_cap, &stable));
     bool park_failed = false;
