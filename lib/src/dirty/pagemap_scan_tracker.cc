@@ -14,38 +14,10 @@
 
 namespace procmig {
 
-namespace {
-
-constexpr size_t kMapsBufferBytes = 256u << 10;
-constexpr int kArmRetries = 3;
-
-// Refusals of a registration or write-protect that a layout change explains.
-bool LayoutRefusal(int err) {
-  return err == EINVAL || err == ENOMEM || err == ENOENT || err == EFAULT;
-}
-
-}  // namespace
-
 PagemapScanTracker::PagemapScanTracker(LayoutGate* gate)
     : gate_(gate), epoch_(gate == nullptr ? 0 : gate->seq()) {}
 
 PagemapScanTracker::~PagemapScanTracker() { (void)Stop(); }
-
-void PagemapScanTracker::GrowMapsBufferIfNeeded() {
-  if (maps_.capacity() == 0) {
-    maps_.Reserve(kMapsBufferBytes);
-  } else if (maps_.truncated()) {
-    maps_.Reserve(maps_.capacity() * 2);
-  }
-}
-
-bool PagemapScanTracker::LinesUp(const RamBlock& b, bool fresh) {
-  if (!maps_read_ || fresh) {
-    (void)maps_.Read();
-    maps_read_ = true;
-  }
-  return maps_.CoversExactly(b.start, b.end());
-}
 
 int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
   int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/false);
@@ -56,29 +28,8 @@ int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
 absl::Status PagemapScanTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
   st.armed = false;
   if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
-  if (check && !LinesUp(b, /*fresh=*/false)) {
-    ++stats_.stale_blocks;
-    return absl::OkStatus();
-  }
-  int err = RegisterAndProtect(b);
-  // A change the gate did not see (glibc's own mmap/munmap, which may go on meanwhile) or a
-  // stale snapshot: look again. Refused while the range still lines up, every time: an error.
-  for (int retry = 0; err != 0 && LayoutRefusal(err) && retry < kArmRetries; ++retry) {
-    ++stats_.arm_retries;
-    if (!LinesUp(b, /*fresh=*/true)) {
-      ++stats_.stale_blocks;
-      return absl::OkStatus();
-    }
-    err = RegisterAndProtect(b);
-  }
-  if (err != 0) {
-    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                       absl::StrFormat("arm block %u (%s): register and write-protect uffd range "
-                                       "0x%x+0x%x",
-                                       b.id, b.name, b.start, b.length),
-                       err);
-  }
-  st.armed = true;
+  ASSIGN_OR_RETURN(st.armed,
+                   layout_.Arm(b, check, [&] { return RegisterAndProtect(b); }, stats_));
   return absl::OkStatus();
 }
 
@@ -98,12 +49,12 @@ absl::Status PagemapScanTracker::Start(std::span<const RamBlock> blocks) {
   state_.assign(blocks_.size(), BlockState{false, epoch_});
   result_ = DirtySet(blocks_);
   discards_.Reset(blocks_);
-  GrowMapsBufferIfNeeded();
+  layout_.GrowBufferIfNeeded();
   started_ = true;
   absl::Status s;
   {
     LayoutGateLock hold(gate_);
-    maps_read_ = false;
+    layout_.Forget();
     if (gate_ != nullptr) gate_->Attach(&DiscardToTracker, this);
     for (size_t i = 0; i < blocks_.size() && s.ok(); ++i) s = Arm(blocks_[i], state_[i], false);
   }
@@ -125,11 +76,11 @@ absl::Status PagemapScanTracker::AddBlocks(std::span<const RamBlock> blocks) {
     if (j < blocks_.size() && blocks_[j].id == next[i].id) next_state[i] = state_[j];
   }
   DirtySet next_result(next);
-  GrowMapsBufferIfNeeded();
+  layout_.GrowBufferIfNeeded();
   absl::Status s;
   {
     LayoutGateLock hold(gate_);
-    maps_read_ = false;
+    layout_.Forget();
     for (const RamBlock& added : blocks) {
       const RamBlock* b = FindBlockHolding(next, added.start);
       if (b == nullptr) continue;  // impossible: BlocksWithAdded put it there
@@ -210,7 +161,7 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
   std::span<DirtyBlock> out = result_.mutable_blocks();
   {
     LayoutGateLock hold(gate_);
-    maps_read_ = false;
+    layout_.Forget();
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const RamBlock& b = blocks_[i];
       if (state_[i].armed) {

@@ -35,7 +35,7 @@
 
 #include "dirty/dirty_tracker.h"
 #include "dirty/discard_log.h"
-#include "dirty/maps_snapshot.h"
+#include "dirty/layout_check.h"
 #include "dirty/userfault_fd.h"
 
 struct page_region;
@@ -71,12 +71,9 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
   // Register + write-protect; raw errno.
   int RegisterAndProtect(const RamBlock& block) const;
-  // Whether the block lines up with the mappings; reads maps once per gate hold (`fresh`: again).
-  bool LinesUp(const RamBlock& block, bool fresh);
   // Scans one block, marking written pages into `out` and re-protecting them; raw errno of a
   // refused ioctl in *err (then the Status is OK and the caller decides).
   absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out, int* err);
-  void GrowMapsBufferIfNeeded();
 
   LayoutGate* const gate_;  // not owned; may be null
   bool started_ = false;
@@ -86,8 +83,7 @@ class PagemapScanTracker final : public DirtyTracker {
   std::vector<RamBlock> blocks_;  // sorted by start, as result_.blocks()
   std::vector<BlockState> state_;  // parallel to blocks_
   uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
-  MapsSnapshot maps_;
-  bool maps_read_ = false;  // maps_ read during the current gate hold
+  LayoutCheck layout_;  // maps read once per gate hold
   DirtySet result_;
   DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;

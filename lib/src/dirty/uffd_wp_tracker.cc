@@ -15,34 +15,7 @@
 
 namespace procmig {
 
-namespace {
-
-constexpr size_t kMapsBufferBytes = 256u << 10;
-constexpr int kArmRetries = 3;
-
-bool LayoutRefusal(int err) {
-  return err == EINVAL || err == ENOMEM || err == ENOENT || err == EFAULT;
-}
-
-}  // namespace
-
 UffdWpTracker::~UffdWpTracker() { (void)Stop(); }
-
-void UffdWpTracker::GrowMapsBufferIfNeeded() {
-  if (maps_.capacity() == 0) {
-    maps_.Reserve(kMapsBufferBytes);
-  } else if (maps_.truncated()) {
-    maps_.Reserve(maps_.capacity() * 2);
-  }
-}
-
-bool UffdWpTracker::LinesUp(const RamBlock& b, bool fresh) {
-  if (!maps_read_ || fresh) {
-    (void)maps_.Read();
-    maps_read_ = true;
-  }
-  return maps_.CoversExactly(b.start, b.end());
-}
 
 int UffdWpTracker::RegisterAndProtect(const RamBlock& b) const {
   int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/true);
@@ -54,27 +27,8 @@ absl::Status UffdWpTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
   st.armed = false;
   st.rearm = false;
   if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
-  if (check && !LinesUp(b, /*fresh=*/false)) {
-    ++stats_.stale_blocks;
-    return absl::OkStatus();
-  }
-  int err = RegisterAndProtect(b);
-  for (int retry = 0; err != 0 && LayoutRefusal(err) && retry < kArmRetries; ++retry) {
-    ++stats_.arm_retries;
-    if (!LinesUp(b, /*fresh=*/true)) {
-      ++stats_.stale_blocks;
-      return absl::OkStatus();
-    }
-    err = RegisterAndProtect(b);
-  }
-  if (err != 0) {
-    return ErrnoStatus(absl::StatusCode::kFailedPrecondition,
-                       absl::StrFormat("arm block %u (%s): register and write-protect uffd range "
-                                       "0x%x+0x%x",
-                                       b.id, b.name, b.start, b.length),
-                       err);
-  }
-  st.armed = true;
+  ASSIGN_OR_RETURN(st.armed,
+                   layout_.Arm(b, check, [&] { return RegisterAndProtect(b); }, stats_));
   return absl::OkStatus();
 }
 
@@ -102,7 +56,7 @@ absl::Status UffdWpTracker::Start(std::span<const RamBlock> blocks) {
   }
   blocks_ = sorted;
   state_.assign(blocks_.size(), BlockState{false, false, epoch_});
-  GrowMapsBufferIfNeeded();
+  layout_.GrowBufferIfNeeded();
   handler_tid_published_.store(0);
   handler_ = std::thread([this] { HandlerLoop(); });
   while ((handler_tid_ = handler_tid_published_.load(std::memory_order_acquire)) == 0) {
@@ -112,7 +66,7 @@ absl::Status UffdWpTracker::Start(std::span<const RamBlock> blocks) {
   absl::Status s;
   {
     LayoutGateLock hold(gate_);
-    maps_read_ = false;
+    layout_.Forget();
     if (gate_ != nullptr) gate_->Attach(&DiscardToTracker, this);
     for (size_t i = 0; i < blocks_.size() && s.ok(); ++i) s = Arm(blocks_[i], state_[i], false);
   }
@@ -134,7 +88,7 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
   }
   DirtySet next_live(next);
   DirtySet next_result(next);
-  GrowMapsBufferIfNeeded();
+  layout_.GrowBufferIfNeeded();
   {
     // Publish before registering: a fault in a new block must find it (see Start).
     std::lock_guard<std::mutex> lock(mu_);
@@ -148,7 +102,7 @@ absl::Status UffdWpTracker::AddBlocks(std::span<const RamBlock> blocks) {
   absl::Status s;
   {
     LayoutGateLock hold(gate_);
-    maps_read_ = false;
+    layout_.Forget();
     for (const RamBlock& added : blocks) {
       const RamBlock* b = FindBlockHolding(blocks_, added.start);
       if (b == nullptr) continue;  // impossible: BlocksWithAdded put it there
@@ -246,7 +200,7 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   uintptr_t failed_at = 0;
   result_.ClearAll();
   LayoutGateLock hold(gate_);
-  maps_read_ = false;
+  layout_.Forget();
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < blocks_.size(); ++i) {
@@ -254,7 +208,7 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
       if (!state_[i].armed) continue;
       const int e = uffd_.WriteProtectAcrossVmas(b.start, b.length, true, page_size_);
       if (e == 0) continue;
-      if (LayoutRefusal(e)) {
+      if (IsLayoutRefusal(e)) {
         state_[i].rearm = true;  // part of it is a mapping made since it was armed
       } else if (err == 0) {
         err = e;

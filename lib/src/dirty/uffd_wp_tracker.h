@@ -42,7 +42,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "dirty/dirty_tracker.h"
-#include "dirty/maps_snapshot.h"
+#include "dirty/layout_check.h"
 #include "dirty/userfault_fd.h"
 
 namespace procmig {
@@ -73,8 +73,6 @@ class UffdWpTracker final : public DirtyTracker {
   // As PagemapScanTracker::Arm (the gate locked, mu_ not held).
   absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
   int RegisterAndProtect(const RamBlock& block) const;
-  bool LinesUp(const RamBlock& block, bool fresh);
-  void GrowMapsBufferIfNeeded();
   void HandlerLoop();
   // Records and resolves one fault; called by the handler thread.
   void HandleFault(uintptr_t addr, bool write_protect_fault);
@@ -98,8 +96,7 @@ class UffdWpTracker final : public DirtyTracker {
   std::vector<RamBlock> blocks_;  // sorted by start
   std::vector<BlockState> state_;  // parallel to blocks_
   uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
-  MapsSnapshot maps_;
-  bool maps_read_ = false;  // maps_ read during the current gate hold
+  LayoutCheck layout_;  // maps read once per gate hold
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};
