@@ -11,9 +11,8 @@
 #include "migration/digest_verifier.h"
 #include "migration/image_inspect.h"
 #include "migration/image_store.h"
-#include "migration/process_state.h"
 #include "migration/receive_session.h"
-#include "restore/restore_process.h"
+#include "restore_internal.h"
 #include "transport/channel_group_receiver.h"
 #include "transport/endpoint.h"
 #include "transport/transport_config.h"
@@ -116,38 +115,16 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   if (live) {
     so.deliver = [&](const ImageManifest& m, std::span<const BlockMemory* const> memory,
                      std::span<const uint8_t> process_state) -> absl::Status {
-      absl::StatusOr<ProcessStateRecord> st = DecodeProcessState(process_state);
-      if (!st.ok()) return absl::DataLossError(absl::StrCat("restore: process state: ",
-                                                            st.status().message()));
-      std::vector<PlacedBlock> placed;
-      for (size_t i = 0; i < m.blocks.size() && i < memory.size(); ++i) {
-        const ImageBlock& b = m.blocks[i];
-        if (b.digest == DigestState::kMismatch) {
-          return absl::DataLossError(
-              absl::StrCat("restore: block ", b.id, " does not match the sender's digest"));
-        }
-        if (b.length == 0) continue;
-        placed.push_back({b.id, b.start, b.length,
-                          reinterpret_cast<uint64_t>(memory[i]->bytes().data())});
+      std::vector<uint64_t> addresses;
+      for (const BlockMemory* mem : memory) {
+        addresses.push_back(reinterpret_cast<uint64_t>(mem->bytes().data()));
       }
-      RestoreProcessOptions ro;
-      ro.pid_namespace = options.restore.pid_namespace;
-      ro.start_timeout_ms = options.restore.start_timeout_ms;
-      ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*st, placed, ro));
-      RestoreResult r;
-      r.child = p.child;
-      r.host_pid = p.host_pid;
-      r.pid = p.pid;
-      r.threads = p.threads;
-      r.pid_namespace = p.pid_namespace;
-      r.start_ms = static_cast<double>(p.start_ns) / 1e6;
-      r.clone_ms = static_cast<double>(p.clone_ns) / 1e6;
-      for (int i = 0; i < 6; ++i) r.phase_ms[i] = static_cast<double>(p.blob_phase_ns[i]) / 1e6;
-      if (p.first_park_ns != 0 && p.running_at_ns > p.first_park_ns) {
-        r.pause_ms = static_cast<double>(p.running_at_ns - p.first_park_ns) / 1e6;
+      absl::StatusOr<RestoreResult> r =
+          StartRestore(process_state, m.blocks, addresses, options.restore, /*live=*/true);
+      if (!r.ok()) {
+        return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));
       }
-      r.warnings = p.warnings;
-      restored = r;
+      restored = *std::move(r);
       return absl::OkStatus();
     };
   }

@@ -67,9 +67,7 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
       uint64_t at = (lo - phase + kHugePage - 1) / kHugePage * kHugePage + phase;
       if (at < lo) at += kHugePage;
       if (at > lo) munmap(r, at - lo);
-      if (lo + mapped + kHugePage > at + mapped) {
-        munmap(reinterpret_cast<void*>(at + mapped), lo + mapped + kHugePage - (at + mapped));
-      }
+      munmap(reinterpret_cast<void*>(at + mapped), lo + kHugePage - at);  // at < lo + 2 MiB
       p = reinterpret_cast<void*>(at);
     }
   }

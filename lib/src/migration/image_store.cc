@@ -214,20 +214,54 @@ absl::StatusOr<ImageManifest> ImageStore::ReadManifest(const std::string& dir) {
 absl::StatusOr<std::vector<uint8_t>> ImageStore::ReadBlock(const std::string& dir,
                                                            const ImageManifest& m,
                                                            const ImageBlock& block) {
+  (void)m;
+  std::vector<uint8_t> bytes(block.length, 0);
+  RETURN_IF_ERROR(ReadBlockInto(dir, block, bytes));
+  return bytes;
+}
+
+absl::Status ImageStore::ReadBlockInto(const std::string& dir, const ImageBlock& block,
+                                       std::span<uint8_t> dst) {
   std::string path = Join(dir, block.FileName());
-  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadWholeFile(path, block.length));
-  if (bytes.size() != block.length) {
-    return absl::DataLossError(absl::StrCat("read ", path, ": ", bytes.size(),
+  if (dst.size() != block.length) {
+    return absl::InvalidArgumentError(absl::StrCat("read ", path, " into ", dst.size(),
+                                                   " bytes: the block has ", block.length));
+  }
+  int raw = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("open ", path, ": ENOENT"));
+    return ErrnoStatus(absl::StrCat("open ", path), errno);
+  }
+  UniqueFd fd(raw);
+  struct stat st;
+  if (fstat(raw, &st) != 0) return ErrnoStatus(absl::StrCat("stat ", path), errno);
+  if (static_cast<uint64_t>(st.st_size) != block.length) {
+    return absl::DataLossError(absl::StrCat("read ", path, ": ", st.st_size,
                                             " bytes, the manifest says ", block.length));
   }
-  uint32_t crc = crc32c::Value(bytes.data(), bytes.size());
+  for (off_t pos = 0; static_cast<uint64_t>(pos) < block.length;) {
+    off_t data = lseek(raw, pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole is left
+    off_t hole = lseek(raw, data, SEEK_HOLE);
+    if (hole < 0 || static_cast<uint64_t>(hole) > block.length) {
+      hole = static_cast<off_t>(block.length);
+    }
+    for (off_t at = data; at < hole;) {
+      ssize_t r = pread(raw, dst.data() + at, static_cast<size_t>(hole - at), at);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoStatus(absl::StrCat("read ", path), errno);
+      if (r == 0) return absl::DataLossError(absl::StrCat("read ", path, ": shorter than its size"));
+      at += r;
+    }
+    pos = hole;
+  }
+  uint32_t crc = crc32c::Value(dst.data(), dst.size());
   if (crc != block.crc32c) {
     return absl::DataLossError(absl::StrCat("read ", path, ": crc32c mismatch (manifest 0x",
                                             absl::Hex(block.crc32c), ", file 0x", absl::Hex(crc),
                                             ")"));
   }
-  (void)m;
-  return bytes;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint8_t>> ImageStore::ReadProcessState(const std::string& dir,

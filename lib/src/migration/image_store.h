@@ -39,6 +39,10 @@ class ImageStore {
   static absl::StatusOr<std::vector<uint8_t>> ReadBlock(const std::string& dir,
                                                         const ImageManifest& m,
                                                         const ImageBlock& block);
+  // The same into `dst` (block.length bytes that read as zero, e.g. fresh anonymous memory):
+  // only the file's data extents are read (SEEK_DATA/SEEK_HOLE), holes are left as they are.
+  static absl::Status ReadBlockInto(const std::string& dir, const ImageBlock& block,
+                                    std::span<uint8_t> dst);
   static absl::StatusOr<std::vector<uint8_t>> ReadProcessState(const std::string& dir,
                                                                const ImageManifest& m);
 };

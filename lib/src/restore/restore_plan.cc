@@ -77,12 +77,10 @@ class ArgsBuilder {
     buf_.push_back(0);
     return off;
   }
-  abi::Args* args() { return reinterpret_cast<abi::Args*>(buf_.data()); }
   std::vector<uint8_t> Take() {
     Align(16);
     return std::move(buf_);
   }
-  size_t size() const { return buf_.size(); }
 
  private:
   uint64_t Align(uint64_t a) {
@@ -222,7 +220,6 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
 
   // Sizes: the region holds code, args, then one stack per thread (the main thread's included).
   const uint64_t code_bytes = RoundUp(in.code_bytes, kPage);
-  // Args are built first with placeholder addresses for the stacks, then patched.
   std::vector<Interval> used;
   for (const VmaRecord* v : vmas) used.push_back({v->start, v->end});
   for (const MemoryRegion& r : in.current) {
@@ -259,7 +256,6 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   if (!cur_special.empty()) special_span = cur_special.back()->end - cur_special.front()->start;
   staging_bytes += RoundUp(special_span, kHuge);
 
-  // Args size estimate (exact after building; the region is sized from it below).
   ArgsBuilder ab;
   abi::Args header;
   header.report_fd = in.report_fd;
@@ -340,23 +336,19 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   // 2. Our vDSO mappings: to staging (together), then to the old addresses.
   if (!cur_special.empty()) {
     const uint64_t base = staging_next;
-    for (const MemoryRegion* c : cur_special) {
+    auto move = [&](const MemoryRegion& c, uint64_t from, uint64_t to) {
       abi::Op op;
       op.kind = abi::kOpMove;
-      op.prot = (c->readable ? PROT_READ : 0) | (c->executable ? PROT_EXEC : 0);
-      op.src = c->start;
-      op.dst = base + (c->start - cur_special[0]->start);
-      op.len = c->end - c->start;
+      op.prot = (c.readable ? PROT_READ : 0) | (c.executable ? PROT_EXEC : 0);
+      op.src = from;
+      op.dst = to;
+      op.len = c.end - c.start;
       ops.push_back(op);
-    }
+    };
+    const uint64_t first = cur_special[0]->start;
+    for (const MemoryRegion* c : cur_special) move(*c, c->start, base + (c->start - first));
     for (size_t i = 0; i < cur_special.size(); ++i) {
-      abi::Op op = ops[ops.size() - cur_special.size()];
-      op.src = base + (cur_special[i]->start - cur_special[0]->start);
-      op.dst = old_special[i]->start;
-      op.len = cur_special[i]->end - cur_special[i]->start;
-      op.prot = (cur_special[i]->readable ? PROT_READ : 0) |
-                (cur_special[i]->executable ? PROT_EXEC : 0);
-      ops.push_back(op);
+      move(*cur_special[i], base + (cur_special[i]->start - first), old_special[i]->start);
     }
   }
   // 3. Every other VMA.

@@ -146,17 +146,15 @@ absl::StatusOr<std::vector<MemoryRegion>> OwnMaps() {
   return MapsParser::Parse(ss.str());
 }
 
-}  // namespace
-
-absl::Status CheckRestorable(const ProcessStateRecord& state) {
+// CheckRestorable against our own layout `maps` (read once by the caller).
+absl::Status CheckRestorableWith(const ProcessStateRecord& state,
+                                 std::span<const MemoryRegion> maps) {
   std::vector<std::string> why;
   const CpuFeatures here = CaptureCpuFeatures();
   std::string missing = CpuMissing(state.cpu, here);
   if (!missing.empty()) why.push_back("CPU features the source had are missing here: " + missing);
   // The vDSO: same bytes, or the old code would call into a different one.
-  absl::StatusOr<std::vector<MemoryRegion>> maps = OwnMaps();
-  if (!maps.ok()) return maps.status();
-  for (const MemoryRegion& r : *maps) {
+  for (const MemoryRegion& r : maps) {
     if (r.path != "[vdso]") continue;
     if (state.vdso.vdso_end - state.vdso.vdso_start != r.size()) {
       why.push_back(absl::StrCat("the vDSO differs: ", state.vdso.vdso_end - state.vdso.vdso_start,
@@ -193,11 +191,19 @@ absl::Status CheckRestorable(const ProcessStateRecord& state) {
       absl::StrCat("cannot restore pid ", state.pid, " here: ", absl::StrJoin(why, "; ")));
 }
 
+}  // namespace
+
+absl::Status CheckRestorable(const ProcessStateRecord& state) {
+  ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
+  return CheckRestorableWith(state, maps);
+}
+
 absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
                                                      std::span<const PlacedBlock> blocks,
                                                      const RestoreProcessOptions& options) {
   const uint64_t t0 = NowNs();
-  RETURN_IF_ERROR(CheckRestorable(state));
+  ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
+  RETURN_IF_ERROR(CheckRestorableWith(state, maps));
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(absl::StatusCode::kInternal, "restore: pipe2", errno);
   const int report_fd = fcntl(p[1], F_DUPFD_CLOEXEC, std::max(MaxRestoredFd(state) + 1, 64));
@@ -211,15 +217,10 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     close(p[0]);
     close(report_fd);
   };
-  absl::StatusOr<std::vector<MemoryRegion>> maps = OwnMaps();
-  if (!maps.ok()) {
-    close_pipe();
-    return maps.status();
-  }
   RestorePlanInput in;
   in.state = &state;
   in.blocks = blocks;
-  in.current = *maps;
+  in.current = maps;
   in.code_bytes = restore_blob::Code().size();
   in.report_fd = report_fd;
   in.set_tid = options.pid_namespace;

@@ -1,0 +1,25 @@
+// The restore step shared by `procmig restore DIR` (RestoreImage) and the live restore of
+// `procmig receive` (RunReceiver): decode the process state, refuse blocks whose stored digest did
+// not match, start the process from the blocks where they are now, and report it.
+#ifndef PROCMIG_API_RESTORE_INTERNAL_H_
+#define PROCMIG_API_RESTORE_INTERNAL_H_
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "migration/image_manifest.h"
+#include "procmig/restore.h"
+
+namespace procmig {
+
+// `addresses[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
+// threads just now on this host, so the whole pause is reported too.
+absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
+                                           std::span<const ImageBlock> blocks,
+                                           std::span<const uint64_t> addresses,
+                                           const RestoreOptions& options, bool live);
+
+}  // namespace procmig
+
+#endif  // PROCMIG_API_RESTORE_INTERNAL_H_
