@@ -29,19 +29,10 @@ trap 'e2e_cleanup; rm -rf "$XDG"' EXIT
 export XDG_RUNTIME_DIR=$XDG
 unset PROCMIG_CONTROL
 
-close_fds() {
-  local fd
-  for fd in /proc/$BASHPID/fd/*; do
-    fd=${fd##*/}
-    [ "$fd" -gt 2 ] && eval "exec $fd>&-"
-  done
-  return 0
-}
-
 # The workload's output is appended (O_APPEND): every restored copy reopens the same file.
 : >"$W/workload.log"
 (
-  close_fds
+  close_fds_above_2
   exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$WORKLOAD" "$@"
 ) </dev/null >>"$W/workload.log" 2>&1 &
 CUR=$!
@@ -90,7 +81,7 @@ for hop in $(seq 1 "$HOPS"); do
   if [ $((hop % 2)) = 1 ]; then tag=A port=$PORT_A; else tag=B port=$PORT_B; fi
   rlog="$W/hop$hop.$tag.receive.log"
   (
-    close_fds
+    close_fds_above_2
     exec "$PROCMIG" receive --listen "127.0.0.1:$port" --once --detach "${RECEIVE_ARGS[@]}"
   ) </dev/null >"$rlog" 2>&1 &
   RPID=$!

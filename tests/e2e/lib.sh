@@ -129,13 +129,19 @@ start_receiver() {
   "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --store "$W/$tag.store" --once \
     >"$W/$tag.receive.log" 2>&1 &
   RPID=$!
+  await_receiver "$tag" "$addr" "$port" "$ns" receiver
+}
+
+# await_receiver TAG ADDR PORT NETNS WHAT: tracks $RPID and waits until it listens.
+await_receiver() {
+  local tag=$1 addr=$2 port=$3 ns=$4 what=$5
   track "$RPID"
   if [ -n "$ns" ]; then
     wait_for 10 listening "$ns" "$port" || fail "receiver $tag never listened on $addr:$port"
   else
     wait_for 10 listening "$port" || fail "receiver $tag never listened on $addr:$port"
   fi
-  log "receiver $tag pid $RPID on $addr:$port"
+  log "$what $tag pid $RPID on $addr:$port"
 }
 
 # start_workload NAME ARGS...: `procmig run` with a private control socket; waits for READY and
@@ -344,13 +350,7 @@ start_live_receiver() {
     exec "${pre[@]}" "$PROCMIG" receive --listen "$addr:$port" --once --detach ${RECEIVE_ARGS:-}
   ) <"$in" >"$W/$tag.receive.log" 2>&1 &
   RPID=$!
-  track "$RPID"
-  if [ -n "$ns" ]; then
-    wait_for 10 listening "$ns" "$port" || fail "receiver $tag never listened on $addr:$port"
-  else
-    wait_for 10 listening "$port" || fail "receiver $tag never listened on $addr:$port"
-  fi
-  log "live receiver $tag pid $RPID on $addr:$port"
+  await_receiver "$tag" "$addr" "$port" "$ns" "live receiver"
 }
 
 # track_restored HOST_PID: tracks a restored process and, when it runs under a PID-namespace
