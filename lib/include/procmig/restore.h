@@ -33,6 +33,7 @@ struct RestoreResult {
   bool pid_namespace = false;
   double start_ms = 0;   // restore start to every thread running
   double clone_ms = 0;   // of which: until the process (or its namespace init) was created
+  double entry_ms = 0;   // of which: until the restorer's first instruction ran
   // The program's whole pause: the first park of a thread at the source to every thread running
   // here (CLOCK_MONOTONIC of both: meaningful on one host only; 0 when unknown).
   double pause_ms = 0;

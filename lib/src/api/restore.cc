@@ -59,6 +59,7 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   r.pid_namespace = p.pid_namespace;
   r.start_ms = static_cast<double>(p.start_ns) / 1e6;
   r.clone_ms = static_cast<double>(p.clone_ns) / 1e6;
+  r.entry_ms = static_cast<double>(p.blob_entry_ns) / 1e6;
   for (int i = 0; i < 6; ++i) r.phase_ms[i] = static_cast<double>(p.blob_phase_ns[i]) / 1e6;
   if (live && p.first_park_ns != 0 && p.running_at_ns > p.first_park_ns) {
     r.pause_ms = static_cast<double>(p.running_at_ns - p.first_park_ns) / 1e6;
@@ -111,9 +112,9 @@ std::string RenderRestoreResult(const RestoreResult& r) {
   if (r.pause_ms > 0) absl::StrAppendFormat(&s, "; program paused %.1f ms in all", r.pause_ms);
   absl::StrAppendFormat(&s,
                         "\n  restorer: fds %.1f, unmap %.1f, memory %.1f, state %.1f, threads %.1f, "
-                        "ready %.1f ms",
+                        "ready %.1f ms (entered %.1f ms after the start)",
                         r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3], r.phase_ms[4],
-                        r.phase_ms[5]);
+                        r.phase_ms[5], r.entry_ms);
   for (const std::string& w : r.warnings) absl::StrAppend(&s, "\n  warning: ", w);
   return s;
 }

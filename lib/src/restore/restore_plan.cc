@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -34,6 +35,12 @@ constexpr uint64_t kCopyIntoFileMax = 8ull << 20;
 bool CopiedIntoFile(const VmaRecord& v) {
   return v.kind == VmaKind::kFile && !v.shared && !v.deleted && !v.path.empty() &&
          v.path[0] == '/' && v.end - v.start <= kCopyIntoFileMax;
+}
+
+// Block memory at its temporary address is always read-write (restore_plan.h).
+constexpr uint32_t kTempProt = PROT_READ | PROT_WRITE;
+uint32_t MoveFlags(uint32_t src_prot, uint32_t dst_prot) {
+  return src_prot == dst_prot ? abi::kMoveKeepsProt : 0;
 }
 
 struct Interval {
@@ -240,17 +247,30 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       in_place.push_back(bs[0]);
     }
   }
-  for (const PlacedBlock& b : in.blocks) {
-    if (b.length == 0) continue;
-    if (std::find(in_place.begin(), in_place.end(), &b) != in_place.end()) continue;
-    for (const VmaRecord* v : vmas) {
-      if (Overlaps(b.temp, b.temp + b.length, v->start, v->end)) {
-        staged.push_back(&b);
+  // A VMA whose written pages are copied into a fresh mapping of its file: the file is mapped in
+  // staging, the blocks copied in, and the whole moved into place at once, so the blocks' own
+  // temporary ranges inside that VMA are safe until then.
+  std::vector<bool> copied_via_staging(vmas.size(), false);
+  uint64_t file_staging_bytes = 0;
+  for (size_t vi = 0; vi < vmas.size(); ++vi) {
+    if (CopiedIntoFile(*vmas[vi]) && !inside[vi].empty()) {
+      copied_via_staging[vi] = true;
+      file_staging_bytes += vmas[vi]->end - vmas[vi]->start + kPage;  // a guard page each
+    }
+  }
+  for (size_t vi = 0; vi < vmas.size(); ++vi) {
+    for (const PlacedBlock* b : inside[vi]) {
+      if (std::find(in_place.begin(), in_place.end(), b) != in_place.end()) continue;
+      for (size_t wi = 0; wi < vmas.size(); ++wi) {
+        const VmaRecord* w = vmas[wi];
+        if (!Overlaps(b->temp, b->temp + b->length, w->start, w->end)) continue;
+        if (wi == vi && copied_via_staging[vi]) continue;
+        staged.push_back(b);
         break;
       }
     }
   }
-  uint64_t staging_bytes = 0;
+  uint64_t staging_bytes = RoundUp(file_staging_bytes, kHuge);
   for (const PlacedBlock* b : staged) staging_bytes += RoundUp(b->length, kHuge);
   uint64_t special_span = 0;
   if (!cur_special.empty()) special_span = cur_special.back()->end - cur_special.front()->start;
@@ -318,14 +338,21 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   plan.main_stack_top = ath[0].stack_top;
 
   std::vector<abi::Op> ops;
-  auto path_of = [&](const std::string& s) { return ab.AddString(s); };
+  // One copy of each path, so the blob sees consecutive maps of one file as such.
+  std::map<std::string, uint64_t> paths;
+  auto path_of = [&](const std::string& s) {
+    auto [it, added] = paths.try_emplace(s, 0);
+    if (added) it->second = ab.AddString(s);
+    return it->second;
+  };
   // 1. Blocks in the way go to staging.
   std::vector<uint64_t> src_of(in.blocks.size());
   for (size_t i = 0; i < in.blocks.size(); ++i) src_of[i] = in.blocks[i].temp;
   for (const PlacedBlock* b : staged) {
     abi::Op op;
     op.kind = abi::kOpMove;
-    op.prot = PROT_READ | PROT_WRITE;
+    op.prot = kTempProt;
+    op.flags = abi::kMoveKeepsProt;
     op.src = b->temp;
     op.dst = staging_next;
     op.len = b->length;
@@ -340,6 +367,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       abi::Op op;
       op.kind = abi::kOpMove;
       op.prot = (c.readable ? PROT_READ : 0) | (c.executable ? PROT_EXEC : 0);
+      op.flags = abi::kMoveKeepsProt;  // the kernel's own mappings keep theirs
       op.src = from;
       op.dst = to;
       op.len = c.end - c.start;
@@ -350,6 +378,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     for (size_t i = 0; i < cur_special.size(); ++i) {
       move(*cur_special[i], base + (cur_special[i]->start - first), old_special[i]->start);
     }
+    staging_next += RoundUp(special_span, kHuge);
   }
   // 3. Every other VMA.
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
@@ -365,11 +394,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       abi::Op op;
       op.kind = src(bs[0]) == v.start ? abi::kOpProtect : abi::kOpMove;
       op.prot = v.prot;
+      op.flags = op.kind == abi::kOpMove ? MoveFlags(kTempProt, v.prot) : 0;
       op.src = src(bs[0]);
       op.dst = v.start;
       op.len = len;
       op.vma_index = vi;
-      ops.push_back(op);
+      if (op.kind == abi::kOpMove || v.prot != kTempProt) ops.push_back(op);
       continue;
     }
     // Shared anonymous memory shows as "/dev/zero (deleted)": recreated empty (its content is
@@ -381,6 +411,45 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "restore plan: %x-%x maps %s, which was deleted on the source", v.start, v.end,
           v.path));
+    }
+    if (copied_via_staging[vi]) {
+      // Map the file in staging (populated when the blocks cover it all: no fault per page),
+      // copy the blocks in, move the whole over the blocks' temporary ranges, set its prot.
+      const uint64_t slot = staging_next;
+      staging_next += len + kPage;
+      uint64_t covered = 0;
+      for (const PlacedBlock* b : bs) covered += b->length;
+      abi::Op map;
+      map.kind = abi::kOpMapFile;
+      map.prot = PROT_READ | PROT_WRITE;
+      map.flags = MAP_PRIVATE | (covered == len ? MAP_POPULATE : 0);
+      map.open_flags = O_RDONLY;
+      map.offset = v.offset;
+      map.path = path_of(v.path);
+      map.dst = slot;
+      map.len = len;
+      map.vma_index = vi;
+      ops.push_back(map);
+      for (const PlacedBlock* b : bs) {
+        abi::Op op;
+        op.kind = abi::kOpCopy;
+        op.src = src(b);
+        op.dst = slot + (b->start - v.start);
+        op.len = b->length;
+        op.vma_index = vi;
+        if (op.src >= v.start && op.src + op.len <= v.end) op.flags = abi::kCopyKeepSource;
+        ops.push_back(op);
+      }
+      abi::Op move;
+      move.kind = abi::kOpMove;
+      move.prot = v.prot;
+      move.flags = MoveFlags(map.prot, v.prot);
+      move.src = slot;
+      move.dst = v.start;
+      move.len = len;
+      move.vma_index = vi;
+      ops.push_back(move);
+      continue;
     }
     abi::Op base;
     base.dst = v.start;
@@ -401,8 +470,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     ops.push_back(base);
     for (const PlacedBlock* b : bs) {
       abi::Op op;
-      op.kind = v.kind == VmaKind::kStack || CopiedIntoFile(v) ? abi::kOpCopy : abi::kOpMove;
+      op.kind = v.kind == VmaKind::kStack ? abi::kOpCopy : abi::kOpMove;
       op.prot = base.prot;
+      if (op.kind == abi::kOpMove) op.flags = MoveFlags(kTempProt, base.prot);
       op.src = src(b);
       op.dst = b->start;
       op.len = b->length;
@@ -430,14 +500,16 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     if (op.kind == abi::kOpMove || op.kind == abi::kOpCopy) {
       absl::StrAppendFormat(&what, " from %x", op.src);
     }
-    if (op.kind != abi::kOpMove || op.dst < kRestoreTaskTop) {
-      for (const VmaRecord* v : vmas) {
-        if (op.dst >= v->start && op.dst < v->end && !v->path.empty()) {
-          absl::StrAppend(&what, " ", v->path);
-          break;
-        }
-      }
+    // The VMA the op serves (staging ops of a file VMA name it too).
+    const VmaRecord* served = nullptr;
+    for (const VmaRecord* v : vmas) {
+      if (op.dst >= v->start && op.dst < v->end) served = v;
     }
+    if (served == nullptr && (op.kind == abi::kOpMapFile || op.kind == abi::kOpCopy) &&
+        op.vma_index < vmas.size()) {
+      served = vmas[op.vma_index];
+    }
+    if (served != nullptr && !served->path.empty()) absl::StrAppend(&what, " ", served->path);
     plan.op_what.push_back(std::move(what));
   }
   for (const abi::Thread& t : ath) plan.thread_what.push_back(absl::StrCat("tid ", t.tid));

@@ -35,7 +35,7 @@ namespace procmig {
 struct PlacedBlock {
   uint32_t id = 0;
   uint64_t start = 0, length = 0;  // final
-  uint64_t temp = 0;               // current address of its bytes (page aligned)
+  uint64_t temp = 0;               // current address of its bytes (page aligned, read-write)
 };
 
 struct RestorePlanInput {

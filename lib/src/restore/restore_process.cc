@@ -352,6 +352,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     out.running_at_ns = NowNs();
     out.start_ns = out.running_at_ns - t0;
     out.clone_ns = cloned - t0;
+    if (rep.phase_ns[0] > t0) out.blob_entry_ns = rep.phase_ns[0] - t0;
     for (int i = 0; i < 6; ++i) {
       if (rep.phase_ns[i + 1] >= rep.phase_ns[i]) {
         out.blob_phase_ns[i] = rep.phase_ns[i + 1] - rep.phase_ns[i];

@@ -46,6 +46,7 @@ struct RestoredProcess {
   bool pid_namespace = false;
   uint64_t start_ns = 0;   // StartRestoredProcess: entry to "every thread running"
   uint64_t clone_ns = 0;   // of which: entry to the process (or its init) created
+  uint64_t blob_entry_ns = 0;  // entry to the blob's first instruction in the new process
   // CLOCK_MONOTONIC when the report "running" arrived, and the earliest park of a thread in the
   // record (the source's clock: comparable on the same host only): the program's whole pause.
   uint64_t running_at_ns = 0;

@@ -191,27 +191,50 @@ BLOB long ThreadState(abi::Args* a, abi::Thread* t) {
   return 0;
 }
 
-BLOB long RunOp(abi::Args* a, const abi::Op& op) {
+// The file the last kOpMapFile opened, kept open for the next one of the same file (a library's
+// segments come in a row).
+struct OpenFile {
+  uint64_t path = 0;
+  uint32_t open_flags = 0;
+  long fd = -1;
+};
+
+BLOB void CloseFile(OpenFile* f) {
+  if (f->fd >= 0) Sys(kSysClose, f->fd);
+  f->fd = -1;
+  f->path = 0;
+}
+
+BLOB long RunOp(abi::Args* a, const abi::Op& op, OpenFile* file) {
   long r = 0;
   if (op.kind == abi::kOpMove) {
     r = Sys(kSysMremap, static_cast<long>(op.src), static_cast<long>(op.len),
             static_cast<long>(op.len), 1 | 2 /* MREMAP_MAYMOVE | MREMAP_FIXED */,
             static_cast<long>(op.dst));
     if (Failed(r)) return r;
-    r = Sys(kSysMprotect, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot);
+    if ((op.flags & abi::kMoveKeepsProt) == 0) {
+      r = Sys(kSysMprotect, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot);
+    }
   } else if (op.kind == abi::kOpMapAnon) {
     r = Sys(kSysMmap, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot,
             0x20 /* MAP_ANONYMOUS */ | 0x10 /* MAP_FIXED */ | op.flags, -1, 0);
   } else if (op.kind == abi::kOpMapFile) {
-    long fd = Sys(kSysOpenat, -100 /* AT_FDCWD */, reinterpret_cast<long>(Str(a, op.path)),
-                  op.open_flags | 02000000 /* O_CLOEXEC */);
-    if (Failed(fd)) return fd;
+    if (file->fd < 0 || file->path != op.path || file->open_flags != op.open_flags) {
+      CloseFile(file);
+      long fd = Sys(kSysOpenat, -100 /* AT_FDCWD */, reinterpret_cast<long>(Str(a, op.path)),
+                    op.open_flags | 02000000 /* O_CLOEXEC */);
+      if (Failed(fd)) return fd;
+      file->fd = fd;
+      file->path = op.path;
+      file->open_flags = op.open_flags;
+    }
     r = Sys(kSysMmap, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot,
-            0x10 /* MAP_FIXED */ | op.flags, fd, static_cast<long>(op.offset));
-    Sys(kSysClose, fd);
+            0x10 /* MAP_FIXED */ | op.flags, file->fd, static_cast<long>(op.offset));
   } else if (op.kind == abi::kOpCopy) {
     Copy(reinterpret_cast<uint8_t*>(op.dst), reinterpret_cast<const uint8_t*>(op.src), op.len);
-    r = Sys(kSysMunmap, static_cast<long>(op.src), static_cast<long>(op.len));
+    if ((op.flags & abi::kCopyKeepSource) == 0) {
+      r = Sys(kSysMunmap, static_cast<long>(op.src), static_cast<long>(op.len));
+    }
   } else if (op.kind == abi::kOpProtect) {
     r = Sys(kSysMprotect, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot);
   } else if (op.kind == abi::kOpName) {
@@ -280,9 +303,13 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   }
   Mark(a, 2);
   const abi::Op* ops = AT(abi::Op, a, a->ops);
-  for (uint32_t i = 0; i < a->nops; ++i) {
-    r = RunOp(a, ops[i]);
-    if (Failed(r)) Die(a, abi::kStepMemory, r, i);
+  {
+    OpenFile file;
+    for (uint32_t i = 0; i < a->nops; ++i) {
+      r = RunOp(a, ops[i], &file);
+      if (Failed(r)) Die(a, abi::kStepMemory, r, i);
+    }
+    CloseFile(&file);
   }
   Mark(a, 3);
   // mm fields; the exe link too when asked (falls back to keeping it).

@@ -110,6 +110,7 @@ TEST_CASE("the ops rebuild the layout in order: vDSO via staging, moves, file ma
   CHECK(ops[2].len == 0x4000);
   CHECK(ops[3].dst == 0x7f1000004000);
   CHECK(ops[3].prot == (PROT_READ | PROT_EXEC));
+  for (int i = 0; i < 4; ++i) CHECK(ops[i].flags == abi::kMoveKeepsProt);
   // The text segment, from its file.
   CHECK(ops[4].kind == abi::kOpMapFile);
   CHECK(ops[4].dst == 0x400000);
@@ -125,6 +126,7 @@ TEST_CASE("the ops rebuild the layout in order: vDSO via staging, moves, file ma
   CHECK(ops[5].dst == 0x7f0000000000);
   CHECK(ops[5].len == 0x4000);
   CHECK(ops[5].prot == (PROT_READ | PROT_WRITE));
+  CHECK(ops[5].flags == abi::kMoveKeepsProt);  // read-write already: no mprotect
   // The [stack]: mapped growing down, then the block copied in.
   CHECK(ops[6].kind == abi::kOpMapAnon);
   CHECK((ops[6].flags & MAP_GROWSDOWN) != 0);
@@ -184,21 +186,32 @@ TEST_CASE("a block already at its final address stays put; a [stack] there is st
   Fixture f;
   f.blocks[0].temp = f.blocks[0].start;  // the anonymous VMA's block, in place
   f.blocks[1].temp = f.blocks[1].start;  // the [stack]'s block, in place: in its own way
-  auto plan = f.Plan();
-  REQUIRE(plan.ok());
-  std::vector<abi::Op> ops = OpsOf(*plan);
-  REQUIRE(ops.size() == 1 + 4 + 1 + 1 + 2);
-  // The stack's block goes to staging first (its VMA is mapped anew over it).
-  CHECK(ops[0].kind == abi::kOpMove);
-  CHECK(ops[0].src == 0x7ffd00000000);
-  CHECK(ops[6].kind == abi::kOpProtect);
-  CHECK(ops[6].dst == 0x7f0000000000);
-  CHECK(ops[6].len == 0x4000);
-  CHECK(ops[6].prot == (PROT_READ | PROT_WRITE));
-  CHECK(ops[7].kind == abi::kOpMapAnon);
-  CHECK(ops[8].kind == abi::kOpCopy);
-  CHECK(ops[8].src == ops[0].dst);
-  CHECK(ops[8].dst == 0x7ffd00000000);
+  SUBCASE("read-write, as received: no op at all") {
+    auto plan = f.Plan();
+    REQUIRE(plan.ok());
+    std::vector<abi::Op> ops = OpsOf(*plan);
+    REQUIRE(ops.size() == 1 + 4 + 1 + 2);
+    // The stack's block goes to staging first (its VMA is mapped anew over it).
+    CHECK(ops[0].kind == abi::kOpMove);
+    CHECK(ops[0].src == 0x7ffd00000000);
+    CHECK(ops[0].flags == abi::kMoveKeepsProt);
+    CHECK(ops[5].kind == abi::kOpMapFile);
+    CHECK(ops[6].kind == abi::kOpMapAnon);
+    CHECK(ops[7].kind == abi::kOpCopy);
+    CHECK(ops[7].src == ops[0].dst);
+    CHECK(ops[7].dst == 0x7ffd00000000);
+  }
+  SUBCASE("another protection: only that is set") {
+    f.st.vmas[1].prot = PROT_READ;
+    auto plan = f.Plan();
+    REQUIRE(plan.ok());
+    std::vector<abi::Op> ops = OpsOf(*plan);
+    REQUIRE(ops.size() == 1 + 4 + 1 + 1 + 2);
+    CHECK(ops[6].kind == abi::kOpProtect);
+    CHECK(ops[6].dst == 0x7f0000000000);
+    CHECK(ops[6].len == 0x4000);
+    CHECK(ops[6].prot == PROT_READ);
+  }
 }
 
 TEST_CASE("threads: the main thread first, every context kept, stacks inside the region") {
@@ -288,7 +301,7 @@ TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
   CHECK(sa[63].handler == 0x401100);
 }
 
-TEST_CASE("a file VMA with a block: file map, block copied in (the file stays named), its prot") {
+TEST_CASE("a file VMA with a block: file mapped in staging, block copied in, all moved in place") {
   Fixture f;
   f.st.vmas[0].end = 0x403000;
   f.st.vmas[0].prot = PROT_READ;
@@ -296,16 +309,75 @@ TEST_CASE("a file VMA with a block: file map, block copied in (the file stays na
   auto plan = f.Plan();
   REQUIRE(plan.ok());
   std::vector<abi::Op> ops = OpsOf(*plan);
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(ops.size() > 6);
   CHECK(ops[4].kind == abi::kOpMapFile);
   CHECK(ops[4].prot == (PROT_READ | PROT_WRITE));
+  CHECK(ops[4].flags == MAP_PRIVATE);  // the block covers a third of it: no MAP_POPULATE
+  CHECK(ops[4].offset == 0x1000);
+  CHECK(StrAt(*plan, ops[4].path) == "/bin/prog");
+  const uint64_t slot = ops[4].dst;
+  CHECK(slot >= plan->region_start + plan->region_bytes);  // staging, past the blob's region
+  CHECK(ops[4].len == 0x3000);
   CHECK(ops[5].kind == abi::kOpCopy);
   CHECK(ops[5].src == 0x600000200000);
-  CHECK(ops[5].dst == 0x401000);
+  CHECK(ops[5].dst == slot + 0x1000);
   CHECK(ops[5].len == 0x1000);
-  CHECK(ops[6].kind == abi::kOpProtect);
+  CHECK(ops[5].flags == 0);  // its temporary range is elsewhere: unmapped after the copy
+  CHECK(ops[6].kind == abi::kOpMove);
+  CHECK(ops[6].src == slot);
   CHECK(ops[6].dst == 0x400000);
   CHECK(ops[6].len == 0x3000);
   CHECK(ops[6].prot == PROT_READ);
+  CHECK(ops[6].flags == 0);  // mapped read-write for the copy: mprotect after the move
+  // The staging slot is free in both layouts.
+  for (const VmaRecord& v : f.st.vmas) CHECK_FALSE((slot < v.end && v.start < slot + 0x3000));
+  for (const MemoryRegion& r : f.cur) CHECK_FALSE((slot < r.end && r.start < slot + 0x3000));
+  CHECK(a.nops == ops.size());
+}
+
+TEST_CASE("a file VMA whose block already sits at its final place is not staged") {
+  Fixture f;
+  f.st.vmas[0].end = 0x402000;
+  f.st.vmas[0].prot = PROT_READ | PROT_WRITE;
+  f.blocks.push_back({3, 0x400000, 0x2000, 0x400000});  // received in place, covering it all
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  for (const abi::Op& op : ops) CHECK_FALSE((op.kind == abi::kOpMove && op.src == 0x400000));
+  size_t i = 0;
+  while (i < ops.size() && ops[i].kind != abi::kOpMapFile) ++i;
+  REQUIRE(i + 2 < ops.size());
+  CHECK(ops[i].flags == (MAP_PRIVATE | MAP_POPULATE));  // all of it is overwritten
+  CHECK(ops[i + 1].kind == abi::kOpCopy);
+  CHECK(ops[i + 1].src == 0x400000);
+  CHECK(ops[i + 1].dst == ops[i].dst);
+  CHECK(ops[i + 1].flags == abi::kCopyKeepSource);  // the move below replaces it
+  CHECK(ops[i + 2].kind == abi::kOpMove);
+  CHECK(ops[i + 2].src == ops[i].dst);
+  CHECK(ops[i + 2].dst == 0x400000);
+  CHECK(ops[i + 2].prot == (PROT_READ | PROT_WRITE));
+  CHECK(ops[i + 2].flags == abi::kMoveKeepsProt);
+  // Its temporary range survives the great unmap.
+  const abi::Args& a = ArgsOf(*plan);
+  const auto* keep = reinterpret_cast<const abi::Range*>(plan->args.data() + a.keep);
+  bool kept = false;
+  for (uint32_t k = 0; k < a.nkeep; ++k) kept |= keep[k].start <= 0x400000 && keep[k].end >= 0x402000;
+  CHECK(kept);
+}
+
+TEST_CASE("segments of one file share one path string (the blob opens the file once)") {
+  Fixture f;
+  f.st.vmas.push_back(Vma(0x401000, 0x402000, PROT_READ, VmaKind::kFile, "/bin/prog"));
+  f.st.vmas.back().offset = 0x2000;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<uint64_t> paths;
+  for (const abi::Op& op : OpsOf(*plan)) {
+    if (op.kind == abi::kOpMapFile) paths.push_back(op.path);
+  }
+  REQUIRE(paths.size() == 2);
+  CHECK(paths[0] == paths[1]);
 }
 
 TEST_CASE("refusals name what cannot be placed") {
