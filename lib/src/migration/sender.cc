@@ -409,8 +409,18 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
         RETURN_IF_ERROR(SendQueuedFull(true));
         RETURN_IF_ERROR(pages_->Flush());
       }
-      // The process state describes exactly the layout the blocks came from (VMAs, fds).
-      if (config_.capture) RETURN_IF_ERROR(config_.capture(last_regions_, &state_record_));
+      // The process state describes exactly the layout the blocks came from (VMAs, fds), less
+      // the mappings that are all the agent's (its staging buffers, crc tables, arena): a
+      // restored copy starts a new agent with its own, so recreating them empty would only
+      // leave dead address space behind at every hop.
+      if (config_.capture) {
+        std::vector<MemoryRegion> program;
+        program.reserve(last_regions_.size());
+        for (const MemoryRegion& r : last_regions_) {
+          if (!registry_.Excludes(r.start, r.end)) program.push_back(r);
+        }
+        RETURN_IF_ERROR(config_.capture(program, &state_record_));
+      }
       state_record_.digests.resize(std::min(registry_.blocks().size(), n_blocks_cap));
       captured = layout_fingerprint_;
       have_capture = true;

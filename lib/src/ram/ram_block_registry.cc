@@ -42,6 +42,16 @@ void RamBlockRegistry::AddExcluded(AddressRange r) {
             [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
 }
 
+bool RamBlockRegistry::Excludes(uintptr_t start, uintptr_t end) const {
+  uintptr_t covered = start;  // [start, covered) is known excluded; excluded_ is sorted by start
+  for (const AddressRange& x : excluded_) {
+    if (x.start > covered) break;
+    if (x.end > covered) covered = x.end;
+    if (covered >= end) return true;
+  }
+  return covered >= end;
+}
+
 std::vector<RamBlock> RamBlockRegistry::Candidates(std::span<const MemoryRegion> regions) const {
   std::vector<RamBlock> out;
   for (const MemoryRegion& r : regions) {

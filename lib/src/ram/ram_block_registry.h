@@ -50,6 +50,8 @@ class RamBlockRegistry {
   RegistryDiff Update(std::span<const MemoryRegion> regions);
 
   void AddExcluded(AddressRange range);
+  // True when the excluded ranges cover all of [start, end): memory that is entirely the agent's.
+  bool Excludes(uintptr_t start, uintptr_t end) const;
   std::span<const RamBlock> blocks() const { return blocks_; }
   const RamBlock* Find(uint32_t id) const;
   uint64_t total_bytes() const;

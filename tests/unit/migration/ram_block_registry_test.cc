@@ -83,6 +83,18 @@ TEST_CASE("update: ids from 1, kept across updates, resize in place, remove and 
   CHECK(reg.Find(3) == nullptr);
 }
 
+TEST_CASE("excludes: only a range the excluded ranges cover all of, across adjacent ones") {
+  RamBlockRegistry reg(4096, {{0x10000, 0x12000}, {0x12000, 0x13000}, {0x20000, 0x21000}});
+  reg.AddExcluded({0x11800, 0x14000});  // overlaps the first two, rounded out to pages
+  CHECK(reg.Excludes(0x10000, 0x14000));
+  CHECK(reg.Excludes(0x11000, 0x12000));
+  CHECK(reg.Excludes(0x20000, 0x21000));
+  CHECK_FALSE(reg.Excludes(0x10000, 0x15000));  // runs past the end
+  CHECK_FALSE(reg.Excludes(0xf000, 0x11000));   // starts before
+  CHECK_FALSE(reg.Excludes(0x13000, 0x21000));  // a hole between
+  CHECK_FALSE(reg.Excludes(0x30000, 0x31000));
+}
+
 TEST_CASE("on this process: a fresh mapping becomes a block, an excluded one does not") {
   void* p = mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   REQUIRE(p != MAP_FAILED);
