@@ -104,6 +104,11 @@ constexpr Command kCommands[] = {
      "  --detach            with --once and no --store: exit once the process runs\n"
      "  --no-pid-ns         restore into this PID namespace with new ids (default: a new\n"
      "                      PID namespace where the process keeps its pid and tids)\n"
+     "  --stdin PATH        live restore: the process's fd 0 is PATH (read-only), whatever\n"
+     "                      it had there; opened before listening\n"
+     "  --stdout PATH       the same for fd 1: PATH opened for appending (created 0644), so\n"
+     "                      a restored log continues\n"
+     "  --stderr PATH       the same for fd 2\n"
      "  --channels N        refuse senders that do not open exactly N channels\n"
      "  --transport NAME    auto, io_uring, posix\n"
      "  --no-sync           do not fsync the image before acking (faster, not crash-safe)\n"
@@ -111,14 +116,16 @@ constexpr Command kCommands[] = {
      "  --help              this text\n",
      RunReceiveCommand},
     {"restore", "start a stored checkpoint image as a running process",
-     "usage: procmig restore DIR [--detach] [--no-pid-ns]\n"
+     "usage: procmig restore DIR [--detach] [--no-pid-ns] [--stdin PATH] [--stdout PATH]\n"
+     "                           [--stderr PATH]\n"
      "\n"
      "Rebuilds the process stored in DIR (by `procmig receive --store` or `procmig checkpoint\n"
      "--to DIR`) and resumes every thread where it was parked. Memory, threads (TLS, signal\n"
      "masks, altstacks, rseq, robust lists), sigactions, mm fields, regular files (reopened at\n"
      "their offsets) and cwd are restored; stdio that was a terminal, pipe or socket is this\n"
-     "command's own. Refused up front, with every reason: CPU features the source had and this\n"
-     "CPU lacks, a different vDSO (kernel), a mapped file that is missing or changed.\n"
+     "command's own; --stdin/--stdout/--stderr replace fd 0/1/2, whatever they were.\n"
+     "Refused up front, with every reason: CPU features the source had and this CPU lacks, a\n"
+     "different vDSO (kernel), a mapped file that is missing or changed.\n"
      "The image is not consumed: every run makes another independent process.\n"
      "By default it waits for the process and exits with its status (128+N when killed by\n"
      "signal N), like `criu restore` without -d.\n"
@@ -126,6 +133,10 @@ constexpr Command kCommands[] = {
      "  --detach      print the restored process's pid and return once it runs\n"
      "  --no-pid-ns   restore into this PID namespace with new ids (default: a new PID\n"
      "                namespace where the process keeps its old pid and tids)\n"
+     "  --stdin PATH  the process's fd 0 is PATH (read-only), whatever the image has there\n"
+     "  --stdout PATH its fd 1 is PATH, opened for appending (created 0644): a restored log\n"
+     "                continues\n"
+     "  --stderr PATH the same for fd 2\n"
      "  --help        this text\n",
      RunRestoreCommand},
     {"status", "show the migration figures of a program's agent",

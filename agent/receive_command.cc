@@ -2,7 +2,9 @@
 // or stores a verified image (--store).
 #include <charconv>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "command.h"
 #include "procmig/destination.h"
@@ -11,7 +13,7 @@ namespace procmig::agent {
 
 int RunReceiveCommand(std::span<const std::string_view> args) {
   ArgParser p("receive", {"once", "no-sync", "no-populate", "detach", "no-pid-ns"},
-              {"listen", "store", "channels", "transport"});
+              {"listen", "store", "channels", "transport", "stdin", "stdout", "stderr"});
   if (!p.Parse(args)) return 2;
   if (!p.positional().empty())
     return Fail("receive", "takes no positional arguments (see --help)", 2);
@@ -32,7 +34,27 @@ int RunReceiveCommand(std::span<const std::string_view> args) {
       return Fail("receive", "--channels needs a number from 1 to 64", 2);
     }
   }
+  static constexpr std::string_view kStdio[3] = {"stdin", "stdout", "stderr"};
+  if (!o.store_dir.empty()) {
+    for (std::string_view name : kStdio) {
+      if (p.Value(name).has_value()) {
+        return Fail("receive", "--" + std::string(name) + " goes with a live restore, not --store",
+                    2);
+      }
+    }
+  }
   if (absl::Status s = o.Validate(); !s.ok()) return Fail("receive", std::string(s.message()), 2);
+  // Redirected stdio, opened before listening: a bad path fails before any migration starts.
+  for (int i = 0; i < 3; ++i) {
+    std::optional<std::string_view> path = p.Value(kStdio[i]);
+    if (!path.has_value()) continue;
+    absl::StatusOr<int> fd = OpenStdioRedirect(i, std::string(*path));
+    if (!fd.ok()) {
+      return Fail("receive",
+                  "--" + std::string(kStdio[i]) + " " + std::string(fd.status().message()));
+    }
+    o.restore.stdio_fds[i] = *fd;  // held until exit: every session's process gets a copy
+  }
   auto report = RunReceiver(o, [](const ReceiveEvent& e) {
     switch (e.kind) {
       case ReceiveEvent::Kind::kListening:

@@ -32,7 +32,9 @@ namespace procmig {
 struct ReceiveOptions {
   std::string listen;     // "ADDR:PORT" (port 0: any free port) or "unix:/path"
   std::string store_dir;  // empty: restore each session live as a running process
-  RestoreOptions restore;  // live restore: namespace, timeout
+  // Live restore: namespace, timeout, redirected stdio (restore.stdio_fds: every session's
+  // process gets a copy of the same descriptors; live restore only, not with store_dir).
+  RestoreOptions restore;
   bool once = false;
   int channels = 0;                // expected channels per session; 0 = what the sender announces
   std::string transport = "auto";  // auto, io_uring, posix

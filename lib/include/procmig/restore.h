@@ -23,6 +23,12 @@ namespace procmig {
 struct RestoreOptions {
   bool pid_namespace = true;
   int start_timeout_ms = 30'000;
+  // Redirected stdio (`--stdin/--stdout/--stderr PATH`): stdio_fds[i] >= 0 is a descriptor of
+  // the caller's, above 2 (OpenStdioRedirect makes one), that becomes the restored process's fd
+  // i whatever the image has there (a file reopened at its offset, or the restorer's own fd i);
+  // -1 keeps that. The process gets its own copy: the caller keeps the descriptor, and may
+  // restore any number of processes from it.
+  int stdio_fds[3] = {-1, -1, -1};
 };
 
 struct RestoreResult {
@@ -42,6 +48,12 @@ struct RestoreResult {
   double phase_ms[6] = {};
   std::vector<std::string> warnings;  // what was not restored, and why
 };
+
+// Opens `path` for a redirected stdio descriptor `fd` (0, 1 or 2) of restored processes: fd 0
+// O_RDONLY; fd 1 and 2 O_WRONLY|O_CREAT|O_APPEND, mode 0644 (a restored log continues what is
+// there). The descriptor returned is close-on-exec and above 2, for RestoreOptions::stdio_fds;
+// the caller closes it. On failure "PATH: open: ENOENT (No such file or directory)".
+absl::StatusOr<int> OpenStdioRedirect(int fd, const std::string& path);
 
 // Restores the image in `dir` (from `procmig receive --store` or `procmig checkpoint --to`).
 // Each call makes an independent process.

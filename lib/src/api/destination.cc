@@ -80,6 +80,14 @@ absl::Status ReceiveOptions::Validate() const {
         absl::StrCat("--channels ", channels, " is not in [1, ", wire::kMaxChannels, "]"));
   }
   RETURN_IF_ERROR(ParseTransportKind(transport).status());
+  if (!store_dir.empty()) {
+    for (int fd : restore.stdio_fds) {
+      if (fd >= 0) {
+        return absl::InvalidArgumentError(
+            "--stdin, --stdout and --stderr go with a live restore, not with --store");
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 #include "procmig/restore.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   RestoreProcessOptions o;
   o.pid_namespace = options.pid_namespace;
   o.start_timeout_ms = options.start_timeout_ms;
+  for (int i = 0; i < 3; ++i) o.stdio_fds[i] = options.stdio_fds[i];
   ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*state, placed, o));
   RestoreResult r;
   r.child = p.child;
@@ -66,6 +68,27 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   }
   r.warnings = std::move(p.warnings);
   return r;
+}
+
+absl::StatusOr<int> OpenStdioRedirect(int fd, const std::string& path) {
+  if (fd < 0 || fd > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("stdio redirect: fd ", fd, " is not 0, 1 or 2"));
+  }
+  const int flags = fd == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND;
+  int f = open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (f < 0) {
+    const int err = errno;
+    return ErrnoStatus(absl::StrCat(path, ": open"), err);
+  }
+  if (f <= 2) {
+    // Our own stdio was closed: keep the redirect clear of the numbers it replaces.
+    const int above = fcntl(f, F_DUPFD_CLOEXEC, 3);
+    const int err = errno;
+    close(f);
+    if (above < 0) return ErrnoStatus(absl::StrCat(path, ": dup above 2"), err);
+    f = above;
+  }
+  return f;
 }
 
 absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const RestoreOptions& options) {

@@ -102,7 +102,7 @@ class ArgsBuilder {
 const char* RestoreStepName(uint32_t step) {
   switch (step) {
     case abi::kStepRseq: return "drop the receiver's rseq";
-    case abi::kStepFds: return "close the receiver's descriptors";
+    case abi::kStepFds: return "redirect stdio and close the receiver's descriptors";
     case abi::kStepUnmap: return "unmap the receiver";
     case abi::kStepMemory: return "memory op";
     case abi::kStepMm: return "PR_SET_MM_MAP";
@@ -122,6 +122,7 @@ std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t
   };
   switch (step) {
     case abi::kStepMemory: return absl::StrCat("op ", index, pick(plan.op_what));
+    case abi::kStepFds:
     case abi::kStepFiles: return absl::StrCat("descriptor ", index, pick(plan.fd_what));
     case abi::kStepThreads:
     case abi::kStepThreadState: return absl::StrCat("thread ", index, pick(plan.thread_what));
@@ -321,7 +322,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   const uint64_t args_cap =
       RoundUp(sizeof(abi::Args) + 64 + ops_cap * sizeof(abi::Op) +
                   (in.blocks.size() + cur_special.size() + 4) * sizeof(abi::Range) +
-                  64 * sizeof(abi::Sigaction) + st.fds.size() * sizeof(abi::Fd) +
+                  64 * sizeof(abi::Sigaction) + (st.fds.size() + 3) * sizeof(abi::Fd) +
                   ath.size() * sizeof(abi::Thread) + string_bytes + 16 * 8,
               kPage);
   const uint64_t region_bytes = code_bytes + args_cap + stacks_bytes;
@@ -540,10 +541,28 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     sa[s.signo - 1] = {s.handler, s.flags, s.restorer, s.mask};
     sa_set |= 1ull << (s.signo - 1);
   }
-  // Descriptors: regular files and directories are reopened; stdio that is a tty, pipe or
-  // socket is the receiver's own; everything else is reported as not restored.
+  // Descriptors: redirected stdio comes from the receiver's descriptors whatever the record has
+  // there; regular files and directories are reopened; stdio that is a tty, pipe or socket is the
+  // receiver's own; everything else is reported as not restored.
   std::vector<abi::Fd> fds;
+  bool redirected[3] = {false, false, false};
+  for (int i = 0; i < 3; ++i) {
+    const int from = in.stdio_fds[i];
+    if (from < 0) continue;
+    if (from <= 2 || from == in.report_fd) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "restore plan: fd ", i, " redirected from descriptor ", from,
+          ", which must be above 2 and not the report descriptor ", in.report_fd));
+    }
+    abi::Fd a;
+    a.fd = i;
+    a.from_fd = from;
+    plan.fd_what.push_back(absl::StrCat("fd ", i, " from the receiver's fd ", from));
+    fds.push_back(a);
+    redirected[i] = true;
+  }
   for (const FdRecord& f : st.fds) {
+    if (f.fd <= 2 && redirected[f.fd]) continue;
     const bool reopen = (f.kind == FdKind::kRegular || f.kind == FdKind::kDirectory) &&
                         !f.path.empty() && f.path[0] == '/' &&
                         f.path.find(" (deleted)") == std::string::npos;

@@ -47,6 +47,10 @@ struct RestorePlanInput {
   bool set_tid = true;                    // threads get their old ids (else patched)
   uint64_t self_rseq = 0;                 // this thread's rseq area, dropped by the blob
   uint32_t self_rseq_len = 0;
+  // Redirected stdio: stdio_fds[i] >= 0 is a descriptor of this process (above 2, not the report
+  // descriptor) that becomes the restored process's fd i, replacing whatever the record has there
+  // (a file reopened at its offset, or our own fd i); -1: as the record says.
+  int stdio_fds[3] = {-1, -1, -1};
 };
 
 struct RestorePlan {

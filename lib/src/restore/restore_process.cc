@@ -232,6 +232,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   in.code_bytes = restore_blob::Code().size();
   in.report_fd = report_fd;
   in.set_tid = options.pid_namespace;
+  for (int i = 0; i < 3; ++i) in.stdio_fds[i] = options.stdio_fds[i];
   if (!options.pid_namespace) {
     in.self_rseq = reinterpret_cast<uint64_t>(__builtin_thread_pointer()) +
                    static_cast<uint64_t>(__rseq_offset);

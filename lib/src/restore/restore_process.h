@@ -36,6 +36,9 @@ namespace procmig {
 struct RestoreProcessOptions {
   bool pid_namespace = true;  // false: our namespace, new ids
   int start_timeout_ms = 30'000;
+  // Descriptors of ours (above 2) that become the process's fd 0, 1, 2; -1: as recorded.
+  // Only read: the caller keeps them and may close them once Start returns.
+  int stdio_fds[3] = {-1, -1, -1};
 };
 
 struct RestoredProcess {

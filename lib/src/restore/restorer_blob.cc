@@ -283,7 +283,16 @@ extern "C" void procmig_blob_main(abi::Args* a) {
       Sys(kSysRseq, static_cast<long>(a->self_rseq), a->self_rseq_len, 1, a->rseq_sig);
     }
   }
-  // Descriptors: keep stdio and the report pipe only.
+  // Descriptors: redirected stdio first (from descriptors the receiver holds, which the close
+  // below then drops), then keep stdio and the report pipe only.
+  {
+    const abi::Fd* fds = AT(abi::Fd, a, a->fds);
+    for (uint32_t i = 0; i < a->nfds; ++i) {
+      if (fds[i].from_fd < 0) continue;
+      r = Sys(kSysDup3, fds[i].from_fd, fds[i].fd, 0);
+      if (Failed(r)) Die(a, abi::kStepFds, r, i);
+    }
+  }
   if (a->report_fd > 3) Sys(kSysCloseRange, 3, a->report_fd - 1, 0);
   Sys(kSysCloseRange, a->report_fd + 1, 0x7fffffff, 0);
   Mark(a, 1);
@@ -343,6 +352,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     const abi::Fd* fds = AT(abi::Fd, a, a->fds);
     for (uint32_t i = 0; i < a->nfds; ++i) {
       const abi::Fd& f = fds[i];
+      if (f.from_fd >= 0) continue;  // set up with the descriptors, above
       long fd = Sys(kSysOpenat, -100, reinterpret_cast<long>(Str(a, f.path)),
                     f.open_flags & ~(0100u | 01000u | 0200u) /* no O_CREAT, O_TRUNC, O_EXCL */);
       if (Failed(fd)) Die(a, abi::kStepFiles, fd, i);

@@ -41,6 +41,7 @@ struct Fixture {
   ProcessStateRecord st;
   std::vector<MemoryRegion> cur;
   std::vector<PlacedBlock> blocks;
+  int stdio_fds[3] = {-1, -1, -1};  // redirected stdio (receive/restore --stdin/--stdout/--stderr)
   Fixture() {
     st.pid = 100;
     st.cwd = "/work";
@@ -74,6 +75,7 @@ struct Fixture {
     in.current = cur;
     in.code_bytes = 5000;
     in.report_fd = report_fd;
+    for (int i = 0; i < 3; ++i) in.stdio_fds[i] = stdio_fds[i];
     return BuildRestorePlan(in);
   }
 };
@@ -283,6 +285,96 @@ TEST_CASE("descriptors: regular files reopened, others reported, the report fd a
   const abi::Args& b = ArgsOf(*again);
   const auto* fd2 = reinterpret_cast<const abi::Fd*>(again->args.data() + b.fds);
   CHECK(StrAt(*again, fd2[0].path) == "/proc/self/pagemap");
+}
+
+TEST_CASE("descriptors: redirected stdio replaces what the record has at 0/1/2, the rest as is") {
+  Fixture f;
+  FdRecord tty;  // fd 0: would be the receiver's own
+  tty.fd = 0;
+  tty.kind = FdKind::kTty;
+  tty.path = "/dev/pts/0";
+  FdRecord out;  // fd 1: would be reopened at its offset
+  out.fd = 1;
+  out.kind = FdKind::kRegular;
+  out.flags = O_WRONLY | O_APPEND;
+  out.offset = 500;
+  out.path = "/tmp/out.log";
+  FdRecord err = out;  // fd 2: not redirected, reopened as before
+  err.fd = 2;
+  err.flags = O_WRONLY;
+  err.offset = 9;
+  err.path = "/tmp/err.log";
+  FdRecord data = out;
+  data.fd = 7;
+  data.flags = O_RDWR;
+  data.offset = 4096;
+  data.path = "/tmp/data";
+  f.st.fds = {tty, out, err, data};
+
+  auto plain = f.Plan();
+  REQUIRE(plain.ok());
+  const abi::Args& pa = ArgsOf(*plain);
+  REQUIRE(pa.nfds == 3);  // 1, 2, 7: the tty is the receiver's own
+  const auto* pfd = reinterpret_cast<const abi::Fd*>(plain->args.data() + pa.fds);
+  CHECK(pfd[0].fd == 1);
+  CHECK(pfd[0].from_fd == -1);
+  CHECK(StrAt(*plain, pfd[0].path) == "/tmp/out.log");
+
+  f.stdio_fds[0] = 10;
+  f.stdio_fds[1] = 11;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 4);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  // The redirects first (the blob dup3s them before closing the receiver's descriptors).
+  CHECK(fd[0].fd == 0);
+  CHECK(fd[0].from_fd == 10);
+  CHECK(fd[0].path == 0);
+  CHECK(fd[1].fd == 1);
+  CHECK(fd[1].from_fd == 11);
+  CHECK(fd[1].path == 0);
+  CHECK(fd[1].offset == 0);
+  // fd 2 and fd 7 exactly as without redirects.
+  CHECK(fd[2].fd == 2);
+  CHECK(fd[2].from_fd == -1);
+  CHECK(fd[2].open_flags == static_cast<uint32_t>(O_WRONLY));
+  CHECK(fd[2].offset == 9);
+  CHECK(StrAt(*plan, fd[2].path) == "/tmp/err.log");
+  CHECK(fd[3].fd == 7);
+  CHECK(fd[3].from_fd == -1);
+  CHECK(fd[3].open_flags == static_cast<uint32_t>(O_RDWR));
+  CHECK(fd[3].offset == 4096);
+  CHECK(StrAt(*plan, fd[3].path) == "/tmp/data");
+  CHECK(plan->max_fd == 7);
+  CHECK(DescribeRestoreItem(*plan, abi::kStepFds, 1) ==
+        "descriptor 1 (fd 1 from the receiver's fd 11)");
+  CHECK(DescribeRestoreItem(*plan, abi::kStepFiles, 3) == "descriptor 3 (fd 7 /tmp/data)");
+
+  // A redirect for a descriptor the source did not have open still gives the process that fd.
+  f.st.fds = {data};
+  f.stdio_fds[0] = -1;
+  f.stdio_fds[1] = -1;
+  f.stdio_fds[2] = 12;
+  auto none = f.Plan();
+  REQUIRE(none.ok());
+  const abi::Args& n = ArgsOf(*none);
+  REQUIRE(n.nfds == 2);
+  const auto* nfd = reinterpret_cast<const abi::Fd*>(none->args.data() + n.fds);
+  CHECK(nfd[0].fd == 2);
+  CHECK(nfd[0].from_fd == 12);
+  CHECK(nfd[1].fd == 7);
+  CHECK(nfd[1].from_fd == -1);
+
+  // The descriptor must survive the blob's close until it is dup'd, and not be stdio itself.
+  f.stdio_fds[2] = 2;
+  auto low = f.Plan();
+  REQUIRE(!low.ok());
+  CHECK(low.status().message() ==
+        "restore plan: fd 2 redirected from descriptor 2, which must be above 2 and not the "
+        "report descriptor 64");
+  f.stdio_fds[2] = 64;
+  CHECK(!f.Plan(64).ok());
 }
 
 TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
