@@ -88,7 +88,9 @@ void NoteMigrationStart();
 // records the descriptors the migration opened that a restorer would reopen. Raw syscalls only.
 void NoteParkedThreads(uint32_t n);
 // In the park handler of every thread a restorer resumed: async-signal-safe, raw syscalls only.
-void OnResumedAfterRestore();
+// `restorer`: the restorer's argument block (what procmig_park_save returned), whose mapping the
+// sentinel unmaps once every thread has left it.
+void OnResumedAfterRestore(uint64_t restorer);
 // The agent thread's pthread, its glibc-tid word and its stack (for the sentinel to reap it in a
 // restored copy); set by agent.cc.
 struct AgentThreadInfo {

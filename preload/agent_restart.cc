@@ -14,15 +14,17 @@
 // then runs as an ordinary thread, not in a handler, so malloc and pthread_create are safe:
 //   1. it waits (bounded) until every thread the last Park parked has passed the handler;
 //   2. it opens the layout gate the old tracker may have held;
-//   3. StartAgent(true): a new log, control socket (stale file replaced), freezer arena (the old
+//   3. it unmaps the restorer's mapping (its code, argument block and stacks), which every
+//      thread has left by then: the block's address came back as procmig_park_save's value;
+//   4. StartAgent(true): a new log, control socket (stale file replaced), freezer arena (the old
 //      one unmapped), park handler and agent thread; the old agent's fds and heap objects are
 //      forgotten, never closed or destroyed (the fd numbers may be the program's now), except
 //      the regular files a restorer reopened: the old log (checked by inode) and the tracker's
 //      pagemap (numbers recorded at the final park, checked by link);
-//   4. it reaps the old agent thread: glibc still lists its descriptor (migrated with the top of
+//   5. it reaps the old agent thread: glibc still lists its descriptor (migrated with the top of
 //      its stack, see agent.cc), so it clears the descriptor's tid word, as the kernel would have
 //      at the thread's exit, joins it (glibc unlinks and frees it) and unmaps the old stack;
-//   5. it sleeps again, ready for the next restore.
+//   6. it sleeps again, ready for the next restore.
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -40,6 +42,7 @@
 
 #include "preload/agent.h"
 #include "preload/memory_interpose.h"
+#include "lib/src/restore/restorer_abi.h"  // the restorer's ABI: its Args block
 
 namespace procmig::preload {
 namespace {
@@ -61,6 +64,7 @@ struct RestartState {
   std::atomic<uint32_t> resumed{0};   // futex word: threads a restorer resumed, not yet handled
   std::atomic<uint32_t> expected{0};  // threads the last successful Park parked
   std::atomic<uint32_t> restarts{0};  // restarts in this process's history
+  std::atomic<uint64_t> restorer{0};  // the last restorer's argument block (restore_abi::Args)
 };
 constinit RestartState g_restart;
 
@@ -123,7 +127,7 @@ void ScanPagemapFds(uint64_t* out) {
   syscall(SYS_close, dir);
 }
 
-// Step 3b: the old tracker's pagemap descriptors, reopened by the restorer.
+// Step 4b: the old tracker's pagemap descriptors, reopened by the restorer.
 void CloseOldTrackerFds() {
   for (int fd = 0; fd < kMaxTrackedFds; ++fd) {
     if ((g_own_fds.agent[fd / 64] & (1ull << (fd % 64))) != 0 && IsPagemapFd(fd)) close(fd);
@@ -131,7 +135,26 @@ void CloseOldTrackerFds() {
   for (int i = 0; i < kMaxTrackedFds / 64; ++i) g_own_fds.agent[i] = 0;
 }
 
-// Step 4 (see the top of the file).
+// Step 3: the restorer's argument block says where its mapping is; every thread resumed has left
+// it (none runs restorer code after its jump into the park handler). Returns what to log once
+// the new agent has a log ("" when unmapped).
+const char* UnmapRestorer(uint64_t args_address, int* err) {
+  *err = 0;
+  if (args_address == 0) return "no restorer block came back";
+  const auto* a = reinterpret_cast<const restore_abi::Args*>(args_address);
+  const uint64_t start = a->region_start, bytes = a->region_bytes;
+  if (a->magic != restore_abi::kArgsMagic || start % 4096 != 0 || bytes == 0 ||
+      args_address < start || args_address - start >= bytes) {
+    return "the restorer's block does not describe its mapping";
+  }
+  if (munmap(reinterpret_cast<void*>(start), bytes) != 0) {
+    *err = errno;
+    return "munmap failed";
+  }
+  return "";
+}
+
+// Step 5 (see the top of the file).
 void ReapOldAgentThread(const AgentThreadInfo& old) {
   if (old.stack == 0) return;
   const uintptr_t end = old.stack + old.stack_bytes;
@@ -175,13 +198,24 @@ void Restart() {
   // detached it already. No tracker exists here yet.
   Gate().Detach();
   Gate().Unlock();
-  // 3.
+  // 3. Only when every thread came through: one still on its way may be in restorer code. (Before
+  // the new agent serves anyone, so a `procmig status` that answers finds it gone.)
+  const uint64_t restorer = g_restart.restorer.exchange(0, std::memory_order_acq_rel);
+  int unmap_err = 0;
+  const char* unmap_note = resumed >= expected ? UnmapRestorer(restorer, &unmap_err)
+                                               : "not every thread came back from it";
+  // 4.
   const AgentThreadInfo old = CurrentAgentThread();
   const uint32_t n = g_restart.restarts.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_restart.resumed.store(0, std::memory_order_release);
   CloseOldTrackerFds();  // first: the new agent's own descriptors could take freed numbers
   if (!StartAgent(true)) return;  // logged; the program runs on without an agent
-  // 4.
+  if (unmap_note[0] != '\0') {
+    Log("restart: the restorer's mapping (block at %#lx) is left mapped: %s%s%s",
+        static_cast<unsigned long>(restorer), unmap_note, unmap_err != 0 ? ": " : "",
+        unmap_err != 0 ? strerror(unmap_err) : "");
+  }
+  // 5.
   ReapOldAgentThread(old);
   Log("restart %u: agent started again in %.2f ms (%u of %u parked threads resumed)", n,
       static_cast<double>(NowNs() - t0) / 1e6, resumed, expected);
@@ -234,9 +268,10 @@ void NoteParkedThreads(uint32_t n) {
   for (int i = 0; i < kMaxTrackedFds / 64; ++i) g_own_fds.agent[i] &= ~g_own_fds.before[i];
 }
 
-void OnResumedAfterRestore() {
+void OnResumedAfterRestore(uint64_t restorer) {
   SetLogFd(-1);
   Gate().Detach();
+  g_restart.restorer.store(restorer, std::memory_order_relaxed);  // the same for every thread
   g_restart.resumed.fetch_add(1, std::memory_order_acq_rel);
   Futex(&g_restart.resumed, FUTEX_WAKE_PRIVATE, INT_MAX);
 }

@@ -1,6 +1,7 @@
 #include "preload/control_server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -218,6 +219,10 @@ void ServeControl(AgentContext* ctx) {
       Reply(fd, ErrorReply(req.status()));
     } else if (req->verb == ControlVerb::kMigrate) {
       RunMigration(ctx, fd, req->options);
+      // The migration's buffers are freed, but glibc keeps the pages of this thread's arena (and
+      // raises its mmap threshold after a large free, so big buffers land there too): give them
+      // back, or the next migration sends the agent's garbage as the program's memory.
+      malloc_trim(0);
     } else {
       HandleQuick(fd, *req);
     }

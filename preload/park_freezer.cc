@@ -111,12 +111,12 @@ void Handler(int, siginfo_t* info, void* uc_void) {
       ThreadParkContext& c = s->ctx;
       c = ThreadParkContext{};
       c.tid = static_cast<uint32_t>(tid);
-      if (procmig_park_save(&c) != 0) {
+      if (const long restorer = procmig_park_save(&c); restorer != 0) {
         // Resumed by the restorer in the migrated process: the freezer's memory is not ours any
         // more (the agent's own memory is never migrated). Wake the sentinel, which starts the
         // agent again (agent_restart.cc). Returning lets rt_sigreturn restore every register and
         // the signal mask the thread had when the park signal came.
-        OnResumedAfterRestore();
+        OnResumedAfterRestore(static_cast<uint64_t>(restorer));
         errno = saved_errno;
         return;
       }

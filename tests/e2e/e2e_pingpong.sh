@@ -150,7 +150,14 @@ for hop in $(seq 1 "$HOPS"); do
   image=$(tr ' ' '\n' <<<"$s" | sed -n 's/^total_bytes=//p')
   sent=$(tr ' ' '\n' <<<"$s" | sed -n 's/^transferred_bytes=//p')
   TOTALS+=("$total") PAUSES+=("$pause") RESTORES+=("$restore_ms") RESTARTS+=("${restart:-nan}")
-  log "hop $hop via $tag: pid $nspid host $CUR, $threads threads, migrate ${total} ms (pause ${pause} ms), restore ${restore_ms} ms, agent restart ${restart:-?} ms, blocks $((image >> 20)) MiB, sent $((sent >> 20)) MiB; $CHECK_LINE"
+  vsz=$(awk '/^VmSize:/ {print $2}' "/proc/$CUR/status")
+  cp "/proc/$CUR/maps" "$W/hop$hop.maps" || fail "hop $hop: cannot read /proc/$CUR/maps"
+  # Nothing of the restorer or of an old agent's channels is left behind: no anonymous
+  # executable mapping (the restorer's code; the workloads have no JIT) and no shared memory (an
+  # old agent's io_uring rings would come back as "/dev/zero (deleted)"; the workloads share none).
+  left=$(awk '($2 ~ /x/ && $6 == "") || / \/dev\/zero/' "$W/hop$hop.maps")
+  [ -z "$left" ] || fail "hop $hop: left behind in the restored process: $(tr '\n' ';' <<<"$left")"
+  log "hop $hop via $tag: pid $nspid host $CUR, $threads threads, migrate ${total} ms (pause ${pause} ms), restore ${restore_ms} ms, agent restart ${restart:-?} ms, blocks $((image >> 20)) MiB, sent $((sent >> 20)) MiB, VmSize $((vsz >> 10)) MiB; $CHECK_LINE"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -417,7 +417,10 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
         std::vector<MemoryRegion> program;
         program.reserve(last_regions_.size());
         for (const MemoryRegion& r : last_regions_) {
-          if (!registry_.Excludes(r.start, r.end)) program.push_back(r);
+          // io_uring's rings (the agent's channels' among them) belong to an instance no
+          // restorer recreates: mapped again they would be empty shared memory, never a ring.
+          if (registry_.Excludes(r.start, r.end) || r.path == "anon_inode:[io_uring]") continue;
+          program.push_back(r);
         }
         RETURN_IF_ERROR(config_.capture(program, &state_record_));
       }

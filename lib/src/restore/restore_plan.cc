@@ -610,6 +610,8 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   header.sigaction_set = sa_set;
   header.fds = ab.AddArray<abi::Fd>(fds);
   header.nfds = static_cast<uint32_t>(fds.size());
+  header.region_start = plan.region_start;
+  header.region_bytes = plan.region_bytes;
   header.threads = ab.AddArray<abi::Thread>(ath);
   header.nthreads = static_cast<uint32_t>(ath.size());
   plan.args = ab.Take();

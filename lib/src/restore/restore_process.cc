@@ -259,9 +259,10 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrFormat("restore: map the restorer at %x", plan->region_start), err);
   }
-  // The blob's code, arguments and stacks stay mapped in the restored process (nothing runs
-  // from them once every thread has left). Named "[anon:procmig-restorer]" where the kernel has
-  // CONFIG_ANON_VMA_NAME (not this machine's: EINVAL), so its maps say what it is.
+  // The blob's code, arguments and stacks stay mapped in the restored process until its agent
+  // unmaps them, once every thread has left (preload/agent_restart.cc). Named
+  // "[anon:procmig-restorer]" where the kernel has CONFIG_ANON_VMA_NAME (not this machine's:
+  // EINVAL), so its maps say what it is meanwhile.
   prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, plan->region_start, plan->region_bytes,
         "procmig-restorer");
   auto* base = static_cast<uint8_t*>(region);

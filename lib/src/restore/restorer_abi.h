@@ -143,6 +143,10 @@ struct Args {
   uint32_t failed = 0;   // a thread's per-thread step failed
   uint32_t fail_err = 0, fail_index = 0, fail_step = 0;
   uint64_t phase_ns[7] = {};  // filled by the blob, copied into its report
+  // The blob's whole mapping (code, this block, stacks). Each thread resumes with the address of
+  // this block as procmig_park_save's second return value, so the restored agent can check the
+  // magic and unmap the mapping once every thread has left it.
+  uint64_t region_start = 0, region_bytes = 0;
 };
 
 inline constexpr uint32_t kArgSetTid = 1;     // create threads with their old ids (set_tid)

@@ -13,14 +13,15 @@ namespace abi = ::procmig::restore_abi;
 extern "C" {
 void procmig_blob_entry(abi::Args* args, uint64_t stack_top) __attribute__((visibility("hidden")));
 long procmig_blob_clone3(void* clone_args, uint64_t size) __attribute__((visibility("hidden")));
-[[noreturn]] void procmig_blob_resume(const abi::Thread* t) __attribute__((visibility("hidden")));
+[[noreturn]] void procmig_blob_resume(const abi::Thread* t, const abi::Args* a)
+    __attribute__((visibility("hidden")));
 void procmig_blob_main(abi::Args* a) BLOB;
 void procmig_blob_thread(abi::Args* a, uint64_t index) BLOB;
 }
 
 // Entry, clone3 (the child starts on its own stack: it pops the function and argument the
 // parent left there) and the final jump into a park context (registers as procmig_park_save
-// stored them, rax = 1 so the save "returns again").
+// stored them, rax = the Args block's address so the save "returns again", non-zero).
 asm(R"(
         .pushsection procmig_blob,"ax",@progbits
         .globl  procmig_blob_entry
@@ -56,7 +57,7 @@ procmig_blob_resume:
         movq    40(%rdi), %r15
         movq    48(%rdi), %rsp
         movq    56(%rdi), %rcx
-        movl    $1, %eax
+        movq    %rsi, %rax
         jmp     *%rcx
         .popsection
 )");
@@ -266,7 +267,7 @@ extern "C" void procmig_blob_thread(abi::Args* a, uint64_t index) {
   if (AtomicLoad(&a->go) != 1) {
     for (;;) Sys(kSysExit, 1);
   }
-  procmig_blob_resume(t);
+  procmig_blob_resume(t, a);
 }
 
 extern "C" void procmig_blob_main(abi::Args* a) {
@@ -415,7 +416,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   Sys(kSysClose, a->report_fd);
   AtomicStore(&a->go, 1);
   Wake(&a->go);
-  procmig_blob_resume(&threads[0]);
+  procmig_blob_resume(&threads[0], a);
 }
 
 }  // namespace procmig::restore_blob
