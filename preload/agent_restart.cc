@@ -140,7 +140,13 @@ void CloseOldTrackerFds() {
 // the new agent has a log ("" when unmapped).
 const char* UnmapRestorer(uint64_t args_address, int* err) {
   *err = 0;
-  if (args_address == 0) return "no restorer block came back";
+  // The block starts a page of the restorer's mapping; anything else (an older restorer
+  // returned 1) is not read.
+  unsigned char resident = 0;
+  if (args_address == 0 || args_address % 4096 != 0 ||
+      mincore(reinterpret_cast<void*>(args_address), 1, &resident) != 0) {
+    return "no restorer block came back";
+  }
   const auto* a = reinterpret_cast<const restore_abi::Args*>(args_address);
   const uint64_t start = a->region_start, bytes = a->region_bytes;
   if (a->magic != restore_abi::kArgsMagic || start % 4096 != 0 || bytes == 0 ||

@@ -248,30 +248,17 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       in_place.push_back(bs[0]);
     }
   }
-  // A VMA whose written pages are copied into a fresh mapping of its file: the file is mapped in
-  // staging, the blocks copied in, and the whole moved into place at once, so the blocks' own
-  // temporary ranges inside that VMA are safe until then.
-  std::vector<bool> copied_via_staging(vmas.size(), false);
-  uint64_t file_staging_bytes = 0;
-  for (size_t vi = 0; vi < vmas.size(); ++vi) {
-    if (CopiedIntoFile(*vmas[vi]) && !inside[vi].empty()) {
-      copied_via_staging[vi] = true;
-      file_staging_bytes += vmas[vi]->end - vmas[vi]->start + kPage;  // a guard page each
-    }
-  }
-  for (size_t vi = 0; vi < vmas.size(); ++vi) {
-    for (const PlacedBlock* b : inside[vi]) {
-      if (std::find(in_place.begin(), in_place.end(), b) != in_place.end()) continue;
-      for (size_t wi = 0; wi < vmas.size(); ++wi) {
-        const VmaRecord* w = vmas[wi];
-        if (!Overlaps(b->temp, b->temp + b->length, w->start, w->end)) continue;
-        if (wi == vi && copied_via_staging[vi]) continue;
-        staged.push_back(b);
+  for (const PlacedBlock& b : in.blocks) {
+    if (b.length == 0) continue;
+    if (std::find(in_place.begin(), in_place.end(), &b) != in_place.end()) continue;
+    for (const VmaRecord* v : vmas) {
+      if (Overlaps(b.temp, b.temp + b.length, v->start, v->end)) {
+        staged.push_back(&b);
         break;
       }
     }
   }
-  uint64_t staging_bytes = RoundUp(file_staging_bytes, kHuge);
+  uint64_t staging_bytes = 0;
   for (const PlacedBlock* b : staged) staging_bytes += RoundUp(b->length, kHuge);
   uint64_t special_span = 0;
   if (!cur_special.empty()) special_span = cur_special.back()->end - cur_special.front()->start;
@@ -413,45 +400,6 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
           "restore plan: %x-%x maps %s, which was deleted on the source", v.start, v.end,
           v.path));
     }
-    if (copied_via_staging[vi]) {
-      // Map the file in staging (populated when the blocks cover it all: no fault per page),
-      // copy the blocks in, move the whole over the blocks' temporary ranges, set its prot.
-      const uint64_t slot = staging_next;
-      staging_next += len + kPage;
-      uint64_t covered = 0;
-      for (const PlacedBlock* b : bs) covered += b->length;
-      abi::Op map;
-      map.kind = abi::kOpMapFile;
-      map.prot = PROT_READ | PROT_WRITE;
-      map.flags = MAP_PRIVATE | (covered == len ? MAP_POPULATE : 0);
-      map.open_flags = O_RDONLY;
-      map.offset = v.offset;
-      map.path = path_of(v.path);
-      map.dst = slot;
-      map.len = len;
-      map.vma_index = vi;
-      ops.push_back(map);
-      for (const PlacedBlock* b : bs) {
-        abi::Op op;
-        op.kind = abi::kOpCopy;
-        op.src = src(b);
-        op.dst = slot + (b->start - v.start);
-        op.len = b->length;
-        op.vma_index = vi;
-        if (op.src >= v.start && op.src + op.len <= v.end) op.flags = abi::kCopyKeepSource;
-        ops.push_back(op);
-      }
-      abi::Op move;
-      move.kind = abi::kOpMove;
-      move.prot = v.prot;
-      move.flags = MoveFlags(map.prot, v.prot);
-      move.src = slot;
-      move.dst = v.start;
-      move.len = len;
-      move.vma_index = vi;
-      ops.push_back(move);
-      continue;
-    }
     abi::Op base;
     base.dst = v.start;
     base.len = len;
@@ -471,7 +419,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     ops.push_back(base);
     for (const PlacedBlock* b : bs) {
       abi::Op op;
-      op.kind = v.kind == VmaKind::kStack ? abi::kOpCopy : abi::kOpMove;
+      op.kind = v.kind == VmaKind::kStack || CopiedIntoFile(v) ? abi::kOpCopy : abi::kOpMove;
       op.prot = base.prot;
       if (op.kind == abi::kOpMove) op.flags = MoveFlags(kTempProt, base.prot);
       op.src = src(b);

@@ -22,12 +22,10 @@ enum OpKind : uint32_t {
   kOpMapAnon = 2,  // mmap(dst, len, prot, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED|flags)
   kOpMapFile = 3,  // open(path, open_flags); mmap(dst, len, prot, MAP_FIXED|flags, fd, offset)
   kOpCopy = 4,     // copy len bytes from src to dst (dst writable), then munmap(src, len)
-                   // unless flags has kCopyKeepSource (a later op replaces src anyway)
   kOpProtect = 5,  // mprotect(dst, len, prot)
   kOpName = 6,     // PR_SET_VMA_ANON_NAME on (dst, len) with the string at path (best effort)
 };
 
-inline constexpr uint32_t kCopyKeepSource = 1;
 inline constexpr uint32_t kMoveKeepsProt = 1;
 
 // kOpMapFile ops in a row naming the same path (the same string offset) and open flags share one

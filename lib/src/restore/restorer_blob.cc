@@ -233,9 +233,7 @@ BLOB long RunOp(abi::Args* a, const abi::Op& op, OpenFile* file) {
             0x10 /* MAP_FIXED */ | op.flags, file->fd, static_cast<long>(op.offset));
   } else if (op.kind == abi::kOpCopy) {
     Copy(reinterpret_cast<uint8_t*>(op.dst), reinterpret_cast<const uint8_t*>(op.src), op.len);
-    if ((op.flags & abi::kCopyKeepSource) == 0) {
-      r = Sys(kSysMunmap, static_cast<long>(op.src), static_cast<long>(op.len));
-    }
+    r = Sys(kSysMunmap, static_cast<long>(op.src), static_cast<long>(op.len));
   } else if (op.kind == abi::kOpProtect) {
     r = Sys(kSysMprotect, static_cast<long>(op.dst), static_cast<long>(op.len), op.prot);
   } else if (op.kind == abi::kOpName) {
