@@ -43,6 +43,16 @@ uint32_t MoveFlags(uint32_t src_prot, uint32_t dst_prot) {
   return src_prot == dst_prot ? abi::kMoveKeepsProt : 0;
 }
 
+const PremappedFile* FindPremapped(std::span<const PremappedFile> premapped, const VmaRecord& v) {
+  for (const PremappedFile& p : premapped) {
+    if (p.start == v.start && p.end == v.end && p.offset == v.offset && p.prot == v.prot &&
+        p.shared == v.shared && p.path == v.path) {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
 struct Interval {
   uint64_t start, end;
 };
@@ -308,7 +318,8 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   const uint64_t ops_cap = 4 * vmas.size() + 2 * in.blocks.size() + 2 * cur_special.size() + 8;
   const uint64_t args_cap =
       RoundUp(sizeof(abi::Args) + 64 + ops_cap * sizeof(abi::Op) +
-                  (in.blocks.size() + cur_special.size() + 4) * sizeof(abi::Range) +
+                  (in.blocks.size() + cur_special.size() + in.premapped.size() + 4) *
+                      sizeof(abi::Range) +
                   64 * sizeof(abi::Sigaction) + (st.fds.size() + 3) * sizeof(abi::Fd) +
                   ath.size() * sizeof(abi::Thread) + string_bytes + 16 * 8,
               kPage);
@@ -369,6 +380,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     staging_next += RoundUp(special_span, kHuge);
   }
   // 3. Every other VMA.
+  std::vector<abi::Range> premaps_kept;
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
     const VmaRecord& v = *vmas[vi];
     if (IsVdsoName(v.path)) continue;
@@ -405,7 +417,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     base.len = len;
     base.vma_index = vi;
     base.prot = v.prot | (bs.empty() ? 0 : PROT_WRITE);
-    if (file && !v.deleted) {
+    if (file && !v.deleted && FindPremapped(in.premapped, v) != nullptr) {
+      // Already there: made writable for the blocks copied or moved in, if it is not.
+      premaps_kept.push_back({v.start, v.end});
+      base.kind = abi::kOpProtect;
+      if (base.prot != v.prot) ops.push_back(base);
+    } else if (file && !v.deleted) {
       base.kind = abi::kOpMapFile;
       base.flags = v.shared ? MAP_SHARED : MAP_PRIVATE;
       base.open_flags = (v.shared && (v.prot & PROT_WRITE)) ? O_RDWR : O_RDONLY;
@@ -416,7 +433,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       base.flags = (v.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_NORESERVE |
                    (v.kind == VmaKind::kStack ? MAP_GROWSDOWN : 0);
     }
-    ops.push_back(base);
+    if (base.kind != abi::kOpProtect) ops.push_back(base);
     for (const PlacedBlock* b : bs) {
       abi::Op op;
       op.kind = v.kind == VmaKind::kStack || CopiedIntoFile(v) ? abi::kOpCopy : abi::kOpMove;
@@ -470,6 +487,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     if (b.length != 0) keep.push_back({b.temp, b.temp + b.length});
   }
   for (const MemoryRegion* c : cur_special) keep.push_back({c->start, c->end});
+  keep.insert(keep.end(), premaps_kept.begin(), premaps_kept.end());
   std::sort(keep.begin(), keep.end(),
             [](const abi::Range& a, const abi::Range& b) { return a.start < b.start; });
   std::vector<abi::Range> merged;

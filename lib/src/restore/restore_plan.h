@@ -12,7 +12,8 @@
 //   one block covering all of it     the block is moved into place (mremap) and given its prot
 //   [stack] (grows down)             mapped MAP_GROWSDOWN, the block copied in
 //   otherwise                        mapped from its file (private or shared) or anonymous, then
-//                                    blocks inside it moved over their parts, then its prot
+//                                    blocks inside it moved over their parts, then its prot; a
+//                                    file mapping premapped exactly so is kept as it is
 // A block whose temporary range lies where the old layout has anything is first moved to a
 // staging range free in both layouts; so are the destination's vDSO mappings.
 #ifndef PROCMIG_RESTORE_RESTORE_PLAN_H_
@@ -38,10 +39,22 @@ struct PlacedBlock {
   uint64_t temp = 0;               // current address of its bytes (page aligned, read-write)
 };
 
+// A file mapping the caller made ahead, at its final address (where that range was free here),
+// as a VMA of an earlier look at the layout described it: the plan keeps it where the record's
+// VMA is exactly that (range, file, offset, protection, sharing) instead of mapping the file
+// again in the blob, and lets the blob unmap it otherwise.
+struct PremappedFile {
+  uint64_t start = 0, end = 0, offset = 0;
+  uint8_t prot = 0;
+  bool shared = false;
+  std::string path;
+};
+
 struct RestorePlanInput {
   const ProcessStateRecord* state = nullptr;
   std::span<const PlacedBlock> blocks;
   std::span<const MemoryRegion> current;  // this process's /proc/self/maps
+  std::span<const PremappedFile> premapped;  // among `current`
   size_t code_bytes = 0;                  // the blob's code
   int report_fd = -1;                     // must be above every restored descriptor
   bool set_tid = true;                    // threads get their old ids (else patched)

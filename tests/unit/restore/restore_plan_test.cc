@@ -442,6 +442,61 @@ TEST_CASE("a file VMA's block received at its final place is staged first (the f
   CHECK((i + 2 == ops.size() || ops[i + 2].dst != 0x400000));
 }
 
+TEST_CASE("a premapped file mapping is kept as it is; a stale premap is left to the great unmap") {
+  Fixture f;
+  f.st.vmas[0].end = 0x402000;  // /bin/prog r-x at offset 0x1000
+  // A written private file mapping (RELRO): r--, one block to copy in.
+  f.st.vmas.push_back(Vma(0x402000, 0x403000, PROT_READ, VmaKind::kFile, "/bin/prog"));
+  f.st.vmas.back().offset = 0x3000;
+  f.blocks.push_back({3, 0x402000, 0x1000, 0x600000200000});
+  std::vector<PremappedFile> pre = {
+      {0x400000, 0x402000, 0x1000, PROT_READ | PROT_EXEC, false, "/bin/prog"},
+      {0x402000, 0x403000, 0x3000, PROT_READ, false, "/bin/prog"},
+      // Stale: the layout changed since (another offset): not kept, mapped anew.
+      {0x500000, 0x501000, 0x0, PROT_READ, false, "/bin/other"}};
+  f.st.vmas.push_back(Vma(0x500000, 0x501000, PROT_READ, VmaKind::kFile, "/bin/other"));
+  f.st.vmas.back().offset = 0x1000;
+  for (const PremappedFile& p : pre) f.cur.push_back(Cur(p.start, p.end, p.path.c_str()));
+  RestorePlanInput in;
+  in.state = &f.st;
+  in.blocks = f.blocks;
+  in.current = f.cur;
+  in.premapped = pre;
+  in.code_bytes = 5000;
+  in.report_fd = 64;
+  auto plan = BuildRestorePlan(in);
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  std::vector<abi::Op> at_prog, at_other;
+  for (const abi::Op& op : ops) {
+    if (op.dst >= 0x400000 && op.dst < 0x403000) at_prog.push_back(op);
+    if (op.dst >= 0x500000 && op.dst < 0x501000) at_other.push_back(op);
+  }
+  // Text: nothing. RELRO: writable, the block copied in, read-only again.
+  REQUIRE(at_prog.size() == 3);
+  CHECK(at_prog[0].kind == abi::kOpProtect);
+  CHECK(at_prog[0].dst == 0x402000);
+  CHECK(at_prog[0].prot == (PROT_READ | PROT_WRITE));
+  CHECK(at_prog[1].kind == abi::kOpCopy);
+  CHECK(at_prog[1].src == 0x600000200000);
+  CHECK(at_prog[1].dst == 0x402000);
+  CHECK(at_prog[2].kind == abi::kOpProtect);
+  CHECK(at_prog[2].prot == PROT_READ);
+  REQUIRE(at_other.size() == 1);
+  CHECK(at_other[0].kind == abi::kOpMapFile);
+  CHECK(at_other[0].offset == 0x1000);
+  // Kept: the two matching premaps; not the stale one.
+  const abi::Args& a = ArgsOf(*plan);
+  const auto* keep = reinterpret_cast<const abi::Range*>(plan->args.data() + a.keep);
+  bool prog_kept = false, other_kept = false;
+  for (uint32_t k = 0; k < a.nkeep; ++k) {
+    prog_kept |= keep[k].start <= 0x400000 && keep[k].end >= 0x403000;
+    other_kept |= keep[k].start < 0x501000 && keep[k].end > 0x500000;
+  }
+  CHECK(prog_kept);
+  CHECK_FALSE(other_kept);
+}
+
 TEST_CASE("segments of one file share one path string (the blob opens the file once)") {
   Fixture f;
   f.st.vmas.push_back(Vma(0x401000, 0x402000, PROT_READ, VmaKind::kFile, "/bin/prog"));

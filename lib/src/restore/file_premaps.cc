@@ -1,0 +1,49 @@
+#include "restore/file_premaps.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace procmig {
+
+FilePremaps::~FilePremaps() { Clear(); }
+
+void FilePremaps::Clear() {
+  for (const PremappedFile& p : mapped_) munmap(reinterpret_cast<void*>(p.start), p.end - p.start);
+  mapped_.clear();
+}
+
+size_t FilePremaps::Add(std::span<const PremappedFile> wanted) {
+  size_t added = 0;
+  int fd = -1;
+  const std::string* fd_path = nullptr;  // the file `fd` is open on (library segments come in a row)
+  int fd_flags = 0;
+  for (const PremappedFile& w : wanted) {
+    if (w.path.empty() || w.path[0] != '/' || w.end <= w.start || w.start % 4096 != 0 ||
+        w.end % 4096 != 0 || w.offset % 4096 != 0) {
+      continue;
+    }
+    const int flags = w.shared && (w.prot & PROT_WRITE) != 0 ? O_RDWR : O_RDONLY;
+    if (fd < 0 || fd_path == nullptr || *fd_path != w.path || fd_flags != flags) {
+      if (fd >= 0) close(fd);
+      fd = open(w.path.c_str(), flags | O_CLOEXEC);
+      fd_path = &w.path;
+      fd_flags = flags;
+      if (fd < 0) continue;
+    }
+    void* p = mmap(reinterpret_cast<void*>(w.start), w.end - w.start, w.prot,
+                   (w.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd,
+                   static_cast<off_t>(w.offset));
+    if (p == MAP_FAILED) continue;
+    if (reinterpret_cast<uint64_t>(p) != w.start) {  // a kernel that took the address as a hint
+      munmap(p, w.end - w.start);
+      continue;
+    }
+    mapped_.push_back(w);
+    ++added;
+  }
+  if (fd >= 0) close(fd);
+  return added;
+}
+
+}  // namespace procmig

@@ -1,0 +1,41 @@
+// FilePremaps: a live receiver maps the migrated process's files at their final addresses while
+// the memory is still streaming (where those ranges are free here), so that at end of stream the
+// restorer keeps them (restore_plan.h PremappedFile) instead of mapping some hundred library
+// segments again while the program is paused. The restored process, a copy of the receiver,
+// inherits them; the receiver's own copies are unmapped when this object goes.
+//
+// Threads: one owner.
+#ifndef PROCMIG_RESTORE_FILE_PREMAPS_H_
+#define PROCMIG_RESTORE_FILE_PREMAPS_H_
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "restore/restore_plan.h"
+
+namespace procmig {
+
+class FilePremaps {
+ public:
+  FilePremaps() = default;
+  ~FilePremaps();
+  FilePremaps(const FilePremaps&) = delete;
+  FilePremaps& operator=(const FilePremaps&) = delete;
+
+  // Maps each wanted file mapping (absolute path, page-aligned range) at its address with its
+  // protection, never over anything already mapped here. What cannot be premapped (range in
+  // use, file gone, a kernel refusal) is left to the restorer: returns how many were mapped.
+  size_t Add(std::span<const PremappedFile> wanted);
+  // Unmaps every premap.
+  void Clear();
+
+  std::span<const PremappedFile> mapped() const { return mapped_; }
+
+ private:
+  std::vector<PremappedFile> mapped_;
+};
+
+}  // namespace procmig
+
+#endif  // PROCMIG_RESTORE_FILE_PREMAPS_H_
