@@ -12,6 +12,7 @@
 #include "migration/image_inspect.h"
 #include "migration/image_store.h"
 #include "migration/receive_session.h"
+#include "migration/restore_check.h"
 #include "restore_internal.h"
 #include "transport/channel_group_receiver.h"
 #include "transport/endpoint.h"
@@ -120,7 +121,16 @@ absl::StatusOr<ReceiveReport> RunReceiver(
                         : absl::StrCat(options.store_dir, "/", SessionIdHex(id));
   };
   std::optional<RestoreResult> restored;  // set by deliver, per session
+  VerifiedFiles verified;                 // set by check_restore, per session
   if (live) {
+    // Before any memory arrives: refuse what cannot be restored here (the source runs on).
+    so.receiver.check_restore = [&](std::span<const uint8_t> payload) -> absl::StatusOr<bool> {
+      absl::StatusOr<RestoreCheckRecord> check = DecodeRestoreCheck(payload);
+      if (!check.ok()) return check.status();
+      absl::Status s = CheckRestorableUpFront(*check, &verified);
+      if (!s.ok()) return absl::Status(s.code(), absl::StrCat("restore: ", s.message()));
+      return true;
+    };
     so.deliver = [&](const ImageManifest& m, std::span<const BlockMemory* const> memory,
                      std::span<const uint8_t> process_state) -> absl::Status {
       std::vector<uint64_t> addresses;
@@ -128,7 +138,8 @@ absl::StatusOr<ReceiveReport> RunReceiver(
         addresses.push_back(reinterpret_cast<uint64_t>(mem->bytes().data()));
       }
       absl::StatusOr<RestoreResult> r =
-          StartRestore(process_state, m.blocks, addresses, options.restore, /*live=*/true);
+          StartRestore(process_state, m.blocks, addresses, options.restore, /*live=*/true,
+                       &verified);
       if (!r.ok()) {
         return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));
       }
@@ -139,6 +150,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   for (;;) {
     absl::StatusOr<ReceiveReport> outcome;
     restored.reset();
+    verified.clear();
     if (live && !options.once) {
       // Serving sessions: reap the restored processes (or their inits) that ended meanwhile.
       while (waitpid(-1, nullptr, WNOHANG) > 0) {

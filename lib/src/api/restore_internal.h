@@ -10,15 +10,18 @@
 #include "absl/status/statusor.h"
 #include "migration/image_manifest.h"
 #include "procmig/restore.h"
+#include "restore/restore_process.h"
 
 namespace procmig {
 
 // `addresses[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
-// threads just now on this host, so the whole pause is reported too.
+// threads just now on this host, so the whole pause is reported too. `verified`: the files a
+// live receiver checked up front (null: all get the full check).
 absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
                                            std::span<const ImageBlock> blocks,
                                            std::span<const uint64_t> addresses,
-                                           const RestoreOptions& options, bool live);
+                                           const RestoreOptions& options, bool live,
+                                           const VerifiedFiles* verified = nullptr);
 
 }  // namespace procmig
 

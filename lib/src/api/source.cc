@@ -260,6 +260,8 @@ class SourceImpl : public MigrationSource {
     c.capture = [](std::span<const MemoryRegion> regions, ProcessStateRecord* r) {
       return CaptureProcessBasics(regions, {}, r);
     };
+    // The receiver checks CPU, vDSO and file identities before any memory is sent.
+    c.restore_check = true;
     c.progress_interval_ms = setup_.progress_interval_ms;
     c.progress = [this](const SenderStats& s) {
       if (setup_.progress) setup_.progress(ToStats(s));

@@ -434,6 +434,10 @@ absl::Status PageSender::AddProcessState(std::span<const uint8_t> state) {
   return AddWithRoom([&] { return writers_[0]->AddProcessState(state); });
 }
 
+absl::Status PageSender::AddRestoreCheck(std::span<const uint8_t> check) {
+  return AddWithRoom([&] { return writers_[0]->AddRestoreCheck(check); });
+}
+
 absl::Status PageSender::AddEndOfStream(bool aborted) {
   for (auto& w : writers_) {
     wire::StreamWriter* writer = w.get();

@@ -104,6 +104,8 @@ class PageSender {
   absl::Status EndIteration(uint64_t iteration, uint64_t dirty_pages, uint64_t duration_ns,
                             bool final);
   absl::Status AddProcessState(std::span<const uint8_t> state);
+  // Channel 0, first record after the preamble (wire restore_check).
+  absl::Status AddRestoreCheck(std::span<const uint8_t> check);
   absl::Status AddEndOfStream(bool aborted);
   absl::Status Flush();
 

@@ -37,6 +37,23 @@ void ForMmWords(T& m, F&& f) {
   f(m.start_stack), f(m.arg_start), f(m.arg_end), f(m.env_start), f(m.env_end), f(m.auxv);
 }
 
+}  // namespace
+
+bool ValidFileIdentity(const FileIdentity& id) {
+  switch (id.kind) {
+    case FileIdKind::kNone:
+    case FileIdKind::kUnknown:
+      return id.id.empty();
+    case FileIdKind::kBuildId:
+      return !id.id.empty() && id.id.size() <= kMaxFileId;
+    case FileIdKind::kCrc32c:
+      return id.id.size() == 4;
+  }
+  return false;
+}
+
+namespace {
+
 absl::Status Bad(const char* field) {
   return absl::DataLossError(absl::StrCat("decode process state: bad ", field));
 }
@@ -64,7 +81,7 @@ const char* FdKindName(FdKind kind) {
 size_t EncodedSize(const ProcessStateRecord& r) {
   size_t n = kHeaderSize + 8 + StrSize(r.cwd) + StrSize(r.exe) + kMmSize + kCpuSize + kVdsoSize;
   n += 4;
-  for (const VmaRecord& v : r.vmas) n += kVmaFixed + StrSize(v.path);
+  for (const VmaRecord& v : r.vmas) n += kVmaFixed + StrSize(v.path) + 2 + v.id.id.size();
   n += 4 + r.threads.size() * kThreadSize;
   n += 4 + r.sigactions.size() * kSigactionSize;
   n += 4;
@@ -87,6 +104,8 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
   for (const VmaRecord& v : r.vmas) {
     if (v.path.size() > kMaxPath)
       return absl::InvalidArgumentError("encode process state: vma path too long");
+    if (!ValidFileIdentity(v.id))
+      return absl::InvalidArgumentError("encode process state: bad vma file identity");
   }
   for (const FdRecord& f : r.fds) {
     if (f.path.size() > kMaxPath)
@@ -122,6 +141,9 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
     w.U8(v.deleted ? 1 : 0);
     w.U32(v.block_id);
     w.String(v.path);
+    w.U8(static_cast<uint8_t>(v.id.kind));
+    w.U8(static_cast<uint8_t>(v.id.id.size()));
+    for (char c : v.id.id) w.U8(static_cast<uint8_t>(c));
   }
   w.U32(static_cast<uint32_t>(r.threads.size()));
   for (const ThreadContext& t : r.threads) {
@@ -169,7 +191,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
   uint16_t version = rd.U16();
   if (!rd.ok() || version != kProcessStateVersion) {
     return absl::DataLossError(
-        absl::StrCat("decode process state: unknown version ", version, " (know 1)"));
+        absl::StrCat("decode process state: unknown version ", version, " (know 2)"));
   }
   if (rd.U16() != 0) return Bad("header reserved field");
   r.pid = rd.U32();
@@ -206,7 +228,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     }
     return static_cast<size_t>(n);
   };
-  absl::StatusOr<size_t> n = count(kMaxVmas, kVmaFixed + 4, "vma");
+  absl::StatusOr<size_t> n = count(kMaxVmas, kVmaFixed + 4 + 2, "vma");
   if (!n.ok()) return n.status();
   r.vmas.resize(*n);
   for (VmaRecord& v : r.vmas) {
@@ -226,6 +248,11 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     v.kind = static_cast<VmaKind>(kind);
     v.deleted = deleted;
     if (!str(&v.path)) return Bad("vma path");
+    uint8_t id_kind = rd.U8(), id_len = rd.U8();
+    if (!rd.ok() || id_kind > kMaxFileIdKind || id_len > rd.remaining()) return Bad("vma identity");
+    v.id.kind = static_cast<FileIdKind>(id_kind);
+    for (uint8_t i = 0; i < id_len; ++i) v.id.id.push_back(static_cast<char>(rd.U8()));
+    if (!ValidFileIdentity(v.id)) return Bad("vma identity");
   }
   n = count(kMaxThreads, kThreadSize, "thread");
   if (!n.ok()) return n.status();

@@ -7,7 +7,8 @@
 // whose rt_sigreturn restores every other register), all sigactions, the mm fields, fds
 // classified, cwd, CPU features, the vDSO's identity, and a digest of each block's final content.
 //
-// Encoding, version 1 (little-endian, field by field, never a memcpy of a struct):
+// Encoding, version 2 (little-endian, field by field, never a memcpy of a struct; version 1 had
+// no file identity in vma):
 //   record   := magic:u32 ("PMPS" = 0x53504d50) version:u16 reserved:u16 body
 //   body     := pid:u32 page_size:u32 cwd:str exe:str mm cpu vdso
 //               u32 n vma[n] u32 n thread[n] u32 n sigaction[n] u32 n fd[n] u32 n digest[n]
@@ -15,7 +16,9 @@
 //   mm       := 12 x u64 (MmFields order)        cpu := 6 x u32, 2 x u64 (CpuFeatures order)
 //   vdso     := vdso_start vdso_end vvar_start vvar_end:u64 crc:u32
 //   vma      := start end offset inode size mtime_ns:u64 dev_major dev_minor:u32 prot:u8
-//               shared:u8 kind:u8 deleted:u8 block_id:u32 path:str
+//               shared:u8 kind:u8 deleted:u8 block_id:u32 path:str id_kind:u8 id_len:u8
+//               id[id_len]   (FileIdKind: 0 none, 1 unknown: id_len 0; 2 build-id: 1..64;
+//                             3 crc32c of the mapped range of the file: 4)
 //   thread   := tid:u32 reserved:u32 then 21 x u64 (ThreadContext order after tid) rseq_size:u32
 //               altstack_flags:u32
 //   sigaction:= signo:u32 flags:u32 handler restorer mask:u64
@@ -36,11 +39,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "os/file_identity.h"
 
 namespace procmig {
 
 inline constexpr uint32_t kProcessStateMagic = 0x53504d50;  // "PMPS"
-inline constexpr uint16_t kProcessStateVersion = 1;
+inline constexpr uint16_t kProcessStateVersion = 2;
 inline constexpr size_t kMaxPath = 4096;
 inline constexpr size_t kMaxVmas = 1 << 20;
 inline constexpr size_t kMaxThreads = 1 << 16;
@@ -81,6 +85,9 @@ struct VmaRecord {
   bool deleted = false;
   uint32_t block_id = 0;  // the RAM block sent for it, 0 = none (read-only file, special)
   std::string path;       // file path or [name]
+  // What the file is (build-id, or crc32c of [offset, offset + end - start) of the file); see
+  // os/file_identity.h. kNone when not a file or not recorded.
+  FileIdentity id;
   bool operator==(const VmaRecord&) const = default;
 };
 
@@ -157,11 +164,14 @@ struct ProcessStateRecord {
   bool operator==(const ProcessStateRecord&) const = default;
 };
 
+// The kind's id length rule (see the encoding above).
+bool ValidFileIdentity(const FileIdentity& id);
+
 // The exact encoded size of `r`.
 size_t EncodedSize(const ProcessStateRecord& r);
 // Appends the encoding to *out. InvalidArgument when a count or string exceeds its bound.
 absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out);
-// DataLoss naming the field for anything but a valid version-1 record.
+// DataLoss naming the field for anything but a valid version-2 record.
 absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> in);
 
 // A short human-readable summary (for `procmig inspect`): counts, pid, cwd, threads, fds.

@@ -154,6 +154,19 @@ absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& 
     case RecordType::kIteration:
       ++c.iterations;
       return Barrier(index, std::get<wire::IterationMarker>(r.body).iteration);
+    case RecordType::kRestoreCheck: {
+      bool checked = false;
+      if (options_.check_restore) {
+        absl::StatusOr<bool> verdict =
+            options_.check_restore(std::get<wire::RestoreCheck>(r.body).data);
+        // Fail() here, so the sender reads the reason itself, not behind a channel prefix.
+        if (!verdict.ok()) return Fail(verdict.status());
+        checked = *verdict;
+      }
+      return SendReverse([checked](wire::StreamWriter& w) {
+        return w.AddAck(wire::Ack{wire::AckKind::kRestoreChecked, checked ? 1u : 0u});
+      });
+    }
     case RecordType::kProcessState: {
       auto data = std::get<wire::ProcessState>(r.body).data;
       process_state_.assign(data.begin(), data.end());

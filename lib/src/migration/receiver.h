@@ -23,7 +23,9 @@
 //
 // Reverse direction (channel 0, written by the receiver): a reverse preamble (the forward one's
 // session, page size, features and channel count) and ack(kPreambleAccepted, 0) as soon as the
-// main channel's preamble is accepted; after Finish() and the image is stored: ack(kEndOfStream,
+// main channel's preamble is accepted; ack(kRestoreChecked, 1 checked / 0 not) when a
+// restore_check record passed ReceiverOptions::check_restore; after Finish() and the image is
+// stored: ack(kEndOfStream,
 // iterations) then end_of_stream, then the write side is shut down. On failure: error(code,
 // message) then end_of_stream(aborted). The sender should close its channels after reading the
 // final ack; the receiver reads them to EOF.
@@ -94,6 +96,10 @@ struct ReceiverOptions {
   bool populate = true;
   // Empty: digests are not checked (every block reports DigestState::kNone).
   DigestVerifier verify_digests;
+  // Called with the restore_check payload when it arrives (before any block): true = checked
+  // for a restore here, false = accepted unchecked; an error refuses the session (the sender
+  // gets it as an error record, before it sends any memory). Empty: accepted unchecked.
+  std::function<absl::StatusOr<bool>(std::span<const uint8_t> restore_check)> check_restore;
 };
 
 class Receiver {

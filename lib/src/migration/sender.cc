@@ -1,6 +1,7 @@
 #include "migration/sender.h"
 
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "base/coding.h"
 #include "base/status_macros.h"
+#include "migration/restore_check.h"
 #include "wire/record_codec.h"
 
 namespace procmig {
@@ -184,6 +186,13 @@ absl::Status Sender::Setup() {
             "setup: the process holds what cannot be migrated yet: ", absl::StrJoin(why, "; ")));
       }
     }
+    if (config_.restore_check) {
+      IdentifyFiles(/*compute=*/true);
+      for (const VmaRecord& v : state_record_.vmas) {
+        seen_files_.insert({v.path, v.inode, v.offset, v.end - v.start});
+      }
+      RETURN_IF_ERROR(SendRestoreCheck());
+    }
   }
   RETURN_IF_ERROR(tracker_->Start(TrackedOf(registry_.blocks())));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
@@ -306,6 +315,7 @@ absl::Status Sender::Iterate(bool* converged) {
   if (state_ != SenderState::kIterate) RETURN_IF_ERROR(TransitionTo(SenderState::kIterate));
   ++iteration_;
   RETURN_IF_ERROR(ApplyLayout(true));
+  if (config_.restore_check) WarmIdentities(last_regions_);
   ASSIGN_OR_RETURN(const DirtySet* set, tracker_->Sync());
   // The period that ends at this sync (QEMU's): what was sent since the previous sync, and what
   // the program dirtied meanwhile (this sync's pages). Auto-converge compares the two.
@@ -424,6 +434,9 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
         }
         RETURN_IF_ERROR(config_.capture(program, &state_record_));
       }
+      // The final capture: identities from the cache only (computing one here would hold up the
+      // stop; a miss goes to the receiver as "unknown").
+      if (config_.restore_check) IdentifyFiles(/*compute=*/false);
       state_record_.digests.resize(std::min(registry_.blocks().size(), n_blocks_cap));
       captured = layout_fingerprint_;
       have_capture = true;
@@ -526,9 +539,11 @@ absl::Status Sender::WaitForAck() {
   // The reverse stream: a preamble, then acks (preamble accepted, iterations applied, end of
   // stream verified) or an error. Read unit by unit into a fixed buffer; no allocation.
   uint8_t* buf = reverse_buf_.data();
-  RETURN_IF_ERROR(final_channel_->ReadExact(buf, wire::kPreambleSize));
-  if (!std::equal(wire::kMagic.begin(), wire::kMagic.end(), buf)) {
-    return absl::DataLossError("wait for ack: the reverse stream does not start with the magic");
+  if (!reverse_preamble_read_) {
+    RETURN_IF_ERROR(final_channel_->ReadExact(buf, wire::kPreambleSize));
+    if (!std::equal(wire::kMagic.begin(), wire::kMagic.end(), buf)) {
+      return absl::DataLossError("wait for ack: the reverse stream does not start with the magic");
+    }
   }
   for (;;) {
     RETURN_IF_ERROR(final_channel_->ReadExact(buf, wire::kRecordHeaderSize));
@@ -556,6 +571,103 @@ absl::Status Sender::WaitForAck() {
     } else {
       return absl::DataLossError("wait for ack: unexpected record on the reverse stream");
     }
+  }
+}
+
+absl::Status Sender::SendRestoreCheck() {
+  RestoreCheckRecord check = BuildRestoreCheck(state_record_);
+  check_bytes_.clear();
+  RETURN_IF_ERROR(EncodeRestoreCheck(check, &check_bytes_));
+  RETURN_IF_ERROR(pages_->AddRestoreCheck(
+      {reinterpret_cast<const uint8_t*>(check_bytes_.data()), check_bytes_.size()}));
+  RETURN_IF_ERROR(pages_->Flush());
+  return AwaitCheckVerdict();
+}
+
+absl::Status Sender::ReadReverseRecord(Channel* ch, wire::RecordHeader* h) {
+  uint8_t* buf = reverse_buf_.data();
+  RETURN_IF_ERROR(ch->ReadExact(buf, wire::kRecordHeaderSize));
+  *h = wire::DecodeRecordHeader(buf);
+  if (h->length > reverse_buf_.size() - wire::kRecordHeaderSize) {
+    return absl::DataLossError("oversized reverse record");
+  }
+  uint8_t* payload = buf + wire::kRecordHeaderSize;
+  RETURN_IF_ERROR(ch->ReadExact(payload, h->length));
+  if (wire::RecordCrc(buf, {payload, h->length}) != h->crc) {
+    return absl::DataLossError("reverse record crc mismatch");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Sender::AwaitCheckVerdict() {
+  // Before anything is parked: allocation is fine, and the receiver's reason is passed on.
+  reverse_buf_.resize(wire::kRecordHeaderSize + wire::kErrorFixedSize + wire::kMaxErrorMessage);
+  Channel* ch = main_[0];
+  uint8_t* buf = reverse_buf_.data();
+  auto step = [](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("setup: wait for the receiver's restore check: ",
+                                               s.message()));
+  };
+  if (absl::Status s = ch->ReadExact(buf, wire::kPreambleSize); !s.ok()) return step(s);
+  if (!std::equal(wire::kMagic.begin(), wire::kMagic.end(), buf)) {
+    return step(absl::DataLossError("the reverse stream does not start with the magic"));
+  }
+  reverse_preamble_read_ = true;
+  for (;;) {
+    wire::RecordHeader h;
+    if (absl::Status s = ReadReverseRecord(ch, &h); !s.ok()) return step(s);
+    std::span<const uint8_t> payload{buf + wire::kRecordHeaderSize, h.length};
+    if (h.type == static_cast<uint8_t>(wire::RecordType::kAck)) {
+      wire::Ack a;
+      if (h.length != wire::kAckSize || wire::DecodeAck(payload, &a) != nullptr) {
+        return step(absl::DataLossError("malformed ack"));
+      }
+      if (a.kind == wire::AckKind::kRestoreChecked) return absl::OkStatus();
+      if (a.kind != wire::AckKind::kPreambleAccepted) {
+        return step(absl::DataLossError(
+            absl::StrCat("unexpected ack ", wire::AckKindName(a.kind), " before the verdict")));
+      }
+    } else if (h.type == static_cast<uint8_t>(wire::RecordType::kError)) {
+      wire::ErrorRecord e;
+      if (wire::DecodeError(payload, &e) != nullptr) {
+        return step(absl::DataLossError("malformed error record"));
+      }
+      return absl::Status(static_cast<absl::StatusCode>(e.code),
+                          absl::StrCat("setup: the receiver refused the migration up front: ",
+                                       std::string(e.message)));
+    } else if (h.type == static_cast<uint8_t>(wire::RecordType::kEndOfStream)) {
+      return step(absl::UnavailableError("the receiver ended its stream without a verdict"));
+    } else {
+      return step(absl::DataLossError("unexpected record on the reverse stream"));
+    }
+  }
+}
+
+void Sender::IdentifyFiles(bool compute) {
+  for (VmaRecord& v : state_record_.vmas) {
+    if (v.kind != VmaKind::kFile || v.deleted || v.path.empty() || v.path[0] != '/' ||
+        (v.file_size == 0 && v.mtime_ns == 0)) {
+      continue;
+    }
+    FileStamp stamp{makedev(v.dev_major, v.dev_minor), v.inode, v.file_size, v.mtime_ns};
+    const uint64_t length = v.end - v.start;
+    if (compute) {
+      v.id = identities_.Get(v.path, stamp, v.offset, length);
+    } else {
+      v.id = identities_.Find(stamp, v.offset, length)
+                 .value_or(FileIdentity{FileIdKind::kUnknown, {}});
+    }
+  }
+}
+
+void Sender::WarmIdentities(std::span<const MemoryRegion> regions) {
+  for (const MemoryRegion& m : regions) {
+    if (m.kind != RegionKind::kFile || m.deleted || m.path.empty() || m.path[0] != '/') continue;
+    if (!seen_files_.insert({m.path, m.inode, m.offset, m.size()}).second) continue;
+    absl::StatusOr<FileStamp> st = StatFile(m.path);
+    if (!st.ok() || st->inode != m.inode) continue;
+    FileStamp stamp{makedev(m.dev_major, m.dev_minor), m.inode, st->size, st->mtime_ns};
+    (void)identities_.Get(m.path, stamp, m.offset, m.size());
   }
 }
 

@@ -30,6 +30,14 @@
 // (what the program pauses for until the destination has everything); the wait for the ack is
 // ack_wait_ms, apart (the frozen copy reports both through a shared page).
 //
+// Up-front restore check (config restore_check): at setup, the identity of every file the
+// process maps (ELF build-id, else crc32c of the mapped range; FileIdentityCache) is computed,
+// the restore_check record goes out right after the preamble, and the sender waits for the
+// receiver's verdict before announcing any block: a refusal fails setup (the program never
+// stopped) with the receiver's reason. Files first mapped later are identified when an
+// iteration first sees them; the final capture (PrepareStop) only looks identities up, and a
+// miss is recorded as "unknown" (the receiver then checks size and mtime only, with a warning).
+//
 // Nothing is allocated between Park() and Unpark(): buffers, the reverse-stream reader and the
 // process-state encoding space are prepared before parking.
 //
@@ -45,6 +53,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -57,8 +66,10 @@
 #include "migration/page_sender.h"
 #include "migration/process_capture.h"
 #include "migration/process_state.h"
+#include "os/file_identity.h"
 #include "ram/ram_block_registry.h"
 #include "transport/channel.h"
+#include "wire/record_codec.h"
 
 namespace procmig {
 
@@ -106,6 +117,9 @@ struct SenderConfig {
   uint64_t progress_interval_ms = 500;
   // Fills the process state except threads, sigactions and digests (allocates; before parking).
   std::function<absl::Status(std::span<const MemoryRegion>, ProcessStateRecord*)> capture;
+  // Send the restore_check record at setup and wait for the receiver's verdict (needs capture
+  // and a receiver that answers it: procmig's own).
+  bool restore_check = false;
 };
 
 class Sender {
@@ -162,6 +176,16 @@ class Sender {
   // The frozen copy's work.
   absl::Status FinalPhase();
   absl::Status WaitForAck();
+  // Setup: the restore_check record and the receiver's verdict.
+  absl::Status SendRestoreCheck();
+  absl::Status AwaitCheckVerdict();
+  // Fills state_record_'s file identities: computed (and cached) when `compute`, else looked up
+  // (a miss is kUnknown).
+  void IdentifyFiles(bool compute);
+  // Computes the identities of file mappings in `regions` not seen before (iterations only).
+  void WarmIdentities(std::span<const MemoryRegion> regions);
+  // Reads one reverse record into reverse_buf_ (header + payload, crc checked).
+  absl::Status ReadReverseRecord(Channel* ch, wire::RecordHeader* h);
   void CaptureSigactionsInto();
   void ComputeDigestsInto();
   // Keeps the PageSender's per-block crc tables (agent memory) out of the RAM blocks.
@@ -189,6 +213,11 @@ class Sender {
   const DirtySet* final_set_ = nullptr;
   ProcessStateRecord state_record_;
   std::string state_bytes_;
+  FileIdentityCache identities_;
+  // File mappings identified already: (path, inode, offset, length).
+  absl::flat_hash_set<std::tuple<std::string, uint64_t, uint64_t, uint64_t>> seen_files_;
+  std::string check_bytes_;
+  bool reverse_preamble_read_ = false;  // the verdict's reader took the reverse preamble
   std::vector<uint8_t> reverse_buf_;
   // Written by the frozen copy (a forked process), read by the original after it: one shared
   // page mapped at setup. CLOCK_MONOTONIC is the same clock in both processes.

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +28,8 @@
 #include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "migration/process_capture.h"
+#include "migration/restore_check.h"
+#include "os/file_identity.h"
 #include "os/maps_parser.h"
 #include "restore/restorer_abi.h"
 #include "restore/restorer_blob.h"
@@ -154,56 +157,151 @@ absl::StatusOr<std::vector<MemoryRegion>> OwnMaps() {
   return MapsParser::Parse(ss.str());
 }
 
-// CheckRestorable against our own layout `maps` (read once by the caller).
-absl::Status CheckRestorableWith(const ProcessStateRecord& state,
-                                 std::span<const MemoryRegion> maps) {
-  std::vector<std::string> why;
+void CheckCpuAndVdso(const CpuFeatures& cpu, const VdsoIdentity& vdso,
+                     std::span<const MemoryRegion> maps, std::vector<std::string>* why) {
   const CpuFeatures here = CaptureCpuFeatures();
-  std::string missing = CpuMissing(state.cpu, here);
-  if (!missing.empty()) why.push_back("CPU features the source had are missing here: " + missing);
+  std::string missing = CpuMissing(cpu, here);
+  if (!missing.empty()) why->push_back("CPU features the source had are missing here: " + missing);
   // The vDSO: same bytes, or the old code would call into a different one.
   for (const MemoryRegion& r : maps) {
     if (r.path != "[vdso]") continue;
-    if (state.vdso.vdso_end - state.vdso.vdso_start != r.size()) {
-      why.push_back(absl::StrCat("the vDSO differs: ", state.vdso.vdso_end - state.vdso.vdso_start,
-                                 " bytes on the source, ", r.size(), " here"));
-    } else if (crc32c::Value(reinterpret_cast<const void*>(r.start), r.size()) != state.vdso.crc) {
-      why.push_back("the vDSO differs (its crc32c): the source ran another kernel build");
+    if (vdso.vdso_end - vdso.vdso_start != r.size()) {
+      why->push_back(absl::StrCat("the vDSO differs: ", vdso.vdso_end - vdso.vdso_start,
+                                  " bytes on the source, ", r.size(), " here"));
+    } else if (crc32c::Value(reinterpret_cast<const void*>(r.start), r.size()) != vdso.crc) {
+      why->push_back("the vDSO differs (its crc32c): the source ran another kernel build");
     }
   }
-  // Files that will be mapped from disk must be the ones the source mapped.
-  std::string last_path;  // VMAs of one file are adjacent: stat each file once
-  for (const VmaRecord& v : state.vmas) {
-    if (v.kind != VmaKind::kFile || v.path.empty() || v.path[0] != '/') continue;
-    if (v.path == last_path) continue;
-    last_path = v.path;
-    struct stat st;
-    if (stat(v.path.c_str(), &st) != 0) {
-      if (v.block_id == 0) why.push_back(absl::StrCat(v.path, ": ", strerror(errno)));
-      continue;
-    }
-    if (v.file_size != 0 && static_cast<uint64_t>(st.st_size) != v.file_size) {
-      why.push_back(absl::StrCat(v.path, ": size ", st.st_size, ", the source mapped ",
-                                 v.file_size, " bytes"));
-    } else if (v.mtime_ns != 0 &&
-               static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ull +
-                       static_cast<uint64_t>(st.st_mtim.tv_nsec) !=
-                   v.mtime_ns) {
-      why.push_back(absl::StrCat(v.path, ": modified since the source mapped it (mtime)"));
-    }
+}
+
+std::string MtimeText(uint64_t ns) {
+  return absl::StrFormat("%d.%09d", ns / 1'000'000'000ull, ns % 1'000'000'000ull);
+}
+
+// The full check of one file against the source's entry: every reason into *why. Returns true
+// when the file's identity was checked and matched (*here is its stamp then).
+bool CheckFile(const FileCheck& f, std::vector<std::string>* why,
+               std::vector<std::string>* warnings, FileStamp* here) {
+  absl::StatusOr<FileStamp> st = StatFile(f.path);
+  if (!st.ok()) {
+    // A mapping whose every page came as a RAM block does not need its file.
+    if (f.flags & kFileRequired) why->push_back(std::string(st.status().message()));
+    return false;
   }
+  *here = *st;
+  bool ok = true;
+  if (f.size != 0 && st->size != f.size) {
+    why->push_back(absl::StrCat(f.path, ": size ", st->size, " here, ", f.size, " at the source"));
+    ok = false;
+  }
+  if (f.mtime_ns != 0 && st->mtime_ns != f.mtime_ns) {
+    why->push_back(absl::StrCat(f.path, ": mtime ", MtimeText(st->mtime_ns), " here, ",
+                                MtimeText(f.mtime_ns), " at the source"));
+    ok = false;
+  }
+  if (f.id.kind == FileIdKind::kNone) return false;  // not recorded: size and mtime only
+  if (f.id.kind == FileIdKind::kUnknown) {
+    if (warnings != nullptr) {
+      warnings->push_back(absl::StrCat(
+          f.path, ": its identity was not recorded at the source (mapped during the stop): "
+                  "checked by size and mtime only"));
+    }
+    return false;
+  }
+  if (!ok) return false;  // a different size already says it; no need to read it
+  absl::StatusOr<FileIdentity> id = ComputeFileIdentity(f.path, *st, f.offset, f.length);
+  if (!id.ok()) {
+    why->push_back(absl::StrCat(f.path, ": cannot read its identity here: ", id.status().message()));
+    return false;
+  }
+  if (*id == f.id) return true;
+  std::string range;
+  if (f.id.kind == FileIdKind::kCrc32c || id->kind == FileIdKind::kCrc32c) {
+    const uint64_t end = std::min(f.offset + f.length, st->size);
+    range = absl::StrCat(" (bytes ", f.offset, "..", std::max(end, f.offset), " of the file)");
+  }
+  // "build-id 3a4f.. here, 9c1e.. at the source"; the kind twice only when they differ.
+  std::string source = DescribeFileIdentity(f.id);
+  if (id->kind == f.id.kind) source = source.substr(source.find(' ') + 1);
+  why->push_back(absl::StrCat(f.path, ": ", DescribeFileIdentity(*id), " here, ", source,
+                              " at the source", range));
+  return false;
+}
+
+bool SameSourceEntry(const FileCheck& a, const FileCheck& b) {
+  return a.path == b.path && a.inode == b.inode && a.size == b.size && a.mtime_ns == b.mtime_ns &&
+         a.offset == b.offset && a.length == b.length && a.id == b.id;
+}
+
+absl::Status Refusal(uint32_t pid, std::vector<std::string> why) {
   std::sort(why.begin(), why.end());
   why.erase(std::unique(why.begin(), why.end()), why.end());
   if (why.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(
-      absl::StrCat("cannot restore pid ", state.pid, " here: ", absl::StrJoin(why, "; ")));
+      absl::StrCat("cannot restore pid ", pid, " here: ", absl::StrJoin(why, "; ")));
+}
+
+// CheckRestorable against our own layout `maps` (read once by the caller).
+absl::Status CheckRestorableWith(const ProcessStateRecord& state,
+                                 std::span<const MemoryRegion> maps,
+                                 const VerifiedFiles* verified,
+                                 std::vector<std::string>* warnings) {
+  std::vector<std::string> why;
+  CheckCpuAndVdso(state.cpu, state.vdso, maps, &why);
+  // Files that will be mapped from disk must be the ones the source mapped.
+  const RestoreCheckRecord files = BuildRestoreCheck(state);
+  for (const FileCheck& f : files.files) {
+    const VerifiedFile* seen = nullptr;
+    if (verified != nullptr) {
+      for (const VerifiedFile& v : *verified) {
+        if (SameSourceEntry(v.source, f)) {
+          seen = &v;
+          break;
+        }
+      }
+    }
+    if (seen == nullptr) {
+      FileStamp here;
+      (void)CheckFile(f, &why, warnings, &here);
+      continue;
+    }
+    // Verified up front: the same file must still be there.
+    absl::StatusOr<FileStamp> st = StatFile(f.path);
+    if (!st.ok()) {
+      why.push_back(absl::StrCat(st.status().message(), " (gone since the up-front check)"));
+    } else if (*st != seen->here) {
+      why.push_back(absl::StrCat(
+          f.path, ": changed here since the up-front check (inode ", st->inode, ", size ",
+          st->size, ", mtime ", MtimeText(st->mtime_ns), ", ctime ", MtimeText(st->ctime_ns),
+          "; it was ", seen->here.inode, ", ", seen->here.size, ", ",
+          MtimeText(seen->here.mtime_ns), ", ", MtimeText(seen->here.ctime_ns), ")"));
+    }
+  }
+  if (warnings != nullptr) {
+    std::sort(warnings->begin(), warnings->end());
+    warnings->erase(std::unique(warnings->begin(), warnings->end()), warnings->end());
+  }
+  return Refusal(state.pid, std::move(why));
 }
 
 }  // namespace
 
-absl::Status CheckRestorable(const ProcessStateRecord& state) {
+absl::Status CheckRestorable(const ProcessStateRecord& state, const VerifiedFiles* verified,
+                             std::vector<std::string>* warnings) {
   ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
-  return CheckRestorableWith(state, maps);
+  return CheckRestorableWith(state, maps, verified, warnings);
+}
+
+absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified) {
+  ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
+  std::vector<std::string> why;
+  CheckCpuAndVdso(check.cpu, check.vdso, maps, &why);
+  verified->clear();
+  for (const FileCheck& f : check.files) {
+    FileStamp here;
+    if (CheckFile(f, &why, nullptr, &here)) verified->push_back({f, here});
+  }
+  return Refusal(check.pid, std::move(why));
 }
 
 absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
@@ -211,7 +309,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
                                                      const RestoreProcessOptions& options) {
   const uint64_t t0 = NowNs();
   ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
-  RETURN_IF_ERROR(CheckRestorableWith(state, maps));
+  std::vector<std::string> check_warnings;
+  RETURN_IF_ERROR(CheckRestorableWith(state, maps, options.verified, &check_warnings));
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(absl::StatusCode::kInternal, "restore: pipe2", errno);
   const int report_fd = fcntl(p[1], F_DUPFD_CLOEXEC, std::max(MaxRestoredFd(state) + 1, 64));
@@ -277,6 +376,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   out.pid = state.pid;
   out.threads = static_cast<uint32_t>(state.threads.size());
   out.pid_namespace = options.pid_namespace;
+  out.warnings = std::move(check_warnings);
   for (const std::string& n : plan->notes) out.warnings.push_back(n);
   long child = -1;
   const InitArgs* init_args = nullptr;  // init writes the process's creation time there

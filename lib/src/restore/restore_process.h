@@ -1,9 +1,13 @@
 // Restorer: rebuilds a migrated process from its process-state record and its blocks (held in
 // this process at temporary addresses) and starts it.
 //
-// CheckRestorable() refuses up front, with every reason listed, what cannot work here: CPU
-// features the source used that this CPU lacks, a different vDSO, file mappings whose file is
-// missing or changed (size, mtime). StartRestoredProcess() then plans (restore_plan.h), maps the
+// CheckRestorable() refuses, with every reason listed, what cannot work here: CPU features the
+// source used that this CPU lacks, a different vDSO, file mappings whose file is missing or
+// changed (size, mtime, and the build-id or crc32c the source recorded). A live receiver runs
+// CheckRestorableUpFront() on the restore_check record before any memory arrives; the files it
+// verified are then only stat'ed again at the end of the stream (same dev, inode, size, mtime
+// as verified), which keeps the check at the end cheap; other files get the full check.
+// StartRestoredProcess() calls CheckRestorable, then plans (restore_plan.h), maps the
 // blob with its arguments, and creates the process:
 //   - in a new PID (and mount, for its own /proc) namespace, by default: a minimal init (pid 1,
 //     sharing our memory, raw system calls only) creates the process with clone3 set_tid = its old
@@ -29,9 +33,19 @@
 
 #include "absl/status/statusor.h"
 #include "migration/process_state.h"
+#include "migration/restore_check.h"
+#include "os/file_identity.h"
 #include "restore/restore_plan.h"
 
 namespace procmig {
+
+// A file the up-front check found identical to the source's: the source's entry and the file's
+// stamp here when it was checked.
+struct VerifiedFile {
+  FileCheck source;
+  FileStamp here;
+};
+using VerifiedFiles = std::vector<VerifiedFile>;
 
 struct RestoreProcessOptions {
   bool pid_namespace = true;  // false: our namespace, new ids
@@ -39,6 +53,8 @@ struct RestoreProcessOptions {
   // Descriptors of ours (above 2) that become the process's fd 0, 1, 2; -1: as recorded.
   // Only read: the caller keeps them and may close them once Start returns.
   int stdio_fds[3] = {-1, -1, -1};
+  // Files verified up front (CheckRestorableUpFront); null: every file gets the full check.
+  const VerifiedFiles* verified = nullptr;
 };
 
 struct RestoredProcess {
@@ -60,8 +76,16 @@ struct RestoredProcess {
   std::vector<std::string> warnings;
 };
 
-// FailedPrecondition listing every reason the record cannot be restored on this host.
-absl::Status CheckRestorable(const ProcessStateRecord& state);
+// FailedPrecondition listing every reason the record cannot be restored on this host, e.g.
+// "cannot restore pid 42 here: /usr/lib/libfoo.so: build-id 3a4f.. here, 9c1e.. at the source".
+// `verified` (may be null): files checked up front, re-checked by stat only. `warnings` (may be
+// null) receives what was not checked fully (a file whose identity the source did not record).
+absl::Status CheckRestorable(const ProcessStateRecord& state,
+                             const VerifiedFiles* verified = nullptr,
+                             std::vector<std::string>* warnings = nullptr);
+// The same checks on the restore_check record, before any memory is sent. On success
+// `*verified` lists the files whose identity was checked and matched.
+absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified);
 
 absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
                                                      std::span<const PlacedBlock> blocks,

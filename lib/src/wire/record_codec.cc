@@ -113,6 +113,9 @@ bool LimitsFor(uint8_t type, uint32_t page_size, PayloadLimits* out) {
     case RecordType::kEndOfStream:
       *out = {kEndOfStreamSize, kEndOfStreamSize};
       return true;
+    case RecordType::kRestoreCheck:
+      *out = {1, kMaxRestoreCheck};
+      return true;
     case RecordType::kAck:
       *out = {kAckSize, kAckSize};
       return true;
@@ -347,7 +350,7 @@ Reason DecodeAck(std::span<const uint8_t> in, Ack* out) {
   uint32_t kind = DecodeFixed32(in.data());
   if (DecodeFixed32(in.data() + 4) != 0) return "reserved field is not zero";
   if (kind < static_cast<uint32_t>(AckKind::kPreambleAccepted) ||
-      kind > static_cast<uint32_t>(AckKind::kResumed)) {
+      kind > static_cast<uint32_t>(AckKind::kRestoreChecked)) {
     return "unknown ack kind";
   }
   out->kind = static_cast<AckKind>(kind);

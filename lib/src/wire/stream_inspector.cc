@@ -91,6 +91,9 @@ class Collector {
       case RecordType::kProcessState:
         s_.process_state_bytes += std::get<ProcessState>(r.body).data.size();
         break;
+      case RecordType::kRestoreCheck:
+        s_.restore_check_bytes += std::get<RestoreCheck>(r.body).data.size();
+        break;
       case RecordType::kEndOfStream:
         s_.end_of_stream = true;
         s_.aborted = std::get<EndOfStream>(r.body).aborted;
@@ -207,6 +210,9 @@ std::string StreamInspector::Render(const StreamSummary& s) {
                           "(at offset %d)\n",
                           m.iteration, m.final ? " (final)" : "", m.pages_sent, m.zero_pages,
                           m.bytes_sent, m.dirty_pages, m.duration_ns / 1e6, it.offset);
+  }
+  if (s.records_per_type[static_cast<uint8_t>(RecordType::kRestoreCheck)] > 0) {
+    absl::StrAppend(&out, "restore check: ", s.restore_check_bytes, " bytes\n");
   }
   if (s.records_per_type[static_cast<uint8_t>(RecordType::kProcessState)] > 0) {
     absl::StrAppend(&out, "process state: ", s.process_state_bytes, " bytes\n");

@@ -50,6 +50,7 @@ struct StreamSummary {
   uint64_t torn_pages = 0;
   std::vector<Iteration> iterations;
   uint64_t process_state_bytes = 0;
+  uint64_t restore_check_bytes = 0;
   std::vector<Ack> acks;
   std::vector<std::pair<uint32_t, std::string>> errors;  // error records: code, message
   bool end_of_stream = false;

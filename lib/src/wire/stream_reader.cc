@@ -13,7 +13,7 @@ namespace {
 bool AllowedInMode(RecordType t, StreamReader::Mode mode) {
   switch (mode) {
     case StreamReader::Mode::kMain:
-      return t >= RecordType::kBlockAdd && t <= RecordType::kEndOfStream;
+      return t >= RecordType::kBlockAdd && t <= RecordType::kRestoreCheck;
     case StreamReader::Mode::kPagesOnly:
       return t == RecordType::kPageRun || t == RecordType::kIteration ||
              t == RecordType::kEndOfStream;
@@ -212,6 +212,9 @@ absl::Status StreamReader::DecodeBody(const RecordHeader& h, std::span<const uin
     case RecordType::kProcessState:
       record_.body = ProcessState{payload};
       break;
+    case RecordType::kRestoreCheck:
+      record_.body = RestoreCheck{payload};
+      break;
     case RecordType::kEndOfStream: {
       EndOfStream e;
       DecodeEndOfStream(payload, h.flags, &e);
@@ -308,6 +311,10 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
     }
     case RecordType::kProcessState:
       process_state_seen_ = true;
+      break;
+    case RecordType::kRestoreCheck:
+      // Up front or never: the receiver decides before any memory arrives.
+      if (records_ != 0) why = "restore_check is not the first record after the preamble";
       break;
     case RecordType::kError:
       error_seen_ = true;

@@ -52,7 +52,7 @@ struct Record {
   uint64_t offset = 0;  // stream offset of the record's first byte
   uint32_t length = 0;  // payload length; kPreambleSize for the preamble
   std::variant<Preamble, BlockAdd, BlockRemove, BlockResize, PageRun, IterationMarker, ProcessState,
-               EndOfStream, Ack, ErrorRecord>
+               EndOfStream, Ack, ErrorRecord, RestoreCheck>
       body;
   uint32_t torn_pages = 0;  // page runs: pages whose crc mismatched in a live run
 };

@@ -279,6 +279,34 @@ absl::Status StreamWriter::AddProcessState(std::span<const uint8_t> state) {
   return absl::OkStatus();
 }
 
+absl::Status StreamWriter::AddRestoreCheck(std::span<const uint8_t> check) {
+  constexpr RecordType kType = RecordType::kRestoreCheck;
+  if (absl::Status s = CheckAllowed(kType); !s.ok()) return s;
+  if (records_ != 0) {
+    return Reject(absl::StatusCode::kFailedPrecondition, kType,
+                  "restore_check must be the first record after the preamble");
+  }
+  if (check.empty() || check.size() > kMaxRestoreCheck) {
+    return Reject(absl::StatusCode::kInvalidArgument, kType,
+                  "restore check size not in [1, 16 MiB]");
+  }
+  const uint8_t* at = scratch_.get() + scratch_used_;
+  PageEntry piece{PageEncoding::kRaw, 0, check, false};
+  if (absl::Status s =
+          CheckRoom(kType, kRecordHeaderSize, CountIovecs(at, kRecordHeaderSize, {&piece, 1}));
+      !s.ok()) {
+    return s;
+  }
+  uint8_t* header = TakeScratch(kRecordHeaderSize);
+  EncodeRecordHeader({static_cast<uint8_t>(kType), 0, 0, static_cast<uint32_t>(check.size()), 0},
+                     header);
+  EncodeFixed32(header + kRecordCrcOffset, RecordCrc(header, check));
+  PushIov(header, kRecordHeaderSize);
+  PushIov(check.data(), check.size());
+  ++records_;
+  return absl::OkStatus();
+}
+
 absl::Status StreamWriter::AddEndOfStream(bool aborted) {
   uint8_t* payload;
   if (absl::Status s = AddSmallRecord(RecordType::kEndOfStream, aborted ? kEndAborted : uint8_t{0},

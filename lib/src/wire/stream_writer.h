@@ -60,6 +60,8 @@ class StreamWriter {
   absl::Status AddIteration(const IterationMarker& m);
   // Referenced, not copied.
   absl::Status AddProcessState(std::span<const uint8_t> state);
+  // Referenced, not copied. Only as the first record after the preamble (main channel).
+  absl::Status AddRestoreCheck(std::span<const uint8_t> check);
   // Fills in the record and page counts of this stream.
   absl::Status AddEndOfStream(bool aborted);
   absl::Status AddAck(const Ack& a);

@@ -22,6 +22,8 @@ const char* RecordTypeName(RecordType type) {
       return "process_state";
     case RecordType::kEndOfStream:
       return "end_of_stream";
+    case RecordType::kRestoreCheck:
+      return "restore_check";
     case RecordType::kAck:
       return "ack";
     case RecordType::kError:
@@ -68,6 +70,8 @@ const char* AckKindName(AckKind kind) {
       return "end-of-stream";
     case AckKind::kResumed:
       return "resumed";
+    case AckKind::kRestoreChecked:
+      return "restore-checked";
   }
   return "unknown";
 }

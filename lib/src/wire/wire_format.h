@@ -74,6 +74,12 @@
 //        stop-and-copy pass; after it no page_run, block record or iteration may follow.
 //   6 process_state := opaque[1..64 MiB]    main channel only, at most once; afterwards only
 //                      end_of_stream. (Contents defined by the restore module.)
+//   8 restore_check := opaque[1..16 MiB]   main channel only, at most once, and only as the
+//                      first record after the preamble. What the receiver needs to refuse a
+//                      restore before any memory is sent: CPU features, vDSO, file identities
+//                      (contents defined by the migration module: migration/restore_check.h).
+//                      A sender that sends it waits for the receiver's verdict before the next
+//                      record: ack(kRestoreChecked) or an error record.
 //   7 end_of_stream := record_count:u64 page_count:u64             (length 16)
 //        record_count = records on this channel before this one (preamble not counted);
 //        page_count = sum of page_run counts on this channel. Both are checked. Nothing may
@@ -81,13 +87,14 @@
 //  64 ack           := kind:u32 reserved:u32 sequence:u64          (length 16)
 //        kind (AckKind): 1 preamble accepted (sequence = channel index), 2 iteration applied
 //        (sequence = iteration), 3 end of stream verified, 4 process resumed on destination
-//        (the source may exit now).
+//        (the source may exit now), 5 restore_check accepted (sequence 1: checked for a live
+//        restore here; 0: stored unchecked, e.g. by a --store receiver).
 //  65 error         := code:u32 message[1..4096]                   (length 5..4100)
 //        code is an absl::StatusCode (1..16); message is readable text. Nothing but
 //        end_of_stream may follow an error.
 //
 // Which records a stream may carry (checked by StreamReader):
-//   forward, channel 0 ("main"):   1 2 3 4 5 6 7, with the order rules above.
+//   forward, channel 0 ("main"):   1 2 3 4 5 6 7 8, with the order rules above.
 //   forward, channel > 0:          4 5 7 only. These channels carry pages for blocks announced on
 //                                  the main channel; their reader runs in "pages only" mode and
 //                                  checks each run's structure, encodings and crcs but not its
@@ -99,7 +106,7 @@
 //
 // Type numbers are never reused. Retired numbers (do not assign again): none yet.
 // 0 is invalid on the wire forever (a zeroed header must not parse). Taken for later, invalid
-// until defined: 66 (reverse: post-copy page request). Free: 8..63 forward, 67..127 reverse;
+// until defined: 66 (reverse: post-copy page request). Free: 9..63 forward, 67..127 reverse;
 // 128..255 stay unused so a future extension can mark "skippable" types by the top bit.
 //
 // Compatibility: a change to any layout above is a new version. Readers reject versions they do
@@ -147,6 +154,7 @@ enum class RecordType : uint8_t {
   kIteration = 5,
   kProcessState = 6,
   kEndOfStream = 7,
+  kRestoreCheck = 8,
   kAck = 64,
   kError = 65,
 };
@@ -183,6 +191,7 @@ enum class AckKind : uint32_t {
   kIterationApplied = 2,
   kEndOfStream = 3,
   kResumed = 4,
+  kRestoreChecked = 5,
 };
 
 // Bounds. Every length is checked against these before anything is allocated.
@@ -192,6 +201,7 @@ inline constexpr size_t kPageRunHeaderSize = 16;
 inline constexpr size_t kPageDescriptorSize = 12;
 inline constexpr size_t kMaxProcessState = 64u << 20;
 inline constexpr size_t kMaxErrorMessage = 4096;
+inline constexpr size_t kMaxRestoreCheck = 16u << 20;
 inline constexpr size_t kMaxBlocks = 65536;  // above vm.max_map_count's default of 65530
 
 inline constexpr size_t kBlockAddFixedSize = 32;
@@ -273,6 +283,10 @@ struct IterationMarker {
 };
 
 struct ProcessState {
+  std::span<const uint8_t> data;
+};
+
+struct RestoreCheck {
   std::span<const uint8_t> data;
 };
 

@@ -34,6 +34,8 @@ uint64_t Touch(const Record& r) {
     for (const PageEntry& e : run->pages) bytes(e.data.data(), e.data.size());
   } else if (auto* st = std::get_if<ProcessState>(&r.body)) {
     bytes(st->data.data(), st->data.size());
+  } else if (auto* rc = std::get_if<RestoreCheck>(&r.body)) {
+    bytes(rc->data.data(), rc->data.size());
   } else if (auto* err = std::get_if<ErrorRecord>(&r.body)) {
     bytes(reinterpret_cast<const uint8_t*>(err->message.data()), err->message.size());
   }

@@ -49,6 +49,22 @@ Bytes SmallMain() {
   return b;
 }
 
+// A restore_check record first (what a live migration sends), then a short stream.
+Bytes WithRestoreCheck() {
+  static const uint8_t kCheck[] = {'P', 'M', 'R', 'C', 1, 0, 0, 0};
+  auto w = StreamWriter::Create(TestPreamble()).value();
+  Check(w->AddRestoreCheck(kCheck));
+  Check(w->AddBlockAdd({1, MakeBlockFlags(3, BlockKind::kHeap), 0x10000, 0x1000, 1, "heap"}));
+  PageEntry zero[] = {{PageEncoding::kZero, 0, {}, false}};
+  Check(w->AddPageRun(1, 0, zero, false));
+  Check(w->AddIteration({0, 1, 1, 0, 0, 5, true}));
+  Check(w->AddProcessState(testing::kState));
+  Check(w->AddEndOfStream(false));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
 Bytes Secondary() {
   auto w = StreamWriter::Create(TestPreamble(Direction::kForward, 2, 3)).value();
   PageEntry zero[] = {{PageEncoding::kZero, 0, {}, false}, {PageEncoding::kZero, 0, {}, false}};
@@ -63,6 +79,7 @@ Bytes Secondary() {
 Bytes Reverse() {
   auto w = StreamWriter::Create(TestPreamble(Direction::kReverse)).value();
   Check(w->AddAck({AckKind::kPreambleAccepted, 0}));
+  Check(w->AddAck({AckKind::kRestoreChecked, 1}));
   Check(w->AddAck({AckKind::kIterationApplied, 1}));
   Check(w->AddError({10, "restore: aborted"}));
   Check(w->AddEndOfStream(true));
@@ -85,6 +102,7 @@ int main(int argc, char** argv) {
   Write(dir, "small_main_repair_crcs", 2, 4, SmallMain());
   Write(dir, "sample_raw_pages", 4, 0, testing::SampleStream(pages));
   Write(dir, "secondary_channel", 2, 4, Secondary());
+  Write(dir, "restore_check_first", 6, 4, WithRestoreCheck());
   Write(dir, "reverse", 3, 6, Reverse());
   Bytes cut = SmallMain();
   cut.resize(cut.size() - 5);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <tuple>
 
 #include "migration/process_capture.h"
 #include "os/maps_parser.h"
@@ -35,6 +36,7 @@ ProcessStateRecord Sample() {
   v.prot = PROT_READ | PROT_EXEC;
   v.kind = VmaKind::kFile;
   v.path = "/usr/lib/libc.so.6";
+  v.id = {FileIdKind::kBuildId, std::string("\x3a\x4f\x00\x01", 4)};
   r.vmas.push_back(v);
   VmaRecord h;
   h.start = 0x10000;
@@ -75,8 +77,11 @@ TEST_CASE("round trip of every field, with the exact size, and the header bytes"
   std::string out;
   REQUIRE(EncodeProcessState(r, &out).ok());
   CHECK(out.size() == EncodedSize(r));
-  // magic "PMPS" then version 1 and reserved 0, little-endian.
-  CHECK(out.substr(0, 8) == std::string("PMPS\x01\x00\x00\x00", 8));
+  // magic "PMPS" then version 2 and reserved 0, little-endian.
+  CHECK(out.substr(0, 8) == std::string("PMPS\x02\x00\x00\x00", 8));
+  // The first vma ends with its path, then id_kind 2, id_len 4 and the build-id bytes.
+  const std::string tail = std::string("/usr/lib/libc.so.6\x02\x04\x3a\x4f\x00\x01", 24);
+  CHECK(out.find(tail) != std::string::npos);
   absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(out));
   REQUIRE(back.ok());
   CHECK(*back == r);
@@ -105,11 +110,11 @@ TEST_CASE("every truncation and trailing bytes are DataLoss") {
 TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") {
   std::string out;
   REQUIRE(EncodeProcessState(Sample(), &out).ok());
-  std::string v2 = out;
-  v2[4] = 2;
-  auto r = DecodeProcessState(Bytes(v2));
+  std::string v1 = out;  // version 1 (no file identities) is not read any more
+  v1[4] = 1;
+  auto r = DecodeProcessState(Bytes(v1));
   CHECK(absl::IsDataLoss(r.status()));
-  CHECK(r.status().message().find("version 2") != std::string::npos);
+  CHECK(r.status().message() == "decode process state: unknown version 1 (know 2)");
   std::string magic = out;
   magic[0] = 'X';
   CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(magic)).status()));
@@ -203,6 +208,48 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   CHECK_FALSE(has("fd " + std::to_string(sv[1]) + ":"));
   CHECK(has("fd " + std::to_string(pp[0]) + ": pipe"));
   close(sv[0]), close(sv[1]), close(pp[0]), close(pp[1]);
+}
+
+}  // namespace
+}  // namespace procmig
+
+namespace procmig {
+namespace {
+
+TEST_CASE("vma file identities: each kind's length rule, both ways") {
+  ProcessStateRecord r = Sample();
+  std::string out;
+  for (auto [kind, len, ok] : {std::tuple{FileIdKind::kNone, 0, true},
+                               std::tuple{FileIdKind::kUnknown, 0, true},
+                               std::tuple{FileIdKind::kUnknown, 1, false},
+                               std::tuple{FileIdKind::kBuildId, 0, false},
+                               std::tuple{FileIdKind::kBuildId, 20, true},
+                               std::tuple{FileIdKind::kBuildId, 64, true},
+                               std::tuple{FileIdKind::kBuildId, 65, false},
+                               std::tuple{FileIdKind::kCrc32c, 4, true},
+                               std::tuple{FileIdKind::kCrc32c, 3, false}}) {
+    r.vmas[0].id = {kind, std::string(static_cast<size_t>(len), '\x5a')};
+    out.clear();
+    CHECK_MESSAGE(EncodeProcessState(r, &out).ok() == ok, static_cast<int>(kind), " ", len);
+    if (!ok) continue;
+    auto back = DecodeProcessState(Bytes(out));
+    REQUIRE(back.ok());
+    CHECK(back->vmas[0].id == r.vmas[0].id);
+  }
+  // A decoder meets the same rules: crc32c with 3 bytes, and an unknown kind 4.
+  r.vmas[0].id = {FileIdKind::kCrc32c, "abcd"};
+  out.clear();
+  REQUIRE(EncodeProcessState(r, &out).ok());
+  const size_t at = out.find(std::string("libc.so.6\x03\x04" "abcd", 15));
+  REQUIRE(at != std::string::npos);
+  std::string three = out;
+  three[at + 10] = 3;  // id_len 3: the last id byte becomes the next field
+  CHECK(DecodeProcessState(Bytes(three)).status().message() ==
+        "decode process state: bad vma identity");
+  std::string kind4 = out;
+  kind4[at + 9] = 4;
+  CHECK(DecodeProcessState(Bytes(kind4)).status().message() ==
+        "decode process state: bad vma identity");
 }
 
 }  // namespace

@@ -521,3 +521,92 @@ TEST_CASE("the main channel's block table follows the stream") {
 
 }  // namespace
 }  // namespace procmig::wire
+
+namespace procmig::wire {
+namespace {
+
+using testing::AppendBatch;
+
+TEST_CASE("restore_check: first record after the preamble, main channel only, opaque payload") {
+  static const uint8_t kCheck[] = {'c', 'h', 'e', 'c', 'k'};
+  auto w = StreamWriter::Create(TestPreamble()).value();
+  REQUIRE(w->AddRestoreCheck(kCheck).ok());
+  REQUIRE(w->AddBlockAdd({1, MakeBlockFlags(3, BlockKind::kHeap), 0x10000, 0x1000, 1, "h"}).ok());
+  REQUIRE(w->AddEndOfStream(false).ok());
+  Bytes good;
+  AppendBatch(*w, &good);
+  {
+    StreamReader reader;
+    REQUIRE(reader.Feed(good).ok());
+    auto pre = reader.Next();
+    REQUIRE(pre.ok());
+    auto rec = reader.Next();
+    REQUIRE(rec.ok());
+    REQUIRE(*rec != nullptr);
+    CHECK((*rec)->type == RecordType::kRestoreCheck);
+    CHECK((*rec)->offset == 48);
+    auto data = std::get<RestoreCheck>((*rec)->body).data;
+    CHECK(std::string(data.begin(), data.end()) == "check");
+  }
+  ReadResult all = ReadAll(good, 1);
+  CHECK(all.status.ok());
+  CHECK(all.types == std::vector<RecordType>{RecordType::kPreamble, RecordType::kRestoreCheck,
+                                             RecordType::kBlockAdd, RecordType::kEndOfStream});
+
+  Bytes late = Start();
+  AppendRecord(&late, 8, 0, 0, Bytes(kCheck, kCheck + 5));
+  ExpectLoss(late, "record at offset 93 (restore_check): restore_check is not the first record "
+                   "after the preamble");
+
+  Bytes twice = PreambleBytes(TestPreamble());
+  AppendRecord(&twice, 8, 0, 0, Bytes(kCheck, kCheck + 5));
+  AppendRecord(&twice, 8, 0, 0, Bytes(kCheck, kCheck + 5));
+  ExpectLoss(twice, "record at offset 65 (restore_check): restore_check is not the first record "
+                    "after the preamble");
+
+  Bytes empty = PreambleBytes(TestPreamble());
+  AppendRecord(&empty, 8, 0, 0, Bytes());
+  CHECK(ReadError(empty).code() == absl::StatusCode::kDataLoss);
+
+  Bytes flagged = PreambleBytes(TestPreamble());
+  AppendRecord(&flagged, 8, 1, 0, Bytes(kCheck, kCheck + 5));
+  CHECK(ReadError(flagged).code() == absl::StatusCode::kDataLoss);
+
+  Bytes secondary = PreambleBytes(TestPreamble(Direction::kForward, 1, 2));
+  AppendRecord(&secondary, 8, 0, 0, Bytes(kCheck, kCheck + 5));
+  ExpectLoss(secondary,
+             "record at offset 48 (restore_check): type not allowed on a secondary (pages only) "
+             "channel");
+
+  // The verdict: ack kind 5 on the reverse stream; 6 is not a kind.
+  Bytes reverse = PreambleBytes(TestPreamble(Direction::kReverse));
+  Bytes ack(kAckSize);
+  EncodeAck({AckKind::kRestoreChecked, 1}, ack.data());
+  AppendRecord(&reverse, 64, 0, 0, ack);
+  CHECK(ReadAll(reverse).types ==
+        std::vector<RecordType>{RecordType::kPreamble, RecordType::kAck});
+  Bytes bad = PreambleBytes(TestPreamble(Direction::kReverse));
+  EncodeFixed32(ack.data(), 6);
+  AppendRecord(&bad, 64, 0, 0, ack);
+  ExpectLoss(bad, "record at offset 48 (ack): unknown ack kind");
+}
+
+TEST_CASE("restore_check: the writer refuses it anywhere but first, and on other channels") {
+  static const uint8_t kCheck[] = {1};
+  auto w = StreamWriter::Create(TestPreamble()).value();
+  REQUIRE(w->AddBlockAdd({1, MakeBlockFlags(3, BlockKind::kHeap), 0x10000, 0x1000, 1, "h"}).ok());
+  CHECK(w->AddRestoreCheck(kCheck).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(w->DescribeLastError().message() ==
+        "add restore_check: restore_check must be the first record after the preamble");
+  auto s = StreamWriter::Create(TestPreamble(Direction::kForward, 1, 2)).value();
+  CHECK(s->AddRestoreCheck(kCheck).code() == absl::StatusCode::kFailedPrecondition);
+  auto r = StreamWriter::Create(TestPreamble(Direction::kReverse)).value();
+  CHECK(r->AddRestoreCheck(kCheck).code() == absl::StatusCode::kFailedPrecondition);
+  auto e = StreamWriter::Create(TestPreamble()).value();
+  CHECK(e->AddRestoreCheck({}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(AckKindName(AckKind::kRestoreChecked)) == "restore-checked");
+  CHECK(std::string(RecordTypeName(RecordType::kRestoreCheck)) == "restore_check");
+}
+
+}  // namespace
+}  // namespace procmig::wire

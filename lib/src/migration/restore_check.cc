@@ -1,0 +1,171 @@
+#include "migration/restore_check.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/coding.h"
+
+namespace procmig {
+
+namespace {
+
+constexpr size_t kHeaderSize = 8;
+constexpr size_t kCpuSize = 6 * 4 + 2 * 8;
+constexpr size_t kVdsoSize = 4 * 8 + 4;
+constexpr size_t kFileFixed = 2 * 4 + 5 * 8 + 4;  // + id + path
+
+absl::Status Bad(const char* field) {
+  return absl::DataLossError(absl::StrCat("decode restore check: bad ", field));
+}
+
+bool ValidPath(std::string_view p) { return !p.empty() && p.size() <= kMaxPath && p[0] == '/'; }
+
+bool ValidEntry(const FileCheck& f) {
+  if (!ValidPath(f.path) || (f.flags & ~kFileRequired) != 0 || !ValidFileIdentity(f.id)) {
+    return false;
+  }
+  if (f.id.kind == FileIdKind::kNone) return false;  // an entry always says what it knows
+  if (f.id.kind != FileIdKind::kCrc32c && (f.offset != 0 || f.length != 0)) return false;
+  return true;
+}
+
+}  // namespace
+
+RestoreCheckRecord BuildRestoreCheck(const ProcessStateRecord& state) {
+  RestoreCheckRecord r;
+  r.pid = state.pid;
+  r.cpu = state.cpu;
+  r.vdso = state.vdso;
+  for (const VmaRecord& v : state.vmas) {
+    if (v.kind != VmaKind::kFile || v.deleted || !ValidPath(v.path)) continue;
+    if (v.file_size == 0 && v.mtime_ns == 0) continue;  // not stat'able at the source
+    FileCheck f;
+    f.path = v.path;
+    f.dev_major = v.dev_major;
+    f.dev_minor = v.dev_minor;
+    f.inode = v.inode;
+    f.size = v.file_size;
+    f.mtime_ns = v.mtime_ns;
+    f.id = v.id;
+    if (f.id.kind == FileIdKind::kCrc32c) {
+      f.offset = v.offset;
+      f.length = v.end - v.start;
+    }
+    const uint8_t required = v.block_id == 0 ? kFileRequired : 0;
+    bool merged = false;
+    for (FileCheck& g : r.files) {
+      if (g.path == f.path && g.inode == f.inode && g.size == f.size &&
+          g.mtime_ns == f.mtime_ns && g.offset == f.offset && g.length == f.length &&
+          g.id == f.id) {
+        g.flags |= required;
+        merged = true;
+        break;
+      }
+    }
+    if (merged) continue;
+    f.flags = required;
+    r.files.push_back(std::move(f));
+  }
+  return r;
+}
+
+size_t EncodedSize(const RestoreCheckRecord& r) {
+  size_t n = kHeaderSize + 8 + kCpuSize + kVdsoSize + 4;
+  for (const FileCheck& f : r.files) n += kFileFixed + f.id.id.size() + 4 + f.path.size();
+  return n;
+}
+
+absl::Status EncodeRestoreCheck(const RestoreCheckRecord& r, std::string* out) {
+  if (r.files.size() > kMaxCheckFiles) {
+    return absl::InvalidArgumentError("encode restore check: too many files");
+  }
+  for (const FileCheck& f : r.files) {
+    if (!ValidEntry(f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("encode restore check: bad entry for ", f.path.substr(0, 256)));
+    }
+  }
+  out->reserve(out->size() + EncodedSize(r));
+  ByteWriter w(out);
+  w.U32(kRestoreCheckMagic);
+  w.U16(kRestoreCheckVersion);
+  w.U16(0);
+  w.U32(r.pid);
+  w.U32(0);
+  const CpuFeatures& c = r.cpu;
+  for (uint32_t v : {c.leaf1_ecx, c.leaf1_edx, c.leaf7_ebx, c.leaf7_ecx, c.leaf7_edx, c.xcr0_low}) {
+    w.U32(v);
+  }
+  w.U64(c.hwcap);
+  w.U64(c.hwcap2);
+  for (uint64_t v : {r.vdso.vdso_start, r.vdso.vdso_end, r.vdso.vvar_start, r.vdso.vvar_end}) {
+    w.U64(v);
+  }
+  w.U32(r.vdso.crc);
+  w.U32(static_cast<uint32_t>(r.files.size()));
+  for (const FileCheck& f : r.files) {
+    w.U32(f.dev_major);
+    w.U32(f.dev_minor);
+    for (uint64_t v : {f.inode, f.size, f.mtime_ns, f.offset, f.length}) w.U64(v);
+    w.U8(f.flags);
+    w.U8(static_cast<uint8_t>(f.id.kind));
+    w.U8(static_cast<uint8_t>(f.id.id.size()));
+    w.U8(0);
+    w.Bytes(f.id.id);
+    w.String(f.path);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RestoreCheckRecord> DecodeRestoreCheck(std::span<const uint8_t> in) {
+  ByteReader rd(in);
+  RestoreCheckRecord r;
+  if (rd.U32() != kRestoreCheckMagic || !rd.ok()) return Bad("magic");
+  const uint16_t version = rd.U16();
+  if (!rd.ok() || version != kRestoreCheckVersion) {
+    return absl::DataLossError(
+        absl::StrCat("decode restore check: unknown version ", version, " (know 1)"));
+  }
+  if (rd.U16() != 0) return Bad("header reserved field");
+  r.pid = rd.U32();
+  if (rd.U32() != 0) return Bad("reserved field after pid");
+  CpuFeatures& c = r.cpu;
+  for (uint32_t* v :
+       {&c.leaf1_ecx, &c.leaf1_edx, &c.leaf7_ebx, &c.leaf7_ecx, &c.leaf7_edx, &c.xcr0_low}) {
+    *v = rd.U32();
+  }
+  c.hwcap = rd.U64();
+  c.hwcap2 = rd.U64();
+  for (uint64_t* v : {&r.vdso.vdso_start, &r.vdso.vdso_end, &r.vdso.vvar_start, &r.vdso.vvar_end}) {
+    *v = rd.U64();
+  }
+  r.vdso.crc = rd.U32();
+  const uint32_t n = rd.U32();
+  if (!rd.ok()) return Bad("fixed fields (truncated)");
+  if (n > kMaxCheckFiles || static_cast<uint64_t>(n) * (kFileFixed + 5) > rd.remaining()) {
+    return absl::DataLossError(absl::StrCat("decode restore check: file count ", n,
+                                            " exceeds its bound or the bytes left"));
+  }
+  r.files.resize(n);
+  for (FileCheck& f : r.files) {
+    f.dev_major = rd.U32();
+    f.dev_minor = rd.U32();
+    for (uint64_t* v : {&f.inode, &f.size, &f.mtime_ns, &f.offset, &f.length}) *v = rd.U64();
+    f.flags = rd.U8();
+    const uint8_t kind = rd.U8(), id_len = rd.U8(), reserved = rd.U8();
+    if (!rd.ok() || reserved != 0 || kind > kMaxFileIdKind) return Bad("file entry");
+    f.id.kind = static_cast<FileIdKind>(kind);
+    std::span<const uint8_t> id = rd.Bytes(id_len);
+    f.id.id.assign(reinterpret_cast<const char*>(id.data()), id.size());
+    std::string_view path = rd.String(kMaxPath);
+    if (!rd.ok()) return Bad("file entry (truncated)");
+    f.path.assign(path.data(), path.size());
+    if (!ValidEntry(f)) return Bad("file entry");
+  }
+  if (!rd.AtEnd()) {
+    return absl::DataLossError(absl::StrCat("decode restore check: ", rd.remaining(),
+                                            " trailing bytes after the last field"));
+  }
+  return r;
+}
+
+}  // namespace procmig
