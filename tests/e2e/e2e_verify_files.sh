@@ -125,9 +125,12 @@ wait_exit "$RPID" 15 || fail "receiver still running after refusing"
 [ "$WAIT_STATUS" != 0 ] || fail "receiver exited 0 after refusing"
 grep -qF -- "$REASON" "$W/live.receive.log" ||
   fail "the receiver's output does not name the reason: $(tail -n 3 "$W/live.receive.log")"
-# Refused before any memory: the receiver never saw a block (no page was sent).
-PAGES=$(stat_field migrate pages)
-[ -z "$PAGES" ] || [ "$PAGES" = 0 ] || fail "the sender sent $PAGES pages before the refusal"
+# Refused before any memory: no page was sent, only the preamble and the restore check.
+for k in normal_pages zero_pages xbzrle_pages; do
+  [ "$(stat_field migrate $k)" = 0 ] || fail "the sender sent $k=$(stat_field migrate $k) before the refusal"
+done
+SENT=$(stat_field migrate transferred_bytes)
+[ -n "$SENT" ] && [ "$SENT" -lt 65536 ] || fail "the sender sent $SENT bytes before the refusal"
 alive "$WPID" || fail "the source died after the refusal"
 self_check_pid "$WPID" "$W/workload.log" "source after the refusal"
 sleep 1

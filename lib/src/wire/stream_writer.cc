@@ -322,7 +322,7 @@ absl::Status StreamWriter::AddEndOfStream(bool aborted) {
 }
 
 absl::Status StreamWriter::AddAck(const Ack& a) {
-  if (a.kind < AckKind::kPreambleAccepted || a.kind > AckKind::kResumed) {
+  if (a.kind < AckKind::kPreambleAccepted || a.kind > AckKind::kRestoreChecked) {
     return Reject(absl::StatusCode::kInvalidArgument, RecordType::kAck, "unknown ack kind");
   }
   uint8_t* payload;

@@ -66,8 +66,22 @@ TEST_CASE("golden bytes: live page run of one zero page") {
 TEST_CASE("payload limits and flags per type") {
   PayloadLimits lim;
   CHECK_FALSE(LimitsFor(0, 4096, &lim));
-  CHECK_FALSE(LimitsFor(8, 4096, &lim));
+  CHECK_FALSE(LimitsFor(9, 4096, &lim));  // the first free forward number
   CHECK_FALSE(LimitsFor(66, 4096, &lim));
+  REQUIRE(LimitsFor(8, 4096, &lim));  // restore_check
+  CHECK(lim.min == 1);
+  CHECK(lim.max == (16u << 20));
+  CHECK(AllowedFlags(RecordType::kRestoreCheck) == 0);
+  CHECK_FALSE(TypeMatchesDirection(RecordType::kRestoreCheck, Direction::kReverse));
+  {
+    Ack a;
+    const uint8_t five[16] = {5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0};
+    CHECK(DecodeAck(five, &a) == nullptr);
+    CHECK(a.kind == AckKind::kRestoreChecked);
+    CHECK(a.sequence == 1);
+    const uint8_t six[16] = {6};
+    CHECK(std::string(DecodeAck(six, &a)) == "unknown ack kind");
+  }
   REQUIRE(LimitsFor(4, 65536, &lim));
   CHECK(lim.max == 16 + 1024 * (12 + 65536));
   CHECK(lim.max <= kMaxRecordPayload);

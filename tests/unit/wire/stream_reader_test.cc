@@ -602,6 +602,8 @@ TEST_CASE("restore_check: the writer refuses it anywhere but first, and on other
   CHECK(s->AddRestoreCheck(kCheck).code() == absl::StatusCode::kFailedPrecondition);
   auto r = StreamWriter::Create(TestPreamble(Direction::kReverse)).value();
   CHECK(r->AddRestoreCheck(kCheck).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(r->AddAck({AckKind::kRestoreChecked, 0}).ok());  // the verdict a receiver writes
+  CHECK(r->AddAck({static_cast<AckKind>(6), 0}).code() == absl::StatusCode::kInvalidArgument);
   auto e = StreamWriter::Create(TestPreamble()).value();
   CHECK(e->AddRestoreCheck({}).code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(AckKindName(AckKind::kRestoreChecked)) == "restore-checked");
