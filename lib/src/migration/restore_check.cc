@@ -37,7 +37,6 @@ RestoreCheckRecord BuildRestoreCheck(const ProcessStateRecord& state) {
   r.vdso = state.vdso;
   for (const VmaRecord& v : state.vmas) {
     if (v.kind != VmaKind::kFile || v.deleted || !ValidPath(v.path)) continue;
-    if (v.file_size == 0 && v.mtime_ns == 0) continue;  // not stat'able at the source
     FileCheck f;
     f.path = v.path;
     f.dev_major = v.dev_major;

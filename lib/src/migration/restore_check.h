@@ -59,8 +59,9 @@ struct RestoreCheckRecord {
   bool operator==(const RestoreCheckRecord&) const = default;
 };
 
-// The files the process maps from disk (regular, absolute path, not deleted, with a recorded
-// size or mtime), one entry per distinct identity, in VMA order. Identities are copied as they
+// The files the process maps from disk (absolute path, not deleted), one entry per distinct
+// identity, in VMA order. A file the source could not stat as the one mapped (replaced on disk)
+// has size and mtime 0. Identities are copied as they
 // are: a record whose VMAs carry none (kNone, no up-front check) gives entries that
 // EncodeRestoreCheck refuses; the sender identifies every such VMA first.
 RestoreCheckRecord BuildRestoreCheck(const ProcessStateRecord& state);

@@ -645,8 +645,9 @@ absl::Status Sender::AwaitCheckVerdict() {
 
 void Sender::IdentifyFiles(bool compute) {
   for (VmaRecord& v : state_record_.vmas) {
-    if (v.kind != VmaKind::kFile || v.deleted || v.path.empty() || v.path[0] != '/' ||
-        (v.file_size == 0 && v.mtime_ns == 0)) {
+    if (v.kind != VmaKind::kFile || v.deleted || v.path.empty() || v.path[0] != '/') continue;
+    if (v.file_size == 0 && v.mtime_ns == 0) {
+      v.id = {FileIdKind::kUnknown, {}};  // the path no longer names the mapped file
       continue;
     }
     FileStamp stamp{makedev(v.dev_major, v.dev_minor), v.inode, v.file_size, v.mtime_ns};

@@ -203,8 +203,8 @@ bool CheckFile(const FileCheck& f, std::vector<std::string>* why,
   if (f.id.kind == FileIdKind::kUnknown) {
     if (warnings != nullptr) {
       warnings->push_back(absl::StrCat(
-          f.path, ": its identity was not recorded at the source (mapped during the stop): "
-                  "checked by size and mtime only"));
+          f.path, ": not identified at the source (mapped during the stop, or replaced on disk "
+                  "after it was mapped): its content is not checked"));
     }
     return false;
   }

@@ -145,11 +145,17 @@ TEST_CASE("BuildRestoreCheck: one entry per file and identity, flags merged, oth
   anon.path = "[heap]";
   anon.kind = VmaKind::kHeap;
   s.vmas.push_back(anon);
+  VmaRecord replaced = file(0xc000, 0xd000, 0, "/lib/replaced.so", {FileIdKind::kUnknown, ""}, 0);
+  replaced.file_size = replaced.mtime_ns = 0;  // the source's path names another inode now
+  s.vmas.push_back(replaced);
   RestoreCheckRecord r = BuildRestoreCheck(s);
   CHECK(r.pid == 7);
   CHECK(r.cpu == s.cpu);
   CHECK(r.vdso == s.vdso);
-  REQUIRE(r.files.size() == 3);
+  REQUIRE(r.files.size() == 4);
+  CHECK(r.files[3].path == "/lib/replaced.so");
+  CHECK(r.files[3].size == 0);
+  CHECK(r.files[3].id.kind == FileIdKind::kUnknown);
   CHECK(r.files[0].path == "/lib/a.so");
   CHECK(r.files[0].flags == kFileRequired);  // the second mapping has no block
   CHECK(r.files[0].offset == 0);

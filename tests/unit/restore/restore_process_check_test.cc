@@ -210,8 +210,8 @@ TEST_CASE("an identity the source did not record: size and mtime only, with a wa
   std::vector<std::string> warnings;
   CHECK(CheckRestorable(s, nullptr, &warnings).ok());
   REQUIRE(warnings.size() == 1);
-  CHECK(warnings[0] == path + ": its identity was not recorded at the source (mapped during the "
-                              "stop): checked by size and mtime only");
+  CHECK(warnings[0] == path + ": not identified at the source (mapped during the stop, or "
+                              "replaced on disk after it was mapped): its content is not checked");
 }
 
 }  // namespace
