@@ -18,7 +18,7 @@
 //   vma      := start end offset inode size mtime_ns:u64 dev_major dev_minor:u32 prot:u8
 //               shared:u8 kind:u8 deleted:u8 block_id:u32 path:str id_kind:u8 id_len:u8
 //               id[id_len]   (FileIdKind: 0 none, 1 unknown: id_len 0; 2 build-id: 1..64;
-//                             3 crc32c of the mapped range of the file: 4)
+//                             3 crc32c of the mapped range of the file: 4, little-endian)
 //   thread   := tid:u32 reserved:u32 then 21 x u64 (ThreadContext order after tid) rseq_size:u32
 //               altstack_flags:u32
 //   sigaction:= signo:u32 flags:u32 handler restorer mask:u64
