@@ -7,20 +7,27 @@
 #include <doctest/doctest.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "base/coding.h"
 #include "base/crc32c.h"
 #include "codec/xbzrle.h"
 #include "codec/zlib_codec.h"
 #include "dirty/tracker_probe.h"
 #include "migration/digest_verifier.h"
 #include "migration/receiver.h"
+#include "migration/restore_check.h"
+#include "os/file_identity.h"
 #include "transport/memory_channel.h"
 #include "transport/posix_channel.h"
 #include "wire/stream_reader.h"
@@ -148,6 +155,24 @@ struct TestReceiver {
   int ack_delay_ms = 0;  // wait this long after end_of_stream before acking
   uint64_t zlib_pages = 0;
   std::unique_ptr<ZlibDecompressor> zlib;
+  // restore_check: the record as decoded, and the verdict to send (OK = ack restore-checked).
+  std::optional<RestoreCheckRecord> check;
+  absl::Status verdict;
+  bool block_before_check = false;
+  std::unique_ptr<wire::StreamWriter> reverse;  // created by the verdict, reused for the ack
+
+  // The reverse stream's writer (its preamble goes out with the first batch).
+  wire::StreamWriter& Reverse(const std::array<uint8_t, 16>& session) {
+    if (reverse == nullptr) {
+      wire::Preamble pre;
+      pre.direction = wire::Direction::kReverse;
+      pre.session_id = session;
+      auto w = wire::StreamWriter::Create(pre);
+      REQUIRE(w.ok());
+      reverse = std::move(*w);
+    }
+    return *reverse;
+  }
 
   void Run(Channel& ch) {
     wire::StreamReader reader;
@@ -174,7 +199,28 @@ struct TestReceiver {
         if (*rec == nullptr) break;
         const wire::Record& r = **rec;
         if (auto* p = std::get_if<wire::Preamble>(&r.body)) session = p->session_id;
+        if (auto* rc = std::get_if<wire::RestoreCheck>(&r.body)) {
+          auto d = DecodeRestoreCheck(rc->data);
+          if (!d.ok()) {
+            status = d.status();
+            return;
+          }
+          check = *d;
+          wire::StreamWriter& w = Reverse(session);
+          if (verdict.ok()) {
+            REQUIRE(w.AddAck({wire::AckKind::kRestoreChecked, 1}).ok());
+          } else {
+            const std::string msg(verdict.message());
+            REQUIRE(w.AddError({static_cast<uint32_t>(verdict.code()), msg}).ok());
+            REQUIRE(w.AddEndOfStream(true).ok());
+          }
+          auto batch = w.batch();
+          status = ch.WriteV(batch.data(), batch.size());
+          w.ClearBatch();
+          if (!verdict.ok()) return;
+        }
         if (auto* a = std::get_if<wire::BlockAdd>(&r.body)) {
+          block_before_check |= !check.has_value();
           blocks[a->block_id] = {a->start, std::vector<uint8_t>(a->length)};
         }
         if (auto* z = std::get_if<wire::BlockResize>(&r.body))
@@ -237,13 +283,9 @@ struct TestReceiver {
           }
           if (!ack) return;
           std::this_thread::sleep_for(std::chrono::milliseconds(ack_delay_ms));
-          wire::Preamble pre;
-          pre.direction = wire::Direction::kReverse;
-          pre.session_id = session;
-          auto w = wire::StreamWriter::Create(pre);
-          REQUIRE(w.ok());
-          REQUIRE((*w)->AddAck({wire::AckKind::kEndOfStream, 0}).ok());
-          auto batch = (*w)->batch();
+          wire::StreamWriter& w = Reverse(session);
+          REQUIRE(w.AddAck({wire::AckKind::kEndOfStream, 0}).ok());
+          auto batch = w.batch();
           status = ch.WriteV(batch.data(), batch.size());
           return;
         }
@@ -337,6 +379,111 @@ void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker,
     CHECK(st.pages.compressed_pages == 0);
     CHECK(rx.zlib_pages == 0);
   }
+}
+
+// A private file mapping as a capture reports it (the file must exist: the sender reads it).
+VmaRecord FileVma(const std::string& path, uint64_t start) {
+  auto st = StatFile(path);
+  REQUIRE(st.ok());
+  VmaRecord v;
+  v.start = start;
+  v.end = start + 2 * kPage;
+  v.kind = VmaKind::kFile;
+  v.prot = PROT_READ;
+  v.path = path;
+  v.inode = st->inode;
+  v.file_size = st->size;
+  v.mtime_ns = st->mtime_ns;
+  return v;
+}
+
+std::string TempFile(const char* name, const std::string& content) {
+  std::string path = std::string("/tmp/sender_test.") + std::to_string(getpid()) + "." + name;
+  FILE* f = fopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  fwrite(content.data(), 1, content.size(), f);
+  fclose(f);
+  return path;
+}
+
+TEST_CASE("restore check: sent first with the files' identities; a file first seen at the "
+          "final capture goes as unknown (looked up, never read then)") {
+  const std::string early = TempFile("early", std::string(5000, 'e'));
+  const std::string late = TempFile("late", std::string(3000, 'l'));
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(32);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(*pair->second); });
+  SenderConfig c = Config();
+  c.restore_check = true;
+  c.capture = [&, calls = 0](std::span<const MemoryRegion>, ProcessStateRecord* r) mutable {
+    r->pid = 77;
+    r->cwd.assign(1, '/');
+    r->vmas = {FileVma(early, 0x100000)};
+    if (++calls > 1) r->vmas.push_back(FileVma(late, 0x200000));  // mapped after setup
+    return absl::OkStatus();
+  };
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  unlink(early.c_str());
+  unlink(late.c_str());
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  REQUIRE_MESSAGE(rx.status.ok(), rx.status.ToString());
+  REQUIRE(rx.check.has_value());
+  CHECK_FALSE(rx.block_before_check);
+  CHECK(rx.check->pid == 77);
+  REQUIRE(rx.check->files.size() == 1);
+  const std::string content(5000, 'e');
+  std::string crc(4, '\0');
+  EncodeFixed32(reinterpret_cast<uint8_t*>(crc.data()), crc32c::Value(content.data(), 5000));
+  CHECK(rx.check->files[0].path == early);
+  CHECK(rx.check->files[0].id == FileIdentity{FileIdKind::kCrc32c, crc});
+  CHECK(rx.check->files[0].offset == 0);
+  CHECK(rx.check->files[0].length == 2 * kPage);
+  REQUIRE(rx.state.has_value());
+  REQUIRE(rx.state->vmas.size() == 2);
+  CHECK(rx.state->vmas[0].id == FileIdentity{FileIdKind::kCrc32c, crc});  // from the cache
+  CHECK(rx.state->vmas[1].id == FileIdentity{FileIdKind::kUnknown, ""});
+}
+
+TEST_CASE("restore check refused: setup fails with the receiver's reason, nothing sent or parked") {
+  const std::string path = TempFile("refused", std::string(100, 'r'));
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(32);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  rx.verdict = absl::FailedPreconditionError("restore: cannot restore pid 77 here: x: y");
+  std::thread t([&] { rx.Run(*pair->second); });
+  SenderConfig c = Config();
+  c.restore_check = true;
+  c.capture = [&](std::span<const MemoryRegion>, ProcessStateRecord* r) {
+    r->pid = 77;
+    r->vmas = {FileVma(path, 0x100000)};
+    return absl::OkStatus();
+  };
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  pair->first->Abort();
+  t.join();
+  unlink(path.c_str());
+  CHECK(absl::IsFailedPrecondition(s));
+  CHECK(s.message() == "setup: the receiver refused the migration up front: restore: cannot "
+                       "restore pid 77 here: x: y");
+  CHECK(sender.state() == SenderState::kFailed);
+  CHECK(rx.check.has_value());
+  CHECK(rx.blocks.empty());
+  CHECK(rx.pages == 0);
+  CHECK(freezer.parks == 0);
 }
 
 TEST_CASE("full tracker over a MemoryChannel: every page's final content arrives") {
