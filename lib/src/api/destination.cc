@@ -13,6 +13,7 @@
 #include "migration/image_store.h"
 #include "migration/receive_session.h"
 #include "migration/restore_check.h"
+#include "restore/file_premaps.h"
 #include "restore_internal.h"
 #include "transport/channel_group_receiver.h"
 #include "transport/endpoint.h"
@@ -122,6 +123,9 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   };
   std::optional<RestoreResult> restored;  // set by deliver, per session
   VerifiedFiles verified;                 // set by check_restore, per session
+  // The files' mappings, made at their final addresses as soon as the check passed, so the
+  // restorer keeps them instead of mapping them while the program is paused; per session.
+  FilePremaps premaps;
   if (live) {
     // Before any memory arrives: refuse what cannot be restored here (the source runs on).
     so.receiver.check_restore = [&](std::span<const uint8_t> payload) -> absl::StatusOr<bool> {
@@ -129,6 +133,13 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       if (!check.ok()) return check.status();
       absl::Status s = CheckRestorableUpFront(*check, &verified);
       if (!s.ok()) return absl::Status(s.code(), absl::StrCat("restore: ", s.message()));
+      std::vector<PremappedFile> wanted;
+      wanted.reserve(check->maps.size());
+      for (const FileMapping& fm : check->maps) {
+        wanted.push_back(
+            {fm.start, fm.end, fm.offset, fm.prot, fm.shared, check->files[fm.file].path});
+      }
+      premaps.Add(wanted);
       return true;
     };
     so.deliver = [&](const ImageManifest& m, std::span<const BlockMemory* const> memory,
@@ -139,7 +150,8 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       }
       absl::StatusOr<RestoreResult> r =
           StartRestore(process_state, m.blocks, addresses, options.restore, /*live=*/true,
-                       &verified);
+                       &verified, premaps.mapped());
+      premaps.Clear();  // the restored process has its own; ours only take address space
       if (!r.ok()) {
         return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));
       }
@@ -151,6 +163,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
     absl::StatusOr<ReceiveReport> outcome;
     restored.reset();
     verified.clear();
+    premaps.Clear();
     if (live && !options.once) {
       // Serving sessions: reap the restored processes (or their inits) that ended meanwhile.
       while (waitpid(-1, nullptr, WNOHANG) > 0) {

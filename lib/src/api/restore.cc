@@ -35,7 +35,8 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
                                            std::span<const ImageBlock> blocks,
                                            std::span<const uint64_t> addresses,
                                            const RestoreOptions& options, bool live,
-                                           const VerifiedFiles* verified) {
+                                           const VerifiedFiles* verified,
+                                           std::span<const PremappedFile> premapped) {
   absl::StatusOr<ProcessStateRecord> state = DecodeProcessState(process_state);
   if (!state.ok()) {
     return absl::DataLossError(absl::StrCat("process state: ", state.status().message()));
@@ -54,6 +55,7 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   o.start_timeout_ms = options.start_timeout_ms;
   for (int i = 0; i < 3; ++i) o.stdio_fds[i] = options.stdio_fds[i];
   o.verified = verified;
+  o.premapped = premapped;
   ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*state, placed, o));
   RestoreResult r;
   r.child = p.child;

@@ -1,5 +1,7 @@
 #include "migration/restore_check.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/coding.h"
@@ -12,6 +14,14 @@ constexpr size_t kHeaderSize = 8;
 constexpr size_t kCpuSize = 6 * 4 + 2 * 8;
 constexpr size_t kVdsoSize = 4 * 8 + 4;
 constexpr size_t kFileFixed = 2 * 4 + 5 * 8 + 4;  // + id + path
+constexpr size_t kMapSize = 3 * 8 + 4 + 4;
+constexpr uint64_t kMapAlign = 4096;
+
+bool ValidMap(const FileMapping& m, const FileMapping* prev, size_t nfiles) {
+  return m.start < m.end && m.start % kMapAlign == 0 && m.end % kMapAlign == 0 &&
+         m.offset % kMapAlign == 0 && m.prot <= 7 && m.file < nfiles &&
+         (prev == nullptr || m.start >= prev->end);
+}
 
 absl::Status Bad(const char* field) {
   return absl::DataLossError(absl::StrCat("decode restore check: bad ", field));
@@ -50,27 +60,35 @@ RestoreCheckRecord BuildRestoreCheck(const ProcessStateRecord& state) {
       f.length = v.end - v.start;
     }
     const uint8_t required = v.block_id == 0 ? kFileRequired : 0;
+    FileMapping m{v.start, v.end, v.offset, v.prot, v.shared, 0};
     bool merged = false;
-    for (FileCheck& g : r.files) {
+    for (size_t i = 0; i < r.files.size(); ++i) {
+      FileCheck& g = r.files[i];
       if (g.path == f.path && g.inode == f.inode && g.size == f.size &&
           g.mtime_ns == f.mtime_ns && g.offset == f.offset && g.length == f.length &&
           g.id == f.id) {
         g.flags |= required;
+        m.file = static_cast<uint32_t>(i);
         merged = true;
         break;
       }
     }
-    if (merged) continue;
-    f.flags = required;
-    r.files.push_back(std::move(f));
+    if (!merged) {
+      f.flags = required;
+      m.file = static_cast<uint32_t>(r.files.size());
+      r.files.push_back(std::move(f));
+    }
+    r.maps.push_back(m);
   }
+  std::sort(r.maps.begin(), r.maps.end(),
+            [](const FileMapping& a, const FileMapping& b) { return a.start < b.start; });
   return r;
 }
 
 size_t EncodedSize(const RestoreCheckRecord& r) {
   size_t n = kHeaderSize + 8 + kCpuSize + kVdsoSize + 4;
   for (const FileCheck& f : r.files) n += kFileFixed + f.id.id.size() + 4 + f.path.size();
-  return n;
+  return n + 4 + r.maps.size() * kMapSize;
 }
 
 absl::Status EncodeRestoreCheck(const RestoreCheckRecord& r, std::string* out) {
@@ -81,6 +99,14 @@ absl::Status EncodeRestoreCheck(const RestoreCheckRecord& r, std::string* out) {
     if (!ValidEntry(f)) {
       return absl::InvalidArgumentError(
           absl::StrCat("encode restore check: bad entry for ", f.path.substr(0, 256)));
+    }
+  }
+  if (r.maps.size() > kMaxCheckMaps) {
+    return absl::InvalidArgumentError("encode restore check: too many mappings");
+  }
+  for (size_t i = 0; i < r.maps.size(); ++i) {
+    if (!ValidMap(r.maps[i], i == 0 ? nullptr : &r.maps[i - 1], r.files.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("encode restore check: bad mapping ", i));
     }
   }
   out->reserve(out->size() + EncodedSize(r));
@@ -111,6 +137,14 @@ absl::Status EncodeRestoreCheck(const RestoreCheckRecord& r, std::string* out) {
     w.U8(0);
     w.Bytes(f.id.id);
     w.String(f.path);
+  }
+  w.U32(static_cast<uint32_t>(r.maps.size()));
+  for (const FileMapping& m : r.maps) {
+    for (uint64_t v : {m.start, m.end, m.offset}) w.U64(v);
+    w.U8(m.prot);
+    w.U8(m.shared ? 1 : 0);
+    w.U16(0);
+    w.U32(m.file);
   }
   return absl::OkStatus();
 }
@@ -159,6 +193,26 @@ absl::StatusOr<RestoreCheckRecord> DecodeRestoreCheck(std::span<const uint8_t> i
     if (!rd.ok()) return Bad("file entry (truncated)");
     f.path.assign(path.data(), path.size());
     if (!ValidEntry(f)) return Bad("file entry");
+  }
+  const uint32_t m = rd.U32();
+  if (!rd.ok()) return Bad("mapping count (truncated)");
+  if (m > kMaxCheckMaps || static_cast<uint64_t>(m) * kMapSize > rd.remaining()) {
+    return absl::DataLossError(absl::StrCat("decode restore check: mapping count ", m,
+                                            " exceeds its bound or the bytes left"));
+  }
+  r.maps.resize(m);
+  for (size_t i = 0; i < r.maps.size(); ++i) {
+    FileMapping& fm = r.maps[i];
+    for (uint64_t* v : {&fm.start, &fm.end, &fm.offset}) *v = rd.U64();
+    fm.prot = rd.U8();
+    const uint8_t shared = rd.U8();
+    const uint16_t reserved = rd.U16();
+    fm.file = rd.U32();
+    fm.shared = shared == 1;
+    if (!rd.ok() || shared > 1 || reserved != 0 ||
+        !ValidMap(fm, i == 0 ? nullptr : &r.maps[i - 1], r.files.size())) {
+      return Bad("mapping entry");
+    }
   }
   if (!rd.AtEnd()) {
     return absl::DataLossError(absl::StrCat("decode restore check: ", rd.remaining(),

@@ -6,14 +6,19 @@
 // an ELF with a build-id once, a crc32c per mapped range), so the up-front check and the end of
 // stream check read the same facts.
 //
+// It also lists where each file is mapped (the VMAs, in address order), so a live receiver can
+// map them at their final addresses while the memory streams (restore/file_premaps.h).
+//
 // Encoding, version 1 (little-endian, field by field):
 //   record := magic:u32 ("PMRC" = 0x43524d50) version:u16 reserved:u16 body
-//   body   := pid:u32 reserved:u32 cpu vdso u32 n file[n]
+//   body   := pid:u32 reserved:u32 cpu vdso u32 n file[n] u32 m map[m]
 //   cpu    := 6 x u32, 2 x u64 (CpuFeatures order)
 //   vdso   := vdso_start vdso_end vvar_start vvar_end:u64 crc:u32
 //   file   := dev_major dev_minor:u32 inode size mtime_ns offset length:u64 flags:u8 id_kind:u8
 //             id_len:u8 reserved:u8 id[id_len] path:str
 //   str    := len:u32 bytes[len]   (1 <= len <= kMaxPath, starts with '/')
+//   map    := start end offset:u64 prot:u8 shared:u8 reserved:u16 file:u32
+//             (page-aligned, start < end, sorted and disjoint; prot <= 7; file < n)
 // flags: bit 0 kFileRequired (some mapping of the file has no RAM block: its pages come from the
 // file). id_kind/id as FileIdKind (os/file_identity.h): build-id entries have offset = length
 // = 0 (the whole file), crc32c entries the mapped range, unknown entries 0/0 and no id.
@@ -51,11 +56,23 @@ struct FileCheck {
   bool operator==(const FileCheck&) const = default;
 };
 
+inline constexpr size_t kMaxCheckMaps = 1 << 20;
+
+// One mapping of files[file].
+struct FileMapping {
+  uint64_t start = 0, end = 0, offset = 0;
+  uint8_t prot = 0;
+  bool shared = false;
+  uint32_t file = 0;
+  bool operator==(const FileMapping&) const = default;
+};
+
 struct RestoreCheckRecord {
   uint32_t pid = 0;
   CpuFeatures cpu;
   VdsoIdentity vdso;
   std::vector<FileCheck> files;
+  std::vector<FileMapping> maps;
   bool operator==(const RestoreCheckRecord&) const = default;
 };
 

@@ -330,6 +330,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   in.current = maps;
   in.code_bytes = restore_blob::Code().size();
   in.report_fd = report_fd;
+  in.premapped = options.premapped;
   in.set_tid = options.pid_namespace;
   for (int i = 0; i < 3; ++i) in.stdio_fds[i] = options.stdio_fds[i];
   if (!options.pid_namespace) {

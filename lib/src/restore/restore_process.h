@@ -55,6 +55,9 @@ struct RestoreProcessOptions {
   int stdio_fds[3] = {-1, -1, -1};
   // Files verified up front (CheckRestorableUpFront); null: every file gets the full check.
   const VerifiedFiles* verified = nullptr;
+  // File mappings made ahead at their final addresses (restore/file_premaps.h): kept where the
+  // record's layout still has them.
+  std::span<const PremappedFile> premapped;
 };
 
 struct RestoredProcess {

@@ -41,6 +41,8 @@ RestoreCheckRecord Sample() {
   c.path = "/late.so";
   c.id = {FileIdKind::kUnknown, ""};
   r.files.push_back(c);
+  r.maps.push_back({0x1000, 0x3000, 0, PROT_READ | PROT_EXEC, false, 0});
+  r.maps.push_back({0x5000, 0x6000, 0x1000, PROT_READ | PROT_WRITE, true, 1});
   return r;
 }
 
@@ -49,7 +51,17 @@ TEST_CASE("round trip with the exact size and bytes") {
   std::string out;
   REQUIRE(EncodeRestoreCheck(r, &out).ok());
   CHECK(out.size() == EncodedSize(r));
-  CHECK(out.size() == 8 + 8 + 40 + 36 + 4 + (52 + 4 + 4 + 18) + (52 + 4 + 4 + 7) + (52 + 4 + 8));
+  CHECK(out.size() == 8 + 8 + 40 + 36 + 4 + (52 + 4 + 4 + 18) + (52 + 4 + 4 + 7) + (52 + 4 + 8) +
+                         4 + 2 * 32);
+  // The mappings: count 2, then start, end, offset, prot, shared, reserved, file.
+  const size_t m = out.size() - 4 - 2 * 32;
+  CHECK(out.substr(m, 4) == std::string("\x02\x00\x00\x00", 4));
+  CHECK(out.substr(m + 4 + 32, 32) ==
+        std::string("\x00\x50\x00\x00\x00\x00\x00\x00"
+                    "\x00\x60\x00\x00\x00\x00\x00\x00"
+                    "\x00\x10\x00\x00\x00\x00\x00\x00"
+                    "\x03\x01\x00\x00\x01\x00\x00\x00",
+                    32));
   CHECK(out.substr(0, 16) == std::string("PMRC\x01\x00\x00\x00\x2a\x00\x00\x00\x00\x00\x00\x00", 16));
   // The first file: dev 8:1, inode 99, size 4096, mtime, offset 0, length 0, flags 1, kind 2,
   // id_len 4, reserved, the id, then the path.
@@ -91,6 +103,16 @@ TEST_CASE("every truncation, trailing bytes and each bad field are DataLoss nami
   expect(f + 51, 1, "decode restore check: bad file entry");        // reserved
   expect(f + 60, 'u', "decode restore check: bad file entry");      // path not absolute
   expect(f + 49, 1, "decode restore check: bad file entry");        // unknown with an id
+  const size_t m = out.size() - 2 * 32;  // the first mapping
+  expect(m - 4 + 2, 1, "decode restore check: mapping count 65538 exceeds its bound or the bytes "
+                       "left");
+  expect(m + 1, 0x11, "decode restore check: bad mapping entry");   // start not page aligned
+  expect(m + 24, 8, "decode restore check: bad mapping entry");     // prot
+  expect(m + 25, 2, "decode restore check: bad mapping entry");     // shared
+  expect(m + 26, 1, "decode restore check: bad mapping entry");     // reserved
+  expect(m + 28, 3, "decode restore check: bad mapping entry");     // file index out of range
+  expect(m + 32 + 1, 0x20, "decode restore check: bad mapping entry");  // overlaps the first
+  expect(m + 9, 0, "decode restore check: bad mapping entry");      // end == start... below start
 }
 
 TEST_CASE("the encoder refuses what the decoder would") {
@@ -106,6 +128,12 @@ TEST_CASE("the encoder refuses what the decoder would") {
   CHECK(absl::IsInvalidArgument(EncodeRestoreCheck(r, &out)));
   r = Sample();
   r.files[1].id.id = "abc";
+  CHECK(absl::IsInvalidArgument(EncodeRestoreCheck(r, &out)));
+  r = Sample();
+  r.maps[1].file = 3;
+  CHECK(absl::IsInvalidArgument(EncodeRestoreCheck(r, &out)));
+  r = Sample();
+  std::swap(r.maps[0], r.maps[1]);  // not in address order
   CHECK(absl::IsInvalidArgument(EncodeRestoreCheck(r, &out)));
   CHECK(out.empty());
 }
@@ -167,6 +195,13 @@ TEST_CASE("BuildRestoreCheck: one entry per file and identity, flags merged, oth
   CHECK(r.files[2].offset == 0x3000);
   CHECK(r.files[2].id.id == "efgh");
   CHECK(r.files[2].flags == 0);
+  // Every file mapping, in address order, naming its entry (not the deleted one).
+  REQUIRE(r.maps.size() == 5);
+  CHECK(r.maps[0] == FileMapping{0x1000, 0x2000, 0, PROT_READ, false, 0});
+  CHECK(r.maps[1] == FileMapping{0x2000, 0x4000, 0x1000, PROT_READ, false, 0});
+  CHECK(r.maps[2] == FileMapping{0x8000, 0x9000, 0, PROT_READ, false, 1});
+  CHECK(r.maps[3] == FileMapping{0x9000, 0xa000, 0x3000, PROT_READ, false, 2});
+  CHECK(r.maps[4] == FileMapping{0xc000, 0xd000, 0, PROT_READ, false, 3});
   std::string out;
   CHECK(EncodeRestoreCheck(r, &out).ok());
 }
