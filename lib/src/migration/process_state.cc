@@ -13,8 +13,6 @@ namespace {
 
 constexpr size_t kHeaderSize = 8;
 constexpr size_t kMmSize = 12 * 8;
-constexpr size_t kCpuSize = 6 * 4 + 2 * 8;
-constexpr size_t kVdsoSize = 4 * 8 + 4;
 constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
@@ -78,8 +76,31 @@ const char* FdKindName(FdKind kind) {
   return "unknown";
 }
 
+void EncodeCpuVdso(const CpuFeatures& c, const VdsoIdentity& vdso, ByteWriter& w) {
+  for (uint32_t v : {c.leaf1_ecx, c.leaf1_edx, c.leaf7_ebx, c.leaf7_ecx, c.leaf7_edx, c.xcr0_low}) {
+    w.U32(v);
+  }
+  w.U64(c.hwcap);
+  w.U64(c.hwcap2);
+  for (uint64_t v : {vdso.vdso_start, vdso.vdso_end, vdso.vvar_start, vdso.vvar_end}) w.U64(v);
+  w.U32(vdso.crc);
+}
+
+void DecodeCpuVdso(ByteReader& rd, CpuFeatures* c, VdsoIdentity* vdso) {
+  for (uint32_t* v :
+       {&c->leaf1_ecx, &c->leaf1_edx, &c->leaf7_ebx, &c->leaf7_ecx, &c->leaf7_edx, &c->xcr0_low}) {
+    *v = rd.U32();
+  }
+  c->hwcap = rd.U64();
+  c->hwcap2 = rd.U64();
+  for (uint64_t* v : {&vdso->vdso_start, &vdso->vdso_end, &vdso->vvar_start, &vdso->vvar_end}) {
+    *v = rd.U64();
+  }
+  vdso->crc = rd.U32();
+}
+
 size_t EncodedSize(const ProcessStateRecord& r) {
-  size_t n = kHeaderSize + 8 + StrSize(r.cwd) + StrSize(r.exe) + kMmSize + kCpuSize + kVdsoSize;
+  size_t n = kHeaderSize + 8 + StrSize(r.cwd) + StrSize(r.exe) + kMmSize + kCpuVdsoSize;
   n += 4;
   for (const VmaRecord& v : r.vmas) n += kVmaFixed + StrSize(v.path) + 2 + v.id.id.size();
   n += 4 + r.threads.size() * kThreadSize;
@@ -120,16 +141,7 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
   w.String(r.cwd);
   w.String(r.exe);
   ForMmWords(r.mm, [&](uint64_t v) { w.U64(v); });
-  const CpuFeatures& c = r.cpu;
-  for (uint32_t v : {c.leaf1_ecx, c.leaf1_edx, c.leaf7_ebx, c.leaf7_ecx, c.leaf7_edx, c.xcr0_low}) {
-    w.U32(v);
-  }
-  w.U64(c.hwcap);
-  w.U64(c.hwcap2);
-  for (uint64_t v : {r.vdso.vdso_start, r.vdso.vdso_end, r.vdso.vvar_start, r.vdso.vvar_end}) {
-    w.U64(v);
-  }
-  w.U32(r.vdso.crc);
+  EncodeCpuVdso(r.cpu, r.vdso, w);
   w.U32(static_cast<uint32_t>(r.vmas.size()));
   for (const VmaRecord& v : r.vmas) {
     for (uint64_t x : {v.start, v.end, v.offset, v.inode, v.file_size, v.mtime_ns}) w.U64(x);
@@ -204,17 +216,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
   if (!str(&r.cwd)) return Bad("cwd");
   if (!str(&r.exe)) return Bad("exe");
   ForMmWords(r.mm, [&](uint64_t& v) { v = rd.U64(); });
-  CpuFeatures& c = r.cpu;
-  for (uint32_t* v :
-       {&c.leaf1_ecx, &c.leaf1_edx, &c.leaf7_ebx, &c.leaf7_ecx, &c.leaf7_edx, &c.xcr0_low}) {
-    *v = rd.U32();
-  }
-  c.hwcap = rd.U64();
-  c.hwcap2 = rd.U64();
-  for (uint64_t* v : {&r.vdso.vdso_start, &r.vdso.vdso_end, &r.vdso.vvar_start, &r.vdso.vvar_end}) {
-    *v = rd.U64();
-  }
-  r.vdso.crc = rd.U32();
+  DecodeCpuVdso(rd, &r.cpu, &r.vdso);
   if (!rd.ok()) return Bad("fixed fields (truncated)");
 
   // Each count is checked against its bound and against the bytes left, so a lying count cannot

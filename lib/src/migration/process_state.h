@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/coding.h"
 #include "os/file_identity.h"
 
 namespace procmig {
@@ -137,6 +138,12 @@ struct VdsoIdentity {
   uint32_t crc = 0;  // crc32c of the vDSO's bytes
   bool operator==(const VdsoIdentity&) const = default;
 };
+
+// `cpu vdso` as both the process state and the restore_check record encode them (the grammar
+// above): kCpuVdsoSize bytes. The reader's ok() says whether they were all there.
+inline constexpr size_t kCpuVdsoSize = 6 * 4 + 2 * 8 + 4 * 8 + 4;
+void EncodeCpuVdso(const CpuFeatures& cpu, const VdsoIdentity& vdso, ByteWriter& w);
+void DecodeCpuVdso(ByteReader& rd, CpuFeatures* cpu, VdsoIdentity* vdso);
 
 // The digest of a block's final content as the receiver must hold it: crc32c of all its bytes in
 // address order. The sender builds it from the crc of each page as last sent (combining page

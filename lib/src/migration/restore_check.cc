@@ -11,8 +11,6 @@ namespace procmig {
 namespace {
 
 constexpr size_t kHeaderSize = 8;
-constexpr size_t kCpuSize = 6 * 4 + 2 * 8;
-constexpr size_t kVdsoSize = 4 * 8 + 4;
 constexpr size_t kFileFixed = 2 * 4 + 5 * 8 + 4;  // + id + path
 constexpr size_t kMapSize = 3 * 8 + 4 + 4;
 constexpr uint64_t kMapAlign = 4096;
@@ -86,7 +84,7 @@ RestoreCheckRecord BuildRestoreCheck(const ProcessStateRecord& state) {
 }
 
 size_t EncodedSize(const RestoreCheckRecord& r) {
-  size_t n = kHeaderSize + 8 + kCpuSize + kVdsoSize + 4;
+  size_t n = kHeaderSize + 8 + kCpuVdsoSize + 4;
   for (const FileCheck& f : r.files) n += kFileFixed + f.id.id.size() + 4 + f.path.size();
   return n + 4 + r.maps.size() * kMapSize;
 }
@@ -116,16 +114,7 @@ absl::Status EncodeRestoreCheck(const RestoreCheckRecord& r, std::string* out) {
   w.U16(0);
   w.U32(r.pid);
   w.U32(0);
-  const CpuFeatures& c = r.cpu;
-  for (uint32_t v : {c.leaf1_ecx, c.leaf1_edx, c.leaf7_ebx, c.leaf7_ecx, c.leaf7_edx, c.xcr0_low}) {
-    w.U32(v);
-  }
-  w.U64(c.hwcap);
-  w.U64(c.hwcap2);
-  for (uint64_t v : {r.vdso.vdso_start, r.vdso.vdso_end, r.vdso.vvar_start, r.vdso.vvar_end}) {
-    w.U64(v);
-  }
-  w.U32(r.vdso.crc);
+  EncodeCpuVdso(r.cpu, r.vdso, w);
   w.U32(static_cast<uint32_t>(r.files.size()));
   for (const FileCheck& f : r.files) {
     w.U32(f.dev_major);
@@ -161,17 +150,7 @@ absl::StatusOr<RestoreCheckRecord> DecodeRestoreCheck(std::span<const uint8_t> i
   if (rd.U16() != 0) return Bad("header reserved field");
   r.pid = rd.U32();
   if (rd.U32() != 0) return Bad("reserved field after pid");
-  CpuFeatures& c = r.cpu;
-  for (uint32_t* v :
-       {&c.leaf1_ecx, &c.leaf1_edx, &c.leaf7_ebx, &c.leaf7_ecx, &c.leaf7_edx, &c.xcr0_low}) {
-    *v = rd.U32();
-  }
-  c.hwcap = rd.U64();
-  c.hwcap2 = rd.U64();
-  for (uint64_t* v : {&r.vdso.vdso_start, &r.vdso.vdso_end, &r.vdso.vvar_start, &r.vdso.vvar_end}) {
-    *v = rd.U64();
-  }
-  r.vdso.crc = rd.U32();
+  DecodeCpuVdso(rd, &r.cpu, &r.vdso);
   const uint32_t n = rd.U32();
   if (!rd.ok()) return Bad("fixed fields (truncated)");
   if (n > kMaxCheckFiles || static_cast<uint64_t>(n) * (kFileFixed + 5) > rd.remaining()) {
