@@ -116,6 +116,20 @@ struct Receiver {
     wire::StreamReader reader;
     std::vector<uint8_t> buf(1 << 16);
     std::array<uint8_t, 16> session{};
+    // The reverse stream: one preamble, then acks (the restore check's verdict, the final ack).
+    std::unique_ptr<wire::StreamWriter> reverse;
+    auto send_ack = [&](wire::AckKind kind, uint64_t value) {
+      if (reverse == nullptr) {
+        wire::Preamble pre;
+        pre.direction = wire::Direction::kReverse;
+        pre.session_id = session;
+        reverse = std::move(*wire::StreamWriter::Create(pre));
+      }
+      (void)reverse->AddAck({kind, value});
+      auto b = reverse->batch();
+      (void)!writev(fd, b.data(), static_cast<int>(b.size()));
+      reverse->ClearBatch();
+    };
     for (;;) {
       ssize_t n = read(fd, buf.data(), buf.size());
       if (n <= 0) {
@@ -132,20 +146,15 @@ struct Receiver {
         }
         if (*rec == nullptr) break;
         if (auto* p = std::get_if<wire::Preamble>(&(*rec)->body)) session = p->session_id;
+        if (std::get_if<wire::RestoreCheck>(&(*rec)->body) != nullptr) {
+          send_ack(wire::AckKind::kRestoreChecked, 0);  // stored, not checked
+        }
         if (auto* ps = std::get_if<wire::ProcessState>(&(*rec)->body)) {
           auto d = DecodeProcessState(ps->data);
           if (d.ok()) state = *d;
         }
         if (std::get_if<wire::EndOfStream>(&(*rec)->body) != nullptr) {
-          if (ack) {
-            wire::Preamble pre;
-            pre.direction = wire::Direction::kReverse;
-            pre.session_id = session;
-            auto w = wire::StreamWriter::Create(pre);
-            (void)(*w)->AddAck({wire::AckKind::kEndOfStream, 0});
-            auto b = (*w)->batch();
-            (void)!writev(fd, b.data(), static_cast<int>(b.size()));
-          }
+          if (ack) send_ack(wire::AckKind::kEndOfStream, 0);
           close(fd);
           return;
         }
