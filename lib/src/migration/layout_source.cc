@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "os/maps_parser.h"
@@ -69,16 +70,34 @@ ProcMapsLayout::ProcMapsLayout(size_t buffer_bytes)
     : buf_(new char[buffer_bytes]), cap_(buffer_bytes) {}
 
 absl::StatusOr<Layout> ProcMapsLayout::Read() {
-  ssize_t n = ReadAll("/proc/self/maps", buf_.get(), cap_);
-  if (n < 0) {
-    return absl::ResourceExhaustedError(
-        "read /proc/self/maps: unreadable or larger than the layout buffer");
+  // /proc/self/maps comes in several read()s, with the layout free to change between them: a
+  // mapping grown or moved meanwhile can appear twice, overlapping itself. Such a torn read is
+  // read again.
+  constexpr int kAttempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    ssize_t n = ReadAll("/proc/self/maps", buf_.get(), cap_);
+    if (n < 0) {
+      return absl::ResourceExhaustedError(
+          "read /proc/self/maps: unreadable or larger than the layout buffer");
+    }
+    Layout l;
+    l.fingerprint = crc32c::Value(buf_.get(), static_cast<size_t>(n));
+    ASSIGN_OR_RETURN(l.regions,
+                     MapsParser::Parse(std::string(buf_.get(), static_cast<size_t>(n))));
+    bool torn = false;
+    for (size_t i = 1; i < l.regions.size() && !torn; ++i) {
+      torn = l.regions[i].start < l.regions[i - 1].end;
+    }
+    if (!torn) {
+      MarkPrivateCopies(l.regions);
+      return l;
+    }
+    if (attempt == kAttempts) {
+      return absl::UnavailableError(absl::StrCat(
+          "read /proc/self/maps: entries overlapped (the layout changed during the read) ",
+          kAttempts, " times in a row"));
+    }
   }
-  Layout l;
-  l.fingerprint = crc32c::Value(buf_.get(), static_cast<size_t>(n));
-  ASSIGN_OR_RETURN(l.regions, MapsParser::Parse(std::string(buf_.get(), static_cast<size_t>(n))));
-  MarkPrivateCopies(l.regions);
-  return l;
 }
 
 uint32_t ProcMapsLayout::Fingerprint() {
