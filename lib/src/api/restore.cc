@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
+#include "migration/block_memory.h"
 #include "migration/image_store.h"
 #include "migration/process_state.h"
 #include "restore_internal.h"
@@ -104,8 +105,8 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
     const ImageBlock& b = m.blocks[i];
     if (b.length == 0) continue;
     temps[i].length = b.length;
-    temps[i].addr = mmap(nullptr, b.length, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    // Where the restorer will have nothing to move (or can move it keeping its huge pages).
+    temps[i].addr = MapForBlock(b.length, RestorerCopiesBlock(b.flags) ? 0 : b.start, m.page_size);
     if (temps[i].addr == MAP_FAILED) {
       return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                          absl::StrCat("restore: map ", b.length, " bytes for block ", b.id), errno);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/crc32c.h"
 #include "base/status_macros.h"
+#include "wire/wire_format.h"
 
 namespace procmig {
 namespace {
@@ -39,18 +40,10 @@ void AdviseHuge(uint8_t* base, uint64_t mapped) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length,
-                                                                 uint32_t page_size,
-                                                                 uint64_t final_start) {
-  if (length == 0 || page_size == 0 || length % page_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
-                                                   " is not a positive multiple of the page size ",
-                                                   page_size));
-  }
-  uint64_t mapped = MappedSize(length);
+void* MapForBlock(uint64_t mapped, uint64_t final_start, uint32_t page_size) {
   const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
   void* p = MAP_FAILED;
-  if (final_start != 0 && final_start % page_size == 0) {
+  if (final_start != 0 && page_size != 0 && final_start % page_size == 0) {
     p = mmap(reinterpret_cast<void*>(final_start), mapped, PROT_READ | PROT_WRITE,
              flags | MAP_FIXED_NOREPLACE, -1, 0);
     if (p != MAP_FAILED && reinterpret_cast<uint64_t>(p) != final_start) {
@@ -72,6 +65,25 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
     }
   }
   if (p == MAP_FAILED) p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags, -1, 0);
+  return p;
+}
+
+bool RestorerCopiesBlock(uint32_t block_flags) {
+  const auto kind =
+      static_cast<wire::BlockKind>((block_flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
+  return kind == wire::BlockKind::kFilePrivate || kind == wire::BlockKind::kStack;
+}
+
+absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length,
+                                                                 uint32_t page_size,
+                                                                 uint64_t final_start) {
+  if (length == 0 || page_size == 0 || length % page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
+                                                   " is not a positive multiple of the page size ",
+                                                   page_size));
+  }
+  const uint64_t mapped = MappedSize(length);
+  void* p = MapForBlock(mapped, final_start, page_size);
   if (p == MAP_FAILED) {
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrCat("map ", length, " bytes for a received block"), errno);

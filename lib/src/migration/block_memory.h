@@ -26,6 +26,17 @@
 
 namespace procmig {
 
+// Fresh read-write private memory of `bytes` for a block that lives at `final_start` in the
+// migrated process (0: unknown): mapped there when that range is free here (a restore then moves
+// nothing), else at an address congruent to it modulo 2 MiB when bytes >= 2 MiB (a move keeps its
+// huge pages whole), else anywhere. MAP_FAILED with errno on failure.
+void* MapForBlock(uint64_t bytes, uint64_t final_start, uint32_t page_size);
+
+// Whether a restorer copies a block of these wire flags into a fresh mapping (the written pages of
+// a file mapping, the [stack]) rather than moving it into place: then its final address is only
+// in the restorer's way, and MapForBlock should not be given it.
+bool RestorerCopiesBlock(uint32_t block_flags);
+
 class BlockMemory {
  public:
   // length > 0, a multiple of page_size. ResourceExhausted when the mapping fails.

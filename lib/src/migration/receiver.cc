@@ -244,14 +244,10 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 }
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
-  // A restorer moves anonymous and heap blocks into place, so they are received at their final
-  // address when it is free here; the written pages of a file mapping and the [stack] it copies
-  // into a fresh mapping instead, and at the final address they would only be in its way.
-  const auto kind = static_cast<wire::BlockKind>((b.flags & wire::kBlockKindMask) >>
-                                                 wire::kBlockKindShift);
-  const bool copied = kind == wire::BlockKind::kFilePrivate || kind == wire::BlockKind::kStack;
+  // Received at the final address where a restorer moves the block into place (when free here).
   ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
-                   BlockMemory::Create(b.length, page_size_.load(), copied ? 0 : b.start));
+                   BlockMemory::Create(b.length, page_size_.load(),
+                                       RestorerCopiesBlock(b.flags) ? 0 : b.start));
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
     BlockEntry& e = blocks_[b.block_id];
