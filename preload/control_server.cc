@@ -63,47 +63,8 @@ bool PeerAllowed(int fd) {
 // parked (they may hold the malloc lock) and the process ends right after this line.
 void WriteDoneFixed(int fd, const MigrationStats& s) {
   char buf[1024];
-  size_t n = 0;
-  auto put = [&](const char* text) {
-    size_t l = strlen(text);
-    if (n + l < sizeof buf) memcpy(buf + n, text, l), n += l;
-  };
-  auto num = [&](const char* key, uint64_t v) {
-    put(" ");
-    put(key);
-    put("=");
-    char d[24];
-    int i = 23;
-    d[i] = '\0';
-    do {
-      d[--i] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v != 0);
-    put(d + i);
-  };
-  put("DONE phase=done");
-  num("iteration", s.iteration);
-  num("total_bytes", s.total_bytes);
-  num("remaining_bytes", s.remaining_bytes);
-  num("transferred_bytes", s.transferred_bytes);
-  num("normal_pages", s.normal_pages);
-  num("zero_pages", s.zero_pages);
-  num("xbzrle_bytes", s.xbzrle_bytes);
-  num("xbzrle_pages", s.xbzrle_pages);
-  num("xbzrle_cache_misses", s.xbzrle_cache_misses);
-  num("xbzrle_overflows", s.xbzrle_overflows);
-  num("compressed_pages", s.compressed_pages);
-  num("compressed_bytes", s.compressed_bytes);
-  num("dirty_pages_rate", s.dirty_pages_rate);
-  num("throughput_bps", s.throughput_bps);
-  num("expected_downtime_ms", s.expected_downtime_ms);
-  num("downtime_ms", s.downtime_ms);
-  num("ack_wait_ms", s.ack_wait_ms);
-  num("setup_ms", s.setup_ms);
-  num("total_ms", s.total_ms);
-  num("throttle_percent", s.throttle_percent);
-  put("\n");
-  (void)WriteAll(fd, buf, n);
+  size_t n = EncodeDoneNoAlloc(s, buf, sizeof buf);
+  if (n != 0) (void)WriteAll(fd, buf, n);
 }
 
 void HandleQuick(int fd, const ControlMessage& req) {

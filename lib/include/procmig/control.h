@@ -89,6 +89,10 @@ struct MigrationStats {
   // the pause the program sees until the destination has everything.
   uint64_t downtime_ms = 0;
   uint64_t ack_wait_ms = 0;  // end of stream written to the receiver's ack (program still parked)
+  // Where the pause went (µs): parking every thread; layout check and final tracker sync; the
+  // frozen copy's fork (synced to the copy running); sending the last pages and the process
+  // state (the copy running to end of stream). And how many pages that last send carried.
+  uint64_t park_us = 0, sync_us = 0, fork_us = 0, final_send_us = 0, final_pages = 0;
   uint64_t setup_ms = 0;
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;  // auto-converge share of each period the program is parked
@@ -111,6 +115,10 @@ struct ControlMessage {
 
 // One line, ending in '\n'.
 std::string EncodeControl(const ControlMessage& m);
+// The same line as EncodeControl for a kDone message with these stats, written into buf without
+// allocating (for a process whose other threads are parked and may hold the malloc lock).
+// Returns its length with the '\n', or 0 when it does not fit in `cap`.
+size_t EncodeDoneNoAlloc(const MigrationStats& stats, char* buf, size_t cap);
 // One line, with or without its '\n'. InvalidArgument naming the bad token.
 absl::StatusOr<ControlMessage> DecodeControl(std::string_view line);
 

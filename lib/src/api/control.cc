@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -43,7 +44,7 @@ absl::string_view PhaseToken(MigrationPhase p) {
 }
 
 // The numeric statistics, by wire name. One table drives encoding, decoding and JSON.
-constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 19> kStatFields = {{
+constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 24> kStatFields = {{
     {"iteration", &MigrationStats::iteration},
     {"total_bytes", &MigrationStats::total_bytes},
     {"remaining_bytes", &MigrationStats::remaining_bytes},
@@ -61,6 +62,11 @@ constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 1
     {"expected_downtime_ms", &MigrationStats::expected_downtime_ms},
     {"downtime_ms", &MigrationStats::downtime_ms},
     {"ack_wait_ms", &MigrationStats::ack_wait_ms},
+    {"park_us", &MigrationStats::park_us},
+    {"sync_us", &MigrationStats::sync_us},
+    {"fork_us", &MigrationStats::fork_us},
+    {"final_send_us", &MigrationStats::final_send_us},
+    {"final_pages", &MigrationStats::final_pages},
     {"setup_ms", &MigrationStats::setup_ms},
     {"total_ms", &MigrationStats::total_ms},
 }};
@@ -201,6 +207,37 @@ absl::Status DecodeStat(absl::string_view key, const std::string& v, MigrationSt
 }
 
 }  // namespace
+
+size_t EncodeDoneNoAlloc(const MigrationStats& stats, char* buf, size_t cap) {
+  size_t n = 0;
+  bool fits = true;
+  auto put = [&](absl::string_view text) {
+    if (n + text.size() > cap) {
+      fits = false;
+      return;
+    }
+    memcpy(buf + n, text.data(), text.size());
+    n += text.size();
+  };
+  auto num = [&](absl::string_view key, uint64_t v) {
+    char digits[20];
+    size_t i = sizeof digits;
+    do {
+      digits[--i] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    put(" ");
+    put(key);
+    put("=");
+    put(absl::string_view(digits + i, sizeof digits - i));
+  };
+  put("DONE phase=");
+  put(PhaseToken(stats.phase));
+  for (const auto& [name, field] : kStatFields) num(name, stats.*field);
+  num("throttle_percent", stats.throttle_percent);
+  put("\n");
+  return fits ? n : 0;
+}
 
 absl::Status MigrationOptions::Validate() const {
   auto bad = [](absl::string_view what) {

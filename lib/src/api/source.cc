@@ -128,6 +128,11 @@ MigrationStats ToStats(const SenderStats& s) {
   m.expected_downtime_ms = s.expected_downtime_ms;
   m.downtime_ms = s.downtime_ms;
   m.ack_wait_ms = s.ack_wait_ms;
+  m.park_us = s.park_us;
+  m.sync_us = s.sync_us;
+  m.fork_us = s.fork_us;
+  m.final_send_us = s.final_send_us;
+  m.final_pages = s.final_pages;
   m.setup_ms = s.setup_ms;
   m.total_ms = s.total_ms;
   m.throttle_percent = s.throttle_percent;

@@ -140,9 +140,18 @@ uint32_t ExtendPortable(uint32_t init_crc, const void* data, size_t n) {
 uint32_t Concatenate(const uint32_t* crcs, size_t n, uint64_t piece_len) {
   // crc(A || B) = x^(8|B|) * crc(A) xor crc(B) (the pre/post inversions cancel); the constant
   // x^(8 * piece_len) is Combine applied to "1" (0x80000000 reflected).
-  const uint32_t shift = Combine(0x80000000u, 0, piece_len);
+  // The multiplication by that constant is linear in crc: four table lookups instead of a 32-step
+  // loop (a 1 GiB block's digest is 262144 of them, inside the migration's pause). Pages get a
+  // table built at compile time; other lengths build theirs here (1024 multiplications).
+  static constexpr ShiftTable kPageShift = MakeShiftTable(4096);
+  ShiftTable built;
+  const ShiftTable* t = &kPageShift;
+  if (piece_len != 4096) {
+    built = MakeShiftTable(piece_len);
+    t = &built;
+  }
   uint32_t crc = 0;
-  for (size_t i = 0; i < n; ++i) crc = MulModP(shift, crc) ^ crcs[i];
+  for (size_t i = 0; i < n; ++i) crc = Shift(*t, crc) ^ crcs[i];
   return crc;
 }
 

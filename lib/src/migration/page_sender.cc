@@ -33,16 +33,6 @@ void SleepNs(uint64_t ns) {
 
 }  // namespace
 
-uint32_t MulModP(uint32_t a, uint32_t b) {
-  constexpr uint32_t kPoly = 0x82f63b78u;  // crc32c, reflected
-  uint32_t product = 0;
-  for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
-    if (a & m) product ^= b;
-    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
-  }
-  return product;
-}
-
 absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderConfig& config,
                                                                Channel* channel) {
   Channel* one[] = {channel};
@@ -133,14 +123,7 @@ void PageSender::DropTable(uint32_t id) {
 uint32_t PageSender::BlockDigest(uint32_t id) const {
   auto it = tables_.find(id);
   if (it == tables_.end()) return 0;
-  // crc(A || B) = x^(8|B|) * crc(A) xor crc(B) over GF(2) mod P (the pre/post inversions cancel),
-  // so the crc of the whole block follows from the page crcs with one multiplication per page by
-  // the constant x^(8 * page_size), taken from crc32c::Combine applied to "1" (0x80000000 in the
-  // reflected representation).
-  const uint32_t shift = crc32c::Combine(0x80000000u, 0, page_size_);
-  uint32_t crc = 0;
-  for (size_t i = 0; i < it->second.pages; ++i) crc = MulModP(shift, crc) ^ it->second.crcs[i];
-  return crc;
+  return crc32c::Concatenate(it->second.crcs, it->second.pages, page_size_);
 }
 
 std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {

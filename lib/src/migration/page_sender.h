@@ -65,9 +65,6 @@ struct PageSenderCounters {
   uint64_t pages = 0;  // all pages sent, any encoding
 };
 
-// a * b in GF(2)[x] mod the crc32c polynomial, both in the reflected representation.
-uint32_t MulModP(uint32_t a, uint32_t b);
-
 class PageSender {
  public:
   static absl::StatusOr<std::unique_ptr<PageSender>> Create(const PageSenderConfig& config,

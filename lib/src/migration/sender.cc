@@ -491,6 +491,7 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   const uint64_t synced_at = Now();
   local_.sync_us = (synced_at - parked_at) / 1000;
   local_.final_pages = final_set_->DirtyPageCount();
+  final_times_->copy_start_ns = 0;
   final_times_->end_of_stream_ns = 0;
   final_times_->ack_ns = 0;
   absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); }, config_.leave_running,
@@ -499,8 +500,11 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   local_.copy_us = (returned_at - synced_at) / 1000;
   {
     // The copy's own clock readings; a copy that never got that far leaves them 0.
+    const uint64_t started = final_times_->copy_start_ns;
     const uint64_t eos = final_times_->end_of_stream_ns;
     const uint64_t ack = final_times_->ack_ns;
+    local_.fork_us = started != 0 ? (started - synced_at) / 1000 : 0;
+    local_.final_send_us = started != 0 && eos != 0 ? (eos - started) / 1000 : 0;
     local_.downtime_ms = ((eos != 0 ? eos : returned_at) - park_ns_) / 1'000'000;
     local_.ack_wait_ms = eos != 0 ? ((ack != 0 ? ack : returned_at) - eos) / 1'000'000 : 0;
   }
@@ -519,6 +523,7 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
 absl::Status Sender::FinalPhase() {
   uint64_t dirty = 0;
   const uint64_t t0 = Now();
+  final_times_->copy_start_ns = t0;
   RETURN_IF_ERROR(SendQueuedFull(false));
   RETURN_IF_ERROR(SendDirty(*final_set_, false, &dirty));
   RETURN_IF_ERROR(pages_->EndIteration(iteration_ + 1, dirty, Now() - t0, /*final=*/true));

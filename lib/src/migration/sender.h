@@ -93,8 +93,9 @@ struct SenderStats {
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;
   uint32_t park_failures = 0;
-  // Breakdown of the last stop: park, layout check + final sync, frozen copy (send + ack), in µs.
-  uint64_t park_us = 0, sync_us = 0, copy_us = 0;
+  // Breakdown of the last stop, in µs: park, layout check + final sync, frozen copy (send + ack),
+  // and within the copy: the fork (synced to the copy running) and the send (to end of stream).
+  uint64_t park_us = 0, sync_us = 0, copy_us = 0, fork_us = 0, final_send_us = 0;
   uint32_t abandoned_stops = 0;  // stops that went back to iterating (park or layout), in total
   uint64_t final_pages = 0;
 };
@@ -222,6 +223,7 @@ class Sender {
   // Written by the frozen copy (a forked process), read by the original after it: one shared
   // page mapped at setup. CLOCK_MONOTONIC is the same clock in both processes.
   struct FinalTimes {
+    uint64_t copy_start_ns;     // the copy's first instruction of the final phase
     uint64_t end_of_stream_ns;  // end of stream handed to the channel
     uint64_t ack_ns;            // the receiver's ack read
   };

@@ -47,7 +47,8 @@ TEST_CASE("STATS and DONE round-trip every figure; ERROR carries its status") {
         &m.stats.xbzrle_bytes, &m.stats.xbzrle_pages, &m.stats.xbzrle_cache_misses,
         &m.stats.xbzrle_overflows, &m.stats.compressed_pages, &m.stats.compressed_bytes,
         &m.stats.dirty_pages_rate, &m.stats.throughput_bps, &m.stats.expected_downtime_ms,
-        &m.stats.downtime_ms, &m.stats.ack_wait_ms, &m.stats.setup_ms, &m.stats.total_ms}) {
+        &m.stats.downtime_ms, &m.stats.ack_wait_ms, &m.stats.park_us, &m.stats.sync_us,
+        &m.stats.fork_us, &m.stats.final_send_us, &m.stats.final_pages, &m.stats.setup_ms, &m.stats.total_ms}) {
     *f = v;
     v = v * 31 + 7;
   }
@@ -58,6 +59,11 @@ TEST_CASE("STATS and DONE round-trip every figure; ERROR carries its status") {
   CHECK(back->stats == m.stats);
   CHECK(StatsToJson(m.stats).starts_with("{\"phase\": \"stop-and-copy\", \"iteration\": 1, "));
   CHECK(StatsToJson(m.stats).ends_with(", \"throttle_percent\": 40}"));
+  // The allocation-free DONE line is the same line, and refuses a buffer it does not fit.
+  char fixed[1024];
+  const size_t n = EncodeDoneNoAlloc(m.stats, fixed, sizeof fixed);
+  CHECK(std::string(fixed, n) == EncodeControl(m));
+  CHECK(EncodeDoneNoAlloc(m.stats, fixed, n - 1) == 0);
 
   ControlMessage e = ErrorReply(absl::UnavailableError("connect 127.0.0.1:7000: ECONNREFUSED"));
   auto eb = DecodeControl(EncodeControl(e));

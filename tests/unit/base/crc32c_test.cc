@@ -138,6 +138,12 @@ TEST_CASE("Concatenate joins equal-sized pieces' crcs into the crc of the whole"
   crcs[5] ^= 1;
   CHECK(crc32c::Concatenate(crcs.data(), crcs.size(), 4096) !=
         crc32c::Value(buf.data(), buf.size()));
+  // Another piece length takes the table built at run time.
+  std::vector<uint32_t> odd;
+  for (size_t p = 0; p < 37 * 4; ++p) odd.push_back(crc32c::Value(buf.data() + p * 1024, 1024));
+  CHECK(crc32c::Concatenate(odd.data(), odd.size(), 1024) ==
+        crc32c::Value(buf.data(), buf.size()));
+  CHECK(crc32c::Concatenate(odd.data(), 3, 1024) == crc32c::Value(buf.data(), 3 * 1024));
 }
 
 }  // namespace
