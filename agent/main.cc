@@ -61,6 +61,8 @@ constexpr Command kCommands[] = {
      "  --max-bandwidth B       bytes/s (K, M, G suffixes); default unlimited\n"
      "  --downtime-limit MS     the pause to aim for; default 300\n"
      "  --max-iterations N      default 30\n"
+     "  --ack-timeout MS        how long the paused program waits for the last pages to go and\n"
+     "                          the receiver's ack before it runs on; default 60000\n"
      "  --xbzrle                send dirty pages as XBZRLE deltas where it pays\n"
      "  --xbzrle-cache BYTES    the sender's page cache for XBZRLE; default 64M\n"
      "  --compress LEVEL        zlib level 1..9; 0 (default) is off\n"

@@ -89,6 +89,9 @@ std::optional<int> ParseOptions(const char* cmd, const ArgParser& p, MigrationOp
   if (auto v = p.Value("downtime-limit"); v && !ParseInt(*v, &o->downtime_limit_ms)) {
     return bad("--downtime-limit needs milliseconds");
   }
+  if (auto v = p.Value("ack-timeout"); v && !ParseInt(*v, &o->final_timeout_ms)) {
+    return bad("--ack-timeout needs milliseconds");
+  }
   if (auto v = p.Value("max-iterations"); v && !ParseInt(*v, &o->max_iterations)) {
     return bad("--max-iterations needs a number");
   }
@@ -167,9 +170,9 @@ int Drive(const char* cmd, int pid, const std::string& control, const MigrationO
 }
 
 constexpr std::string_view kValued[] = {
-    "to",           "max-bandwidth", "downtime-limit",   "max-iterations",
-    "xbzrle-cache", "compress",      "compress-threads", "channels",
-    "tracker",      "transport",     "control"};
+    "to",          "max-bandwidth", "downtime-limit", "max-iterations",
+    "ack-timeout", "xbzrle-cache",  "compress",       "compress-threads",
+    "channels",    "tracker",       "transport",      "control"};
 
 std::optional<int> ParsePid(const char* cmd, const ArgParser& p, int* pid) {
   if (p.positional().size() != 1) return Fail(cmd, "needs exactly one PID (see --help)", 2);

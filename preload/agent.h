@@ -49,8 +49,8 @@ class ParkFreezer : public SourceFreezer {
   void Unpark() override;
   void SetThrottle(uint32_t percent) override;
   std::span<const ThreadParkContext> ParkedThreads() const override;
-  absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
-                               int timeout_ms) override;
+  absl::Status RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                             int timeout_ms, absl::FunctionRef<void()> cancel) override;
 
   void SetAgentTid(pid_t tid);
   // Throttling: called periodically by the agent thread; naps every application thread for the
@@ -99,7 +99,8 @@ struct AgentThreadInfo {
   uintptr_t tid_address = 0;  // glibc's thread descriptor's tid (PR_GET_TID_ADDRESS)
   uintptr_t stack = 0;        // our mapping for its stack
   size_t stack_bytes = 0;
-  uintptr_t migrated_from = 0;  // [migrated_from, stack + stack_bytes) is migrated (descriptor, TLS)
+  uintptr_t migrated_from =
+      0;  // [migrated_from, stack + stack_bytes) is migrated (descriptor, TLS)
 };
 AgentThreadInfo& CurrentAgentThread();
 // Restarts so far in this process's history (0 in a process that was never restored).

@@ -42,9 +42,9 @@ class GatedFreezer final : public SourceFreezer {
   std::span<const ThreadParkContext> ParkedThreads() const override {
     return inner_->ParkedThreads();
   }
-  absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
-                               int timeout_ms) override {
-    return inner_->RunInFrozenCopy(body, leave_running, timeout_ms);
+  absl::Status RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                             int timeout_ms, absl::FunctionRef<void()> cancel) override {
+    return inner_->RunFinalPhase(body, leave_running, timeout_ms, cancel);
   }
 
  private:

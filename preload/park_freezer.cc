@@ -68,7 +68,11 @@ struct Shared {
   char dents[kDentsBytes];
 };
 
+// The agent's one private mapping: a guard page, the final phase helper's stack, then Shared.
+constexpr size_t kHelperStackBytes = 1u << 20;
+constexpr size_t kGuardBytes = 4096;
 Shared* g = nullptr;
+void* g_arena = nullptr;
 uintptr_t g_arena_size = 0;
 pid_t g_agent_tid = 0;
 pid_t g_pid = 0;
@@ -199,13 +203,20 @@ bool Exempt(int tid, std::span<const pid_t> exempt) {
 ParkFreezer* ParkFreezer::Create(pid_t agent_tid) {
   // Again in a restored copy (agent_restart.cc): the old arena came back as zero-filled memory,
   // which nothing uses; the old throttle must not carry over.
-  if (g != nullptr) munmap(g, g_arena_size);
+  if (g_arena != nullptr) munmap(g_arena, g_arena_size);
   g = nullptr;
+  g_arena = nullptr;
   g_throttle = 0;
-  g_arena_size = (sizeof(Shared) + 4095) & ~size_t{4095};
+  g_arena_size = kGuardBytes + kHelperStackBytes + ((sizeof(Shared) + 4095) & ~size_t{4095});
   void* p = mmap(nullptr, g_arena_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  g = new (p) Shared();
+  // The helper's stack overflowing into the guard faults instead of writing below the mapping.
+  if (mprotect(p, kGuardBytes, PROT_NONE) != 0) {
+    munmap(p, g_arena_size);
+    return nullptr;
+  }
+  g_arena = p;
+  g = new (static_cast<char*>(p) + kGuardBytes + kHelperStackBytes) Shared();
   g_agent_tid = agent_tid;
   g_pid = getpid();
   static ParkFreezer freezer;  // the process's one instance (the agent singleton owns it)
@@ -223,7 +234,7 @@ bool ParkFreezer::InstallHandler() {
 
 void ParkFreezer::SetAgentTid(pid_t tid) { g_agent_tid = tid; }
 
-uintptr_t ParkFreezer::arena_begin() const { return reinterpret_cast<uintptr_t>(g); }
+uintptr_t ParkFreezer::arena_begin() const { return reinterpret_cast<uintptr_t>(g_arena); }
 uintptr_t ParkFreezer::arena_end() const { return arena_begin() + g_arena_size; }
 
 absl::Status ParkFreezer::Park(int timeout_ms, std::span<const pid_t> exempt) {
@@ -327,57 +338,117 @@ std::span<const ThreadParkContext> ParkFreezer::ParkedThreads() const {
   return {g->parked, static_cast<size_t>(g->nparked)};
 }
 
-absl::Status ParkFreezer::RunInFrozenCopy(absl::FunctionRef<absl::Status()> body,
-                                          bool leave_running, int timeout_ms) {
+namespace {
+
+// What the task running the final phase needs: the body, and the pipe to report on.
+struct FinalTask {
+  absl::FunctionRef<absl::Status()>* body;
+  int report_fd;
+};
+
+// Runs the body and writes its status (code byte, then the message) to the report pipe; returns
+// the task's exit status. Raw system calls only: in a frozen copy the other threads' locks stay
+// held forever.
+int RunAndReport(FinalTask* t) {
+  absl::Status s = (*t->body)();
+  char out[1 + 255];
+  out[0] = static_cast<char>(s.code());
+  size_t n = 1;
+  if (!s.ok()) {
+    absl::string_view m = s.message();
+    n += m.size() > 255 ? 255 : m.size();
+    memcpy(out + 1, m.data(), n - 1);
+  }
+  syscall(SYS_write, t->report_fd, out, n);
+  return s.ok() ? 0 : 1;
+}
+
+// The helper sharing the program's memory: returning ends it (glibc's clone calls exit).
+int HelperMain(void* arg) { return RunAndReport(static_cast<FinalTask*>(arg)); }
+
+// Waits up to timeout_ms for the task's report: its length, 0 when the task ended without one,
+// -1 when the time ran out. Raw system calls only.
+long AwaitReport(int fd, char* buf, size_t cap, int timeout_ms) {
+  pollfd pfd{fd, POLLIN, 0};
+  for (;;) {
+    long r = syscall(SYS_poll, &pfd, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    long n = syscall(SYS_read, fd, buf, cap);
+    return n > 0 ? n : 0;
+  }
+}
+
+}  // namespace
+
+absl::Status ParkFreezer::RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                                        int timeout_ms, absl::FunctionRef<void()> cancel) {
+  // After `cancel`, how long the task has to notice its aborted channels before it is killed.
+  constexpr int kCancelGraceMs = 2000;
   int p[2];
   if (syscall(SYS_pipe2, p, O_CLOEXEC) != 0) {
     int err = errno;
     Unpark();
-    return absl::InternalError(std::string("frozen copy: pipe2 failed: ") + strerror(err));
+    return absl::InternalError(std::string("final phase: pipe2 failed: ") + strerror(err));
   }
-  // A raw clone without CLONE_* flags and exit signal 0: a fork that runs no atfork handlers and
-  // whose end raises no SIGCHLD in the program (and is invisible to its wait(-1)).
-  long pid = syscall(SYS_clone, 0, nullptr, nullptr, nullptr, nullptr);
-  if (pid == 0) {
-    syscall(SYS_close, p[0]);
-    absl::Status s = body();
-    char out[1 + 255];
-    out[0] = static_cast<char>(s.code());
-    size_t n = 1;
-    if (!s.ok()) {
-      absl::string_view m = s.message();
-      n += m.size() > 255 ? 255 : m.size();
-      memcpy(out + 1, m.data(), n - 1);
+  FinalTask task{&body, p[1]};
+  long pid;
+  const char* what;
+  if (leave_running) {
+    // A frozen copy: a raw clone without CLONE_* flags and exit signal 0, i.e. a fork that runs
+    // no atfork handlers and whose end raises no SIGCHLD in the program (nor shows in its
+    // wait(-1)). Its memory stays as it was when the original's threads run on.
+    what = "frozen copy";
+    pid = syscall(SYS_clone, 0, nullptr, nullptr, nullptr, nullptr);
+    if (pid == 0) {
+      syscall(SYS_close, p[0]);
+      syscall(SYS_exit_group, RunAndReport(&task));
     }
-    syscall(SYS_write, p[1], out, n);
-    syscall(SYS_exit_group, s.ok() ? 0 : 1);
+  } else {
+    // The program stays parked until the end: the memory does not change, so the task shares it
+    // (CLONE_VM, on the arena's own stack, again exit signal 0) and nothing is copied. It keeps
+    // the agent thread's TLS, which is idle in the wait below meanwhile, and a copy of the
+    // descriptor table.
+    what = "final phase";
+    pid = clone(HelperMain, static_cast<char*>(g_arena) + kGuardBytes + kHelperStackBytes, CLONE_VM,
+                &task);
   }
   syscall(SYS_close, p[1]);
   if (pid < 0) {
     int err = errno;
     syscall(SYS_close, p[0]);
     Unpark();
-    return absl::InternalError(std::string("frozen copy: clone failed: ") + strerror(err));
+    return absl::InternalError(std::string(what) + ": clone failed: " + strerror(err));
   }
   if (leave_running) Unpark();
-  pollfd pfd{p[0], POLLIN, 0};
   char in[256];
-  long n = 0;
-  long r = syscall(SYS_poll, &pfd, 1, timeout_ms);
-  if (r > 0) n = syscall(SYS_read, p[0], in, sizeof in);
-  if (n <= 0) syscall(SYS_kill, pid, SIGKILL);
+  long n = AwaitReport(p[0], in, sizeof in, timeout_ms);
+  bool cancelled = false;
+  if (n < 0) {
+    // No report in time: break its channels so it fails on its own, then, as a last resort,
+    // kill it. (A helper sharing the memory that is killed in the middle of an allocation would
+    // leave the agent's malloc arena locked; the program's threads are unparked first all the
+    // same.)
+    cancelled = true;
+    cancel();
+    n = AwaitReport(p[0], in, sizeof in, kCancelGraceMs);
+    if (n < 0) syscall(SYS_kill, pid, SIGKILL);
+  }
   int status = 0;
-  syscall(SYS_wait4, pid, &status, __WALL, nullptr);
+  while (syscall(SYS_wait4, pid, &status, __WALL, nullptr) < 0 && errno == EINTR) {
+  }
   syscall(SYS_close, p[0]);
   if (n >= 1 && in[0] == 0) return absl::OkStatus();
   Unpark();  // before building a status: the message allocates
-  if (n <= 0) {
-    return absl::DeadlineExceededError(r == 0 ? "frozen copy: no report before the timeout"
-                                              : "frozen copy: died without a report");
+  std::string prefix = std::string(what) + ": ";
+  if (cancelled) {
+    prefix += "no report within " + std::to_string(timeout_ms) + " ms, its channels aborted: ";
   }
-  return absl::Status(
-      static_cast<absl::StatusCode>(in[0]),
-      std::string("frozen copy: ") + std::string(in + 1, static_cast<size_t>(n - 1)));
+  if (n <= 0) {
+    return absl::DeadlineExceededError(prefix + (n < 0 ? "killed" : "ended without a report"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(in[0]),
+                      prefix + std::string(in + 1, static_cast<size_t>(n - 1)));
 }
 
 }  // namespace procmig::preload

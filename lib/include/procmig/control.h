@@ -50,6 +50,9 @@ struct MigrationOptions {
   std::string tracker = "auto";    // auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full
   std::string transport = "auto";  // auto, io_uring, posix
   bool auto_converge = true;
+  // How long the paused program waits for the final phase (the last pages sent and the
+  // receiver's ack) before it gives up and runs on.
+  uint32_t final_timeout_ms = 60000;
 
   absl::Status Validate() const;
   bool operator==(const MigrationOptions&) const = default;
@@ -89,10 +92,11 @@ struct MigrationStats {
   // the pause the program sees until the destination has everything.
   uint64_t downtime_ms = 0;
   uint64_t ack_wait_ms = 0;  // end of stream written to the receiver's ack (program still parked)
-  // Where the pause went (µs): parking every thread; layout check and final tracker sync; the
-  // frozen copy's fork (synced to the copy running); sending the last pages and the process
-  // state (the copy running to end of stream). And how many pages that last send carried.
-  uint64_t park_us = 0, sync_us = 0, fork_us = 0, final_send_us = 0, final_pages = 0;
+  // Where the pause went (µs): parking every thread; layout check and final tracker sync;
+  // starting the final phase's own task (a fork for checkpoint --leave-running); sending the last
+  // pages and the process state (that task running to end of stream). And how many pages that
+  // last send carried.
+  uint64_t park_us = 0, sync_us = 0, spawn_us = 0, final_send_us = 0, final_pages = 0;
   uint64_t setup_ms = 0;
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;  // auto-converge share of each period the program is parked

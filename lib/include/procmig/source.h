@@ -56,10 +56,13 @@ class SourceFreezer {
   virtual void Unpark() = 0;
   virtual void SetThrottle(uint32_t percent) = 0;
   virtual std::span<const ThreadParkContext> ParkedThreads() const = 0;
-  // While parked: runs `body` in a frozen copy (raw fork) and returns its status; unparks first
-  // when leave_running. On failure the implementation unparks before building the status.
-  virtual absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
-                                       int timeout_ms) = 0;
+  // While parked: runs the final phase `body` in a task of its own (a frozen copy made by a raw
+  // fork when leave_running, then unparking at once; else one sharing the parked program's
+  // memory) and returns its status; calls `cancel` when no report came within timeout_ms, and
+  // kills the task if it still does not report. On failure the implementation unparks before
+  // building the status.
+  virtual absl::Status RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                                     int timeout_ms, absl::FunctionRef<void()> cancel) = 0;
 };
 
 struct SourceSetup {
@@ -71,7 +74,6 @@ struct SourceSetup {
   std::function<void(const MigrationStats&)> progress;
   std::function<void(const std::string&)> log;  // notes (fallbacks, clamped options)
   int park_timeout_ms = 2000;
-  int final_timeout_ms = 60000;
   uint64_t progress_interval_ms = 100;
 };
 

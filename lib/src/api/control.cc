@@ -64,7 +64,7 @@ constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 2
     {"ack_wait_ms", &MigrationStats::ack_wait_ms},
     {"park_us", &MigrationStats::park_us},
     {"sync_us", &MigrationStats::sync_us},
-    {"fork_us", &MigrationStats::fork_us},
+    {"spawn_us", &MigrationStats::spawn_us},
     {"final_send_us", &MigrationStats::final_send_us},
     {"final_pages", &MigrationStats::final_pages},
     {"setup_ms", &MigrationStats::setup_ms},
@@ -148,6 +148,7 @@ void EncodeOptions(const MigrationOptions& o, std::string* out) {
   Put(out, "leave_running", o.leave_running);
   Put(out, "max_bandwidth", o.max_bandwidth);
   Put(out, "downtime_limit_ms", o.downtime_limit_ms);
+  Put(out, "final_timeout_ms", o.final_timeout_ms);
   Put(out, "max_iterations", o.max_iterations);
   Put(out, "xbzrle", o.xbzrle);
   Put(out, "xbzrle_cache_bytes", o.xbzrle_cache_bytes);
@@ -178,6 +179,7 @@ absl::Status DecodeOption(absl::string_view key, const std::string& v, Migration
   if (key == "auto_converge") return ParseBool(key, v, &o->auto_converge);
   if (key == "max_bandwidth") return ParseNumber(key, v, &o->max_bandwidth);
   if (key == "downtime_limit_ms") return ParseNumber(key, v, &o->downtime_limit_ms);
+  if (key == "final_timeout_ms") return ParseNumber(key, v, &o->final_timeout_ms);
   if (key == "max_iterations") return ParseNumber(key, v, &o->max_iterations);
   if (key == "xbzrle_cache_bytes") return ParseNumber(key, v, &o->xbzrle_cache_bytes);
   if (key == "compress_level") return ParseNumber(key, v, &o->compress_level);
@@ -249,6 +251,9 @@ absl::Status MigrationOptions::Validate() const {
   }
   if (downtime_limit_ms == 0) return bad("downtime limit must be at least 1 ms");
   if (max_iterations == 0) return bad("max iterations must be at least 1");
+  if (final_timeout_ms < 100 || final_timeout_ms > 3'600'000) {
+    return bad("final timeout must be 100 ms .. 1 hour");
+  }
   if (xbzrle && xbzrle_cache_bytes < (1u << 20)) return bad("xbzrle cache must be at least 1 MiB");
   if (compress_level < 0 || compress_level > 9) return bad("compress level must be 0..9");
   if (compress_threads < 1 || compress_threads > 64) return bad("compress threads must be 1..64");

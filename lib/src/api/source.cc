@@ -76,9 +76,9 @@ class FreezerAdapter : public Freezer {
   std::span<const ThreadContext> ParkedThreads() const override {
     return {contexts_.data(), count_};
   }
-  absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
-                               int timeout_ms) override {
-    return f_->RunInFrozenCopy(body, leave_running, timeout_ms);
+  absl::Status RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running,
+                             int timeout_ms, absl::FunctionRef<void()> cancel) override {
+    return f_->RunFinalPhase(body, leave_running, timeout_ms, cancel);
   }
 
  private:
@@ -130,7 +130,7 @@ MigrationStats ToStats(const SenderStats& s) {
   m.ack_wait_ms = s.ack_wait_ms;
   m.park_us = s.park_us;
   m.sync_us = s.sync_us;
-  m.fork_us = s.fork_us;
+  m.spawn_us = s.spawn_us;
   m.final_send_us = s.final_send_us;
   m.final_pages = s.final_pages;
   m.setup_ms = s.setup_ms;
@@ -202,7 +202,7 @@ class SourceImpl : public MigrationSource {
     TransportConfig tc;
     ASSIGN_OR_RETURN(tc.kind, ParseTransportKind(o.transport));
     // One connection per channel; each also as a POSIX channel over a dup of its descriptor,
-    // for the frozen copy (which cannot use the io_uring rings of its parent).
+    // for the final phase's task (a frozen copy cannot use the io_uring rings of its parent).
     std::vector<std::unique_ptr<Channel>> chans;
     // A fixed array, not a vector: after a successful migration nothing may be freed (the
     // program's threads are parked), and the channels are released one by one.
@@ -260,7 +260,7 @@ class SourceImpl : public MigrationSource {
     c.pages.compress_threads = o.compress_threads;
     c.leave_running = o.mode == MigrationMode::kCheckpoint && o.leave_running;
     c.park_timeout_ms = setup_.park_timeout_ms;
-    c.final_timeout_ms = setup_.final_timeout_ms;
+    c.final_timeout_ms = static_cast<int>(o.final_timeout_ms);
     for (const auto& [b, e] : setup_.excluded) c.excluded.push_back({b, e});
     c.capture = [](std::span<const MemoryRegion> regions, ProcessStateRecord* r) {
       return CaptureProcessBasics(regions, {}, r);
@@ -277,9 +277,9 @@ class SourceImpl : public MigrationSource {
       main_channels.push_back(&group->channel(i));
       final_channels.push_back(finals[i].get());
     }
-    auto sender = std::make_unique<Sender>(std::move(c), std::move(main_channels),
-                                           std::move(final_channels), tracker.get(), &freezer_,
-                                           &layout);
+    auto sender =
+        std::make_unique<Sender>(std::move(c), std::move(main_channels), std::move(final_channels),
+                                 tracker.get(), &freezer_, &layout);
     sender_raw_ = sender.get();
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -291,7 +291,8 @@ class SourceImpl : public MigrationSource {
       // (Not after a successful migration: the threads are parked and logging allocates.)
       SenderStats st = sender->stats();
       Log(absl::StrCat("stop: park ", st.park_us, " us, layout check + sync ", st.sync_us,
-                       " us, frozen copy ", st.copy_us, " us (pause to end of stream ",
+                       " us, final phase ", st.copy_us, " us (task start ", st.spawn_us,
+                       " us, send ", st.final_send_us, " us; pause to end of stream ",
                        st.downtime_ms, " ms, ack wait ", st.ack_wait_ms, " ms), ", st.final_pages,
                        " final dirty pages, ", st.park_failures, " failed parks, ",
                        st.abandoned_stops, " abandoned stops",

@@ -39,8 +39,8 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   return Create(config, one);
 }
 
-absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(
-    const PageSenderConfig& config, std::span<Channel* const> channels) {
+absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderConfig& config,
+                                                               std::span<Channel* const> channels) {
   if (channels.empty() || channels.size() > wire::kMaxChannels) {
     return absl::InvalidArgumentError("page sender: channel count outside 1..kMaxChannels");
   }
@@ -245,7 +245,8 @@ absl::StatusOr<uint8_t*> PageSender::Stage() {
 size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
   iovec local{out, count * page_size_};
   iovec remote{reinterpret_cast<void*>(addr), count * page_size_};
-  // getpid() each time: the frozen copy (a raw fork) reads its own memory, not its parent's.
+  // getpid() each time: the final phase runs in a task of its own (a frozen copy made by a raw
+  // fork reads its own memory, not its parent's).
   ssize_t n = process_vm_readv(static_cast<pid_t>(syscall(SYS_getpid)), &local, 1, &remote, 1, 0);
   if (n < 0) return 0;
   return static_cast<size_t>(n) / page_size_;
@@ -256,7 +257,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   // Memory is copied into the staging area with process_vm_readv: a region the program unmaps
   // meanwhile (free() of a large chunk does so behind any interposer) gives a short read instead
   // of a SIGSEGV in the agent thread, and the copy cannot change before it is sent (the agent's
-  // own heap pages do change, also in the frozen copy), so the run is not "live" on the wire and
+  // own heap pages do change, also in the final phase), so the run is not "live" on the wire and
   // its crcs always hold. `live` only says whether the program may be running.
   (void)live;
   const bool staged = true;
@@ -353,11 +354,12 @@ absl::Status PageSender::CompressRun(uint64_t count, bool live) {
     if (entries_[i].encoding == wire::PageEncoding::kRaw) z_index_[n++] = static_cast<uint32_t>(i);
   }
   if (!live) {
-    // The frozen copy: no worker threads there; compress here (no allocation).
+    // The final phase (its own task; the workers may not run in a frozen copy): compress here,
+    // with no allocation.
     for (uint32_t k = 0; k < n; ++k) {
       wire::PageEntry& e = entries_[z_index_[k]];
       ASSIGN_OR_RETURN(size_t size, inline_z_->Compress(e.data.data(), e.data.size(),
-                                                       z_scratch_.get(), z_scratch_size_));
+                                                        z_scratch_.get(), z_scratch_size_));
       RETURN_IF_ERROR(UseZlib(e, z_scratch_.get(), size));
     }
     return absl::OkStatus();

@@ -112,7 +112,7 @@ void Sender::Publish(bool force) {
 }
 
 absl::Status Sender::AfterFlush() {
-  // In the park window (and in the frozen copy) nothing may allocate: no progress, and
+  // In the park window (and in the final phase's task) nothing may allocate: no progress, and
   // cancellation is no longer possible (the final phase either completes or fails).
   if (parked_) return absl::OkStatus();
   if (cancelled_.load(std::memory_order_relaxed)) {
@@ -158,8 +158,8 @@ absl::Status Sender::Run() {
 
 absl::Status Sender::Setup() {
   // Mapped before the layout is read (it is shared memory, never a RAM block).
-  void* times = mmap(nullptr, sizeof(FinalTimes), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* times =
+      mmap(nullptr, sizeof(FinalTimes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (times == MAP_FAILED) return ErrnoStatus("setup: map the final-phase timing page", errno);
   final_times_ = static_cast<FinalTimes*>(times);
   {
@@ -415,7 +415,7 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
     if (!have_capture || layout_fingerprint_ != captured || !full_send_.empty()) {
       if (!full_send_.empty()) {
         // New or resized blocks are sent now, live (the tracker already follows them), not in
-        // the frozen copy where every byte counts against the pause.
+        // the final phase where every byte counts against the pause.
         RETURN_IF_ERROR(SendQueuedFull(true));
         RETURN_IF_ERROR(pages_->Flush());
       }
@@ -494,8 +494,11 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   final_times_->copy_start_ns = 0;
   final_times_->end_of_stream_ns = 0;
   final_times_->ack_ns = 0;
-  absl::Status s = freezer_->RunInFrozenCopy([this] { return FinalPhase(); }, config_.leave_running,
-                                             config_.final_timeout_ms);
+  absl::Status s = freezer_->RunFinalPhase([this] { return FinalPhase(); }, config_.leave_running,
+                                           config_.final_timeout_ms,
+                                           [this] {
+                                             for (Channel* c : final_) c->Abort();
+                                           });
   const uint64_t returned_at = Now();
   local_.copy_us = (returned_at - synced_at) / 1000;
   {
@@ -503,7 +506,7 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
     const uint64_t started = final_times_->copy_start_ns;
     const uint64_t eos = final_times_->end_of_stream_ns;
     const uint64_t ack = final_times_->ack_ns;
-    local_.fork_us = started != 0 ? (started - synced_at) / 1000 : 0;
+    local_.spawn_us = started != 0 ? (started - synced_at) / 1000 : 0;
     local_.final_send_us = started != 0 && eos != 0 ? (eos - started) / 1000 : 0;
     local_.downtime_ms = ((eos != 0 ? eos : returned_at) - park_ns_) / 1'000'000;
     local_.ack_wait_ms = eos != 0 ? ((ack != 0 ? ack : returned_at) - eos) / 1'000'000 : 0;
@@ -610,8 +613,8 @@ absl::Status Sender::AwaitCheckVerdict() {
   Channel* ch = main_[0];
   uint8_t* buf = reverse_buf_.data();
   auto step = [](const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat("setup: wait for the receiver's restore check: ",
-                                               s.message()));
+    return absl::Status(
+        s.code(), absl::StrCat("setup: wait for the receiver's restore check: ", s.message()));
   };
   if (absl::Status s = ch->ReadExact(buf, wire::kPreambleSize); !s.ok()) return step(s);
   if (!std::equal(wire::kMagic.begin(), wire::kMagic.end(), buf)) {

@@ -15,12 +15,13 @@
 // program runs on, the ConvergencePolicy throttles it one step more, and the sender iterates
 // again, or, once the policy forces the stop (iteration budget spent, or several stops
 // abandoned), retries the stop at once; after max_park_attempts abandoned stops in total the
-// migration fails. A stop that holds makes the final tracker sync, then runs the final phase in
-// a frozen copy
-// (Freezer::RunInFrozenCopy): the last dirty pages, the final iteration marker, the process
-// state with a digest of every block, end of stream, and the receiver's ack on the reverse
-// stream. On success the original stays parked (migration: the caller exits the process) unless
-// leave_running; on any failure it is unparked and runs on.
+// migration fails. A stop that holds makes the final tracker sync, then runs the final phase
+// (Freezer::RunFinalPhase: beside the parked program, or in a frozen copy of it when
+// leave_running): the last dirty pages, the final iteration marker, the process state with a
+// digest of every block, end of stream, and the receiver's ack on the reverse stream. When it
+// overruns final_timeout_ms the final channels are aborted, which ends it with an error. On success
+// the original stays parked (migration: the caller exits the process) unless leave_running; on any
+// failure it is unparked and runs on.
 //
 // Channels: one or several connections (PageSender's multi-channel rules: records on channel 0,
 // a page always on the same channel, iteration markers on all as a barrier); the ack comes back
@@ -28,7 +29,7 @@
 //
 // Timing: downtime_ms runs from the first park of the final stop to the end of stream written
 // (what the program pauses for until the destination has everything); the wait for the ack is
-// ack_wait_ms, apart (the frozen copy reports both through a shared page).
+// ack_wait_ms, apart (the final phase reports both through a shared page).
 //
 // Up-front restore check (config restore_check): at setup, the identity of every file the
 // process maps (ELF build-id, else crc32c of the mapped range; FileIdentityCache) is computed,
@@ -93,9 +94,10 @@ struct SenderStats {
   uint64_t total_ms = 0;
   uint32_t throttle_percent = 0;
   uint32_t park_failures = 0;
-  // Breakdown of the last stop, in µs: park, layout check + final sync, frozen copy (send + ack),
-  // and within the copy: the fork (synced to the copy running) and the send (to end of stream).
-  uint64_t park_us = 0, sync_us = 0, copy_us = 0, fork_us = 0, final_send_us = 0;
+  // Breakdown of the last stop, in µs: park, layout check + final sync, final phase (send + ack),
+  // and within it: starting its task (synced to the task running) and the send (to end of
+  // stream).
+  uint64_t park_us = 0, sync_us = 0, copy_us = 0, spawn_us = 0, final_send_us = 0;
   uint32_t abandoned_stops = 0;  // stops that went back to iterating (park or layout), in total
   uint64_t final_pages = 0;
 };
@@ -105,7 +107,7 @@ struct SenderConfig {
   PageSenderConfig pages;      // preamble (page size, session id), xbzrle, bandwidth
   bool leave_running = false;  // unpark right after the frozen copy exists
   int park_timeout_ms = 2000;
-  int final_timeout_ms = 60000;  // frozen copy: sending the rest and waiting for the ack
+  int final_timeout_ms = 60000;  // final phase: sending the rest and waiting for the ack
   // Stops abandoned in total (a thread did not park, or the layout changed) before the migration
   // fails; after ConvergenceConfig::force_after_abandoned of them the stop is retried in place.
   int max_park_attempts = 12;

@@ -24,6 +24,7 @@ TEST_CASE("a MIGRATE request round-trips every option, including awkward target 
   m.options.tracker = "uffd-wp";
   m.options.transport = "posix";
   m.options.auto_converge = false;
+  m.options.final_timeout_ms = 1500;
   std::string line = EncodeControl(m);
   CHECK(line.ends_with("\n"));
   CHECK(line.find('\n') == line.size() - 1);
@@ -42,13 +43,14 @@ TEST_CASE("STATS and DONE round-trip every figure; ERROR carries its status") {
   m.stats.phase = MigrationPhase::kStopAndCopy;
   uint64_t v = 1;
   for (uint64_t* f :
-       {&m.stats.iteration, &m.stats.total_bytes, &m.stats.remaining_bytes,
-        &m.stats.transferred_bytes, &m.stats.normal_pages, &m.stats.zero_pages,
-        &m.stats.xbzrle_bytes, &m.stats.xbzrle_pages, &m.stats.xbzrle_cache_misses,
-        &m.stats.xbzrle_overflows, &m.stats.compressed_pages, &m.stats.compressed_bytes,
-        &m.stats.dirty_pages_rate, &m.stats.throughput_bps, &m.stats.expected_downtime_ms,
-        &m.stats.downtime_ms, &m.stats.ack_wait_ms, &m.stats.park_us, &m.stats.sync_us,
-        &m.stats.fork_us, &m.stats.final_send_us, &m.stats.final_pages, &m.stats.setup_ms, &m.stats.total_ms}) {
+       {&m.stats.iteration,         &m.stats.total_bytes,      &m.stats.remaining_bytes,
+        &m.stats.transferred_bytes, &m.stats.normal_pages,     &m.stats.zero_pages,
+        &m.stats.xbzrle_bytes,      &m.stats.xbzrle_pages,     &m.stats.xbzrle_cache_misses,
+        &m.stats.xbzrle_overflows,  &m.stats.compressed_pages, &m.stats.compressed_bytes,
+        &m.stats.dirty_pages_rate,  &m.stats.throughput_bps,   &m.stats.expected_downtime_ms,
+        &m.stats.downtime_ms,       &m.stats.ack_wait_ms,      &m.stats.park_us,
+        &m.stats.sync_us,           &m.stats.spawn_us,         &m.stats.final_send_us,
+        &m.stats.final_pages,       &m.stats.setup_ms,         &m.stats.total_ms}) {
     *f = v;
     v = v * 31 + 7;
   }

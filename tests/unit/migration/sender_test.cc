@@ -108,8 +108,8 @@ class FakeFreezer : public Freezer {
     throttles.push_back(p);  // only the sender thread calls it
   }
   std::span<const ThreadContext> ParkedThreads() const override { return contexts_; }
-  absl::Status RunInFrozenCopy(absl::FunctionRef<absl::Status()> body, bool leave_running,
-                               int) override {
+  absl::Status RunFinalPhase(absl::FunctionRef<absl::Status()> body, bool leave_running, int,
+                             absl::FunctionRef<void()>) override {
     absl::Status s = body();
     if (leave_running) Unpark();
     return s;
@@ -406,8 +406,9 @@ std::string TempFile(const char* name, const std::string& content) {
   return path;
 }
 
-TEST_CASE("restore check: sent first with the files' identities; a file first seen at the "
-          "final capture goes as unknown (looked up, never read then)") {
+TEST_CASE(
+    "restore check: sent first with the files' identities; a file first seen at the "
+    "final capture goes as unknown (looked up, never read then)") {
   const std::string early = TempFile("early", std::string(5000, 'e'));
   const std::string late = TempFile("late", std::string(3000, 'l'));
   auto pair = MemoryChannel::CreatePair({});
@@ -477,8 +478,9 @@ TEST_CASE("restore check refused: setup fails with the receiver's reason, nothin
   t.join();
   unlink(path.c_str());
   CHECK(absl::IsFailedPrecondition(s));
-  CHECK(s.message() == "setup: the receiver refused the migration up front: restore: cannot "
-                       "restore pid 77 here: x: y");
+  CHECK(s.message() ==
+        "setup: the receiver refused the migration up front: restore: cannot "
+        "restore pid 77 here: x: y");
   CHECK(sender.state() == SenderState::kFailed);
   CHECK(rx.check.has_value());
   CHECK(rx.blocks.empty());

@@ -82,11 +82,13 @@ std::string ReadAll(int fd) {
 }
 
 // A receiver: one connection, the group handshake, the stream through StreamReader, then an ack
-// (or, with ack = false, a close before it).
+// (or, with ack = false, a close before it; with stall = true, neither: it holds the connection
+// open, reading, until the sender breaks it).
 struct Receiver {
   int listen_fd = -1;
   uint16_t port = 0;
   bool ack = true;
+  bool stall = false;
   std::optional<ProcessStateRecord> state;
   absl::Status status;
   std::thread thread;
@@ -154,7 +156,9 @@ struct Receiver {
           if (d.ok()) state = *d;
         }
         if (std::get_if<wire::EndOfStream>(&(*rec)->body) != nullptr) {
-          if (ack) send_ack(wire::AckKind::kEndOfStream, 0);
+          while (stall && read(fd, buf.data(), buf.size()) > 0) {
+          }
+          if (ack && !stall) send_ack(wire::AckKind::kEndOfStream, 0);
           close(fd);
           return;
         }
@@ -281,6 +285,28 @@ TEST_CASE("a receiver that closes before the ack leaves the program running unha
   rx.thread.join();
   REQUIRE(!replies.empty());
   CHECK(replies.back().verb == ControlVerb::kError);
+  std::string out;
+  int st = Finish(t, &out);
+  CHECK(out.rfind("PASS", 0) == 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+}
+
+TEST_CASE("a receiver that never acks: after the ack timeout the program runs on unharmed") {
+  Target t = Start();
+  Receiver rx;
+  rx.stall = true;
+  rx.Start();
+  ControlMessage req = Migrate(rx.port, MigrationMode::kMigrate, false);
+  req.options.final_timeout_ms = 1500;
+  std::vector<ControlMessage> replies = Control(t, req);
+  rx.thread.join();
+  REQUIRE(!replies.empty());
+  CHECK(replies.back().verb == ControlVerb::kError);
+  INFO(replies.back().error_message);
+  CHECK(replies.back().error_message.find("final phase: no report within 1500 ms, its channels "
+                                          "aborted") != std::string::npos);
+  CHECK(rx.state.has_value());  // it had everything but the ack
   std::string out;
   int st = Finish(t, &out);
   CHECK(out.rfind("PASS", 0) == 0);
