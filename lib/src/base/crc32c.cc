@@ -150,9 +150,20 @@ uint32_t Concatenate(const uint32_t* crcs, size_t n, uint64_t piece_len) {
     built = MakeShiftTable(piece_len);
     t = &built;
   }
-  uint32_t crc = 0;
-  for (size_t i = 0; i < n; ++i) crc = Shift(*t, crc) ^ crcs[i];
-  return crc;
+  // Four quarters at once (each step waits on the previous one's lookups), then joined.
+  const size_t q = n / 4;
+  uint32_t c[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < q; ++i) {
+    c[0] = Shift(*t, c[0]) ^ crcs[i];
+    c[1] = Shift(*t, c[1]) ^ crcs[q + i];
+    c[2] = Shift(*t, c[2]) ^ crcs[2 * q + i];
+    c[3] = Shift(*t, c[3]) ^ crcs[3 * q + i];
+  }
+  for (size_t i = 4 * q; i < n; ++i) c[3] = Shift(*t, c[3]) ^ crcs[i];
+  if (q == 0) return c[3];
+  const uint64_t quarter = q * piece_len;
+  uint32_t crc = Combine(Combine(c[0], c[1], quarter), c[2], quarter);
+  return Combine(crc, c[3], (n - 3 * q) * piece_len);
 }
 
 uint32_t Combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {

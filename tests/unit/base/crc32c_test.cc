@@ -134,6 +134,11 @@ TEST_CASE("Concatenate joins equal-sized pieces' crcs into the crc of the whole"
   CHECK(crc32c::Concatenate(crcs.data(), crcs.size(), 4096) ==
         crc32c::Value(buf.data(), buf.size()));
   CHECK(crc32c::Concatenate(crcs.data(), 1, 4096) == crcs[0]);
+  // Every prefix: pieces split into four quarters plus a tail of every length.
+  for (size_t k = 0; k <= crcs.size(); ++k) {
+    CAPTURE(k);
+    CHECK(crc32c::Concatenate(crcs.data(), k, 4096) == crc32c::Value(buf.data(), k * 4096));
+  }
   CHECK(crc32c::Concatenate(crcs.data(), 0, 4096) == 0);
   crcs[5] ^= 1;
   CHECK(crc32c::Concatenate(crcs.data(), crcs.size(), 4096) !=
