@@ -106,6 +106,11 @@ class DirtyTracker {
   virtual absl::Status RemoveBlocks(std::span<const uint32_t> ids) = 0;
   // Pages written since the previous Sync, re-armed before returning (see above).
   virtual absl::StatusOr<const DirtySet*> Sync() = 0;
+  // The last sync of a migration, with the program parked: the pages written since the previous
+  // Sync, where re-arming is left out when it costs (pagemap-scan: write-protecting each written
+  // page flushes the TLB, ~15 ms for 800 scattered pages of 1 GiB here). Pages not re-armed are
+  // reported again by a later Sync, so tracking stays correct if the stop fails.
+  virtual absl::StatusOr<const DirtySet*> SyncFinal() { return Sync(); }
   // Disarms everything (protections restored, fds closed, threads joined). Idempotent.
   virtual absl::Status Stop() = 0;
 

@@ -31,9 +31,9 @@
 // lock; a block that cannot be protected because part of it was unmapped (ENOMEM) is reported
 // wholly dirty until it can be again or is removed, and so is a block that one of the program's
 // interposed calls touched since the last Sync (an mprotect to read-write, say, lets writes
-// bypass the fault handler until Sync protects the block again). The tracker's own mprotect calls are raw
-// system calls, so they never go through (nor wait at) the agent's mprotect interposer. This
-// backend changes protections page by page, which splits the program's mappings by design: a
+// bypass the fault handler until Sync protects the block again). The tracker's own mprotect calls
+// are raw system calls, so they never go through (nor wait at) the agent's mprotect interposer.
+// This backend changes protections page by page, which splits the program's mappings by design: a
 // program that mremaps a tracked mapping as a whole may get EFAULT. Prefer the uffd backends.
 //
 // Threads: see dirty_tracker.h. The SIGSEGV handler runs on any application thread with every

@@ -28,8 +28,8 @@ int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
 absl::Status PagemapScanTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
   st.armed = false;
   if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
-  ASSIGN_OR_RETURN(st.armed,
-                   layout_.Arm(b, check, [&] { return RegisterAndProtect(b); }, stats_));
+  ASSIGN_OR_RETURN(st.armed, layout_.Arm(
+                                 b, check, [&] { return RegisterAndProtect(b); }, stats_));
   return absl::OkStatus();
 }
 
@@ -115,11 +115,12 @@ absl::Status PagemapScanTracker::RemoveBlocks(std::span<const uint32_t> ids) {
   return absl::OkStatus();
 }
 
-absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& out, int* err) {
+absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, bool rearm, DirtyBlock& out,
+                                           int* err) {
   *err = 0;
   pm_scan_arg arg{};
   arg.size = sizeof(arg);
-  arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+  arg.flags = PM_SCAN_CHECK_WPASYNC | (rearm ? PM_SCAN_WP_MATCHING : 0);
   arg.start = block.start;
   arg.end = block.end();
   arg.vec = reinterpret_cast<uintptr_t>(regions_.get());
@@ -155,7 +156,7 @@ absl::Status PagemapScanTracker::ScanBlock(const RamBlock& block, DirtyBlock& ou
   }
 }
 
-absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
+absl::StatusOr<const DirtySet*> PagemapScanTracker::Scan(bool rearm) {
   if (!started_) return absl::FailedPreconditionError("sync pagemap-scan tracker: not started");
   result_.ClearAll();
   std::span<DirtyBlock> out = result_.mutable_blocks();
@@ -166,7 +167,7 @@ absl::StatusOr<const DirtySet*> PagemapScanTracker::Sync() {
       const RamBlock& b = blocks_[i];
       if (state_[i].armed) {
         int err = 0;
-        RETURN_IF_ERROR(ScanBlock(b, out[i], &err));
+        RETURN_IF_ERROR(ScanBlock(b, rearm, out[i], &err));
         if (err == 0) continue;
         if (err != EPERM && err != EINVAL && err != ENOENT) {
           return ErrnoStatus(absl::StatusCode::kFailedPrecondition,

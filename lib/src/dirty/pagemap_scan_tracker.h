@@ -19,11 +19,12 @@
 // mappings start and end (registering anything else would split a mapping of the program, whose
 // next mremap of it would fail with EFAULT); otherwise it stays stale. A refused registration
 // (EINVAL/ENOMEM/ENOENT: a change glibc made itself, e.g. malloc's munmap) is retried after that
-// check, a few times; only a range that still lines up and is refused every time is an error. A scan refused with EPERM (a mapping replaced since it was armed: the new one is
-// not registered) re-arms the block the same way and reports it wholly dirty. Removed blocks are
-// not unregistered (that too could split a mapping that grew or merged since); registrations end
-// when Stop closes the descriptor, and a registered range outside every block costs the program
-// at most one minor fault per page.
+// check, a few times; only a range that still lines up and is refused every time is an error. A
+// scan refused with EPERM (a mapping replaced since it was armed: the new one is not registered)
+// re-arms the block the same way and reports it wholly dirty. Removed blocks are not unregistered
+// (that too could split a mapping that grew or merged since); registrations end when Stop closes
+// the descriptor, and a registered range outside every block costs the program at most one minor
+// fault per page.
 //
 // Threads: see dirty_tracker.h. Sync makes only ioctls (and, for stale or replaced blocks, reads
 // /proc/self/maps into a buffer allocated beforehand) and writes the preallocated DirtySet.
@@ -54,7 +55,8 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status Start(std::span<const RamBlock> blocks) override;
   absl::Status AddBlocks(std::span<const RamBlock> blocks) override;
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;
-  absl::StatusOr<const DirtySet*> Sync() override;
+  absl::StatusOr<const DirtySet*> Sync() override { return Scan(/*rearm=*/true); }
+  absl::StatusOr<const DirtySet*> SyncFinal() override { return Scan(/*rearm=*/false); }
   absl::Status Stop() override;
   void MarkDiscarded(uintptr_t addr, size_t len) override { discards_.Mark(addr, len); }
   TrackerStats stats() const override { return stats_; }
@@ -73,17 +75,18 @@ class PagemapScanTracker final : public DirtyTracker {
   int RegisterAndProtect(const RamBlock& block) const;
   // Scans one block, marking written pages into `out` and re-protecting them; raw errno of a
   // refused ioctl in *err (then the Status is OK and the caller decides).
-  absl::Status ScanBlock(const RamBlock& block, DirtyBlock& out, int* err);
+  absl::StatusOr<const DirtySet*> Scan(bool rearm);
+  absl::Status ScanBlock(const RamBlock& block, bool rearm, DirtyBlock& out, int* err);
 
   LayoutGate* const gate_;  // not owned; may be null
   bool started_ = false;
   UserfaultFd uffd_;
   int pagemap_fd_ = -1;
   std::unique_ptr<page_region[]> regions_;
-  std::vector<RamBlock> blocks_;  // sorted by start, as result_.blocks()
+  std::vector<RamBlock> blocks_;   // sorted by start, as result_.blocks()
   std::vector<BlockState> state_;  // parallel to blocks_
   uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
-  LayoutCheck layout_;  // maps read once per gate hold
+  LayoutCheck layout_;             // maps read once per gate hold
   DirtySet result_;
   DiscardLog discards_;  // marked by application threads, drained by Sync
   TrackerStats stats_;

@@ -93,10 +93,10 @@ class UffdWpTracker final : public DirtyTracker {
   DirtySet live_ ABSL_GUARDED_BY(mu_);  // marked by the handler, harvested by Sync
 
   // Owned by the controlling thread (the handler never reads them).
-  std::vector<RamBlock> blocks_;  // sorted by start
+  std::vector<RamBlock> blocks_;   // sorted by start
   std::vector<BlockState> state_;  // parallel to blocks_
   uint64_t epoch_ = 0;             // gate seq at the end of the last Sync (or construction)
-  LayoutCheck layout_;  // maps read once per gate hold
+  LayoutCheck layout_;             // maps read once per gate hold
   DirtySet result_;
   TrackerStats stats_;
   std::atomic<uint64_t> faults_{0};

@@ -471,7 +471,7 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
     last_stop_failure_ = "the memory layout changed while parking";
     return absl::OkStatus();  // the layout is re-read by the next attempt
   }
-  absl::StatusOr<const DirtySet*> set = tracker_->Sync();
+  absl::StatusOr<const DirtySet*> set = tracker_->SyncFinal();
   if (!set.ok()) {
     freezer_->Unpark();
     parked_ = false;

@@ -56,6 +56,11 @@ TEST_CASE("mprotect tracker: add and remove blocks") {
   RunBlockBookkeeping(kKind);
 }
 
+TEST_CASE("mprotect tracker: the final sync, then a failed stop") {
+  RequireBackend(kKind);
+  RunFinalSync(kKind);
+}
+
 }  // namespace
 }  // namespace procmig::testing
 

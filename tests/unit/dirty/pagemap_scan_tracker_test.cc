@@ -51,5 +51,10 @@ TEST_CASE("pagemap_scan tracker: add and remove blocks") {
   RunBlockBookkeeping(kKind);
 }
 
+TEST_CASE("pagemap_scan tracker: the final sync, then a failed stop") {
+  RequireBackend(kKind);
+  RunFinalSync(kKind);
+}
+
 }  // namespace
 }  // namespace procmig::testing

@@ -439,4 +439,40 @@ void RunBlockBookkeeping(TrackerKind kind) {
   Print(kind, "add/remove blocks", totals);
 }
 
+void RunFinalSync(TrackerKind kind) {
+  const size_t pages = 300;
+  Region r(pages * Page());
+  for (size_t p = 0; p < pages; ++p) r.base()[p * Page()] = 1;
+  RamBlock block = MakeBlock(40, r.base(), r.len());
+  Truth t(block);
+  auto tracker = Started(kind, std::span<const RamBlock>(&block, 1));
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+  std::vector<size_t> first = {0, 7, 8, 150, 299};
+  for (size_t p : first) t.Write(p, 2);
+  absl::StatusOr<const DirtySet*> final_set = tracker->SyncFinal();
+  REQUIRE_OK(final_set.status());
+  const DirtyBlock* fb = (*final_set)->Find(40);
+  REQUIRE(fb != nullptr);
+  // Exactly the written pages (no backend here reports more after a quiet reset).
+  for (size_t p = 0; p < pages; ++p) {
+    INFO("final sync page ", p);
+    CHECK(fb->pages.Test(p) == (t.written[p] != 0));
+  }
+  for (size_t p = 0; p < pages; ++p) t.written[p] = 0;
+  // The stop failed: the program writes more; the next Sync misses neither these pages nor,
+  // where SyncFinal did not re-arm, writes to the first ones after it.
+  std::vector<size_t> second = {1, 8, 200};
+  for (size_t p : second) t.Write(p, 3);
+  t.Write(150, 4);  // written again after the final sync
+  Check(SyncOk(*tracker), {&t}, totals, "after final", 1);
+  // Re-armed now: a quiet period reports nothing.
+  const DirtySet& quiet = SyncOk(*tracker);
+  const DirtyBlock* qb = quiet.Find(40);
+  REQUIRE(qb != nullptr);
+  CHECK(qb->pages.Count() == 0);
+  REQUIRE_OK(tracker->Stop());
+  Print(kind, "final sync (then a failed stop's writes)", totals);
+}
+
 }  // namespace procmig::testing

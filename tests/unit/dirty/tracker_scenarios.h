@@ -33,6 +33,9 @@ void RunConcurrentWriters(TrackerKind kind);
 void RunKernelWrite(TrackerKind kind);
 // Add/Remove bookkeeping: removed blocks are no longer reported, bad ids and overlaps fail.
 void RunBlockBookkeeping(TrackerKind kind);
+// SyncFinal reports exactly what was written; pages it did not re-arm come back at the next
+// Sync (never lost), and a Sync after that with no writes reports nothing.
+void RunFinalSync(TrackerKind kind);
 
 }  // namespace procmig::testing
 

@@ -51,5 +51,10 @@ TEST_CASE("uffd_wp tracker: add and remove blocks") {
   RunBlockBookkeeping(kKind);
 }
 
+TEST_CASE("uffd_wp tracker: the final sync, then a failed stop") {
+  RequireBackend(kKind);
+  RunFinalSync(kKind);
+}
+
 }  // namespace
 }  // namespace procmig::testing
