@@ -5,8 +5,9 @@
 namespace procmig {
 
 void ConvergencePolicy::ThrottleStep() {
-  throttle_ = throttle_ == 0 ? std::min(config_.throttle_initial, config_.throttle_max)
-                             : std::min(config_.throttle_max, throttle_ + config_.throttle_increment);
+  throttle_ = throttle_ == 0
+                  ? std::min(config_.throttle_initial, config_.throttle_max)
+                  : std::min(config_.throttle_max, throttle_ + config_.throttle_increment);
 }
 
 ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_t remaining_bytes) {
@@ -24,8 +25,13 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
     d.expected_downtime_ms = remaining_bytes == 0 ? 0 : UINT64_MAX;
   }
   if (f.iteration >= config_.max_iterations) forcing_ = true;
-  if (remaining_bytes == 0 ||
-      (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms)) {
+  const bool fits = remaining_bytes == 0 ||
+                    (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms);
+  const uint64_t goal = std::min(config_.downtime_goal_ms, config_.downtime_limit_ms);
+  const bool converging = have_previous_ && remaining_bytes <= previous_remaining_ / 2;
+  previous_remaining_ = remaining_bytes;
+  have_previous_ = true;
+  if (fits && !(converging && d.expected_downtime_ms > goal)) {
     d.stop = true;
   } else if (f.iteration >= config_.max_iterations) {
     d.stop = true;

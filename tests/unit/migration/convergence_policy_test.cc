@@ -21,6 +21,37 @@ TEST_CASE("stops when the remaining bytes fit the downtime limit at the measured
   CHECK_FALSE(d.iteration_budget);
 }
 
+TEST_CASE("a fit above the goal waits while iterations still halve the rest") {
+  ConvergencePolicy p({.downtime_limit_ms = 300, .max_iterations = 30, .auto_converge = false});
+  // The bulk stage: 1000 MB in 10 s = 100 MB/s.
+  ConvergenceDecision d = p.Update({0, 1'000'000'000, 0, 10 * kSec}, 1'000'000'000);
+  CHECK_FALSE(d.stop);
+  // 16 MB left = 160 ms: fits the limit, but the rest more than halved and 160 > 20 ms.
+  d = p.Update({1, 100'000'000, 16'000'000, kSec}, 16'000'000);
+  CHECK(d.expected_downtime_ms == 160);
+  CHECK_FALSE(d.stop);
+  // 8 MB = 80 ms: halved again, still above the goal: once more.
+  d = p.Update({2, 100'000'000, 8'000'000, kSec}, 8'000'000);
+  CHECK_FALSE(d.stop);
+  // 5 MB = 50 ms: no longer halving: stop at this fit.
+  d = p.Update({3, 100'000'000, 5'000'000, kSec}, 5'000'000);
+  CHECK(d.expected_downtime_ms == 50);
+  CHECK(d.stop);
+  CHECK_FALSE(d.forced);
+  // Halving all the way down: the stop comes once the goal is met.
+  ConvergencePolicy q({.downtime_limit_ms = 300, .max_iterations = 30, .auto_converge = false});
+  q.Update({0, 1'000'000'000, 0, 10 * kSec}, 1'000'000'000);
+  CHECK_FALSE(q.Update({1, 100'000'000, 4'000'000, kSec}, 4'000'000).stop);  // 40 ms
+  d = q.Update({2, 100'000'000, 2'000'000, kSec}, 2'000'000);                // 20 ms
+  CHECK(d.expected_downtime_ms == 20);
+  CHECK(d.stop);
+  // A limit below the goal is the goal.
+  ConvergencePolicy r({.downtime_limit_ms = 10, .max_iterations = 30, .auto_converge = false});
+  r.Update({0, 1'000'000'000, 0, 10 * kSec}, 1'000'000'000);
+  d = r.Update({1, 100'000'000, 1'000'000, kSec}, 1'000'000);  // 10 ms, halved: fits the goal
+  CHECK(d.stop);
+}
+
 TEST_CASE("nothing left stops even without a bandwidth measurement") {
   ConvergencePolicy p({});
   ConvergenceDecision d = p.Update({1, 0, 0, 0}, 0);
@@ -99,11 +130,11 @@ TEST_CASE("auto-converge also counts an iteration that decides to stop") {
   ConvergenceDecision d = p.Update({1, 12'500'000, 10'000'000, kSec}, 5'000'000);
   CHECK_FALSE(d.stop);
   CHECK(d.throttle_percent == 0);
-  // Second high period in a row; this one fits the limit, and still throttles (the stop may be
-  // abandoned, and the program must not run on unthrottled).
-  d = p.Update({2, 12'500'000, 10'000'000, kSec}, 2'500'000);
+  // Second high period in a row; this one fits the limit (and did not halve the rest), and still
+  // throttles (the stop may be abandoned, and the program must not run on unthrottled).
+  d = p.Update({2, 12'500'000, 10'000'000, kSec}, 3'000'000);
   CHECK(d.stop);
-  CHECK(d.expected_downtime_ms == 200);
+  CHECK(d.expected_downtime_ms == 240);
   CHECK(d.throttle_percent == 20);
 }
 
