@@ -1,8 +1,11 @@
 #include "codec/page_cache.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
-#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -33,23 +36,30 @@ absl::StatusOr<std::unique_ptr<PageCache>> PageCache::Create(const PageCacheConf
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   const size_t num_sets = config.capacity_bytes / config.page_size / config.ways;
   const size_t num_slots = num_sets * config.ways;
-  // Value-initialised slots are all unused; the page data is deliberately not initialised.
-  std::unique_ptr<Slot[]> slots(new (std::nothrow) Slot[num_slots]());
-  std::unique_ptr<uint8_t[]> data(new (std::nothrow) uint8_t[num_slots * config.page_size]);
-  if (!slots || !data) {
-    return absl::ResourceExhaustedError(absl::StrCat("page cache create: cannot allocate ",
-                                                     num_slots, " pages of ", config.page_size,
-                                                     " bytes"));
+  // One anonymous mapping: zero-filled slots (all unused), then the page data, page-aligned.
+  const size_t align = std::max<size_t>(config.page_size, 4096);
+  const size_t slot_bytes = (num_slots * sizeof(Slot) + align - 1) / align * align;
+  const size_t bytes = slot_bytes + num_slots * config.page_size;
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat("page cache create: cannot map ", num_slots,
+                                                     " pages of ", config.page_size,
+                                                     " bytes: ", strerror(errno)));
   }
-  return std::unique_ptr<PageCache>(
-      new PageCache(config, num_sets, std::move(slots), std::move(data)));
+  return std::unique_ptr<PageCache>(new PageCache(config, num_sets, m, bytes));
 }
 
-PageCache::PageCache(const PageCacheConfig& config, size_t num_sets, std::unique_ptr<Slot[]> slots,
-                     std::unique_ptr<uint8_t[]> data)
-    : config_(config), num_sets_(num_sets), slots_(std::move(slots)), data_(std::move(data)) {}
+PageCache::PageCache(const PageCacheConfig& config, size_t num_sets, void* mapping,
+                     size_t mapping_bytes)
+    : config_(config),
+      num_sets_(num_sets),
+      mapping_(mapping),
+      mapping_bytes_(mapping_bytes),
+      slots_(static_cast<Slot*>(mapping)),
+      data_(static_cast<uint8_t*>(mapping) + mapping_bytes -
+            num_sets * config.ways * config.page_size) {}
 
-PageCache::~PageCache() = default;
+PageCache::~PageCache() { munmap(mapping_, mapping_bytes_); }
 
 size_t PageCache::SetOf(uint32_t block, uint64_t page) const {
   // Consecutive pages of a block land in consecutive sets (like QEMU's address modulo), and each

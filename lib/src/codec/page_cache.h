@@ -11,8 +11,9 @@
 // The cache must hold exactly what the receiver holds: encode from a private copy of the page
 // (as QEMU does), and after sending store that copy, not the live page, which may have changed.
 //
-// All memory (slot table and page data) is allocated once, by Create(); nothing allocates after.
-// The page data is left uninitialised so untouched slots cost no RSS. NOT thread-safe: the cache
+// All memory (slot table and page data) is one private mapping made by Create(), so a sender can
+// keep it out of the memory it migrates (memory_range()); nothing allocates after. Untouched
+// slots cost no RSS. NOT thread-safe: the cache
 // is owned by the sender thread, which is the only caller of every method.
 #ifndef PROCMIG_CODEC_PAGE_CACHE_H_
 #define PROCMIG_CODEC_PAGE_CACHE_H_
@@ -20,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -71,6 +73,11 @@ class PageCache {
   size_t page_size() const { return config_.page_size; }
   size_t capacity_pages() const { return num_sets_ * config_.ways; }
   size_t size_pages() const { return used_; }
+  // [begin, end) of the cache's one mapping (slots and page data), page-aligned.
+  std::pair<uintptr_t, uintptr_t> memory_range() const {
+    auto b = reinterpret_cast<uintptr_t>(mapping_);
+    return {b, b + mapping_bytes_};
+  }
 
  private:
   struct Slot {
@@ -80,16 +87,17 @@ class PageCache {
     bool used;
   };
 
-  PageCache(const PageCacheConfig& config, size_t num_sets, std::unique_ptr<Slot[]> slots,
-            std::unique_ptr<uint8_t[]> data);
+  PageCache(const PageCacheConfig& config, size_t num_sets, void* mapping, size_t mapping_bytes);
   size_t SetOf(uint32_t block, uint64_t page) const;
-  uint8_t* DataOf(size_t slot) const { return data_.get() + slot * config_.page_size; }
+  uint8_t* DataOf(size_t slot) const { return data_ + slot * config_.page_size; }
 
   // Immutable after construction.
   const PageCacheConfig config_;
   const size_t num_sets_;
-  const std::unique_ptr<Slot[]> slots_;
-  const std::unique_ptr<uint8_t[]> data_;
+  void* const mapping_;
+  const size_t mapping_bytes_;
+  Slot* const slots_;    // at the start of the mapping (zero-filled: every slot unused)
+  uint8_t* const data_;  // page-aligned, after the slots
 
   // Mutated only by the owning (sender) thread.
   size_t used_ = 0;

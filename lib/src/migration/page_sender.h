@@ -62,7 +62,7 @@ struct PageSenderCounters {
   uint64_t xbzrle_overflows = 0;
   uint64_t compressed_pages = 0;  // sent as zlib
   uint64_t compressed_bytes = 0;  // their zlib streams' bytes
-  uint64_t pages = 0;  // all pages sent, any encoding
+  uint64_t pages = 0;             // all pages sent, any encoding
 };
 
 class PageSender {
@@ -127,6 +127,11 @@ class PageSender {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
     return {b, b + stage_size_};
   }
+  // The XBZRLE page cache's memory ({0, 0} without XBZRLE): like the staging area, it changes
+  // with every page sent and must not be migrated itself.
+  std::pair<uintptr_t, uintptr_t> cache_range() const {
+    return cache_ ? cache_->memory_range() : std::pair<uintptr_t, uintptr_t>{0, 0};
+  }
 
  private:
   PageSender(const PageSenderConfig& config, std::span<Channel* const> channels,
@@ -161,18 +166,18 @@ class PageSender {
   const uint32_t zero_crc_;
   std::vector<Channel*> channels_;
   std::vector<std::unique_ptr<wire::StreamWriter>> writers_;  // [0] carries the records
-  uint64_t wire_iteration_ = 0;  // the next marker's number (barriers count too)
-  bool spread_ = false;          // pages on channels > 0 since the last marker
+  uint64_t wire_iteration_ = 0;                 // the next marker's number (barriers count too)
+  bool spread_ = false;                         // pages on channels > 0 since the last marker
   std::unique_ptr<wire::PageEntry[]> entries_;  // kMaxPagesPerRun
   std::unique_ptr<uint8_t[]> stage_;            // xbzrle: page copies and deltas of one batch
   size_t stage_size_ = 0;
   size_t stage_used_ = 0;
   std::unique_ptr<PageCache> cache_;
-  std::unique_ptr<CompressPool> pool_;         // live runs
-  std::unique_ptr<ZlibCompressor> inline_z_;   // the frozen copy
-  std::unique_ptr<uint8_t[]> z_scratch_;       // inline_z_'s output
+  std::unique_ptr<CompressPool> pool_;        // live runs
+  std::unique_ptr<ZlibCompressor> inline_z_;  // the frozen copy
+  std::unique_ptr<uint8_t[]> z_scratch_;      // inline_z_'s output
   size_t z_scratch_size_ = 0;
-  std::unique_ptr<uint32_t[]> z_index_;        // entries of a run handed to the pool
+  std::unique_ptr<uint32_t[]> z_index_;  // entries of a run handed to the pool
   RateLimiter limiter_;
   bool rate_limited_ = true;
   std::function<absl::Status()> after_flush_;

@@ -174,6 +174,11 @@ absl::Status Sender::Setup() {
   // The staging area changes at every batch: sending it would only slow convergence.
   auto [stage_begin, stage_end] = pages_->staging_range();
   registry_.AddExcluded({stage_begin, stage_end});
+  // So does the XBZRLE cache (64 MiB by default): migrated, it was dirtied as fast as pages were
+  // sent, and the migration never converged.
+  if (auto [cache_begin, cache_end] = pages_->cache_range(); cache_end > cache_begin) {
+    registry_.AddExcluded({cache_begin, cache_end});
+  }
   ASSIGN_OR_RETURN(Layout layout, layout_->Read());
   layout_fingerprint_ = layout.fingerprint;
   (void)registry_.Update(layout.regions);
