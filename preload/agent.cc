@@ -67,6 +67,14 @@ bool RuntimeDir(char* dir, size_t cap) {
 }
 
 void* AgentThread(void*) {
+  // Every signal stays blocked but the faults: with the mprotect tracker a write of the agent's
+  // to a tracked page (its own TLS at the top of this stack, its malloc arena) is a SIGSEGV the
+  // tracker's handler resolves; blocked, the kernel would kill the whole program instead.
+  sigset_t faults;
+  sigemptyset(&faults);
+  sigaddset(&faults, SIGSEGV);
+  sigaddset(&faults, SIGBUS);
+  Real().pthread_sigmask(SIG_UNBLOCK, &faults, nullptr);
   g_ctx.agent_tid = static_cast<pid_t>(syscall(SYS_gettid));
   g_ctx.freezer->SetAgentTid(g_ctx.agent_tid);
   // glibc keeps the descriptor and static TLS of a thread at the top of the stack it is given.
@@ -85,8 +93,8 @@ void* AgentThread(void*) {
     t.migrated_from = frame;
     g_ctx.stack_size = frame - t.stack;
   }
-  Log("agent thread %d serving %s (park signal %d, restart %u)", g_ctx.agent_tid,
-      g_ctx.socket_path, ParkSignal(), AgentRestarts());
+  Log("agent thread %d serving %s (park signal %d, restart %u)", g_ctx.agent_tid, g_ctx.socket_path,
+      ParkSignal(), AgentRestarts());
   ServeControl(&g_ctx);
   return nullptr;
 }

@@ -238,6 +238,7 @@ class SourceImpl : public MigrationSource {
 
     TrackerConfig tcfg;
     tcfg.layout_gate = setup_.layout_gate;
+    tcfg.whole_process = true;
     if (o.tracker != "auto") {
       ASSIGN_OR_RETURN(TrackerKind k, ParseTrackerKind(o.tracker));
       tcfg.forced = k;

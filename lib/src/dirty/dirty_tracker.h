@@ -76,6 +76,12 @@ struct TrackerConfig {
   // register or protect ranges (pagemap-scan, uffd-wp, mprotect) lock it while they do, and every
   // backend receives the program's discards through it (see layout_gate.h).
   LayoutGate* layout_gate = nullptr;
+  // The tracker will cover the whole process's writable memory (the agent), not chosen regions.
+  // Then mprotect's probe fails: the kernel itself writes every thread's rseq area (in its TLS,
+  // i.e. in tracked memory), and a write-protected one kills the thread (SIGSEGV, SI_KERNEL)
+  // instead of reaching the tracker's handler; without rseq a program thread was still seen
+  // killed on a write fault (tracker_probe.cc). `full` is what remains after it.
+  bool whole_process = false;
 };
 
 // Counters for benchmarks and `procmig status`; updated without locks by the owner thread, and

@@ -13,6 +13,10 @@
 #include "dirty/soft_dirty_tracker.h"
 #include "dirty/uffd_wp_tracker.h"
 
+// glibc 2.35+: the size of the rseq area it registered for each thread (0: none). Weak, so an
+// older glibc links too.
+extern "C" const unsigned int __rseq_size __attribute__((weak));
+
 namespace procmig {
 namespace {
 
@@ -78,6 +82,18 @@ std::unique_ptr<DirtyTracker> MakeTracker(TrackerKind kind, const TrackerConfig&
 
 TrackerProbeResult ProbeTracker(TrackerKind kind, const TrackerConfig& config) {
   TrackerProbeResult result{kind, false, ""};
+  if (kind == TrackerKind::kMprotect && config.whole_process) {
+    // Seen here (mem_workload with a writer thread, --tracker mprotect): with rseq the thread
+    // whose rseq area was protected died with SIGSEGV SI_KERNEL; with rseq off
+    // (GLIBC_TUNABLES=glibc.pthread.rseq=0) the writer thread died on a write fault in a malloc
+    // arena's heap. Until both are understood and tested, no whole program is tracked this way.
+    result.reason = (&__rseq_size != nullptr && __rseq_size > 0)
+                        ? "not safe for a whole program: the kernel writes each thread's rseq "
+                          "area itself, and write-protected it kills the thread"
+                        : "not safe for a whole program yet: a thread writing to a protected "
+                          "malloc heap was seen killed instead of tracked";
+    return result;
+  }
   const size_t page_size = BasePageSize();
   const size_t len = kProbePages * page_size;
   void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -314,6 +314,34 @@ TEST_CASE("a receiver that never acks: after the ack timeout the program runs on
   CHECK(WEXITSTATUS(st) == 0);
 }
 
+TEST_CASE("the mprotect tracker is refused for a whole program, which runs on unharmed") {
+  Target t = Start();
+  Receiver rx;
+  rx.Start();
+  ControlMessage req = Migrate(rx.port, MigrationMode::kMigrate, false);
+  req.options.tracker = "mprotect";
+  std::vector<ControlMessage> replies = Control(t, req);
+  REQUIRE(!replies.empty());
+  CHECK(replies.back().verb == ControlVerb::kError);
+  INFO(replies.back().error_message);
+  CHECK(replies.back().error_message.find("forced backend mprotect failed its probe: not safe "
+                                          "for a whole program") != std::string::npos);
+  // Should the refusal have come before the sender connected, wake the receiver's accept.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(rx.port);
+  (void)connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  close(fd);
+  rx.thread.join();
+  std::string out;
+  int st = Finish(t, &out);
+  CHECK(out.rfind("PASS", 0) == 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+}
+
 TEST_CASE("checkpoints while threads churn mmap/munmap/mremap/mprotect/madvise all succeed") {
   Target t = Start(PROCMIG_CHURN_TARGET_PATH);  // "ready": the interposers' semantics held
   for (int round = 0; round < 3; ++round) {
