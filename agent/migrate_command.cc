@@ -149,11 +149,15 @@ int Drive(const char* cmd, int pid, const std::string& control, const MigrationO
       if (tty) {
         std::printf("\r\033[K%s", ProgressLine(m->stats).c_str());
         if (m->verb == ControlVerb::kDone) {
-          std::printf("\ndone: %s in %llu ms, downtime %llu ms (+ %llu ms waiting for the ack)\n",
-                      Human(m->stats.transferred_bytes).c_str(),
-                      static_cast<unsigned long long>(m->stats.total_ms),
-                      static_cast<unsigned long long>(m->stats.downtime_ms),
-                      static_cast<unsigned long long>(m->stats.ack_wait_ms));
+          const MigrationStats& s = m->stats;
+          std::printf(
+              "\ndone: %s in %llu ms, downtime %llu ms (park %.1f, final sync %.1f, last %llu "
+              "pages and the process state %.1f) + %llu ms waiting for the ack\n",
+              Human(s.transferred_bytes).c_str(), static_cast<unsigned long long>(s.total_ms),
+              static_cast<unsigned long long>(s.downtime_ms), s.park_us / 1000.0,
+              s.sync_us / 1000.0, static_cast<unsigned long long>(s.final_pages),
+              (s.spawn_us + s.final_send_us) / 1000.0,
+              static_cast<unsigned long long>(s.ack_wait_ms));
         }
       } else {
         std::printf("%s\n", StatsToJson(m->stats).c_str());

@@ -201,9 +201,9 @@ bool Exempt(int tid, std::span<const pid_t> exempt) {
 }  // namespace
 
 ParkFreezer* ParkFreezer::Create(pid_t agent_tid) {
-  // Again in a restored copy (agent_restart.cc): the old arena came back as zero-filled memory,
-  // which nothing uses; the old throttle must not carry over.
-  if (g_arena != nullptr) munmap(g_arena, g_arena_size);
+  // Again in a restored copy (agent_restart.cc): the old arena was not migrated (the process
+  // state leaves out the agent's own mappings), so whatever is mapped at its old address now is
+  // not ours to unmap: forget it. The old throttle must not carry over either.
   g = nullptr;
   g_arena = nullptr;
   g_throttle = 0;
