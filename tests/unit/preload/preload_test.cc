@@ -222,6 +222,18 @@ int Finish(Target& t, std::string* output) {
   return st;
 }
 
+// Lets the program finish and checks it ran on unharmed: its self-check printed PASS and it
+// exited 0. Returns what it printed.
+std::string ExpectPassed(Target& t) {
+  std::string out;
+  int st = Finish(t, &out);
+  INFO(out);
+  CHECK(out.rfind("PASS", 0) == 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  return out;
+}
+
 TEST_CASE("checkpoint --leave-running parks every thread and they all resume correctly") {
   Target t = Start();
   Receiver rx;
@@ -248,11 +260,7 @@ TEST_CASE("checkpoint --leave-running parks every thread and they all resume cor
   }
   CHECK(main_seen);
   CHECK(rx.state->pid == static_cast<uint32_t>(t.pid));
-  std::string out;
-  int st = Finish(t, &out);
-  CHECK(out.rfind("PASS", 0) == 0);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
+  ExpectPassed(t);
 }
 
 TEST_CASE("a migration ends the program with status 0 after the ack, with nothing more run") {
@@ -285,11 +293,7 @@ TEST_CASE("a receiver that closes before the ack leaves the program running unha
   rx.thread.join();
   REQUIRE(!replies.empty());
   CHECK(replies.back().verb == ControlVerb::kError);
-  std::string out;
-  int st = Finish(t, &out);
-  CHECK(out.rfind("PASS", 0) == 0);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
+  ExpectPassed(t);
 }
 
 TEST_CASE("a receiver that never acks: after the ack timeout the program runs on unharmed") {
@@ -307,11 +311,7 @@ TEST_CASE("a receiver that never acks: after the ack timeout the program runs on
   CHECK(replies.back().error_message.find("final phase: no report within 1500 ms, its channels "
                                           "aborted") != std::string::npos);
   CHECK(rx.state.has_value());  // it had everything but the ack
-  std::string out;
-  int st = Finish(t, &out);
-  CHECK(out.rfind("PASS", 0) == 0);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
+  ExpectPassed(t);
 }
 
 TEST_CASE("the mprotect tracker is refused for a whole program, which runs on unharmed") {
@@ -335,11 +335,7 @@ TEST_CASE("the mprotect tracker is refused for a whole program, which runs on un
   (void)connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   close(fd);
   rx.thread.join();
-  std::string out;
-  int st = Finish(t, &out);
-  CHECK(out.rfind("PASS", 0) == 0);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
+  ExpectPassed(t);
 }
 
 TEST_CASE("checkpoints while threads churn mmap/munmap/mremap/mprotect/madvise all succeed") {
@@ -356,13 +352,7 @@ TEST_CASE("checkpoints while threads churn mmap/munmap/mremap/mprotect/madvise a
     CHECK(rx.status.ok());
     CHECK(rx.state.has_value());
   }
-  std::string out;
-  int st = Finish(t, &out);
-  INFO(out);
-  CHECK(out.rfind("PASS", 0) == 0);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
-  MESSAGE("churn target: " << out);
+  MESSAGE("churn target: " << ExpectPassed(t));
 }
 
 TEST_CASE("a migration while threads churn mmap/munmap/mremap/mprotect/madvise succeeds") {
