@@ -37,9 +37,14 @@ void RamBlockRegistry::AddExcluded(AddressRange r) {
   r.start &= ~(page_size_ - 1);
   r.end = (r.end + page_size_ - 1) & ~(page_size_ - 1);
   if (r.end <= r.start) return;
-  excluded_.push_back(r);
-  std::sort(excluded_.begin(), excluded_.end(),
-            [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+  // The sender adds the crc tables of every block again whenever blocks are added or resized:
+  // a range already covered is not kept twice (each copy made every later call sort a longer
+  // list; a program churning its heap over a slow link had the agent sorting for minutes).
+  if (Excludes(r.start, r.end)) return;
+  auto at = std::upper_bound(
+      excluded_.begin(), excluded_.end(), r,
+      [](const AddressRange& a, const AddressRange& b) { return a.start < b.start; });
+  excluded_.insert(at, r);
 }
 
 bool RamBlockRegistry::Excludes(uintptr_t start, uintptr_t end) const {

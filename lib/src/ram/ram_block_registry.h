@@ -49,7 +49,9 @@ class RamBlockRegistry {
   // Replaces the block list with the candidates of `regions` and returns what changed.
   RegistryDiff Update(std::span<const MemoryRegion> regions);
 
+  // Adds a range to leave out of every block (nothing when it is already covered).
   void AddExcluded(AddressRange range);
+  size_t excluded_count() const { return excluded_.size(); }
   // True when the excluded ranges cover all of [start, end): memory that is entirely the agent's.
   bool Excludes(uintptr_t start, uintptr_t end) const;
   std::span<const RamBlock> blocks() const { return blocks_; }

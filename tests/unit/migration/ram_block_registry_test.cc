@@ -95,6 +95,31 @@ TEST_CASE("excludes: only a range the excluded ranges cover all of, across adjac
   CHECK_FALSE(reg.Excludes(0x30000, 0x31000));
 }
 
+TEST_CASE(
+    "excluded ranges added again (every block's crc table, at every layout change) are "
+    "kept once") {
+  RamBlockRegistry reg(4096, {});
+  for (int round = 0; round < 1000; ++round) {
+    for (uintptr_t t = 0; t < 50; ++t)
+      reg.AddExcluded({0x100000 + t * 0x3000, 0x101000 + t * 0x3000});
+  }
+  CHECK(reg.excluded_count() == 50);
+  reg.AddExcluded({0x100000, 0x100800});  // inside one: covered, rounded out to it
+  CHECK(reg.excluded_count() == 50);
+  reg.AddExcluded({0x101000, 0x102000});  // the hole after the first: new, sorted in
+  CHECK(reg.excluded_count() == 51);
+  CHECK(reg.Excludes(0x100000, 0x102000));
+  CHECK_FALSE(reg.Excludes(0x100000, 0x103000 + 0x1000));
+  // Blocks are cut around every one of them, in address order.
+  std::vector<MemoryRegion> regions = {
+      Region(0x100000, 0x100000 + 50 * 0x3000, true, RegionKind::kAnonymous)};
+  std::vector<RamBlock> blocks = reg.Candidates(regions);
+  REQUIRE(blocks.size() == 50);
+  CHECK(blocks[0].start == 0x102000);
+  CHECK(blocks[0].length == 0x1000);  // the added hole took the first page of the gap
+  CHECK(blocks[49].start == 0x100000 + 49 * 0x3000 + 0x1000);
+}
+
 TEST_CASE("on this process: a fresh mapping becomes a block, an excluded one does not") {
   void* p = mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   REQUIRE(p != MAP_FAILED);
