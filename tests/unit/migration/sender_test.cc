@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -64,7 +65,11 @@ class FakeLayout : public LayoutSource {
   std::vector<MemoryRegion> later;  // appear from the third Read() on
   std::atomic<uint32_t> generation{1};
   int reads = 0;
+  // Runs at every Read() (the sender reads the layout at the top of each iteration): a write
+  // the program surely made between two iterations, whatever the scheduler did with its thread.
+  std::function<void()> on_read;
   absl::StatusOr<Layout> Read() override {
+    if (on_read) on_read();
     if (++reads == 3) {
       regions.insert(regions.end(), later.begin(), later.end());
       generation++;
@@ -348,6 +353,11 @@ void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker,
   FakeLayout layout;
   layout.regions = {a.AsRegion(), b.AsRegion()};
   layout.later = {later.AsRegion()};
+  // Page 10 of a changes by one byte before every iteration: with every page resent (full
+  // tracker) it goes as an XBZRLE delta from the first iteration on, even on a machine too busy
+  // to run the writer thread.
+  uint8_t bump = 0;
+  layout.on_read = [&] { a.p[10 * kPage + 7] = ++bump; };
   FakeFreezer freezer({&a, &b, &later});
   TestReceiver rx;
   std::thread t([&] { rx.Run(rx_ch); });
