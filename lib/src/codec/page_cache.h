@@ -13,8 +13,8 @@
 //
 // All memory (slot table and page data) is one private mapping made by Create(), so a sender can
 // keep it out of the memory it migrates (memory_range()); nothing allocates after. Untouched
-// slots cost no RSS. NOT thread-safe: the cache
-// is owned by the sender thread, which is the only caller of every method.
+// slots cost no RSS. NOT thread-safe: the cache is owned by the sender thread, which is the only
+// caller of every method.
 #ifndef PROCMIG_CODEC_PAGE_CACHE_H_
 #define PROCMIG_CODEC_PAGE_CACHE_H_
 

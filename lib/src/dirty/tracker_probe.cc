@@ -1,6 +1,7 @@
 #include "dirty/tracker_probe.h"
 
 #include <sys/mman.h>
+#include <sys/rseq.h>
 
 #include <cstring>
 
@@ -12,10 +13,6 @@
 #include "dirty/pagemap_scan_tracker.h"
 #include "dirty/soft_dirty_tracker.h"
 #include "dirty/uffd_wp_tracker.h"
-
-// glibc 2.35+: the size of the rseq area it registered for each thread (0: none). Weak, so an
-// older glibc links too.
-extern "C" const unsigned int __rseq_size __attribute__((weak));
 
 namespace procmig {
 namespace {
@@ -87,7 +84,7 @@ TrackerProbeResult ProbeTracker(TrackerKind kind, const TrackerConfig& config) {
     // whose rseq area was protected died with SIGSEGV SI_KERNEL; with rseq off
     // (GLIBC_TUNABLES=glibc.pthread.rseq=0) the writer thread died on a write fault in a malloc
     // arena's heap. Until both are understood and tested, no whole program is tracked this way.
-    result.reason = (&__rseq_size != nullptr && __rseq_size > 0)
+    result.reason = __rseq_size > 0
                         ? "not safe for a whole program: the kernel writes each thread's rseq "
                           "area itself, and write-protected it kills the thread"
                         : "not safe for a whole program yet: a thread writing to a protected "

@@ -28,9 +28,8 @@ ConvergenceDecision ConvergencePolicy::Update(const IterationFigures& f, uint64_
   const bool fits = remaining_bytes == 0 ||
                     (bandwidth_ > 0 && d.expected_downtime_ms <= config_.downtime_limit_ms);
   const uint64_t goal = std::min(config_.downtime_goal_ms, config_.downtime_limit_ms);
-  const bool converging = have_previous_ && remaining_bytes <= previous_remaining_ / 2;
+  const bool converging = previous_remaining_ && remaining_bytes <= *previous_remaining_ / 2;
   previous_remaining_ = remaining_bytes;
-  have_previous_ = true;
   if (fits && !(converging && d.expected_downtime_ms > goal)) {
     d.stop = true;
   } else if (f.iteration >= config_.max_iterations) {

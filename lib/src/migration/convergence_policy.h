@@ -23,6 +23,7 @@
 #define PROCMIG_MIGRATION_CONVERGENCE_POLICY_H_
 
 #include <cstdint>
+#include <optional>
 
 namespace procmig {
 
@@ -78,8 +79,7 @@ class ConvergencePolicy {
   uint64_t bandwidth_ = 0;
   uint32_t throttle_ = 0;
   int dirty_high_count_ = 0;
-  uint64_t previous_remaining_ = 0;  // remaining_bytes of the previous Update
-  bool have_previous_ = false;
+  std::optional<uint64_t> previous_remaining_;  // remaining_bytes of the previous Update
   uint32_t abandoned_ = 0;
   bool forcing_ = false;
 };

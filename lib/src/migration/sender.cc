@@ -201,7 +201,7 @@ absl::Status Sender::Setup() {
   }
   RETURN_IF_ERROR(tracker_->Start(TrackedOf(registry_.blocks())));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
-  ExcludeCrcTables();
+  ExcludeCrcTables(registry_.blocks());
   RETURN_IF_ERROR(pages_->Flush());
   last_sync_ns_ = Now();  // the tracker's start is the first sync
   last_sync_bytes_ = pages_->counters().bytes_out;
@@ -281,7 +281,9 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
       full_send_.push_back(b.id);
     }
   }
-  if (!diff.resized.empty() || !diff.added.empty()) ExcludeCrcTables();
+  // Resized and added blocks got new crc tables.
+  ExcludeCrcTables(diff.resized);
+  ExcludeCrcTables(diff.added);
   std::sort(full_send_.begin(), full_send_.end());
   full_send_.erase(std::unique(full_send_.begin(), full_send_.end()), full_send_.end());
   return absl::OkStatus();
@@ -700,8 +702,8 @@ void Sender::ComputeDigestsInto() {
   }
 }
 
-void Sender::ExcludeCrcTables() {
-  for (const RamBlock& b : registry_.blocks()) {
+void Sender::ExcludeCrcTables(std::span<const RamBlock> blocks) {
+  for (const RamBlock& b : blocks) {
     auto [begin, end] = pages_->CrcTableRange(b.id);
     if (end > begin) registry_.AddExcluded({begin, end});
   }

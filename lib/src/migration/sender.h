@@ -191,8 +191,8 @@ class Sender {
   absl::Status ReadReverseRecord(Channel* ch, wire::RecordHeader* h);
   void CaptureSigactionsInto();
   void ComputeDigestsInto();
-  // Keeps the PageSender's per-block crc tables (agent memory) out of the RAM blocks.
-  void ExcludeCrcTables();
+  // Keeps the PageSender's crc tables of `blocks` (agent memory) out of the RAM blocks.
+  void ExcludeCrcTables(std::span<const RamBlock> blocks);
   absl::Status AfterFlush();
   void Publish(bool force);
   uint64_t Now() const;
@@ -222,10 +222,10 @@ class Sender {
   std::string check_bytes_;
   bool reverse_preamble_read_ = false;  // the verdict's reader took the reverse preamble
   std::vector<uint8_t> reverse_buf_;
-  // Written by the frozen copy (a forked process), read by the original after it: one shared
-  // page mapped at setup. CLOCK_MONOTONIC is the same clock in both processes.
+  // Written by the final phase's task (a forked copy with leave_running), read by the agent
+  // thread after it: one shared page mapped at setup. CLOCK_MONOTONIC is the same clock in both.
   struct FinalTimes {
-    uint64_t copy_start_ns;     // the copy's first instruction of the final phase
+    uint64_t copy_start_ns;     // FinalPhase() entered in that task
     uint64_t end_of_stream_ns;  // end of stream handed to the channel
     uint64_t ack_ns;            // the receiver's ack read
   };

@@ -37,9 +37,8 @@ void RamBlockRegistry::AddExcluded(AddressRange r) {
   r.start &= ~(page_size_ - 1);
   r.end = (r.end + page_size_ - 1) & ~(page_size_ - 1);
   if (r.end <= r.start) return;
-  // The sender adds the crc tables of every block again whenever blocks are added or resized:
-  // a range already covered is not kept twice (each copy made every later call sort a longer
-  // list; a program churning its heap over a slow link had the agent sorting for minutes).
+  // A range already covered adds nothing, and a new one is inserted in order: the list stays as
+  // long as the distinct ranges given, however often one is given again.
   if (Excludes(r.start, r.end)) return;
   auto at = std::upper_bound(
       excluded_.begin(), excluded_.end(), r,
