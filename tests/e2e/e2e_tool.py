@@ -10,6 +10,9 @@
         manifest's length, process state present) and, with --pattern, that the pattern_writer
         buffer [ADDR, ADDR+BYTES) in the image holds the pattern: page i holds (k + i) mod 256 for
         pages at or after the cursor and (k + 1 + i) mod 256 before it, at most one torn page.
+  e2e_tool.py maps-lost BEFORE AFTER   -> the file-backed lines of maps BEFORE whose pages AFTER
+        does not map from the same file at the same file offsets with the same permissions
+        ("range perms path", one per line; neighbours the kernel merged count as kept)
   e2e_tool.py self-test                 -> the pattern and manifest checks on synthetic images
 
 The manifest grammar is lib/src/migration/image_manifest.h's (version 1).
@@ -243,6 +246,37 @@ def check_image(root, pattern):
     print(msg)
 
 
+def parse_maps(text):
+    """/proc/PID/maps lines -> [(start, end, perms, offset, inode, path)], file-backed only."""
+    out = []
+    for line in text.splitlines():
+        f = line.split(None, 5)
+        if len(f) < 6 or not f[5].startswith("/"):
+            continue
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        out.append((lo, hi, f[1], int(f[2], 16), f[4], f[5]))
+    return out
+
+
+def maps_lost(before, after):
+    """The BEFORE file mappings some page of which AFTER does not map the same way."""
+    lost = []
+    for (lo, hi, perms, off, inode, path) in parse_maps(before):
+        addr = lo
+        for (alo, ahi, aperms, aoff, ainode, apath) in parse_maps(after):
+            if ahi <= addr or alo > addr:
+                continue
+            if (aperms, ainode, apath) != (perms, inode, path) or \
+                    aoff + (addr - alo) != off + (addr - lo):
+                break
+            addr = min(ahi, hi)
+            if addr == hi:
+                break
+        if addr != hi:
+            lost.append("%x-%x %s %s" % (lo, hi, perms, path))
+    return lost
+
+
 def self_test():
     page = 64
     pages = 40
@@ -292,7 +326,24 @@ def self_test():
     assert hole is None and got == bytes(mem)
     got, hole = img.read(base - 1, 2)
     assert got is None and hole == base - 1
-    print("self-test: pattern and image checks pass on good images and catch 5 corruptions")
+    before = ("1000-3000 r--p 00007000 fe:00 42 /lib/a.so\n"
+              "3000-4000 r--p 00009000 fe:00 42 /lib/a.so\n"
+              "4000-5000 rw-p 0000a000 fe:00 42 /lib/a.so\n"
+              "5000-6000 rw-p 00000000 00:00 0 \n"
+              "6000-7000 rw-p 00000000 fe:00 43 /lib/b.so\n")
+    merged = ("1000-4000 r--p 00007000 fe:00 42 /lib/a.so\n"
+              "4000-5000 rw-p 0000a000 fe:00 42 /lib/a.so\n"
+              "5000-7000 rw-p 00000000 00:00 0 \n")
+    assert maps_lost(before, before) == []
+    assert maps_lost(before, merged) == ["6000-7000 rw-p /lib/b.so"]
+    split = merged.replace("1000-4000 r--p 00007000", "1000-2000 r--p 00007000 fe:00 42 /lib/a.so\n"
+                           "2000-4000 r--p 00008000")
+    assert maps_lost(before, split) == ["6000-7000 rw-p /lib/b.so"]
+    shifted = merged.replace("1000-4000 r--p 00007000", "1000-4000 r--p 00006000")
+    assert maps_lost(before, shifted)[:2] == ["1000-3000 r--p /lib/a.so", "3000-4000 r--p /lib/a.so"]
+    holed = merged.replace("1000-4000 r--p", "1000-2000 r--p")
+    assert maps_lost(before, holed)[:2] == ["1000-3000 r--p /lib/a.so", "3000-4000 r--p /lib/a.so"]
+    print("self-test: pattern, image and maps checks pass on good input and catch 9 faults")
 
 
 def main():
@@ -311,6 +362,10 @@ def main():
         if len(sys.argv) > 3 and sys.argv[3] == "--pattern":
             pattern = sys.argv[4:7]
         check_image(sys.argv[2], pattern)
+    elif cmd == "maps-lost":
+        with open(sys.argv[2]) as b, open(sys.argv[3]) as a:
+            for line in maps_lost(b.read(), a.read()):
+                print(line)
     elif cmd == "self-test":
         self_test()
     else:

@@ -405,10 +405,11 @@ maps_diff() {
 }
 
 # maps_lost_files BEFORE AFTER: the file-backed VMAs of BEFORE ("range perms path", path
-# absolute) that AFTER does not show with the same range and path: the mappings a restore brought
-# back without their file identity (e.g. as anonymous memory). One line each.
+# absolute) some page of which AFTER does not map from the same file, offset and permissions: the
+# mappings a restore brought back without their file identity (e.g. as anonymous memory). Two
+# neighbours the kernel merged into one VMA count as kept. One line each.
 maps_lost_files() {
   awk '$6 ~ /^\// {print $1, $2, $6}' "$1" | sort >"$1.files"
   awk '$6 ~ /^\// {print $1, $2, $6}' "$2" | sort >"$2.files"
-  comm -23 "$1.files" "$2.files"
+  $TOOL maps-lost "$1" "$2"
 }

@@ -142,15 +142,22 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       premaps.Add(wanted);
       return true;
     };
+    // The library pages that arrive go straight into those mappings (FilePremaps::kept()).
+    so.receiver.premapped = [&](uint64_t start, uint64_t length) {
+      return premaps.Covers(start, length);
+    };
+    so.receiver.premap_stale = [&](uint64_t start, uint64_t length) {
+      premaps.MarkStale(start, length);
+    };
     so.deliver = [&](const ImageManifest& m, std::span<const BlockMemory* const> memory,
                      std::span<const uint8_t> process_state) -> absl::Status {
-      std::vector<uint64_t> addresses;
+      std::vector<BlockLocation> where;
       for (const BlockMemory* mem : memory) {
-        addresses.push_back(reinterpret_cast<uint64_t>(mem->bytes().data()));
+        where.push_back({reinterpret_cast<uint64_t>(mem->bytes().data()), mem->mirror() != 0});
       }
-      absl::StatusOr<RestoreResult> r =
-          StartRestore(process_state, m.blocks, addresses, options.restore, /*live=*/true,
-                       &verified, premaps.mapped());
+      const std::vector<PremappedFile> kept = premaps.kept();
+      absl::StatusOr<RestoreResult> r = StartRestore(
+          process_state, m.blocks, where, options.restore, /*live=*/true, &verified, kept);
       premaps.Clear();  // the restored process has its own; ours only take address space
       if (!r.ok()) {
         return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));

@@ -4,9 +4,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <vector>
-
 #include <cerrno>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -14,8 +13,8 @@
 #include "migration/block_memory.h"
 #include "migration/image_store.h"
 #include "migration/process_state.h"
-#include "restore_internal.h"
 #include "restore/restore_process.h"
+#include "restore_internal.h"
 
 namespace procmig {
 
@@ -34,7 +33,7 @@ struct TempBlock {
 
 absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
                                            std::span<const ImageBlock> blocks,
-                                           std::span<const uint64_t> addresses,
+                                           std::span<const BlockLocation> where,
                                            const RestoreOptions& options, bool live,
                                            const VerifiedFiles* verified,
                                            std::span<const PremappedFile> premapped) {
@@ -43,13 +42,15 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
     return absl::DataLossError(absl::StrCat("process state: ", state.status().message()));
   }
   std::vector<PlacedBlock> placed;
-  for (size_t i = 0; i < blocks.size() && i < addresses.size(); ++i) {
+  for (size_t i = 0; i < blocks.size() && i < where.size(); ++i) {
     const ImageBlock& b = blocks[i];
     if (b.digest == DigestState::kMismatch) {
       return absl::DataLossError(
           absl::StrCat("block ", b.id, " does not match the sender's digest"));
     }
-    if (b.length != 0) placed.push_back({b.id, b.start, b.length, addresses[i]});
+    if (b.length != 0) {
+      placed.push_back({b.id, b.start, b.length, where[i].address, where[i].mirrored});
+    }
   }
   RestoreProcessOptions o;
   o.pid_namespace = options.pid_namespace;
@@ -100,7 +101,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   ASSIGN_OR_RETURN(ImageManifest m, ImageStore::ReadManifest(dir));
   ASSIGN_OR_RETURN(std::vector<uint8_t> ps, ImageStore::ReadProcessState(dir, m));
   std::vector<TempBlock> temps(m.blocks.size());
-  std::vector<uint64_t> addresses(m.blocks.size(), 0);
+  std::vector<BlockLocation> where(m.blocks.size());
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     const ImageBlock& b = m.blocks[i];
     if (b.length == 0) continue;
@@ -117,11 +118,12 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
     if (!read.ok()) {
       return absl::Status(read.code(), absl::StrCat("restore ", dir, ": ", read.message()));
     }
-    addresses[i] = reinterpret_cast<uint64_t>(bytes);
+    where[i].address = reinterpret_cast<uint64_t>(bytes);
   }
-  absl::StatusOr<RestoreResult> r = StartRestore(ps, m.blocks, addresses, options, false);
+  absl::StatusOr<RestoreResult> r = StartRestore(ps, m.blocks, where, options, false);
   if (!r.ok()) {
-    return absl::Status(r.status().code(), absl::StrCat("restore ", dir, ": ", r.status().message()));
+    return absl::Status(r.status().code(),
+                        absl::StrCat("restore ", dir, ": ", r.status().message()));
   }
   return r;
 }
@@ -138,11 +140,12 @@ std::string RenderRestoreResult(const RestoreResult& r) {
       r.pid, r.host_pid, r.pid_namespace ? "new PID namespace" : "this PID namespace", r.threads,
       r.start_ms, r.clone_ms);
   if (r.pause_ms > 0) absl::StrAppendFormat(&s, "; program paused %.1f ms in all", r.pause_ms);
-  absl::StrAppendFormat(&s,
-                        "\n  restorer: fds %.1f, unmap %.1f, memory %.1f, state %.1f, threads %.1f, "
-                        "ready %.1f ms (entered %.1f ms after the start)",
-                        r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3], r.phase_ms[4],
-                        r.phase_ms[5], r.entry_ms);
+  absl::StrAppendFormat(
+      &s,
+      "\n  restorer: fds %.1f, unmap %.1f, memory %.1f, state %.1f, threads %.1f, "
+      "ready %.1f ms (entered %.1f ms after the start)",
+      r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3], r.phase_ms[4], r.phase_ms[5],
+      r.entry_ms);
   for (const std::string& w : r.warnings) absl::StrAppend(&s, "\n  warning: ", w);
   return s;
 }

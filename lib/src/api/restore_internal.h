@@ -14,13 +14,20 @@
 
 namespace procmig {
 
-// `addresses[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
+// Where one block's bytes are in this process; `mirrored`: also at its final address, in a
+// premapped mapping of its file (PlacedBlock::mirrored).
+struct BlockLocation {
+  uint64_t address = 0;
+  bool mirrored = false;
+};
+
+// `where[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
 // threads just now on this host, so the whole pause is reported too. `verified`: the files a
 // live receiver checked up front (null: all get the full check). `premapped`: file mappings it
 // made ahead at their final addresses.
 absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
                                            std::span<const ImageBlock> blocks,
-                                           std::span<const uint64_t> addresses,
+                                           std::span<const BlockLocation> where,
                                            const RestoreOptions& options, bool live,
                                            const VerifiedFiles* verified = nullptr,
                                            std::span<const PremappedFile> premapped = {});

@@ -15,6 +15,7 @@
 #ifndef PROCMIG_MIGRATION_BLOCK_MEMORY_H_
 #define PROCMIG_MIGRATION_BLOCK_MEMORY_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,14 @@ class BlockMemory {
   bool MaybeNonZero(uint64_t index) const;
   uint64_t CountMaybeNonZero() const;
 
+  // A second home for the block's pages during a live restore: the receiver's own mapping of the
+  // block's file, made ahead at the block's final address (restore/file_premaps.h). While set,
+  // the receiver writes every page it applies there too, so a restorer that keeps that mapping
+  // has nothing to copy. 0: none. Dropped (for good) when a write there failed.
+  void set_mirror(uint64_t address) { mirror_.store(address, std::memory_order_relaxed); }
+  uint64_t mirror() const { return mirror_.load(std::memory_order_relaxed); }
+  void DropMirror() { mirror_.store(0, std::memory_order_relaxed); }
+
   uint64_t length() const { return length_; }
   uint64_t page_count() const { return length_ / page_size_; }
   uint32_t page_size() const { return page_size_; }
@@ -86,6 +95,7 @@ class BlockMemory {
   const uint32_t page_size_;
   std::vector<uint64_t> nonzero_;  // one bit per page; accessed through std::atomic_ref
   std::vector<uint32_t> crcs_;     // one per page; each written by one thread at a time
+  std::atomic<uint64_t> mirror_{0};
 };
 
 }  // namespace procmig

@@ -1,5 +1,8 @@
 #include "migration/receiver.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -245,9 +248,9 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
   // Received at the final address where a restorer moves the block into place (when free here).
-  ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
-                   BlockMemory::Create(b.length, page_size_.load(),
-                                       RestorerCopiesBlock(b.flags) ? 0 : b.start));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<BlockMemory> mem,
+      BlockMemory::Create(b.length, page_size_.load(), RestorerCopiesBlock(b.flags) ? 0 : b.start));
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
     BlockEntry& e = blocks_[b.block_id];
@@ -256,6 +259,7 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     e.start = b.start;
     e.name = std::string(b.name);
     e.memory = std::move(mem);
+    StartMirror(e);
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -269,7 +273,11 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
 absl::Status Receiver::ApplyBlockRemove(const wire::BlockRemove& b) {
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
-    blocks_.erase(b.block_id);
+    auto it = blocks_.find(b.block_id);
+    if (it != blocks_.end()) {
+      StopMirror(it->second);
+      blocks_.erase(it);
+    }
   }
   std::lock_guard<std::mutex> l(mu_);
   absl::erase_if(torn_, [&](const auto& k) { return k.first == b.block_id; });
@@ -286,6 +294,7 @@ absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
       return absl::InternalError(absl::StrCat("resize of unknown block ", r.block_id));
     }
     old_pages = it->second.memory->page_count();
+    StopMirror(it->second);
     RETURN_IF_ERROR(it->second.memory->Resize(r.new_length));
   }
   {
@@ -391,9 +400,40 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
   }
   // Raw pages were checked against this crc when decoded, xbzrle and zlib ones just above.
   if (e.encoding != wire::PageEncoding::kZero) m.SetPageCrc(page, e.page_crc);
+  if (m.mirror() != 0) MirrorPage(m, page);
   ++c.stats.pages;
   if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
   return absl::OkStatus();
+}
+
+void Receiver::StartMirror(BlockEntry& e) {
+  if (!options_.premapped || !options_.premap_stale || !RestorerCopiesBlock(e.flags)) return;
+  const auto kind =
+      static_cast<wire::BlockKind>((e.flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
+  if (kind != wire::BlockKind::kFilePrivate) return;
+  if (!options_.premapped(e.start, e.memory->length())) return;
+  if (!self_mem_.valid()) {
+    self_mem_ = UniqueFd(open("/proc/self/mem", O_RDWR | O_CLOEXEC));
+    if (!self_mem_.valid()) return;  // the restorer copies the block, as without a premap
+  }
+  e.memory->set_mirror(e.start);
+  e.mirrored = true;
+}
+
+void Receiver::StopMirror(BlockEntry& e) {
+  if (!e.mirrored) return;
+  e.memory->DropMirror();
+  e.mirrored = false;
+  options_.premap_stale(e.start, e.memory->length());
+}
+
+void Receiver::MirrorPage(BlockMemory& m, uint64_t page) {
+  const uint32_t ps = m.page_size();
+  const uint64_t at = m.mirror() + page * ps;
+  ssize_t n = pwrite(self_mem_.get(), m.page(page), ps, static_cast<off_t>(at));
+  // Failed (a kernel that refuses forced writes through /proc/PID/mem): the restorer copies the
+  // whole block over the mapping instead, so the pages written so far do not matter.
+  if (n != static_cast<ssize_t>(ps)) m.DropMirror();
 }
 
 void Receiver::NoteTorn(uint32_t block, uint64_t page, bool torn) {

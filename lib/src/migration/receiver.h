@@ -61,6 +61,7 @@
 #include "migration/block_populator.h"
 #include "migration/image_manifest.h"
 #include "transport/channel.h"
+#include "transport/unique_fd.h"
 #include "wire/stream_reader.h"
 #include "wire/stream_writer.h"
 
@@ -100,6 +101,15 @@ struct ReceiverOptions {
   // for a restore here, false = accepted unchecked; an error refuses the session (the sender
   // gets it as an error record, before it sends any memory). Empty: accepted unchecked.
   std::function<absl::StatusOr<bool>(std::span<const uint8_t> restore_check)> check_restore;
+  // Live restore: file mappings the caller made ahead at their final addresses
+  // (restore/file_premaps.h). `premapped(start, length)` says whether one covers that range; a
+  // block the restorer would copy into its file mapping (RestorerCopiesBlock) that lies in one
+  // gets every applied page written there too (BlockMemory::mirror), through /proc/self/mem,
+  // which writes read-only private mappings as a debugger does. `premap_stale(start, length)`:
+  // such a block was removed or resized, so the mapping holds bytes no block vouches for any
+  // more and must not be kept. Either empty: no mirroring.
+  std::function<bool(uint64_t start, uint64_t length)> premapped;
+  std::function<void(uint64_t start, uint64_t length)> premap_stale;
 };
 
 class Receiver {
@@ -146,6 +156,7 @@ class Receiver {
     uint64_t start = 0;
     std::string name;
     std::unique_ptr<BlockMemory> memory;
+    bool mirrored = false;  // its pages went to a premapped file mapping at some point
   };
   struct ChannelState;
 
@@ -162,6 +173,12 @@ class Receiver {
   absl::Status Barrier(size_t index, uint64_t iteration);
   absl::Status SendReverse(const std::function<absl::Status(wire::StreamWriter&)>& add);
   void NoteTorn(uint32_t block, uint64_t page, bool torn);
+  // Starts mirroring a new block when options_.premapped covers it (main channel thread).
+  void StartMirror(BlockEntry& e);
+  // The block's premapped mapping no longer matches it (removed, resized).
+  void StopMirror(BlockEntry& e);
+  // Copies the applied page to the block's mirror; a failed write drops the mirror.
+  void MirrorPage(BlockMemory& m, uint64_t page);
   absl::Status FailedStatus() const;
   void StopPopulate();
   // The populator's step: faults in one piece of a block, under the block lock (shared).
@@ -190,6 +207,10 @@ class Receiver {
 
   mutable std::shared_mutex blocks_mu_;
   std::map<uint32_t, BlockEntry> blocks_ ABSL_GUARDED_BY(blocks_mu_);
+
+  // /proc/self/mem, opened by the main channel's thread for the first mirrored block (before any
+  // page of it is applied), then only written with pwrite.
+  UniqueFd self_mem_;
 
   // Owned by channel 0's thread until the session completes.
   std::vector<uint8_t> process_state_;

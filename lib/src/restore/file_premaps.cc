@@ -11,12 +11,35 @@ FilePremaps::~FilePremaps() { Clear(); }
 void FilePremaps::Clear() {
   for (const PremappedFile& p : mapped_) munmap(reinterpret_cast<void*>(p.start), p.end - p.start);
   mapped_.clear();
+  stale_.clear();
+}
+
+bool FilePremaps::Covers(uint64_t start, uint64_t length) const {
+  for (const PremappedFile& p : mapped_) {
+    if (p.start <= start && start + length <= p.end && start + length > start) return true;
+  }
+  return false;
+}
+
+void FilePremaps::MarkStale(uint64_t start, uint64_t length) {
+  for (size_t i = 0; i < mapped_.size(); ++i) {
+    if (mapped_[i].start < start + length && start < mapped_[i].end) stale_[i] = true;
+  }
+}
+
+std::vector<PremappedFile> FilePremaps::kept() const {
+  std::vector<PremappedFile> out;
+  for (size_t i = 0; i < mapped_.size(); ++i) {
+    if (!stale_[i]) out.push_back(mapped_[i]);
+  }
+  return out;
 }
 
 size_t FilePremaps::Add(std::span<const PremappedFile> wanted) {
   size_t added = 0;
   int fd = -1;
-  const std::string* fd_path = nullptr;  // the file `fd` is open on (library segments come in a row)
+  const std::string* fd_path =
+      nullptr;  // the file `fd` is open on (library segments come in a row)
   int fd_flags = 0;
   for (const PremappedFile& w : wanted) {
     if (w.path.empty() || w.path[0] != '/' || w.end <= w.start || w.start % 4096 != 0 ||
@@ -40,6 +63,7 @@ size_t FilePremaps::Add(std::span<const PremappedFile> wanted) {
       continue;
     }
     mapped_.push_back(w);
+    stale_.push_back(false);
     ++added;
   }
   if (fd >= 0) close(fd);

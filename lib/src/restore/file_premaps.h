@@ -4,6 +4,11 @@
 // segments again while the program is paused. The restored process, a copy of the receiver,
 // inherits them; the receiver's own copies are unmapped when this object goes.
 //
+// The receiver may also write the pages of the blocks it receives for these mappings (a library's
+// .data and RELRO pages) straight into them (ReceiverOptions::premapped), so the restorer keeps
+// them as they are. A mapping written by a block that then went away (or changed size) holds bytes
+// nothing vouches for: MarkStale() takes it out of kept(), and the restorer maps it anew.
+//
 // Threads: one owner.
 #ifndef PROCMIG_RESTORE_FILE_PREMAPS_H_
 #define PROCMIG_RESTORE_FILE_PREMAPS_H_
@@ -30,10 +35,18 @@ class FilePremaps {
   // Unmaps every premap.
   void Clear();
 
+  // Whether one premap covers all of [start, start + length).
+  bool Covers(uint64_t start, uint64_t length) const;
+  // Every premap overlapping [start, start + length) must not be kept.
+  void MarkStale(uint64_t start, uint64_t length);
+
   std::span<const PremappedFile> mapped() const { return mapped_; }
+  // The premaps a restorer may keep: mapped() but the stale ones.
+  std::vector<PremappedFile> kept() const;
 
  private:
   std::vector<PremappedFile> mapped_;
+  std::vector<bool> stale_;  // per mapped_ entry
 };
 
 }  // namespace procmig

@@ -60,9 +60,8 @@ struct Interval {
 // The highest gap of `bytes` (plus a guard page each side) between kLowest and the task top that
 // overlaps none of `used`.
 absl::StatusOr<uint64_t> FindGap(std::vector<Interval> used, uint64_t bytes) {
-  std::sort(used.begin(), used.end(), [](const Interval& a, const Interval& b) {
-    return a.start < b.start;
-  });
+  std::sort(used.begin(), used.end(),
+            [](const Interval& a, const Interval& b) { return a.start < b.start; });
   uint64_t ceiling = kRestoreTaskTop - 64 * kHuge;
   // Walk downwards: candidate = just below the next used start.
   for (size_t i = used.size() + 1; i-- > 0;) {
@@ -73,8 +72,8 @@ absl::StatusOr<uint64_t> FindGap(std::vector<Interval> used, uint64_t bytes) {
     uint64_t start = (hi - kHuge - bytes) & ~(kHuge - 1);
     if (start >= lo + kPage) return start;
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "restore plan: no free range of ", bytes, " bytes in both the old and the new layout"));
+  return absl::ResourceExhaustedError(absl::StrCat("restore plan: no free range of ", bytes,
+                                                   " bytes in both the old and the new layout"));
 }
 
 // Builds the Args block: a header followed by arrays and strings addressed by offset.
@@ -111,18 +110,30 @@ class ArgsBuilder {
 
 const char* RestoreStepName(uint32_t step) {
   switch (step) {
-    case abi::kStepRseq: return "drop the receiver's rseq";
-    case abi::kStepFds: return "redirect stdio and close the receiver's descriptors";
-    case abi::kStepUnmap: return "unmap the receiver";
-    case abi::kStepMemory: return "memory op";
-    case abi::kStepMm: return "PR_SET_MM_MAP";
-    case abi::kStepSigactions: return "rt_sigaction";
-    case abi::kStepFiles: return "reopen a file descriptor";
-    case abi::kStepCwd: return "chdir";
-    case abi::kStepThreads: return "clone3 a thread";
-    case abi::kStepThreadState: return "per-thread state";
-    case abi::kStepPid: return "clone3 the process with its old pid";
-    default: return "restorer";
+    case abi::kStepRseq:
+      return "drop the receiver's rseq";
+    case abi::kStepFds:
+      return "redirect stdio and close the receiver's descriptors";
+    case abi::kStepUnmap:
+      return "unmap the receiver";
+    case abi::kStepMemory:
+      return "memory op";
+    case abi::kStepMm:
+      return "PR_SET_MM_MAP";
+    case abi::kStepSigactions:
+      return "rt_sigaction";
+    case abi::kStepFiles:
+      return "reopen a file descriptor";
+    case abi::kStepCwd:
+      return "chdir";
+    case abi::kStepThreads:
+      return "clone3 a thread";
+    case abi::kStepThreadState:
+      return "per-thread state";
+    case abi::kStepPid:
+      return "clone3 the process with its old pid";
+    default:
+      return "restorer";
   }
 }
 
@@ -131,13 +142,18 @@ std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t
     return index < v.size() ? absl::StrCat(" (", v[index], ")") : std::string();
   };
   switch (step) {
-    case abi::kStepMemory: return absl::StrCat("op ", index, pick(plan.op_what));
+    case abi::kStepMemory:
+      return absl::StrCat("op ", index, pick(plan.op_what));
     case abi::kStepFds:
-    case abi::kStepFiles: return absl::StrCat("descriptor ", index, pick(plan.fd_what));
+    case abi::kStepFiles:
+      return absl::StrCat("descriptor ", index, pick(plan.fd_what));
     case abi::kStepThreads:
-    case abi::kStepThreadState: return absl::StrCat("thread ", index, pick(plan.thread_what));
-    case abi::kStepSigactions: return absl::StrCat("signal ", index);
-    default: return absl::StrCat("item ", index);
+    case abi::kStepThreadState:
+      return absl::StrCat("thread ", index, pick(plan.thread_what));
+    case abi::kStepSigactions:
+      return absl::StrCat("signal ", index);
+    default:
+      return absl::StrCat("item ", index);
   }
 }
 
@@ -169,9 +185,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
             [](const VmaRecord* a, const VmaRecord* b) { return a->start < b->start; });
   for (size_t i = 1; i < vmas.size(); ++i) {
     if (vmas[i]->start < vmas[i - 1]->end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "restore plan: VMAs %x-%x and %x-%x overlap", vmas[i - 1]->start, vmas[i - 1]->end,
-          vmas[i]->start, vmas[i]->end));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("restore plan: VMAs %x-%x and %x-%x overlap", vmas[i - 1]->start,
+                          vmas[i - 1]->end, vmas[i]->start, vmas[i]->end));
     }
   }
   // Blocks, each inside one VMA.
@@ -185,9 +201,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     auto it = std::upper_bound(vmas.begin(), vmas.end(), b.start,
                                [](uint64_t a, const VmaRecord* v) { return a < v->start; });
     if (it == vmas.begin() || b.start + b.length > (*(it - 1))->end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "restore plan: block %u (%x-%x) lies outside every VMA of the record", b.id, b.start,
-          b.start + b.length));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("restore plan: block %u (%x-%x) lies outside every VMA of the record",
+                          b.id, b.start, b.start + b.length));
     }
     inside[static_cast<size_t>(it - vmas.begin() - 1)].push_back(&b);
   }
@@ -244,6 +260,24 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     if (r.start < kRestoreTaskTop) used.push_back({r.start, r.end});
   }
 
+  // Premapped file mappings kept as they are, and the blocks already in them (mirrored): those
+  // need no op, and their temporary copies are left to the great unmap.
+  std::vector<bool> vma_premapped(vmas.size(), false);
+  std::vector<const PlacedBlock*> in_file;
+  for (size_t vi = 0; vi < vmas.size(); ++vi) {
+    const VmaRecord& v = *vmas[vi];
+    if (v.kind != VmaKind::kFile || v.deleted || v.path.empty() || v.path[0] != '/' ||
+        FindPremapped(in.premapped, v) == nullptr) {
+      continue;
+    }
+    vma_premapped[vi] = true;
+    for (const PlacedBlock* b : inside[vi]) {
+      if (b->mirrored) in_file.push_back(b);
+    }
+  }
+  auto is_in_file = [&](const PlacedBlock* b) {
+    return std::find(in_file.begin(), in_file.end(), b) != in_file.end();
+  };
   // Which temporary block ranges are in the old layout's way.
   std::vector<const PlacedBlock*> staged;
   // A block that is already where it belongs, alone in its VMA (not the [stack], which is mapped
@@ -261,6 +295,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   for (const PlacedBlock& b : in.blocks) {
     if (b.length == 0) continue;
     if (std::find(in_place.begin(), in_place.end(), &b) != in_place.end()) continue;
+    if (is_in_file(&b)) continue;
     for (const VmaRecord* v : vmas) {
       if (Overlaps(b.temp, b.temp + b.length, v->start, v->end)) {
         staged.push_back(&b);
@@ -316,13 +351,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   for (const VmaRecord* v : vmas) string_bytes += v->path.size() + 1;
   for (const FdRecord& f : st.fds) string_bytes += f.path.size() + 1;
   const uint64_t ops_cap = 4 * vmas.size() + 2 * in.blocks.size() + 2 * cur_special.size() + 8;
-  const uint64_t args_cap =
-      RoundUp(sizeof(abi::Args) + 64 + ops_cap * sizeof(abi::Op) +
-                  (in.blocks.size() + cur_special.size() + in.premapped.size() + 4) *
-                      sizeof(abi::Range) +
-                  64 * sizeof(abi::Sigaction) + (st.fds.size() + 3) * sizeof(abi::Fd) +
-                  ath.size() * sizeof(abi::Thread) + string_bytes + 16 * 8,
-              kPage);
+  const uint64_t args_cap = RoundUp(
+      sizeof(abi::Args) + 64 + ops_cap * sizeof(abi::Op) +
+          (in.blocks.size() + cur_special.size() + in.premapped.size() + 4) * sizeof(abi::Range) +
+          64 * sizeof(abi::Sigaction) + (st.fds.size() + 3) * sizeof(abi::Fd) +
+          ath.size() * sizeof(abi::Thread) + string_bytes + 16 * 8,
+      kPage);
   const uint64_t region_bytes = code_bytes + args_cap + stacks_bytes;
   absl::StatusOr<uint64_t> gap = FindGap(used, RoundUp(region_bytes, kHuge) + staging_bytes);
   if (!gap.ok()) return gap.status();
@@ -384,7 +418,10 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   for (size_t vi = 0; vi < vmas.size(); ++vi) {
     const VmaRecord& v = *vmas[vi];
     if (IsVdsoName(v.path)) continue;
-    const auto& bs = inside[vi];
+    std::vector<const PlacedBlock*> bs;  // the blocks to bring in
+    for (const PlacedBlock* b : inside[vi]) {
+      if (!is_in_file(b)) bs.push_back(b);
+    }
     const uint64_t len = v.end - v.start;
     auto src = [&](const PlacedBlock* b) {
       return src_of[static_cast<size_t>(b - in.blocks.data())];
@@ -409,15 +446,14 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
         v.kind == VmaKind::kFile && !v.path.empty() && v.path[0] == '/' && !shared_anon;
     if (file && v.deleted && bs.size() != 1) {
       return absl::FailedPreconditionError(absl::StrFormat(
-          "restore plan: %x-%x maps %s, which was deleted on the source", v.start, v.end,
-          v.path));
+          "restore plan: %x-%x maps %s, which was deleted on the source", v.start, v.end, v.path));
     }
     abi::Op base;
     base.dst = v.start;
     base.len = len;
     base.vma_index = vi;
     base.prot = v.prot | (bs.empty() ? 0 : PROT_WRITE);
-    if (file && !v.deleted && FindPremapped(in.premapped, v) != nullptr) {
+    if (vma_premapped[vi]) {
       // Already there: made writable for the blocks copied or moved in, if it is not.
       premaps_kept.push_back({v.start, v.end});
       base.kind = abi::kOpProtect;
@@ -484,7 +520,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   std::vector<abi::Range> keep;
   keep.push_back({plan.region_start, plan.region_start + region_bytes});
   for (const PlacedBlock& b : in.blocks) {
-    if (b.length != 0) keep.push_back({b.temp, b.temp + b.length});
+    if (b.length != 0 && !is_in_file(&b)) keep.push_back({b.temp, b.temp + b.length});
   }
   for (const MemoryRegion* c : cur_special) keep.push_back({c->start, c->end});
   keep.insert(keep.end(), premaps_kept.begin(), premaps_kept.end());
@@ -516,9 +552,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     const int from = in.stdio_fds[i];
     if (from < 0) continue;
     if (from <= 2 || from == in.report_fd) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "restore plan: fd ", i, " redirected from descriptor ", from,
-          ", which must be above 2 and not the report descriptor ", in.report_fd));
+      return absl::InvalidArgumentError(
+          absl::StrCat("restore plan: fd ", i, " redirected from descriptor ", from,
+                       ", which must be above 2 and not the report descriptor ", in.report_fd));
     }
     abi::Fd a;
     a.fd = i;
@@ -534,14 +570,14 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
                         f.path.find(" (deleted)") == std::string::npos;
     if (!reopen) {
       if (f.fd > 2) {
-        plan.notes.push_back(absl::StrCat("fd ", f.fd, " (", FdKindName(f.kind), " ", f.path,
-                                          ") is not restored"));
+        plan.notes.push_back(
+            absl::StrCat("fd ", f.fd, " (", FdKindName(f.kind), " ", f.path, ") is not restored"));
       }
       continue;
     }
     if (static_cast<int>(f.fd) >= in.report_fd) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "restore plan: the report descriptor ", in.report_fd, " is not above fd ", f.fd));
+      return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
+                                                     in.report_fd, " is not above fd ", f.fd));
     }
     abi::Fd a;
     a.fd = static_cast<int32_t>(f.fd);
@@ -557,9 +593,20 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
   }
 
-  header.mm = {st.mm.start_code, st.mm.end_code, st.mm.start_data, st.mm.end_data,
-               st.mm.start_brk, st.mm.brk, st.mm.start_stack, st.mm.arg_start, st.mm.arg_end,
-               st.mm.env_start, st.mm.env_end, 0, 0, 0xffffffffu};
+  header.mm = {st.mm.start_code,
+               st.mm.end_code,
+               st.mm.start_data,
+               st.mm.end_data,
+               st.mm.start_brk,
+               st.mm.brk,
+               st.mm.start_stack,
+               st.mm.arg_start,
+               st.mm.arg_end,
+               st.mm.env_start,
+               st.mm.env_end,
+               0,
+               0,
+               0xffffffffu};
   header.exe_path = st.exe.empty() ? 0 : path_of(st.exe);
   {
     // The kernel's task name is the executable's base name, 15 bytes at most.
@@ -581,7 +628,8 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   header.threads = ab.AddArray<abi::Thread>(ath);
   header.nthreads = static_cast<uint32_t>(ath.size());
   plan.args = ab.Take();
-  if (plan.args.size() > args_cap) return absl::InternalError("restore plan: args estimate exceeded");
+  if (plan.args.size() > args_cap)
+    return absl::InternalError("restore plan: args estimate exceeded");
   header.size = plan.args.size();
   std::memcpy(plan.args.data(), &header, sizeof header);
   return plan;

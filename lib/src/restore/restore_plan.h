@@ -13,7 +13,8 @@
 //   [stack] (grows down)             mapped MAP_GROWSDOWN, the block copied in
 //   otherwise                        mapped from its file (private or shared) or anonymous, then
 //                                    blocks inside it moved over their parts, then its prot; a
-//                                    file mapping premapped exactly so is kept as it is
+//                                    file mapping premapped exactly so is kept as it is, and
+//                                    a block mirrored into it is left there (no copy)
 // A block whose temporary range lies where the old layout has anything is first moved to a
 // staging range free in both layouts; so are the destination's vDSO mappings.
 #ifndef PROCMIG_RESTORE_RESTORE_PLAN_H_
@@ -37,6 +38,9 @@ struct PlacedBlock {
   uint32_t id = 0;
   uint64_t start = 0, length = 0;  // final
   uint64_t temp = 0;               // current address of its bytes (page aligned, read-write)
+  // Its bytes are also at `start`, in the caller's premapped mapping of its file (PremappedFile,
+  // written page by page as they arrived): where that mapping is kept, nothing is copied.
+  bool mirrored = false;
 };
 
 // A file mapping the caller made ahead, at its final address (where that range was free here),
@@ -53,12 +57,12 @@ struct PremappedFile {
 struct RestorePlanInput {
   const ProcessStateRecord* state = nullptr;
   std::span<const PlacedBlock> blocks;
-  std::span<const MemoryRegion> current;  // this process's /proc/self/maps
+  std::span<const MemoryRegion> current;     // this process's /proc/self/maps
   std::span<const PremappedFile> premapped;  // among `current`
-  size_t code_bytes = 0;                  // the blob's code
-  int report_fd = -1;                     // must be above every restored descriptor
-  bool set_tid = true;                    // threads get their old ids (else patched)
-  uint64_t self_rseq = 0;                 // this thread's rseq area, dropped by the blob
+  size_t code_bytes = 0;                     // the blob's code
+  int report_fd = -1;                        // must be above every restored descriptor
+  bool set_tid = true;                       // threads get their old ids (else patched)
+  uint64_t self_rseq = 0;                    // this thread's rseq area, dropped by the blob
   uint32_t self_rseq_len = 0;
   // Redirected stdio: stdio_fds[i] >= 0 is a descriptor of this process (above 2, not the report
   // descriptor) that becomes the restored process's fd i, replacing whatever the record has there
@@ -69,9 +73,9 @@ struct RestorePlanInput {
 struct RestorePlan {
   uint64_t region_start = 0;  // where the blob's mapping goes: code, then args, then stacks
   uint64_t region_bytes = 0;
-  uint64_t args_offset = 0;       // of the Args block within the region
-  uint64_t main_stack_top = 0;    // absolute
-  std::vector<uint8_t> args;      // the Args block with its arrays and strings
+  uint64_t args_offset = 0;        // of the Args block within the region
+  uint64_t main_stack_top = 0;     // absolute
+  std::vector<uint8_t> args;       // the Args block with its arrays and strings
   std::vector<std::string> notes;  // what was left out and why (fds not restored, ...)
   // What each item the blob may report a failure for is, for the message: ops (by index),
   // reopened descriptors (by index), threads (by index).

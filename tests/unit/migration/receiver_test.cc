@@ -1,6 +1,7 @@
 #include "migration/receiver.h"
 
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -280,6 +281,94 @@ TEST_CASE("a torn page on a secondary channel never resent fails Finish") {
   CHECK(f.status().code() == absl::StatusCode::kDataLoss);
   CHECK(f.status().message() == "receive: 1 torn page(s) never resent (e.g. block 1 page 1)");
   CHECK(r.state() == Receiver::State::kFailed);
+}
+
+// A private read-only mapping of a 3-page file of 'f' bytes, like a library's RELRO segment
+// premapped by a live receiver; unmapped and removed on destruction.
+struct FilePremap {
+  std::string path;
+  uint8_t* at = nullptr;
+  FilePremap() {
+    char tmpl[] = "/tmp/receiver_premap.XXXXXX";
+    int fd = mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    path = tmpl;
+    Bytes f(3 * kPs, 'f');
+    REQUIRE(write(fd, f.data(), f.size()) == static_cast<ssize_t>(f.size()));
+    void* m = mmap(nullptr, 3 * kPs, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    REQUIRE(m != MAP_FAILED);
+    at = static_cast<uint8_t*>(m);
+  }
+  ~FilePremap() {
+    munmap(at, 3 * kPs);
+    unlink(path.c_str());
+  }
+  Bytes Page(int i) const { return Bytes(at + i * kPs, at + (i + 1) * kPs); }
+  uint64_t addr(int page) const { return reinterpret_cast<uint64_t>(at) + page * kPs; }
+};
+
+TEST_CASE("file-private blocks inside a premap get every applied page there, read-only or not") {
+  FilePremap pm;
+  const Bytes p1 = PatternPage(1), p2 = PatternPage(2), p3 = PatternPage(3);
+  Bytes p1b = p1;
+  p1b[7] ^= 0x5a;
+  StreamBuilder b(testing::DstPreamble());
+  const uint32_t file_ro = wire::MakeBlockFlags(1, wire::BlockKind::kFilePrivate);
+  b.Add([&](wire::StreamWriter& w) {
+    return w.AddBlockAdd({1, file_ro, pm.addr(0), 2 * kPs, 2, "/lib/x.so"});
+  });
+  b.Add([&](wire::StreamWriter& w) {
+    return w.AddBlockAdd({2, file_ro, pm.addr(2), kPs, 1, "/lib/x.so"});
+  });
+  // Not a file block: never mirrored, even where a premap is said to be.
+  b.Add([&](wire::StreamWriter& w) {
+    return w.AddBlockAdd(
+        {3, wire::MakeBlockFlags(3, wire::BlockKind::kAnonymous), 0x7000000, kPs, 1, "anon"});
+  });
+  b.Run(1, 0, {b.Raw(p1), b.Zero()});  // a zero page over file bytes must zero them
+  b.Run(2, 0, {b.Raw(p2)});
+  b.Run(3, 0, {b.Raw(p3)});
+  b.Iteration(0);
+  b.Run(1, 0, {b.Xbzrle(p1, p1b)});
+  b.Add([](wire::StreamWriter& w) { return w.AddBlockRemove({2}); });
+  b.Iteration(1, /*final=*/true);
+  b.State({'s'});
+  const Bytes s = b.End();
+
+  std::vector<std::pair<uint64_t, uint64_t>> asked, stale;
+  ReceiverOptions o;
+  o.populate = false;
+  o.premapped = [&](uint64_t start, uint64_t len) {
+    asked.push_back({start, len});
+    return true;
+  };
+  o.premap_stale = [&](uint64_t start, uint64_t len) { stale.push_back({start, len}); };
+  Receiver r(1, std::move(o), nullptr);
+  auto done = FeedInPieces(r, s, 1000);
+  REQUIRE(done.ok());
+  REQUIRE(*done);
+  REQUIRE(r.Finish().ok());
+  // Asked for the file blocks only; the removed one made its premap stale.
+  CHECK(asked ==
+        std::vector<std::pair<uint64_t, uint64_t>>{{pm.addr(0), 2 * kPs}, {pm.addr(2), kPs}});
+  CHECK(stale == std::vector<std::pair<uint64_t, uint64_t>>{{pm.addr(2), kPs}});
+  // The premap holds exactly what the blocks hold; the file is untouched.
+  CHECK(pm.Page(0) == p1b);
+  CHECK(pm.Page(1) == Zeros());
+  CHECK(pm.Page(2) == p2);
+  std::vector<const BlockMemory*> mem = r.BlockMemories();
+  REQUIRE(mem.size() == 2);
+  CHECK(mem[0]->mirror() == pm.addr(0));
+  CHECK(Copy(mem[0]->bytes()) == Concat({p1b, Zeros()}));
+  CHECK(mem[1]->mirror() == 0);
+  CHECK(Copy(mem[1]->bytes()) == p3);
+  FILE* f = fopen(pm.path.c_str(), "rb");
+  REQUIRE(f != nullptr);
+  Bytes on_disk(3 * kPs);
+  CHECK(fread(on_disk.data(), 1, on_disk.size(), f) == on_disk.size());
+  fclose(f);
+  CHECK(on_disk == Bytes(3 * kPs, 'f'));
 }
 
 TEST_CASE("an aborted stream fails the receive as Unavailable") {

@@ -58,9 +58,9 @@ TEST_CASE("premaps land at their addresses with their offset and protection, nev
   REQUIRE(mine != MAP_FAILED);
   std::memset(mine, 'z', kPage);
   std::vector<PremappedFile> wanted = {
-      {base, base + 2 * kPage, kPage, PROT_READ, false, file},                   // pages b, c
+      {base, base + 2 * kPage, kPage, PROT_READ, false, file},  // pages b, c
       {base + 2 * kPage, base + 3 * kPage, 3 * kPage, PROT_READ | PROT_WRITE, false, file},
-      {base + 6 * kPage, base + 7 * kPage, 0, PROT_READ, false, file},           // in use
+      {base + 6 * kPage, base + 7 * kPage, 0, PROT_READ, false, file},  // in use
       {base + 4 * kPage, base + 5 * kPage, 0, PROT_READ, false, "/nonexistent/file"},
       {base + 5 * kPage, base + 6 * kPage, 0, PROT_READ, false, "relative/path"}};
   {
@@ -85,6 +85,30 @@ TEST_CASE("premaps land at their addresses with their offset and protection, nev
   CHECK(MapsLine(base + 2 * kPage).empty());
   CHECK(static_cast<const char*>(mine)[0] == 'z');
   munmap(mine, kPage);
+  unlink(file.c_str());
+}
+
+TEST_CASE("a premap a block went stale in is no longer offered to keep") {
+  const std::string file = MakeFile();
+  const uint64_t base = FreeRange(4);
+  std::vector<PremappedFile> wanted = {
+      {base, base + 2 * kPage, kPage, PROT_READ, false, file},
+      {base + 2 * kPage, base + 3 * kPage, 3 * kPage, PROT_READ | PROT_WRITE, false, file}};
+  FilePremaps premaps;
+  REQUIRE(premaps.Add(wanted) == 2);
+  CHECK(premaps.Covers(base, 2 * kPage));
+  CHECK(premaps.Covers(base + kPage, kPage));
+  CHECK(premaps.Covers(base + 2 * kPage, kPage));
+  CHECK_FALSE(premaps.Covers(base + kPage, 2 * kPage));  // across two premaps
+  CHECK_FALSE(premaps.Covers(base + 3 * kPage, kPage));
+  CHECK_FALSE(premaps.Covers(base, 0));
+  CHECK(premaps.kept().size() == 2);
+  premaps.MarkStale(base + kPage, kPage);
+  REQUIRE(premaps.kept().size() == 1);
+  CHECK(premaps.kept()[0].start == base + 2 * kPage);
+  CHECK(premaps.mapped().size() == 2);  // still mapped: unmapped with the rest
+  premaps.Clear();
+  CHECK(MapsLine(base).empty());
   unlink(file.c_str());
 }
 

@@ -48,8 +48,8 @@ struct Fixture {
     st.exe = "/bin/prog";
     st.vmas.push_back(Vma(0x400000, 0x401000, PROT_READ | PROT_EXEC, VmaKind::kFile, "/bin/prog"));
     st.vmas.back().offset = 0x1000;
-    st.vmas.push_back(Vma(0x7f0000000000, 0x7f0000004000, PROT_READ | PROT_WRITE,
-                          VmaKind::kAnonymous));
+    st.vmas.push_back(
+        Vma(0x7f0000000000, 0x7f0000004000, PROT_READ | PROT_WRITE, VmaKind::kAnonymous));
     st.vmas.push_back(Vma(0x7f1000000000, 0x7f1000004000, PROT_READ, VmaKind::kSpecial, "[vvar]"));
     st.vmas.push_back(
         Vma(0x7f1000004000, 0x7f1000006000, PROT_READ | PROT_EXEC, VmaKind::kSpecial, "[vdso]"));
@@ -497,6 +497,62 @@ TEST_CASE("a premapped file mapping is kept as it is; a stale premap is left to 
   CHECK_FALSE(other_kept);
 }
 
+TEST_CASE("a block mirrored into a kept premap costs no op; into a premap not kept, it is copied") {
+  Fixture f;
+  f.st.vmas[0].end = 0x402000;
+  // Two written private file mappings (RELRO r--, .data rw-), each one block, both mirrored.
+  f.st.vmas.push_back(Vma(0x402000, 0x403000, PROT_READ, VmaKind::kFile, "/bin/prog"));
+  f.st.vmas.back().offset = 0x3000;
+  f.st.vmas.push_back(Vma(0x403000, 0x404000, PROT_READ | PROT_WRITE, VmaKind::kFile, "/bin/prog"));
+  f.st.vmas.back().offset = 0x4000;
+  f.blocks.push_back({3, 0x402000, 0x1000, 0x600000200000, /*mirrored=*/true});
+  f.blocks.push_back({4, 0x403000, 0x1000, 0x600000300000, /*mirrored=*/true});
+  // The RELRO premap is kept; the .data one is not among the premaps (stale, or never made).
+  std::vector<PremappedFile> pre = {
+      {0x400000, 0x402000, 0x1000, PROT_READ | PROT_EXEC, false, "/bin/prog"},
+      {0x402000, 0x403000, 0x3000, PROT_READ, false, "/bin/prog"}};
+  for (const PremappedFile& p : pre) f.cur.push_back(Cur(p.start, p.end, p.path.c_str()));
+  RestorePlanInput in;
+  in.state = &f.st;
+  in.blocks = f.blocks;
+  in.current = f.cur;
+  in.premapped = pre;
+  in.code_bytes = 5000;
+  in.report_fd = 64;
+  auto plan = BuildRestorePlan(in);
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> at_relro, at_data;
+  for (const abi::Op& op : OpsOf(*plan)) {
+    if (op.src == 0x600000200000 || (op.dst >= 0x402000 && op.dst < 0x403000)) {
+      at_relro.push_back(op);
+    }
+    if (op.src == 0x600000300000 || (op.dst >= 0x403000 && op.dst < 0x404000)) {
+      at_data.push_back(op);
+    }
+  }
+  CHECK(at_relro.empty());  // neither made writable, nor copied, nor protected again
+  // .data: mapped from its file, the block copied in from its temporary copy.
+  REQUIRE(at_data.size() == 2);
+  CHECK(at_data[0].kind == abi::kOpMapFile);
+  CHECK(at_data[0].offset == 0x4000);
+  CHECK(at_data[1].kind == abi::kOpCopy);
+  CHECK(at_data[1].src == 0x600000300000);
+  CHECK(at_data[1].dst == 0x403000);
+  // Kept: the RELRO premap, and the .data block's temporary copy (the copy needs it); not the
+  // RELRO block's temporary copy, which nothing reads.
+  const abi::Args& a = ArgsOf(*plan);
+  const auto* keep = reinterpret_cast<const abi::Range*>(plan->args.data() + a.keep);
+  auto kept = [&](uint64_t s, uint64_t e) {
+    for (uint32_t k = 0; k < a.nkeep; ++k) {
+      if (keep[k].start <= s && keep[k].end >= e) return true;
+    }
+    return false;
+  };
+  CHECK(kept(0x402000, 0x403000));
+  CHECK(kept(0x600000300000, 0x600000301000));
+  CHECK_FALSE(kept(0x600000200000, 0x600000201000));
+}
+
 TEST_CASE("segments of one file share one path string (the blob opens the file once)") {
   Fixture f;
   f.st.vmas.push_back(Vma(0x401000, 0x402000, PROT_READ, VmaKind::kFile, "/bin/prog"));
@@ -550,8 +606,8 @@ TEST_CASE("refusals name what cannot be placed") {
 
 TEST_CASE("shared anonymous memory is recreated shared and empty, not from /dev/zero") {
   Fixture f;
-  VmaRecord v = Vma(0x7f2000000000, 0x7f2000001000, PROT_READ | PROT_WRITE, VmaKind::kFile,
-                    "/dev/zero");
+  VmaRecord v =
+      Vma(0x7f2000000000, 0x7f2000001000, PROT_READ | PROT_WRITE, VmaKind::kFile, "/dev/zero");
   v.deleted = true;
   v.shared = true;
   f.st.vmas.push_back(v);

@@ -165,9 +165,9 @@ TEST_CASE("build-id: the file's here and the one recorded at the source") {
   ProcessStateRecord s = StateFor(path, {FileIdKind::kBuildId, **here});
   CHECK(CheckRestorable(s).ok());
   s.vmas[0].id.id = std::string("\x9c\x1e\x00\xff", 4);
-  CHECK(Message(CheckRestorable(s)) ==
-        absl::StrCat("cannot restore pid 7 here: ", path, ": build-id ", HexBytes(**here),
-                     " here, 9c1e00ff at the source"));
+  CHECK(Message(CheckRestorable(s)) == absl::StrCat("cannot restore pid 7 here: ", path,
+                                                    ": build-id ", HexBytes(**here),
+                                                    " here, 9c1e00ff at the source"));
 }
 
 TEST_CASE("size, mtime, a missing file, CPU and vDSO: every reason listed") {
@@ -210,8 +210,9 @@ TEST_CASE("an identity the source did not record: size and mtime only, with a wa
   std::vector<std::string> warnings;
   CHECK(CheckRestorable(s, nullptr, &warnings).ok());
   REQUIRE(warnings.size() == 1);
-  CHECK(warnings[0] == path + ": not identified at the source (mapped during the stop, or "
-                              "replaced on disk after it was mapped): its content is not checked");
+  CHECK(warnings[0] == path +
+                           ": not identified at the source (mapped during the stop, or "
+                           "replaced on disk after it was mapped): its content is not checked");
 }
 
 }  // namespace
