@@ -615,6 +615,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     std::memcpy(header.comm, base.data(), base.size());
   }
   header.cwd = st.cwd.empty() ? 0 : path_of(st.cwd);
+  for (const abi::Range& r : merged) plan.keep.push_back({r.start, r.end});
   header.keep = ab.AddArray<abi::Range>(merged);
   header.nkeep = static_cast<uint32_t>(merged.size());
   header.ops = ab.AddArray<abi::Op>(ops);

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -77,6 +78,9 @@ struct RestorePlan {
   uint64_t main_stack_top = 0;     // absolute
   std::vector<uint8_t> args;       // the Args block with its arrays and strings
   std::vector<std::string> notes;  // what was left out and why (fds not restored, ...)
+  // The ranges of this process the blob keeps (sorted, merged): everything else is unmapped
+  // first thing in the new process, so it need not even be copied into it.
+  std::vector<std::pair<uint64_t, uint64_t>> keep;
   // What each item the blob may report a failure for is, for the message: ops (by index),
   // reopened descriptors (by index), threads (by index).
   std::vector<std::string> op_what, fd_what, thread_what;

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -68,12 +69,12 @@ struct CloneArgs {
 };
 
 using EntryFn = void (*)(abi::Args*, uint64_t);
+using Clone3Fn = long (*)(void*, uint64_t);
 
 struct InitArgs {
-  abi::Args* args = nullptr;  // in the blob region
-  EntryFn entry = nullptr;
-  uint64_t stack_top = 0;
-  uint64_t pid = 0;  // the pid to create the process with
+  Clone3Fn clone3 = nullptr;  // the blob region's copy
+  CloneArgs process;          // its stack set: the process starts in the blob
+  uint64_t pid = 0;           // the pid to create the process with
   int report_fd = -1;
   uint64_t created_ns = 0;  // CLOCK_MONOTONIC when init's clone3 of the process returned
 };
@@ -101,16 +102,11 @@ void ReportFailure(int fd, uint32_t step, long err) {
              MS_REC | MS_PRIVATE, 0);
   RawSyscall(SYS_mount, reinterpret_cast<long>("proc"), reinterpret_cast<long>("/proc"),
              reinterpret_cast<long>("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
-  CloneArgs ca;
-  ca.exit_signal = SIGCHLD;
+  CloneArgs ca = ia->process;
   uint64_t pid = ia->pid;
   ca.set_tid = reinterpret_cast<uint64_t>(&pid);
   ca.set_tid_size = 1;
-  long child = RawSyscall(SYS_clone3, reinterpret_cast<long>(&ca), sizeof ca);
-  if (child == 0) {
-    ia->entry(ia->args, ia->stack_top);
-    for (;;) RawSyscall(SYS_exit_group, 127);
-  }
+  const long child = ia->clone3(&ca, sizeof ca);  // the child starts in the blob
   __atomic_store_n(&ia->created_ns, RawNowNs(), __ATOMIC_RELEASE);
   if (child < 0) {
     ReportFailure(ia->report_fd, abi::kStepPid, child);
@@ -130,6 +126,43 @@ void ReportFailure(int fd, uint32_t step, long err) {
     }
   }
 }
+
+// MADV_DONTFORK on every VMA of ours outside the ranges the blob keeps (and MADV_DOFORK again
+// when done): the new process unmaps them first thing, so copying their page tables into it
+// only lengthens the pause. Best effort: a VMA the kernel refuses is simply copied. `also` is
+// one more range to copy: the creating thread's rseq area, which the kernel writes in the new
+// process (SIGSEGV if it is not there) until the blob unregisters it.
+class DontForkOutside {
+ public:
+  DontForkOutside(std::span<const MemoryRegion> maps,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& keep,
+                  std::pair<uint64_t, uint64_t> also) {
+    for (const MemoryRegion& r : maps) {
+      if (r.start >= kRestoreTaskTop || (!r.path.empty() && r.path[0] == '[' &&
+                                         r.path != "[heap]" && r.path.rfind("[anon:", 0) != 0)) {
+        continue;  // the kernel's own mappings ([vdso], [vvar]...) and the stack stay
+      }
+      bool kept = false;
+      for (const auto& [lo, hi] : keep) kept |= r.start < hi && lo < r.end;
+      if (kept || (r.start < also.second && also.first < r.end)) continue;
+      if (!runs_.empty() && runs_.back().second == r.start) {
+        runs_.back().second = r.end;
+      } else {
+        runs_.push_back({r.start, r.end});
+      }
+    }
+    Apply(MADV_DONTFORK);
+  }
+  ~DontForkOutside() { Apply(MADV_DOFORK); }
+  DontForkOutside(const DontForkOutside&) = delete;
+  DontForkOutside& operator=(const DontForkOutside&) = delete;
+
+ private:
+  void Apply(int advice) {
+    for (const auto& [lo, hi] : runs_) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> runs_;
+};
 
 std::string CpuMissing(const CpuFeatures& need, const CpuFeatures& have) {
   std::vector<std::string> out;
@@ -203,15 +236,17 @@ bool CheckFile(const FileCheck& f, std::vector<std::string>* why,
   if (f.id.kind == FileIdKind::kUnknown) {
     if (warnings != nullptr) {
       warnings->push_back(absl::StrCat(
-          f.path, ": not identified at the source (mapped during the stop, or replaced on disk "
-                  "after it was mapped): its content is not checked"));
+          f.path,
+          ": not identified at the source (mapped during the stop, or replaced on disk "
+          "after it was mapped): its content is not checked"));
     }
     return false;
   }
   if (!ok) return false;  // a different size already says it; no need to read it
   absl::StatusOr<FileIdentity> id = ComputeFileIdentity(f.path, *st, f.offset, f.length);
   if (!id.ok()) {
-    why->push_back(absl::StrCat(f.path, ": cannot read its identity here: ", id.status().message()));
+    why->push_back(
+        absl::StrCat(f.path, ": cannot read its identity here: ", id.status().message()));
     return false;
   }
   if (*id == f.id) return true;
@@ -243,8 +278,7 @@ absl::Status Refusal(uint32_t pid, std::vector<std::string> why) {
 
 // CheckRestorable against our own layout `maps` (read once by the caller).
 absl::Status CheckRestorableWith(const ProcessStateRecord& state,
-                                 std::span<const MemoryRegion> maps,
-                                 const VerifiedFiles* verified,
+                                 std::span<const MemoryRegion> maps, const VerifiedFiles* verified,
                                  std::vector<std::string>* warnings) {
   std::vector<std::string> why;
   CheckCpuAndVdso(state.cpu, state.vdso, maps, &why);
@@ -271,10 +305,10 @@ absl::Status CheckRestorableWith(const ProcessStateRecord& state,
       why.push_back(absl::StrCat(st.status().message(), " (gone since the up-front check)"));
     } else if (*st != seen->here) {
       why.push_back(absl::StrCat(
-          f.path, ": changed here since the up-front check (inode ", st->inode, ", size ",
-          st->size, ", mtime ", MtimeText(st->mtime_ns), ", ctime ", MtimeText(st->ctime_ns),
-          "; it was ", seen->here.inode, ", ", seen->here.size, ", ",
-          MtimeText(seen->here.mtime_ns), ", ", MtimeText(seen->here.ctime_ns), ")"));
+          f.path, ": changed here since the up-front check (inode ", st->inode, ", size ", st->size,
+          ", mtime ", MtimeText(st->mtime_ns), ", ctime ", MtimeText(st->ctime_ns), "; it was ",
+          seen->here.inode, ", ", seen->here.size, ", ", MtimeText(seen->here.mtime_ns), ", ",
+          MtimeText(seen->here.ctime_ns), ")"));
     }
   }
   if (warnings != nullptr) {
@@ -312,7 +346,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   std::vector<std::string> check_warnings;
   RETURN_IF_ERROR(CheckRestorableWith(state, maps, options.verified, &check_warnings));
   int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(absl::StatusCode::kInternal, "restore: pipe2", errno);
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return ErrnoStatus(absl::StatusCode::kInternal, "restore: pipe2", errno);
   const int report_fd = fcntl(p[1], F_DUPFD_CLOEXEC, std::max(MaxRestoredFd(state) + 1, 64));
   const int dup_err = errno;
   close(p[1]);
@@ -349,9 +384,9 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
       fprintf(stderr, "restore op %zu: %s\n", i, plan->op_what[i].c_str());
     }
   }
-  void* region = mmap(reinterpret_cast<void*>(plan->region_start), plan->region_bytes,
-                      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                      -1, 0);
+  void* region =
+      mmap(reinterpret_cast<void*>(plan->region_start), plan->region_bytes, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
   if (region == MAP_FAILED || reinterpret_cast<uint64_t>(region) != plan->region_start) {
     int err = errno;
     if (region != MAP_FAILED) munmap(region, plan->region_bytes);
@@ -372,6 +407,17 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   auto* args = reinterpret_cast<abi::Args*>(base + plan->args_offset);
   mprotect(base, plan->args_offset, PROT_READ | PROT_EXEC);
   auto entry = reinterpret_cast<EntryFn>(base + restore_blob::EntryOffset());
+  auto blob_clone3 = reinterpret_cast<Clone3Fn>(base + restore_blob::Clone3Offset());
+  // The process starts inside the blob's clone3, on the main thread's blob stack, where the
+  // entry and its arguments wait to be popped: no other code or memory of ours need be in it.
+  auto* words = reinterpret_cast<uint64_t*>(plan->main_stack_top) - 4;
+  words[0] = reinterpret_cast<uint64_t>(entry);
+  words[1] = reinterpret_cast<uint64_t>(args);
+  words[2] = plan->main_stack_top;
+  CloneArgs process;
+  process.exit_signal = SIGCHLD;
+  process.stack = plan->main_stack_top - kBlobStackBytes;
+  process.stack_size = reinterpret_cast<uint64_t>(words) - process.stack;
 
   RestoredProcess out;
   out.pid = state.pid;
@@ -381,6 +427,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   for (const std::string& n : plan->notes) out.warnings.push_back(n);
   long child = -1;
   const InitArgs* init_args = nullptr;  // init writes the process's creation time there
+  std::optional<DontForkOutside> dont_fork(
+      std::in_place, maps, plan->keep, std::pair{in.self_rseq, in.self_rseq + in.self_rseq_len});
   if (options.pid_namespace) {
     // init's stack and arguments live in our memory for as long as init runs (it shares it).
     constexpr size_t kInitStack = 64 << 10;
@@ -394,9 +442,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     }
     auto* ia = static_cast<InitArgs*>(stack);
     init_args = ia;
-    ia->args = args;
-    ia->entry = entry;
-    ia->stack_top = plan->main_stack_top;
+    ia->clone3 = blob_clone3;
+    ia->process = process;
     ia->pid = state.pid;
     ia->report_fd = report_fd;
     auto* top = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(stack) + kInitStack) - 4;
@@ -413,18 +460,13 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     out.warnings.push_back(
         "restored in this PID namespace with new thread ids (glibc's cached tids patched); "
         "robust or PI mutexes held across the migration name old owners");
-    CloneArgs ca;
-    ca.exit_signal = SIGCHLD;
-    child = RawSyscall(SYS_clone3, reinterpret_cast<long>(&ca), sizeof ca);
-    if (child == 0) {
-      entry(args, plan->main_stack_top);
-      for (;;) RawSyscall(SYS_exit_group, 127);
-    }
+    child = blob_clone3(&process, sizeof process);  // the child starts in the blob
   }
   const uint64_t cloned = NowNs();
   close(report_fd);
   if (child < 0 && options.pid_namespace && child == -EPERM) {
     // Not privileged for a new PID namespace: restore here with new ids, and say so.
+    dont_fork.reset();
     munmap(region, plan->region_bytes);
     close(p[0]);
     RestoreProcessOptions here = options;
@@ -495,19 +537,19 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   int status = 0;
   waitpid(out.child, &status, 0);
   if (got == sizeof rep && rep.kind == abi::kReportFailed) {
-    return absl::InternalError(absl::StrFormat(
-        "restore: %s failed, %s: %s", RestoreStepName(rep.step),
-        DescribeRestoreItem(*plan, rep.step, rep.index), strerror(rep.err)));
+    return absl::InternalError(
+        absl::StrFormat("restore: %s failed, %s: %s", RestoreStepName(rep.step),
+                        DescribeRestoreItem(*plan, rep.step, rep.index), strerror(rep.err)));
   }
   if (got == 0 && NowNs() >= deadline) {
     return absl::DeadlineExceededError(absl::StrCat(
         "restore: the restored process did not report within ", options.start_timeout_ms, " ms"));
   }
-  return absl::InternalError(absl::StrCat(
-      "restore: the restorer died without a report (",
-      WIFSIGNALED(status) ? absl::StrCat("signal ", WTERMSIG(status))
-                          : absl::StrCat("exit ", WEXITSTATUS(status)),
-      ")"));
+  return absl::InternalError(absl::StrCat("restore: the restorer died without a report (",
+                                          WIFSIGNALED(status)
+                                              ? absl::StrCat("signal ", WTERMSIG(status))
+                                              : absl::StrCat("exit ", WEXITSTATUS(status)),
+                                          ")"));
 }
 
 absl::StatusOr<int> WaitRestoredProcess(const RestoredProcess& p) {

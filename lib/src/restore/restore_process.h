@@ -61,13 +61,13 @@ struct RestoreProcessOptions {
 };
 
 struct RestoredProcess {
-  pid_t child = -1;        // our child to wait for: the namespace's init, or the process itself
-  pid_t host_pid = -1;     // the restored process's pid in our namespace (-1 if unknown)
-  uint32_t pid = 0;        // its pid as it sees it
+  pid_t child = -1;     // our child to wait for: the namespace's init, or the process itself
+  pid_t host_pid = -1;  // the restored process's pid in our namespace (-1 if unknown)
+  uint32_t pid = 0;     // its pid as it sees it
   uint32_t threads = 0;
   bool pid_namespace = false;
-  uint64_t start_ns = 0;   // StartRestoredProcess: entry to "every thread running"
-  uint64_t clone_ns = 0;   // of which: entry to the process (or its init) created
+  uint64_t start_ns = 0;       // StartRestoredProcess: entry to "every thread running"
+  uint64_t clone_ns = 0;       // of which: entry to the process (or its init) created
   uint64_t blob_entry_ns = 0;  // entry to the blob's first instruction in the new process
   // CLOCK_MONOTONIC when the report "running" arrived, and the earliest park of a thread in the
   // record (the source's clock: comparable on the same host only): the program's whole pause.

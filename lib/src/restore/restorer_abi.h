@@ -36,7 +36,7 @@ struct Op {
   uint32_t flags = 0;       // extra mmap flags (MAP_SHARED / MAP_PRIVATE, MAP_GROWSDOWN, ...)
   uint32_t open_flags = 0;  // kOpMapFile
   uint64_t src = 0, dst = 0, len = 0, offset = 0;
-  uint64_t path = 0;  // offset of a NUL-terminated string in the block, 0 = none
+  uint64_t path = 0;       // offset of a NUL-terminated string in the block, 0 = none
   uint64_t vma_index = 0;  // for error reports: which VMA of the record this op serves
 };
 
@@ -53,8 +53,8 @@ struct Thread {
   uint64_t rseq_area = 0;
   uint64_t altstack_sp = 0, altstack_size = 0;
   uint32_t altstack_flags = 0, rseq_size = 0;
-  uint32_t tid = 0;       // the old id, wanted through set_tid
-  uint32_t new_tid = 0;   // filled in by the blob
+  uint32_t tid = 0;        // the old id, wanted through set_tid
+  uint32_t new_tid = 0;    // filled in by the blob
   uint64_t stack_top = 0;  // the blob stack this thread starts on (16-aligned)
 };
 
@@ -128,17 +128,17 @@ struct Args {
   uint64_t ops = 0;  // Op[nops]
   MmMap mm{};
   uint64_t exe_path = 0;
-  uint64_t sigactions = 0;  // Sigaction[64], index = signo - 1
+  uint64_t sigactions = 0;     // Sigaction[64], index = signo - 1
   uint64_t sigaction_set = 0;  // bit (signo-1): restore this one
   uint64_t fds = 0;            // Fd[nfds]
   uint32_t nfds = 0, nthreads = 0;
   uint64_t cwd = 0;
-  char comm[16] = {};  // the task name (PR_SET_NAME), inherited by every thread created after
+  char comm[16] = {};    // the task name (PR_SET_NAME), inherited by every thread created after
   uint64_t threads = 0;  // Thread[nthreads]; threads[0] is the main thread (tid == pid)
   // Synchronisation between the blob's threads (futex words).
-  uint32_t go = 0;       // 0 while threads must wait; 1: jump into the park contexts; 2: die
-  uint32_t ready = 0;    // threads that finished their per-thread state and wait for go
-  uint32_t failed = 0;   // a thread's per-thread step failed
+  uint32_t go = 0;      // 0 while threads must wait; 1: jump into the park contexts; 2: die
+  uint32_t ready = 0;   // threads that finished their per-thread state and wait for go
+  uint32_t failed = 0;  // a thread's per-thread step failed
   uint32_t fail_err = 0, fail_index = 0, fail_step = 0;
   uint64_t phase_ns[7] = {};  // filled by the blob, copied into its report
   // The blob's whole mapping (code, this block, stacks). Each thread resumes with the address of
@@ -147,9 +147,9 @@ struct Args {
   uint64_t region_start = 0, region_bytes = 0;
 };
 
-inline constexpr uint32_t kArgSetTid = 1;     // create threads with their old ids (set_tid)
-inline constexpr uint32_t kArgPatchTid = 2;   // write new tids through each tid_address
-inline constexpr uint32_t kArgSetExe = 4;     // pass exe_fd to PR_SET_MM_MAP
+inline constexpr uint32_t kArgSetTid = 1;    // create threads with their old ids (set_tid)
+inline constexpr uint32_t kArgPatchTid = 2;  // write new tids through each tid_address
+inline constexpr uint32_t kArgSetExe = 4;    // pass exe_fd to PR_SET_MM_MAP
 
 }  // namespace procmig::restore_abi
 

@@ -69,12 +69,31 @@ static_assert(__builtin_offsetof(abi::Thread, rsp) == 48);
 static_assert(__builtin_offsetof(abi::Thread, rip) == 56);
 
 enum : long {
-  kSysRead = 0, kSysWrite = 1, kSysClose = 3, kSysLseek = 8, kSysMmap = 9, kSysMprotect = 10,
-  kSysMunmap = 11, kSysRtSigaction = 13, kSysRtSigprocmask = 14, kSysMremap = 25,
-  kSysSigaltstack = 131, kSysPrctl = 157, kSysArchPrctl = 158, kSysGetpid = 39, kSysExit = 60,
-  kSysChdir = 80, kSysFutex = 202, kSysSetTidAddress = 218, kSysExitGroup = 231,
-  kSysOpenat = 257, kSysSetRobustList = 273, kSysDup3 = 292, kSysRseq = 334,
-  kSysCloseRange = 436, kSysClockGettime = 228,
+  kSysRead = 0,
+  kSysWrite = 1,
+  kSysClose = 3,
+  kSysLseek = 8,
+  kSysMmap = 9,
+  kSysMprotect = 10,
+  kSysMunmap = 11,
+  kSysRtSigaction = 13,
+  kSysRtSigprocmask = 14,
+  kSysMremap = 25,
+  kSysSigaltstack = 131,
+  kSysPrctl = 157,
+  kSysArchPrctl = 158,
+  kSysGetpid = 39,
+  kSysExit = 60,
+  kSysChdir = 80,
+  kSysFutex = 202,
+  kSysSetTidAddress = 218,
+  kSysExitGroup = 231,
+  kSysOpenat = 257,
+  kSysSetRobustList = 273,
+  kSysDup3 = 292,
+  kSysRseq = 334,
+  kSysCloseRange = 436,
+  kSysClockGettime = 228,
 };
 
 BLOB long Sys6(long n, long a, long b, long c, long d, long e, long f) {
@@ -110,9 +129,7 @@ BLOB void Copy(uint8_t* d, const uint8_t* s, uint64_t n) {
 
 // An array of the Args block (a macro: a template would not stay in the section).
 #define AT(T, a, off) reinterpret_cast<T*>(reinterpret_cast<uint8_t*>(a) + (off))
-BLOB const char* Str(abi::Args* a, uint64_t off) {
-  return reinterpret_cast<const char*>(a) + off;
-}
+BLOB const char* Str(abi::Args* a, uint64_t off) { return reinterpret_cast<const char*>(a) + off; }
 
 BLOB uint32_t AtomicLoad(uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 BLOB void AtomicStore(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -126,7 +143,8 @@ BLOB void Mark(abi::Args* a, int phase) {
     int64_t sec, nsec;
   } ts;
   Sys(kSysClockGettime, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&ts));
-  a->phase_ns[phase] = static_cast<uint64_t>(ts.sec) * 1000000000ull + static_cast<uint64_t>(ts.nsec);
+  a->phase_ns[phase] =
+      static_cast<uint64_t>(ts.sec) * 1000000000ull + static_cast<uint64_t>(ts.nsec);
 }
 
 BLOB void Report(abi::Args* a, uint32_t kind, uint32_t step, long err, uint64_t index,
@@ -386,7 +404,8 @@ extern "C" void procmig_blob_main(abi::Args* a) {
       uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
       uint64_t set_tid, set_tid_size, cgroup;
     } ca;
-    ca.flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;  // VM FS FILES SIGHAND THREAD SYSVSEM
+    ca.flags =
+        0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;  // VM FS FILES SIGHAND THREAD SYSVSEM
     ca.pidfd = 0;
     ca.child_tid = 0;
     ca.parent_tid = 0;
@@ -405,7 +424,8 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   if (Failed(r)) Die(a, abi::kStepThreadState, r, 0);
   for (;;) {
     uint32_t ready = AtomicLoad(&a->ready);
-    if (AtomicLoad(&a->failed) != 0) Die(a, a->fail_step, -static_cast<long>(a->fail_err), a->fail_index);
+    if (AtomicLoad(&a->failed) != 0)
+      Die(a, a->fail_step, -static_cast<long>(a->fail_err), a->fail_index);
     if (ready + 1 >= a->nthreads) break;
     Sys(kSysFutex, reinterpret_cast<long>(&a->ready), 0 | 128, ready, 0);
   }

@@ -26,6 +26,10 @@ std::span<const uint8_t> Code();
 // Offset of the entry point within Code(). Entry: (Args* args /*rdi*/, stack_top /*rsi*/);
 // never returns.
 size_t EntryOffset();
+// Offset of the blob's clone3 within Code(): (clone_args, size) -> the child's id, or -errno.
+// The child starts on clone_args' stack, pops a function and its two arguments from it and calls
+// the function: so a child can start inside a copy of the blob without any other code of ours.
+size_t Clone3Offset();
 
 }  // namespace procmig::restore_blob
 
