@@ -133,13 +133,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       if (!check.ok()) return check.status();
       absl::Status s = CheckRestorableUpFront(*check, &verified);
       if (!s.ok()) return absl::Status(s.code(), absl::StrCat("restore: ", s.message()));
-      std::vector<PremappedFile> wanted;
-      wanted.reserve(check->maps.size());
-      for (const FileMapping& fm : check->maps) {
-        wanted.push_back(
-            {fm.start, fm.end, fm.offset, fm.prot, fm.shared, check->files[fm.file].path});
-      }
-      premaps.Add(wanted);
+      premaps.Add(PremapsOf(*check));
       return true;
     };
     // The library pages that arrive go straight into those mappings (FilePremaps::kept()).

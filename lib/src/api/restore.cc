@@ -13,8 +13,12 @@
 #include "migration/block_memory.h"
 #include "migration/image_store.h"
 #include "migration/process_state.h"
+#include "migration/restore_check.h"
+#include "restore/file_premaps.h"
 #include "restore/restore_process.h"
 #include "restore_internal.h"
+#include "transport/unique_fd.h"
+#include "wire/wire_format.h"
 
 namespace procmig {
 
@@ -100,6 +104,15 @@ absl::StatusOr<int> OpenStdioRedirect(int fd, const std::string& path) {
 absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const RestoreOptions& options) {
   ASSIGN_OR_RETURN(ImageManifest m, ImageStore::ReadManifest(dir));
   ASSIGN_OR_RETURN(std::vector<uint8_t> ps, ImageStore::ReadProcessState(dir, m));
+  // The files mapped at their final addresses (where free here), and the written pages of each
+  // private file mapping (a library's .data and RELRO) put straight into them as the image is
+  // read, as a live receiver does while the stream arrives: the restorer keeps them as they are.
+  FilePremaps premaps;
+  UniqueFd self_mem;
+  if (absl::StatusOr<ProcessStateRecord> state = DecodeProcessState(ps); state.ok()) {
+    premaps.Add(PremapsOf(BuildRestoreCheck(*state)));
+    if (!premaps.mapped().empty()) self_mem = UniqueFd(open("/proc/self/mem", O_RDWR | O_CLOEXEC));
+  }  // else StartRestore says why
   std::vector<TempBlock> temps(m.blocks.size());
   std::vector<BlockLocation> where(m.blocks.size());
   for (size_t i = 0; i < m.blocks.size(); ++i) {
@@ -119,8 +132,18 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
       return absl::Status(read.code(), absl::StrCat("restore ", dir, ": ", read.message()));
     }
     where[i].address = reinterpret_cast<uint64_t>(bytes);
+    const auto kind =
+        static_cast<wire::BlockKind>((b.flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
+    if (self_mem.valid() && kind == wire::BlockKind::kFilePrivate &&
+        premaps.Covers(b.start, b.length)) {
+      // pwrite through /proc/self/mem writes a read-only private mapping as a debugger does.
+      where[i].mirrored = pwrite(self_mem.get(), bytes, b.length, static_cast<off_t>(b.start)) ==
+                          static_cast<ssize_t>(b.length);
+    }
   }
-  absl::StatusOr<RestoreResult> r = StartRestore(ps, m.blocks, where, options, false);
+  const std::vector<PremappedFile> kept = premaps.kept();
+  absl::StatusOr<RestoreResult> r =
+      StartRestore(ps, m.blocks, where, options, false, nullptr, kept);
   if (!r.ok()) {
     return absl::Status(r.status().code(),
                         absl::StrCat("restore ", dir, ": ", r.status().message()));

@@ -6,6 +6,17 @@
 
 namespace procmig {
 
+std::vector<PremappedFile> PremapsOf(const RestoreCheckRecord& check) {
+  std::vector<PremappedFile> out;
+  out.reserve(check.maps.size());
+  for (const FileMapping& m : check.maps) {
+    if (m.file < check.files.size()) {
+      out.push_back({m.start, m.end, m.offset, m.prot, m.shared, check.files[m.file].path});
+    }
+  }
+  return out;
+}
+
 FilePremaps::~FilePremaps() { Clear(); }
 
 void FilePremaps::Clear() {

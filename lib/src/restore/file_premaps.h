@@ -17,9 +17,13 @@
 #include <span>
 #include <vector>
 
+#include "migration/restore_check.h"
 #include "restore/restore_plan.h"
 
 namespace procmig {
+
+// The file mappings of a restore_check record, as FilePremaps::Add wants them.
+std::vector<PremappedFile> PremapsOf(const RestoreCheckRecord& check);
 
 class FilePremaps {
  public:
