@@ -27,7 +27,9 @@ void FilePremaps::Clear() {
 
 bool FilePremaps::Covers(uint64_t start, uint64_t length) const {
   for (const PremappedFile& p : mapped_) {
-    if (p.start <= start && start + length <= p.end && start + length > start) return true;
+    if (!p.shared && p.start <= start && start + length <= p.end && start + length > start) {
+      return true;
+    }
   }
   return false;
 }

@@ -39,7 +39,8 @@ class FilePremaps {
   // Unmaps every premap.
   void Clear();
 
-  // Whether one premap covers all of [start, start + length).
+  // Whether one PRIVATE premap covers all of [start, start + length): where received pages may
+  // be written (a write to a shared one would reach the file, whatever a sender claims).
   bool Covers(uint64_t start, uint64_t length) const;
   // Every premap overlapping [start, start + length) must not be kept.
   void MarkStale(uint64_t start, uint64_t length);

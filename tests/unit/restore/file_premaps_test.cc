@@ -102,6 +102,13 @@ TEST_CASE("a premap a block went stale in is no longer offered to keep") {
   CHECK_FALSE(premaps.Covers(base + kPage, 2 * kPage));  // across two premaps
   CHECK_FALSE(premaps.Covers(base + 3 * kPage, kPage));
   CHECK_FALSE(premaps.Covers(base, 0));
+  // A shared mapping of the file is never written into, whatever range a block claims.
+  const uint64_t shared_at = FreeRange(1);
+  std::vector<PremappedFile> shared = {
+      {shared_at, shared_at + kPage, 0, PROT_READ | PROT_WRITE, true, file}};
+  FilePremaps shared_premaps;
+  REQUIRE(shared_premaps.Add(shared) == 1);
+  CHECK_FALSE(shared_premaps.Covers(shared_at, kPage));
   CHECK(premaps.kept().size() == 2);
   premaps.MarkStale(base + kPage, kPage);
   REQUIRE(premaps.kept().size() == 1);
