@@ -123,6 +123,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   };
   std::optional<RestoreResult> restored;  // set by deliver, per session
   VerifiedFiles verified;                 // set by check_restore, per session
+  std::vector<MemoryRegion> layout;       // our maps as check_restore read them, per session
   // The files' mappings, made at their final addresses as soon as the check passed, so the
   // restorer keeps them instead of mapping them while the program is paused; per session.
   FilePremaps premaps;
@@ -131,7 +132,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
     so.receiver.check_restore = [&](std::span<const uint8_t> payload) -> absl::StatusOr<bool> {
       absl::StatusOr<RestoreCheckRecord> check = DecodeRestoreCheck(payload);
       if (!check.ok()) return check.status();
-      absl::Status s = CheckRestorableUpFront(*check, &verified);
+      absl::Status s = CheckRestorableUpFront(*check, &verified, &layout);
       if (!s.ok()) return absl::Status(s.code(), absl::StrCat("restore: ", s.message()));
       premaps.Add(PremapsOf(*check));
       return true;
@@ -150,8 +151,9 @@ absl::StatusOr<ReceiveReport> RunReceiver(
         where.push_back({reinterpret_cast<uint64_t>(mem->bytes().data()), mem->mirror() != 0});
       }
       const std::vector<PremappedFile> kept = premaps.kept();
-      absl::StatusOr<RestoreResult> r = StartRestore(
-          process_state, m.blocks, where, options.restore, /*live=*/true, &verified, kept);
+      absl::StatusOr<RestoreResult> r =
+          StartRestore(process_state, m.blocks, where, options.restore, /*live=*/true,
+                       {&verified, kept, layout});
       premaps.Clear();  // the restored process has its own; ours only take address space
       if (!r.ok()) {
         return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));
@@ -164,6 +166,7 @@ absl::StatusOr<ReceiveReport> RunReceiver(
     absl::StatusOr<ReceiveReport> outcome;
     restored.reset();
     verified.clear();
+    layout.clear();
     premaps.Clear();
     if (live && !options.once) {
       // Serving sessions: reap the restored processes (or their inits) that ended meanwhile.

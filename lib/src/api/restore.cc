@@ -39,8 +39,7 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
                                            std::span<const ImageBlock> blocks,
                                            std::span<const BlockLocation> where,
                                            const RestoreOptions& options, bool live,
-                                           const VerifiedFiles* verified,
-                                           std::span<const PremappedFile> premapped) {
+                                           const RestorePrepared& prepared) {
   absl::StatusOr<ProcessStateRecord> state = DecodeProcessState(process_state);
   if (!state.ok()) {
     return absl::DataLossError(absl::StrCat("process state: ", state.status().message()));
@@ -60,8 +59,9 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   o.pid_namespace = options.pid_namespace;
   o.start_timeout_ms = options.start_timeout_ms;
   for (int i = 0; i < 3; ++i) o.stdio_fds[i] = options.stdio_fds[i];
-  o.verified = verified;
-  o.premapped = premapped;
+  o.verified = prepared.verified;
+  o.premapped = prepared.premapped;
+  o.layout = prepared.layout;
   ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*state, placed, o));
   RestoreResult r;
   r.child = p.child;
@@ -143,7 +143,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   }
   const std::vector<PremappedFile> kept = premaps.kept();
   absl::StatusOr<RestoreResult> r =
-      StartRestore(ps, m.blocks, where, options, false, nullptr, kept);
+      StartRestore(ps, m.blocks, where, options, false, {nullptr, kept, {}});
   if (!r.ok()) {
     return absl::Status(r.status().code(),
                         absl::StrCat("restore ", dir, ": ", r.status().message()));

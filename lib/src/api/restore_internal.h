@@ -21,16 +21,20 @@ struct BlockLocation {
   bool mirrored = false;
 };
 
+// What was done ahead of the restore, while the stream arrived or the image was read.
+struct RestorePrepared {
+  const VerifiedFiles* verified = nullptr;  // files checked up front (null: all get the full check)
+  std::span<const PremappedFile> premapped;  // file mappings made at their final addresses
+  std::span<const MemoryRegion> layout;      // our maps as read up front (empty: read anew)
+};
+
 // `where[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
-// threads just now on this host, so the whole pause is reported too. `verified`: the files a
-// live receiver checked up front (null: all get the full check). `premapped`: file mappings it
-// made ahead at their final addresses.
+// threads just now on this host, so the whole pause is reported too.
 absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
                                            std::span<const ImageBlock> blocks,
                                            std::span<const BlockLocation> where,
                                            const RestoreOptions& options, bool live,
-                                           const VerifiedFiles* verified = nullptr,
-                                           std::span<const PremappedFile> premapped = {});
+                                           const RestorePrepared& prepared = {});
 
 }  // namespace procmig
 

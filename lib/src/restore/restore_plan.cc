@@ -362,6 +362,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   if (!gap.ok()) return gap.status();
   plan.region_start = *gap;
   plan.region_bytes = region_bytes;
+  plan.reserve_bytes = RoundUp(region_bytes, kHuge) + staging_bytes;
   plan.args_offset = code_bytes;
   uint64_t staging_next = plan.region_start + RoundUp(region_bytes, kHuge);
   const uint64_t stacks_start = plan.region_start + code_bytes + args_cap;

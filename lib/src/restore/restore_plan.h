@@ -74,6 +74,8 @@ struct RestorePlanInput {
 struct RestorePlan {
   uint64_t region_start = 0;  // where the blob's mapping goes: code, then args, then stacks
   uint64_t region_bytes = 0;
+  // The span from region_start that must be free here: the region, then the staging ranges.
+  uint64_t reserve_bytes = 0;
   uint64_t args_offset = 0;        // of the Args block within the region
   uint64_t main_stack_top = 0;     // absolute
   std::vector<uint8_t> args;       // the Args block with its arrays and strings

@@ -326,7 +326,8 @@ absl::Status CheckRestorable(const ProcessStateRecord& state, const VerifiedFile
   return CheckRestorableWith(state, maps, verified, warnings);
 }
 
-absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified) {
+absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified,
+                                    std::vector<MemoryRegion>* layout) {
   ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
   std::vector<std::string> why;
   CheckCpuAndVdso(check.cpu, check.vdso, maps, &why);
@@ -335,6 +336,7 @@ absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFil
     FileStamp here;
     if (CheckFile(f, &why, nullptr, &here)) verified->push_back({f, here});
   }
+  if (layout != nullptr) *layout = std::move(maps);
   return Refusal(check.pid, std::move(why));
 }
 
@@ -342,7 +344,25 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
                                                      std::span<const PlacedBlock> blocks,
                                                      const RestoreProcessOptions& options) {
   const uint64_t t0 = NowNs();
-  ASSIGN_OR_RETURN(std::vector<MemoryRegion> maps, OwnMaps());
+  // Our layout: the one read up front plus the session's own mappings since (the blocks, the
+  // premaps), or a fresh read.
+  std::vector<MemoryRegion> maps;
+  const bool from_snapshot = !options.layout.empty();
+  if (from_snapshot) {
+    maps.assign(options.layout.begin(), options.layout.end());
+    auto add = [&](uint64_t start, uint64_t end) {
+      MemoryRegion r;
+      r.start = start;
+      r.end = end;
+      maps.push_back(r);
+    };
+    for (const PlacedBlock& b : blocks) add(b.temp, b.temp + b.length);
+    for (const PremappedFile& f : options.premapped) add(f.start, f.end);
+    std::sort(maps.begin(), maps.end(),
+              [](const MemoryRegion& a, const MemoryRegion& b) { return a.start < b.start; });
+  } else {
+    ASSIGN_OR_RETURN(maps, OwnMaps());
+  }
   std::vector<std::string> check_warnings;
   RETURN_IF_ERROR(CheckRestorableWith(state, maps, options.verified, &check_warnings));
   int p[2];
@@ -380,19 +400,35 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   }
   if (getenv("PROCMIG_RESTORE_DEBUG") != nullptr) {
     // The plan, op by op, for whoever debugs a restore (before anything is created).
+    fprintf(stderr, "restore: our layout %s (%zu VMAs)\n",
+            from_snapshot ? "as read up front, plus the session's blocks and premaps"
+                          : "read now",
+            maps.size());
     for (size_t i = 0; i < plan->op_what.size(); ++i) {
       fprintf(stderr, "restore op %zu: %s\n", i, plan->op_what[i].c_str());
     }
   }
+  // The region and the staging ranges after it must be free: reserved together, then the
+  // staging part given back (the blob moves blocks there in the new process).
   void* region =
-      mmap(reinterpret_cast<void*>(plan->region_start), plan->region_bytes, PROT_READ | PROT_WRITE,
+      mmap(reinterpret_cast<void*>(plan->region_start), plan->reserve_bytes, PROT_READ | PROT_WRITE,
            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
   if (region == MAP_FAILED || reinterpret_cast<uint64_t>(region) != plan->region_start) {
     int err = errno;
-    if (region != MAP_FAILED) munmap(region, plan->region_bytes);
+    if (region != MAP_FAILED) munmap(region, plan->reserve_bytes);
     close_pipe();
+    if (from_snapshot && err == EEXIST) {
+      // Something mapped here since the layout was read: plan again from a fresh read.
+      RestoreProcessOptions fresh = options;
+      fresh.layout = {};
+      return StartRestoredProcess(state, blocks, fresh);
+    }
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrFormat("restore: map the restorer at %x", plan->region_start), err);
+  }
+  if (plan->reserve_bytes > plan->region_bytes) {
+    munmap(static_cast<uint8_t*>(region) + plan->region_bytes,
+           plan->reserve_bytes - plan->region_bytes);
   }
   // The blob's code, arguments and stacks stay mapped in the restored process until its agent
   // unmaps them, once every thread has left (preload/agent_restart.cc). Named

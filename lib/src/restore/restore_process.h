@@ -35,6 +35,7 @@
 #include "migration/process_state.h"
 #include "migration/restore_check.h"
 #include "os/file_identity.h"
+#include "os/memory_region.h"
 #include "restore/restore_plan.h"
 
 namespace procmig {
@@ -58,6 +59,12 @@ struct RestoreProcessOptions {
   // File mappings made ahead at their final addresses (restore/file_premaps.h): kept where the
   // record's layout still has them.
   std::span<const PremappedFile> premapped;
+  // This process's layout read earlier (CheckRestorableUpFront), so the restore need not read
+  // /proc/self/maps again while the program is paused (over a millisecond with a few hundred
+  // VMAs): the blocks' and premaps' ranges are added to it, and the restorer's span is reserved
+  // with MAP_FIXED_NOREPLACE, so a mapping made since that lies in the way sends the restore
+  // back to a fresh read. Empty: read now.
+  std::span<const MemoryRegion> layout;
 };
 
 struct RestoredProcess {
@@ -88,7 +95,9 @@ absl::Status CheckRestorable(const ProcessStateRecord& state,
                              std::vector<std::string>* warnings = nullptr);
 // The same checks on the restore_check record, before any memory is sent. On success
 // `*verified` lists the files whose identity was checked and matched.
-absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified);
+// `layout` (may be null) receives this process's layout as read for the check.
+absl::Status CheckRestorableUpFront(const RestoreCheckRecord& check, VerifiedFiles* verified,
+                                    std::vector<MemoryRegion>* layout = nullptr);
 
 absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& state,
                                                      std::span<const PlacedBlock> blocks,
