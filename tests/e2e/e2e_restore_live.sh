@@ -93,6 +93,13 @@ if [[ " ${RECEIVE_ARGS:-} " == *" --no-pid-ns "* ]]; then
 fi
 alive "$RESTORED_PID" || fail "restored process $RESTORED_PID is not running"
 cp "/proc/$RESTORED_PID/maps" "$W/maps.after" 2>/dev/null
+# The main thread's stack must still grow down (its block is moved into place, not copied).
+STACK_FLAGS=$(awk '/\[stack\]/ {s = 1; next} s && /^VmFlags:/ {print; exit}' \
+  "/proc/$RESTORED_PID/smaps" 2>/dev/null)
+case "$STACK_FLAGS" in
+  *" gd"*) ;;
+  *) fail "the restored [stack] does not grow down (smaps: ${STACK_FLAGS:-no [stack]})" ;;
+esac
 
 if [ "$WORKLOAD" = restore_probe ]; then
   echo "ping 2" >&8

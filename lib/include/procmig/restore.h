@@ -37,15 +37,17 @@ struct RestoreResult {
   uint32_t pid = 0;      // its own pid (the old one in a new namespace)
   uint32_t threads = 0;  // threads running
   bool pid_namespace = false;
-  double start_ms = 0;   // restore start to every thread running
-  double clone_ms = 0;   // of which: until the process (or its namespace init) was created
-  double entry_ms = 0;   // of which: until the restorer's first instruction ran
+  double start_ms = 0;  // restore start to every thread running
+  double clone_ms = 0;  // of which: until the process (or its namespace init) was created
+  double entry_ms = 0;  // of which: until the restorer's first instruction ran
   // The program's whole pause: the first park of a thread at the source to every thread running
   // here (CLOCK_MONOTONIC of both: meaningful on one host only; 0 when unknown).
   double pause_ms = 0;
   // Where the restorer's time went: descriptors, unmap, memory, process state, thread clones,
   // threads ready (ms).
   double phase_ms[6] = {};
+  std::string slowest_op;  // the restorer's longest memory op ("" without ops)
+  double slowest_op_ms = 0;
   std::vector<std::string> warnings;  // what was not restored, and why
 };
 

@@ -148,7 +148,8 @@ absl::StatusOr<ReceiveReport> RunReceiver(
                      std::span<const uint8_t> process_state) -> absl::Status {
       std::vector<BlockLocation> where;
       for (const BlockMemory* mem : memory) {
-        where.push_back({reinterpret_cast<uint64_t>(mem->bytes().data()), mem->mirror() != 0});
+        where.push_back({reinterpret_cast<uint64_t>(mem->bytes().data()), mem->mirror() != 0,
+                         mem->grows_down()});
       }
       const std::vector<PremappedFile> kept = premaps.kept();
       absl::StatusOr<RestoreResult> r =

@@ -52,7 +52,8 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
           absl::StrCat("block ", b.id, " does not match the sender's digest"));
     }
     if (b.length != 0) {
-      placed.push_back({b.id, b.start, b.length, where[i].address, where[i].mirrored});
+      placed.push_back(
+          {b.id, b.start, b.length, where[i].address, where[i].mirrored, where[i].grows_down});
     }
   }
   RestoreProcessOptions o;
@@ -73,6 +74,8 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   r.clone_ms = static_cast<double>(p.clone_ns) / 1e6;
   r.entry_ms = static_cast<double>(p.blob_entry_ns) / 1e6;
   for (int i = 0; i < 6; ++i) r.phase_ms[i] = static_cast<double>(p.blob_phase_ns[i]) / 1e6;
+  r.slowest_op = p.slowest_op;
+  r.slowest_op_ms = static_cast<double>(p.slowest_op_ns) / 1e6;
   if (live && p.first_park_ns != 0 && p.running_at_ns > p.first_park_ns) {
     r.pause_ms = static_cast<double>(p.running_at_ns - p.first_park_ns) / 1e6;
   }
@@ -120,22 +123,23 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
     if (b.length == 0) continue;
     temps[i].length = b.length;
     // Where the restorer will have nothing to move (or can move it keeping its huge pages).
-    temps[i].addr = MapForBlock(b.length, RestorerCopiesBlock(b.flags) ? 0 : b.start, m.page_size);
+    temps[i].addr =
+        MapForBlock(b.length, BlockMapHint(b.flags, b.start), m.page_size, BlockGrowsDown(b.flags));
     if (temps[i].addr == MAP_FAILED) {
       return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                          absl::StrCat("restore: map ", b.length, " bytes for block ", b.id), errno);
     }
-    if (b.length >= (2u << 20)) madvise(temps[i].addr, b.length, MADV_HUGEPAGE);
+    where[i].grows_down = BlockGrowsDown(b.flags);
+    if (b.length >= (2u << 20) && !where[i].grows_down) {
+      madvise(temps[i].addr, b.length, MADV_HUGEPAGE);
+    }
     auto* bytes = static_cast<uint8_t*>(temps[i].addr);
     absl::Status read = ImageStore::ReadBlockInto(dir, b, {bytes, b.length});
     if (!read.ok()) {
       return absl::Status(read.code(), absl::StrCat("restore ", dir, ": ", read.message()));
     }
     where[i].address = reinterpret_cast<uint64_t>(bytes);
-    const auto kind =
-        static_cast<wire::BlockKind>((b.flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
-    if (self_mem.valid() && kind == wire::BlockKind::kFilePrivate &&
-        premaps.Covers(b.start, b.length)) {
+    if (self_mem.valid() && RestorerCopiesBlock(b.flags) && premaps.Covers(b.start, b.length)) {
       // pwrite through /proc/self/mem writes a read-only private mapping as a debugger does.
       where[i].mirrored = pwrite(self_mem.get(), bytes, b.length, static_cast<off_t>(b.start)) ==
                           static_cast<ssize_t>(b.length);
@@ -169,6 +173,9 @@ std::string RenderRestoreResult(const RestoreResult& r) {
       "ready %.1f ms (entered %.1f ms after the start)",
       r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3], r.phase_ms[4], r.phase_ms[5],
       r.entry_ms);
+  if (!r.slowest_op.empty()) {
+    absl::StrAppendFormat(&s, "\n  slowest memory op: %s, %.2f ms", r.slowest_op, r.slowest_op_ms);
+  }
   for (const std::string& w : r.warnings) absl::StrAppend(&s, "\n  warning: ", w);
   return s;
 }

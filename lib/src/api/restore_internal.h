@@ -15,10 +15,11 @@
 namespace procmig {
 
 // Where one block's bytes are in this process; `mirrored`: also at its final address, in a
-// premapped mapping of its file (PlacedBlock::mirrored).
+// premapped mapping of its file (PlacedBlock::mirrored); `grows_down`: mapped MAP_GROWSDOWN.
 struct BlockLocation {
   uint64_t address = 0;
   bool mirrored = false;
+  bool grows_down = false;
 };
 
 // What was done ahead of the restore, while the stream arrived or the image was read.

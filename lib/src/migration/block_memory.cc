@@ -33,6 +33,11 @@ uint64_t MappedSize(uint64_t length) {
   return length >= kHugePage ? (length + kHugePage - 1) / kHugePage * kHugePage : length;
 }
 
+wire::BlockKind KindOf(uint32_t block_flags) {
+  return static_cast<wire::BlockKind>((block_flags & wire::kBlockKindMask) >>
+                                      wire::kBlockKindShift);
+}
+
 void AdviseHuge(uint8_t* base, uint64_t mapped) {
   // Best effort: with THP in "madvise" mode this turns 512 faults into one.
   if (mapped >= kHugePage) (void)madvise(base, mapped, MADV_HUGEPAGE);
@@ -40,8 +45,11 @@ void AdviseHuge(uint8_t* base, uint64_t mapped) {
 
 }  // namespace
 
-void* MapForBlock(uint64_t mapped, uint64_t final_start, uint32_t page_size) {
+void* MapForBlock(uint64_t mapped, uint64_t final_start, uint32_t page_size, bool grows_down) {
   const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  if (grows_down) {
+    return mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags | MAP_GROWSDOWN, -1, 0);
+  }
   void* p = MAP_FAILED;
   if (final_start != 0 && page_size != 0 && final_start % page_size == 0) {
     p = mmap(reinterpret_cast<void*>(final_start), mapped, PROT_READ | PROT_WRITE,
@@ -69,35 +77,42 @@ void* MapForBlock(uint64_t mapped, uint64_t final_start, uint32_t page_size) {
 }
 
 bool RestorerCopiesBlock(uint32_t block_flags) {
-  const auto kind =
-      static_cast<wire::BlockKind>((block_flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
-  return kind == wire::BlockKind::kFilePrivate || kind == wire::BlockKind::kStack;
+  return KindOf(block_flags) == wire::BlockKind::kFilePrivate;
+}
+
+bool BlockGrowsDown(uint32_t block_flags) { return KindOf(block_flags) == wire::BlockKind::kStack; }
+
+uint64_t BlockMapHint(uint32_t block_flags, uint64_t start) {
+  return RestorerCopiesBlock(block_flags) || BlockGrowsDown(block_flags) ? 0 : start;
 }
 
 absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length,
                                                                  uint32_t page_size,
-                                                                 uint64_t final_start) {
+                                                                 uint64_t final_start,
+                                                                 bool grows_down) {
   if (length == 0 || page_size == 0 || length % page_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
                                                    " is not a positive multiple of the page size ",
                                                    page_size));
   }
-  const uint64_t mapped = MappedSize(length);
-  void* p = MapForBlock(mapped, final_start, page_size);
+  const uint64_t mapped = grows_down ? length : MappedSize(length);
+  void* p = MapForBlock(mapped, final_start, page_size, grows_down);
   if (p == MAP_FAILED) {
     return ErrnoStatus(absl::StatusCode::kResourceExhausted,
                        absl::StrCat("map ", length, " bytes for a received block"), errno);
   }
   auto* base = static_cast<uint8_t*>(p);
-  AdviseHuge(base, mapped);
-  return std::unique_ptr<BlockMemory>(new BlockMemory(base, mapped, length, page_size));
+  if (!grows_down) AdviseHuge(base, mapped);
+  return std::unique_ptr<BlockMemory>(new BlockMemory(base, mapped, length, page_size, grows_down));
 }
 
-BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size)
+BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size,
+                         bool grows_down)
     : base_(base),
       mapped_(mapped),
       length_(length),
       page_size_(page_size),
+      grows_down_(grows_down),
       nonzero_((length / page_size + 63) / 64, 0),
       crcs_(length / page_size, ZeroPageCrc(page_size)) {}
 
@@ -113,7 +128,7 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
         absl::StrCat("resize received block to ", new_length, ": not a page multiple"));
   }
   uint64_t old_pages = page_count();
-  uint64_t new_mapped = MappedSize(new_length);
+  uint64_t new_mapped = grows_down_ ? new_length : MappedSize(new_length);
   if (new_mapped != mapped_) {
     void* p = mremap(base_, mapped_, new_mapped, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
@@ -123,7 +138,7 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
     }
     base_ = static_cast<uint8_t*>(p);
     mapped_ = new_mapped;
-    AdviseHuge(base_, mapped_);
+    if (!grows_down_) AdviseHuge(base_, mapped_);
   }
   uint64_t new_pages = new_length / page_size_;
   if (new_pages < old_pages) {

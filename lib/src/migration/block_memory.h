@@ -30,13 +30,20 @@ namespace procmig {
 // Fresh read-write private memory of `bytes` for a block that lives at `final_start` in the
 // migrated process (0: unknown): mapped there when that range is free here (a restore then moves
 // nothing), else at an address congruent to it modulo 2 MiB when bytes >= 2 MiB (a move keeps its
-// huge pages whole), else anywhere. MAP_FAILED with errno on failure.
-void* MapForBlock(uint64_t bytes, uint64_t final_start, uint32_t page_size);
+// huge pages whole), else anywhere. `grows_down`: MAP_GROWSDOWN, anywhere. MAP_FAILED with errno
+// on failure.
+void* MapForBlock(uint64_t bytes, uint64_t final_start, uint32_t page_size,
+                  bool grows_down = false);
 
-// Whether a restorer copies a block of these wire flags into a fresh mapping (the written pages of
-// a file mapping, the [stack]) rather than moving it into place: then its final address is only
-// in the restorer's way, and MapForBlock should not be given it.
+// Whether a restorer copies a block of these wire flags into a fresh mapping of its file (the
+// written pages of a private file mapping) rather than moving it into place.
 bool RestorerCopiesBlock(uint32_t block_flags);
+// Whether a block's memory grows down (the [stack]): mapped MAP_GROWSDOWN here, so a restorer
+// moves it into place and the main thread's stack can still grow there.
+bool BlockGrowsDown(uint32_t block_flags);
+// The final address to give MapForBlock for a block of these flags at `start`: 0 where that
+// address would only be in the restorer's way (a block it copies, a stack).
+uint64_t BlockMapHint(uint32_t block_flags, uint64_t start);
 
 class BlockMemory {
  public:
@@ -45,8 +52,10 @@ class BlockMemory {
   // placed there when that range is free here (a restore then has nothing to move), else at an
   // address congruent to it modulo 2 MiB, so moving it keeps its huge pages whole (the kernel
   // moves page-table entries one by one, splitting every huge page, when the two differ).
+  // `grows_down`: MAP_GROWSDOWN, no huge pages (BlockGrowsDown).
   static absl::StatusOr<std::unique_ptr<BlockMemory>> Create(uint64_t length, uint32_t page_size,
-                                                             uint64_t final_start = 0);
+                                                             uint64_t final_start = 0,
+                                                             bool grows_down = false);
   ~BlockMemory();
   BlockMemory(const BlockMemory&) = delete;
   BlockMemory& operator=(const BlockMemory&) = delete;
@@ -82,17 +91,19 @@ class BlockMemory {
   uint64_t mirror() const { return mirror_.load(std::memory_order_relaxed); }
   void DropMirror() { mirror_.store(0, std::memory_order_relaxed); }
 
+  bool grows_down() const { return grows_down_; }
   uint64_t length() const { return length_; }
   uint64_t page_count() const { return length_ / page_size_; }
   uint32_t page_size() const { return page_size_; }
 
  private:
-  BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size);
+  BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size, bool grows_down);
 
   uint8_t* base_;
   uint64_t mapped_;  // bytes mapped at base_ (>= length_, rounded for huge pages)
   uint64_t length_;
   const uint32_t page_size_;
+  const bool grows_down_;
   std::vector<uint64_t> nonzero_;  // one bit per page; accessed through std::atomic_ref
   std::vector<uint32_t> crcs_;     // one per page; each written by one thread at a time
   std::atomic<uint64_t> mirror_{0};

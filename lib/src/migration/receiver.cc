@@ -248,9 +248,9 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
   // Received at the final address where a restorer moves the block into place (when free here).
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<BlockMemory> mem,
-      BlockMemory::Create(b.length, page_size_.load(), RestorerCopiesBlock(b.flags) ? 0 : b.start));
+  ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
+                   BlockMemory::Create(b.length, page_size_.load(), BlockMapHint(b.flags, b.start),
+                                       BlockGrowsDown(b.flags)));
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
     BlockEntry& e = blocks_[b.block_id];
@@ -408,9 +408,6 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
 
 void Receiver::StartMirror(BlockEntry& e) {
   if (!options_.premapped || !options_.premap_stale || !RestorerCopiesBlock(e.flags)) return;
-  const auto kind =
-      static_cast<wire::BlockKind>((e.flags & wire::kBlockKindMask) >> wire::kBlockKindShift);
-  if (kind != wire::BlockKind::kFilePrivate) return;
   if (!options_.premapped(e.start, e.memory->length())) return;
   if (!self_mem_.valid()) {
     self_mem_ = UniqueFd(open("/proc/self/mem", O_RDWR | O_CLOEXEC));

@@ -428,7 +428,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       return src_of[static_cast<size_t>(b - in.blocks.data())];
     };
     if (bs.size() == 1 && bs[0]->start == v.start && bs[0]->length == len &&
-        v.kind != VmaKind::kStack && !CopiedIntoFile(v)) {
+        (v.kind != VmaKind::kStack || bs[0]->grows_down) && !CopiedIntoFile(v)) {
       abi::Op op;
       op.kind = src(bs[0]) == v.start ? abi::kOpProtect : abi::kOpMove;
       op.prot = v.prot;

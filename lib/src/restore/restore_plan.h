@@ -10,7 +10,8 @@
 //                                    their relative offsets) to the old addresses; the sizes and
 //                                    offsets must match the record's (a different kernel: refused)
 //   one block covering all of it     the block is moved into place (mremap) and given its prot
-//   [stack] (grows down)             mapped MAP_GROWSDOWN, the block copied in
+//   [stack] (grows down)             its one block moved into place when that block's mapping
+//                                    grows down too, else mapped MAP_GROWSDOWN, the block copied in
 //   otherwise                        mapped from its file (private or shared) or anonymous, then
 //                                    blocks inside it moved over their parts, then its prot; a
 //                                    file mapping premapped exactly so is kept as it is, and
@@ -42,6 +43,9 @@ struct PlacedBlock {
   // Its bytes are also at `start`, in the caller's premapped mapping of its file (PremappedFile,
   // written page by page as they arrived): where that mapping is kept, nothing is copied.
   bool mirrored = false;
+  // Its temporary mapping is MAP_GROWSDOWN: a [stack] block covering its VMA is moved into place
+  // (keeping that flag) rather than copied into a fresh grows-down mapping.
+  bool grows_down = false;
 };
 
 // A file mapping the caller made ahead, at its final address (where that range was free here),

@@ -401,8 +401,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   if (getenv("PROCMIG_RESTORE_DEBUG") != nullptr) {
     // The plan, op by op, for whoever debugs a restore (before anything is created).
     fprintf(stderr, "restore: our layout %s (%zu VMAs)\n",
-            from_snapshot ? "as read up front, plus the session's blocks and premaps"
-                          : "read now",
+            from_snapshot ? "as read up front, plus the session's blocks and premaps" : "read now",
             maps.size());
     for (size_t i = 0; i < plan->op_what.size(); ++i) {
       fprintf(stderr, "restore op %zu: %s\n", i, plan->op_what[i].c_str());
@@ -548,6 +547,10 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
         init_args != nullptr ? __atomic_load_n(&init_args->created_ns, __ATOMIC_ACQUIRE) : 0;
     out.clone_ns = (created > t0 ? created : cloned) - t0;
     if (rep.phase_ns[0] > t0) out.blob_entry_ns = rep.phase_ns[0] - t0;
+    if (rep.slowest_op < plan->op_what.size()) {
+      out.slowest_op = plan->op_what[rep.slowest_op];
+      out.slowest_op_ns = rep.slowest_op_ns;
+    }
     for (int i = 0; i < 6; ++i) {
       if (rep.phase_ns[i + 1] >= rep.phase_ns[i]) {
         out.blob_phase_ns[i] = rep.phase_ns[i + 1] - rep.phase_ns[i];

@@ -82,6 +82,8 @@ struct RestoredProcess {
   // Where the blob's time went (ns): descriptors, unmap, memory ops, process state, thread
   // clones, threads ready.
   uint64_t blob_phase_ns[6] = {};
+  std::string slowest_op;  // the memory op that took longest ("" without ops), and how long
+  uint64_t slowest_op_ns = 0;
   uint64_t first_park_ns = 0;
   std::vector<std::string> warnings;
 };

@@ -110,6 +110,9 @@ struct Report {
   // CLOCK_MONOTONIC at the blob's entry and after each phase: descriptors closed, unmapped,
   // memory ops, process state (mm, sigactions, files, cwd), threads cloned, all threads ready.
   uint64_t phase_ns[7] = {};
+  // The memory op that took longest, and how long (ns).
+  uint32_t slowest_op = 0, pad = 0;
+  uint64_t slowest_op_ns = 0;
 };
 inline constexpr uint32_t kReportRunning = 1;
 inline constexpr uint32_t kReportFailed = 2;
@@ -140,7 +143,9 @@ struct Args {
   uint32_t ready = 0;   // threads that finished their per-thread state and wait for go
   uint32_t failed = 0;  // a thread's per-thread step failed
   uint32_t fail_err = 0, fail_index = 0, fail_step = 0;
-  uint64_t phase_ns[7] = {};  // filled by the blob, copied into its report
+  uint64_t phase_ns[7] = {};                 // filled by the blob, copied into its report
+  uint32_t slowest_op = 0, slowest_pad = 0;  // likewise
+  uint64_t slowest_op_ns = 0;
   // The blob's whole mapping (code, this block, stacks). Each thread resumes with the address of
   // this block as procmig_park_save's second return value, so the restored agent can check the
   // magic and unmap the mapping once every thread has left it.

@@ -138,19 +138,22 @@ BLOB void WaitWhile(uint32_t* p, uint32_t v) {
   while (AtomicLoad(p) == v) Sys(kSysFutex, reinterpret_cast<long>(p), 0 | 128, v, 0);
 }
 
-BLOB void Mark(abi::Args* a, int phase) {
+BLOB uint64_t NowNs() {
   struct {
     int64_t sec, nsec;
   } ts;
   Sys(kSysClockGettime, 1 /* CLOCK_MONOTONIC */, reinterpret_cast<long>(&ts));
-  a->phase_ns[phase] =
-      static_cast<uint64_t>(ts.sec) * 1000000000ull + static_cast<uint64_t>(ts.nsec);
+  return static_cast<uint64_t>(ts.sec) * 1000000000ull + static_cast<uint64_t>(ts.nsec);
 }
+
+BLOB void Mark(abi::Args* a, int phase) { a->phase_ns[phase] = NowNs(); }
 
 BLOB void Report(abi::Args* a, uint32_t kind, uint32_t step, long err, uint64_t index,
                  uint64_t value) {
   abi::Report r;
   for (int i = 0; i < 7; ++i) r.phase_ns[i] = a->phase_ns[i];
+  r.slowest_op = a->slowest_op;
+  r.slowest_op_ns = a->slowest_op_ns;
   r.kind = kind;
   r.step = step;
   r.err = static_cast<int32_t>(-err);
@@ -331,9 +334,16 @@ extern "C" void procmig_blob_main(abi::Args* a) {
   const abi::Op* ops = AT(abi::Op, a, a->ops);
   {
     OpenFile file;
+    uint64_t t = NowNs();
     for (uint32_t i = 0; i < a->nops; ++i) {
       r = RunOp(a, ops[i], &file);
       if (Failed(r)) Die(a, abi::kStepMemory, r, i);
+      const uint64_t now = NowNs();
+      if (now - t > a->slowest_op_ns) {
+        a->slowest_op_ns = now - t;
+        a->slowest_op = i;
+      }
+      t = now;
     }
     CloseFile(&file);
   }

@@ -139,6 +139,33 @@ TEST_CASE("the ops rebuild the layout in order: vDSO via staging, moves, file ma
   CHECK(ops[7].len == 0x2000);
 }
 
+TEST_CASE("a [stack] block whose mapping grows down is moved into place, not copied") {
+  Fixture f;
+  f.blocks[1].grows_down = true;
+  auto plan = f.Plan();
+  REQUIRE(plan.ok());
+  std::vector<abi::Op> ops = OpsOf(*plan);
+  REQUIRE(ops.size() == 4 + 1 + 1 + 1);
+  CHECK(ops[6].kind == abi::kOpMove);
+  CHECK(ops[6].src == 0x600000100000);
+  CHECK(ops[6].dst == 0x7ffd00000000);
+  CHECK(ops[6].len == 0x2000);
+  CHECK(ops[6].flags == abi::kMoveKeepsProt);
+  // Only part of the [stack] received: mapped growing down and copied in, as before.
+  Fixture g;
+  g.blocks[1].grows_down = true;
+  g.blocks[1].length = 0x1000;
+  g.blocks[1].start = 0x7ffd00001000;
+  plan = g.Plan();
+  REQUIRE(plan.ok());
+  ops = OpsOf(*plan);
+  REQUIRE(ops.size() == 4 + 1 + 1 + 2);
+  CHECK(ops[6].kind == abi::kOpMapAnon);
+  CHECK((ops[6].flags & MAP_GROWSDOWN) != 0);
+  CHECK(ops[7].kind == abi::kOpCopy);
+  CHECK(ops[7].dst == 0x7ffd00001000);
+}
+
 TEST_CASE("the blob's region and staging lie outside both layouts; keep ranges are ours") {
   Fixture f;
   auto plan = f.Plan();
