@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
     return absl::InvalidArgumentError("page sender: compress level must be 0..9");
   }
   if (config.compress_level > 0) pre.features |= wire::kFeatureZlib;
+  if (config.zero_runs) pre.features |= wire::kFeatureZeroRun;
   std::vector<std::unique_ptr<wire::StreamWriter>> writers;
   for (size_t i = 0; i < channels.size(); ++i) {
     wire::Preamble p = pre;
@@ -324,14 +325,54 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
   }
   if (pool_) RETURN_IF_ERROR(CompressRun(count, live));
-  std::span<const wire::PageEntry> run(entries_.get(), count);
-  RETURN_IF_ERROR(
-      AddWithRoom([&] { return writers_[channel]->AddPageRun(id, first, run, false); }));
+  RETURN_IF_ERROR(EmitRun(id, first, count, channel));
   if (channel != 0) spread_ = true;
   counters_.pages += count;
   iter_pages_ += count;
   if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
   return absl::OkStatus();
+}
+
+absl::Status PageSender::EmitRun(uint32_t id, uint64_t first, uint64_t count, size_t channel) {
+  wire::StreamWriter* w = writers_[channel].get();
+  auto page_run = [&](uint64_t from, uint64_t to) -> absl::Status {
+    if (from == to) return absl::OkStatus();
+    std::span<const wire::PageEntry> run(entries_.get() + from, to - from);
+    return AddWithRoom([&] { return w->AddPageRun(id, first + from, run, false); });
+  };
+  if (!config_.zero_runs) return page_run(0, count);
+  // A zero page inside a page_run costs its 12-byte descriptor. A zero_run record costs 28 bytes
+  // (12 header + 16 payload) whatever its length, and one in the middle of the run also splits
+  // it, which costs another 28 (the second page_run's header). So a stretch of k zero pages
+  // becomes a zero_run when 12k > 28 at either end of the run (k >= 3) and when 12k > 56 inside
+  // it (k >= 5); shorter stretches stay inline, where they also cost the receiver no extra
+  // record. Zero pages with nothing else left to send (i == pending, j == count) always go as
+  // a zero_run: inline they would need a page_run of their own, 28 + 12k bytes. Zero runs never
+  // cross the 1024-page chunk (SendPages), so every page still travels on its chunk's channel; one
+  // 28-byte record per all-zero 4 MiB chunk is 0.0007% of it.
+  constexpr uint64_t kRecordCost = wire::kRecordHeaderSize + wire::kZeroRunSize;
+  uint64_t pending = 0;  // first entry not sent yet
+  uint64_t i = 0;
+  while (i < count) {
+    if (entries_[i].encoding != wire::PageEncoding::kZero) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i;
+    while (j < count && entries_[j].encoding == wire::PageEncoding::kZero) ++j;
+    const bool alone = i == pending && j == count;
+    const bool edge = i == pending || j == count;  // no page_run would be split around it
+    const uint64_t inline_cost = (j - i) * wire::kPageDescriptorSize;
+    if (alone || inline_cost > (edge ? kRecordCost : 2 * kRecordCost)) {
+      RETURN_IF_ERROR(page_run(pending, i));
+      wire::ZeroRun z{id, static_cast<uint32_t>(j - i), first + i};
+      RETURN_IF_ERROR(AddWithRoom([&] { return w->AddZeroRun(z); }));
+      counters_.zero_run_pages += j - i;
+      pending = j;
+    }
+    i = j;
+  }
+  return page_run(pending, count);
 }
 
 absl::Status PageSender::UseZlib(wire::PageEntry& e, const uint8_t* z, size_t size) {

@@ -50,12 +50,16 @@ struct PageSenderConfig {
   // threads do not exist, compresses on its own thread with a compressor made at Create().
   int compress_level = 0;
   int compress_threads = 1;
+  // Stretches of zero pages go out as zero_run records (wire feature bit 3, which a receiver
+  // older than the record refuses); off: every zero page is a 12-byte page_run descriptor.
+  bool zero_runs = true;
 };
 
 struct PageSenderCounters {
   uint64_t bytes_out = 0;  // bytes handed to the channel
   uint64_t normal_pages = 0;
-  uint64_t zero_pages = 0;
+  uint64_t zero_pages = 0;      // all zero pages, inline descriptors and zero runs alike
+  uint64_t zero_run_pages = 0;  // of which sent in zero_run records
   uint64_t xbzrle_pages = 0;
   uint64_t xbzrle_bytes = 0;
   uint64_t xbzrle_cache_misses = 0;
@@ -151,6 +155,9 @@ class PageSender {
   absl::Status AddWithRoom(F&& add);
   absl::Status SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live,
                        size_t channel);
+  // Sends entries_[0, count) (pages first.. of block id) as page runs, with the stretches of
+  // zero pages that are cheaper as zero_run records sent as those.
+  absl::Status EmitRun(uint32_t id, uint64_t first, uint64_t count, size_t channel);
   // One page of the staging area (the caller made room).
   absl::StatusOr<uint8_t*> Stage();
   // process_vm_readv of `count` pages at addr into out; returns the pages read.
