@@ -160,8 +160,11 @@ TEST_CASE("zero stretches become zero_run records where that is smaller, mixed w
   Mapping e(7);
   e.Fill(0, 5);
   e.Fill(6, 5);
+  // Block 6: data only, read in slices that grow (no zero page) up to the chunk's end.
+  Mapping f(1500);
+  for (size_t i = 0; i < f.pages; ++i) f.Fill(i, 6);
 
-  Sent s = SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}}, /*zero_runs=*/true);
+  Sent s = SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}}, /*zero_runs=*/true);
   CHECK((s.features & wire::kFeatureZeroRun) != 0);
   std::vector<Seen> want = {
       {T::kPageRun, 1, 0, 2, "RR"},         {T::kZeroRun, 1, 2, 8, ""},
@@ -175,10 +178,12 @@ TEST_CASE("zero stretches become zero_run records where that is smaller, mixed w
   want.push_back({T::kPageRun, 5, 0, 1, "R"});
   want.push_back({T::kZeroRun, 5, 1, 5, ""});
   want.push_back({T::kPageRun, 5, 6, 1, "R"});
+  want.push_back({T::kPageRun, 6, 0, 1024, std::string(1024, 'R')});
+  want.push_back({T::kPageRun, 6, 1024, 476, std::string(476, 'R')});
   CHECK_MESSAGE(s.runs == want, Describe(s.runs));
 
-  const uint64_t data_pages = 5 + 1 + 682 + 2;
-  const uint64_t all_pages = 2048 + 3 + 1 + 1024 + 7;
+  const uint64_t data_pages = 5 + 1 + 682 + 2 + 1500;
+  const uint64_t all_pages = 2048 + 3 + 1 + 1024 + 7 + 1500;
   CHECK(s.counters.normal_pages == data_pages);
   CHECK(s.counters.zero_pages == all_pages - data_pages);
   CHECK(s.counters.zero_run_pages == 8 + 1005 + 1024 + 1 + 5);
@@ -186,10 +191,11 @@ TEST_CASE("zero stretches become zero_run records where that is smaller, mixed w
   CHECK(s.end_pages == all_pages);
 
   // Without zero runs: every zero page is a descriptor, one page run per chunk.
-  Sent plain = SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}}, /*zero_runs=*/false);
+  Sent plain =
+      SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}}, /*zero_runs=*/false);
   CHECK((plain.features & wire::kFeatureZeroRun) == 0);
   for (const Seen& r : plain.runs) CHECK(r.type == T::kPageRun);
-  CHECK(plain.runs.size() == 6);
+  CHECK(plain.runs.size() == 8);
   CHECK(plain.counters.zero_run_pages == 0);
   CHECK(plain.counters.zero_pages == s.counters.zero_pages);
   CHECK(plain.end_pages == all_pages);
