@@ -2,9 +2,10 @@
 // the receive path does not pay a page fault per page (the bench: ~2.8 us per fresh
 // 4 KiB page on the reference VM, the first wall of a loopback receive).
 //
-// Queue(id, first_page) asks for block `id` from `first_page` on; the thread calls `step(id,
-// page, count)` for successive 2 MiB pieces until it returns false (block gone or past its end)
-// or Stop() is called. `step` runs on the populator thread and must do its own locking (the
+// Queue(id, first_page[, count]) asks for block `id` from `first_page` on (to its end, or for
+// `count` pages); the thread calls `step(id, page, n)` for successive pieces of at most
+// pages_per_step until the range is done, `step` returns false (block gone or past its end) or
+// Stop() is called. `step` runs on the populator thread and must do its own locking (the
 // Receiver takes its block lock shared, so block add/remove/resize never wait longer than one
 // piece). Queue and Stop may be called from any thread; Stop joins and is idempotent.
 #ifndef PROCMIG_MIGRATION_BLOCK_POPULATOR_H_
@@ -33,9 +34,11 @@ class BlockPopulator {
   BlockPopulator(const BlockPopulator&) = delete;
   BlockPopulator& operator=(const BlockPopulator&) = delete;
 
-  void Queue(uint32_t block_id, uint64_t first_page);
+  void Queue(uint32_t block_id, uint64_t first_page, uint64_t count = UINT64_MAX);
   // Stops after the current piece; from the populator thread itself it only sets the flag.
   void Stop();
+  // Returns once everything queued so far was done (or Stop() was called).
+  void WaitIdleForTest();
 
  private:
   void Loop();
@@ -44,7 +47,13 @@ class BlockPopulator {
   const uint64_t pages_per_step_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<uint32_t, uint64_t>> queue_ ABSL_GUARDED_BY(mu_);
+  struct Item {
+    uint32_t block_id;
+    uint64_t first_page;
+    uint64_t count;
+  };
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // an item was taken and is being done
   std::atomic<bool> stop_{false};
   std::thread thread_;  // last member: started after everything it uses
 };

@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
     return absl::InvalidArgumentError("page sender: compress level must be 0..9");
   }
   if (config.compress_level > 0) pre.features |= wire::kFeatureZlib;
+  if (config.zero_runs) pre.features |= wire::kFeatureZeroRun;
   std::vector<std::unique_ptr<wire::StreamWriter>> writers;
   for (size_t i = 0; i < channels.size(); ++i) {
     wire::Preamble p = pre;
@@ -98,7 +99,10 @@ PageSender::PageSender(const PageSenderConfig& config, std::span<Channel* const>
       zero_crc_(wire::ZeroPageCrc(config.preamble.page_size)),
       channels_(channels.begin(), channels.end()),
       writers_(std::move(writers)),
-      limiter_(config.max_bandwidth) {}
+      limiter_(config.max_bandwidth) {
+  min_read_pages_ = std::max<uint64_t>(1, kMinReadBytes / page_size_);
+  read_pages_ = min_read_pages_;
+}
 
 absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
   DropTable(id);
@@ -252,6 +256,45 @@ size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
   return static_cast<size_t>(n) / page_size_;
 }
 
+uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count) {
+  // Pages are read a slice at a time and only the non-zero ones keep their place in the staging
+  // area; the next slice is read over the zero ones. A stretch of zero pages is thus read into
+  // the same 512 KiB again and again, which stays in the cache (1 MiB L2 here), instead of
+  // streaming through megabytes of cold staging memory that would only be thrown away. Reads
+  // grow to a whole run while no zero page shows up, so random content costs no extra syscalls
+  // after the first few slices.
+  uint8_t* const base = stage_.get() + stage_used_;
+  uint8_t* keep = base;  // where the next non-zero page goes
+  uint64_t done = 0;
+  while (done < count) {
+    const uint64_t n = std::min<uint64_t>(read_pages_, count - done);
+    const size_t got = ReadStaged(addr + done * page_size_, n, keep);
+    bool zero_seen = false;
+    uint8_t* next = keep;
+    for (size_t k = 0; k < got; ++k) {
+      const uint8_t* p = keep + k * page_size_;
+      wire::PageEntry& e = entries_[done + k];
+      e = wire::PageEntry{};
+      if (IsZeroPage(p, page_size_)) {
+        e.encoding = wire::PageEncoding::kZero;
+        zero_seen = true;
+        continue;
+      }
+      if (p != next) std::memcpy(next, p, page_size_);  // next <= p - page_size: no overlap
+      e.encoding = wire::PageEncoding::kRaw;
+      e.data = {next, page_size_};
+      next += page_size_;
+    }
+    keep = next;
+    done += got;
+    read_pages_ =
+        zero_seen ? min_read_pages_ : std::min<uint64_t>(2 * read_pages_, wire::kMaxPagesPerRun);
+    if (got < n) break;  // the memory went away
+  }
+  stage_used_ += static_cast<size_t>(keep - base);
+  return done;
+}
+
 absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
                                  bool live, size_t channel) {
   // Memory is copied into the staging area with process_vm_readv: a region the program unmaps
@@ -260,35 +303,27 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   // own heap pages do change, also in the final phase), so the run is not "live" on the wire and
   // its crcs always hold. `live` only says whether the program may be running.
   (void)live;
-  const bool staged = true;
   auto table = tables_.find(id);
   uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
-  const size_t need = (staged ? count : 0) + (cache_ ? 2 * count : 0) + (pool_ ? count : 0);
+  const size_t need = count + (cache_ ? 2 * count : 0) + (pool_ ? count : 0);
   if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
-  const uint8_t* src = reinterpret_cast<const uint8_t*>(start + first * page_size_);
-  if (staged) {
-    uint8_t* dst = stage_.get() + stage_used_;
-    size_t got = ReadStaged(start + first * page_size_, count, dst);
-    stage_used_ += got * page_size_;
-    if (got < count) {
-      ++read_faults_;
-      fault_block_ = id;
-      if (got == 0) return absl::OkStatus();
-      count = got;
-    }
-    src = dst;
+  const uint64_t got = StageRun(start + first * page_size_, count);
+  if (got < count) {
+    ++read_faults_;
+    fault_block_ = id;
+    if (got == 0) return absl::OkStatus();
+    count = got;
   }
   const uint64_t generation = iter_gen_;
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t page = first + i;
-    const uint8_t* mem = src + i * page_size_;
-    wire::PageEntry& e = entries_[i];
-    e = wire::PageEntry{};
+    wire::PageEntry& e = entries_[i];  // classified by StageRun
     uint32_t* slot = page < table_pages ? &crcs[page] : nullptr;
-    if (IsZeroPage(mem, page_size_)) {
+    if (e.encoding == wire::PageEncoding::kZero) {
+      // A zero page needs no crc on the wire: it was read from a copy made after the tracker
+      // re-protected it, so a write since then has re-dirtied it and it is sent again later.
       if (slot != nullptr) *slot = zero_crc_;
-      e.encoding = wire::PageEncoding::kZero;
       ++counters_.zero_pages;
       ++iter_zero_;
       // The receiver now holds zeros: keep a cached copy honest.
@@ -297,8 +332,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
       }
       continue;
     }
-    e.encoding = wire::PageEncoding::kRaw;
-    e.data = {mem, page_size_};
+    const uint8_t* mem = e.data.data();
     ++counters_.normal_pages;
     if (slot != nullptr) *slot = crc32c::Value(mem, page_size_);
     if (!cache_) continue;
@@ -324,14 +358,54 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
   }
   if (pool_) RETURN_IF_ERROR(CompressRun(count, live));
-  std::span<const wire::PageEntry> run(entries_.get(), count);
-  RETURN_IF_ERROR(
-      AddWithRoom([&] { return writers_[channel]->AddPageRun(id, first, run, false); }));
+  RETURN_IF_ERROR(EmitRun(id, first, count, channel));
   if (channel != 0) spread_ = true;
   counters_.pages += count;
   iter_pages_ += count;
   if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
   return absl::OkStatus();
+}
+
+absl::Status PageSender::EmitRun(uint32_t id, uint64_t first, uint64_t count, size_t channel) {
+  wire::StreamWriter* w = writers_[channel].get();
+  auto page_run = [&](uint64_t from, uint64_t to) -> absl::Status {
+    if (from == to) return absl::OkStatus();
+    std::span<const wire::PageEntry> run(entries_.get() + from, to - from);
+    return AddWithRoom([&] { return w->AddPageRun(id, first + from, run, false); });
+  };
+  if (!config_.zero_runs) return page_run(0, count);
+  // A zero page inside a page_run costs its 12-byte descriptor. A zero_run record costs 28 bytes
+  // (12 header + 16 payload) whatever its length, and one in the middle of the run also splits
+  // it, which costs another 28 (the second page_run's header). So a stretch of k zero pages
+  // becomes a zero_run when 12k > 28 at either end of the run (k >= 3) and when 12k > 56 inside
+  // it (k >= 5); shorter stretches stay inline, where they also cost the receiver no extra
+  // record. Zero pages with nothing else left to send (i == pending, j == count) always go as
+  // a zero_run: inline they would need a page_run of their own, 28 + 12k bytes. Zero runs never
+  // cross the 1024-page chunk (SendPages), so every page still travels on its chunk's channel; one
+  // 28-byte record per all-zero 4 MiB chunk is 0.0007% of it.
+  constexpr uint64_t kRecordCost = wire::kRecordHeaderSize + wire::kZeroRunSize;
+  uint64_t pending = 0;  // first entry not sent yet
+  uint64_t i = 0;
+  while (i < count) {
+    if (entries_[i].encoding != wire::PageEncoding::kZero) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i;
+    while (j < count && entries_[j].encoding == wire::PageEncoding::kZero) ++j;
+    const bool alone = i == pending && j == count;
+    const bool edge = i == pending || j == count;  // no page_run would be split around it
+    const uint64_t inline_cost = (j - i) * wire::kPageDescriptorSize;
+    if (alone || inline_cost > (edge ? kRecordCost : 2 * kRecordCost)) {
+      RETURN_IF_ERROR(page_run(pending, i));
+      wire::ZeroRun z{id, static_cast<uint32_t>(j - i), first + i};
+      RETURN_IF_ERROR(AddWithRoom([&] { return w->AddZeroRun(z); }));
+      counters_.zero_run_pages += j - i;
+      pending = j;
+    }
+    i = j;
+  }
+  return page_run(pending, count);
 }
 
 absl::Status PageSender::UseZlib(wire::PageEntry& e, const uint8_t* z, size_t size) {

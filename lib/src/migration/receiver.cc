@@ -17,6 +17,20 @@
 namespace procmig {
 namespace {
 
+// Population ahead of the data: 2 MiB pieces (one huge page at a time), up to 64 MiB ahead of
+// the piece that receives data (at the loopback rate, 30-40 ms of stream).
+constexpr uint64_t kPopulatePiece = 2u << 20;
+constexpr uint64_t kPopulateAheadPieces = (64u << 20) / kPopulatePiece;
+
+uint64_t PieceCount(uint64_t pages, uint32_t page_size) {
+  const uint64_t per = kPopulatePiece / page_size;
+  return (pages + per - 1) / per;
+}
+
+std::unique_ptr<std::atomic<uint8_t>[]> NewPieces(uint64_t n) {
+  return std::unique_ptr<std::atomic<uint8_t>[]>(new std::atomic<uint8_t>[n == 0 ? 1 : n]());
+}
+
 absl::Status WithPrefix(const absl::Status& s, absl::string_view prefix) {
   return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
 }
@@ -154,6 +168,8 @@ absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& 
       return ApplyBlockResize(std::get<wire::BlockResize>(r.body));
     case RecordType::kPageRun:
       return ApplyRun(index, c, std::get<wire::PageRun>(r.body));
+    case RecordType::kZeroRun:
+      return ApplyZeroRun(index, c, std::get<wire::ZeroRun>(r.body));
     case RecordType::kIteration:
       ++c.iterations;
       return Barrier(index, std::get<wire::IterationMarker>(r.body).iteration);
@@ -214,7 +230,7 @@ absl::Status Receiver::ApplyPreamble(size_t index, const wire::Preamble& p) {
         // 2 MiB pieces: one huge page at a time.
         populator_ = std::make_unique<BlockPopulator>(
             [this](uint32_t id, uint64_t first, uint64_t n) { return PopulateStep(id, first, n); },
-            (2u << 20) / p.page_size);
+            kPopulatePiece / p.page_size);
       }
       started_ = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(TransitionTo(State::kReceiving));
@@ -259,6 +275,8 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     e.start = b.start;
     e.name = std::string(b.name);
     e.memory = std::move(mem);
+    e.piece_count = PieceCount(b.page_count, page_size_.load());
+    e.pieces = NewPieces(e.piece_count);
     StartMirror(e);
   }
   {
@@ -266,7 +284,7 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     ++table_version_;
   }
   cv_.notify_all();
-  if (populator_ != nullptr) populator_->Queue(b.block_id, 0);
+  // Not populated now: only once data arrives for it (PopulateAhead).
   return absl::OkStatus();
 }
 
@@ -296,6 +314,17 @@ absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
     old_pages = it->second.memory->page_count();
     StopMirror(it->second);
     RETURN_IF_ERROR(it->second.memory->Resize(r.new_length));
+    // Pieces wholly below both ends keep their flags; the rest start afresh (a shrink dropped
+    // their pages, a grown part was never populated).
+    BlockEntry& e = it->second;
+    const uint32_t ps = page_size_.load();
+    const uint64_t keep = std::min(old_pages, r.new_page_count) / (kPopulatePiece / ps);
+    auto pieces = NewPieces(PieceCount(r.new_page_count, ps));
+    for (uint64_t i = 0; i < keep && i < e.piece_count; ++i) {
+      pieces[i].store(e.pieces[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
+    e.pieces = std::move(pieces);
+    e.piece_count = PieceCount(r.new_page_count, ps);
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -306,13 +335,12 @@ absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
     ++table_version_;
   }
   cv_.notify_all();
-  if (populator_ != nullptr && r.new_page_count > old_pages)
-    populator_->Queue(r.block_id, old_pages);
   return absl::OkStatus();
 }
 
-absl::Status Receiver::WaitForBlock(size_t index, ChannelState& c, const wire::PageRun& run) {
-  const uint64_t end = run.first_page + run.pages.size();
+absl::Status Receiver::WaitForBlock(size_t index, ChannelState& c, uint32_t block_id,
+                                    uint64_t first_page, uint64_t count, const char* what) {
+  const uint64_t end = first_page + count;
   for (;;) {
     uint64_t version;
     {
@@ -321,16 +349,16 @@ absl::Status Receiver::WaitForBlock(size_t index, ChannelState& c, const wire::P
     }
     {
       std::shared_lock<std::shared_mutex> l(blocks_mu_);
-      auto it = blocks_.find(run.block_id);
+      auto it = blocks_.find(block_id);
       if (it != blocks_.end() && end <= it->second.memory->page_count()) return absl::OkStatus();
     }
     std::unique_lock<std::mutex> l(mu_);
     auto main_passed = [&] { return ended_[0] || arrived_[0] > c.iterations; };
     if (failed_.load()) return error_;
     if (main_passed()) {
-      return absl::DataLossError(absl::StrCat(
-          "page run for block ", run.block_id, " pages ", run.first_page, "..", end - 1,
-          " in iteration ", c.iterations, ": the main channel did not announce that range"));
+      return absl::DataLossError(absl::StrCat(what, " for block ", block_id, " pages ", first_page,
+                                              "..", end - 1, " in iteration ", c.iterations,
+                                              ": the main channel did not announce that range"));
     }
     cv_.wait(l, [&] { return failed_.load() || table_version_ != version || main_passed(); });
     (void)index;
@@ -338,7 +366,10 @@ absl::Status Receiver::WaitForBlock(size_t index, ChannelState& c, const wire::P
 }
 
 absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run) {
-  if (index != 0) RETURN_IF_ERROR(WaitForBlock(index, c, run));
+  if (index != 0) {
+    RETURN_IF_ERROR(
+        WaitForBlock(index, c, run.block_id, run.first_page, run.pages.size(), "page run"));
+  }
   std::shared_lock<std::shared_mutex> l(blocks_mu_);
   auto it = blocks_.find(run.block_id);
   if (it == blocks_.end() || run.first_page + run.pages.size() > it->second.memory->page_count()) {
@@ -347,6 +378,40 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
   }
   for (size_t i = 0; i < run.pages.size(); ++i) {
     RETURN_IF_ERROR(ApplyPage(index, c, it->second, run.first_page + i, run.pages[i]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::ApplyZeroRun(size_t index, ChannelState& c, const wire::ZeroRun& run) {
+  if (index != 0) {
+    RETURN_IF_ERROR(WaitForBlock(index, c, run.block_id, run.first_page, run.count, "zero run"));
+  }
+  const uint64_t end = run.first_page + run.count;  // no wrap: checked by the reader
+  {
+    std::shared_lock<std::shared_mutex> l(blocks_mu_);
+    auto it = blocks_.find(run.block_id);
+    if (it == blocks_.end() || end > it->second.memory->page_count()) {
+      return absl::DataLossError(absl::StrCat("zero run for block ", run.block_id, " pages ",
+                                              run.first_page, "..", end - 1,
+                                              " lies outside every live block"));
+    }
+    // ClearPage writes only pages that may hold data (a memset each) and records the zero
+    // page's crc; pages never written stay untouched, unpopulated memory.
+    // A mirrored block's premapped file page may hold the file's bytes: zeroed there too.
+    BlockMemory& m = *it->second.memory;
+    for (uint64_t p = run.first_page; p < end; ++p) {
+      m.ClearPage(p);
+      if (m.mirror() != 0) MirrorPage(m, p);
+    }
+  }
+  c.stats.zero_pages += run.count;
+  c.stats.pages += run.count;
+  if (torn_count_.load(std::memory_order_relaxed) != 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    absl::erase_if(torn_, [&](const auto& k) {
+      return k.first == run.block_id && k.second >= run.first_page && k.second < end;
+    });
+    torn_count_.store(torn_.size(), std::memory_order_relaxed);
   }
   return absl::OkStatus();
 }
@@ -361,6 +426,7 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
     NoteTorn(b.id, page, true);
     return absl::OkStatus();
   }
+  if (e.encoding != wire::PageEncoding::kZero) PopulateAhead(b, page);
   uint8_t* dst = m.page(page);
   auto where = [&] { return absl::StrCat("block ", b.id, " (", b.name, ") page ", page, ": "); };
   auto check_crc = [&](const char* how) -> absl::Status {
@@ -458,12 +524,52 @@ absl::Status Receiver::Barrier(size_t index, uint64_t iteration) {
   return absl::OkStatus();
 }
 
+void Receiver::PopulateAhead(BlockEntry& b, uint64_t page) {
+  if (populator_ == nullptr || b.piece_count == 0) return;
+  const uint64_t per = kPopulatePiece / b.memory->page_size();
+  const uint64_t k = page / per;
+  if (k >= b.piece_count) return;
+  std::atomic<uint8_t>* f = b.pieces.get();
+  const uint64_t last = std::min(b.piece_count - 1, k + kPopulateAheadPieces);
+  // Fast path (every page but one or two per piece): this piece and the window are flagged.
+  if (f[last].load(std::memory_order_relaxed) != 0 && f[k].load(std::memory_order_relaxed) != 0) {
+    return;
+  }
+  f[k].store(1, std::memory_order_relaxed);
+  if (k == 0 || f[k - 1].load(std::memory_order_relaxed) == 0) return;  // a lone page
+  // Queue the unflagged pieces of (k, last] as ranges; exchange() makes each channel thread
+  // queue a piece at most once between them.
+  uint64_t from = 0, n = 0;
+  auto queue = [&] {
+    if (n > 0) populator_->Queue(b.id, from * per, n * per);
+    n = 0;
+  };
+  for (uint64_t j = k + 1; j <= last; ++j) {
+    if (f[j].exchange(1, std::memory_order_relaxed) != 0) {
+      queue();
+      continue;
+    }
+    if (n == 0) from = j;
+    ++n;
+  }
+  queue();
+}
+
 bool Receiver::PopulateStep(uint32_t block_id, uint64_t first_page, uint64_t count) {
   std::shared_lock<std::shared_mutex> l(blocks_mu_);
   auto it = blocks_.find(block_id);
   if (it == blocks_.end() || first_page >= it->second.memory->page_count()) return false;
   it->second.memory->Populate(first_page, count);
   return true;
+}
+
+void Receiver::WaitForPopulationForTest() {
+  BlockPopulator* p;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    p = populator_.get();
+  }
+  if (p != nullptr) p->WaitIdleForTest();
 }
 
 void Receiver::StopPopulate() {

@@ -48,12 +48,30 @@ Reason BlockTable::Resize(const BlockResize& r) {
   return nullptr;
 }
 
-Reason BlockTable::CheckRun(uint32_t block_id, uint64_t first_page, uint64_t count) const {
+int BlockTable::RangeCheck(uint32_t block_id, uint64_t first_page, uint64_t count) const {
   auto it = by_id_.find(block_id);
-  if (it == by_id_.end()) return "page run for a block that is not live";
+  if (it == by_id_.end()) return 1;
   const Block& b = it->second;
-  if (first_page >= b.page_count || count > b.page_count - first_page) {
-    return "page run past the end of its block";
+  if (first_page >= b.page_count || count > b.page_count - first_page) return 2;
+  return 0;
+}
+
+Reason BlockTable::CheckRun(uint32_t block_id, uint64_t first_page, uint64_t count) const {
+  switch (RangeCheck(block_id, first_page, count)) {
+    case 1:
+      return "page run for a block that is not live";
+    case 2:
+      return "page run past the end of its block";
+  }
+  return nullptr;
+}
+
+Reason BlockTable::CheckZeroRun(uint32_t block_id, uint64_t first_page, uint64_t count) const {
+  switch (RangeCheck(block_id, first_page, count)) {
+    case 1:
+      return "zero run for a block that is not live";
+    case 2:
+      return "zero run past the end of its block";
   }
   return nullptr;
 }

@@ -38,6 +38,8 @@ class BlockTable {
   Reason Resize(const BlockResize& r);
   // Pages [first_page, first_page + count) must lie in live block `block_id`.
   Reason CheckRun(uint32_t block_id, uint64_t first_page, uint64_t count) const;
+  // The same for a zero_run record (its own wording in the reason).
+  Reason CheckZeroRun(uint32_t block_id, uint64_t first_page, uint64_t count) const;
 
   const Block* Find(uint32_t block_id) const;
   size_t size() const { return by_id_.size(); }
@@ -46,6 +48,8 @@ class BlockTable {
  private:
   // True when [start, start + length) overlaps a live block other than `except_id`.
   bool Overlaps(uint64_t start, uint64_t length, uint32_t except_id) const;
+  // 0: the pages lie in a live block; 1: no such live block; 2: past its end.
+  int RangeCheck(uint32_t block_id, uint64_t first_page, uint64_t count) const;
 
   uint32_t page_size_;
   uint32_t max_id_ = 0;  // ids only grow, so a removed id can never come back

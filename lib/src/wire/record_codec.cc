@@ -116,6 +116,9 @@ bool LimitsFor(uint8_t type, uint32_t page_size, PayloadLimits* out) {
     case RecordType::kRestoreCheck:
       *out = {1, kMaxRestoreCheck};
       return true;
+    case RecordType::kZeroRun:
+      *out = {kZeroRunSize, kZeroRunSize};
+      return true;
     case RecordType::kAck:
       *out = {kAckSize, kAckSize};
       return true;
@@ -307,6 +310,28 @@ Reason DecodePageRun(std::span<const uint8_t> in, uint8_t flags, uint32_t page_s
   if (data_pos != in.size()) return "record longer than its pages";
   out->pages = scratch.first(count);
   return nullptr;
+}
+
+void EncodeZeroRun(const ZeroRun& z, uint8_t* out) {
+  EncodeFixed32(out, z.block_id);
+  EncodeFixed32(out + 4, z.count);
+  EncodeFixed64(out + 8, z.first_page);
+}
+
+Reason ValidateZeroRun(const ZeroRun& z, uint64_t features) {
+  if ((features & kFeatureZeroRun) == 0) return "zero_run without the zero-run feature";
+  if (z.block_id == 0) return "block id 0 is invalid";
+  if (z.count == 0) return "page count is zero";
+  if (z.first_page + z.count < z.first_page) return "page range wraps";
+  return nullptr;
+}
+
+Reason DecodeZeroRun(std::span<const uint8_t> in, uint64_t features, ZeroRun* out) {
+  if (in.size() != kZeroRunSize) return "payload size";
+  out->block_id = DecodeFixed32(in.data());
+  out->count = DecodeFixed32(in.data() + 4);
+  out->first_page = DecodeFixed64(in.data() + 8);
+  return ValidateZeroRun(*out, features);
 }
 
 void EncodeIteration(const IterationMarker& m, uint8_t* out) {

@@ -88,6 +88,12 @@ Reason DecodePageRun(std::span<const uint8_t> in, uint8_t flags, uint32_t page_s
                      uint64_t features, uint32_t zero_page_crc, std::span<PageEntry> scratch,
                      PageRun* out, uint32_t* torn, uint32_t* bad_page);
 
+// Writes kZeroRunSize bytes. Validate checks count, range and the stream's features; the block
+// itself is checked against the block table (BlockTable::CheckZeroRun).
+void EncodeZeroRun(const ZeroRun& z, uint8_t* out);
+Reason ValidateZeroRun(const ZeroRun& z, uint64_t features);
+Reason DecodeZeroRun(std::span<const uint8_t> in, uint64_t features, ZeroRun* out);
+
 void EncodeIteration(const IterationMarker& m, uint8_t* out);
 void DecodeIteration(std::span<const uint8_t> in, uint8_t flags, IterationMarker* out);
 

@@ -85,6 +85,12 @@ class Collector {
         if (auto* b = FindBlock(run.block_id)) b->pages_received += run.pages.size();
         break;
       }
+      case RecordType::kZeroRun: {
+        const auto& run = std::get<ZeroRun>(r.body);
+        s_.zero_run_pages += run.count;
+        if (auto* b = FindBlock(run.block_id)) b->pages_received += run.count;
+        break;
+      }
       case RecordType::kIteration:
         s_.iterations.push_back({std::get<IterationMarker>(r.body), r.offset});
         break;
@@ -167,13 +173,14 @@ std::string StreamInspector::Render(const StreamSummary& s) {
   if (s.preamble) {
     const Preamble& p = *s.preamble;
     absl::StrAppendFormat(&out,
-                          "stream: version %d, %s, page size %d, features 0x%x%s%s%s, session %s, "
-                          "channel %d of %d\n",
+                          "stream: version %d, %s, page size %d, features 0x%x%s%s%s%s, session "
+                          "%s, channel %d of %d\n",
                           p.version, p.direction == Direction::kForward ? "forward" : "reverse",
                           p.page_size, p.features, (p.features & kFeatureXbzrle) ? " xbzrle" : "",
                           (p.features & kFeatureZlib) ? " zlib" : "",
                           (p.features & kFeatureMultiChannel) ? " multi-channel" : "",
-                          Hex(p.session_id), p.channel_index, p.channel_count);
+                          (p.features & kFeatureZeroRun) ? " zero-run" : "", Hex(p.session_id),
+                          p.channel_index, p.channel_count);
   } else {
     out += "stream: no preamble\n";
   }
@@ -192,7 +199,7 @@ std::string StreamInspector::Render(const StreamSummary& s) {
         b.page_count, b.pages_received, b.resizes ? absl::StrCat(", resized ", b.resizes) : "",
         b.removed ? ", removed" : "");
   }
-  uint64_t total_pages = 0;
+  uint64_t total_pages = s.zero_run_pages;
   for (uint64_t n : s.pages_per_encoding) total_pages += n;
   if (total_pages > 0) {
     absl::StrAppend(&out, "pages: ", total_pages, "\n");
@@ -200,6 +207,10 @@ std::string StreamInspector::Render(const StreamSummary& s) {
       if (s.pages_per_encoding[e] == 0) continue;
       absl::StrAppend(&out, "  ", PageEncodingName(static_cast<PageEncoding>(e)), ": ",
                       s.pages_per_encoding[e], " pages, ", s.bytes_per_encoding[e], " bytes\n");
+    }
+    if (s.zero_run_pages > 0) {
+      absl::StrAppend(&out, "  zero runs: ", s.zero_run_pages, " pages in ",
+                      s.records_per_type[static_cast<uint8_t>(RecordType::kZeroRun)], " records\n");
     }
     if (s.torn_pages) absl::StrAppend(&out, "  torn (resent later): ", s.torn_pages, "\n");
   }

@@ -30,7 +30,7 @@ struct StreamSummary {
     uint64_t start = 0;
     uint64_t length = 0;
     uint64_t page_count = 0;
-    uint64_t pages_received = 0;  // pages in runs for this block (counting resends)
+    uint64_t pages_received = 0;  // pages in page and zero runs for this block (with resends)
     uint64_t added_at = 0;        // stream offset of the block_add
     bool removed = false;
     uint64_t resizes = 0;
@@ -47,6 +47,7 @@ struct StreamSummary {
   std::vector<Block> blocks;  // in order of addition, removed ones included
   std::array<uint64_t, kNumEncodingSlots> pages_per_encoding{};
   std::array<uint64_t, kNumEncodingSlots> bytes_per_encoding{};  // encoded bytes
+  uint64_t zero_run_pages = 0;  // pages named by zero_run records (not in pages_per_encoding)
   uint64_t torn_pages = 0;
   std::vector<Iteration> iterations;
   uint64_t process_state_bytes = 0;

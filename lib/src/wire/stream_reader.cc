@@ -13,10 +13,10 @@ namespace {
 bool AllowedInMode(RecordType t, StreamReader::Mode mode) {
   switch (mode) {
     case StreamReader::Mode::kMain:
-      return t >= RecordType::kBlockAdd && t <= RecordType::kRestoreCheck;
+      return t >= RecordType::kBlockAdd && t <= RecordType::kZeroRun;
     case StreamReader::Mode::kPagesOnly:
-      return t == RecordType::kPageRun || t == RecordType::kIteration ||
-             t == RecordType::kEndOfStream;
+      return t == RecordType::kPageRun || t == RecordType::kZeroRun ||
+             t == RecordType::kIteration || t == RecordType::kEndOfStream;
     case StreamReader::Mode::kReverse:
       return t == RecordType::kAck || t == RecordType::kError || t == RecordType::kEndOfStream;
     case StreamReader::Mode::kUnknown:
@@ -203,6 +203,12 @@ absl::Status StreamReader::DecodeBody(const RecordHeader& h, std::span<const uin
       record_.body = run;
       break;
     }
+    case RecordType::kZeroRun: {
+      ZeroRun z;
+      why = DecodeZeroRun(payload, preamble_->features, &z);
+      record_.body = z;
+      break;
+    }
     case RecordType::kIteration: {
       IterationMarker m;
       DecodeIteration(payload, h.flags, &m);
@@ -252,6 +258,15 @@ void StreamReader::TrackTorn(const PageRun& run) {
   }
 }
 
+void StreamReader::UntrackTorn(const ZeroRun& run) {
+  if (torn_.empty()) return;
+  const uint64_t end = run.first_page + run.count;
+  absl::erase_if(torn_, [&](const auto& kv) {
+    return kv.first.first == run.block_id && kv.first.second >= run.first_page &&
+           kv.first.second < end;
+  });
+}
+
 absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
   auto type = static_cast<RecordType>(h.type);
   std::string what = RecordTypeName(type);
@@ -263,7 +278,7 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
   }
   bool block_or_pages = type == RecordType::kBlockAdd || type == RecordType::kBlockRemove ||
                         type == RecordType::kBlockResize || type == RecordType::kPageRun ||
-                        type == RecordType::kIteration;
+                        type == RecordType::kZeroRun || type == RecordType::kIteration;
   if (final_seen_ && block_or_pages) {
     return Fail(offset_, what, "record after the final iteration");
   }
@@ -296,6 +311,15 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
         if (why == nullptr && options_.track_torn) TrackTorn(run);
       }
       pages_ += run.pages.size();
+      break;
+    }
+    case RecordType::kZeroRun: {
+      const auto& run = std::get<ZeroRun>(record_.body);
+      if (mode_ == Mode::kMain) {
+        why = blocks_.CheckZeroRun(run.block_id, run.first_page, run.count);
+        if (why == nullptr && options_.track_torn) UntrackTorn(run);
+      }
+      pages_ += run.count;
       break;
     }
     case RecordType::kIteration: {

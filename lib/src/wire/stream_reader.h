@@ -52,7 +52,7 @@ struct Record {
   uint64_t offset = 0;  // stream offset of the record's first byte
   uint32_t length = 0;  // payload length; kPreambleSize for the preamble
   std::variant<Preamble, BlockAdd, BlockRemove, BlockResize, PageRun, IterationMarker, ProcessState,
-               EndOfStream, Ack, ErrorRecord, RestoreCheck>
+               EndOfStream, Ack, ErrorRecord, RestoreCheck, ZeroRun>
       body;
   uint32_t torn_pages = 0;  // page runs: pages whose crc mismatched in a live run
 };
@@ -100,6 +100,8 @@ class StreamReader {
   absl::Status DecodeBody(const RecordHeader& h, std::span<const uint8_t> payload);
   absl::Status ApplyOrder(const RecordHeader& h);
   void TrackTorn(const PageRun& run);
+  // A zero run resends its pages: none of them is torn any more.
+  void UntrackTorn(const ZeroRun& run);
 
   const ReaderOptions options_;
   std::optional<Preamble> preamble_;
@@ -117,7 +119,7 @@ class StreamReader {
 
   // Order state.
   uint64_t records_ = 0;  // records after the preamble, before end_of_stream
-  uint64_t pages_ = 0;    // pages in page runs
+  uint64_t pages_ = 0;    // pages in page runs and zero runs
   uint64_t next_iteration_ = 0;
   bool final_seen_ = false;
   bool process_state_seen_ = false;

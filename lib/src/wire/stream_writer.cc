@@ -74,10 +74,10 @@ absl::Status StreamWriter::CheckAllowed(RecordType type) {
     return Reject(absl::StatusCode::kFailedPrecondition, type, "after the final iteration");
   }
   if (preamble_.channel_index != 0 && preamble_.direction == Direction::kForward &&
-      type != RecordType::kPageRun && type != RecordType::kIteration &&
-      type != RecordType::kEndOfStream) {
+      type != RecordType::kPageRun && type != RecordType::kZeroRun &&
+      type != RecordType::kIteration && type != RecordType::kEndOfStream) {
     return Reject(absl::StatusCode::kFailedPrecondition, type,
-                  "secondary channels carry only page runs and iterations");
+                  "secondary channels carry only page runs, zero runs and iterations");
   }
   return absl::OkStatus();
 }
@@ -233,6 +233,20 @@ absl::Status StreamWriter::AddPageRun(uint32_t block_id, uint64_t first_page,
   for (const PageEntry& e : pages) PushIov(e.data.data(), e.data.size());
   ++records_;
   pages_ += pages.size();
+  return absl::OkStatus();
+}
+
+absl::Status StreamWriter::AddZeroRun(const ZeroRun& z) {
+  if (Reason why = ValidateZeroRun(z, preamble_.features)) {
+    return Reject(absl::StatusCode::kInvalidArgument, RecordType::kZeroRun, why);
+  }
+  uint8_t* payload;
+  if (absl::Status s = AddSmallRecord(RecordType::kZeroRun, 0, kZeroRunSize, &payload); !s.ok()) {
+    return s;
+  }
+  EncodeZeroRun(z, payload);
+  FinishSmallRecord(payload - kRecordHeaderSize, kZeroRunSize);
+  pages_ += z.count;
   return absl::OkStatus();
 }
 

@@ -57,6 +57,9 @@ class StreamWriter {
   // memory as it is now. `live`: the memory may change before it is sent (kPageRunLive).
   absl::Status AddPageRun(uint32_t block_id, uint64_t first_page, std::span<const PageEntry> pages,
                           bool live);
+  // Pages [first_page, first_page + count) of the block read as zero. Needs kFeatureZeroRun in
+  // the preamble (InvalidArgument otherwise); counts z.count pages toward end_of_stream.
+  absl::Status AddZeroRun(const ZeroRun& z);
   absl::Status AddIteration(const IterationMarker& m);
   // Referenced, not copied.
   absl::Status AddProcessState(std::span<const uint8_t> state);

@@ -24,6 +24,8 @@ const char* RecordTypeName(RecordType type) {
       return "end_of_stream";
     case RecordType::kRestoreCheck:
       return "restore_check";
+    case RecordType::kZeroRun:
+      return "zero_run";
     case RecordType::kAck:
       return "ack";
     case RecordType::kError:

@@ -23,14 +23,15 @@
 //   features      = bits 0..31 are REQUIRED features: a reader that does not know a set bit must
 //                   refuse the stream. Bits 32..63 are OPTIONAL: unknown ones are ignored.
 //                   Known: bit 0 XBZRLE pages may appear, bit 1 zlib pages may appear,
-//                   bit 2 multi-channel (required when channel_count > 1).
+//                   bit 2 multi-channel (required when channel_count > 1), bit 3 zero_run
+//                   records may appear.
 //   session_id    = 16 random bytes chosen by the sender, the same on every channel of one
 //                   migration and on its reverse channel; all-zero is invalid.
 //   channel_index < channel_count <= 64. Channel 0 is the main channel.
 //
 // Record header: `type` is one of the numbers below; `flags` may only hold the bits defined for
 // that type; `reserved` must be 0; `length` is the payload length and is checked against the
-// type's [min, max] (see kRecordLimits) before a single payload byte is buffered.
+// type's [min, max] (LimitsFor in record_codec.h) before a single payload byte is buffered.
 //
 // What crc32c covers: crc32c(header bytes 0..7 || payload), i.e. type, flags, reserved and
 // length, then the payload; the crc field itself (bytes 8..11) is not covered. EXCEPTION:
@@ -67,11 +68,23 @@
 //        "torn": the receiver drops it, and the write that tore it re-dirtied it, so it must be
 //        sent again later in the stream; a torn page still not resent by end_of_stream is
 //        DataLoss. Without the flag, a page crc mismatch is DataLoss at once.
+//   9 zero_run      := block_id:u32 count:u32 first_page:u64        (length 16)
+//        Pages first_page .. first_page+count-1 of the block read as zero: the receiver makes
+//        them zero (clearing any data they held) and takes ZeroPageCrc as their page crc.
+//        Needs feature bit 3. 1 <= count <= 2^32-1 (count 0 is invalid), first_page + count
+//        does not wrap, and the block must be live and hold all count pages (main channel; on
+//        other channels the receiver checks it, as for page_run). No flags. The record crc
+//        covers header bytes 0..7 and the whole payload (no exception: there is no page data).
+//        A stretch of zero pages costs 28 bytes on the wire whatever its length, where a
+//        page_run spends 12 per zero page. A zero page read from live memory needs no crc: the
+//        tracker re-protects a page before it is read, so a write after the read re-dirties it
+//        and the page is sent again later in the stream (senders read into a private copy).
 //   5 iteration     := iteration:u64 pages_sent:u64 zero_pages:u64 bytes_sent:u64
 //                      dirty_pages:u64 duration_ns:u64             (length 48)
 //        Ends iteration `iteration` (0 = the bulk stage) on this channel; iterations are
 //        numbered 0, 1, 2, ... without gaps. flags: kIterationFinal (0x01) marks the
-//        stop-and-copy pass; after it no page_run, block record or iteration may follow.
+//        stop-and-copy pass; after it no page_run, zero_run, block record or iteration may
+//        follow.
 //   6 process_state := opaque[1..64 MiB]    main channel only, at most once; afterwards only
 //                      end_of_stream. (Contents defined by the restore module.)
 //   8 restore_check := opaque[1..16 MiB]   main channel only, at most once, and only as the
@@ -82,7 +95,9 @@
 //                      record: ack(kRestoreChecked) or an error record.
 //   7 end_of_stream := record_count:u64 page_count:u64             (length 16)
 //        record_count = records on this channel before this one (preamble not counted);
-//        page_count = sum of page_run counts on this channel. Both are checked. Nothing may
+//        page_count = sum of page_run and zero_run counts on this channel (a zero run's pages
+//        count like pages sent: a lost or duplicated zero_run must not go unnoticed). Both are
+//        checked. Nothing may
 //        follow. flags: kEndAborted (0x01): the sender gave up; discard everything.
 //  64 ack           := kind:u32 reserved:u32 sequence:u64          (length 16)
 //        kind (AckKind): 1 preamble accepted (sequence = channel index), 2 iteration applied
@@ -94,11 +109,12 @@
 //        end_of_stream may follow an error.
 //
 // Which records a stream may carry (checked by StreamReader):
-//   forward, channel 0 ("main"):   1 2 3 4 5 6 7 8, with the order rules above.
-//   forward, channel > 0:          4 5 7 only. These channels carry pages for blocks announced on
-//                                  the main channel; their reader runs in "pages only" mode and
+//   forward, channel 0 ("main"):   1 2 3 4 5 6 7 8 9, with the order rules above.
+//   forward, channel > 0:          4 5 7 9 only. These channels carry pages for blocks announced
+//                                  on the main channel; their reader runs in "pages only" mode and
 //                                  checks each run's structure, encodings and crcs but not its
-//                                  block: the receiver checks runs against the main channel's
+//                                  block: the receiver checks runs (page_run and zero_run) against
+//                                  the main channel's
 //                                  BlockTable (BlockTable::CheckRun) once it has read the main
 //                                  channel up to the same iteration. Torn-page bookkeeping for
 //                                  these channels is likewise the receiver's.
@@ -106,7 +122,7 @@
 //
 // Type numbers are never reused. Retired numbers (do not assign again): none yet.
 // 0 is invalid on the wire forever (a zeroed header must not parse). Taken for later, invalid
-// until defined: 66 (reverse: post-copy page request). Free: 9..63 forward, 67..127 reverse;
+// until defined: 66 (reverse: post-copy page request). Free: 10..63 forward, 67..127 reverse;
 // 128..255 stay unused so a future extension can mark "skippable" types by the top bit.
 //
 // Compatibility: a change to any layout above is a new version. Readers reject versions they do
@@ -137,9 +153,10 @@ inline constexpr uint16_t kMaxChannels = 64;
 inline constexpr uint64_t kFeatureXbzrle = 1ull << 0;
 inline constexpr uint64_t kFeatureZlib = 1ull << 1;
 inline constexpr uint64_t kFeatureMultiChannel = 1ull << 2;
+inline constexpr uint64_t kFeatureZeroRun = 1ull << 3;
 inline constexpr uint64_t kRequiredFeatureMask = 0xffffffffull;
 inline constexpr uint64_t kKnownRequiredFeatures =
-    kFeatureXbzrle | kFeatureZlib | kFeatureMultiChannel;
+    kFeatureXbzrle | kFeatureZlib | kFeatureMultiChannel | kFeatureZeroRun;
 
 enum class Direction : uint8_t { kForward = 0, kReverse = 1 };
 
@@ -155,6 +172,7 @@ enum class RecordType : uint8_t {
   kProcessState = 6,
   kEndOfStream = 7,
   kRestoreCheck = 8,
+  kZeroRun = 9,
   kAck = 64,
   kError = 65,
 };
@@ -199,6 +217,7 @@ inline constexpr size_t kMaxBlockName = 255;
 inline constexpr uint32_t kMaxPagesPerRun = 1024;
 inline constexpr size_t kPageRunHeaderSize = 16;
 inline constexpr size_t kPageDescriptorSize = 12;
+inline constexpr size_t kZeroRunSize = 16;
 inline constexpr size_t kMaxProcessState = 64u << 20;
 inline constexpr size_t kMaxErrorMessage = 4096;
 inline constexpr size_t kMaxRestoreCheck = 16u << 20;
@@ -270,6 +289,13 @@ struct PageRun {
   uint64_t first_page = 0;
   std::span<const PageEntry> pages;
   bool live = false;  // header flag kPageRunLive
+};
+
+// Pages [first_page, first_page + count) of a block read as zero.
+struct ZeroRun {
+  uint32_t block_id = 0;
+  uint32_t count = 0;
+  uint64_t first_page = 0;
 };
 
 struct IterationMarker {

@@ -76,6 +76,39 @@ Bytes Secondary() {
   return b;
 }
 
+// Zero runs between page runs, a torn-free resend, on a stream with the zero-run feature.
+Bytes ZeroRuns() {
+  Preamble pre = TestPreamble();
+  pre.features |= kFeatureZeroRun;
+  auto w = StreamWriter::Create(pre).value();
+  Check(w->AddBlockAdd(
+      {1, MakeBlockFlags(3, BlockKind::kAnonymous), 0x100000, 0x400000, 1024, "anon"}));
+  PageEntry zero[] = {{PageEncoding::kZero, 0, {}, false}};
+  Check(w->AddPageRun(1, 0, zero, false));
+  Check(w->AddZeroRun({1, 1000, 1}));
+  Check(w->AddZeroRun({1, 23, 1001}));
+  Check(w->AddIteration({0, 1024, 1024, 0, 0, 5, false}));
+  Check(w->AddZeroRun({1, 1, 7}));
+  Check(w->AddIteration({1, 1, 1, 28, 1, 5, true}));
+  Check(w->AddEndOfStream(false));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
+// A secondary channel's zero runs (no block table there).
+Bytes SecondaryZeroRuns() {
+  Preamble pre = TestPreamble(Direction::kForward, 1, 2);
+  pre.features |= kFeatureZeroRun;
+  auto w = StreamWriter::Create(pre).value();
+  Check(w->AddZeroRun({3, 1024, 1024}));
+  Check(w->AddIteration({0, 1024, 1024, 0, 0, 1, true}));
+  Check(w->AddEndOfStream(false));
+  Bytes b;
+  AppendBatch(*w, &b);
+  return b;
+}
+
 Bytes Reverse() {
   auto w = StreamWriter::Create(TestPreamble(Direction::kReverse)).value();
   Check(w->AddAck({AckKind::kPreambleAccepted, 0}));
@@ -104,6 +137,9 @@ int main(int argc, char** argv) {
   Write(dir, "secondary_channel", 2, 4, Secondary());
   Write(dir, "restore_check_first", 6, 4, WithRestoreCheck());
   Write(dir, "reverse", 3, 6, Reverse());
+  Write(dir, "zero_runs", 7, 4, ZeroRuns());
+  Write(dir, "zero_runs_bytewise", 0, 1, ZeroRuns());
+  Write(dir, "secondary_zero_runs", 2, 4, SecondaryZeroRuns());
   Bytes cut = SmallMain();
   cut.resize(cut.size() - 5);
   Write(dir, "truncated", 1, 0, cut);

@@ -313,7 +313,7 @@ TEST_CASE("file-private blocks inside a premap get every applied page there, rea
   const Bytes p1 = PatternPage(1), p2 = PatternPage(2), p3 = PatternPage(3);
   Bytes p1b = p1;
   p1b[7] ^= 0x5a;
-  StreamBuilder b(testing::DstPreamble());
+  StreamBuilder b(testing::ZeroRunPreamble());
   const uint32_t file_ro = wire::MakeBlockFlags(1, wire::BlockKind::kFilePrivate);
   b.Add([&](wire::StreamWriter& w) {
     return w.AddBlockAdd({1, file_ro, pm.addr(0), 2 * kPs, 2, "/lib/x.so"});
@@ -328,9 +328,13 @@ TEST_CASE("file-private blocks inside a premap get every applied page there, rea
   });
   b.Run(1, 0, {b.Raw(p1), b.Zero()});  // a zero page over file bytes must zero them
   b.Run(2, 0, {b.Raw(p2)});
+  b.ZeroRun(2, 0, 1);  // so must a zero run (then the page again, below)
+  b.Run(2, 0, {b.Raw(p2)});
   b.Run(3, 0, {b.Raw(p3)});
   b.Iteration(0);
   b.Run(1, 0, {b.Xbzrle(p1, p1b)});
+  b.Run(1, 1, {b.Raw(p3)});
+  b.ZeroRun(1, 1, 1);  // data, then a zero run over it: zeros in the premap too
   b.Add([](wire::StreamWriter& w) { return w.AddBlockRemove({2}); });
   b.Iteration(1, /*final=*/true);
   b.State({'s'});
@@ -430,6 +434,167 @@ TEST_CASE("digests from the process state: match, mismatch (a lying sender), unk
     CHECK(m.status().code() == absl::StatusCode::kDataLoss);
     CHECK(m.status().message().find("decode process state") != absl::string_view::npos);
   }
+}
+
+// Pages of [first, first + count) that are resident in `mem` (mincore).
+uint64_t ResidentPages(const BlockMemory& mem, uint64_t first, uint64_t count) {
+  std::vector<unsigned char> v(count);
+  auto* at = const_cast<uint8_t*>(mem.bytes().data() + first * kPs);
+  REQUIRE(mincore(at, count * kPs, v.data()) == 0);
+  uint64_t n = 0;
+  for (unsigned char c : v) n += c & 1;
+  return n;
+}
+
+TEST_CASE(
+    "zero runs: pages that held data are cleared byte-exact, untouched memory stays untouched") {
+  constexpr uint64_t kPages = 1024;  // two 2 MiB pieces
+  Bytes p0 = PatternPage(21), p1 = PatternPage(22), p2 = PatternPage(23), p3 = PatternPage(24);
+  Bytes block1 = Concat({p0, Zeros(), Zeros(), p3});
+  block1.resize(kPages * kPs, 0);
+  Bytes block2(kPages * kPs, 0);
+  StreamBuilder b(testing::ZeroRunPreamble());
+  b.BlockAdd(1, 0x40000000, kPages, "anon");
+  b.BlockAdd(2, 0x80000000, kPages, "zeros");
+  b.Run(1, 0, {b.Raw(p0), b.Raw(p1), b.Raw(p2), b.Raw(p3)});
+  b.Iteration(0);
+  b.ZeroRun(1, 1, 2);       // pages 1 and 2 held data
+  b.ZeroRun(1, 24, 1000);   // never written
+  b.ZeroRun(2, 0, kPages);  // a block of nothing but zeros
+  b.Iteration(1, /*final=*/true);
+  b.State(StateWithDigests({{1, kPages * kPs, crc32c::Value(block1.data(), block1.size())},
+                            {2, kPages * kPs, crc32c::Value(block2.data(), block2.size())}}));
+  Bytes s = b.End();
+
+  for (bool populate : {false, true}) {
+    CAPTURE(populate);
+    ReceiverOptions opts;
+    opts.populate = populate;
+    opts.verify_digests = VerifyBlockDigests;
+    Receiver r(1, opts, nullptr);
+    auto done = FeedInPieces(r, s, 4093);
+    REQUIRE_MESSAGE(done.ok(), done.status().ToString());
+    CHECK(*done);
+    r.WaitForPopulationForTest();  // whatever was queued for population is resident now
+    auto m = r.Finish();
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+    auto mem = r.BlockMemories();
+    REQUIRE(mem.size() == 2);
+    // Only pages that may hold data were written: the second piece of block 1 and all of block
+    // 2 were never faulted in (the first piece may be one huge page, faulted by page 0's write),
+    // and a populating receiver did not populate what only zeros arrived for. (Checked before
+    // anything reads the memory: a read maps the zero page, which mincore counts.)
+    CHECK(ResidentPages(*mem[0], 512, 512) == 0);
+    CHECK(ResidentPages(*mem[1], 0, kPages) == 0);
+    CHECK(Copy(mem[0]->bytes()) == block1);
+    CHECK(Copy(mem[1]->bytes()) == block2);
+    CHECK(mem[0]->CountMaybeNonZero() == 2);
+    CHECK(mem[1]->CountMaybeNonZero() == 0);
+    CHECK(m->stats.pages == 4 + 2 + 1000 + kPages);
+    CHECK(m->stats.zero_pages == 2 + 1000 + kPages);
+    CHECK(m->stats.raw_pages == 4);
+    REQUIRE(m->blocks.size() == 2);
+    CHECK(m->blocks[0].crc32c == crc32c::Value(block1.data(), block1.size()));
+    CHECK(m->blocks[0].digest == DigestState::kOk);
+    CHECK(m->blocks[1].digest == DigestState::kOk);
+
+    testing::TempDir dir;
+    auto stored = ImageStore::Write(dir.path() + "/img", *m, mem, r.process_state(), false);
+    REQUIRE(stored.ok());
+    CHECK(stored->blocks[0].stored_pages == 2);  // pages 0 and 3; 1 and 2 are holes again
+    CHECK(stored->blocks[1].stored_pages == 0);
+  }
+}
+
+TEST_CASE("population follows data streaming through a block, not lone pages or zeros") {
+  constexpr uint64_t kPiece = 512;  // pages of 2 MiB
+  Bytes p = PatternPage(51);
+  StreamBuilder b(testing::ZeroRunPreamble());
+  b.BlockAdd(1, 0x40000000, 6 * kPiece, "streamed");
+  b.BlockAdd(2, 0x80000000, 6 * kPiece, "sparse");
+  b.ZeroRun(1, 2 * kPiece, 4 * kPiece);
+  b.Run(1, 0, {b.Raw(p)});
+  b.Run(1, kPiece, {b.Raw(p)});  // data in two pieces in a row: the rest is queued
+  b.ZeroRun(2, 0, 6 * kPiece);
+  b.Run(2, 3 * kPiece, {b.Raw(p)});  // a lone page: nothing around it is queued
+  b.Iteration(0, /*final=*/true);
+  Bytes s = b.End();
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  REQUIRE(*r.Feed(0, s));
+  r.WaitForPopulationForTest();
+  auto mem = r.BlockMemories();
+  REQUIRE(mem.size() == 2);
+  CHECK(ResidentPages(*mem[0], 2 * kPiece, 4 * kPiece) == 4 * kPiece);
+  CHECK(ResidentPages(*mem[1], 0, 3 * kPiece) == 0);
+  CHECK(ResidentPages(*mem[1], 4 * kPiece, 2 * kPiece) == 0);
+  REQUIRE(r.Finish().ok());
+}
+
+TEST_CASE("zero runs on a secondary channel: wait for the main channel's block, else DataLoss") {
+  Bytes p = PatternPage(31), q = PatternPage(32);
+  auto streams = [&](uint32_t zero_first, uint32_t zero_count) {
+    StreamBuilder m(testing::ZeroRunPreamble(0, 2)), s(testing::ZeroRunPreamble(1, 2));
+    m.BlockAdd(1, 0x10000, 4, "heap");
+    m.Run(1, 0, {m.Raw(p), m.Raw(q)});
+    s.ZeroRun(1, zero_first, zero_count);
+    m.Iteration(0);
+    s.Iteration(0);
+    m.Run(1, 1, {m.Raw(p)});
+    s.ZeroRun(1, 0, 1);  // iteration 1: page 0 is zero now
+    m.Iteration(1, /*final=*/true);
+    s.Iteration(1, /*final=*/true);
+    return std::make_pair(m.End(), s.End());
+  };
+  SUBCASE("arrives before its block: applied once the block is there") {
+    auto [main, second] = streams(2, 2);
+    Receiver r(2, ReceiverOptions{}, nullptr);
+    absl::StatusOr<bool> a, b;
+    std::thread t1([&] { b = r.Feed(1, second); });  // waits for block 1
+    std::thread t0([&] { a = r.Feed(0, main); });
+    t0.join();
+    t1.join();
+    REQUIRE_MESSAGE(a.ok(), a.status().ToString());
+    REQUIRE_MESSAGE(b.ok(), b.status().ToString());
+    auto f = r.Finish();
+    REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+    CHECK(Copy(r.BlockMemories()[0]->bytes()) == Concat({Zeros(), p, Zeros(), Zeros()}));
+    CHECK(f->stats.zero_pages == 3);
+    CHECK(f->stats.pages == 6);
+  }
+  SUBCASE("past the announced range") {
+    auto [main, second] = streams(3, 5);
+    Receiver r(2, ReceiverOptions{}, nullptr);
+    absl::StatusOr<bool> a, b;
+    std::thread t1([&] { b = r.Feed(1, second); });
+    std::thread t0([&] { a = r.Feed(0, main); });  // its barrier fails with the session
+    t0.join();
+    t1.join();
+    CHECK_FALSE(a.ok());
+    CHECK(b.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(b.status().message() ==
+          "receive channel 1: zero run for block 1 pages 3..7 in iteration 0: the main channel "
+          "did not announce that range");
+  }
+}
+
+TEST_CASE("a torn page resent as part of a zero run completes") {
+  Bytes p = PatternPage(41);
+  StreamBuilder b(testing::ZeroRunPreamble());
+  b.BlockAdd(1, 0x10000, 8, "heap");
+  b.Run(1, 5, {b.Raw(p)}, /*live=*/true);
+  b.Iteration(0);
+  b.ZeroRun(1, 4, 3);
+  Bytes s = b.End();
+  auto at = std::search(s.begin(), s.end(), p.begin(), p.end());
+  REQUIRE(at != s.end());
+  *(at + 17) ^= 1;  // torn
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  auto done = r.Feed(0, s);
+  REQUIRE_MESSAGE(done.ok(), done.status().ToString());
+  auto f = r.Finish();
+  REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+  CHECK(f->stats.torn_pages == 1);
+  CHECK(Copy(r.BlockMemories()[0]->bytes()) == Bytes(8 * kPs, 0));
 }
 
 }  // namespace

@@ -40,6 +40,13 @@ inline wire::Preamble DstPreamble(uint16_t index = 0, uint16_t count = 1) {
   return p;
 }
 
+// DstPreamble with zero_run records allowed (wire feature bit 3).
+inline wire::Preamble ZeroRunPreamble(uint16_t index = 0, uint16_t count = 1) {
+  wire::Preamble p = DstPreamble(index, count);
+  p.features |= wire::kFeatureZeroRun;
+  return p;
+}
+
 // A page whose bytes are a function of (seed, offset), never all zero.
 inline Bytes PatternPage(uint32_t seed) {
   Bytes p(kPs);
@@ -110,6 +117,9 @@ class StreamBuilder {
   }
   void Run(uint32_t id, uint64_t first, std::vector<wire::PageEntry> pages, bool live = false) {
     Add([&](wire::StreamWriter& w) { return w.AddPageRun(id, first, pages, live); });
+  }
+  void ZeroRun(uint32_t id, uint64_t first, uint32_t count) {
+    Add([&](wire::StreamWriter& w) { return w.AddZeroRun({id, count, first}); });
   }
   void Iteration(uint64_t k, bool final = false) {
     Add([&](wire::StreamWriter& w) {

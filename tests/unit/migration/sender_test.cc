@@ -159,6 +159,8 @@ struct TestReceiver {
   bool final_seen = false, ack = true;
   int ack_delay_ms = 0;  // wait this long after end_of_stream before acking
   uint64_t zlib_pages = 0;
+  uint64_t zero_run_pages = 0;
+  static constexpr uint8_t kPoison = 0xee;
   std::unique_ptr<ZlibDecompressor> zlib;
   // restore_check: the record as decoded, and the verdict to send (OK = ack restore-checked).
   std::optional<RestoreCheckRecord> check;
@@ -224,12 +226,20 @@ struct TestReceiver {
           w.ClearBatch();
           if (!verdict.ok()) return;
         }
+        // New memory is poisoned, not zero: a page no record covered (a lost zero_run, say)
+        // shows in CheckArrived. The sender sends every page of a new or resized block.
         if (auto* a = std::get_if<wire::BlockAdd>(&r.body)) {
           block_before_check |= !check.has_value();
-          blocks[a->block_id] = {a->start, std::vector<uint8_t>(a->length)};
+          blocks[a->block_id] = {a->start, std::vector<uint8_t>(a->length, kPoison)};
         }
         if (auto* z = std::get_if<wire::BlockResize>(&r.body))
-          blocks[z->block_id].second.resize(z->new_length);
+          blocks[z->block_id].second.resize(z->new_length, kPoison);
+        if (auto* zr = std::get_if<wire::ZeroRun>(&r.body)) {
+          auto& mem = blocks[zr->block_id].second;
+          std::memset(mem.data() + zr->first_page * kPage, 0, uint64_t{zr->count} * kPage);
+          pages += zr->count;
+          zero_run_pages += zr->count;
+        }
         if (auto* d = std::get_if<wire::BlockRemove>(&r.body)) blocks.erase(d->block_id);
         if (auto* it = std::get_if<wire::IterationMarker>(&r.body)) {
           ++iterations;
@@ -374,6 +384,7 @@ void RunOver(Channel& tx, Channel& rx_ch, std::unique_ptr<DirtyTracker> tracker,
   SenderStats st = sender.stats();
   CHECK(st.state == SenderState::kDone);
   CHECK(st.pages.pages == rx.pages);
+  CHECK(st.pages.zero_run_pages == rx.zero_run_pages);
   CHECK(st.pages.bytes_out == tx.counters().bytes_out);
   CHECK(st.total_bytes == (256 + 64 + 16) * kPage);
   // (With zlib too, whether a page goes XBZRLE depends on the writer thread having changed it

@@ -10,5 +10,7 @@ procmig_test(migration_ram_block_registry_test
              LIBS procmig_ram LABEL unit TIMEOUT 30)
 procmig_test(migration_sender_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/sender_test.cc
              LIBS procmig_migration LABEL component TIMEOUT 120)
+procmig_test(migration_page_sender_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/page_sender_test.cc
+             LIBS procmig_migration LABEL unit TIMEOUT 30)
 procmig_test(migration_restore_check_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/restore_check_test.cc
              LIBS procmig_migration LABEL unit TIMEOUT 30)

@@ -62,6 +62,19 @@ TEST_CASE("runs must lie inside a live block") {
   CHECK(Why(t.CheckRun(2, 0, 1)) == "page run for a block that is not live");
 }
 
+TEST_CASE("zero runs must lie inside a live block, with their own wording") {
+  BlockTable t(4096);
+  REQUIRE(t.Add(Add(1, 0x10000, 4)) == nullptr);
+  CHECK(Why(t.CheckZeroRun(1, 0, 4)) == "ok");
+  CHECK(Why(t.CheckZeroRun(1, 3, 1)) == "ok");
+  CHECK(Why(t.CheckZeroRun(1, 1, 4)) == "zero run past the end of its block");
+  CHECK(Why(t.CheckZeroRun(1, 4, 1)) == "zero run past the end of its block");
+  CHECK(Why(t.CheckZeroRun(1, UINT64_MAX, 2)) == "zero run past the end of its block");
+  CHECK(Why(t.CheckZeroRun(2, 0, 1)) == "zero run for a block that is not live");
+  REQUIRE(t.Remove(1) == nullptr);
+  CHECK(Why(t.CheckZeroRun(1, 0, 1)) == "zero run for a block that is not live");
+}
+
 TEST_CASE("the table is bounded") {
   BlockTable t(4096);
   for (uint32_t i = 1; i <= kMaxBlocks; ++i) REQUIRE(t.Add(Add(i, i * 0x2000ull, 1)) == nullptr);

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 
 #include "unit/wire/wire_test_util.h"
@@ -66,7 +67,7 @@ TEST_CASE("golden bytes: live page run of one zero page") {
 TEST_CASE("payload limits and flags per type") {
   PayloadLimits lim;
   CHECK_FALSE(LimitsFor(0, 4096, &lim));
-  CHECK_FALSE(LimitsFor(9, 4096, &lim));  // the first free forward number
+  CHECK_FALSE(LimitsFor(10, 4096, &lim));  // the first free forward number
   CHECK_FALSE(LimitsFor(66, 4096, &lim));
   REQUIRE(LimitsFor(8, 4096, &lim));  // restore_check
   CHECK(lim.min == 1);
@@ -133,7 +134,43 @@ TEST_CASE("block and error validators") {
   CHECK_FALSE(IsReadableText("a\x7f"));
 }
 
+TEST_CASE("zero_run: fixed 16-byte payload, exact encoding, field checks") {
+  PayloadLimits lim;
+  REQUIRE(LimitsFor(9, 4096, &lim));
+  CHECK(lim.min == 16);
+  CHECK(lim.max == 16);
+  CHECK(AllowedFlags(RecordType::kZeroRun) == 0);
+  CHECK(TypeMatchesDirection(RecordType::kZeroRun, Direction::kForward));
+  CHECK_FALSE(TypeMatchesDirection(RecordType::kZeroRun, Direction::kReverse));
+  CHECK((kKnownRequiredFeatures & kFeatureZeroRun) == kFeatureZeroRun);
+  CHECK(kFeatureZeroRun == 8);
+
+  uint8_t out[kZeroRunSize];
+  EncodeZeroRun({0x01020304, 0x0a0b0c0d, 0x1112131415161718ull}, out);
+  const uint8_t want[16] = {0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a,
+                            0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11};
+  CHECK(std::memcmp(out, want, sizeof want) == 0);
+  ZeroRun z;
+  REQUIRE(DecodeZeroRun(out, kFeatureZeroRun, &z) == nullptr);
+  CHECK(z.block_id == 0x01020304);
+  CHECK(z.count == 0x0a0b0c0d);
+  CHECK(z.first_page == 0x1112131415161718ull);
+
+  auto why = [](ZeroRun r, uint64_t features) {
+    Reason w = ValidateZeroRun(r, features);
+    return std::string(w == nullptr ? "ok" : w);
+  };
+  CHECK(why({1, 1, 0}, kFeatureZeroRun) == "ok");
+  CHECK(why({1, UINT32_MAX, 0}, kFeatureZeroRun) == "ok");
+  CHECK(why({1, 1, 0}, kFeatureXbzrle | kFeatureZlib) == "zero_run without the zero-run feature");
+  CHECK(why({1, 0, 0}, kFeatureZeroRun) == "page count is zero");
+  CHECK(why({0, 1, 0}, kFeatureZeroRun) == "block id 0 is invalid");
+  CHECK(why({1, 2, UINT64_MAX}, kFeatureZeroRun) == "page range wraps");
+  CHECK(std::string(DecodeZeroRun({out, 15}, kFeatureZeroRun, &z)) == "payload size");
+}
+
 TEST_CASE("names") {
+  CHECK(std::string(RecordTypeName(RecordType::kZeroRun)) == "zero_run");
   CHECK(std::string(RecordTypeName(RecordType::kPageRun)) == "page_run");
   CHECK(std::string(RecordTypeName(static_cast<RecordType>(99))) == "unknown");
   CHECK(std::string(PageEncodingName(PageEncoding::kXbzrle)) == "xbzrle");

@@ -155,5 +155,52 @@ TEST_CASE("a reverse stream") {
   CHECK(text.find("error record: INTERNAL: restore: clone3: EPERM\n") != std::string::npos);
 }
 
+TEST_CASE("zero runs: counted per block and in the pages, rendered on their own line") {
+  testing::SamplePages pages;
+  Preamble pre = testing::TestPreamble();
+  pre.features |= kFeatureZeroRun;
+  auto w = StreamWriter::Create(pre).value();
+  REQUIRE(w->AddBlockAdd({1, 3, 0x10000, 2048 * 4096ull, 2048, "big"}).ok());
+  PageEntry run[] = {{PageEncoding::kRaw, 0, pages.Page(0), false},
+                     {PageEncoding::kZero, 0, {}, false}};
+  REQUIRE(w->AddPageRun(1, 0, run, false).ok());
+  REQUIRE(w->AddZeroRun({1, 1022, 2}).ok());
+  REQUIRE(w->AddZeroRun({1, 1024, 1024}).ok());
+  REQUIRE(w->AddIteration({0, 2048, 2047, 0, 0, 1000, true}).ok());
+  REQUIRE(w->AddEndOfStream(false).ok());
+  Bytes bytes;
+  testing::AppendBatch(*w, &bytes);
+
+  StreamSummary s = StreamInspector::InspectBytes(bytes, 3);
+  CHECK(s.error.ok());
+  CHECK(TypeCount(s, RecordType::kZeroRun) == 2);
+  CHECK(s.zero_run_pages == 2046);
+  REQUIRE(s.blocks.size() == 1);
+  CHECK(s.blocks[0].pages_received == 2048);
+  CHECK(s.pages_per_encoding[static_cast<int>(PageEncoding::kZero)] == 1);
+  CHECK(s.pages_per_encoding[static_cast<int>(PageEncoding::kRaw)] == 1);
+  std::string text = StreamInspector::Render(s);
+  CHECK(text.find("features 0xb xbzrle zlib zero-run, session ") != std::string::npos);
+  CHECK(text.find("  zero_run: 2\n") != std::string::npos);
+  CHECK(text.find("  #1 big 0x10000-0x810000 rw- anon, 2048 pages, 2048 received\n") !=
+        std::string::npos);
+  CHECK(text.find("pages: 2048\n  zero: 1 pages, 0 bytes\n  raw: 1 pages, 4096 bytes\n"
+                  "  zero runs: 2046 pages in 2 records\n") != std::string::npos);
+  CHECK(text.ends_with("OK: end of stream\n"));
+
+  // A zero run past its block: the summary stops there, with the reader's reason.
+  Bytes bad(bytes.begin(), bytes.begin() + kPreambleSize + 12 + 35);  // preamble, block_add
+  auto w2 = StreamWriter::Create(pre).value();
+  REQUIRE(w2->AddZeroRun({1, 2, 2047}).ok());
+  Bytes tail;
+  testing::AppendBatch(*w2, &tail);
+  bad.insert(bad.end(), tail.begin() + kPreambleSize, tail.end());
+  StreamSummary b = StreamInspector::InspectBytes(bad);
+  CHECK(b.error.message() == absl::StrCat("record at offset ", kPreambleSize + 12 + 35,
+                                          " (zero_run): zero run past the end of its block"));
+  CHECK(StreamInspector::Render(b).find("CORRUPT: record at offset 95 (zero_run): zero run past "
+                                        "the end of its block\n") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace procmig::wire

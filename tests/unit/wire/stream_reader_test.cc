@@ -349,8 +349,8 @@ TEST_CASE("records out of order") {
 
 TEST_CASE("unknown types, reserved bits, unknown flags, malformed payloads") {
   Bytes unknown = Start();
-  AppendRecord(&unknown, 9, 0, 0, Bytes(8, 0));
-  ExpectLoss(unknown, "record at offset 93: unknown record type 9");
+  AppendRecord(&unknown, 10, 0, 0, Bytes(8, 0));
+  ExpectLoss(unknown, "record at offset 93: unknown record type 10");
 
   Bytes zero_type = Start();
   AppendRecord(&zero_type, 0, 0, 0, Bytes(8, 0));
@@ -555,14 +555,16 @@ TEST_CASE("restore_check: first record after the preamble, main channel only, op
 
   Bytes late = Start();
   AppendRecord(&late, 8, 0, 0, Bytes(kCheck, kCheck + 5));
-  ExpectLoss(late, "record at offset 93 (restore_check): restore_check is not the first record "
-                   "after the preamble");
+  ExpectLoss(late,
+             "record at offset 93 (restore_check): restore_check is not the first record "
+             "after the preamble");
 
   Bytes twice = PreambleBytes(TestPreamble());
   AppendRecord(&twice, 8, 0, 0, Bytes(kCheck, kCheck + 5));
   AppendRecord(&twice, 8, 0, 0, Bytes(kCheck, kCheck + 5));
-  ExpectLoss(twice, "record at offset 65 (restore_check): restore_check is not the first record "
-                    "after the preamble");
+  ExpectLoss(twice,
+             "record at offset 65 (restore_check): restore_check is not the first record "
+             "after the preamble");
 
   Bytes empty = PreambleBytes(TestPreamble());
   AppendRecord(&empty, 8, 0, 0, Bytes());
@@ -583,8 +585,7 @@ TEST_CASE("restore_check: first record after the preamble, main channel only, op
   Bytes ack(kAckSize);
   EncodeAck({AckKind::kRestoreChecked, 1}, ack.data());
   AppendRecord(&reverse, 64, 0, 0, ack);
-  CHECK(ReadAll(reverse).types ==
-        std::vector<RecordType>{RecordType::kPreamble, RecordType::kAck});
+  CHECK(ReadAll(reverse).types == std::vector<RecordType>{RecordType::kPreamble, RecordType::kAck});
   Bytes bad = PreambleBytes(TestPreamble(Direction::kReverse));
   EncodeFixed32(ack.data(), 6);
   AppendRecord(&bad, 64, 0, 0, ack);
@@ -608,6 +609,173 @@ TEST_CASE("restore_check: the writer refuses it anywhere but first, and on other
   CHECK(e->AddRestoreCheck({}).code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(AckKindName(AckKind::kRestoreChecked)) == "restore-checked");
   CHECK(std::string(RecordTypeName(RecordType::kRestoreCheck)) == "restore_check");
+}
+
+Preamble ZeroRunPreamble(uint16_t index = 0, uint16_t count = 1) {
+  Preamble p = TestPreamble(Direction::kForward, index, count);
+  p.features |= kFeatureZeroRun;
+  return p;
+}
+
+Bytes ZeroRunPayload(uint32_t block, uint32_t count, uint64_t first) {
+  Bytes p(kZeroRunSize);
+  EncodeZeroRun({block, count, first}, p.data());
+  return p;
+}
+
+TEST_CASE("zero_run: read with its fields and counted in end_of_stream's page count") {
+  Bytes s = Start(ZeroRunPreamble());
+  AppendRecord(&s, 9, 0, 0, ZeroRunPayload(1, 3, 1));
+  AppendRecord(&s, 7, 0, 0, EndPayload(2, 3));
+  for (size_t chunk : {size_t{1}, size_t{5}, SIZE_MAX}) {
+    ReadResult r = ReadAll(s, chunk);
+    CHECK_MESSAGE(r.status.ok(), r.status.ToString());
+    CHECK(r.types == std::vector<RecordType>{RecordType::kPreamble, RecordType::kBlockAdd,
+                                             RecordType::kZeroRun, RecordType::kEndOfStream});
+  }
+  StreamReader reader;
+  REQUIRE(reader.Feed(s).ok());
+  ZeroRun got;
+  while (true) {
+    auto rec = reader.Next();
+    REQUIRE(rec.ok());
+    if (*rec == nullptr) break;
+    if (auto* z = std::get_if<ZeroRun>(&(*rec)->body)) {
+      got = *z;
+      CHECK((*rec)->offset == kAfterStart);
+      CHECK((*rec)->length == 16);
+    }
+  }
+  CHECK(got.block_id == 1);
+  CHECK(got.count == 3);
+  CHECK(got.first_page == 1);
+
+  // Left out of the page count, the end of stream does not match.
+  Bytes uncounted = Start(ZeroRunPreamble());
+  AppendRecord(&uncounted, 9, 0, 0, ZeroRunPayload(1, 3, 1));
+  AppendRecord(&uncounted, 7, 0, 0, EndPayload(2, 0));
+  ExpectLoss(uncounted,
+             "record at offset 121 (end_of_stream): counts do not match the stream (says 2 "
+             "records and 0 pages, read 2 and 3)");
+}
+
+TEST_CASE("zero_run: every hostile form is refused, naming the record and the cause") {
+  auto one = [](uint32_t block, uint32_t count, uint64_t first,
+                const Preamble& pre = ZeroRunPreamble()) {
+    Bytes s = Start(pre);
+    AppendRecord(&s, 9, 0, 0, ZeroRunPayload(block, count, first));
+    return s;
+  };
+  ExpectLoss(one(1, 1, 0, TestPreamble()),
+             "record at offset 93 (zero_run): zero_run without the zero-run feature");
+  ExpectLoss(one(2, 1, 0), "record at offset 93 (zero_run): zero run for a block that is not live");
+  ExpectLoss(one(1, 2, 3), "record at offset 93 (zero_run): zero run past the end of its block");
+  ExpectLoss(one(1, 1, 4), "record at offset 93 (zero_run): zero run past the end of its block");
+  ExpectLoss(one(1, UINT32_MAX, 0),
+             "record at offset 93 (zero_run): zero run past the end of its block");
+  ExpectLoss(one(1, 0, 0), "record at offset 93 (zero_run): page count is zero");
+  ExpectLoss(one(0, 1, 0), "record at offset 93 (zero_run): block id 0 is invalid");
+  ExpectLoss(one(1, 2, UINT64_MAX), "record at offset 93 (zero_run): page range wraps");
+
+  Bytes removed = Start(ZeroRunPreamble());
+  Bytes id(4);
+  EncodeFixed32(id.data(), 1);
+  AppendRecord(&removed, 2, 0, 0, id);
+  AppendRecord(&removed, 9, 0, 0, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(removed, "record at offset 109 (zero_run): zero run for a block that is not live");
+
+  Bytes shrunk = Start(ZeroRunPreamble());
+  Bytes resize(kBlockResizeSize);
+  EncodeBlockResize({1, 0x2000, 2}, resize.data());
+  AppendRecord(&shrunk, 3, 0, 0, resize);
+  AppendRecord(&shrunk, 9, 0, 0, ZeroRunPayload(1, 1, 2));
+  ExpectLoss(shrunk, "record at offset 129 (zero_run): zero run past the end of its block");
+
+  Bytes after_final = Start(ZeroRunPreamble());
+  Bytes fin(kIterationSize);
+  EncodeIteration({0, 0, 0, 0, 0, 0, true}, fin.data());
+  AppendRecord(&after_final, 5, kIterationFinal, 0, fin);
+  AppendRecord(&after_final, 9, 0, 0, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(after_final, "record at offset 153 (zero_run): record after the final iteration");
+
+  Bytes after_state = Start(ZeroRunPreamble());
+  AppendRecord(&after_state, 6, 0, 0, Bytes{'s'});
+  AppendRecord(&after_state, 9, 0, 0, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(after_state, "record at offset 106 (zero_run): record after process_state");
+
+  Bytes long_payload = Start(ZeroRunPreamble());
+  Bytes p17 = ZeroRunPayload(1, 1, 0);
+  p17.push_back(0);
+  AppendRecord(&long_payload, 9, 0, 0, p17);
+  ExpectLoss(long_payload, "record at offset 93 (zero_run): length 17 outside [16, 16]");
+  Bytes short_payload = Start(ZeroRunPreamble());
+  AppendRecord(&short_payload, 9, 0, 0, Bytes(15, 0));
+  ExpectLoss(short_payload, "record at offset 93 (zero_run): length 15 outside [16, 16]");
+
+  Bytes flagged = Start(ZeroRunPreamble());
+  AppendRecord(&flagged, 9, kPageRunLive, 0, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(flagged, "record at offset 93 (zero_run): unknown flags 0x01");
+  Bytes reserved = Start(ZeroRunPreamble());
+  AppendRecord(&reserved, 9, 0, 1, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(reserved, "record at offset 93 (zero_run): reserved header bits set (0x0001)");
+
+  // The crc covers the whole payload: one flipped bit of first_page is caught.
+  Bytes flipped = one(1, 1, 0);
+  flipped[kAfterStart + kRecordHeaderSize + 8] ^= 0x01;
+  absl::Status st = ReadError(flipped);
+  CHECK(st.code() == absl::StatusCode::kDataLoss);
+  CHECK_MESSAGE(std::string(st.message())
+                    .starts_with("record at offset 93 (zero_run): crc mismatch (stored 0x"),
+                st.ToString());
+
+  // Reverse channels never carry it.
+  Bytes reverse = PreambleBytes([] {
+    Preamble p = TestPreamble(Direction::kReverse);
+    p.features |= kFeatureZeroRun;
+    return p;
+  }());
+  AppendRecord(&reverse, 9, 0, 0, ZeroRunPayload(1, 1, 0));
+  ExpectLoss(reverse, "record at offset 48 (zero_run): type not allowed on a reverse channel");
+
+  // A required feature bit this reader does not know is still refused (bit 3 is known now).
+  Preamble unknown = ZeroRunPreamble();
+  unknown.features |= 1ull << 4;
+  ExpectLoss(PreambleBytes(unknown), "preamble at offset 0: unknown required feature bits");
+}
+
+TEST_CASE("zero_run on a secondary channel: no block check here (the receiver's), pages counted") {
+  Bytes s = PreambleBytes(ZeroRunPreamble(1, 3));
+  AppendRecord(&s, 9, 0, 0, ZeroRunPayload(77, 100000, 123456));
+  AppendRecord(&s, 7, 0, 0, EndPayload(1, 100000));
+  ReadResult r = ReadAll(s);
+  CHECK_MESSAGE(r.status.ok(), r.status.ToString());
+  CHECK(r.types.size() == 3);
+  // Still feature-gated and field-checked there.
+  Bytes nofeature = PreambleBytes(TestPreamble(Direction::kForward, 1, 3));
+  AppendRecord(&nofeature, 9, 0, 0, ZeroRunPayload(77, 1, 0));
+  ExpectLoss(nofeature, "record at offset 48 (zero_run): zero_run without the zero-run feature");
+}
+
+TEST_CASE("zero_run resends a torn page; without it the end of stream refuses") {
+  auto stream = [](bool resend) {
+    Bytes s = Start(ZeroRunPreamble());
+    Bytes torn = RawRunPayload(1, 2, 0x5a);
+    torn[PageRunMetaSize(1) + 100] ^= 0x01;  // written while it was sent
+    AppendRecord(&s, 4, kPageRunLive, 0, torn, PageRunMetaSize(1));
+    uint64_t pages = 1, records = 2;
+    if (resend) {
+      AppendRecord(&s, 9, 0, 0, ZeroRunPayload(1, 3, 1));  // pages 1..3, the torn one among them
+      pages += 3;
+      ++records;
+    }
+    AppendRecord(&s, 7, 0, 0, EndPayload(records, pages));
+    return s;
+  };
+  ReadResult ok = ReadAll(stream(true));
+  CHECK_MESSAGE(ok.status.ok(), ok.status.ToString());
+  absl::Status st = ReadError(stream(false));
+  CHECK(st.code() == absl::StatusCode::kDataLoss);
+  CHECK(Contains(st, "1 torn page(s) never resent (e.g. block 1 page 2"));
 }
 
 }  // namespace

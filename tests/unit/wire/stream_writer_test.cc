@@ -7,8 +7,10 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
+#include "base/coding.h"
 #include "base/crc32c.h"
 #include "unit/wire/wire_test_util.h"
 
@@ -304,6 +306,79 @@ TEST_CASE("the writer rejects what the format forbids") {
   tiny.scratch_bytes = 100;
   CHECK(StreamWriter::Create(TestPreamble(), tiny).status().code() ==
         absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("zero_run: exact bytes, round trip, pages counted in end_of_stream") {
+  SamplePages pages;
+  Preamble pre = TestPreamble();
+  pre.features |= kFeatureZeroRun;
+  auto w = StreamWriter::Create(pre).value();
+  REQUIRE(w->AddBlockAdd({1, 3, 0x10000, 0x400000, 1024, "a"}).ok());
+  Bytes bytes;
+  AppendBatch(*w, &bytes);
+  w->ClearBatch();
+  REQUIRE(w->AddZeroRun({1, 1000, 24}).ok());
+  Bytes rec;
+  AppendBatch(*w, &rec);
+  REQUIRE(rec.size() == kRecordHeaderSize + kZeroRunSize);
+  const uint8_t want[28] = {9,    0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0,  // header, crc filled below
+                            1,    0, 0, 0,                           // block_id
+                            0xe8, 3, 0, 0,                           // count 1000
+                            24,   0, 0, 0, 0,  0, 0, 0};             // first_page
+  CHECK(std::memcmp(rec.data(), want, 8) == 0);
+  CHECK(std::memcmp(rec.data() + 12, want + 12, 16) == 0);
+  uint32_t crc = crc32c::Extend(crc32c::Value(want, 8), want + 12, 16);
+  CHECK(DecodeFixed32(rec.data() + 8) == crc);
+  CHECK(w->pages() == 1000);
+  bytes.insert(bytes.end(), rec.begin(), rec.end());
+  w->ClearBatch();
+  PageEntry run[] = {{PageEncoding::kRaw, 0, pages.Page(0), false}};
+  REQUIRE(w->AddPageRun(1, 1024 - 1, run, false).ok());
+  REQUIRE(w->AddEndOfStream(false).ok());
+  AppendBatch(*w, &bytes);
+
+  Decoded d = DecodeAll(bytes);
+  REQUIRE(d.records.size() == 5);
+  REQUIRE(d.records[2].type == RecordType::kZeroRun);
+  const auto& z = std::get<ZeroRun>(d.records[2].body);
+  CHECK(z.block_id == 1);
+  CHECK(z.count == 1000);
+  CHECK(z.first_page == 24);
+  const auto& end = std::get<EndOfStream>(d.records[4].body);
+  CHECK(end.record_count == 3);
+  CHECK(end.page_count == 1001);
+}
+
+TEST_CASE("zero_run: the writer refuses it without the feature, empty, wrapping, or too late") {
+  auto plain = StreamWriter::Create(TestPreamble()).value();
+  CHECK(plain->AddZeroRun({1, 1, 0}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(plain->DescribeLastError().message() ==
+        "add zero_run: zero_run without the zero-run feature");
+  CHECK(plain->batch_bytes() == kPreambleSize);  // nothing appended
+
+  Preamble pre = TestPreamble();
+  pre.features |= kFeatureZeroRun;
+  auto w = StreamWriter::Create(pre).value();
+  CHECK(w->AddZeroRun({1, 0, 0}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(w->DescribeLastError().message() == "add zero_run: page count is zero");
+  CHECK(w->AddZeroRun({0, 1, 0}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(w->DescribeLastError().message() == "add zero_run: block id 0 is invalid");
+  CHECK(w->AddZeroRun({1, 2, UINT64_MAX}).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(w->DescribeLastError().message() == "add zero_run: page range wraps");
+  CHECK(w->pages() == 0);
+  REQUIRE(w->AddIteration({0, 0, 0, 0, 0, 0, true}).ok());
+  CHECK(w->AddZeroRun({1, 1, 0}).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(w->DescribeLastError().message() == "add zero_run: after the final iteration");
+
+  // Secondary channels carry them; reverse streams do not.
+  Preamble sec = TestPreamble(Direction::kForward, 1, 2);
+  sec.features |= kFeatureZeroRun;
+  auto secondary = StreamWriter::Create(sec).value();
+  CHECK(secondary->AddZeroRun({5, 7, 2048}).ok());
+  Preamble rev = TestPreamble(Direction::kReverse);
+  rev.features |= kFeatureZeroRun;
+  auto reverse = StreamWriter::Create(rev).value();
+  CHECK(reverse->AddZeroRun({5, 7, 2048}).code() == absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_CASE("no allocation after construction") {

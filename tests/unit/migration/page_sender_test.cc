@@ -1,0 +1,223 @@
+// PageSender on its own: memory the test owns goes out over a MemoryChannel and comes back
+// through the real StreamReader. Checks which records a block's zero stretches become (zero_run
+// against inline zero descriptors, by the byte-cost rule in EmitRun), the exact page ranges, the
+// raw pages' bytes after the staging area's compaction, and the counters.
+#include "migration/page_sender.h"
+
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "transport/memory_channel.h"
+#include "wire/stream_reader.h"
+
+namespace procmig {
+namespace {
+
+constexpr uint32_t kPage = 4096;
+
+struct Mapping {
+  explicit Mapping(size_t pages) : pages(pages) {
+    void* m =
+        mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(m != MAP_FAILED);
+    p = static_cast<uint8_t*>(m);
+  }
+  ~Mapping() { munmap(p, pages * kPage); }
+  // Page i gets bytes that depend on (tag, i) and are never all zero.
+  void Fill(size_t i, uint8_t tag) {
+    for (size_t k = 0; k < kPage; ++k)
+      p[i * kPage + k] = static_cast<uint8_t>((tag + i * 7 + k) | 1);
+  }
+  RamBlock Block(uint32_t id) const {
+    RamBlock b;
+    b.id = id;
+    b.start = reinterpret_cast<uintptr_t>(p);
+    b.length = pages * kPage;
+    b.page_size = kPage;
+    b.name = "anon@test";
+    b.prot = PROT_READ | PROT_WRITE;
+    return b;
+  }
+  uint8_t* p;
+  size_t pages;
+};
+
+// One record as the receiver sees it: type, block, first page, and per page "R" raw / "Z" zero
+// for page runs, or the count for zero runs.
+struct Seen {
+  wire::RecordType type;
+  uint32_t block = 0;
+  uint64_t first = 0;
+  uint64_t count = 0;
+  std::string encodings;
+  bool operator==(const Seen&) const = default;
+};
+
+std::string Describe(const std::vector<Seen>& v) {
+  std::string out;
+  for (const Seen& s : v) {
+    out += std::string(wire::RecordTypeName(s.type)) + "(" + std::to_string(s.block) + ", " +
+           std::to_string(s.first) + ", " + std::to_string(s.count) + ", " + s.encodings + ") ";
+  }
+  return out;
+}
+
+struct Sent {
+  std::vector<Seen> runs;  // page_run and zero_run records, in order
+  uint64_t bytes = 0;      // the whole stream
+  PageSenderCounters counters;
+  uint64_t end_pages = 0;  // end_of_stream's page count
+  uint64_t features = 0;
+};
+
+// Sends `blocks` in full, reads the stream back and checks every raw page against the memory.
+Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks, bool zero_runs) {
+  MemoryPipeOptions o;
+  o.capacity = 64u << 20;
+  auto pair = MemoryChannel::CreatePair(o);
+  REQUIRE(pair.ok());
+  PageSenderConfig c;
+  c.preamble.page_size = kPage;
+  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  c.zero_runs = zero_runs;
+  auto sender = PageSender::Create(c, pair->first.get());
+  REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
+  PageSender& s = **sender;
+  for (const auto& [m, id] : blocks) REQUIRE(s.AddBlock(m->Block(id)).ok());
+  for (const auto& [m, id] : blocks) {
+    REQUIRE(s.SendPages(m->Block(id), 0, m->pages, /*live=*/true).ok());
+  }
+  REQUIRE(s.EndIteration(0, 0, 0, /*final=*/true).ok());
+  REQUIRE(s.AddEndOfStream(false).ok());
+  REQUIRE(s.Flush().ok());
+  REQUIRE(pair->first->Shutdown().ok());
+
+  Sent out;
+  out.counters = s.counters();
+  wire::StreamReader reader;
+  std::vector<uint8_t> buf(1 << 20);
+  while (!reader.ended()) {
+    auto n = pair->second->ReadSome(buf.data(), buf.size());
+    REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+    REQUIRE(*n > 0);
+    out.bytes += *n;
+    REQUIRE(reader.Feed({buf.data(), *n}).ok());
+    while (true) {
+      auto r = reader.Next();
+      REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+      if (*r == nullptr) break;
+      if (auto* pre = std::get_if<wire::Preamble>(&(*r)->body)) out.features = pre->features;
+      if (auto* z = std::get_if<wire::ZeroRun>(&(*r)->body)) {
+        out.runs.push_back({wire::RecordType::kZeroRun, z->block_id, z->first_page, z->count, ""});
+      }
+      if (auto* e = std::get_if<wire::EndOfStream>(&(*r)->body)) out.end_pages = e->page_count;
+      auto* run = std::get_if<wire::PageRun>(&(*r)->body);
+      if (run == nullptr) continue;
+      Seen seen{wire::RecordType::kPageRun, run->block_id, run->first_page, run->pages.size(), ""};
+      const Mapping* m = nullptr;
+      for (const auto& [mm, id] : blocks) {
+        if (id == run->block_id) m = mm;
+      }
+      REQUIRE(m != nullptr);
+      for (size_t i = 0; i < run->pages.size(); ++i) {
+        const wire::PageEntry& e = run->pages[i];
+        seen.encodings += e.encoding == wire::PageEncoding::kRaw ? "R" : "Z";
+        if (e.encoding != wire::PageEncoding::kRaw) continue;
+        const uint8_t* want = m->p + (run->first_page + i) * kPage;
+        CHECK_MESSAGE(std::memcmp(e.data.data(), want, kPage) == 0, "block ", run->block_id,
+                      " page ", run->first_page + i);
+      }
+      out.runs.push_back(seen);
+    }
+  }
+  CHECK(reader.Finish().ok());
+  return out;
+}
+
+using T = wire::RecordType;
+
+TEST_CASE("zero stretches become zero_run records where that is smaller, mixed with page runs") {
+  // Block 1: two 1024-page chunks. Data at 0, 1, 10, 13, 18; zero stretches of 8 (inside: a
+  // zero run), 2 and 4 (inside: inline, 24 and 48 bytes <= 56), 1005 (to the chunk's end), and
+  // a whole chunk of 1024.
+  Mapping a(2048);
+  for (size_t i : {0, 1, 10, 13, 18}) a.Fill(i, 1);
+  // Block 2: two zero pages before a data page stay inline (24 bytes <= 28 at the run's start).
+  Mapping b(3);
+  b.Fill(2, 2);
+  // Block 3: one zero page and nothing else: a zero run (28 bytes, not a 40-byte page run).
+  Mapping c(1);
+  // Block 4: a zero page every third page among data, across the staging slices.
+  Mapping d(1024);
+  for (size_t i = 0; i < d.pages; ++i) {
+    if (i % 3 != 0) d.Fill(i, 4);
+  }
+  // Block 5: five zero pages between data pages: 60 > 56, a zero run splits the page run.
+  Mapping e(7);
+  e.Fill(0, 5);
+  e.Fill(6, 5);
+  // Block 6: data only, read in slices that grow (no zero page) up to the chunk's end.
+  Mapping f(1500);
+  for (size_t i = 0; i < f.pages; ++i) f.Fill(i, 6);
+
+  Sent s = SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}}, /*zero_runs=*/true);
+  CHECK((s.features & wire::kFeatureZeroRun) != 0);
+  std::vector<Seen> want = {
+      {T::kPageRun, 1, 0, 2, "RR"},         {T::kZeroRun, 1, 2, 8, ""},
+      {T::kPageRun, 1, 10, 9, "RZZRZZZZR"}, {T::kZeroRun, 1, 19, 1005, ""},
+      {T::kZeroRun, 1, 1024, 1024, ""},     {T::kPageRun, 2, 0, 3, "ZZR"},
+      {T::kZeroRun, 3, 0, 1, ""},
+  };
+  std::string d_enc;
+  for (size_t i = 0; i < 1024; ++i) d_enc += i % 3 == 0 ? "Z" : "R";
+  want.push_back({T::kPageRun, 4, 0, 1024, d_enc});
+  want.push_back({T::kPageRun, 5, 0, 1, "R"});
+  want.push_back({T::kZeroRun, 5, 1, 5, ""});
+  want.push_back({T::kPageRun, 5, 6, 1, "R"});
+  want.push_back({T::kPageRun, 6, 0, 1024, std::string(1024, 'R')});
+  want.push_back({T::kPageRun, 6, 1024, 476, std::string(476, 'R')});
+  CHECK_MESSAGE(s.runs == want, Describe(s.runs));
+
+  const uint64_t data_pages = 5 + 1 + 682 + 2 + 1500;
+  const uint64_t all_pages = 2048 + 3 + 1 + 1024 + 7 + 1500;
+  CHECK(s.counters.normal_pages == data_pages);
+  CHECK(s.counters.zero_pages == all_pages - data_pages);
+  CHECK(s.counters.zero_run_pages == 8 + 1005 + 1024 + 1 + 5);
+  CHECK(s.counters.pages == all_pages);
+  CHECK(s.end_pages == all_pages);
+
+  // Without zero runs: every zero page is a descriptor, one page run per chunk.
+  Sent plain =
+      SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}}, /*zero_runs=*/false);
+  CHECK((plain.features & wire::kFeatureZeroRun) == 0);
+  for (const Seen& r : plain.runs) CHECK(r.type == T::kPageRun);
+  CHECK(plain.runs.size() == 8);
+  CHECK(plain.counters.zero_run_pages == 0);
+  CHECK(plain.counters.zero_pages == s.counters.zero_pages);
+  CHECK(plain.end_pages == all_pages);
+  // The zero runs save the 12-byte descriptors of the 2043 pages they cover and cost 5 records
+  // of 28 bytes. Page runs: the two interior zero runs split one off each (block 1's first
+  // chunk, block 5), and two page runs are not needed (block 1's second chunk, block 3).
+  CHECK(plain.bytes - s.bytes == 2043 * 12 - 5 * 28 + 2 * 28 - 2 * 28);
+}
+
+TEST_CASE("a block of nothing but zero pages: one zero run per 1024-page chunk") {
+  Mapping z(4096 + 10);
+  Sent s = SendAndRead({{&z, 7}}, /*zero_runs=*/true);
+  std::vector<Seen> want = {{T::kZeroRun, 7, 0, 1024, ""},
+                            {T::kZeroRun, 7, 1024, 1024, ""},
+                            {T::kZeroRun, 7, 2048, 1024, ""},
+                            {T::kZeroRun, 7, 3072, 1024, ""},
+                            {T::kZeroRun, 7, 4096, 10, ""}};
+  CHECK_MESSAGE(s.runs == want, Describe(s.runs));
+  CHECK(s.counters.normal_pages == 0);
+  CHECK(s.counters.zero_pages == 4106);
+  CHECK(s.counters.zero_run_pages == 4106);
+}
+
+}  // namespace
+}  // namespace procmig
