@@ -80,17 +80,26 @@ TOTALS=() PAUSES=() RESTORES=() RESTARTS=()
 for hop in $(seq 1 "$HOPS"); do
   if [ $((hop % 2)) = 1 ]; then tag=A port=$PORT_A; else tag=B port=$PORT_B; fi
   rlog="$W/hop$hop.$tag.receive.log"
-  (
-    close_fds_above_2
-    exec "$PROCMIG" receive --listen "127.0.0.1:$port" --once --detach "${RECEIVE_ARGS[@]}"
-  ) </dev/null >"$rlog" 2>&1 &
-  RPID=$!
-  track "$RPID"
-  wait_for 10 listening "$port" || fail "hop $hop: receiver $tag never listened on port $port"
+  # A stop abandoned again and again because the program's malloc keeps changing the layout
+  # (a known limit, README) leaves the source running: the hop is tried again, at most twice.
+  for attempt in 1 2 3; do
+    (
+      close_fds_above_2
+      exec "$PROCMIG" receive --listen "127.0.0.1:$port" --once --detach "${RECEIVE_ARGS[@]}"
+    ) </dev/null >"$rlog" 2>&1 &
+    RPID=$!
+    track "$RPID"
+    wait_for 10 listening "$port" || fail "hop $hop: receiver $tag never listened on port $port"
 
-  timeout 120 "$PROCMIG" migrate "$CUR" --to "127.0.0.1:$port" --json \
-    >"$W/hop$hop.json" 2>"$W/hop$hop.err"
-  rc=$?
+    timeout 120 "$PROCMIG" migrate "$CUR" --to "127.0.0.1:$port" --json \
+      >"$W/hop$hop.json" 2>"$W/hop$hop.err"
+    rc=$?
+    [ "$rc" != 0 ] && [ "$attempt" -lt 3 ] && grep -q "stop-and-copy: abandoned" "$W/hop$hop.err" ||
+      break
+    log "hop $hop: attempt $attempt abandoned its stop ($(tail -n 1 "$W/hop$hop.err")); the source runs on, trying again"
+    kill -0 "$CUR" 2>/dev/null || fail "hop $hop: source $CUR gone after an abandoned stop"
+    wait_exit "$RPID" 30 || fail "hop $hop: receiver $tag still running after an aborted session"
+  done
   [ "$rc" = 0 ] || fail "hop $hop: migrate $CUR exited $rc: $(tail -n 3 "$W/hop$hop.err")"
   phase=$($TOOL stats "$W/hop$hop.json" | tr ' ' '\n' | sed -n 's/^phase=//p')
   [ "$phase" = done ] || fail "hop $hop: last stats line is phase '$phase', want done"
