@@ -68,11 +68,13 @@ struct Fixture {
     blocks.push_back({1, 0x7f0000000000, 0x4000, 0x600000000000});
     blocks.push_back({2, 0x7ffd00000000, 0x2000, 0x600000100000});
   }
-  absl::StatusOr<RestorePlan> Plan(int report_fd = 64) {
+  absl::StatusOr<RestorePlan> Plan(int report_fd = 64,
+                                   std::span<const PremappedFile> premapped = {}) {
     RestorePlanInput in;
     in.state = &st;
     in.blocks = blocks;
     in.current = cur;
+    in.premapped = premapped;
     in.code_bytes = 5000;
     in.report_fd = report_fd;
     for (int i = 0; i < 3; ++i) in.stdio_fds[i] = stdio_fds[i];
@@ -484,14 +486,7 @@ TEST_CASE("a premapped file mapping is kept as it is; a stale premap is left to 
   f.st.vmas.push_back(Vma(0x500000, 0x501000, PROT_READ, VmaKind::kFile, "/bin/other"));
   f.st.vmas.back().offset = 0x1000;
   for (const PremappedFile& p : pre) f.cur.push_back(Cur(p.start, p.end, p.path.c_str()));
-  RestorePlanInput in;
-  in.state = &f.st;
-  in.blocks = f.blocks;
-  in.current = f.cur;
-  in.premapped = pre;
-  in.code_bytes = 5000;
-  in.report_fd = 64;
-  auto plan = BuildRestorePlan(in);
+  auto plan = f.Plan(64, pre);
   REQUIRE(plan.ok());
   std::vector<abi::Op> ops = OpsOf(*plan);
   std::vector<abi::Op> at_prog, at_other;
@@ -539,14 +534,7 @@ TEST_CASE("a block mirrored into a kept premap costs no op; into a premap not ke
       {0x400000, 0x402000, 0x1000, PROT_READ | PROT_EXEC, false, "/bin/prog"},
       {0x402000, 0x403000, 0x3000, PROT_READ, false, "/bin/prog"}};
   for (const PremappedFile& p : pre) f.cur.push_back(Cur(p.start, p.end, p.path.c_str()));
-  RestorePlanInput in;
-  in.state = &f.st;
-  in.blocks = f.blocks;
-  in.current = f.cur;
-  in.premapped = pre;
-  in.code_bytes = 5000;
-  in.report_fd = 64;
-  auto plan = BuildRestorePlan(in);
+  auto plan = f.Plan(64, pre);
   REQUIRE(plan.ok());
   std::vector<abi::Op> at_relro, at_data;
   for (const abi::Op& op : OpsOf(*plan)) {
