@@ -258,7 +258,14 @@ self_check() {
 # link shaped to RATE (default 100mbit) both ways. Sets NS, HERE_ADDR, THERE_ADDR.
 make_netns() {
   local rate=${1:-100mbit}
-  local x=$(($$ % 250 + 1))
+  local x=$(($$ % 250 + 1)) tries=0
+  # A subnet no interface here has already (a namespace left by a killed run, a test running
+  # beside this one): two routes to one /30 send the connection to the wrong namespace.
+  while ip -o addr show | grep -q " 10\.213\.$x\."; do
+    x=$((x % 250 + 1))
+    tries=$((tries + 1))
+    [ "$tries" -lt 250 ] || fail "no free 10.213.X.0/30 subnet for a test namespace"
+  done
   NS="pm-e2e-$$"
   local a="pme$$a" b="pme$$b"
   ip netns add "$NS" || fail "ip netns add $NS"
