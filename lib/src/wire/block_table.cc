@@ -48,32 +48,23 @@ Reason BlockTable::Resize(const BlockResize& r) {
   return nullptr;
 }
 
-int BlockTable::RangeCheck(uint32_t block_id, uint64_t first_page, uint64_t count) const {
+Reason BlockTable::CheckRange(uint32_t block_id, uint64_t first_page, uint64_t count,
+                              Reason not_live, Reason past_end) const {
   auto it = by_id_.find(block_id);
-  if (it == by_id_.end()) return 1;
+  if (it == by_id_.end()) return not_live;
   const Block& b = it->second;
-  if (first_page >= b.page_count || count > b.page_count - first_page) return 2;
-  return 0;
+  if (first_page >= b.page_count || count > b.page_count - first_page) return past_end;
+  return nullptr;
 }
 
 Reason BlockTable::CheckRun(uint32_t block_id, uint64_t first_page, uint64_t count) const {
-  switch (RangeCheck(block_id, first_page, count)) {
-    case 1:
-      return "page run for a block that is not live";
-    case 2:
-      return "page run past the end of its block";
-  }
-  return nullptr;
+  return CheckRange(block_id, first_page, count, "page run for a block that is not live",
+                    "page run past the end of its block");
 }
 
 Reason BlockTable::CheckZeroRun(uint32_t block_id, uint64_t first_page, uint64_t count) const {
-  switch (RangeCheck(block_id, first_page, count)) {
-    case 1:
-      return "zero run for a block that is not live";
-    case 2:
-      return "zero run past the end of its block";
-  }
-  return nullptr;
+  return CheckRange(block_id, first_page, count, "zero run for a block that is not live",
+                    "zero run past the end of its block");
 }
 
 const BlockTable::Block* BlockTable::Find(uint32_t block_id) const {

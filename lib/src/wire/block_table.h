@@ -48,8 +48,9 @@ class BlockTable {
  private:
   // True when [start, start + length) overlaps a live block other than `except_id`.
   bool Overlaps(uint64_t start, uint64_t length, uint32_t except_id) const;
-  // 0: the pages lie in a live block; 1: no such live block; 2: past its end.
-  int RangeCheck(uint32_t block_id, uint64_t first_page, uint64_t count) const;
+  // nullptr when the pages lie in a live block; else `not_live` or `past_end`.
+  Reason CheckRange(uint32_t block_id, uint64_t first_page, uint64_t count, Reason not_live,
+                    Reason past_end) const;
 
   uint32_t page_size_;
   uint32_t max_id_ = 0;  // ids only grow, so a removed id can never come back
