@@ -152,9 +152,14 @@ absl::StatusOr<ReceiveReport> RunReceiver(
                          mem->grows_down()});
       }
       const std::vector<PremappedFile> kept = premaps.kept();
-      absl::StatusOr<RestoreResult> r =
-          StartRestore(process_state, m.blocks, where, options.restore, /*live=*/true,
-                       {&verified, kept, layout});
+      absl::StatusOr<ProcessStateRecord> state = DecodeStateForRestore(process_state);
+      if (!state.ok()) {
+        premaps.Clear();
+        return absl::Status(state.status().code(),
+                            absl::StrCat("restore: ", state.status().message()));
+      }
+      absl::StatusOr<RestoreResult> r = StartRestore(*state, m.blocks, where, options.restore,
+                                                     /*live=*/true, {&verified, kept, layout});
       premaps.Clear();  // the restored process has its own; ours only take address space
       if (!r.ok()) {
         return absl::Status(r.status().code(), absl::StrCat("restore: ", r.status().message()));

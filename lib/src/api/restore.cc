@@ -18,7 +18,6 @@
 #include "restore/restore_process.h"
 #include "restore_internal.h"
 #include "transport/unique_fd.h"
-#include "wire/wire_format.h"
 
 namespace procmig {
 
@@ -35,15 +34,19 @@ struct TempBlock {
 
 }  // namespace
 
-absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
-                                           std::span<const ImageBlock> blocks,
-                                           std::span<const BlockLocation> where,
-                                           const RestoreOptions& options, bool live,
-                                           const RestorePrepared& prepared) {
+absl::StatusOr<ProcessStateRecord> DecodeStateForRestore(std::span<const uint8_t> process_state) {
   absl::StatusOr<ProcessStateRecord> state = DecodeProcessState(process_state);
   if (!state.ok()) {
     return absl::DataLossError(absl::StrCat("process state: ", state.status().message()));
   }
+  return state;
+}
+
+absl::StatusOr<RestoreResult> StartRestore(const ProcessStateRecord& state,
+                                           std::span<const ImageBlock> blocks,
+                                           std::span<const BlockLocation> where,
+                                           const RestoreOptions& options, bool live,
+                                           const RestorePrepared& prepared) {
   std::vector<PlacedBlock> placed;
   for (size_t i = 0; i < blocks.size() && i < where.size(); ++i) {
     const ImageBlock& b = blocks[i];
@@ -63,7 +66,7 @@ absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_stat
   o.verified = prepared.verified;
   o.premapped = prepared.premapped;
   o.layout = prepared.layout;
-  ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(*state, placed, o));
+  ASSIGN_OR_RETURN(RestoredProcess p, StartRestoredProcess(state, placed, o));
   RestoreResult r;
   r.child = p.child;
   r.host_pid = p.host_pid;
@@ -110,12 +113,15 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   // The files mapped at their final addresses (where free here), and the written pages of each
   // private file mapping (a library's .data and RELRO) put straight into them as the image is
   // read, as a live receiver does while the stream arrives: the restorer keeps them as they are.
+  absl::StatusOr<ProcessStateRecord> state = DecodeStateForRestore(ps);
+  if (!state.ok()) {
+    return absl::Status(state.status().code(),
+                        absl::StrCat("restore ", dir, ": ", state.status().message()));
+  }
   FilePremaps premaps;
+  premaps.Add(PremapsOf(BuildRestoreCheck(*state)));
   UniqueFd self_mem;
-  if (absl::StatusOr<ProcessStateRecord> state = DecodeProcessState(ps); state.ok()) {
-    premaps.Add(PremapsOf(BuildRestoreCheck(*state)));
-    if (!premaps.mapped().empty()) self_mem = UniqueFd(open("/proc/self/mem", O_RDWR | O_CLOEXEC));
-  }  // else StartRestore says why
+  if (!premaps.mapped().empty()) self_mem = UniqueFd(open("/proc/self/mem", O_RDWR | O_CLOEXEC));
   std::vector<TempBlock> temps(m.blocks.size());
   std::vector<BlockLocation> where(m.blocks.size());
   for (size_t i = 0; i < m.blocks.size(); ++i) {
@@ -147,7 +153,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
   }
   const std::vector<PremappedFile> kept = premaps.kept();
   absl::StatusOr<RestoreResult> r =
-      StartRestore(ps, m.blocks, where, options, false, {nullptr, kept, {}});
+      StartRestore(*state, m.blocks, where, options, false, {nullptr, kept, {}});
   if (!r.ok()) {
     return absl::Status(r.status().code(),
                         absl::StrCat("restore ", dir, ": ", r.status().message()));

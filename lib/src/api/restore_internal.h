@@ -29,9 +29,12 @@ struct RestorePrepared {
   std::span<const MemoryRegion> layout;      // our maps as read up front (empty: read anew)
 };
 
+// The process-state record of an image or a stream; DataLoss "process state: ..." when malformed.
+absl::StatusOr<ProcessStateRecord> DecodeStateForRestore(std::span<const uint8_t> process_state);
+
 // `where[i]` is where blocks[i]'s bytes are in this process. `live`: the source parked the
 // threads just now on this host, so the whole pause is reported too.
-absl::StatusOr<RestoreResult> StartRestore(std::span<const uint8_t> process_state,
+absl::StatusOr<RestoreResult> StartRestore(const ProcessStateRecord& state,
                                            std::span<const ImageBlock> blocks,
                                            std::span<const BlockLocation> where,
                                            const RestoreOptions& options, bool live,
