@@ -93,9 +93,34 @@ void ReportFailure(int fd, uint32_t step, long err) {
   RawSyscall(SYS_write, fd, reinterpret_cast<long>(&r), sizeof r);
 }
 
+// Says on fd 2 (the receiver's stderr, which init keeps) that the restored process was killed by
+// a signal: after `receive --detach` nobody else would know. Raw system calls only (init).
+void ReportKilled(long pid, int sig, bool core) {
+  char buf[128];
+  size_t n = 0;
+  auto put = [&](const char* s) {
+    while (*s != '\0' && n < sizeof buf) buf[n++] = *s++;
+  };
+  auto num = [&](unsigned long v) {
+    char d[24];
+    int k = 0;
+    do {
+      d[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    while (k > 0 && n < sizeof buf) buf[n++] = d[--k];
+  };
+  put("procmig init: the restored process (pid ");
+  num(static_cast<unsigned long>(pid));
+  put(" in its PID namespace) was killed by signal ");
+  num(static_cast<unsigned long>(sig));
+  put(core ? " (core dumped)\n" : "\n");
+  RawSyscall(SYS_write, 2, reinterpret_cast<long>(buf), static_cast<long>(n));
+}
+
 // The new PID namespace's init. Runs on its own stack in our memory (CLONE_VM): raw system calls
 // only. Creates the process with its old pid, then reaps until it is gone and exits with its
-// status.
+// status; a death by signal is reported on the stderr it keeps.
 [[noreturn]] void InitMain(InitArgs* ia, uint64_t) {
   // Our own /proc, so the program's /proc/self, /proc/self/task, pids all agree with its view.
   RawSyscall(SYS_mount, reinterpret_cast<long>("none"), reinterpret_cast<long>("/"), 0,
@@ -112,11 +137,12 @@ void ReportFailure(int fd, uint32_t step, long err) {
     ReportFailure(ia->report_fd, abi::kStepPid, child);
     for (;;) RawSyscall(SYS_exit_group, 127);
   }
-  RawSyscall(SYS_close_range, 0, ~0u, 0);
+  RawSyscall(SYS_close_range, 3, ~0u, 0);
   for (;;) {
     int status = 0;
     long r = RawSyscall(SYS_wait4, -1, reinterpret_cast<long>(&status), __WALL, 0);
     if (r == child) {
+      if (WIFSIGNALED(status)) ReportKilled(child, WTERMSIG(status), WCOREDUMP(status));
       int code = WIFEXITED(status) ? WEXITSTATUS(status)
                                    : (WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1);
       for (;;) RawSyscall(SYS_exit_group, code);
