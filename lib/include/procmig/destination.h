@@ -65,6 +65,9 @@ struct ReceiveReport {
   uint64_t torn_pages = 0;
   uint64_t bytes = 0;        // stream bytes received
   uint64_t duration_ms = 0;  // first preamble to end of stream verified
+  // Stored sessions, after the stream and before the ack: the checks and digests (Finish), and
+  // the image's commit (what write-behind left to fsync, the small files, the rename).
+  uint64_t finish_us = 0, commit_us = 0;
   uint64_t process_state_bytes = 0;
   std::vector<ReceiveBlockReport> blocks;
   std::optional<RestoreResult> restored;  // live restore: the running process

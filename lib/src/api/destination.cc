@@ -192,6 +192,8 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       absl::StatusOr<ReceiveSessionResult> r = RunReceiveSession(**group, so);
       if (r.ok()) {
         outcome = MakeReport(r->manifest, r->image_dir);
+        outcome->finish_us = r->finish_us;
+        outcome->commit_us = r->commit_us;
         outcome->restored = restored;
       } else {
         outcome = r.status();
@@ -218,7 +220,8 @@ std::string RenderReceiveReport(const ReceiveReport& r) {
   if (r.restored.has_value()) {
     absl::StrAppend(&t, "session ", r.session_id, " ", RenderRestoreResult(*r.restored), "\n");
   } else {
-    absl::StrAppend(&t, "session ", r.session_id, " stored in ", r.image_dir, "\n");
+    absl::StrAppendFormat(&t, "session %s stored in %s (checks %.1f ms, commit %.1f ms)\n",
+                          r.session_id, r.image_dir, r.finish_us / 1000.0, r.commit_us / 1000.0);
   }
   absl::StrAppend(&t, "  ", r.channels, " channel(s), ", r.iterations, " iteration(s), ", r.bytes,
                   " bytes in ", r.duration_ms, " ms\n");

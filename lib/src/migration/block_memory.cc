@@ -1,6 +1,7 @@
 #include "migration/block_memory.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <bit>
@@ -103,16 +104,40 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
   }
   auto* base = static_cast<uint8_t*>(p);
   if (!grows_down) AdviseHuge(base, mapped);
-  return std::unique_ptr<BlockMemory>(new BlockMemory(base, mapped, length, page_size, grows_down));
+  return std::unique_ptr<BlockMemory>(
+      new BlockMemory(base, mapped, length, page_size, grows_down, UniqueFd()));
+}
+
+absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::CreateInFile(UniqueFd file,
+                                                                       uint64_t length,
+                                                                       uint32_t page_size) {
+  if (length == 0 || page_size == 0 || length % page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
+                                                   " is not a positive multiple of the page size ",
+                                                   page_size));
+  }
+  if (ftruncate(file.get(), static_cast<off_t>(length)) != 0) {
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("size the file of a received block to ", length, " bytes"),
+                       errno);
+  }
+  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, file.get(), 0);
+  if (p == MAP_FAILED) {
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("map the file of a received block, ", length, " bytes"), errno);
+  }
+  return std::unique_ptr<BlockMemory>(
+      new BlockMemory(static_cast<uint8_t*>(p), length, length, page_size, false, std::move(file)));
 }
 
 BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size,
-                         bool grows_down)
+                         bool grows_down, UniqueFd file)
     : base_(base),
       mapped_(mapped),
       length_(length),
       page_size_(page_size),
       grows_down_(grows_down),
+      file_(std::move(file)),
       nonzero_((length / page_size + 63) / 64, 0),
       crcs_(length / page_size, ZeroPageCrc(page_size)) {}
 
@@ -128,7 +153,18 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
         absl::StrCat("resize received block to ", new_length, ": not a page multiple"));
   }
   uint64_t old_pages = page_count();
-  uint64_t new_mapped = grows_down_ ? new_length : MappedSize(new_length);
+  const bool in_file = file_.valid();
+  uint64_t new_mapped = grows_down_ || in_file ? new_length : MappedSize(new_length);
+  // A file grows before its mapping does (a mapping past the end of a file faults SIGBUS) and
+  // shrinks after it, which also drops the cut pages: they read as zero if it grows again.
+  auto size_file = [&]() -> absl::Status {
+    if (ftruncate(file_.get(), static_cast<off_t>(new_length)) == 0) return absl::OkStatus();
+    return ErrnoStatus(
+        absl::StatusCode::kResourceExhausted,
+        absl::StrCat("resize the file of a received block from ", length_, " to ", new_length),
+        errno);
+  };
+  if (in_file && new_length > length_) RETURN_IF_ERROR(size_file());
   if (new_mapped != mapped_) {
     void* p = mremap(base_, mapped_, new_mapped, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
@@ -138,13 +174,14 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
     }
     base_ = static_cast<uint8_t*>(p);
     mapped_ = new_mapped;
-    if (!grows_down_) AdviseHuge(base_, mapped_);
+    if (!grows_down_ && !in_file) AdviseHuge(base_, mapped_);
   }
+  if (in_file && new_length < length_) RETURN_IF_ERROR(size_file());
   uint64_t new_pages = new_length / page_size_;
   if (new_pages < old_pages) {
     // Pages past the new end must read as zero if the block grows again later; dropping them
     // does that and returns their memory.
-    (void)madvise(base_ + new_length, length_ - new_length, MADV_DONTNEED);
+    if (!in_file) (void)madvise(base_ + new_length, length_ - new_length, MADV_DONTNEED);
     for (uint64_t i = new_pages; i < old_pages; ++i) {
       nonzero_[i / 64] &= ~(uint64_t{1} << (i % 64));
     }
@@ -161,6 +198,26 @@ void BlockMemory::Populate(uint64_t first_page, uint64_t count) {
 #ifdef MADV_POPULATE_WRITE
   (void)madvise(page(first_page), count * page_size_, MADV_POPULATE_WRITE);
 #endif
+}
+
+absl::Status BlockMemory::Reserve(uint64_t first_page, uint64_t count) {
+  if (!in_file() || count == 0) return absl::OkStatus();
+  if (first_page >= page_count() || count > page_count() - first_page) {
+    return absl::InternalError("reserve pages outside the block");
+  }
+#ifdef MADV_POPULATE_WRITE
+  int err = 0;
+  do {
+    err = madvise(page(first_page), count * page_size_, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+  } while (err == EINTR || err == EAGAIN);
+  if (err != 0) {
+    if (err == EINVAL) return absl::OkStatus();  // before Linux 5.14: the writes fault themselves
+    // A write fault the file system refused (SIGBUS) shows up as EFAULT.
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       "the image file could not take them (full file system or quota?)", err);
+  }
+#endif
+  return absl::OkStatus();
 }
 
 void BlockMemory::MarkNonZero(uint64_t index) {

@@ -92,7 +92,9 @@ const char* DigestStateName(DigestState s) {
   return "unknown";
 }
 
-std::string ImageBlock::FileName() const { return absl::StrCat("block-", id, ".bin"); }
+std::string BlockFileName(uint32_t id) { return absl::StrCat("block-", id, ".bin"); }
+
+std::string ImageBlock::FileName() const { return BlockFileName(id); }
 
 std::string SessionIdHex(const std::array<uint8_t, 16>& id) {
   std::string s;

@@ -67,8 +67,11 @@ struct ImageBlock {
   std::string name;
   bool operator==(const ImageBlock&) const = default;
 
-  std::string FileName() const;  // "block-<id>.bin"
+  std::string FileName() const;  // BlockFileName(id)
 };
+
+// The file in an image directory that holds block `id`: "block-<id>.bin".
+std::string BlockFileName(uint32_t id);
 
 struct ImageManifest {
   uint32_t page_size = 4096;

@@ -1,5 +1,6 @@
 #include "migration/receive_session.h"
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -8,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "migration/image_store.h"
+#include "migration/image_writer.h"
 
 namespace procmig {
 
@@ -17,13 +18,34 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
   if (!options.image_dir && !options.deliver) {
     return absl::InvalidArgumentError("receive session: neither image_dir nor deliver");
   }
-  Receiver receiver(group.size(), options.receiver, &group.channel(0));
+  // The image being written (stored sessions): made by the first block's file, committed at the
+  // end; destroyed after the receiver, whose block memory maps its files.
+  std::mutex writer_mu;
+  std::unique_ptr<ImageWriter> writer;  // guarded by writer_mu
+  ReceiverOptions ro = options.receiver;
+  if (!options.deliver && options.write_behind) {
+    ro.block_file = [&](const std::array<uint8_t, 16>& session,
+                        uint32_t block) -> absl::StatusOr<UniqueFd> {
+      std::lock_guard<std::mutex> l(writer_mu);
+      if (writer == nullptr) {
+        ASSIGN_OR_RETURN(writer, ImageWriter::Begin(options.image_dir(session)));
+      }
+      return writer->CreateBlockFile(block);
+    };
+    ro.block_file_removed = [&](uint32_t block) {
+      std::lock_guard<std::mutex> l(writer_mu);
+      if (writer != nullptr) writer->RemoveBlockFile(block);
+    };
+  }
+  Receiver receiver(group.size(), std::move(ro), &group.channel(0));
   std::mutex mu;
   std::optional<ReceiveSessionResult> result;  // guarded by mu
   absl::Status error;                          // guarded by mu
 
   auto complete = [&]() -> absl::Status {
+    const auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<ImageManifest> m = receiver.Finish();
+    const auto t1 = std::chrono::steady_clock::now();
     if (!m.ok()) return m.status();
     std::vector<const BlockMemory*> mem = receiver.BlockMemories();
     if (options.deliver) {
@@ -34,16 +56,36 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
       result = ReceiveSessionResult{std::move(*m), ""};
       return absl::OkStatus();
     }
-    std::string dir = options.image_dir(m->session_id);
-    absl::StatusOr<ImageManifest> stored =
-        ImageStore::Write(dir, *m, mem, receiver.process_state(), options.sync);
+    std::string dir;
+    absl::StatusOr<ImageManifest> stored;
+    {
+      std::lock_guard<std::mutex> l(writer_mu);
+      if (writer == nullptr) {  // no block at all, or write_behind off
+        absl::StatusOr<std::unique_ptr<ImageWriter>> w =
+            ImageWriter::Begin(options.image_dir(m->session_id));
+        if (w.ok()) {
+          writer = std::move(*w);
+        } else {
+          stored = w.status();
+        }
+      }
+      if (writer != nullptr) {
+        dir = writer->final_dir();
+        stored = writer->Commit(*m, mem, receiver.process_state(), options.sync);
+      }
+    }
     if (!stored.ok()) {
       const absl::Status& s = stored.status();
       return receiver.Fail(absl::Status(s.code(), absl::StrCat("store image: ", s.message())));
     }
+    const auto t2 = std::chrono::steady_clock::now();
     RETURN_IF_ERROR(receiver.Ack());
     std::lock_guard<std::mutex> l(mu);
-    result = ReceiveSessionResult{std::move(*stored), dir};
+    auto us = [](auto d) {
+      return static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+    };
+    result = ReceiveSessionResult{std::move(*stored), dir, us(t1 - t0), us(t2 - t1)};
     return absl::OkStatus();
   };
 

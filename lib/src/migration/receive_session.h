@@ -2,8 +2,10 @@
 // into a Receiver, and when the stream is complete, verify it, store the image and ack.
 //
 // Run() starts one reader thread per channel (each calls Receiver::Feed with what it reads). The
-// thread whose Feed completes the stream runs Finish(), writes the image with ImageStore (to the
-// directory `image_dir(session_id)` chooses) and only then acks, so the sender is told "safe"
+// image is built in the directory `image_dir(session_id)` chooses by an ImageWriter, made at the
+// first block (so a non-empty directory is refused before memory is sent): the blocks' memory is
+// their files there. The thread whose Feed completes the stream runs Finish(), commits the image
+// and only then acks, so the sender is told "safe"
 // only about an image that is on disk. Any failure (a corrupt page, a truncated channel, a digest
 // mismatch, a store error) fails the receiver, which tells the sender, and aborts every channel
 // so no thread stays blocked; Run returns the first error and no image is left behind.
@@ -37,12 +39,19 @@ struct ReceiveSessionOptions {
                              std::span<const uint8_t> process_state)>
       deliver;
   bool sync = true;  // fsync the image before acking
+  // Store each block in its image file as its pages arrive (ImageWriter), instead of holding the
+  // stream in memory and writing the image after it.
+  bool write_behind = true;
   size_t chunk_bytes = 1u << 20;
 };
 
 struct ReceiveSessionResult {
   ImageManifest manifest;
   std::string image_dir;
+  // Stored sessions: Finish() (checks, digests) and the image's commit (the small files, the
+  // fsync of what write-behind had not written yet, the rename), before the ack.
+  uint64_t finish_us = 0;
+  uint64_t commit_us = 0;
 };
 
 absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& group,

@@ -263,10 +263,23 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 }
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
-  // Received at the final address where a restorer moves the block into place (when free here).
-  ASSIGN_OR_RETURN(std::unique_ptr<BlockMemory> mem,
-                   BlockMemory::Create(b.length, page_size_.load(), BlockMapHint(b.flags, b.start),
-                                       BlockGrowsDown(b.flags)));
+  std::unique_ptr<BlockMemory> mem;
+  if (options_.block_file) {
+    std::array<uint8_t, 16> session{};
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (preamble_.has_value()) session = preamble_->session_id;
+    }
+    absl::StatusOr<UniqueFd> file = options_.block_file(session, b.block_id);
+    if (!file.ok()) return WithPrefix(file.status(), "store image: ");
+    ASSIGN_OR_RETURN(mem, BlockMemory::CreateInFile(std::move(*file), b.length, page_size_.load()));
+  } else {
+    // Received at the final address where a restorer moves the block into place (when free
+    // here).
+    ASSIGN_OR_RETURN(
+        mem, BlockMemory::Create(b.length, page_size_.load(), BlockMapHint(b.flags, b.start),
+                                 BlockGrowsDown(b.flags)));
+  }
   {
     std::unique_lock<std::shared_mutex> l(blocks_mu_);
     BlockEntry& e = blocks_[b.block_id];
@@ -295,6 +308,7 @@ absl::Status Receiver::ApplyBlockRemove(const wire::BlockRemove& b) {
     if (it != blocks_.end()) {
       StopMirror(it->second);
       blocks_.erase(it);
+      if (options_.block_file_removed) options_.block_file_removed(b.block_id);
     }
   }
   std::lock_guard<std::mutex> l(mu_);
@@ -376,10 +390,32 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
     return absl::DataLossError(absl::StrCat("page run for block ", run.block_id, " page ",
                                             run.first_page, " lies outside every live block"));
   }
+  if (it->second.memory->in_file()) RETURN_IF_ERROR(PrepareFileWrite(it->second, run));
   for (size_t i = 0; i < run.pages.size(); ++i) {
     RETURN_IF_ERROR(ApplyPage(index, c, it->second, run.first_page + i, run.pages[i]));
   }
   return absl::OkStatus();
+}
+
+absl::Status Receiver::PrepareFileWrite(BlockEntry& b, const wire::PageRun& run) {
+  // The pages that will be written and were never written before: only those may still need
+  // space in the file.
+  BlockMemory& m = *b.memory;
+  uint64_t first = 0, last = 0;
+  bool any = false;
+  for (size_t i = 0; i < run.pages.size(); ++i) {
+    const wire::PageEntry& e = run.pages[i];
+    const uint64_t page = run.first_page + i;
+    if (e.torn || e.encoding == wire::PageEncoding::kZero || m.MaybeNonZero(page)) continue;
+    if (!any) first = page;
+    last = page;
+    any = true;
+  }
+  if (!any) return absl::OkStatus();
+  absl::Status s = m.Reserve(first, last - first + 1);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("store image: block ", b.id, " (", b.name, ") pages ",
+                                             first, "..", last, ": ", s.message()));
 }
 
 absl::Status Receiver::ApplyZeroRun(size_t index, ChannelState& c, const wire::ZeroRun& run) {

@@ -38,6 +38,7 @@
 #ifndef PROCMIG_MIGRATION_RECEIVER_H_
 #define PROCMIG_MIGRATION_RECEIVER_H_
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -114,6 +115,16 @@ struct ReceiverOptions {
   // more and must not be kept. Either empty: no mirroring.
   std::function<bool(uint64_t start, uint64_t length)> premapped;
   std::function<void(uint64_t start, uint64_t length)> premap_stale;
+  // Checkpoint receive: each block's memory is a shared mapping of the file this returns for it
+  // (ImageWriter::CreateBlockFile: the block's file in the image being written), so the pages
+  // are stored as they arrive. A page's first write is preceded by MADV_POPULATE_WRITE over its
+  // run, so a file system that cannot take it (full) fails the session with an error instead of
+  // faulting SIGBUS in the receiver. `block_file_removed` is told when a block goes. Empty:
+  // anonymous memory.
+  std::function<absl::StatusOr<UniqueFd>(const std::array<uint8_t, 16>& session_id,
+                                         uint32_t block_id)>
+      block_file;
+  std::function<void(uint32_t block_id)> block_file_removed;
 };
 
 class Receiver {
@@ -179,6 +190,9 @@ class Receiver {
   absl::Status ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run);
   absl::Status ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
                          const wire::PageEntry& e);
+  // A file-backed block (ReceiverOptions::block_file): makes the file take the run's pages that
+  // were never written, before they are.
+  absl::Status PrepareFileWrite(BlockEntry& b, const wire::PageRun& run);
   // Pages [first, first + count) of a secondary channel's run (`what`: "page run", "zero run").
   absl::Status WaitForBlock(size_t index, ChannelState& c, uint32_t block_id, uint64_t first_page,
                             uint64_t count, const char* what);

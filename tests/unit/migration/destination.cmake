@@ -10,3 +10,6 @@ procmig_test(migration_image_manifest_test
 procmig_test(migration_block_memory_test
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/block_memory_test.cc
              LIBS procmig_migration LABEL unit TIMEOUT 30)
+procmig_test(migration_image_writer_test
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/image_writer_test.cc
+             LIBS procmig_migration LABEL component TIMEOUT 60)

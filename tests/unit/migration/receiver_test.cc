@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "migration/digest_verifier.h"
 #include "migration/image_store.h"
+#include "migration/image_writer.h"
 #include "migration/process_state.h"
 #include "receiver_test_util.h"
 
@@ -134,6 +135,58 @@ TEST_CASE("every encoding, block add/resize/remove: exact memory, stats, manifes
   REQUIRE(stat((img + "/block-1.bin").c_str(), &st) == 0);
   CHECK(st.st_size == 8 * kPs);
   CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 3 * kPs);  // holes for the zero pages
+}
+
+TEST_CASE("a checkpoint receive keeps each block in its image file as the pages arrive") {
+  FullStream f;
+  testing::TempDir dir;
+  const std::string img = dir.path() + "/img";
+  auto w = ImageWriter::Begin(img);
+  REQUIRE(w.ok());
+  ReceiverOptions o;
+  std::vector<uint32_t> created, removed;
+  o.block_file = [&](const std::array<uint8_t, 16>& session, uint32_t id) {
+    CHECK(session == testing::DstPreamble().session_id);
+    created.push_back(id);
+    return (*w)->CreateBlockFile(id);
+  };
+  o.block_file_removed = [&](uint32_t id) {
+    removed.push_back(id);
+    (*w)->RemoveBlockFile(id);
+  };
+  Receiver r(1, o, nullptr);
+  auto done = FeedInPieces(r, f.stream, 4096);
+  REQUIRE(done.ok());
+  CHECK(*done);
+  CHECK(created == std::vector<uint32_t>{1, 2, 3, 4});
+  CHECK(removed == std::vector<uint32_t>{4});
+  auto m = r.Finish();
+  REQUIRE(m.ok());
+  auto mem = r.BlockMemories();
+  REQUIRE(mem.size() == 3);
+  for (const BlockMemory* b : mem) CHECK(b->in_file());
+  CHECK(Copy(mem[0]->bytes()) == f.Block1());
+  CHECK(Copy(mem[1]->bytes()) == f.Block2());
+  CHECK(Copy(mem[2]->bytes()) == f.Block3());
+  // Before the commit the blocks are in the temporary directory already, block 4 is gone.
+  CHECK(dir.List("/" + dir.List()[0]) ==
+        std::vector<std::string>{"block-1.bin", "block-2.bin", "block-3.bin"});
+  auto stored = (*w)->Commit(*m, mem, r.process_state(), /*sync=*/true);
+  REQUIRE(stored.ok());
+  CHECK(stored->blocks[0].stored_pages == 3);
+  CHECK(dir.List() == std::vector<std::string>{"img"});
+  auto back = ImageStore::ReadManifest(img);
+  REQUIRE(back.ok());
+  CHECK(*back == *stored);
+  const Bytes want[] = {f.Block1(), f.Block2(), f.Block3()};
+  for (int i = 0; i < 3; ++i) {
+    auto b = ImageStore::ReadBlock(img, *back, back->blocks[i]);
+    REQUIRE(b.ok());
+    CHECK(*b == want[i]);
+  }
+  struct stat st;
+  REQUIRE(stat((img + "/block-1.bin").c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 5 * kPs);  // pages 5..7 never written
 }
 
 TEST_CASE("the receiver's transitions are the allowed ones") {

@@ -1,0 +1,283 @@
+#include "migration/image_writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace procmig {
+namespace {
+
+constexpr auto kWriteBehindPeriod = std::chrono::milliseconds(50);
+
+std::string Join(const std::string& dir, absl::string_view name) {
+  return absl::StrCat(dir, "/", name);
+}
+
+// NotFound when `dir` does not exist; true when it is an empty directory.
+absl::StatusOr<bool> IsEmptyDir(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return absl::NotFoundError(dir);
+    return ErrnoStatus(absl::StrCat("open store directory ", dir), errno);
+  }
+  bool empty = true;
+  while (dirent* e = readdir(d)) {
+    absl::string_view n = e->d_name;
+    if (n != "." && n != "..") {
+      empty = false;
+      break;
+    }
+  }
+  closedir(d);
+  return empty;
+}
+
+void RemoveTree(const std::string& dir) {
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      absl::string_view n = e->d_name;
+      if (n != "." && n != "..") unlink(Join(dir, n).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(dir.c_str());
+}
+
+// Removes "<parent>/.tmp-<name>-XXXXXX" directories no live writer holds (a killed receiver's).
+void RemoveStaleTemps(const std::string& parent, const std::string& name) {
+  DIR* d = opendir(parent.c_str());
+  if (d == nullptr) return;
+  const std::string prefix = absl::StrCat(".tmp-", name, "-");
+  std::vector<std::string> stale;
+  while (dirent* e = readdir(d)) {
+    absl::string_view n = e->d_name;
+    if (!absl::StartsWith(n, prefix) || n.size() != prefix.size() + 6) continue;
+    std::string path = Join(parent, n);
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.valid() && flock(fd.get(), LOCK_EX | LOCK_NB) == 0) stale.push_back(path);
+  }
+  closedir(d);
+  for (const std::string& path : stale) RemoveTree(path);
+}
+
+absl::Status WriteAll(int fd, const uint8_t* p, size_t n, uint64_t offset,
+                      const std::string& what) {
+  while (n > 0) {
+    ssize_t w = pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(absl::StrCat("write ", what), errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UniqueFd> CreateFile(const std::string& path, int access) {
+  int fd = open(path.c_str(), access | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("create ", path), errno);
+  return UniqueFd(fd);
+}
+
+absl::Status SyncFd(int fd, const std::string& path) {
+  if (fsync(fd) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
+  return absl::OkStatus();
+}
+
+absl::Status SyncDir(const std::string& dir) {
+  UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", dir), errno);
+  return SyncFd(fd.get(), dir);
+}
+
+// Writes the pages of anonymous block memory that may hold data, in maximal runs (the file is
+// sparse); returns how many pages were written.
+absl::StatusOr<uint64_t> WriteBlockFile(const std::string& path, const BlockMemory& mem,
+                                        bool sync) {
+  ASSIGN_OR_RETURN(UniqueFd fd, CreateFile(path, O_WRONLY));
+  if (ftruncate(fd.get(), static_cast<off_t>(mem.length())) != 0) {
+    return ErrnoStatus(absl::StrCat("size ", path), errno);
+  }
+  uint64_t stored = 0;
+  const uint64_t pages = mem.page_count();
+  const uint64_t ps = mem.page_size();
+  for (uint64_t i = 0; i < pages;) {
+    if (!mem.MaybeNonZero(i)) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i;
+    while (j < pages && mem.MaybeNonZero(j)) ++j;
+    RETURN_IF_ERROR(WriteAll(fd.get(), mem.page(i), (j - i) * ps, i * ps, path));
+    stored += j - i;
+    i = j;
+  }
+  if (sync) RETURN_IF_ERROR(SyncFd(fd.get(), path));
+  return stored;
+}
+
+absl::Status WriteSmallFile(const std::string& path, std::span<const uint8_t> bytes, bool sync) {
+  ASSIGN_OR_RETURN(UniqueFd fd, CreateFile(path, O_WRONLY));
+  RETURN_IF_ERROR(WriteAll(fd.get(), bytes.data(), bytes.size(), 0, path));
+  if (sync) RETURN_IF_ERROR(SyncFd(fd.get(), path));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::string& final_dir_in) {
+  std::string final_dir = final_dir_in;
+  while (final_dir.size() > 1 && final_dir.back() == '/') final_dir.pop_back();
+  if (final_dir.empty()) return absl::InvalidArgumentError("write image: empty directory name");
+  const size_t slash = final_dir.rfind('/');
+  std::string parent = slash == std::string::npos ? "." : final_dir.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? final_dir : final_dir.substr(slash + 1);
+  absl::StatusOr<bool> empty = IsEmptyDir(final_dir);
+  if (empty.ok() && !*empty) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("write image to ", final_dir, ": the directory exists and is not empty"));
+  }
+  if (!empty.ok() && !absl::IsNotFound(empty.status())) return empty.status();
+  RemoveStaleTemps(parent, name);
+
+  // Between mkdtemp and flock another writer's RemoveStaleTemps may take the new directory for
+  // a leftover; then the path no longer names it, and we make another.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::string tmp = absl::StrCat(parent, "/.tmp-", name, "-XXXXXX");
+    if (mkdtemp(tmp.data()) == nullptr) {
+      return ErrnoStatus(absl::StrCat("write image: create temporary directory in ", parent),
+                         errno);
+    }
+    UniqueFd dir(open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
+    if (!dir.valid() || flock(dir.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    struct stat held, named;
+    if (fstat(dir.get(), &held) != 0 || stat(tmp.c_str(), &named) != 0 ||
+        held.st_ino != named.st_ino || held.st_dev != named.st_dev) {
+      continue;
+    }
+    return std::unique_ptr<ImageWriter>(
+        new ImageWriter(final_dir, std::move(parent), std::move(tmp), std::move(dir)));
+  }
+  return absl::AbortedError(
+      absl::StrCat("write image to ", final_dir, ": its temporary directory was removed under us"));
+}
+
+ImageWriter::ImageWriter(std::string final_dir, std::string parent, std::string tmp,
+                         UniqueFd dir_fd)
+    : final_dir_(std::move(final_dir)),
+      parent_(std::move(parent)),
+      tmp_(std::move(tmp)),
+      dir_fd_(std::move(dir_fd)) {
+  write_behind_ = std::thread([this] { WriteBehind(); });
+}
+
+ImageWriter::~ImageWriter() {
+  StopWriteBehind();
+  if (!committed_) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      files_.clear();
+    }
+    RemoveTree(tmp_);
+  }
+}
+
+void ImageWriter::StopWriteBehind() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (write_behind_.joinable()) write_behind_.join();
+}
+
+void ImageWriter::WriteBehind() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!cv_.wait_for(l, kWriteBehindPeriod, [this] { return stop_; })) {
+    // Starts writeback of the pages dirtied since the last round and returns; the final fsync
+    // then waits only for what is still in flight. Errors show up again at that fsync.
+    for (const auto& [id, fd] : files_) {
+      (void)sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+  }
+}
+
+absl::StatusOr<UniqueFd> ImageWriter::CreateBlockFile(uint32_t id) {
+  const std::string path = Join(tmp_, BlockFileName(id));
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (files_.count(id) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("create ", path, ": block ", id, " has one"));
+    }
+  }
+  ASSIGN_OR_RETURN(UniqueFd fd, CreateFile(path, O_RDWR));
+  UniqueFd mine(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!mine.valid()) return ErrnoStatus(absl::StrCat("dup ", path), errno);
+  std::lock_guard<std::mutex> l(mu_);
+  files_[id] = std::move(mine);
+  return fd;
+}
+
+void ImageWriter::RemoveBlockFile(uint32_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (files_.erase(id) != 0) unlink(Join(tmp_, BlockFileName(id)).c_str());
+}
+
+absl::StatusOr<ImageManifest> ImageWriter::Commit(ImageManifest manifest,
+                                                  std::span<const BlockMemory* const> memory,
+                                                  std::span<const uint8_t> process_state,
+                                                  bool sync) {
+  if (memory.size() != manifest.blocks.size()) {
+    return absl::InternalError("write image: block memory and manifest disagree");
+  }
+  StopWriteBehind();
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [id, fd] : files_) {
+    bool listed = false;
+    for (const ImageBlock& b : manifest.blocks) listed = listed || b.id == id;
+    if (!listed) {
+      return absl::InternalError(
+          absl::StrCat("write image: block ", id, " has a file but is not in the manifest"));
+    }
+  }
+  for (size_t i = 0; i < manifest.blocks.size(); ++i) {
+    ImageBlock& b = manifest.blocks[i];
+    const std::string path = Join(tmp_, b.FileName());
+    auto it = files_.find(b.id);
+    if (it == files_.end()) {
+      ASSIGN_OR_RETURN(b.stored_pages, WriteBlockFile(path, *memory[i], sync));
+      continue;
+    }
+    // The block's memory is this file: its pages are there already, the untouched ones are
+    // holes.
+    b.stored_pages = memory[i]->CountMaybeNonZero();
+    if (sync) RETURN_IF_ERROR(SyncFd(it->second.get(), path));
+  }
+  RETURN_IF_ERROR(WriteSmallFile(Join(tmp_, kProcessStateFile), process_state, sync));
+  const std::string text = EncodeManifest(manifest);
+  RETURN_IF_ERROR(WriteSmallFile(Join(tmp_, kManifestFile),
+                                 {reinterpret_cast<const uint8_t*>(text.data()), text.size()},
+                                 sync));
+  if (sync) RETURN_IF_ERROR(SyncFd(dir_fd_.get(), tmp_));
+  if (rename(tmp_.c_str(), final_dir_.c_str()) != 0) {
+    return ErrnoStatus(absl::StrCat("write image: rename ", tmp_, " to ", final_dir_), errno);
+  }
+  committed_ = true;
+  if (sync) RETURN_IF_ERROR(SyncDir(parent_));
+  return manifest;
+}
+
+}  // namespace procmig
