@@ -1,7 +1,6 @@
 #include "migration/block_memory.h"
 
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <bit>
@@ -104,40 +103,26 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
   }
   auto* base = static_cast<uint8_t*>(p);
   if (!grows_down) AdviseHuge(base, mapped);
-  return std::unique_ptr<BlockMemory>(
-      new BlockMemory(base, mapped, length, page_size, grows_down, UniqueFd()));
+  return std::unique_ptr<BlockMemory>(new BlockMemory(base, mapped, length, page_size, grows_down));
 }
 
-absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::CreateInFile(UniqueFd file,
-                                                                       uint64_t length,
-                                                                       uint32_t page_size) {
+absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::CreateUnmapped(uint64_t length,
+                                                                         uint32_t page_size) {
   if (length == 0 || page_size == 0 || length % page_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
                                                    " is not a positive multiple of the page size ",
                                                    page_size));
   }
-  if (ftruncate(file.get(), static_cast<off_t>(length)) != 0) {
-    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                       absl::StrCat("size the file of a received block to ", length, " bytes"),
-                       errno);
-  }
-  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, file.get(), 0);
-  if (p == MAP_FAILED) {
-    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                       absl::StrCat("map the file of a received block, ", length, " bytes"), errno);
-  }
-  return std::unique_ptr<BlockMemory>(
-      new BlockMemory(static_cast<uint8_t*>(p), length, length, page_size, false, std::move(file)));
+  return std::unique_ptr<BlockMemory>(new BlockMemory(nullptr, 0, length, page_size, false));
 }
 
 BlockMemory::BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size,
-                         bool grows_down, UniqueFd file)
+                         bool grows_down)
     : base_(base),
       mapped_(mapped),
       length_(length),
       page_size_(page_size),
       grows_down_(grows_down),
-      file_(std::move(file)),
       nonzero_((length / page_size + 63) / 64, 0),
       crcs_(length / page_size, ZeroPageCrc(page_size)) {}
 
@@ -145,7 +130,9 @@ uint32_t BlockMemory::ContentCrc() const {
   return crc32c::Concatenate(crcs_.data(), crcs_.size(), page_size_);
 }
 
-BlockMemory::~BlockMemory() { munmap(base_, mapped_); }
+BlockMemory::~BlockMemory() {
+  if (mapped()) munmap(base_, mapped_);
+}
 
 absl::Status BlockMemory::Resize(uint64_t new_length) {
   if (new_length == 0 || new_length % page_size_ != 0) {
@@ -153,18 +140,7 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
         absl::StrCat("resize received block to ", new_length, ": not a page multiple"));
   }
   uint64_t old_pages = page_count();
-  const bool in_file = file_.valid();
-  uint64_t new_mapped = grows_down_ || in_file ? new_length : MappedSize(new_length);
-  // A file grows before its mapping does (a mapping past the end of a file faults SIGBUS) and
-  // shrinks after it, which also drops the cut pages: they read as zero if it grows again.
-  auto size_file = [&]() -> absl::Status {
-    if (ftruncate(file_.get(), static_cast<off_t>(new_length)) == 0) return absl::OkStatus();
-    return ErrnoStatus(
-        absl::StatusCode::kResourceExhausted,
-        absl::StrCat("resize the file of a received block from ", length_, " to ", new_length),
-        errno);
-  };
-  if (in_file && new_length > length_) RETURN_IF_ERROR(size_file());
+  uint64_t new_mapped = !mapped() ? 0 : grows_down_ ? new_length : MappedSize(new_length);
   if (new_mapped != mapped_) {
     void* p = mremap(base_, mapped_, new_mapped, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
@@ -174,14 +150,13 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
     }
     base_ = static_cast<uint8_t*>(p);
     mapped_ = new_mapped;
-    if (!grows_down_ && !in_file) AdviseHuge(base_, mapped_);
+    if (!grows_down_) AdviseHuge(base_, mapped_);
   }
-  if (in_file && new_length < length_) RETURN_IF_ERROR(size_file());
   uint64_t new_pages = new_length / page_size_;
   if (new_pages < old_pages) {
     // Pages past the new end must read as zero if the block grows again later; dropping them
     // does that and returns their memory.
-    if (!in_file) (void)madvise(base_ + new_length, length_ - new_length, MADV_DONTNEED);
+    if (mapped()) (void)madvise(base_ + new_length, length_ - new_length, MADV_DONTNEED);
     for (uint64_t i = new_pages; i < old_pages; ++i) {
       nonzero_[i / 64] &= ~(uint64_t{1} << (i % 64));
     }
@@ -193,31 +168,11 @@ absl::Status BlockMemory::Resize(uint64_t new_length) {
 }
 
 void BlockMemory::Populate(uint64_t first_page, uint64_t count) {
-  if (first_page >= page_count()) return;
+  if (!mapped() || first_page >= page_count()) return;
   if (count > page_count() - first_page) count = page_count() - first_page;
 #ifdef MADV_POPULATE_WRITE
   (void)madvise(page(first_page), count * page_size_, MADV_POPULATE_WRITE);
 #endif
-}
-
-absl::Status BlockMemory::Reserve(uint64_t first_page, uint64_t count) {
-  if (!in_file() || count == 0) return absl::OkStatus();
-  if (first_page >= page_count() || count > page_count() - first_page) {
-    return absl::InternalError("reserve pages outside the block");
-  }
-#ifdef MADV_POPULATE_WRITE
-  int err = 0;
-  do {
-    err = madvise(page(first_page), count * page_size_, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
-  } while (err == EINTR || err == EAGAIN);
-  if (err != 0) {
-    if (err == EINVAL) return absl::OkStatus();  // before Linux 5.14: the writes fault themselves
-    // A write fault the file system refused (SIGBUS) shows up as EFAULT.
-    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                       "the image file could not take them (full file system or quota?)", err);
-  }
-#endif
-  return absl::OkStatus();
 }
 
 void BlockMemory::MarkNonZero(uint64_t index) {
@@ -225,12 +180,13 @@ void BlockMemory::MarkNonZero(uint64_t index) {
       .fetch_or(uint64_t{1} << (index % 64), std::memory_order_relaxed);
 }
 
-void BlockMemory::ClearPage(uint64_t index) {
+bool BlockMemory::ClearPage(uint64_t index) {
   uint64_t bit = uint64_t{1} << (index % 64);
   uint64_t old =
       std::atomic_ref<uint64_t>(nonzero_[index / 64]).fetch_and(~bit, std::memory_order_relaxed);
-  if (old & bit) std::memset(page(index), 0, page_size_);
+  if ((old & bit) != 0 && mapped()) std::memset(page(index), 0, page_size_);
   crcs_[index] = ZeroPageCrc(page_size_);
+  return (old & bit) != 0;
 }
 
 bool BlockMemory::MaybeNonZero(uint64_t index) const {

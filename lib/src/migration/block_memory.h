@@ -6,9 +6,8 @@
 // data be cleared with a memset, a zero page over untouched memory cost nothing, and the image
 // store write holes for zero pages without scanning them.
 //
-// In a checkpoint receive the memory is instead a shared mapping of the block's file in the image
-// being written (CreateInFile, ImageWriter): pages land in the page cache, nothing is copied
-// again to store them.
+// A checkpoint receive keeps no copy in memory (CreateUnmapped): the pages go to the block's image
+// file (FileRunWriter) and BlockMemory keeps only the bookkeeping (bits, crcs).
 //
 // Populate(): faults in a range ahead of the data (MADV_POPULATE_WRITE), so the receive path does
 // not pay a page fault per page (about 2.8 us per 4 KiB page on the reference VM).
@@ -28,7 +27,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "transport/unique_fd.h"
 
 namespace procmig {
 
@@ -61,31 +59,28 @@ class BlockMemory {
   static absl::StatusOr<std::unique_ptr<BlockMemory>> Create(uint64_t length, uint32_t page_size,
                                                              uint64_t final_start = 0,
                                                              bool grows_down = false);
-  // The block's memory is `file` (empty, read-write), mapped shared and sized to `length`: what
-  // is written to the memory is written to the file. No huge pages, no placement.
-  static absl::StatusOr<std::unique_ptr<BlockMemory>> CreateInFile(UniqueFd file, uint64_t length,
-                                                                   uint32_t page_size);
+  // Bookkeeping only (bits and crcs): the pages live elsewhere, e.g. in the block's image file.
+  // page() and bytes() are not to be used; ClearPage() and Populate() touch no memory.
+  static absl::StatusOr<std::unique_ptr<BlockMemory>> CreateUnmapped(uint64_t length,
+                                                                     uint32_t page_size);
   ~BlockMemory();
   BlockMemory(const BlockMemory&) = delete;
   BlockMemory& operator=(const BlockMemory&) = delete;
 
-  // Grows or shrinks the block (and its file), keeping its contents up to min(old, new) length;
-  // grown pages read as zero. May move the mapping.
+  // Grows or shrinks the block, keeping its contents up to min(old, new) length; grown pages
+  // read as zero. May move the mapping.
   absl::Status Resize(uint64_t new_length);
 
   // Faults in pages [first, first + count) for writing. Best effort: a kernel without
   // MADV_POPULATE_WRITE (before 5.14) simply faults on first write later.
   void Populate(uint64_t first_page, uint64_t count);
 
-  // File-backed memory (CreateInFile): makes the file take pages [first, first + count) before
-  // they are written, so a write there never faults SIGBUS; ResourceExhausted naming the likely
-  // cause when the file system cannot (full, quota). Anonymous memory: OK, nothing done.
-  absl::Status Reserve(uint64_t first_page, uint64_t count);
-  bool in_file() const { return file_.valid(); }
-
   uint8_t* page(uint64_t index) { return base_ + index * page_size_; }
   const uint8_t* page(uint64_t index) const { return base_ + index * page_size_; }
-  std::span<const uint8_t> bytes() const { return {base_, length_}; }
+  std::span<const uint8_t> bytes() const {
+    return mapped() ? std::span<const uint8_t>(base_, length_) : std::span<const uint8_t>();
+  }
+  bool mapped() const { return base_ != nullptr; }
 
   // The crc32c of each page as it now holds (a zero page's until set): the receiver records
   // the crc it checked, so the whole block's digest is ContentCrc(), computed from the page crcs
@@ -93,8 +88,9 @@ class BlockMemory {
   void SetPageCrc(uint64_t index, uint32_t crc) { crcs_[index] = crc; }
   uint32_t ContentCrc() const;
   void MarkNonZero(uint64_t index);
-  // Makes the page read as zero (memset only when it may hold data) and clears its bit.
-  void ClearPage(uint64_t index);
+  // Makes the page read as zero (memset only when it may hold data) and clears its bit. True
+  // when it may have held data.
+  bool ClearPage(uint64_t index);
   bool MaybeNonZero(uint64_t index) const;
   uint64_t CountMaybeNonZero() const;
 
@@ -112,15 +108,13 @@ class BlockMemory {
   uint32_t page_size() const { return page_size_; }
 
  private:
-  BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size, bool grows_down,
-              UniqueFd file);
+  BlockMemory(uint8_t* base, uint64_t mapped, uint64_t length, uint32_t page_size, bool grows_down);
 
   uint8_t* base_;
   uint64_t mapped_;  // bytes mapped at base_ (>= length_, rounded for huge pages)
   uint64_t length_;
   const uint32_t page_size_;
   const bool grows_down_;
-  const UniqueFd file_;            // CreateInFile: the mapped file; else invalid
   std::vector<uint64_t> nonzero_;  // one bit per page; accessed through std::atomic_ref
   std::vector<uint32_t> crcs_;     // one per page; each written by one thread at a time
   std::atomic<uint64_t> mirror_{0};

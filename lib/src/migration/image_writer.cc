@@ -92,21 +92,16 @@ absl::StatusOr<UniqueFd> CreateFile(const std::string& path, int access) {
   return UniqueFd(fd);
 }
 
-absl::Status SyncFd(int fd, const std::string& path) {
-  if (fsync(fd) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
-  return absl::OkStatus();
-}
-
 absl::Status SyncDir(const std::string& dir) {
   UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", dir), errno);
-  return SyncFd(fd.get(), dir);
+  if (fsync(fd.get()) != 0) return ErrnoStatus(absl::StrCat("fsync ", dir), errno);
+  return absl::OkStatus();
 }
 
 // Writes the pages of anonymous block memory that may hold data, in maximal runs (the file is
 // sparse); returns how many pages were written.
-absl::StatusOr<uint64_t> WriteBlockFile(const std::string& path, const BlockMemory& mem,
-                                        bool sync) {
+absl::StatusOr<uint64_t> WriteBlockFile(const std::string& path, const BlockMemory& mem) {
   ASSIGN_OR_RETURN(UniqueFd fd, CreateFile(path, O_WRONLY));
   if (ftruncate(fd.get(), static_cast<off_t>(mem.length())) != 0) {
     return ErrnoStatus(absl::StrCat("size ", path), errno);
@@ -125,15 +120,12 @@ absl::StatusOr<uint64_t> WriteBlockFile(const std::string& path, const BlockMemo
     stored += j - i;
     i = j;
   }
-  if (sync) RETURN_IF_ERROR(SyncFd(fd.get(), path));
   return stored;
 }
 
-absl::Status WriteSmallFile(const std::string& path, std::span<const uint8_t> bytes, bool sync) {
+absl::Status WriteSmallFile(const std::string& path, std::span<const uint8_t> bytes) {
   ASSIGN_OR_RETURN(UniqueFd fd, CreateFile(path, O_WRONLY));
-  RETURN_IF_ERROR(WriteAll(fd.get(), bytes.data(), bytes.size(), 0, path));
-  if (sync) RETURN_IF_ERROR(SyncFd(fd.get(), path));
-  return absl::OkStatus();
+  return WriteAll(fd.get(), bytes.data(), bytes.size(), 0, path);
 }
 
 }  // namespace
@@ -186,13 +178,12 @@ ImageWriter::ImageWriter(std::string final_dir, std::string parent, std::string 
 
 ImageWriter::~ImageWriter() {
   StopWriteBehind();
-  if (!committed_) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      files_.clear();
-    }
-    RemoveTree(tmp_);
+  if (committed_) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    files_.clear();
   }
+  RemoveTree(tmp_);
 }
 
 void ImageWriter::StopWriteBehind() {
@@ -207,8 +198,8 @@ void ImageWriter::StopWriteBehind() {
 void ImageWriter::WriteBehind() {
   std::unique_lock<std::mutex> l(mu_);
   while (!cv_.wait_for(l, kWriteBehindPeriod, [this] { return stop_; })) {
-    // Starts writeback of the pages dirtied since the last round and returns; the final fsync
-    // then waits only for what is still in flight. Errors show up again at that fsync.
+    // Starts writeback of what was written since the last round and returns; the final syncfs
+    // then waits only for what is still in flight. Errors show up again at that syncfs.
     for (const auto& [id, fd] : files_) {
       (void)sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
     }
@@ -258,20 +249,22 @@ absl::StatusOr<ImageManifest> ImageWriter::Commit(ImageManifest manifest,
     const std::string path = Join(tmp_, b.FileName());
     auto it = files_.find(b.id);
     if (it == files_.end()) {
-      ASSIGN_OR_RETURN(b.stored_pages, WriteBlockFile(path, *memory[i], sync));
-      continue;
+      ASSIGN_OR_RETURN(b.stored_pages, WriteBlockFile(path, *memory[i]));
+    } else {
+      // Written behind the stream: its pages are there already, the never written ones are
+      // holes.
+      b.stored_pages = memory[i]->CountMaybeNonZero();
     }
-    // The block's memory is this file: its pages are there already, the untouched ones are
-    // holes.
-    b.stored_pages = memory[i]->CountMaybeNonZero();
-    if (sync) RETURN_IF_ERROR(SyncFd(it->second.get(), path));
   }
-  RETURN_IF_ERROR(WriteSmallFile(Join(tmp_, kProcessStateFile), process_state, sync));
+  RETURN_IF_ERROR(WriteSmallFile(Join(tmp_, kProcessStateFile), process_state));
   const std::string text = EncodeManifest(manifest);
   RETURN_IF_ERROR(WriteSmallFile(Join(tmp_, kManifestFile),
-                                 {reinterpret_cast<const uint8_t*>(text.data()), text.size()},
-                                 sync));
-  if (sync) RETURN_IF_ERROR(SyncFd(dir_fd_.get(), tmp_));
+                                 {reinterpret_cast<const uint8_t*>(text.data()), text.size()}));
+  // One syncfs for every file and the directory: an fsync per file cost a journal commit each
+  // (about 4 ms on ext4 here, 390 ms for the 101 blocks of a 1 GiB mem_workload).
+  if (sync && syncfs(dir_fd_.get()) != 0) {
+    return ErrnoStatus(absl::StrCat("write image: syncfs of ", tmp_, "'s file system"), errno);
+  }
   if (rename(tmp_.c_str(), final_dir_.c_str()) != 0) {
     return ErrnoStatus(absl::StrCat("write image: rename ", tmp_, " to ", final_dir_), errno);
   }

@@ -3,13 +3,13 @@
 //
 // Begin() refuses a final directory that exists and is not empty (before any memory is sent),
 // then makes a fresh hidden sibling, "<parent>/.tmp-<name>-XXXXXX", and holds an flock on it for
-// its whole life. A receiver keeps each block's memory in the block's own file there
-// (CreateBlockFile: BlockMemory maps it shared), so pages land in the page cache as they arrive
-// and a write-behind thread starts their writeback every 50 ms (sync_file_range): by the end of
-// the stream most of the image is on disk already, and Commit() only writes the small files,
-// fsyncs what is left and renames the directory into place (rename(2) replaces an empty
-// directory, never a non-empty one), so a reader sees either no image or a complete one.
-// Blocks whose memory is not file-backed are written out by Commit().
+// its whole life. A receiver writes each block into its own file there while the stream arrives
+// (CreateBlockFile, FileRunWriter) and a write-behind thread starts the writeback of what it
+// wrote every 50 ms (sync_file_range), so by the end of the stream most of the image is on disk
+// already, and Commit() only writes the small files, syncs what is left (one syncfs) and
+// renames the directory into place (rename(2) replaces an empty directory, never a non-empty
+// one), so a reader sees either no image or a complete one. Blocks that have no file yet are
+// written out by Commit() from their memory.
 //
 // An ImageWriter destroyed without a successful Commit() removes its directory. A receiver that
 // was killed leaves its temporary directory behind, unlocked: the next Begin() for the same name
@@ -45,16 +45,16 @@ class ImageWriter {
   ImageWriter(const ImageWriter&) = delete;
   ImageWriter& operator=(const ImageWriter&) = delete;
 
-  // Creates block `id`'s file (empty) and returns a descriptor of it, read-write, for the
-  // block's memory (BlockMemory::Create's `file`). AlreadyExists when it was created before.
+  // Creates block `id`'s file (empty) and returns a descriptor of it, read-write, for the writer
+  // of the block's pages. AlreadyExists when it was created before.
   absl::StatusOr<UniqueFd> CreateBlockFile(uint32_t id);
   // The block was removed from the stream: its file goes.
   void RemoveBlockFile(uint32_t id);
 
-  // `memory[i]` holds manifest.blocks[i] (file-backed or not); stored_pages of each block is
-  // filled in here, the crcs must be set already. With `sync`, every file and both directories
-  // are fsync'ed before this returns. Returns the manifest as written. The directory is removed
-  // on failure.
+  // `memory[i]` holds manifest.blocks[i]; a block with a file must be in it completely already.
+  // stored_pages of each block is filled in here, the crcs must be set already. With `sync`, the
+  // image's file system is synced (syncfs) before the rename and the parent directory after it.
+  // Returns the manifest as written. The directory is removed on failure.
   absl::StatusOr<ImageManifest> Commit(ImageManifest manifest,
                                        std::span<const BlockMemory* const> memory,
                                        std::span<const uint8_t> process_state, bool sync);

@@ -3,14 +3,14 @@
 //
 // Run() starts one reader thread per channel (each calls Receiver::Feed with what it reads). The
 // image is built in the directory `image_dir(session_id)` chooses by an ImageWriter, made at the
-// first block (so a non-empty directory is refused before memory is sent): the blocks' memory is
-// their files there. The thread whose Feed completes the stream runs Finish(), commits the image
-// and only then acks, so the sender is told "safe"
-// only about an image that is on disk. Any failure (a corrupt page, a truncated channel, a digest
-// mismatch, a store error) fails the receiver, which tells the sender, and aborts every channel
-// so no thread stays blocked; Run returns the first error and no image is left behind.
-// With `deliver` set the completed session goes there instead of to an image (live restore).
-// Run blocks until every reader thread has finished (the sender closes after the ack).
+// first block (so a non-empty directory is refused before memory is sent): the blocks are written
+// to their files there as their pages arrive (ReceiverOptions::block_file). The thread whose Feed
+// completes the stream runs Finish(), commits the image and only then acks, so the sender is told
+// "safe" only about an image that is on disk. Any failure (a corrupt page, a truncated channel, a
+// digest mismatch, a store error) fails the receiver, which tells the sender, and aborts every
+// channel so no thread stays blocked; Run returns the first error and no image is left behind. With
+// `deliver` set the completed session goes there instead of to an image (live restore). Run blocks
+// until every reader thread has finished (the sender closes after the ack).
 #ifndef PROCMIG_MIGRATION_RECEIVE_SESSION_H_
 #define PROCMIG_MIGRATION_RECEIVE_SESSION_H_
 
@@ -39,7 +39,7 @@ struct ReceiveSessionOptions {
                              std::span<const uint8_t> process_state)>
       deliver;
   bool sync = true;  // fsync the image before acking
-  // Store each block in its image file as its pages arrive (ImageWriter), instead of holding the
+  // Write each block to its image file as its pages arrive (ImageWriter), instead of holding the
   // stream in memory and writing the image after it.
   bool write_behind = true;
   size_t chunk_bytes = 1u << 20;
@@ -49,7 +49,7 @@ struct ReceiveSessionResult {
   ImageManifest manifest;
   std::string image_dir;
   // Stored sessions: Finish() (checks, digests) and the image's commit (the small files, the
-  // fsync of what write-behind had not written yet, the rename), before the ack.
+  // sync of what write-behind had not written yet, the rename), before the ack.
   uint64_t finish_us = 0;
   uint64_t commit_us = 0;
 };

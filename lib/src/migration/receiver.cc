@@ -13,6 +13,7 @@
 #include "base/status_macros.h"
 #include "codec/xbzrle.h"
 #include "codec/zlib_codec.h"
+#include "migration/file_run_writer.h"
 
 namespace procmig {
 namespace {
@@ -71,8 +72,9 @@ struct Receiver::ChannelState {
       : reader(wire::ReaderOptions{.direction = wire::Direction::kForward, .track_torn = false}) {}
   wire::StreamReader reader;
   std::unique_ptr<ZlibDecompressor> zlib;
-  uint64_t iterations = 0;  // iteration records read
-  ReceiveStats stats;       // bytes is kept in `bytes`
+  std::unique_ptr<FileRunWriter> file_writer;  // made for the first page bound for a file
+  uint64_t iterations = 0;                     // iteration records read
+  ReceiveStats stats;                          // bytes is kept in `bytes`
   std::atomic<uint64_t> bytes{0};
 };
 
@@ -264,15 +266,20 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
   std::unique_ptr<BlockMemory> mem;
+  UniqueFd file;
   if (options_.block_file) {
     std::array<uint8_t, 16> session{};
     {
       std::lock_guard<std::mutex> l(mu_);
       if (preamble_.has_value()) session = preamble_->session_id;
     }
-    absl::StatusOr<UniqueFd> file = options_.block_file(session, b.block_id);
-    if (!file.ok()) return WithPrefix(file.status(), "store image: ");
-    ASSIGN_OR_RETURN(mem, BlockMemory::CreateInFile(std::move(*file), b.length, page_size_.load()));
+    absl::StatusOr<UniqueFd> f = options_.block_file(session, b.block_id);
+    if (!f.ok()) return WithPrefix(f.status(), "store image: ");
+    file = std::move(*f);
+    if (ftruncate(file.get(), static_cast<off_t>(b.length)) != 0) {
+      return ErrnoStatus(absl::StrCat("store image: size block ", b.block_id, "'s file"), errno);
+    }
+    ASSIGN_OR_RETURN(mem, BlockMemory::CreateUnmapped(b.length, page_size_.load()));
   } else {
     // Received at the final address where a restorer moves the block into place (when free
     // here).
@@ -288,6 +295,7 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     e.start = b.start;
     e.name = std::string(b.name);
     e.memory = std::move(mem);
+    e.file = std::move(file);
     e.piece_count = PieceCount(b.page_count, page_size_.load());
     e.pieces = NewPieces(e.piece_count);
     StartMirror(e);
@@ -328,6 +336,11 @@ absl::Status Receiver::ApplyBlockResize(const wire::BlockResize& r) {
     old_pages = it->second.memory->page_count();
     StopMirror(it->second);
     RETURN_IF_ERROR(it->second.memory->Resize(r.new_length));
+    // The file follows: a shrink cuts it (a regrown part reads as zero, as in memory).
+    if (it->second.file.valid() &&
+        ftruncate(it->second.file.get(), static_cast<off_t>(r.new_length)) != 0) {
+      return ErrnoStatus(absl::StrCat("store image: resize block ", r.block_id, "'s file"), errno);
+    }
     // Pieces wholly below both ends keep their flags; the rest start afresh (a shrink dropped
     // their pages, a grown part was never populated).
     BlockEntry& e = it->second;
@@ -390,32 +403,18 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
     return absl::DataLossError(absl::StrCat("page run for block ", run.block_id, " page ",
                                             run.first_page, " lies outside every live block"));
   }
-  if (it->second.memory->in_file()) RETURN_IF_ERROR(PrepareFileWrite(it->second, run));
+  BlockEntry& b = it->second;
+  if (b.file.valid()) RETURN_IF_ERROR(StartFileRun(c, b));
   for (size_t i = 0; i < run.pages.size(); ++i) {
-    RETURN_IF_ERROR(ApplyPage(index, c, it->second, run.first_page + i, run.pages[i]));
+    RETURN_IF_ERROR(ApplyPage(index, c, b, run.first_page + i, run.pages[i]));
   }
-  return absl::OkStatus();
+  // The raw pages queued point into the record, which the next Feed replaces.
+  return b.file.valid() ? c.file_writer->Flush() : absl::OkStatus();
 }
 
-absl::Status Receiver::PrepareFileWrite(BlockEntry& b, const wire::PageRun& run) {
-  // The pages that will be written and were never written before: only those may still need
-  // space in the file.
-  BlockMemory& m = *b.memory;
-  uint64_t first = 0, last = 0;
-  bool any = false;
-  for (size_t i = 0; i < run.pages.size(); ++i) {
-    const wire::PageEntry& e = run.pages[i];
-    const uint64_t page = run.first_page + i;
-    if (e.torn || e.encoding == wire::PageEncoding::kZero || m.MaybeNonZero(page)) continue;
-    if (!any) first = page;
-    last = page;
-    any = true;
-  }
-  if (!any) return absl::OkStatus();
-  absl::Status s = m.Reserve(first, last - first + 1);
-  if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat("store image: block ", b.id, " (", b.name, ") pages ",
-                                             first, "..", last, ": ", s.message()));
+absl::Status Receiver::StartFileRun(ChannelState& c, const BlockEntry& b) {
+  if (c.file_writer == nullptr) c.file_writer = std::make_unique<FileRunWriter>(page_size_.load());
+  return c.file_writer->Start(b.file.get(), absl::StrCat("block ", b.id, " (", b.name, ")"));
 }
 
 absl::Status Receiver::ApplyZeroRun(size_t index, ChannelState& c, const wire::ZeroRun& run) {
@@ -434,11 +433,15 @@ absl::Status Receiver::ApplyZeroRun(size_t index, ChannelState& c, const wire::Z
     // ClearPage writes only pages that may hold data (a memset each) and records the zero
     // page's crc; pages never written stay untouched, unpopulated memory.
     // A mirrored block's premapped file page may hold the file's bytes: zeroed there too.
-    BlockMemory& m = *it->second.memory;
+    // A block kept in its file: zeros written where the file may hold data.
+    BlockEntry& b = it->second;
+    BlockMemory& m = *b.memory;
+    if (b.file.valid()) RETURN_IF_ERROR(StartFileRun(c, b));
     for (uint64_t p = run.first_page; p < end; ++p) {
-      m.ClearPage(p);
+      if (m.ClearPage(p) && b.file.valid()) RETURN_IF_ERROR(c.file_writer->AddZero(p));
       if (m.mirror() != 0) MirrorPage(m, p);
     }
+    if (b.file.valid()) RETURN_IF_ERROR(c.file_writer->Flush());
   }
   c.stats.zero_pages += run.count;
   c.stats.pages += run.count;
@@ -462,8 +465,11 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
     NoteTorn(b.id, page, true);
     return absl::OkStatus();
   }
-  if (e.encoding != wire::PageEncoding::kZero) PopulateAhead(b, page);
-  uint8_t* dst = m.page(page);
+  // A block kept in its file (checkpoint receive): pages are queued there, decoded ones in
+  // the writer's scratch slots; else they are decoded in place in memory.
+  FileRunWriter* to_file = b.file.valid() ? c.file_writer.get() : nullptr;
+  if (e.encoding != wire::PageEncoding::kZero && to_file == nullptr) PopulateAhead(b, page);
+  uint8_t* dst = to_file != nullptr ? nullptr : m.page(page);
   auto where = [&] { return absl::StrCat("block ", b.id, " (", b.name, ") page ", page, ": "); };
   auto check_crc = [&](const char* how) -> absl::Status {
     uint32_t got = crc32c::Value(dst, ps);
@@ -474,15 +480,23 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
   };
   switch (e.encoding) {
     case wire::PageEncoding::kZero:
-      m.ClearPage(page);
+      // In a file, only where it may hold data: the rest is a hole already.
+      if (m.ClearPage(page) && to_file != nullptr) RETURN_IF_ERROR(to_file->AddZero(page));
       ++c.stats.zero_pages;
       break;
     case wire::PageEncoding::kRaw:
-      std::memcpy(dst, e.data.data(), ps);
+      if (to_file != nullptr) {
+        RETURN_IF_ERROR(to_file->Add(page, e.data.data()));
+      } else {
+        std::memcpy(dst, e.data.data(), ps);
+      }
       m.MarkNonZero(page);
       ++c.stats.raw_pages;
       break;
     case wire::PageEncoding::kXbzrle: {
+      if (to_file != nullptr) {
+        ASSIGN_OR_RETURN(dst, to_file->SlotHolding(page));
+      }
       absl::Status s = xbzrle::Decode(e.data.data(), e.data.size(), dst, ps);
       if (!s.ok()) return WithPrefix(s, absl::StrCat(where(), "xbzrle: "));
       m.MarkNonZero(page);
@@ -492,6 +506,9 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
     }
     case wire::PageEncoding::kZlib: {
       if (c.zlib == nullptr) return absl::InternalError("zlib page without a decompressor");
+      if (to_file != nullptr) {
+        ASSIGN_OR_RETURN(dst, to_file->Slot(page));
+      }
       m.MarkNonZero(page);
       absl::Status s = c.zlib->DecompressExact(e.data.data(), e.data.size(), dst, ps);
       if (!s.ok()) return WithPrefix(s, absl::StrCat(where(), "zlib: "));

@@ -115,12 +115,11 @@ struct ReceiverOptions {
   // more and must not be kept. Either empty: no mirroring.
   std::function<bool(uint64_t start, uint64_t length)> premapped;
   std::function<void(uint64_t start, uint64_t length)> premap_stale;
-  // Checkpoint receive: each block's memory is a shared mapping of the file this returns for it
-  // (ImageWriter::CreateBlockFile: the block's file in the image being written), so the pages
-  // are stored as they arrive. A page's first write is preceded by MADV_POPULATE_WRITE over its
-  // run, so a file system that cannot take it (full) fails the session with an error instead of
-  // faulting SIGBUS in the receiver. `block_file_removed` is told when a block goes. Empty:
-  // anonymous memory.
+  // Checkpoint receive: each block goes straight to the file this returns for it
+  // (ImageWriter::CreateBlockFile: the block's file in the image being written) as its pages
+  // arrive, with no copy in memory (BlockMemory::CreateUnmapped, FileRunWriter); a write error
+  // (a full file system) fails the session. `block_file_removed` is told when a block goes.
+  // Empty: blocks are received into memory.
   std::function<absl::StatusOr<UniqueFd>(const std::array<uint8_t, 16>& session_id,
                                          uint32_t block_id)>
       block_file;
@@ -174,6 +173,7 @@ class Receiver {
     std::string name;
     std::unique_ptr<BlockMemory> memory;
     bool mirrored = false;  // its pages went to a premapped file mapping at some point
+    UniqueFd file;          // ReceiverOptions::block_file's, the block's length; memory unmapped
     // One flag per 2 MiB piece of the block: data landed in it, or it was queued for
     // population. Set by the channel threads (PopulateAhead); reallocated by a resize.
     std::unique_ptr<std::atomic<uint8_t>[]> pieces;
@@ -190,9 +190,8 @@ class Receiver {
   absl::Status ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run);
   absl::Status ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
                          const wire::PageEntry& e);
-  // A file-backed block (ReceiverOptions::block_file): makes the file take the run's pages that
-  // were never written, before they are.
-  absl::Status PrepareFileWrite(BlockEntry& b, const wire::PageRun& run);
+  // The channel's file writer, pointed at block `b`'s file (a checkpoint receive).
+  absl::Status StartFileRun(ChannelState& c, const BlockEntry& b);
   // Pages [first, first + count) of a secondary channel's run (`what`: "page run", "zero run").
   absl::Status WaitForBlock(size_t index, ChannelState& c, uint32_t block_id, uint64_t first_page,
                             uint64_t count, const char* what);

@@ -13,3 +13,6 @@ procmig_test(migration_block_memory_test
 procmig_test(migration_image_writer_test
              SOURCES ${CMAKE_CURRENT_LIST_DIR}/image_writer_test.cc
              LIBS procmig_migration LABEL component TIMEOUT 60)
+procmig_test(migration_file_run_writer_test
+             SOURCES ${CMAKE_CURRENT_LIST_DIR}/file_run_writer_test.cc
+             LIBS procmig_migration LABEL unit TIMEOUT 30)

@@ -1,10 +1,13 @@
 #include "migration/receiver.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +52,7 @@ struct FullStream {
         p4 = PatternPage(4), p5 = PatternPage(5), p6 = PatternPage(6), p7 = PatternPage(7),
         p8 = PatternPage(8);
   Bytes stream;
+  size_t first_iteration_bytes = 0;  // the stream's bytes up to its first iteration record
   FullStream(const Bytes& state = {'s', 't', 'a', 't', 'e'}) {
     p1b[100] ^= 0x55;
     p1b[4000] = 0;
@@ -59,6 +63,7 @@ struct FullStream {
     b.Run(1, 4, {b.Raw(p4)});
     b.Run(2, 0, {b.Raw(p5), b.Raw(p6)});
     b.Iteration(0);
+    first_iteration_bytes = b.SoFar().size();
     b.Run(1, 0, {b.Xbzrle(p1, p1b)});
     b.Run(1, 2, {b.Zero()});
     b.Add([](wire::StreamWriter& w) { return w.AddBlockResize({2, 6 * kPs, 6}); });
@@ -137,7 +142,18 @@ TEST_CASE("every encoding, block add/resize/remove: exact memory, stats, manifes
   CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 3 * kPs);  // holes for the zero pages
 }
 
-TEST_CASE("a checkpoint receive keeps each block in its image file as the pages arrive") {
+// The bytes of a file.
+Bytes FileBytes(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd.valid());
+  struct stat st;
+  REQUIRE(fstat(fd.get(), &st) == 0);
+  Bytes out(static_cast<size_t>(st.st_size));
+  REQUIRE(pread(fd.get(), out.data(), out.size(), 0) == static_cast<ssize_t>(out.size()));
+  return out;
+}
+
+TEST_CASE("a checkpoint receive writes each block to its image file behind the stream") {
   FullStream f;
   testing::TempDir dir;
   const std::string img = dir.path() + "/img";
@@ -155,7 +171,15 @@ TEST_CASE("a checkpoint receive keeps each block in its image file as the pages 
     (*w)->RemoveBlockFile(id);
   };
   Receiver r(1, o, nullptr);
-  auto done = FeedInPieces(r, f.stream, 4096);
+  const std::string tmp = (*w)->temp_dir();
+  // Up to the first iteration record: block 1's pages are in its file already.
+  const size_t head = f.first_iteration_bytes;
+  auto part = r.Feed(0, {f.stream.data(), head});
+  REQUIRE(part.ok());
+  CHECK_FALSE(*part);
+  const Bytes want1 = Concat({f.p1, Zeros(), f.p2, f.p3, f.p4, Zeros(), Zeros(), Zeros()});
+  CHECK(FileBytes(tmp + "/block-1.bin") == want1);
+  auto done = FeedInPieces(r, Bytes(f.stream.begin() + head, f.stream.end()), 4096);
   REQUIRE(done.ok());
   CHECK(*done);
   CHECK(created == std::vector<uint32_t>{1, 2, 3, 4});
@@ -164,13 +188,13 @@ TEST_CASE("a checkpoint receive keeps each block in its image file as the pages 
   REQUIRE(m.ok());
   auto mem = r.BlockMemories();
   REQUIRE(mem.size() == 3);
-  for (const BlockMemory* b : mem) CHECK(b->in_file());
-  CHECK(Copy(mem[0]->bytes()) == f.Block1());
-  CHECK(Copy(mem[1]->bytes()) == f.Block2());
-  CHECK(Copy(mem[2]->bytes()) == f.Block3());
-  // Before the commit the blocks are in the temporary directory already, block 4 is gone.
+  for (const BlockMemory* b : mem) CHECK_FALSE(b->mapped());  // no copy in memory
+  // The files hold the blocks exactly, block 4's is gone.
   CHECK(dir.List("/" + dir.List()[0]) ==
         std::vector<std::string>{"block-1.bin", "block-2.bin", "block-3.bin"});
+  CHECK(FileBytes(tmp + "/block-1.bin") == f.Block1());  // page 2 zeroed again in the file too
+  CHECK(FileBytes(tmp + "/block-2.bin") == f.Block2());  // resized from 4 to 6 pages
+  CHECK(FileBytes(tmp + "/block-3.bin") == f.Block3());
   auto stored = (*w)->Commit(*m, mem, r.process_state(), /*sync=*/true);
   REQUIRE(stored.ok());
   CHECK(stored->blocks[0].stored_pages == 3);
@@ -187,6 +211,39 @@ TEST_CASE("a checkpoint receive keeps each block in its image file as the pages 
   struct stat st;
   REQUIRE(stat((img + "/block-1.bin").c_str(), &st) == 0);
   CHECK(static_cast<uint64_t>(st.st_blocks) * 512 <= 5 * kPs);  // pages 5..7 never written
+}
+
+// A 64 KiB tmpfs cannot take a 1 MiB block: the session fails with an error naming the block,
+// the receiver does not crash.
+TEST_CASE("a full store file system fails the receive with ResourceExhausted") {
+  testing::TempDir dir;
+  if (mount("procmig-test", dir.path().c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") != 0) {
+    MESSAGE("skipped: cannot mount a small tmpfs here (", std::strerror(errno), ")");
+    return;
+  }
+  {
+    auto w = ImageWriter::Begin(dir.path() + "/img");
+    REQUIRE(w.ok());
+    ReceiverOptions o;
+    o.block_file = [&](const std::array<uint8_t, 16>&, uint32_t id) {
+      return (*w)->CreateBlockFile(id);
+    };
+    Receiver r(1, o, nullptr);
+    StreamBuilder b(testing::DstPreamble());
+    b.BlockAdd(1, 0x10000, 256, "big");
+    for (uint64_t p = 0; p < 256; p += 16) {
+      std::vector<wire::PageEntry> run;
+      for (uint64_t i = 0; i < 16; ++i) run.push_back(b.Raw(PatternPage(p + i + 1)));
+      b.Run(1, p, run);
+    }
+    b.Iteration(0, /*final=*/true);
+    auto done = FeedInPieces(r, b.End(), 65536);
+    absl::Status s = done.ok() ? r.Finish().status() : done.status();
+    CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+    CHECK(s.message().find("store image: write block 1 (big) pages ") != std::string::npos);
+    CHECK(r.state() == Receiver::State::kFailed);
+  }
+  CHECK(umount(dir.path().c_str()) == 0);
 }
 
 TEST_CASE("the receiver's transitions are the allowed ones") {

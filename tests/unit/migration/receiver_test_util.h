@@ -133,6 +133,11 @@ class StreamBuilder {
     const uint8_t* p = Keep(s);
     Add([&](wire::StreamWriter& w) { return w.AddProcessState({p, s.size()}); });
   }
+  // The stream's bytes up to here (no end_of_stream).
+  const Bytes& SoFar() {
+    Flush();
+    return bytes_;
+  }
   Bytes End(bool aborted = false) {
     Add([&](wire::StreamWriter& w) { return w.AddEndOfStream(aborted); });
     Flush();

@@ -1,0 +1,98 @@
+// FileRunWriter against a real file: stretches written with one pwritev, slots reused after a
+// flush, the file's old page as an XBZRLE base, and errors naming the block and pages.
+#include "migration/file_run_writer.h"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "receiver_test_util.h"
+#include "transport/unique_fd.h"
+
+namespace procmig {
+namespace {
+
+using testing::Bytes;
+using testing::kPs;
+using testing::PatternPage;
+
+Bytes FileBytes(int fd) {
+  struct stat st;
+  REQUIRE(fstat(fd, &st) == 0);
+  Bytes out(static_cast<size_t>(st.st_size));
+  REQUIRE(pread(fd, out.data(), out.size(), 0) == static_cast<ssize_t>(out.size()));
+  return out;
+}
+
+Bytes Page(const Bytes& file, uint64_t page) {
+  return Bytes(file.begin() + page * kPs, file.begin() + (page + 1) * kPs);
+}
+
+TEST_CASE("pages land at their offsets; gaps, zero pages and slots; nothing before a flush") {
+  testing::TempDir dir;
+  UniqueFd fd(open((dir.path() + "/b.bin").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  REQUIRE(fd.valid());
+  REQUIRE(ftruncate(fd.get(), 600 * kPs) == 0);
+  FileRunWriter w(kPs);
+  REQUIRE(w.Start(fd.get(), "block 1 (heap)").ok());
+  const Bytes a = PatternPage(1), b = PatternPage(2), c = PatternPage(3);
+  REQUIRE(w.Add(3, a.data()).ok());
+  REQUIRE(w.AddZero(4).ok());
+  auto slot = w.Slot(5);
+  REQUIRE(slot.ok());
+  std::memcpy(*slot, b.data(), kPs);
+  CHECK(Page(FileBytes(fd.get()), 3) == Bytes(kPs, 0));  // queued, not written yet
+  REQUIRE(w.Add(9, c.data()).ok());                      // a gap: pages 3..5 are written now
+  Bytes f = FileBytes(fd.get());
+  CHECK(Page(f, 3) == a);
+  CHECK(Page(f, 4) == Bytes(kPs, 0));
+  CHECK(Page(f, 5) == b);
+  REQUIRE(w.Flush().ok());
+  CHECK(Page(FileBytes(fd.get()), 9) == c);
+  CHECK(w.written() == 4 * kPs);
+
+  // 300 decoded pages in a row: more than the 256 slots of one batch.
+  for (uint64_t p = 100; p < 400; ++p) {
+    auto s = w.Slot(p);
+    REQUIRE(s.ok());
+    Bytes want = PatternPage(static_cast<uint32_t>(p));
+    std::memcpy(*s, want.data(), kPs);
+  }
+  REQUIRE(w.Flush().ok());
+  f = FileBytes(fd.get());
+  bool all = true;
+  for (uint64_t p = 100; p < 400; ++p) all = all && Page(f, p) == PatternPage(p);
+  CHECK(all);
+
+  // The base of a delta: the page as the file has it, after what was queued is written.
+  REQUIRE(w.Add(7, a.data()).ok());
+  auto base = w.SlotHolding(7);
+  REQUIRE(base.ok());
+  CHECK(Bytes(*base, *base + kPs) == a);
+  auto hole = w.SlotHolding(500);
+  REQUIRE(hole.ok());
+  CHECK(Bytes(*hole, *hole + kPs) == Bytes(kPs, 0));
+  REQUIRE(w.Flush().ok());
+}
+
+TEST_CASE("a write that fails names the block and the pages") {
+  testing::TempDir dir;
+  UniqueFd fd(open((dir.path() + "/b.bin").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
+  REQUIRE(fd.valid());
+  FileRunWriter w(kPs);
+  REQUIRE(w.Start(fd.get(), "block 7 (stack)").ok());
+  const Bytes a = PatternPage(1);
+  REQUIRE(w.Add(2, a.data()).ok());
+  REQUIRE(w.Add(3, a.data()).ok());
+  absl::Status s = w.Flush();
+  CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(s.message().find("store image: write block 7 (stack) pages 2..3 to its file") !=
+        std::string::npos);
+  CHECK(w.Flush().ok());  // nothing left queued
+}
+
+}  // namespace
+}  // namespace procmig
