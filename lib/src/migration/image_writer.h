@@ -6,7 +6,7 @@
 // its whole life. A receiver writes each block into its own file there while the stream arrives
 // (CreateBlockFile, FileRunWriter) and a write-behind thread starts the writeback of what it
 // wrote every 50 ms (sync_file_range), so by the end of the stream most of the image is on disk
-// already, and Commit() only writes the small files, syncs what is left (one syncfs) and
+// already, and Commit() only writes the small files, syncs what is left and
 // renames the directory into place (rename(2) replaces an empty directory, never a non-empty
 // one), so a reader sees either no image or a complete one. Blocks that have no file yet are
 // written out by Commit() from their memory.
@@ -52,8 +52,8 @@ class ImageWriter {
   void RemoveBlockFile(uint32_t id);
 
   // `memory[i]` holds manifest.blocks[i]; a block with a file must be in it completely already.
-  // stored_pages of each block is filled in here, the crcs must be set already. With `sync`, the
-  // image's file system is synced (syncfs) before the rename and the parent directory after it.
+  // stored_pages of each block is filled in here, the crcs must be set already. With `sync`,
+  // every file and the directory are fsync'ed before the rename, the parent directory after it.
   // Returns the manifest as written. The directory is removed on failure.
   absl::StatusOr<ImageManifest> Commit(ImageManifest manifest,
                                        std::span<const BlockMemory* const> memory,
