@@ -58,9 +58,27 @@ else
   fail "procmig status $WPID failed after the failed migration: $(head -n 3 "$W/status.log")"
 fi
 
+# A receiver killed after the first block has its image's temporary directory left behind
+# (".tmp-first.store-XXXXXX" beside first.store); named as the retry's, it must be removed by the
+# retry's receiver, which finds it unlocked.
+shopt -s nullglob
+left=("$W"/.tmp-first.store-*)
+shopt -u nullglob
+case "$PHASE" in
+  bulk | iterate | stop-and-copy)
+    [ "${#left[@]}" = 1 ] || fail "want one temporary image directory left by the killed receiver, found: ${left[*]:-none}"
+    mv "${left[0]}" "$W/.tmp-retry.store-${left[0]##*-}"
+    ;;
+  *) [ "${#left[@]}" = 0 ] || fail "temporary image directory left although no block was sent: ${left[*]}" ;;
+esac
+
 # A retry to a fresh receiver succeeds.
 PORT=$($TOOL free-port)
 start_receiver retry 127.0.0.1 "$PORT"
 run_migrate retry "127.0.0.1:$PORT"
 expect_migrated retry --pattern
+shopt -s nullglob
+left=("$W"/.tmp-*)
+shopt -u nullglob
+[ "${#left[@]}" = 0 ] || fail "temporary image directories left after the retry: ${left[*]}"
 pass "receiver killed in $PHASE: source kept running and self-checked, retry migrated: $($TOOL stats "$W/retry.json")"
