@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,6 +202,42 @@ int SendOver(const std::string& address, const Bytes& stream) {
   }
   (void)(*g)->Close();
   return last;
+}
+
+// Each block's file stays open while the session streams: 300 blocks under a soft limit of 64
+// open files (the receiver raises it to the hard limit).
+TEST_CASE("receive --store of a process with more blocks than the soft open-file limit") {
+  testing::TempDir dir;
+  const std::string img = dir.path() + "/image";
+  testing::StreamBuilder b(testing::DstPreamble());
+  for (uint32_t id = 1; id <= 300; ++id) {
+    b.BlockAdd(id, 0x10000000 + uint64_t{id} * 0x10000, 1, "anon");
+    b.Run(id, 0, {b.Raw(testing::PatternPage(id))});
+  }
+  b.Iteration(0, true);
+  Bytes stream = b.End();
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  if (saved.rlim_max < 1024) {
+    MESSAGE("skipped: the hard open-file limit here is ", saved.rlim_max);
+    return;
+  }
+  rlimit low = saved;
+  low.rlim_cur = 64;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  Child c = Spawn({"receive", "--listen", "127.0.0.1:0", "--store", img, "--once", "--no-sync"});
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  std::string first = c.ReadLine();
+  REQUIRE(first.starts_with("listening on 127.0.0.1:"));
+  CHECK(SendOver(first.substr(strlen("listening on ")), stream) == 3);  // kEndOfStream
+  std::string rest;
+  CHECK(c.Wait(&rest) == 0);
+  auto m = ImageStore::ReadManifest(img);
+  REQUIRE(m.ok());
+  REQUIRE(m->blocks.size() == 300);
+  auto last = ImageStore::ReadBlock(img, *m, m->blocks[299]);
+  REQUIRE(last.ok());
+  CHECK(*last == testing::PatternPage(300));
 }
 
 TEST_CASE("receive --once --store over TCP loopback, then inspect DIR; a corrupt file is caught") {

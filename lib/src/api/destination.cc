@@ -1,5 +1,6 @@
 #include "procmig/destination.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -68,6 +69,15 @@ ReceiveReport MakeReport(const ImageManifest& m, const std::string& dir) {
   return r;
 }
 
+// Best effort: the soft limit on open files up to the hard one.
+void RaiseOpenFileLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
 }  // namespace
 
 absl::Status ReceiveOptions::Validate() const {
@@ -99,10 +109,15 @@ absl::StatusOr<ReceiveReport> RunReceiver(
   const bool live = options.store_dir.empty();
   if (live) {
     // Fail before a sender streams anything if this host cannot restore at all.
-  } else if (options.once) {
-    RETURN_IF_ERROR(CheckFreshTarget(options.store_dir));
   } else {
-    RETURN_IF_ERROR(EnsureDir(options.store_dir));
+    if (options.once) {
+      RETURN_IF_ERROR(CheckFreshTarget(options.store_dir));
+    } else {
+      RETURN_IF_ERROR(EnsureDir(options.store_dir));
+    }
+    // A stored session keeps every block's file open while it streams (two descriptors each):
+    // a program with a thousand writable mappings would pass the usual soft limit of 1024.
+    RaiseOpenFileLimit();
   }
   ASSIGN_OR_RETURN(Endpoint ep, Endpoint::Parse(options.listen));
   ASSIGN_OR_RETURN(UniqueFd listener, Listen(ep));

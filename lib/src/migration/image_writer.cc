@@ -156,7 +156,10 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::strin
   while (final_dir.size() > 1 && final_dir.back() == '/') final_dir.pop_back();
   if (final_dir.empty()) return absl::InvalidArgumentError("write image: empty directory name");
   const size_t slash = final_dir.rfind('/');
-  std::string parent = slash == std::string::npos ? "." : final_dir.substr(0, slash + 1);
+  // "/x" -> "/", "a/b" -> "a", "b" -> "."
+  std::string parent = slash == std::string::npos ? "."
+                       : slash == 0               ? "/"
+                                                  : final_dir.substr(0, slash);
   const std::string name = slash == std::string::npos ? final_dir : final_dir.substr(slash + 1);
   absl::StatusOr<bool> empty = IsEmptyDir(final_dir);
   if (empty.ok() && !*empty) {
@@ -169,7 +172,7 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::strin
   // Between mkdtemp and flock another writer's RemoveStaleTemps may take the new directory for
   // a leftover; then the path no longer names it, and we make another.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    std::string tmp = absl::StrCat(parent, "/.tmp-", name, "-XXXXXX");
+    std::string tmp = absl::StrCat(parent == "/" ? "" : parent, "/.tmp-", name, "-XXXXXX");
     if (mkdtemp(tmp.data()) == nullptr) {
       return ErrnoStatus(absl::StrCat("write image: create temporary directory in ", parent),
                          errno);
