@@ -3,8 +3,13 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -32,7 +37,80 @@ bool WriteAll(int fd, const uint8_t* p, size_t n) {
   return true;
 }
 
+void SetTimeouts(int fd, int seconds) {
+  const timeval tv{seconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// The forked child of NetnsTcpCopyRate: joins the namespace, listens on `addr`, reports the port
+// on `port_fd`, reads one connection to its end and answers with the byte count. Exits.
+[[noreturn]] void NetnsSink(const std::string& netns_path, const std::string& addr, int port_fd) {
+  const int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) _exit(1);
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  socklen_t len = sizeof(a);
+  if (l < 0 || inet_pton(AF_INET, addr.c_str(), &a.sin_addr) != 1 ||
+      bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(l, 1) != 0 ||
+      getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    _exit(1);
+  }
+  SetTimeouts(l, 30);
+  if (write(port_fd, &a.sin_port, sizeof(a.sin_port)) != sizeof(a.sin_port)) _exit(1);
+  const int s = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  if (s < 0) _exit(1);
+  SetTimeouts(s, 30);
+  void* buf = mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (buf == MAP_FAILED) _exit(1);
+  uint64_t got = 0;
+  for (;;) {
+    const ssize_t r = read(s, buf, kChunk);
+    if (r <= 0) {
+      if (r < 0) _exit(1);
+      break;
+    }
+    got += static_cast<uint64_t>(r);
+  }
+  _exit(WriteAll(s, reinterpret_cast<const uint8_t*>(&got), sizeof(got)) ? 0 : 1);
+}
+
 }  // namespace
+
+double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, const uint8_t* src,
+                        size_t bytes) {
+  int port_pipe[2];
+  if (pipe2(port_pipe, O_CLOEXEC) != 0) return 0;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(port_pipe[0]);
+    NetnsSink(netns_path, addr, port_pipe[1]);
+  }
+  close(port_pipe[1]);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  pollfd p{port_pipe[0], POLLIN, 0};
+  bool ok = child > 0 && inet_pton(AF_INET, addr.c_str(), &a.sin_addr) == 1 &&
+            poll(&p, 1, 10000) == 1 &&
+            read(port_pipe[0], &a.sin_port, sizeof(a.sin_port)) == sizeof(a.sin_port);
+  close(port_pipe[0]);
+  const int c = ok ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+  if (c >= 0) SetTimeouts(c, 30);
+  ok = c >= 0 && connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  const auto t0 = Clock::now();
+  uint64_t got = 0;
+  ok = ok && WriteAll(c, src, bytes) && shutdown(c, SHUT_WR) == 0 &&
+       read(c, &got, sizeof(got)) == sizeof(got) && got == bytes;
+  const auto t1 = Clock::now();
+  if (c >= 0) close(c);
+  int status = 0;
+  if (child > 0) {
+    if (!ok) kill(child, SIGKILL);
+    ok = waitpid(child, &status, 0) == child && ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  return ok ? Rate(bytes, t0, t1) : 0;
+}
 
 double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
   const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

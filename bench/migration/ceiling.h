@@ -1,8 +1,9 @@
 // The ceilings a migration's throughput is judged against, measured in the bench's own run:
 // a plain memory-to-memory loopback TCP copy, and writing the same bytes into the receiver's
 // destination (freshly mapped memory, where page faults are the cost; or a file in the store
-// directory). Stateless functions; the bench thread calls them (TcpCopyRate runs one sender
-// thread of its own). Rates are bytes per second.
+// directory); and the same TCP copy through the shaped link to a namespace (NetnsLink).
+// Stateless functions; the bench thread calls them (TcpCopyRate runs one sender thread of its
+// own, NetnsTcpCopyRate one child process). Rates are bytes per second.
 #ifndef PROCMIG_BENCH_MIGRATION_CEILING_H_
 #define PROCMIG_BENCH_MIGRATION_CEILING_H_
 
@@ -15,6 +16,12 @@ namespace procmig::bench {
 // `src` (already populated) streamed over one loopback TCP connection into `dst` (already
 // populated, so the copy pays no page faults). 0 on a socket error.
 double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst);
+
+// `src` streamed over one TCP connection to `addr`, an address in the network namespace at
+// `netns_path` (/run/netns/NAME), where a forked child joined to that namespace reads it into a
+// 1 MiB buffer: the one-stream rate of the link to the namespace. 0 on any failure.
+double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, const uint8_t* src,
+                        size_t bytes);
 
 // memcpy of `src` into freshly mmapped anonymous memory, 1 MiB at a time; `huge` asks for
 // transparent huge pages (MADV_HUGEPAGE) first.

@@ -6,7 +6,10 @@
 //   migration_bench [--mib 1024] [--runs 3] [--store-root DIR] [--only NAME,...]
 //
 // Scenarios: random-1ch, random-2ch (random content, 1 or 2 channels), zero (touched zero pages),
-// dirty-32 and dirty-32-xbzrle (a writer dirtying random pages at 32 MB/s, XBZRLE off/on).
+// dirty-32 and dirty-32-xbzrle (a writer dirtying random pages at 32 MB/s, XBZRLE off/on), all
+// over loopback; netem-dirty-32 and netem-dirty-32-zlib (the same writer on compressible content,
+// zlib off/on) to a receiver in a network namespace the bench creates, over a veth pair shaped
+// to 100 MB/s (netns_link.h; as root with `ip` and `tc`, else reported as not run).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -17,11 +20,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ceiling.h"
 #include "child_process.h"
+#include "netns_link.h"
 
 namespace procmig::bench {
 namespace {
@@ -30,10 +35,22 @@ using Clock = std::chrono::steady_clock;
 
 struct Scenario {
   std::string name;
-  std::string fill;  // "random" or "zero"
+  std::string fill;  // mem_workload's --fill: "random", "zero" or "compressible"
   int dirty_mbps;
   std::vector<std::string> migrate_opts;
+  bool over_link = false;  // to a receiver across the shaped NetnsLink, not loopback
 };
+
+// Where the receiver runs: the address it listens on (and migrate sends to), the argv prefix
+// that starts it there, and the link whose signal cleanup should kill it (null on loopback).
+struct ReceiverSite {
+  std::string host = "127.0.0.1";
+  std::vector<std::string> prefix;
+  NetnsLink* link = nullptr;
+};
+
+// The netem scenarios' link: 800 mbit/s is the 100 MB/s.
+constexpr char kLinkRate[] = "800mbit";
 
 struct Config {
   std::string procmig = PROCMIG_BIN;
@@ -84,8 +101,8 @@ std::string FreeishPort(int salt) {
 }
 
 // One migration; false with `why` when it did not complete. Figures into `stats`.
-bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, double>* stats,
-             double* wall_s, std::string* why) {
+bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int run,
+             std::map<std::string, double>* stats, double* wall_s, std::string* why) {
   const std::string dir = c.store_root + "/procmig-bench-" + std::to_string(getpid()) + "-" +
                           s.name + "-" + std::to_string(run);
   const std::string log = dir + ".log";
@@ -93,9 +110,18 @@ bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, 
   RunQuiet({"/bin/mkdir", "-p", dir}, 10000);
   ChildProcess receiver, workload, migrate;
   std::string err, line;
-  bool ok = receiver.Start(
-      {c.procmig, "receive", "--listen", "127.0.0.1:" + port, "--store", dir, "--once"}, {}, log,
-      &err);
+  std::vector<std::string> recv_argv = site.prefix;
+  recv_argv.insert(recv_argv.end(), {c.procmig, "receive", "--listen", site.host + ":" + port,
+                                     "--store", dir, "--once"});
+  bool ok = receiver.Start(recv_argv, {}, log, &err);
+  // A signal's namespace cleanup kills the receiver in it; it must not outlive this run's one.
+  struct ResidentGuard {
+    NetnsLink* link;
+    ~ResidentGuard() {
+      if (link != nullptr) link->SetResident(0);
+    }
+  } resident{ok ? site.link : nullptr};
+  if (resident.link != nullptr) resident.link->SetResident(receiver.pid());
   const std::string ctl = dir + ".ctl";
   const std::string out = dir + ".out";
   ok = ok && workload.Start({c.procmig, "run", "--", c.workload, "--mib", std::to_string(c.mib),
@@ -108,8 +134,9 @@ bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, 
   }
   for (int i = 0; i < 100 && access(ctl.c_str(), F_OK) != 0; ++i) usleep(50000);
   usleep(300000);  // the receiver is listening by now; let the writer reach its rate
-  std::vector<std::string> argv = {c.procmig, "migrate",           std::to_string(workload.pid()),
-                                   "--to",    "127.0.0.1:" + port, "--json"};
+  std::vector<std::string> argv = {
+      c.procmig, "migrate", std::to_string(workload.pid()), "--to", site.host + ":" + port,
+      "--json"};
   argv.insert(argv.end(), s.migrate_opts.begin(), s.migrate_opts.end());
   const auto t0 = Clock::now();
   if (!migrate.Start(argv, {}, log, &err)) return (*why = err), false;
@@ -133,15 +160,16 @@ bool RunOnce(const Config& c, const Scenario& s, int run, std::map<std::string, 
   return true;
 }
 
-void RunScenario(const Config& c, const Scenario& s, double ceiling, double tcp) {
+void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, double ceiling,
+                 double tcp) {
   std::map<std::string, std::vector<double>> series;
   std::vector<double> walls;
   std::string why;
   for (int r = 0; r < c.runs; ++r) {
     std::map<std::string, double> st;
     double wall = 0;
-    if (!RunOnce(c, s, r, &st, &wall, &why)) {
-      std::printf("%-16s run %d did not complete: %s\n", s.name.c_str(), r + 1, why.c_str());
+    if (!RunOnce(c, s, site, r, &st, &wall, &why)) {
+      std::printf("%-20s run %d did not complete: %s\n", s.name.c_str(), r + 1, why.c_str());
       continue;
     }
     for (const auto& [k, v] : st) series[k].push_back(v);
@@ -153,30 +181,68 @@ void RunScenario(const Config& c, const Scenario& s, double ceiling, double tcp)
   const double total_s = med("total_ms") / 1000;
   const double rate = total_s > 0 ? mem / total_s : 0;
   std::printf(
-      "%-16s runs %zu  total %.2f s (wall %.2f s)  memory rate %.0f MB/s = %.2f of "
+      "%-20s runs %zu  total %.2f s (wall %.2f s)  memory rate %.0f MB/s = %.2f of "
       "ceiling, %.2fx one TCP stream\n",
       s.name.c_str(), walls.size(), total_s, Median(walls), rate / 1e6,
       ceiling > 0 ? rate / ceiling : 0, tcp > 0 ? rate / tcp : 0);
   std::printf(
-      "%-16s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
+      "%-20s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
       "pause %.0f ms to end of stream (expected %.0f) + ack wait %.0f ms  setup %.0f ms\n",
       "", med("transferred_bytes") / 1048576, 100 * med("transferred_bytes") / mem,
       med("iteration"), med("throttle_percent"), med("downtime_ms"), med("expected_downtime_ms"),
       med("ack_wait_ms"), med("setup_ms"));
   std::printf(
-      "%-16s pages normal %.0f zero %.0f xbzrle %.0f (%.1f MiB, cache misses %.0f, "
+      "%-20s pages normal %.0f zero %.0f xbzrle %.0f (%.1f MiB, cache misses %.0f, "
       "overflows %.0f)  dirty rate %.0f pages/s\n",
       "", med("normal_pages"), med("zero_pages"), med("xbzrle_pages"),
       med("xbzrle_bytes") / 1048576, med("xbzrle_cache_misses"), med("xbzrle_overflows"),
       med("dirty_pages_rate"));
+  if (med("compressed_pages") > 0) {
+    const double zin = med("compressed_pages") * static_cast<double>(sysconf(_SC_PAGESIZE));
+    std::printf("%-20s zlib pages %.0f: %.1f MiB of pages as %.1f MiB (%.2fx)\n", "",
+                med("compressed_pages"), zin / 1048576, med("compressed_bytes") / 1048576,
+                med("compressed_bytes") > 0 ? zin / med("compressed_bytes") : 0);
+  }
   if (s.dirty_mbps > 0) {
     std::printf(
-        "%-16s %s (max iterations 30 by default)\n", "",
+        "%-20s %s (max iterations 30 by default)\n", "",
         med("iteration") < 30 ? "converged before the iteration limit" : "hit the iteration limit");
   }
 }
 
+// Builds the shaped link and measures one TCP stream through it (`runs` copies of 64 MiB,
+// median into `rate`, 0 if every copy failed); prints what it built. Null with `why`.
+std::unique_ptr<NetnsLink> OpenLink(const Config& c, double* rate, std::string* why) {
+  std::unique_ptr<NetnsLink> link = NetnsLink::Create(kLinkRate, why);
+  if (link == nullptr) return nullptr;
+  constexpr size_t kCopy = 64 << 20;
+  std::vector<uint8_t> buf(kCopy);
+  uint64_t x = 2463534242ull;
+  for (size_t i = 0; i < kCopy / 8; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(buf.data() + i * 8, &x, 8);
+  }
+  std::vector<double> rates;
+  for (int r = 0; r < c.runs; ++r) {
+    const double v = NetnsTcpCopyRate(link->netns_path(), link->there_addr(), buf.data(), kCopy);
+    if (v > 0) rates.push_back(v);
+  }
+  *rate = Median(rates);
+  std::printf("link: namespace %s, veth %s <-> %s, %s; one TCP stream through it ",
+              link->name().c_str(), link->here_addr().c_str(), link->there_addr().c_str(),
+              link->shaper().c_str());
+  if (*rate > 0) {
+    std::printf("%.0f MB/s (64 MiB, median of %zu)\n", *rate / 1e6, rates.size());
+  } else {
+    std::printf("not measured (every copy failed)\n");
+  }
+  return link;
+}
+
 int Main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures as they come, also into a file
   Config c;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -235,31 +301,61 @@ int Main(int argc, char** argv) {
       "happens after the stream)\n",
       ceiling / 1e6, t <= f ? "the TCP copy" : "page faults in fresh memory");
 
+  // The netem pair runs on compressible content (mem_workload --fill compressible, 2.6x under
+  // zlib level 1), both of them, so that zlib off/on compares the same memory: random content
+  // does not compress at all and zlib would only cost CPU. Level 1 because compression, not the
+  // link, bounds the stream here: per 4 KiB page of this content, one core's zlib did level 1
+  // 2.65x at 62 MB/s, level 3 2.56x at 46 MB/s, level 6 2.67x at 16 MB/s, level 9 at 3 MB/s;
+  // two threads at level 1 (the default --compress-threads) could at best feed the 100 MB/s link
+  // 124 MB/s of pages as 47 MB/s, and in the bench on the shared 2-core machine they managed
+  // 32-34 MB/s of pages (two runs): the CPU bounds the stream, and a higher level gains at most
+  // 1% of ratio at 4x the CPU.
   const std::vector<Scenario> scenarios = {
       {"random-1ch", "random", 0, {"--channels", "1"}},
       {"random-2ch", "random", 0, {"--channels", "2"}},
       {"zero", "zero", 0, {}},
       {"dirty-32", "random", 32, {}},
       {"dirty-32-xbzrle", "random", 32, {"--xbzrle"}},
+      {"netem-dirty-32", "compressible", 32, {}, true},
+      {"netem-dirty-32-zlib", "compressible", 32, {"--compress", "1"}, true},
+  };
+  auto selected = [&](const Scenario& s) {
+    return c.only.empty() || ("," + c.only + ",").find("," + s.name + ",") != std::string::npos;
   };
   std::string missing;
   for (const char* cmd : {"run", "migrate", "receive"}) {
     if (!HasCommand(c, cmd)) missing += std::string(missing.empty() ? "" : ", ") + "procmig " + cmd;
   }
+
+  // The shaped link, built at the first scenario that uses it (so its TCP rate is measured
+  // beside them) and removed on the way out.
+  std::unique_ptr<NetnsLink> link;
+  std::string link_why;
+  double link_rate = 0;
+  bool link_tried = false;
   for (const Scenario& s : scenarios) {
-    if (!c.only.empty() && ("," + c.only + ",").find("," + s.name + ",") == std::string::npos) {
-      continue;
-    }
+    if (!selected(s)) continue;
     if (!missing.empty()) {
-      std::printf("%-16s not run: %s not built yet (%s)\n", s.name.c_str(), missing.c_str(),
+      std::printf("%-20s not run: %s not built yet (%s)\n", s.name.c_str(), missing.c_str(),
                   c.procmig.c_str());
       continue;
     }
-    RunScenario(c, s, ceiling, t);
+    if (!s.over_link) {
+      RunScenario(c, s, ReceiverSite{}, ceiling, t);
+      continue;
+    }
+    if (!link_tried) {
+      link_tried = true;
+      link = OpenLink(c, &link_rate, &link_why);
+    }
+    if (link == nullptr) {
+      std::printf("%-20s not run: no %s link to a namespace: %s\n", s.name.c_str(), kLinkRate,
+                  link_why.c_str());
+      continue;
+    }
+    const ReceiverSite site{link->there_addr(), link->ExecPrefix(), link.get()};
+    RunScenario(c, s, site, link_rate > 0 ? std::min(link_rate, f) : f, link_rate);
   }
-  std::printf(
-      "not run: the 100 MB/s netem link with compression on/off (this kernel has no "
-      "sch_netem; tests/e2e shapes a veth with tbf instead)\n");
   return 0;
 }
 
