@@ -164,7 +164,7 @@ double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge) {
   return Rate(bytes, t0, t1);
 }
 
-double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir) {
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable) {
   const std::string path = dir + "/ceiling-write.bin";
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return 0;
@@ -173,6 +173,7 @@ double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir) 
   for (size_t off = 0; off < bytes && ok; off += kChunk) {
     ok = WriteAll(fd, src + off, std::min(kChunk, bytes - off));
   }
+  if (ok && durable) ok = fsync(fd) == 0;
   const auto t1 = Clock::now();
   close(fd);
   unlink(path.c_str());

@@ -27,8 +27,9 @@ double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, 
 // transparent huge pages (MADV_HUGEPAGE) first.
 double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge);
 
-// write(2) of `src` into a new file in `dir` (page cache, no fsync), then unlink. 0 on error.
-double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir);
+// write(2) of `src` into a new file in `dir`, then unlink. 0 on error. `durable`: the fsync is
+// timed too (as `receive --store` syncs its image before the ack); else the page cache only.
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable);
 
 }  // namespace procmig::bench
 
