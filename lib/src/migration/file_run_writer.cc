@@ -1,9 +1,12 @@
 #include "migration/file_run_writer.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -17,14 +20,23 @@ constexpr size_t kSlots = 256;
 
 }  // namespace
 
-FileRunWriter::FileRunWriter(uint32_t page_size) : page_size_(page_size), zeros_(page_size, 0) {
-  iov_.reserve(kMaxIov);
+FileRunWriter::FileRunWriter(uint32_t page_size) : page_size_(page_size) { iov_.reserve(kMaxIov); }
+
+FileRunWriter::~FileRunWriter() {
+  if (scratch_ != nullptr) munmap(scratch_, (kSlots + 1) * page_size_);
 }
 
-absl::Status FileRunWriter::Start(int fd, std::string what) {
+absl::Status FileRunWriter::Start(int fd, std::string what, bool direct) {
   if (fd != fd_) RETURN_IF_ERROR(Flush());
+  if (scratch_ == nullptr) {
+    void* p = mmap(nullptr, (kSlots + 1) * page_size_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return ErrnoStatus("store image: map the page writer's slots", errno);
+    scratch_ = static_cast<uint8_t*>(p);  // the last page stays zero
+  }
   fd_ = fd;
   what_ = std::move(what);
+  direct_ = direct;
   return absl::OkStatus();
 }
 
@@ -37,19 +49,25 @@ absl::Status FileRunWriter::Queue(uint64_t page, const uint8_t* bytes) {
   return absl::OkStatus();
 }
 
-absl::Status FileRunWriter::Add(uint64_t page, const uint8_t* bytes) { return Queue(page, bytes); }
+absl::Status FileRunWriter::Add(uint64_t page, const uint8_t* bytes) {
+  if (!direct_) return Queue(page, bytes);
+  ASSIGN_OR_RETURN(uint8_t * slot, Slot(page));
+  std::memcpy(slot, bytes, page_size_);
+  return absl::OkStatus();
+}
 
-absl::Status FileRunWriter::AddZero(uint64_t page) { return Queue(page, zeros_.data()); }
+absl::Status FileRunWriter::AddZero(uint64_t page) {
+  return Queue(page, scratch_ + kSlots * page_size_);
+}
 
 absl::StatusOr<uint8_t*> FileRunWriter::Slot(uint64_t page) {
   if (slots_used_ == kSlots) RETURN_IF_ERROR(Flush());
-  if (scratch_.empty()) scratch_.resize(kSlots * page_size_);
-  uint8_t* slot = scratch_.data() + slots_used_ * page_size_;
+  uint8_t* slot = scratch_ + slots_used_ * page_size_;
   // Queue first: a flush it causes frees the slots, and this one is then the first again.
   const size_t before = slots_used_;
   RETURN_IF_ERROR(Queue(page, slot));
   if (slots_used_ != before) {  // flushed: the slot moved to the front
-    slot = scratch_.data();
+    slot = scratch_;
     iov_.back().iov_base = slot;
   }
   ++slots_used_;
@@ -84,6 +102,14 @@ absl::Status FileRunWriter::Flush() {
   while (i < iov_.size()) {
     ssize_t w = pwritev(fd_, iov_.data() + i, static_cast<int>(iov_.size() - i), off);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EINVAL && direct_) {
+      // Not this file system's way (alignment, no O_DIRECT support): through the page cache.
+      const int flags = fcntl(fd_, F_GETFL);
+      if (flags >= 0 && fcntl(fd_, F_SETFL, flags & ~O_DIRECT) == 0) {
+        direct_ = false;
+        continue;
+      }
+    }
     if (w <= 0) {
       const int err = w < 0 ? errno : ENOSPC;
       iov_.clear();

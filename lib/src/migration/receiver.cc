@@ -267,6 +267,7 @@ absl::Status Receiver::SendReverse(const std::function<absl::Status(wire::Stream
 absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
   std::unique_ptr<BlockMemory> mem;
   UniqueFd file;
+  bool direct = false;
   if (options_.block_file) {
     std::array<uint8_t, 16> session{};
     {
@@ -278,6 +279,10 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     file = std::move(*f);
     if (ftruncate(file.get(), static_cast<off_t>(b.length)) != 0) {
       return ErrnoStatus(absl::StrCat("store image: size block ", b.block_id, "'s file"), errno);
+    }
+    if (options_.direct_io) {
+      const int flags = fcntl(file.get(), F_GETFL);
+      direct = flags >= 0 && fcntl(file.get(), F_SETFL, flags | O_DIRECT) == 0;
     }
     ASSIGN_OR_RETURN(mem, BlockMemory::CreateUnmapped(b.length, page_size_.load()));
   } else {
@@ -296,6 +301,7 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     e.name = std::string(b.name);
     e.memory = std::move(mem);
     e.file = std::move(file);
+    e.direct = direct;
     e.piece_count = PieceCount(b.page_count, page_size_.load());
     e.pieces = NewPieces(e.piece_count);
     StartMirror(e);
@@ -414,7 +420,8 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
 
 absl::Status Receiver::StartFileRun(ChannelState& c, const BlockEntry& b) {
   if (c.file_writer == nullptr) c.file_writer = std::make_unique<FileRunWriter>(page_size_.load());
-  return c.file_writer->Start(b.file.get(), absl::StrCat("block ", b.id, " (", b.name, ")"));
+  return c.file_writer->Start(b.file.get(), absl::StrCat("block ", b.id, " (", b.name, ")"),
+                              b.direct);
 }
 
 absl::Status Receiver::ApplyZeroRun(size_t index, ChannelState& c, const wire::ZeroRun& run) {

@@ -124,6 +124,8 @@ struct ReceiverOptions {
                                          uint32_t block_id)>
       block_file;
   std::function<void(uint32_t block_id)> block_file_removed;
+  // Block files are written with O_DIRECT where the file system allows it (FileRunWriter).
+  bool direct_io = true;
 };
 
 class Receiver {
@@ -174,6 +176,7 @@ class Receiver {
     std::unique_ptr<BlockMemory> memory;
     bool mirrored = false;  // its pages went to a premapped file mapping at some point
     UniqueFd file;          // ReceiverOptions::block_file's, the block's length; memory unmapped
+    bool direct = false;    // `file` is open with O_DIRECT
     // One flag per 2 MiB piece of the block: data landed in it, or it was queued for
     // population. Set by the channel threads (PopulateAhead); reallocated by a resize.
     std::unique_ptr<std::atomic<uint8_t>[]> pieces;
