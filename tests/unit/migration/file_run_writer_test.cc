@@ -111,6 +111,34 @@ TEST_CASE("a file open with O_DIRECT gets the same bytes, from unaligned sources
   CHECK((fcntl(fd.get(), F_GETFL) & O_DIRECT) != 0);  // it stayed direct
 }
 
+// 256-byte "pages" are below any device's O_DIRECT alignment: the write is refused with EINVAL,
+// O_DIRECT goes off for the file, and the bytes go through the page cache.
+TEST_CASE("a direct write the file system refuses falls back to the page cache") {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/d.bin";
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600));
+  if (!fd.valid()) {
+    MESSAGE("skipped: O_DIRECT refused here (", std::strerror(errno), ")");
+    return;
+  }
+  constexpr uint32_t kSmall = 256;
+  FileRunWriter w(kSmall);
+  REQUIRE(w.Start(fd.get(), "block 3 (tiny)", /*direct=*/true).ok());
+  Bytes a(kSmall), b(kSmall);
+  for (uint32_t i = 0; i < kSmall; ++i) {
+    a[i] = static_cast<uint8_t>(i | 1);
+    b[i] = static_cast<uint8_t>(255 - i);
+  }
+  REQUIRE(w.Add(1, a.data()).ok());
+  REQUIRE(w.Add(2, b.data()).ok());
+  REQUIRE(w.Flush().ok());
+  CHECK((fcntl(fd.get(), F_GETFL) & O_DIRECT) == 0);
+  const Bytes f = FileBytes(fd.get());
+  REQUIRE(f.size() == 3 * kSmall);
+  CHECK(Bytes(f.begin() + kSmall, f.begin() + 2 * kSmall) == a);
+  CHECK(Bytes(f.begin() + 2 * kSmall, f.end()) == b);
+}
+
 TEST_CASE("a write that fails names the block and the pages") {
   testing::TempDir dir;
   UniqueFd fd(open((dir.path() + "/b.bin").c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
