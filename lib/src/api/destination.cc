@@ -39,7 +39,7 @@ absl::Status CheckFreshTarget(const std::string& dir) {
     return absl::InvalidArgumentError(
         absl::StrCat("store ", dir, ": already holds an image (choose a new directory)"));
   }
-  return absl::OkStatus();  // ImageStore::Write refuses a non-empty directory itself
+  return absl::OkStatus();  // ImageWriter::Begin refuses a non-empty directory itself
 }
 
 absl::Status EnsureDir(const std::string& dir) {

@@ -43,6 +43,12 @@ void AdviseHuge(uint8_t* base, uint64_t mapped) {
   if (mapped >= kHugePage) (void)madvise(base, mapped, MADV_HUGEPAGE);
 }
 
+absl::Status CheckBlockLength(uint64_t length, uint32_t page_size) {
+  if (length != 0 && page_size != 0 && length % page_size == 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "block memory: length ", length, " is not a positive multiple of the page size ", page_size));
+}
+
 }  // namespace
 
 void* MapForBlock(uint64_t mapped, uint64_t final_start, uint32_t page_size, bool grows_down) {
@@ -90,11 +96,7 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
                                                                  uint32_t page_size,
                                                                  uint64_t final_start,
                                                                  bool grows_down) {
-  if (length == 0 || page_size == 0 || length % page_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
-                                                   " is not a positive multiple of the page size ",
-                                                   page_size));
-  }
+  RETURN_IF_ERROR(CheckBlockLength(length, page_size));
   const uint64_t mapped = grows_down ? length : MappedSize(length);
   void* p = MapForBlock(mapped, final_start, page_size, grows_down);
   if (p == MAP_FAILED) {
@@ -108,11 +110,7 @@ absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::Create(uint64_t length
 
 absl::StatusOr<std::unique_ptr<BlockMemory>> BlockMemory::CreateUnmapped(uint64_t length,
                                                                          uint32_t page_size) {
-  if (length == 0 || page_size == 0 || length % page_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("block memory: length ", length,
-                                                   " is not a positive multiple of the page size ",
-                                                   page_size));
-  }
+  RETURN_IF_ERROR(CheckBlockLength(length, page_size));
   return std::unique_ptr<BlockMemory>(new BlockMemory(nullptr, 0, length, page_size, false));
 }
 

@@ -40,10 +40,12 @@ absl::Status FileRunWriter::Start(int fd, std::string what, bool direct) {
   return absl::OkStatus();
 }
 
+bool FileRunWriter::Continues(uint64_t page) const {
+  return iov_.empty() || (page == first_ + iov_.size() && iov_.size() < kMaxIov);
+}
+
 absl::Status FileRunWriter::Queue(uint64_t page, const uint8_t* bytes) {
-  if (!iov_.empty() && (page != first_ + iov_.size() || iov_.size() == kMaxIov)) {
-    RETURN_IF_ERROR(Flush());
-  }
+  if (!Continues(page)) RETURN_IF_ERROR(Flush());
   if (iov_.empty()) first_ = page;
   iov_.push_back({const_cast<uint8_t*>(bytes), page_size_});
   return absl::OkStatus();
@@ -61,16 +63,11 @@ absl::Status FileRunWriter::AddZero(uint64_t page) {
 }
 
 absl::StatusOr<uint8_t*> FileRunWriter::Slot(uint64_t page) {
-  if (slots_used_ == kSlots) RETURN_IF_ERROR(Flush());
-  uint8_t* slot = scratch_ + slots_used_ * page_size_;
-  // Queue first: a flush it causes frees the slots, and this one is then the first again.
-  const size_t before = slots_used_;
+  // Flushed first when the page does not continue the stretch, so Queue below never flushes
+  // and frees the slot it is given.
+  if (slots_used_ == kSlots || !Continues(page)) RETURN_IF_ERROR(Flush());
+  uint8_t* slot = scratch_ + slots_used_++ * page_size_;
   RETURN_IF_ERROR(Queue(page, slot));
-  if (slots_used_ != before) {  // flushed: the slot moved to the front
-    slot = scratch_;
-    iov_.back().iov_base = slot;
-  }
-  ++slots_used_;
   return slot;
 }
 

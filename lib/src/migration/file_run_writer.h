@@ -57,6 +57,8 @@ class FileRunWriter {
   uint64_t written() const { return written_; }
 
  private:
+  // Whether page `page` can join what is queued (the next page, room in the batch).
+  bool Continues(uint64_t page) const;
   absl::Status Queue(uint64_t page, const uint8_t* bytes);
 
   const uint32_t page_size_;

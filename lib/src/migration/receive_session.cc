@@ -18,18 +18,22 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
   if (!options.image_dir && !options.deliver) {
     return absl::InvalidArgumentError("receive session: neither image_dir nor deliver");
   }
-  // The image being written (stored sessions): made by the first block's file, committed at the
-  // end; destroyed after the receiver, whose block memory maps its files.
+  // The image being written (stored sessions): begun at the first block's file (or at the end
+  // when there is no block), committed at the end.
   std::mutex writer_mu;
   std::unique_ptr<ImageWriter> writer;  // guarded by writer_mu
+  auto begin_writer = [&](const std::array<uint8_t, 16>& session) -> absl::Status {
+    if (writer == nullptr) {
+      ASSIGN_OR_RETURN(writer, ImageWriter::Begin(options.image_dir(session)));
+    }
+    return absl::OkStatus();
+  };
   ReceiverOptions ro = options.receiver;
-  if (!options.deliver && options.write_behind) {
+  if (!options.deliver) {
     ro.block_file = [&](const std::array<uint8_t, 16>& session,
                         uint32_t block) -> absl::StatusOr<UniqueFd> {
       std::lock_guard<std::mutex> l(writer_mu);
-      if (writer == nullptr) {
-        ASSIGN_OR_RETURN(writer, ImageWriter::Begin(options.image_dir(session)));
-      }
+      RETURN_IF_ERROR(begin_writer(session));
       return writer->CreateBlockFile(block);
     };
     ro.block_file_removed = [&](uint32_t block) {
@@ -57,23 +61,12 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
       return absl::OkStatus();
     }
     std::string dir;
-    absl::StatusOr<ImageManifest> stored;
-    {
+    absl::StatusOr<ImageManifest> stored = [&]() -> absl::StatusOr<ImageManifest> {
       std::lock_guard<std::mutex> l(writer_mu);
-      if (writer == nullptr) {  // no block at all, or write_behind off
-        absl::StatusOr<std::unique_ptr<ImageWriter>> w =
-            ImageWriter::Begin(options.image_dir(m->session_id));
-        if (w.ok()) {
-          writer = std::move(*w);
-        } else {
-          stored = w.status();
-        }
-      }
-      if (writer != nullptr) {
-        dir = writer->final_dir();
-        stored = writer->Commit(*m, mem, receiver.process_state(), options.sync);
-      }
-    }
+      RETURN_IF_ERROR(begin_writer(m->session_id));
+      dir = writer->final_dir();
+      return writer->Commit(*m, mem, receiver.process_state(), options.sync);
+    }();
     if (!stored.ok()) {
       const absl::Status& s = stored.status();
       return receiver.Fail(absl::Status(s.code(), absl::StrCat("store image: ", s.message())));

@@ -39,9 +39,6 @@ struct ReceiveSessionOptions {
                              std::span<const uint8_t> process_state)>
       deliver;
   bool sync = true;  // fsync the image before acking
-  // Write each block to its image file as its pages arrive (ImageWriter), instead of holding the
-  // stream in memory and writing the image after it.
-  bool write_behind = true;
   size_t chunk_bytes = 1u << 20;
 };
 

@@ -280,10 +280,9 @@ absl::Status Receiver::ApplyBlockAdd(const wire::BlockAdd& b) {
     if (ftruncate(file.get(), static_cast<off_t>(b.length)) != 0) {
       return ErrnoStatus(absl::StrCat("store image: size block ", b.block_id, "'s file"), errno);
     }
-    if (options_.direct_io) {
-      const int flags = fcntl(file.get(), F_GETFL);
-      direct = flags >= 0 && fcntl(file.get(), F_SETFL, flags | O_DIRECT) == 0;
-    }
+    // O_DIRECT where the file system takes it (FileRunWriter).
+    const int flags = fcntl(file.get(), F_GETFL);
+    direct = flags >= 0 && fcntl(file.get(), F_SETFL, flags | O_DIRECT) == 0;
     ASSIGN_OR_RETURN(mem, BlockMemory::CreateUnmapped(b.length, page_size_.load()));
   } else {
     // Received at the final address where a restorer moves the block into place (when free

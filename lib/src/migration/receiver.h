@@ -124,8 +124,6 @@ struct ReceiverOptions {
                                          uint32_t block_id)>
       block_file;
   std::function<void(uint32_t block_id)> block_file_removed;
-  // Block files are written with O_DIRECT where the file system allows it (FileRunWriter).
-  bool direct_io = true;
 };
 
 class Receiver {

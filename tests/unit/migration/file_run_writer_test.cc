@@ -31,6 +31,13 @@ Bytes Page(const Bytes& file, uint64_t page) {
   return Bytes(file.begin() + page * kPs, file.begin() + (page + 1) * kPs);
 }
 
+// A new file open with O_DIRECT; invalid (and a message) where that is refused.
+UniqueFd CreateDirect(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600));
+  if (!fd.valid()) MESSAGE("skipped: O_DIRECT refused here (", std::strerror(errno), ")");
+  return fd;
+}
+
 TEST_CASE("pages land at their offsets; gaps, zero pages and slots; nothing before a flush") {
   testing::TempDir dir;
   UniqueFd fd(open((dir.path() + "/b.bin").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -82,11 +89,8 @@ TEST_CASE("pages land at their offsets; gaps, zero pages and slots; nothing befo
 TEST_CASE("a file open with O_DIRECT gets the same bytes, from unaligned sources too") {
   testing::TempDir dir;
   const std::string path = dir.path() + "/d.bin";
-  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600));
-  if (!fd.valid()) {
-    MESSAGE("skipped: O_DIRECT refused here (", std::strerror(errno), ")");
-    return;
-  }
+  UniqueFd fd = CreateDirect(path);
+  if (!fd.valid()) return;
   REQUIRE(ftruncate(fd.get(), 16 * kPs) == 0);
   FileRunWriter w(kPs);
   REQUIRE(w.Start(fd.get(), "block 2 (heap)", /*direct=*/true).ok());
@@ -116,11 +120,8 @@ TEST_CASE("a file open with O_DIRECT gets the same bytes, from unaligned sources
 TEST_CASE("a direct write the file system refuses falls back to the page cache") {
   testing::TempDir dir;
   const std::string path = dir.path() + "/d.bin";
-  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600));
-  if (!fd.valid()) {
-    MESSAGE("skipped: O_DIRECT refused here (", std::strerror(errno), ")");
-    return;
-  }
+  UniqueFd fd = CreateDirect(path);
+  if (!fd.valid()) return;
   constexpr uint32_t kSmall = 256;
   FileRunWriter w(kSmall);
   REQUIRE(w.Start(fd.get(), "block 3 (tiny)", /*direct=*/true).ok());
