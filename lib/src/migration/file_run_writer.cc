@@ -1,6 +1,7 @@
 #include "migration/file_run_writer.h"
 
 #include <fcntl.h>
+#include <liburing.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,27 +13,43 @@
 #include "base/status_macros.h"
 
 namespace procmig {
-namespace {
 
-// Pages per pwritev (IOV_MAX is 1024) and scratch slots per writer: 1 MiB of 4 KiB pages.
-constexpr size_t kMaxIov = 256;
-constexpr size_t kSlots = 256;
+struct FileRunWriter::Ring {
+  io_uring ring;
+};
 
-}  // namespace
-
-FileRunWriter::FileRunWriter(uint32_t page_size) : page_size_(page_size) { iov_.reserve(kMaxIov); }
+FileRunWriter::FileRunWriter(uint32_t page_size) : page_size_(page_size) {}
 
 FileRunWriter::~FileRunWriter() {
-  if (scratch_ != nullptr) munmap(scratch_, (kSlots + 1) * page_size_);
+  if (ring_ != nullptr) {
+    while (in_flight_ > 0) {
+      io_uring_cqe* cqe = nullptr;
+      const int r = io_uring_wait_cqe(&ring_->ring, &cqe);
+      if (r == -EINTR) continue;
+      if (r < 0) break;  // (io_uring_queue_exit waits for what is left)
+      io_uring_cqe_seen(&ring_->ring, cqe);
+      --in_flight_;
+    }
+    io_uring_queue_exit(&ring_->ring);
+  }
+  if (scratch_ != nullptr) munmap(scratch_, (kBanks * kMaxIov + 1) * page_size_);
 }
 
 absl::Status FileRunWriter::Start(int fd, std::string what, bool direct) {
   if (fd != fd_) RETURN_IF_ERROR(Flush());
   if (scratch_ == nullptr) {
-    void* p = mmap(nullptr, (kSlots + 1) * page_size_, PROT_READ | PROT_WRITE,
+    // Untouched banks cost no memory: through the page cache only bank 0's slots are used.
+    void* p = mmap(nullptr, (kBanks * kMaxIov + 1) * page_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return ErrnoStatus("store image: map the page writer's slots", errno);
     scratch_ = static_cast<uint8_t*>(p);  // the last page stays zero
+    for (size_t i = 0; i < kBanks; ++i) banks_[i].slots = scratch_ + i * kMaxIov * page_size_;
+  }
+  if (direct && !ring_tried_) {
+    ring_tried_ = true;
+    auto r = std::make_unique<Ring>();
+    // No ring (an old kernel, a seccomp filter): the direct writes are made synchronously.
+    if (io_uring_queue_init(kBanks, &r->ring, 0) == 0) ring_ = std::move(r);
   }
   fd_ = fd;
   what_ = std::move(what);
@@ -41,13 +58,20 @@ absl::Status FileRunWriter::Start(int fd, std::string what, bool direct) {
 }
 
 bool FileRunWriter::Continues(uint64_t page) const {
-  return iov_.empty() || (page == first_ + iov_.size() && iov_.size() < kMaxIov);
+  const Bank& b = banks_[cur_];
+  return b.count == 0 || (page == b.first + b.count && b.count < kMaxIov);
 }
 
 absl::Status FileRunWriter::Queue(uint64_t page, const uint8_t* bytes) {
   if (!Continues(page)) RETURN_IF_ERROR(Flush());
-  if (iov_.empty()) first_ = page;
-  iov_.push_back({const_cast<uint8_t*>(bytes), page_size_});
+  Bank& b = bank();
+  if (b.count == 0) {
+    b.first = page;
+    b.fd = fd_;
+    b.direct = direct_;
+    b.what = what_;
+  }
+  b.iov[b.count++] = {const_cast<uint8_t*>(bytes), page_size_};
   return absl::OkStatus();
 }
 
@@ -59,20 +83,21 @@ absl::Status FileRunWriter::Add(uint64_t page, const uint8_t* bytes) {
 }
 
 absl::Status FileRunWriter::AddZero(uint64_t page) {
-  return Queue(page, scratch_ + kSlots * page_size_);
+  return Queue(page, scratch_ + kBanks * kMaxIov * page_size_);
 }
 
 absl::StatusOr<uint8_t*> FileRunWriter::Slot(uint64_t page) {
   // Flushed first when the page does not continue the stretch, so Queue below never flushes
   // and frees the slot it is given.
-  if (slots_used_ == kSlots || !Continues(page)) RETURN_IF_ERROR(Flush());
-  uint8_t* slot = scratch_ + slots_used_++ * page_size_;
+  if (bank().slots_used == kMaxIov || !Continues(page)) RETURN_IF_ERROR(Flush());
+  Bank& b = bank();
+  uint8_t* slot = b.slots + b.slots_used++ * page_size_;
   RETURN_IF_ERROR(Queue(page, slot));
   return slot;
 }
 
 absl::StatusOr<uint8_t*> FileRunWriter::SlotHolding(uint64_t page) {
-  RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(Drain());
   ASSIGN_OR_RETURN(uint8_t * dst, Slot(page));
   size_t got = 0;
   while (got < page_size_) {
@@ -91,49 +116,129 @@ absl::StatusOr<uint8_t*> FileRunWriter::SlotHolding(uint64_t page) {
   return dst;
 }
 
-absl::Status FileRunWriter::Flush() {
-  if (iov_.empty()) return absl::OkStatus();
-  const uint64_t first = first_, count = iov_.size();
+absl::Status FileRunWriter::WriteSync(Bank& b, size_t done) {
+  const uint64_t first = b.first, count = b.count;
+  auto error = [&](int err) {
+    b.count = b.slots_used = 0;
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("store image: write ", b.what, " pages ", first, "..",
+                                    first + count - 1, " to its file"),
+                       err);
+  };
+  // Skip what was written already (a short asynchronous write).
   size_t i = 0;
-  off_t off = static_cast<off_t>(first * page_size_);
-  while (i < iov_.size()) {
-    ssize_t w = pwritev(fd_, iov_.data() + i, static_cast<int>(iov_.size() - i), off);
+  size_t skip = done;
+  while (skip > 0 && i < b.count) {
+    const size_t n = std::min(skip, b.iov[i].iov_len);
+    b.iov[i].iov_base = static_cast<uint8_t*>(b.iov[i].iov_base) + n;
+    b.iov[i].iov_len -= n;
+    skip -= n;
+    if (b.iov[i].iov_len == 0) ++i;
+  }
+  off_t off = static_cast<off_t>(first * page_size_ + done);
+  while (i < b.count) {
+    ssize_t w = pwritev(b.fd, b.iov.data() + i, static_cast<int>(b.count - i), off);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EINVAL && direct_) {
+    if (w < 0 && errno == EINVAL && b.direct) {
       // Not this file system's way (alignment, no O_DIRECT support): through the page cache.
-      const int flags = fcntl(fd_, F_GETFL);
-      if (flags >= 0 && fcntl(fd_, F_SETFL, flags & ~O_DIRECT) == 0) {
-        direct_ = false;
+      const int flags = fcntl(b.fd, F_GETFL);
+      if (flags >= 0 && fcntl(b.fd, F_SETFL, flags & ~O_DIRECT) == 0) {
+        b.direct = false;
+        if (b.fd == fd_) direct_ = false;
         continue;
       }
     }
-    if (w <= 0) {
-      const int err = w < 0 ? errno : ENOSPC;
-      iov_.clear();
-      slots_used_ = 0;
-      return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                         absl::StrCat("store image: write ", what_, " pages ", first, "..",
-                                      first + count - 1, " to its file"),
-                         err);
-    }
+    if (w <= 0) return error(w < 0 ? errno : ENOSPC);
     off += w;
     written_ += static_cast<uint64_t>(w);
     // Drop what was written; a partial write leaves the rest of an iovec.
     size_t left = static_cast<size_t>(w);
-    while (left > 0 && i < iov_.size()) {
-      if (left >= iov_[i].iov_len) {
-        left -= iov_[i].iov_len;
+    while (left > 0 && i < b.count) {
+      if (left >= b.iov[i].iov_len) {
+        left -= b.iov[i].iov_len;
         ++i;
       } else {
-        iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + left;
-        iov_[i].iov_len -= left;
+        b.iov[i].iov_base = static_cast<uint8_t*>(b.iov[i].iov_base) + left;
+        b.iov[i].iov_len -= left;
         left = 0;
       }
     }
   }
-  iov_.clear();
-  slots_used_ = 0;
+  b.count = b.slots_used = 0;
   return absl::OkStatus();
+}
+
+absl::Status FileRunWriter::Reap(bool wait, bool* got) {
+  *got = false;
+  io_uring_cqe* cqe = nullptr;
+  int r;
+  do {
+    r = wait ? io_uring_wait_cqe(&ring_->ring, &cqe) : io_uring_peek_cqe(&ring_->ring, &cqe);
+  } while (r == -EINTR);
+  if (r == -EAGAIN && !wait) return absl::OkStatus();
+  if (r < 0) return ErrnoStatus("store image: wait for a page write", -r);
+  Bank& b = banks_[io_uring_cqe_get_data64(cqe)];
+  const int res = cqe->res;
+  io_uring_cqe_seen(&ring_->ring, cqe);
+  b.in_flight = false;
+  --in_flight_;
+  *got = true;
+  size_t bytes = 0;
+  for (size_t i = 0; i < b.count; ++i) bytes += b.iov[i].iov_len;
+  if (res == static_cast<int>(bytes)) {
+    written_ += bytes;
+    b.count = b.slots_used = 0;
+    return absl::OkStatus();
+  }
+  if (res < 0 && !(res == -EINVAL && b.direct)) {
+    const uint64_t first = b.first, count = b.count;
+    b.count = b.slots_used = 0;
+    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                       absl::StrCat("store image: write ", b.what, " pages ", first, "..",
+                                    first + count - 1, " to its file"),
+                       -res);
+  }
+  // Short (the rest is written here) or refused as direct (WriteSync turns O_DIRECT off).
+  if (res > 0) written_ += static_cast<uint64_t>(res);
+  return WriteSync(b, res > 0 ? static_cast<size_t>(res) : 0);
+}
+
+absl::Status FileRunWriter::Flush() {
+  Bank& b = bank();
+  if (b.count == 0) return absl::OkStatus();
+  if (!b.direct || ring_ == nullptr) return WriteSync(b, 0);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
+  if (sqe == nullptr) return WriteSync(b, 0);  // (never: a bank is reaped before reuse)
+  io_uring_prep_writev(sqe, b.fd, b.iov.data(), static_cast<unsigned>(b.count),
+                       b.first * page_size_);
+  io_uring_sqe_set_data64(sqe, cur_);
+  int r;
+  do {
+    r = io_uring_submit(&ring_->ring);
+  } while (r == -EINTR);
+  if (r < 0) return ErrnoStatus("store image: submit a page write", -r);
+  b.in_flight = true;
+  ++in_flight_;
+  ++async_writes_;
+  cur_ = (cur_ + 1) % kBanks;
+  // Collect what is done already (errors surface early), then wait for the next bank if it is
+  // still on its way.
+  bool got = true;
+  while (got && in_flight_ > 0) RETURN_IF_ERROR(Reap(/*wait=*/false, &got));
+  while (bank().in_flight) RETURN_IF_ERROR(Reap(/*wait=*/true, &got));
+  return absl::OkStatus();
+}
+
+absl::Status FileRunWriter::Drain() {
+  RETURN_IF_ERROR(Flush());
+  absl::Status first_error;
+  while (in_flight_ > 0) {
+    bool got = false;
+    absl::Status s = Reap(/*wait=*/true, &got);
+    if (!s.ok() && first_error.ok()) first_error = s;
+    if (!got && !s.ok()) break;  // the ring itself failed
+  }
+  return first_error;
 }
 
 }  // namespace procmig

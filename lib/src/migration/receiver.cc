@@ -165,14 +165,19 @@ absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& 
     case RecordType::kBlockAdd:
       return ApplyBlockAdd(std::get<wire::BlockAdd>(r.body));
     case RecordType::kBlockRemove:
+      RETURN_IF_ERROR(DrainFileWrites(c));
       return ApplyBlockRemove(std::get<wire::BlockRemove>(r.body));
     case RecordType::kBlockResize:
+      RETURN_IF_ERROR(DrainFileWrites(c));
       return ApplyBlockResize(std::get<wire::BlockResize>(r.body));
     case RecordType::kPageRun:
       return ApplyRun(index, c, std::get<wire::PageRun>(r.body));
     case RecordType::kZeroRun:
       return ApplyZeroRun(index, c, std::get<wire::ZeroRun>(r.body));
     case RecordType::kIteration:
+      // Every channel's writes are done before the barrier lets channel 0 remove or resize a
+      // block file (a write still in flight could extend a shrunk file again).
+      RETURN_IF_ERROR(DrainFileWrites(c));
       ++c.iterations;
       return Barrier(index, std::get<wire::IterationMarker>(r.body).iteration);
     case RecordType::kRestoreCheck: {
@@ -197,6 +202,7 @@ absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& 
       if (std::get<wire::EndOfStream>(r.body).aborted) {
         return absl::UnavailableError("the sender aborted the migration (end_of_stream aborted)");
       }
+      RETURN_IF_ERROR(DrainFileWrites(c));  // before the image is checked and synced
       {
         std::lock_guard<std::mutex> l(mu_);
         ended_[index] = true;
@@ -415,6 +421,10 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
   }
   // The raw pages queued point into the record, which the next Feed replaces.
   return b.file.valid() ? c.file_writer->Flush() : absl::OkStatus();
+}
+
+absl::Status Receiver::DrainFileWrites(ChannelState& c) {
+  return c.file_writer != nullptr ? c.file_writer->Drain() : absl::OkStatus();
 }
 
 absl::Status Receiver::StartFileRun(ChannelState& c, const BlockEntry& b) {

@@ -191,6 +191,8 @@ class Receiver {
   absl::Status ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run);
   absl::Status ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
                          const wire::PageEntry& e);
+  // Waits for the channel's block-file writes in flight (a checkpoint receive).
+  absl::Status DrainFileWrites(ChannelState& c);
   // The channel's file writer, pointed at block `b`'s file (a checkpoint receive).
   absl::Status StartFileRun(ChannelState& c, const BlockEntry& b);
   // Pages [first, first + count) of a secondary channel's run (`what`: "page run", "zero run").

@@ -1,5 +1,6 @@
 // FileRunWriter against a real file: stretches written with one pwritev, slots reused after a
-// flush, the file's old page as an XBZRLE base, and errors naming the block and pages.
+// flush, the file's old page as an XBZRLE base, errors naming the block and pages, and O_DIRECT
+// files written asynchronously through every bank.
 #include "migration/file_run_writer.h"
 
 #include <doctest/doctest.h>
@@ -105,7 +106,7 @@ TEST_CASE("a file open with O_DIRECT gets the same bytes, from unaligned sources
   auto base = w.SlotHolding(3);
   REQUIRE(base.ok());
   CHECK(Bytes(*base, *base + kPs) == b);
-  REQUIRE(w.Flush().ok());
+  REQUIRE(w.Drain().ok());
   UniqueFd plain(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   REQUIRE(plain.valid());
   const Bytes f = FileBytes(plain.get());
@@ -133,11 +134,79 @@ TEST_CASE("a direct write the file system refuses falls back to the page cache")
   REQUIRE(w.Add(1, a.data()).ok());
   REQUIRE(w.Add(2, b.data()).ok());
   REQUIRE(w.Flush().ok());
+  REQUIRE(w.Drain().ok());
   CHECK((fcntl(fd.get(), F_GETFL) & O_DIRECT) == 0);
   const Bytes f = FileBytes(fd.get());
   REQUIRE(f.size() == 3 * kSmall);
   CHECK(Bytes(f.begin() + kSmall, f.begin() + 2 * kSmall) == a);
   CHECK(Bytes(f.begin() + 2 * kSmall, f.end()) == b);
+}
+
+// More stretches than banks, through slots and from unaligned sources, with gaps: every bank is
+// reused while others are in flight, and each page lands where it belongs.
+TEST_CASE("direct writes in flight through every bank land whole") {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/d.bin";
+  UniqueFd fd = CreateDirect(path);
+  if (!fd.valid()) return;
+  constexpr uint64_t kPages = 5000;  // 20 full banks of 256
+  REQUIRE(ftruncate(fd.get(), kPages * kPs) == 0);
+  FileRunWriter w(kPs);
+  REQUIRE(w.Start(fd.get(), "block 4 (anon)", /*direct=*/true).ok());
+  Bytes buf(kPs + 1);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    if (p % 97 == 13) continue;  // a gap ends the stretch early
+    const Bytes want = PatternPage(static_cast<uint32_t>(p));
+    if (p % 3 == 0) {
+      auto s = w.Slot(p);
+      REQUIRE(s.ok());
+      std::memcpy(*s, want.data(), kPs);
+    } else if (p % 3 == 1) {
+      std::copy(want.begin(), want.end(), buf.begin() + 1);
+      REQUIRE(w.Add(p, buf.data() + 1).ok());
+      REQUIRE(w.Flush().ok());  // as at the end of a run: the source buffer changes next
+    } else {
+      REQUIRE(w.AddZero(p).ok());
+    }
+  }
+  REQUIRE(w.Drain().ok());
+  CHECK(w.written() == (kPages - kPages / 97 - 1) * kPs);
+  MESSAGE("asynchronous writes: ", w.async_writes());
+  UniqueFd plain(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(plain.valid());
+  const Bytes f = FileBytes(plain.get());
+  REQUIRE(f.size() == kPages * kPs);
+  uint64_t wrong = 0;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    const bool zero = p % 97 == 13 || p % 3 == 2;
+    if (Page(f, p) != (zero ? Bytes(kPs, 0) : PatternPage(static_cast<uint32_t>(p)))) ++wrong;
+  }
+  CHECK(wrong == 0);
+}
+
+// An asynchronous write that fails (the file is not open for writing) is reported once, by the
+// call that collects it, with the block and the pages.
+TEST_CASE("a direct write that fails names the block and the pages") {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/r.bin";
+  {
+    UniqueFd make = CreateDirect(path);
+    if (!make.valid()) return;
+  }
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT));
+  REQUIRE(fd.valid());
+  FileRunWriter w(kPs);
+  REQUIRE(w.Start(fd.get(), "block 8 (heap)", /*direct=*/true).ok());
+  const Bytes a = PatternPage(1);
+  REQUIRE(w.Add(5, a.data()).ok());
+  REQUIRE(w.Add(6, a.data()).ok());
+  absl::Status s = w.Flush();
+  if (s.ok()) s = w.Drain();
+  CHECK(s.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(s.message().find("store image: write block 8 (heap) pages 5..6 to its file") !=
+        std::string::npos);
+  CHECK(w.Drain().ok());  // reported once
+  CHECK(w.written() == 0);
 }
 
 TEST_CASE("a write that fails names the block and the pages") {
