@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -164,9 +165,11 @@ double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge) {
   return Rate(bytes, t0, t1);
 }
 
-double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable) {
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable,
+                      bool direct) {
   const std::string path = dir + "/ceiling-write.bin";
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
   if (fd < 0) return 0;
   const auto t0 = Clock::now();
   bool ok = true;
@@ -178,6 +181,11 @@ double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, 
   close(fd);
   unlink(path.c_str());
   return ok ? Rate(bytes, t0, t1) : 0;
+}
+
+double DurableStoreRate(const uint8_t* src, size_t bytes, const std::string& dir) {
+  return std::max(StoreWriteRate(src, bytes, dir, true, false),
+                  StoreWriteRate(src, bytes, dir, true, true));
 }
 
 }  // namespace procmig::bench

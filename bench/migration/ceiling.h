@@ -29,7 +29,13 @@ double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge);
 
 // write(2) of `src` into a new file in `dir`, then unlink. 0 on error. `durable`: the fsync is
 // timed too (as `receive --store` syncs its image before the ack); else the page cache only.
-double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable);
+// `direct`: the file is open with O_DIRECT (`src` page-aligned; 0 where that is refused).
+double StoreWriteRate(const uint8_t* src, size_t bytes, const std::string& dir, bool durable,
+                      bool direct = false);
+
+// The faster of the two ways to write `src` durably into `dir` (through the page cache, or
+// O_DIRECT), each with its fsync: the store directory's ceiling.
+double DurableStoreRate(const uint8_t* src, size_t bytes, const std::string& dir);
 
 }  // namespace procmig::bench
 
