@@ -79,6 +79,7 @@ struct MigrationStats {
   uint64_t transferred_bytes = 0;  // bytes on the wire
   uint64_t normal_pages = 0;
   uint64_t zero_pages = 0;
+  uint64_t unread_zero_pages = 0;  // of those, never touched: sent as zeros without reading
   uint64_t xbzrle_bytes = 0;
   uint64_t xbzrle_pages = 0;
   uint64_t xbzrle_cache_misses = 0;

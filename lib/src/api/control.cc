@@ -44,13 +44,14 @@ absl::string_view PhaseToken(MigrationPhase p) {
 }
 
 // The numeric statistics, by wire name. One table drives encoding, decoding and JSON.
-constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 24> kStatFields = {{
+constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 25> kStatFields = {{
     {"iteration", &MigrationStats::iteration},
     {"total_bytes", &MigrationStats::total_bytes},
     {"remaining_bytes", &MigrationStats::remaining_bytes},
     {"transferred_bytes", &MigrationStats::transferred_bytes},
     {"normal_pages", &MigrationStats::normal_pages},
     {"zero_pages", &MigrationStats::zero_pages},
+    {"unread_zero_pages", &MigrationStats::unread_zero_pages},
     {"xbzrle_bytes", &MigrationStats::xbzrle_bytes},
     {"xbzrle_pages", &MigrationStats::xbzrle_pages},
     {"xbzrle_cache_misses", &MigrationStats::xbzrle_cache_misses},

@@ -117,6 +117,7 @@ MigrationStats ToStats(const SenderStats& s) {
   m.transferred_bytes = s.pages.bytes_out;
   m.normal_pages = s.pages.normal_pages;
   m.zero_pages = s.pages.zero_pages;
+  m.unread_zero_pages = s.pages.unread_zero_pages;
   m.xbzrle_bytes = s.pages.xbzrle_bytes;
   m.xbzrle_pages = s.pages.xbzrle_pages;
   m.xbzrle_cache_misses = s.pages.xbzrle_cache_misses;

@@ -237,6 +237,40 @@ absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first,
   return absl::OkStatus();
 }
 
+absl::Status PageSender::SendUnpopulated(uint32_t id, uintptr_t start, uint64_t first,
+                                         uint64_t count) {
+  if (!config_.zero_runs) return SendPages(id, start, first, count, /*live=*/true);
+  auto table = tables_.find(id);
+  uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
+  const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
+  while (count > 0) {
+    // One record per 1024-page chunk, on the chunk's channel (as EmitRun's zero runs).
+    const uint64_t chunk_end = (first / wire::kMaxPagesPerRun + 1) * wire::kMaxPagesPerRun;
+    const uint64_t n = std::min<uint64_t>(count, chunk_end - first);
+    const size_t channel = ChannelOf(id, first);
+    wire::StreamWriter* w = writers_[channel].get();
+    const wire::ZeroRun z{id, static_cast<uint32_t>(n), first};
+    RETURN_IF_ERROR(AddWithRoom([&] { return w->AddZeroRun(z); }));
+    if (channel != 0) spread_ = true;
+    for (uint64_t p = first; p < first + n; ++p) {
+      if (p < table_pages) crcs[p] = zero_crc_;
+      if (cache_) {
+        if (uint8_t* old = cache_->Lookup(id, p, iter_gen_)) std::memset(old, 0, page_size_);
+      }
+    }
+    counters_.zero_pages += n;
+    counters_.zero_run_pages += n;
+    counters_.unread_zero_pages += n;
+    counters_.pages += n;
+    iter_pages_ += n;
+    iter_zero_ += n;
+    first += n;
+    count -= n;
+    if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint8_t*> PageSender::Stage() {
   if (stage_used_ + page_size_ > stage_size_) {
     return absl::InternalError("page sender: staging area overrun");

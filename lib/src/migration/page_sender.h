@@ -58,8 +58,9 @@ struct PageSenderConfig {
 struct PageSenderCounters {
   uint64_t bytes_out = 0;  // bytes handed to the channel
   uint64_t normal_pages = 0;
-  uint64_t zero_pages = 0;      // all zero pages, inline descriptors and zero runs alike
-  uint64_t zero_run_pages = 0;  // of which sent in zero_run records
+  uint64_t zero_pages = 0;         // all zero pages, inline descriptors and zero runs alike
+  uint64_t zero_run_pages = 0;     // of which sent in zero_run records
+  uint64_t unread_zero_pages = 0;  // of those, sent unread (SendUnpopulated: never touched)
   uint64_t xbzrle_pages = 0;
   uint64_t xbzrle_bytes = 0;
   uint64_t xbzrle_cache_misses = 0;
@@ -101,6 +102,10 @@ class PageSender {
   // Pages [first, first + count) of `block`. `live`: the program may be writing them.
   absl::Status SendPages(const RamBlock& block, uint64_t first, uint64_t count, bool live);
   absl::Status SendPages(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live);
+  // Pages [first, first + count) of block `id` as zero_run records, without reading them: the
+  // caller knows they hold no memory (untouched anonymous pages read as zeros). Reads them like
+  // SendPages when zero runs are off.
+  absl::Status SendUnpopulated(uint32_t id, uintptr_t start, uint64_t first, uint64_t count);
   // Marks the end of an iteration with this stream's figures for it (pages, bytes, duration).
   absl::Status EndIteration(uint64_t iteration, uint64_t dirty_pages, uint64_t duration_ns,
                             bool final);

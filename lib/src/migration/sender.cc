@@ -13,6 +13,7 @@
 #include "base/coding.h"
 #include "base/status_macros.h"
 #include "migration/restore_check.h"
+#include "os/resident_pages.h"
 #include "wire/record_codec.h"
 
 namespace procmig {
@@ -234,11 +235,14 @@ absl::Status Sender::Bulk() {
   RETURN_IF_ERROR(TransitionTo(SenderState::kBulk));
   const uint64_t t0 = Now();
   const uint64_t bytes0 = pages_->counters().bytes_out;
+  const bool unread_ok = UnreadZerosAllowed();
+  std::vector<uint32_t> unread;
   for (const RamBlock& b : registry_.blocks()) {
-    RETURN_IF_ERROR(pages_->SendPages(b, 0, b.page_count(), /*live=*/true));
+    RETURN_IF_ERROR(SendWholeBlock(b, unread_ok, &unread));
     if (uint32_t id = pages_->TakeFaultBlock()) full_send_.push_back(id);
     Publish(false);
   }
+  RequeueIfSwapAppeared(unread);
   RETURN_IF_ERROR(pages_->EndIteration(0, 0, Now() - t0, false));
   RETURN_IF_ERROR(pages_->Flush());
   IterationFigures f{0, pages_->counters().bytes_out - bytes0, 0, Now() - t0};
@@ -289,15 +293,58 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   return absl::OkStatus();
 }
 
+bool Sender::UnreadZerosAllowed() const { return config_.unread_zeros && !SwapConfigured(); }
+
+void Sender::RequeueIfSwapAppeared(std::span<const uint32_t> unread) {
+  // A swap area added while the pass ran: a page swapped out since may have read as untouched.
+  if (unread.empty() || !SwapConfigured()) return;
+  full_send_.insert(full_send_.end(), unread.begin(), unread.end());
+}
+
+absl::Status Sender::SendWholeBlock(const RamBlock& b, bool unread_ok,
+                                    std::vector<uint32_t>* unread) {
+  // Private anonymous memory in base pages: untouched pages go as zero runs, unread. File
+  // mappings are not (an untouched page there is the file's, not zeros), nor hugetlb blocks.
+  const bool anonymous = b.name == "heap" || b.name == "[stack]" || b.name.starts_with("anon@");
+  if (!unread_ok || !anonymous || b.page_size != static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
+    return pages_->SendPages(b, 0, b.page_count(), /*live=*/true);
+  }
+  bool skipped = false;
+  absl::Status sent;
+  absl::Status s =
+      ForEachResidency(b.start, b.page_count(), [&](uint64_t first, uint64_t count, bool resident) {
+        if (resident) {
+          sent = pages_->SendPages(b.id, b.start, first, count, /*live=*/true);
+        } else {
+          skipped = true;
+          sent = pages_->SendUnpopulated(b.id, b.start, first, count);
+        }
+        return sent;
+      });
+  if (skipped) unread->push_back(b.id);
+  if (!sent.ok() || s.ok()) return sent;
+  // mincore failed (part of the block went away meanwhile): read it all, as without the check;
+  // the read faults and queues the block again.
+  return pages_->SendPages(b, 0, b.page_count(), /*live=*/true);
+}
+
 absl::Status Sender::SendQueuedFull(bool live) {
   std::vector<uint32_t> queue;
   queue.swap(full_send_);
+  // In the final phase (not live) every page is read: it must be the content at the stop.
+  const bool unread_ok = live && UnreadZerosAllowed();
+  std::vector<uint32_t> unread;
   for (uint32_t id : queue) {
     const RamBlock* b = registry_.Find(id);
     if (b == nullptr) continue;
-    RETURN_IF_ERROR(pages_->SendPages(*b, 0, b->page_count(), live));
+    if (live) {
+      RETURN_IF_ERROR(SendWholeBlock(*b, unread_ok, &unread));
+    } else {
+      RETURN_IF_ERROR(pages_->SendPages(*b, 0, b->page_count(), live));
+    }
     if (uint32_t f = pages_->TakeFaultBlock()) full_send_.push_back(f);
   }
+  RequeueIfSwapAppeared(unread);
   return absl::OkStatus();
 }
 

@@ -123,6 +123,10 @@ struct SenderConfig {
   // Send the restore_check record at setup and wait for the receiver's verdict (needs capture
   // and a receiver that answers it: procmig's own).
   bool restore_check = false;
+  // Full sends of a private anonymous block (the bulk stage, blocks added later) send the pages
+  // mincore shows untouched as zero runs without reading them, on machines with no swap
+  // (os/resident_pages.h).
+  bool unread_zeros = true;
 };
 
 class Sender {
@@ -156,6 +160,12 @@ class Sender {
   absl::Status TransitionTo(SenderState next);
   absl::Status Setup();
   absl::Status Bulk();
+  // Every page of block b, live; with `unread_ok` the untouched ones of an anonymous block unread
+  // (the block's id then goes into *unread).
+  absl::Status SendWholeBlock(const RamBlock& b, bool unread_ok, std::vector<uint32_t>* unread);
+  bool UnreadZerosAllowed() const;
+  // Queues the blocks in `unread` for another full send if swap appeared meanwhile.
+  void RequeueIfSwapAppeared(std::span<const uint32_t> unread);
   // One iteration; *converged set when the policy says stop.
   absl::Status Iterate(bool* converged);
   absl::Status StopAndCopy();

@@ -29,6 +29,7 @@
 #include "migration/receiver.h"
 #include "migration/restore_check.h"
 #include "os/file_identity.h"
+#include "os/resident_pages.h"
 #include "transport/memory_channel.h"
 #include "transport/posix_channel.h"
 #include "wire/stream_reader.h"
@@ -870,6 +871,90 @@ TEST_CASE("three channels with zlib to the real receiver") { RunMultiChannel(3, 
 
 TEST_CASE("one channel with zlib to the real receiver: runs of 1024 compressed pages fit") {
   RunMultiChannel(1, 1);
+}
+
+}  // namespace
+}  // namespace procmig
+
+namespace procmig {
+namespace {
+
+// Pages of `r` that mincore shows resident.
+size_t ResidentPages(const Region& r) {
+  std::vector<unsigned char> vec(r.pages);
+  REQUIRE(mincore(r.p, r.pages * kPage, vec.data()) == 0);
+  size_t n = 0;
+  for (unsigned char v : vec) n += v & 1;
+  return n;
+}
+
+// A sparse anonymous block: 66 of its 4096 pages touched (one of them only read). The bulk stage
+// sends the other 4030 as zero runs without reading them, so (with a tracker that reports only
+// written pages afterwards) they stay untouched in the program, no zero page mapped in; the
+// receiver ends with the program's exact memory either way.
+void RunSparse(std::unique_ptr<DirtyTracker> tracker, bool only_written_later) {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(64), sparse(4096);
+  std::memset(a.p, 1, 64 * kPage);  // the writer's pages: all resident from the start
+  madvise(sparse.p, 4096 * kPage, MADV_NOHUGEPAGE);
+  std::memset(sparse.p + 5 * kPage, 0x55, kPage);
+  for (size_t p = 100; p < 164; ++p) std::memset(sparse.p + p * kPage, static_cast<int>(p), kPage);
+  volatile uint8_t read_only = sparse.p[4000 * kPage];  // the zero page: resident, zeros
+  (void)read_only;
+  REQUIRE(ResidentPages(sparse) == 66);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion(), sparse.AsRegion()};
+  FakeFreezer freezer({&a});
+  ReceiverOptions ro;
+  ro.populate = false;
+  ro.verify_digests = VerifyBlockDigests;
+  Receiver rx(1, ro, pair->second.get());
+  absl::Status finish_status = absl::InternalError("not finished");
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    for (;;) {
+      absl::StatusOr<size_t> got = pair->second->ReadSome(buf.data(), buf.size());
+      if (!got.ok() || *got == 0) return;
+      absl::StatusOr<bool> done = rx.Feed(0, {buf.data(), *got});
+      if (!done.ok()) return;
+      if (*done) {
+        absl::StatusOr<ImageManifest> m = rx.Finish();
+        finish_status = m.status();
+        if (m.ok()) finish_status = rx.Ack();
+        return;
+      }
+    }
+  });
+  Sender sender(Config(), pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  (void)pair->first->Shutdown();
+  reader.join();
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  REQUIRE_MESSAGE(finish_status.ok(), finish_status.ToString());
+  const bool swap = SwapConfigured();
+  MESSAGE("swap configured: ", swap);
+  CHECK(sender.stats().pages.unread_zero_pages == (swap ? 0u : 4030u));
+  // (Checked before anything here reads the block.)
+  if (only_written_later) CHECK(ResidentPages(sparse) == (swap ? 4096u : 66u));
+  const BlockMemory* got = nullptr;
+  for (const BlockMemory* m : rx.BlockMemories()) {
+    if (m->length() == 4096 * kPage) got = m;
+  }
+  REQUIRE(got != nullptr);
+  CHECK(std::memcmp(got->bytes().data(), sparse.p, 4096 * kPage) == 0);
+}
+
+TEST_CASE("untouched pages of a sparse block go unread (uffd tracker: write-protect markers)") {
+  auto tracker = SelectTracker({});
+  REQUIRE(tracker.ok());
+  MESSAGE("tracker: ", TrackerKindName((*tracker)->kind()));
+  RunSparse(std::move(*tracker), true);
+}
+
+// The full tracker reports every page at every sync, so the iterations read them all.
+TEST_CASE("untouched pages of a sparse block go unread in the bulk stage (full tracker)") {
+  RunSparse(MakeTracker(TrackerKind::kFull, {}), false);
 }
 
 }  // namespace
