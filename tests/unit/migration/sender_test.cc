@@ -799,6 +799,24 @@ class SwitchingLayout : public LayoutSource {
   uint32_t Fingerprint() override { return reads < change_at ? 1 : 2; }
 };
 
+// Feeds channel `index` of the real Receiver from `ch` until the stream ends; the channel that
+// completes it finishes and acks, into *finish_status.
+void FeedReceiver(Receiver& rx, size_t index, Channel& ch, absl::Status* finish_status) {
+  std::vector<uint8_t> buf(1 << 16);
+  for (;;) {
+    absl::StatusOr<size_t> got = ch.ReadSome(buf.data(), buf.size());
+    if (!got.ok() || *got == 0) return;
+    absl::StatusOr<bool> done = rx.Feed(index, {buf.data(), *got});
+    if (!done.ok()) return;
+    if (*done) {
+      absl::StatusOr<ImageManifest> m = rx.Finish();
+      *finish_status = m.status();
+      if (m.ok()) *finish_status = rx.Ack();
+      return;
+    }
+  }
+}
+
 // Sends on `n` memory channels to the real Receiver (each channel fed by its own thread, the
 // reverse stream on channel 0), the layout dropping one block and adding another mid-way.
 void RunMultiChannel(size_t n, int compress) {
@@ -821,21 +839,7 @@ void RunMultiChannel(size_t n, int compress) {
   absl::Status finish_status = absl::InternalError("not finished");
   std::vector<std::thread> readers;
   for (size_t i = 0; i < n; ++i) {
-    readers.emplace_back([&, i] {
-      std::vector<uint8_t> buf(1 << 16);
-      for (;;) {
-        absl::StatusOr<size_t> got = pairs[i].second->ReadSome(buf.data(), buf.size());
-        if (!got.ok() || *got == 0) return;
-        absl::StatusOr<bool> done = rx.Feed(i, {buf.data(), *got});
-        if (!done.ok()) return;
-        if (*done) {
-          absl::StatusOr<ImageManifest> m = rx.Finish();
-          finish_status = m.status();
-          if (m.ok()) finish_status = rx.Ack();
-          return;
-        }
-      }
-    });
+    readers.emplace_back([&, i] { FeedReceiver(rx, i, *pairs[i].second, &finish_status); });
   }
   std::vector<Channel*> tx;
   for (auto& p : pairs) tx.push_back(p.first.get());
@@ -911,21 +915,7 @@ void RunSparse(std::unique_ptr<DirtyTracker> tracker, bool only_written_later) {
   ro.verify_digests = VerifyBlockDigests;
   Receiver rx(1, ro, pair->second.get());
   absl::Status finish_status = absl::InternalError("not finished");
-  std::thread reader([&] {
-    std::vector<uint8_t> buf(1 << 16);
-    for (;;) {
-      absl::StatusOr<size_t> got = pair->second->ReadSome(buf.data(), buf.size());
-      if (!got.ok() || *got == 0) return;
-      absl::StatusOr<bool> done = rx.Feed(0, {buf.data(), *got});
-      if (!done.ok()) return;
-      if (*done) {
-        absl::StatusOr<ImageManifest> m = rx.Finish();
-        finish_status = m.status();
-        if (m.ok()) finish_status = rx.Ack();
-        return;
-      }
-    }
-  });
+  std::thread reader([&] { FeedReceiver(rx, 0, *pair->second, &finish_status); });
   Sender sender(Config(), pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
   absl::Status s = sender.Run();
   (void)pair->first->Shutdown();
