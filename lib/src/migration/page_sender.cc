@@ -101,6 +101,8 @@ PageSender::PageSender(const PageSenderConfig& config, std::span<Channel* const>
       writers_(std::move(writers)),
       limiter_(config.max_bandwidth) {
   min_read_pages_ = std::max<uint64_t>(1, kMinReadBytes / page_size_);
+  max_read_pages_ =
+      std::clamp<uint64_t>(kMaxReadBytes / page_size_, min_read_pages_, wire::kMaxPagesPerRun);
   read_pages_ = min_read_pages_;
 }
 
@@ -314,6 +316,10 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count) {
         zero_seen = true;
         continue;
       }
+      // The page's one crc, while the slice is still in the cache: the crc table, the wire
+      // descriptor, XBZRLE and zlib pages all use it.
+      e.page_crc = crc32c::Value(p, page_size_);
+      e.crc_known = true;
       if (p != next) std::memcpy(next, p, page_size_);  // next <= p - page_size: no overlap
       e.encoding = wire::PageEncoding::kRaw;
       e.data = {next, page_size_};
@@ -322,7 +328,7 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count) {
     keep = next;
     done += got;
     read_pages_ =
-        zero_seen ? min_read_pages_ : std::min<uint64_t>(2 * read_pages_, wire::kMaxPagesPerRun);
+        zero_seen ? min_read_pages_ : std::min<uint64_t>(2 * read_pages_, max_read_pages_);
     if (got < n) break;  // the memory went away
   }
   stage_used_ += static_cast<size_t>(keep - base);
@@ -368,7 +374,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     }
     const uint8_t* mem = e.data.data();
     ++counters_.normal_pages;
-    if (slot != nullptr) *slot = crc32c::Value(mem, page_size_);
+    if (slot != nullptr) *slot = e.page_crc;  // (StageRun's)
     if (!cache_) continue;
     uint8_t* old = cache_->Lookup(id, page, generation);
     if (old == nullptr) {
@@ -381,8 +387,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     std::memcpy(old, mem, page_size_);
     if (n.has_value() && *n > 0) {
       e.encoding = wire::PageEncoding::kXbzrle;
-      e.data = {delta, *n};
-      e.page_crc = slot != nullptr ? *slot : crc32c::Value(mem, page_size_);
+      e.data = {delta, *n};  // e.page_crc: the page's, as the receiver checks after decoding
       --counters_.normal_pages;
       ++counters_.xbzrle_pages;
       counters_.xbzrle_bytes += *n;
@@ -446,7 +451,7 @@ absl::Status PageSender::UseZlib(wire::PageEntry& e, const uint8_t* z, size_t si
   if (size >= page_size_) return absl::OkStatus();  // incompressible: stays raw
   ASSIGN_OR_RETURN(uint8_t * slot, Stage());
   std::memcpy(slot, z, size);
-  e.page_crc = crc32c::Value(e.data.data(), e.data.size());
+  // e.page_crc is the raw page's (StageRun), as the receiver checks after inflating.
   e.encoding = wire::PageEncoding::kZlib;
   e.data = {slot, size};
   --counters_.normal_pages;

@@ -189,10 +189,12 @@ class PageSender {
   size_t stage_size_ = 0;
   size_t stage_used_ = 0;
   // Pages per process_vm_readv in StageRun: 512 KiB worth (half the 1 MiB L2 of the reference
-  // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to a run
-  // while there is none.
+  // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to 1 MiB
+  // while there is none: the slice's crcs are computed right after the read, from the cache.
   static constexpr size_t kMinReadBytes = 512u << 10;
+  static constexpr size_t kMaxReadBytes = 1u << 20;
   uint64_t min_read_pages_ = 1;
+  uint64_t max_read_pages_ = 1;
   uint64_t read_pages_ = 1;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<CompressPool> pool_;        // live runs

@@ -239,7 +239,9 @@ void EncodePageRunMeta(uint32_t block_id, uint64_t first_page, std::span<const P
     d[1] = d[2] = d[3] = 0;
     EncodeFixed32(d + 4, static_cast<uint32_t>(e.data.size()));
     uint32_t crc = e.page_crc;
-    if (e.encoding == PageEncoding::kRaw) crc = crc32c::Value(e.data.data(), e.data.size());
+    if (e.encoding == PageEncoding::kRaw && !e.crc_known) {
+      crc = crc32c::Value(e.data.data(), e.data.size());
+    }
     if (e.encoding == PageEncoding::kZero) crc = zero_page_crc;
     EncodeFixed32(d + 8, crc);
     d += kPageDescriptorSize;

@@ -282,6 +282,9 @@ struct PageEntry {
   uint32_t page_crc = 0;
   std::span<const uint8_t> data;
   bool torn = false;
+  // Writing side: page_crc already holds a raw page's crc32c (the encoder then uses it instead of
+  // computing it again). Not on the wire.
+  bool crc_known = false;
 };
 
 struct PageRun {
