@@ -329,6 +329,7 @@ absl::Status Sender::SendWholeBlock(const RamBlock& b, bool unread_ok,
 }
 
 absl::Status Sender::SendQueuedFull(bool live) {
+  if (full_send_.empty()) return absl::OkStatus();
   std::vector<uint32_t> queue;
   queue.swap(full_send_);
   // In the final phase (not live) every page is read: it must be the content at the stop.
