@@ -12,6 +12,7 @@
 #include "migration/digest_verifier.h"
 #include "migration/image_inspect.h"
 #include "migration/image_store.h"
+#include "migration/image_writer.h"
 #include "migration/receive_session.h"
 #include "migration/restore_check.h"
 #include "restore/file_premaps.h"
@@ -114,6 +115,9 @@ absl::StatusOr<ReceiveReport> RunReceiver(
       RETURN_IF_ERROR(CheckFreshTarget(options.store_dir));
     } else {
       RETURN_IF_ERROR(EnsureDir(options.store_dir));
+      // A receiver killed mid-session left its image's temporary directory; the sender's retry
+      // is a new session, which would never meet it.
+      ImageWriter::RemoveStaleSessionTemps(options.store_dir);
     }
     // A stored session keeps every block's file open while it streams (two descriptors each):
     // a program with a thousand writable mappings would pass the usual soft limit of 1024.

@@ -6,13 +6,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/status_macros.h"
 
 namespace procmig {
@@ -54,21 +57,26 @@ void RemoveTree(const std::string& dir) {
   rmdir(dir.c_str());
 }
 
-// Removes "<parent>/.tmp-<name>-XXXXXX" directories no live writer holds (a killed receiver's).
-void RemoveStaleTemps(const std::string& parent, const std::string& name) {
+// Removes "<parent>/.tmp-<name>-XXXXXX" directories whose <name> `ours` accepts and that no
+// live writer holds (a killed receiver's). Returns how many.
+size_t RemoveStaleTemps(const std::string& parent,
+                        absl::FunctionRef<bool(absl::string_view name)> ours) {
   DIR* d = opendir(parent.c_str());
-  if (d == nullptr) return;
-  const std::string prefix = absl::StrCat(".tmp-", name, "-");
+  if (d == nullptr) return 0;
   std::vector<std::string> stale;
   while (dirent* e = readdir(d)) {
     absl::string_view n = e->d_name;
-    if (!absl::StartsWith(n, prefix) || n.size() != prefix.size() + 6) continue;
-    std::string path = Join(parent, n);
+    if (!absl::ConsumePrefix(&n, ".tmp-") || n.size() < 8 || n[n.size() - 7] != '-' ||
+        !ours(n.substr(0, n.size() - 7))) {
+      continue;
+    }
+    std::string path = Join(parent, e->d_name);
     UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW));
     if (fd.valid() && flock(fd.get(), LOCK_EX | LOCK_NB) == 0) stale.push_back(path);
   }
   closedir(d);
   for (const std::string& path : stale) RemoveTree(path);
+  return stale.size();
 }
 
 absl::Status WriteAll(int fd, const uint8_t* p, size_t n, uint64_t offset,
@@ -167,7 +175,7 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::strin
         absl::StrCat("write image to ", final_dir, ": the directory exists and is not empty"));
   }
   if (!empty.ok() && !absl::IsNotFound(empty.status())) return empty.status();
-  RemoveStaleTemps(parent, name);
+  RemoveStaleTemps(parent, [&](absl::string_view n) { return n == name; });
 
   // Between mkdtemp and flock another writer's RemoveStaleTemps may take the new directory for
   // a leftover; then the path no longer names it, and we make another.
@@ -189,6 +197,14 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::strin
   }
   return absl::AbortedError(
       absl::StrCat("write image to ", final_dir, ": its temporary directory was removed under us"));
+}
+
+size_t ImageWriter::RemoveStaleSessionTemps(const std::string& store_dir) {
+  return RemoveStaleTemps(store_dir, [](absl::string_view n) {
+    return n.size() == 32 && std::all_of(n.begin(), n.end(), [](char c) {
+             return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+  });
 }
 
 ImageWriter::ImageWriter(std::string final_dir, std::string parent, std::string tmp,

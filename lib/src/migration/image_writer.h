@@ -13,7 +13,8 @@
 //
 // An ImageWriter destroyed without a successful Commit() removes its directory. A receiver that
 // was killed leaves its temporary directory behind, unlocked: the next Begin() for the same name
-// removes such leftovers (a live writer's flock keeps its own directory safe).
+// removes such leftovers (a live writer's flock keeps its own directory safe); a multi-session
+// receiver removes its store's session leftovers when it starts (RemoveStaleSessionTemps).
 //
 // Thread-safe: CreateBlockFile/RemoveBlockFile may be called from any thread; Commit() once.
 #ifndef PROCMIG_MIGRATION_IMAGE_WRITER_H_
@@ -41,6 +42,10 @@ class ImageWriter {
  public:
   // AlreadyExists when final_dir exists and is not empty.
   static absl::StatusOr<std::unique_ptr<ImageWriter>> Begin(const std::string& final_dir);
+  // A multi-session receiver's store names each image by its session id (32 hex digits), so a
+  // retry after a killed receiver, a new session, never meets the leftover of the old one:
+  // removes every "<store>/.tmp-<session id>-XXXXXX" that no live writer holds. Returns how many.
+  static size_t RemoveStaleSessionTemps(const std::string& store_dir);
   ~ImageWriter();
   ImageWriter(const ImageWriter&) = delete;
   ImageWriter& operator=(const ImageWriter&) = delete;

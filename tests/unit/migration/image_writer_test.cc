@@ -86,6 +86,29 @@ TEST_CASE("a killed receiver's temporary directory goes; a live writer's stays")
   CHECK(Temps(dir).size() == 3);
 }
 
+// A multi-session store: images are named by session id, and a retry is a new session.
+TEST_CASE("a store's stale session temporaries go; live ones and other names stay") {
+  testing::TempDir dir;
+  const std::string session = "0123456789abcdef0123456789abcdef";
+  const std::string stale = dir.path() + "/.tmp-" + session + "-AbC123";
+  REQUIRE(mkdir(stale.c_str(), 0700) == 0);
+  REQUIRE(close(open((stale + "/block-1.bin").c_str(), O_CREAT | O_WRONLY, 0600)) == 0);
+  // Not session ids: upper case, 31 digits, another name.
+  for (const char* n : {"/.tmp-0123456789ABCDEF0123456789abcdef-AbC123",
+                        "/.tmp-0123456789abcdef0123456789abcde-AbC123", "/.tmp-img-AbC123"}) {
+    REQUIRE(mkdir((dir.path() + n).c_str(), 0700) == 0);
+  }
+  // A live writer of another session holds its own.
+  auto live = ImageWriter::Begin(dir.path() + "/fedcba9876543210fedcba9876543210");
+  REQUIRE(live.ok());
+  CHECK(ImageWriter::RemoveStaleSessionTemps(dir.path()) == 1);
+  struct stat st;
+  CHECK(stat(stale.c_str(), &st) != 0);
+  CHECK(stat((*live)->temp_dir().c_str(), &st) == 0);
+  CHECK(Temps(dir).size() == 4);
+  CHECK(ImageWriter::RemoveStaleSessionTemps(dir.path()) == 0);
+}
+
 TEST_CASE("commit: block files already in place, others written; a stray file is refused") {
   testing::TempDir dir;
   auto w = ImageWriter::Begin(dir.path() + "/img");
