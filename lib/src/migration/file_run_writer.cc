@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "transport/iovec_cursor.h"
 
 namespace procmig {
 
@@ -116,28 +117,25 @@ absl::StatusOr<uint8_t*> FileRunWriter::SlotHolding(uint64_t page) {
   return dst;
 }
 
-absl::Status FileRunWriter::WriteSync(Bank& b, size_t done) {
+absl::Status FileRunWriter::WriteError(Bank& b, int err) {
   const uint64_t first = b.first, count = b.count;
-  auto error = [&](int err) {
-    b.count = b.slots_used = 0;
-    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                       absl::StrCat("store image: write ", b.what, " pages ", first, "..",
-                                    first + count - 1, " to its file"),
-                       err);
-  };
-  // Skip what was written already (a short asynchronous write).
-  size_t i = 0;
-  size_t skip = done;
-  while (skip > 0 && i < b.count) {
-    const size_t n = std::min(skip, b.iov[i].iov_len);
-    b.iov[i].iov_base = static_cast<uint8_t*>(b.iov[i].iov_base) + n;
-    b.iov[i].iov_len -= n;
-    skip -= n;
-    if (b.iov[i].iov_len == 0) ++i;
-  }
-  off_t off = static_cast<off_t>(first * page_size_ + done);
-  while (i < b.count) {
-    ssize_t w = pwritev(b.fd, b.iov.data() + i, static_cast<int>(b.count - i), off);
+  b.count = b.slots_used = 0;
+  return ErrnoStatus(absl::StatusCode::kResourceExhausted,
+                     absl::StrCat("store image: write ", b.what, " pages ", first, "..",
+                                  first + count - 1, " to its file"),
+                     err);
+}
+
+absl::Status FileRunWriter::WriteSync(Bank& b, size_t done) {
+  IovecCursor cursor(b.iov.data(), b.count);
+  cursor.Advance(done);  // what a short asynchronous write took already
+  const off_t start = static_cast<off_t>(b.first * page_size_);
+  std::array<iovec, kMaxIov> window;
+  while (!cursor.done()) {
+    size_t bytes = 0;
+    const size_t n = cursor.Fill(window.data(), window.size(), cursor.remaining(), &bytes);
+    const off_t off = start + static_cast<off_t>(b.count * page_size_ - cursor.remaining());
+    ssize_t w = pwritev(b.fd, window.data(), static_cast<int>(n), off);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EINVAL && b.direct) {
       // Not this file system's way (alignment, no O_DIRECT support): through the page cache.
@@ -148,21 +146,9 @@ absl::Status FileRunWriter::WriteSync(Bank& b, size_t done) {
         continue;
       }
     }
-    if (w <= 0) return error(w < 0 ? errno : ENOSPC);
-    off += w;
+    if (w <= 0) return WriteError(b, w < 0 ? errno : ENOSPC);
     written_ += static_cast<uint64_t>(w);
-    // Drop what was written; a partial write leaves the rest of an iovec.
-    size_t left = static_cast<size_t>(w);
-    while (left > 0 && i < b.count) {
-      if (left >= b.iov[i].iov_len) {
-        left -= b.iov[i].iov_len;
-        ++i;
-      } else {
-        b.iov[i].iov_base = static_cast<uint8_t*>(b.iov[i].iov_base) + left;
-        b.iov[i].iov_len -= left;
-        left = 0;
-      }
-    }
+    cursor.Advance(static_cast<size_t>(w));
   }
   b.count = b.slots_used = 0;
   return absl::OkStatus();
@@ -183,21 +169,12 @@ absl::Status FileRunWriter::Reap(bool wait, bool* got) {
   b.in_flight = false;
   --in_flight_;
   *got = true;
-  size_t bytes = 0;
-  for (size_t i = 0; i < b.count; ++i) bytes += b.iov[i].iov_len;
-  if (res == static_cast<int>(bytes)) {
-    written_ += bytes;
+  if (res == static_cast<int>(b.count * page_size_)) {  // every iovec is one whole page
+    written_ += static_cast<uint64_t>(res);
     b.count = b.slots_used = 0;
     return absl::OkStatus();
   }
-  if (res < 0 && !(res == -EINVAL && b.direct)) {
-    const uint64_t first = b.first, count = b.count;
-    b.count = b.slots_used = 0;
-    return ErrnoStatus(absl::StatusCode::kResourceExhausted,
-                       absl::StrCat("store image: write ", b.what, " pages ", first, "..",
-                                    first + count - 1, " to its file"),
-                       -res);
-  }
+  if (res < 0 && !(res == -EINVAL && b.direct)) return WriteError(b, -res);
   // Short (the rest is written here) or refused as direct (WriteSync turns O_DIRECT off).
   if (res > 0) written_ += static_cast<uint64_t>(res);
   return WriteSync(b, res > 0 ? static_cast<size_t>(res) : 0);

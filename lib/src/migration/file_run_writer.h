@@ -94,6 +94,8 @@ class FileRunWriter {
   // Writes bank b from byte `done` of it on with pwritev (EINVAL on a direct file: O_DIRECT off,
   // retried), then empties it.
   absl::Status WriteSync(Bank& b, size_t done);
+  // Empties bank b and names its block and pages in the error.
+  static absl::Status WriteError(Bank& b, int err);
   // Collects one completed write (waiting for one when `wait`); false in *got when none was.
   absl::Status Reap(bool wait, bool* got);
 
