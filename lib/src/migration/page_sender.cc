@@ -184,12 +184,21 @@ absl::Status PageSender::AddWithRoom(F&& add) {
 absl::Status PageSender::AddBlock(const RamBlock& b) {
   wire::BlockAdd a;
   a.block_id = b.id;
-  a.flags =
-      wire::MakeBlockFlags(static_cast<uint32_t>(b.prot) & wire::kBlockProtMask,
-                           b.name == "heap"                        ? wire::BlockKind::kHeap
-                           : b.name == "[stack]"                   ? wire::BlockKind::kStack
-                           : (!b.name.empty() && b.name[0] == '/') ? wire::BlockKind::kFilePrivate
-                                                                   : wire::BlockKind::kAnonymous);
+  wire::BlockKind kind = wire::BlockKind::kAnonymous;
+  switch (KindOf(b)) {
+    case RamBlockKind::kHeap:
+      kind = wire::BlockKind::kHeap;
+      break;
+    case RamBlockKind::kStack:
+      kind = wire::BlockKind::kStack;
+      break;
+    case RamBlockKind::kFilePrivate:
+      kind = wire::BlockKind::kFilePrivate;
+      break;
+    case RamBlockKind::kAnonymous:
+      break;
+  }
+  a.flags = wire::MakeBlockFlags(static_cast<uint32_t>(b.prot) & wire::kBlockProtMask, kind);
   a.start = b.start;
   a.length = b.length;
   a.page_count = b.page_count();
@@ -254,23 +263,27 @@ absl::Status PageSender::SendUnpopulated(uint32_t id, uintptr_t start, uint64_t 
     const wire::ZeroRun z{id, static_cast<uint32_t>(n), first};
     RETURN_IF_ERROR(AddWithRoom([&] { return w->AddZeroRun(z); }));
     if (channel != 0) spread_ = true;
-    for (uint64_t p = first; p < first + n; ++p) {
-      if (p < table_pages) crcs[p] = zero_crc_;
-      if (cache_) {
-        if (uint8_t* old = cache_->Lookup(id, p, iter_gen_)) std::memset(old, 0, page_size_);
-      }
-    }
-    counters_.zero_pages += n;
+    for (uint64_t p = first; p < first + n; ++p)
+      NoteZero(id, p, p < table_pages ? &crcs[p] : nullptr);
     counters_.zero_run_pages += n;
     counters_.unread_zero_pages += n;
     counters_.pages += n;
     iter_pages_ += n;
-    iter_zero_ += n;
     first += n;
     count -= n;
     if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
   }
   return absl::OkStatus();
+}
+
+void PageSender::NoteZero(uint32_t id, uint64_t page, uint32_t* crc_slot) {
+  if (crc_slot != nullptr) *crc_slot = zero_crc_;
+  ++counters_.zero_pages;
+  ++iter_zero_;
+  // The receiver now holds zeros: keep a cached copy honest.
+  if (cache_) {
+    if (uint8_t* old = cache_->Lookup(id, page, iter_gen_)) std::memset(old, 0, page_size_);
+  }
 }
 
 absl::StatusOr<uint8_t*> PageSender::Stage() {
@@ -363,13 +376,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     if (e.encoding == wire::PageEncoding::kZero) {
       // A zero page needs no crc on the wire: it was read from a copy made after the tracker
       // re-protected it, so a write since then has re-dirtied it and it is sent again later.
-      if (slot != nullptr) *slot = zero_crc_;
-      ++counters_.zero_pages;
-      ++iter_zero_;
-      // The receiver now holds zeros: keep a cached copy honest.
-      if (cache_) {
-        if (uint8_t* old = cache_->Lookup(id, page, generation)) std::memset(old, 0, page_size_);
-      }
+      NoteZero(id, page, slot);
       continue;
     }
     const uint8_t* mem = e.data.data();

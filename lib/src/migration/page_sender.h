@@ -163,6 +163,9 @@ class PageSender {
   // Sends entries_[0, count) (pages first.. of block id) as page runs, with the stretches of
   // zero pages that are cheaper as zero_run records sent as those.
   absl::Status EmitRun(uint32_t id, uint64_t first, uint64_t count, size_t channel);
+  // Page `page` of block `id` goes as zeros: its crc (in `crc_slot`, when the block has a crc
+  // table), the zero-page counters, and a cached XBZRLE copy, now zeros too.
+  void NoteZero(uint32_t id, uint64_t page, uint32_t* crc_slot);
   // One page of the staging area (the caller made room).
   absl::StatusOr<uint8_t*> Stage();
   // Reads `count` pages at addr into the staging area and classifies them into entries_:

@@ -238,7 +238,7 @@ absl::Status Sender::Bulk() {
   const bool unread_ok = UnreadZerosAllowed();
   std::vector<uint32_t> unread;
   for (const RamBlock& b : registry_.blocks()) {
-    RETURN_IF_ERROR(SendWholeBlock(b, unread_ok, &unread));
+    RETURN_IF_ERROR(SendWholeBlock(b, /*live=*/true, unread_ok, &unread));
     if (uint32_t id = pages_->TakeFaultBlock()) full_send_.push_back(id);
     Publish(false);
   }
@@ -301,20 +301,20 @@ void Sender::RequeueIfSwapAppeared(std::span<const uint32_t> unread) {
   full_send_.insert(full_send_.end(), unread.begin(), unread.end());
 }
 
-absl::Status Sender::SendWholeBlock(const RamBlock& b, bool unread_ok,
+absl::Status Sender::SendWholeBlock(const RamBlock& b, bool live, bool unread_ok,
                                     std::vector<uint32_t>* unread) {
   // Private anonymous memory in base pages: untouched pages go as zero runs, unread. File
   // mappings are not (an untouched page there is the file's, not zeros), nor hugetlb blocks.
-  const bool anonymous = b.name == "heap" || b.name == "[stack]" || b.name.starts_with("anon@");
-  if (!unread_ok || !anonymous || b.page_size != static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
-    return pages_->SendPages(b, 0, b.page_count(), /*live=*/true);
+  if (!unread_ok || KindOf(b) == RamBlockKind::kFilePrivate ||
+      b.page_size != static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
+    return pages_->SendPages(b, 0, b.page_count(), live);
   }
   bool skipped = false;
   absl::Status sent;
   absl::Status s =
       ForEachResidency(b.start, b.page_count(), [&](uint64_t first, uint64_t count, bool resident) {
         if (resident) {
-          sent = pages_->SendPages(b.id, b.start, first, count, /*live=*/true);
+          sent = pages_->SendPages(b.id, b.start, first, count, live);
         } else {
           skipped = true;
           sent = pages_->SendUnpopulated(b.id, b.start, first, count);
@@ -325,7 +325,7 @@ absl::Status Sender::SendWholeBlock(const RamBlock& b, bool unread_ok,
   if (!sent.ok() || s.ok()) return sent;
   // mincore failed (part of the block went away meanwhile): read it all, as without the check;
   // the read faults and queues the block again.
-  return pages_->SendPages(b, 0, b.page_count(), /*live=*/true);
+  return pages_->SendPages(b, 0, b.page_count(), live);
 }
 
 absl::Status Sender::SendQueuedFull(bool live) {
@@ -338,11 +338,7 @@ absl::Status Sender::SendQueuedFull(bool live) {
   for (uint32_t id : queue) {
     const RamBlock* b = registry_.Find(id);
     if (b == nullptr) continue;
-    if (live) {
-      RETURN_IF_ERROR(SendWholeBlock(*b, unread_ok, &unread));
-    } else {
-      RETURN_IF_ERROR(pages_->SendPages(*b, 0, b->page_count(), live));
-    }
+    RETURN_IF_ERROR(SendWholeBlock(*b, live, unread_ok, &unread));
     if (uint32_t f = pages_->TakeFaultBlock()) full_send_.push_back(f);
   }
   RequeueIfSwapAppeared(unread);

@@ -160,9 +160,10 @@ class Sender {
   absl::Status TransitionTo(SenderState next);
   absl::Status Setup();
   absl::Status Bulk();
-  // Every page of block b, live; with `unread_ok` the untouched ones of an anonymous block unread
-  // (the block's id then goes into *unread).
-  absl::Status SendWholeBlock(const RamBlock& b, bool unread_ok, std::vector<uint32_t>* unread);
+  // Every page of block b (`live`: PageSender::SendPages'); with `unread_ok` the untouched ones of
+  // an anonymous block unread (the block's id then goes into *unread).
+  absl::Status SendWholeBlock(const RamBlock& b, bool live, bool unread_ok,
+                              std::vector<uint32_t>* unread);
   bool UnreadZerosAllowed() const;
   // Queues the blocks in `unread` for another full send if swap appeared meanwhile.
   void RequeueIfSwapAppeared(std::span<const uint32_t> unread);

@@ -23,4 +23,11 @@ absl::Status ValidateRamBlock(const RamBlock& block) {
 
 std::string AnonymousBlockName(uintptr_t start) { return absl::StrFormat("anon@0x%x", start); }
 
+RamBlockKind KindOf(const RamBlock& block) {
+  if (block.name == "heap") return RamBlockKind::kHeap;
+  if (block.name == "[stack]") return RamBlockKind::kStack;
+  if (!block.name.empty() && block.name[0] == '/') return RamBlockKind::kFilePrivate;
+  return RamBlockKind::kAnonymous;
+}
+
 }  // namespace procmig

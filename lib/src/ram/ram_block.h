@@ -41,6 +41,12 @@ absl::Status ValidateRamBlock(const RamBlock& block);
 // "anon@0x7f0000001000": the name given to an anonymous region that has no better one.
 std::string AnonymousBlockName(uintptr_t start);
 
+// What a block holds, as the name the registry gave it says: the brk heap, the main stack, a
+// private file mapping (named by its path: an untouched page there is the file's, not zeros), or
+// anonymous memory (anything else).
+enum class RamBlockKind { kHeap, kStack, kFilePrivate, kAnonymous };
+RamBlockKind KindOf(const RamBlock& block);
+
 }  // namespace procmig
 
 #endif  // PROCMIG_RAM_RAM_BLOCK_H_

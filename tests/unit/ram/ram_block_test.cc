@@ -56,5 +56,21 @@ TEST_CASE("ValidateRamBlock accepts a valid block and names what is wrong otherw
   CHECK(std::string(ValidateRamBlock(b).message()).find("ram block 4") != std::string::npos);
 }
 
+TEST_CASE("a block's kind follows the registry's names") {
+  RamBlock b;
+  b.name = "heap";
+  CHECK(KindOf(b) == RamBlockKind::kHeap);
+  b.name = "[stack]";
+  CHECK(KindOf(b) == RamBlockKind::kStack);
+  b.name = "/usr/lib/libc.so.6";
+  CHECK(KindOf(b) == RamBlockKind::kFilePrivate);
+  b.name = "/memfd:cache (deleted)";
+  CHECK(KindOf(b) == RamBlockKind::kFilePrivate);
+  b.name = AnonymousBlockName(0x7f0000001000);
+  CHECK(KindOf(b) == RamBlockKind::kAnonymous);
+  b.name = "[anon:arena]";
+  CHECK(KindOf(b) == RamBlockKind::kAnonymous);
+}
+
 }  // namespace
 }  // namespace procmig
