@@ -177,10 +177,12 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
   const double mem = static_cast<double>(c.mib << 20);
   std::string why;
   for (int r = 0; r < c.runs; ++r) {
-    double t_r = 0, st_r = 0;
+    // Without paired ceilings (the shaped link) every run has the ones given.
+    double ceil_r = ceiling, t_r = tcp, st_r = 0;
     if (paired != nullptr) {
       t_r = TcpCopyRate(paired->src, paired->bytes, paired->dst);
       st_r = DurableStoreRate(paired->src, paired->bytes, paired->dir);
+      ceil_r = std::min(t_r, st_r);
     }
     std::map<std::string, double> st;
     double wall = 0;
@@ -191,23 +193,22 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
     for (const auto& [k, v] : st) series[k].push_back(v);
     walls.push_back(wall);
     const double rate_r = st["total_ms"] > 0 ? mem / (st["total_ms"] / 1000) : 0;
-    if (t_r > 0 && st_r > 0) {
-      to_ceiling.push_back(rate_r / std::min(t_r, st_r));
-      to_tcp.push_back(rate_r / t_r);
-      run_tcp.push_back(t_r);
-      run_store.push_back(st_r);
-    }
+    to_ceiling.push_back(ceil_r > 0 ? rate_r / ceil_r : 0);
+    to_tcp.push_back(t_r > 0 ? rate_r / t_r : 0);
+    run_tcp.push_back(t_r);
+    run_store.push_back(st_r);
   }
   if (walls.empty()) return;
   auto med = [&](const char* k) { return Median(series[k]); };
   const double total_s = med("total_ms") / 1000;
   const double rate = total_s > 0 ? mem / total_s : 0;
-  if (!to_ceiling.empty()) {
-    std::printf(
-        "%-20s runs %zu  total %.2f s (wall %.2f s)  memory rate %.0f MB/s = %.2f of its run's "
-        "ceiling, %.2fx its run's TCP stream (medians of the per-run ratios)\n",
-        s.name.c_str(), walls.size(), total_s, Median(walls), rate / 1e6, Median(to_ceiling),
-        Median(to_tcp));
+  std::printf(
+      "%-20s runs %zu  total %.2f s (wall %.2f s)  memory rate %.0f MB/s = %.2f of %s ceiling, "
+      "%.2fx %s TCP stream (medians of the per-run ratios)\n",
+      s.name.c_str(), walls.size(), total_s, Median(walls), rate / 1e6, Median(to_ceiling),
+      paired != nullptr ? "its run's" : "the", Median(to_tcp),
+      paired != nullptr ? "its run's" : "one");
+  if (paired != nullptr) {
     std::string ratios;
     for (size_t i = 0; i < to_ceiling.size(); ++i) {
       char one[96];
@@ -216,12 +217,6 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
       ratios += one;
     }
     std::printf("%-20s per run: %s MB/s\n", "", ratios.c_str());
-  } else {
-    std::printf(
-        "%-20s runs %zu  total %.2f s (wall %.2f s)  memory rate %.0f MB/s = %.2f of "
-        "ceiling, %.2fx one TCP stream\n",
-        s.name.c_str(), walls.size(), total_s, Median(walls), rate / 1e6,
-        ceiling > 0 ? rate / ceiling : 0, tcp > 0 ? rate / tcp : 0);
   }
   std::printf(
       "%-20s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
