@@ -1,10 +1,13 @@
 // Signal interposers: the program may neither block nor replace the park signal, and sees its
 // own settings for it reported back faithfully (its handler, its mask bit), as if it had them.
+// Its actions for SIGSEGV and SIGBUS wait while the sender scans memory in place under its own
+// handler for them (lib/src/os/fault_guard.h), so that scan never puts back a stale action.
 #include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 
+#include "lib/src/os/fault_guard.h"
 #include "preload/agent.h"
 
 namespace procmig::preload {
@@ -78,6 +81,9 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig,
     if (act != nullptr) g_user_action = *act;
     return 0;
   }
+  if (sig == SIGSEGV || sig == SIGBUS) {
+    return procmig::ProgramSigaction(sig, act, old);
+  }
   return Real().sigaction(sig, act, old);
 }
 
@@ -90,6 +96,17 @@ extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig,
     g_user_action.sa_handler = handler;
     g_user_action.sa_flags = SA_RESTART;
     return prev;
+  }
+  if (sig == SIGSEGV || sig == SIGBUS) {
+    // What glibc's signal() does (BSD semantics), through the same wait as sigaction.
+    struct sigaction act = {};
+    act.sa_handler = handler;
+    sigemptyset(&act.sa_mask);
+    sigaddset(&act.sa_mask, sig);
+    act.sa_flags = SA_RESTART;
+    struct sigaction old = {};
+    if (procmig::ProgramSigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
   }
   return Real().signal(sig, handler);
 }

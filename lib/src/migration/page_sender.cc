@@ -8,12 +8,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "codec/xbzrle.h"
 #include "codec/zero_page.h"
+#include "os/fault_guard.h"
 
 namespace procmig {
 
@@ -305,17 +307,43 @@ size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
   return static_cast<size_t>(n) / page_size_;
 }
 
-uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count) {
+uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   // Pages are read a slice at a time and only the non-zero ones keep their place in the staging
   // area; the next slice is read over the zero ones. A stretch of zero pages is thus read into
   // the same 512 KiB again and again, which stays in the cache (1 MiB L2 here), instead of
   // streaming through megabytes of cold staging memory that would only be thrown away. Reads
   // grow to a whole run while no zero page shows up, so random content costs no extra syscalls
   // after the first few slices.
+  //
+  // Stretches of zero pages are first looked for in place, under a ScanWindow (os/fault_guard.h:
+  // a fault there, from memory the program unmapped meanwhile, ends the in-place look instead of
+  // the program), at the speed of reading memory rather than copying it; the copy starts at the
+  // first page that holds data. A page seen all zero in place is as good as one seen in a copy:
+  // the tracker re-protected it before, so a write since re-dirties it. Only while the program
+  // runs: the frozen copy of the final phase is what the destination resumes, and its memory
+  // (the agent's .bss included) must not hold a window that was open when it was read.
   uint8_t* const base = stage_.get() + stage_used_;
   uint8_t* keep = base;  // where the next non-zero page goes
   uint64_t done = 0;
+  std::optional<ScanWindow> window;
+  if (live && page_size_ % 64 == 0) window.emplace();
+  bool in_place = window.has_value() && window->open();
   while (done < count) {
+    if (in_place) {
+      const std::optional<uint64_t> zeros =
+          window->LeadingZeroPages(addr + done * page_size_, count - done, page_size_);
+      if (!zeros.has_value()) {
+        in_place = false;  // the copy below finds out how much of the memory is left
+      } else if (*zeros > 0) {
+        for (uint64_t k = done; k < done + *zeros; ++k) {
+          entries_[k] = wire::PageEntry{};
+          entries_[k].encoding = wire::PageEncoding::kZero;
+        }
+        done += *zeros;
+        read_pages_ = min_read_pages_;
+        if (done == count) break;
+      }
+    }
     const uint64_t n = std::min<uint64_t>(read_pages_, count - done);
     const size_t got = ReadStaged(addr + done * page_size_, n, keep);
     bool zero_seen = false;
@@ -354,14 +382,13 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   // meanwhile (free() of a large chunk does so behind any interposer) gives a short read instead
   // of a SIGSEGV in the agent thread, and the copy cannot change before it is sent (the agent's
   // own heap pages do change, also in the final phase), so the run is not "live" on the wire and
-  // its crcs always hold. `live` only says whether the program may be running.
-  (void)live;
+  // its crcs always hold. `live` says whether the program may be running.
   auto table = tables_.find(id);
   uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
   const size_t need = count + (cache_ ? 2 * count : 0) + (pool_ ? count : 0);
   if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
-  const uint64_t got = StageRun(start + first * page_size_, count);
+  const uint64_t got = StageRun(start + first * page_size_, count, live);
   if (got < count) {
     ++read_faults_;
     fault_block_ = id;

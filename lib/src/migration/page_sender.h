@@ -6,9 +6,9 @@
 // Everything is allocated by Create(): the stream writer's fixed buffers, the page-entry array of
 // one run, the XBZRLE staging area and page cache. Send*/Add*/Flush never allocate (error paths
 // aside), so the sender can use it while every application thread is parked and in the frozen
-// copy after a raw fork. Page memory is referenced by the batch until Flush(): raw pages of a
-// live run are copied first with process_vm_readv (safe against concurrent munmap); a frozen
-// process is sent in place.
+// copy after a raw fork. Pages are copied into the staging area with process_vm_readv (safe
+// against a concurrent munmap) and referenced by the batch until Flush(); a live run looks for
+// zero pages in place first, under a fault guard (os/fault_guard.h).
 //
 // Threads: one owner (the sender thread). The channel can be switched between flushes (the
 // frozen copy writes on a POSIX channel of its own).
@@ -170,8 +170,9 @@ class PageSender {
   absl::StatusOr<uint8_t*> Stage();
   // Reads `count` pages at addr into the staging area and classifies them into entries_:
   // kZero (no data), or kRaw with data pointing at the staged copy. Only non-zero pages take
-  // staging space. Returns the pages read (fewer when the memory went away).
-  uint64_t StageRun(uintptr_t addr, uint64_t count);
+  // staging space. Returns the pages read (fewer when the memory went away). `live`: the program
+  // runs; zero pages are then looked for in place first (see the .cc).
+  uint64_t StageRun(uintptr_t addr, uint64_t count, bool live);
   // process_vm_readv of `count` pages at addr into out; returns the pages read.
   size_t ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out);
   // Replaces the raw pages of entries_[0, count) by zlib streams where that is smaller.

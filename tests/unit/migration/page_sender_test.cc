@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "os/fault_guard.h"
 #include "transport/memory_channel.h"
 #include "wire/stream_reader.h"
 
@@ -72,10 +73,14 @@ struct Sent {
   PageSenderCounters counters;
   uint64_t end_pages = 0;  // end_of_stream's page count
   uint64_t features = 0;
+  std::vector<uint32_t> fault_blocks;  // TakeFaultBlock() after each block
 };
 
 // Sends `blocks` in full, reads the stream back and checks every raw page against the memory.
-Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks, bool zero_runs) {
+// `live`: as while the program runs (zero pages looked for in place first), else as the frozen
+// copy sends (every page copied first).
+Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks, bool zero_runs,
+                 bool live = true) {
   MemoryPipeOptions o;
   o.capacity = 64u << 20;
   auto pair = MemoryChannel::CreatePair(o);
@@ -88,8 +93,10 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
   REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
   PageSender& s = **sender;
   for (const auto& [m, id] : blocks) REQUIRE(s.AddBlock(m->Block(id)).ok());
+  std::vector<uint32_t> faults;
   for (const auto& [m, id] : blocks) {
-    REQUIRE(s.SendPages(m->Block(id), 0, m->pages, /*live=*/true).ok());
+    REQUIRE(s.SendPages(m->Block(id), 0, m->pages, live).ok());
+    if (uint32_t f = s.TakeFaultBlock()) faults.push_back(f);
   }
   REQUIRE(s.EndIteration(0, 0, 0, /*final=*/true).ok());
   REQUIRE(s.AddEndOfStream(false).ok());
@@ -97,6 +104,7 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
   REQUIRE(pair->first->Shutdown().ok());
 
   Sent out;
+  out.fault_blocks = faults;
   out.counters = s.counters();
   wire::StreamReader reader;
   std::vector<uint8_t> buf(1 << 20);
@@ -190,6 +198,13 @@ TEST_CASE("zero stretches become zero_run records where that is smaller, mixed w
   CHECK(s.counters.pages == all_pages);
   CHECK(s.end_pages == all_pages);
 
+  // The frozen copy's way (no in-place look) sends exactly the same stream.
+  Sent frozen = SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}},
+                            /*zero_runs=*/true, /*live=*/false);
+  CHECK_MESSAGE(frozen.runs == want, Describe(frozen.runs));
+  CHECK(frozen.bytes == s.bytes);
+  CHECK(frozen.counters.zero_pages == s.counters.zero_pages);
+
   // Without zero runs: every zero page is a descriptor, one page run per chunk.
   Sent plain =
       SendAndRead({{&a, 1}, {&b, 2}, {&c, 3}, {&d, 4}, {&e, 5}, {&f, 6}}, /*zero_runs=*/false);
@@ -217,6 +232,27 @@ TEST_CASE("a block of nothing but zero pages: one zero run per 1024-page chunk")
   CHECK(s.counters.normal_pages == 0);
   CHECK(s.counters.zero_pages == 4106);
   CHECK(s.counters.zero_run_pages == 4106);
+}
+
+TEST_CASE("memory that became unreadable under the sender ends the block there, live or not") {
+  // Zero pages up to a page the program made unreadable (as if unmapped meanwhile), data after
+  // it: the in-place look faults there (recovered, the test goes on), the copy reads up to it,
+  // and the block is reported for a full send again.
+  Mapping m(64);
+  std::memset(m.p, 0, 64 * kPage);
+  m.Fill(40, 3);
+  REQUIRE(mprotect(m.p + 20 * kPage, kPage, PROT_NONE) == 0);
+  for (bool live : {true, false}) {
+    CAPTURE(live);
+    const uint64_t faults_before = ScanWindow::recovered_faults();
+    Sent s = SendAndRead({{&m, 9}}, /*zero_runs=*/true, live);
+    std::vector<Seen> want = {{T::kZeroRun, 9, 0, 20, ""}};
+    CHECK_MESSAGE(s.runs == want, Describe(s.runs));
+    CHECK(s.fault_blocks == std::vector<uint32_t>{9});
+    CHECK(s.counters.zero_pages == 20);
+    CHECK(ScanWindow::recovered_faults() == faults_before + (live ? 1 : 0));
+  }
+  REQUIRE(mprotect(m.p + 20 * kPage, kPage, PROT_READ | PROT_WRITE) == 0);
 }
 
 }  // namespace

@@ -1,0 +1,176 @@
+#include "os/fault_guard.h"
+
+#include <dlfcn.h>
+#include <emmintrin.h>
+#include <errno.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+
+namespace procmig {
+namespace {
+
+constexpr int kSignals[] = {SIGSEGV, SIGBUS};
+
+using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
+std::atomic<SigactionFn> g_real{nullptr};
+// -1: a window is open; n >= 0: n program threads are inside ProgramSigaction.
+std::atomic<int> g_users{0};
+std::atomic<pid_t> g_owner{0};     // the open window's thread
+std::atomic<bool> g_armed{false};  // its LeadingZeroPages is reading
+std::atomic<uint64_t> g_recovered{0};
+sigjmp_buf g_jump;
+// The program's actions while a window is open (written before the handler goes in).
+struct sigaction g_saved[2];
+
+int Slot(int sig) { return sig == SIGSEGV ? 0 : 1; }
+
+pid_t Tid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// libc's sigaction, never an interposer's (the agent's sigaction comes back here): resolved
+// when a window first opens, before its handler can need it.
+int RealSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+  SigactionFn fn = g_real.load(std::memory_order_acquire);
+  if (fn == nullptr) {
+    fn = reinterpret_cast<SigactionFn>(dlsym(RTLD_NEXT, "sigaction"));
+    if (fn == nullptr) {
+      errno = ENOSYS;
+      return -1;
+    }
+    g_real.store(fn, std::memory_order_release);
+  }
+  return fn(sig, act, old);
+}
+
+// A fault of a program thread while a window is open: what the program's own action would do.
+void Forward(int sig, siginfo_t* info, void* uc) {
+  struct sigaction prog = g_saved[Slot(sig)];
+  if (prog.sa_handler == SIG_DFL || prog.sa_handler == SIG_IGN) {
+    // Back to the program's action, then the signal again: a fault repeats by itself when the
+    // handler returns (an ignored synchronous fault is fatal too: the kernel forces the default);
+    // a signal sent with kill is sent again, with its siginfo.
+    RealSigaction(sig, &prog, nullptr);
+    if (info != nullptr && info->si_code <= 0 && prog.sa_handler == SIG_DFL) {
+      if (syscall(SYS_rt_tgsigqueueinfo, getpid(), Tid(), sig, info) != 0) {
+        syscall(SYS_tgkill, getpid(), Tid(), sig);
+      }
+    }
+    return;
+  }
+  if ((prog.sa_flags & SA_RESETHAND) != 0) {
+    struct sigaction dfl = {};
+    dfl.sa_handler = SIG_DFL;
+    g_saved[Slot(sig)] = dfl;
+    RealSigaction(sig, &dfl, nullptr);
+  }
+  if ((prog.sa_flags & SA_SIGINFO) != 0) {
+    prog.sa_sigaction(sig, info, uc);
+  } else {
+    prog.sa_handler(sig);
+  }
+}
+
+void OnFault(int sig, siginfo_t* info, void* uc) {
+  const int saved_errno = errno;
+  if (g_armed.load(std::memory_order_acquire) && g_owner.load(std::memory_order_acquire) == Tid()) {
+    g_armed.store(false, std::memory_order_release);
+    g_recovered.fetch_add(1, std::memory_order_relaxed);
+    siglongjmp(g_jump, 1);
+  }
+  Forward(sig, info, uc);
+  errno = saved_errno;
+}
+
+// Not inlined and not instrumented: the loads below read the program's memory as it is.
+__attribute__((noinline, no_sanitize_address)) uint64_t CountZeroPages(uintptr_t addr,
+                                                                       uint64_t pages,
+                                                                       size_t page_size) {
+  const __m128i zero = _mm_setzero_si128();
+  uint64_t n = 0;
+  for (; n < pages; ++n) {
+    const auto* p = reinterpret_cast<const __m128i*>(addr + n * page_size);
+    const auto* end = p + page_size / sizeof(__m128i);
+    // Four vectors OR-ed per compare; random content stops at the first 64 bytes.
+    for (; p < end; p += 4) {
+      const __m128i o = _mm_or_si128(_mm_or_si128(_mm_loadu_si128(p), _mm_loadu_si128(p + 1)),
+                                     _mm_or_si128(_mm_loadu_si128(p + 2), _mm_loadu_si128(p + 3)));
+      if (_mm_movemask_epi8(_mm_cmpeq_epi8(o, zero)) != 0xffff) return n;
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+  if ((sig != SIGSEGV && sig != SIGBUS) || g_owner.load(std::memory_order_acquire) == Tid()) {
+    return RealSigaction(sig, act, old);
+  }
+  int users = g_users.load(std::memory_order_acquire);
+  for (;;) {
+    if (users >= 0 && g_users.compare_exchange_weak(users, users + 1, std::memory_order_acq_rel)) {
+      break;
+    }
+    if (users < 0) {
+      sched_yield();  // a window is open: it closes within one run of the sender
+      users = g_users.load(std::memory_order_acquire);
+    }
+  }
+  const int r = RealSigaction(sig, act, old);
+  const int saved_errno = errno;
+  g_users.fetch_sub(1, std::memory_order_acq_rel);
+  errno = saved_errno;
+  return r;
+}
+
+ScanWindow::ScanWindow() {
+  int expected = 0;
+  if (!g_users.compare_exchange_strong(expected, -1, std::memory_order_acq_rel)) return;
+  g_owner.store(Tid(), std::memory_order_release);
+  int installed = 0;
+  for (int sig : kSignals) {
+    struct sigaction& prog = g_saved[Slot(sig)];
+    if (RealSigaction(sig, nullptr, &prog) != 0) break;
+    struct sigaction mine = {};
+    mine.sa_sigaction = &OnFault;
+    mine.sa_mask = prog.sa_mask;
+    mine.sa_flags = SA_SIGINFO | (prog.sa_flags & (SA_ONSTACK | SA_NODEFER | SA_RESTART));
+    if (RealSigaction(sig, &mine, nullptr) != 0) break;
+    ++installed;
+  }
+  open_ = installed == 2;
+  if (open_) return;
+  for (int i = 0; i < installed; ++i) RealSigaction(kSignals[i], &g_saved[i], nullptr);
+  g_owner.store(0, std::memory_order_release);
+  g_users.store(0, std::memory_order_release);
+}
+
+ScanWindow::~ScanWindow() {
+  if (!open_) return;
+  for (int sig : kSignals) RealSigaction(sig, &g_saved[Slot(sig)], nullptr);
+  g_owner.store(0, std::memory_order_release);
+  g_users.store(0, std::memory_order_release);
+}
+
+uint64_t ScanWindow::recovered_faults() { return g_recovered.load(std::memory_order_relaxed); }
+
+std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pages,
+                                                     size_t page_size) {
+  if (!open_) return std::nullopt;
+  // Volatile: what the code after sigsetjmp reads must not live in registers it restores.
+  volatile uintptr_t a = addr;
+  volatile uint64_t n = pages;
+  volatile size_t ps = page_size;
+  if (sigsetjmp(g_jump, 1) != 0) return std::nullopt;  // faulted (OnFault disarmed)
+  g_armed.store(true, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // no load moves above the arming
+  const uint64_t zeros = CountZeroPages(a, n, ps);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  g_armed.store(false, std::memory_order_release);
+  return zeros;
+}
+
+}  // namespace procmig

@@ -1,0 +1,194 @@
+// ScanWindow against real memory and real faults: the exact count of leading zero pages, a read
+// of memory that is gone ending the scan (not the process), and the program's own SIGSEGV action
+// still doing what it did for faults of other threads while a window is open (handler called
+// with its siginfo, SA_RESETHAND honoured, the default action killing the process), and put back
+// exactly when the window closes.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "os/fault_guard.h"
+
+namespace procmig {
+namespace {
+
+size_t PageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+uint8_t* MapPages(size_t pages) {
+  void* p =
+      mmap(nullptr, pages * PageSize(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  return static_cast<uint8_t*>(p);
+}
+
+TEST_CASE("leading zero pages are counted in place, up to the first byte of data") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(16);
+  std::memset(p, 0, 16 * ps);  // touched: real pages of zeros
+  p[5 * ps + ps - 1] = 1;      // the last byte of page 5
+  p[9 * ps] = 3;
+  ScanWindow w;
+  REQUIRE(w.open());
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  CHECK(w.LeadingZeroPages(a, 16, ps) == 5u);
+  CHECK(w.LeadingZeroPages(a, 4, ps) == 4u);
+  CHECK(w.LeadingZeroPages(a + 5 * ps, 11, ps) == 0u);
+  CHECK(w.LeadingZeroPages(a + 6 * ps, 10, ps) == 3u);
+  CHECK(w.LeadingZeroPages(a + 10 * ps, 6, ps) == 6u);
+  CHECK(w.LeadingZeroPages(a, 0, ps) == 0u);
+  munmap(p, 16 * ps);
+}
+
+TEST_CASE("a scan into memory that is gone or unreadable reports the fault and goes on") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(8);
+  std::memset(p, 0, 8 * ps);
+  REQUIRE(mprotect(p + 3 * ps, ps, PROT_NONE) == 0);
+  REQUIRE(munmap(p + 6 * ps, 2 * ps) == 0);
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const uint64_t before = ScanWindow::recovered_faults();
+  {
+    ScanWindow w;
+    REQUIRE(w.open());
+    CHECK_FALSE(w.LeadingZeroPages(a, 8, ps).has_value());
+    CHECK(w.LeadingZeroPages(a, 3, ps) == 3u);  // the window still works after a fault
+    CHECK_FALSE(w.LeadingZeroPages(a + 4 * ps, 4, ps).has_value());
+    CHECK(w.LeadingZeroPages(a + 4 * ps, 2, ps) == 2u);
+  }
+  CHECK(ScanWindow::recovered_faults() == before + 2);
+  munmap(p, 6 * ps);
+}
+
+TEST_CASE("only one window is open at a time") {
+  ScanWindow a;
+  REQUIRE(a.open());
+  ScanWindow b;
+  CHECK_FALSE(b.open());
+  CHECK_FALSE(b.LeadingZeroPages(0, 1, PageSize()).has_value());
+}
+
+std::atomic<int> g_calls{0};
+std::atomic<void*> g_addr{nullptr};
+uint8_t* g_fix = nullptr;
+
+void ProgramHandler(int sig, siginfo_t* info, void*) {
+  g_calls.fetch_add(1);
+  g_addr.store(info->si_addr);
+  CHECK(sig == SIGSEGV);
+  mprotect(g_fix, PageSize(), PROT_READ | PROT_WRITE);  // the faulting read then succeeds
+}
+
+TEST_CASE("a program thread's fault while a window is open reaches the program's handler") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(1);
+  p[100] = 42;
+  REQUIRE(mprotect(p, ps, PROT_NONE) == 0);
+  g_fix = p;
+  g_calls = 0;
+  struct sigaction prog = {};
+  prog.sa_sigaction = &ProgramHandler;
+  prog.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&prog.sa_mask);
+  sigaddset(&prog.sa_mask, SIGUSR2);
+  struct sigaction saved;
+  REQUIRE(sigaction(SIGSEGV, &prog, &saved) == 0);
+  int value = 0;
+  {
+    ScanWindow w;
+    REQUIRE(w.open());
+    std::thread t([&] { value = *static_cast<volatile uint8_t*>(p + 100); });
+    t.join();
+  }
+  CHECK(value == 42);
+  CHECK(g_calls.load() == 1);
+  CHECK(g_addr.load() == p + 100);
+  struct sigaction now;
+  REQUIRE(sigaction(SIGSEGV, nullptr, &now) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(now.sa_sigaction) ==
+        reinterpret_cast<uintptr_t>(&ProgramHandler));
+  constexpr int kRestorer = 0x04000000;  // SA_RESTORER: libc adds it, not the program
+  CHECK((now.sa_flags & ~kRestorer) == (SA_SIGINFO | SA_RESTART));
+  CHECK(sigismember(&now.sa_mask, SIGUSR2) == 1);
+  sigaction(SIGSEGV, &saved, nullptr);
+  munmap(p, ps);
+}
+
+TEST_CASE("SA_RESETHAND: the program's handler runs once and the default action is back") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(1);
+  REQUIRE(mprotect(p, ps, PROT_NONE) == 0);
+  g_fix = p;
+  g_calls = 0;
+  struct sigaction prog = {};
+  prog.sa_sigaction = &ProgramHandler;
+  prog.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  struct sigaction saved;
+  REQUIRE(sigaction(SIGSEGV, &prog, &saved) == 0);
+  {
+    ScanWindow w;
+    REQUIRE(w.open());
+    std::thread t([&] { (void)*static_cast<volatile uint8_t*>(p); });
+    t.join();
+  }
+  CHECK(g_calls.load() == 1);
+  struct sigaction now;
+  REQUIRE(sigaction(SIGSEGV, nullptr, &now) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(now.sa_handler) == reinterpret_cast<uintptr_t>(SIG_DFL));
+  sigaction(SIGSEGV, &saved, nullptr);
+  munmap(p, ps);
+}
+
+// In a child: a window open in one thread, a fault in another, SIGSEGV at its default action.
+int FaultInChild(bool kill_instead) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    signal(SIGSEGV, SIG_DFL);
+    uint8_t* p = static_cast<uint8_t*>(
+        mmap(nullptr, PageSize(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    ScanWindow w;
+    if (!w.open()) _exit(3);
+    std::thread t([&] {
+      if (kill_instead) {
+        raise(SIGSEGV);  // a signal sent, not a fault: it must be sent again
+      } else {
+        (void)*static_cast<volatile uint8_t*>(p);
+      }
+    });
+    t.join();
+    _exit(0);  // not reached when the default action killed the process
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  return status;
+}
+
+TEST_CASE("the default action of SIGSEGV still kills the process while a window is open") {
+  int status = FaultInChild(false);
+  CHECK(WIFSIGNALED(status));
+  if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGSEGV);
+  status = FaultInChild(true);
+  CHECK(WIFSIGNALED(status));
+  if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGSEGV);
+}
+
+TEST_CASE("the program's sigaction for SIGSEGV goes through and its action survives windows") {
+  struct sigaction prog = {};
+  prog.sa_handler = SIG_IGN;
+  struct sigaction old;
+  REQUIRE(ProgramSigaction(SIGSEGV, &prog, &old) == 0);
+  { ScanWindow w; }
+  struct sigaction now;
+  REQUIRE(ProgramSigaction(SIGSEGV, nullptr, &now) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(now.sa_handler) == reinterpret_cast<uintptr_t>(SIG_IGN));
+  REQUIRE(ProgramSigaction(SIGSEGV, &old, nullptr) == 0);
+}
+
+}  // namespace
+}  // namespace procmig
