@@ -326,7 +326,7 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   uint8_t* keep = base;  // where the next non-zero page goes
   uint64_t done = 0;
   std::optional<ScanWindow> window;
-  if (live && page_size_ % 64 == 0) window.emplace();
+  if (live && count >= kMinInPlacePages && page_size_ % 64 == 0) window.emplace();
   bool in_place = window.has_value() && window->open();
   while (done < count) {
     if (in_place) {

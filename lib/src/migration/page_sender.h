@@ -196,6 +196,9 @@ class PageSender {
   // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to 1 MiB
   // while there is none: the slice's crcs are computed right after the read, from the cache.
   static constexpr size_t kMinReadBytes = 512u << 10;
+  // Runs shorter than this are copied without the in-place look: opening its window costs four
+  // sigaction calls, more than the copy of a few scattered dirty pages it could save.
+  static constexpr uint64_t kMinInPlacePages = 16;
   static constexpr size_t kMaxReadBytes = 1u << 20;
   uint64_t min_read_pages_ = 1;
   uint64_t max_read_pages_ = 1;
