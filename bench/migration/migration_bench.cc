@@ -9,7 +9,10 @@
 // dirty-32 and dirty-32-xbzrle (a writer dirtying random pages at 32 MB/s, XBZRLE off/on), all
 // over loopback; netem-dirty-32 and netem-dirty-32-zlib (the same writer on compressible content,
 // zlib off/on) to a receiver in a network namespace the bench creates, over a veth pair shaped
-// to 100 MB/s (netns_link.h; as root with `ip` and `tc`, else reported as not run).
+// to 100 MB/s (netns_link.h; as root with `ip` and `tc`, else reported as not run);
+// live-random-1ch, live-random-2ch and live-zero: the first three, to a live receiver (`receive
+// --once --detach`) that restores the process into fresh memory, judged against that ceiling.
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -39,6 +42,9 @@ struct Scenario {
   int dirty_mbps;
   std::vector<std::string> migrate_opts;
   bool over_link = false;  // to a receiver across the shaped NetnsLink, not loopback
+  // To a live receiver (`receive --once --detach`, no --store), which restores the process: the
+  // destination is fresh memory, and the restored copy is killed after the run.
+  bool live = false;
 };
 
 // Where the receiver runs: the address it listens on (and migrate sends to), the argv prefix
@@ -100,6 +106,20 @@ std::string FreeishPort(int salt) {
   return std::to_string(20000 + (getpid() * 7 + salt * 13) % 30000);
 }
 
+// The process a live receiver restored and left running (its log says "(host pid N, ...").
+void KillRestored(const std::string& log) {
+  FILE* f = std::fopen(log.c_str(), "r");
+  if (f == nullptr) return;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    const char* at = std::strstr(line, "(host pid ");
+    if (at == nullptr) continue;
+    const long pid = std::strtol(at + 10, nullptr, 10);
+    if (pid > 1) kill(static_cast<pid_t>(pid), SIGKILL);
+  }
+  std::fclose(f);
+}
+
 // One migration; false with `why` when it did not complete. Figures into `stats`.
 bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int run,
              std::map<std::string, double>* stats, double* wall_s, std::string* why) {
@@ -111,8 +131,13 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   ChildProcess receiver, workload, migrate;
   std::string err, line;
   std::vector<std::string> recv_argv = site.prefix;
-  recv_argv.insert(recv_argv.end(), {c.procmig, "receive", "--listen", site.host + ":" + port,
-                                     "--store", dir, "--once"});
+  recv_argv.insert(recv_argv.end(),
+                   {c.procmig, "receive", "--listen", site.host + ":" + port, "--once"});
+  if (s.live) {
+    recv_argv.push_back("--detach");
+  } else {
+    recv_argv.insert(recv_argv.end(), {"--store", dir});
+  }
   bool ok = receiver.Start(recv_argv, {}, log, &err);
   // A signal's namespace cleanup kills the receiver in it; it must not outlive this run's one.
   struct ResidentGuard {
@@ -150,6 +175,7 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   *stats = ParseStats(last, &phase);
   int rcode = -1;
   const bool received = receiver.Wait(60000, &rcode) && rcode == 0;
+  if (s.live) KillRestored(log);
   RunQuiet({"/bin/rm", "-rf", dir, ctl, out}, 60000);
   if (code != 0 || phase != "done" || !received) {
     *why = "migrate exit " + std::to_string(code) + ", last phase '" + phase + "', receiver " +
@@ -181,7 +207,9 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
     double ceil_r = ceiling, t_r = tcp, st_r = 0;
     if (paired != nullptr) {
       t_r = TcpCopyRate(paired->src, paired->bytes, paired->dst);
-      st_r = DurableStoreRate(paired->src, paired->bytes, paired->dir);
+      // A live receiver writes into fresh memory, huge pages where the block allows (it asks).
+      st_r = s.live ? FreshMemoryRate(paired->src, paired->bytes, /*huge=*/true)
+                    : DurableStoreRate(paired->src, paired->bytes, paired->dir);
       ceil_r = std::min(t_r, st_r);
     }
     std::map<std::string, double> st;
@@ -212,8 +240,8 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
     std::string ratios;
     for (size_t i = 0; i < to_ceiling.size(); ++i) {
       char one[96];
-      std::snprintf(one, sizeof one, "%s%.2f (TCP %.0f, store %.0f)", i ? ", " : "", to_ceiling[i],
-                    run_tcp[i] / 1e6, run_store[i] / 1e6);
+      std::snprintf(one, sizeof one, "%s%.2f (TCP %.0f, %s %.0f)", i ? ", " : "", to_ceiling[i],
+                    run_tcp[i] / 1e6, s.live ? "fresh memory" : "store", run_store[i] / 1e6);
       ratios += one;
     }
     std::printf("%-20s per run: %s MB/s\n", "", ratios.c_str());
@@ -359,6 +387,10 @@ int Main(int argc, char** argv) {
       {"dirty-32-xbzrle", "random", 32, {"--xbzrle"}},
       {"netem-dirty-32", "compressible", 32, {}, true},
       {"netem-dirty-32-zlib", "compressible", 32, {"--compress", "1"}, true},
+      // The same memory restored live: the destination is fresh memory, not the store.
+      {"live-random-1ch", "random", 0, {"--channels", "1"}, false, true},
+      {"live-random-2ch", "random", 0, {"--channels", "2"}, false, true},
+      {"live-zero", "zero", 0, {}, false, true},
   };
   auto selected = [&](const Scenario& s) {
     return c.only.empty() || ("," + c.only + ",").find("," + s.name + ",") != std::string::npos;
