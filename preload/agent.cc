@@ -29,6 +29,7 @@
 
 #include <algorithm>
 
+#include "lib/src/os/fault_guard.h"
 #include "preload/control_server.h"
 
 namespace procmig::preload {
@@ -113,6 +114,9 @@ int ParseParkSignal() {
 
 __attribute__((constructor)) void AgentInit() {
   (void)Real();  // resolve the real signal functions before anything else
+  // Before main, while malloc is still ours to use: a fork of the program's must not inherit an
+  // open in-place scan window (lib/src/os/fault_guard.h).
+  ScanWindow::InstallForkHandler();
   if (!StartAgent(false)) return;
   if (!StartSentinel()) Log("a restored copy of this process will have no agent");
 }

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <emmintrin.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <sys/syscall.h>
@@ -22,6 +23,7 @@ std::atomic<int> g_users{0};
 std::atomic<pid_t> g_owner{0};     // the open window's thread
 std::atomic<bool> g_armed{false};  // its LeadingZeroPages is reading
 std::atomic<uint64_t> g_recovered{0};
+std::atomic<unsigned> g_installed{0};  // bit Slot(sig): the window's handler is in for sig
 sigjmp_buf g_jump;
 // The program's actions while a window is open (written before the handler goes in).
 struct sigaction g_saved[2];
@@ -139,20 +141,44 @@ ScanWindow::ScanWindow() {
     mine.sa_mask = prog.sa_mask;
     mine.sa_flags = SA_SIGINFO | (prog.sa_flags & (SA_ONSTACK | SA_NODEFER | SA_RESTART));
     if (RealSigaction(sig, &mine, nullptr) != 0) break;
+    g_installed.fetch_or(1u << Slot(sig), std::memory_order_acq_rel);
     ++installed;
   }
   open_ = installed == 2;
   if (open_) return;
-  for (int i = 0; i < installed; ++i) RealSigaction(kSignals[i], &g_saved[i], nullptr);
+  Close();
+}
+
+ScanWindow::~ScanWindow() {
+  if (open_) Close();
+}
+
+void ScanWindow::Close() {
+  for (int sig : kSignals) {
+    if ((g_installed.load(std::memory_order_acquire) & (1u << Slot(sig))) != 0) {
+      RealSigaction(sig, &g_saved[Slot(sig)], nullptr);
+    }
+  }
+  g_installed.store(0, std::memory_order_release);
+  g_armed.store(false, std::memory_order_release);
   g_owner.store(0, std::memory_order_release);
   g_users.store(0, std::memory_order_release);
 }
 
-ScanWindow::~ScanWindow() {
-  if (!open_) return;
-  for (int sig : kSignals) RealSigaction(sig, &g_saved[Slot(sig)], nullptr);
-  g_owner.store(0, std::memory_order_release);
-  g_users.store(0, std::memory_order_release);
+void ScanWindow::InstallForkHandler() {
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) return;
+  // The child has only the forking thread: a window the parent's scanning thread had open would
+  // stay open there for good (the program's handlers not put back, its sigaction for SIGSEGV
+  // waiting forever). Only glibc's fork runs atfork handlers; a raw clone child that does not
+  // exec keeps the window (the agent's own frozen copy never has one open: see the sender).
+  pthread_atfork(nullptr, nullptr, [] {
+    if (g_users.load(std::memory_order_acquire) < 0) {
+      Close();
+    } else {
+      g_users.store(0, std::memory_order_release);
+    }
+  });
 }
 
 uint64_t ScanWindow::recovered_faults() { return g_recovered.load(std::memory_order_relaxed); }

@@ -55,7 +55,15 @@ class ScanWindow {
   // Faults recovered since the process started (tests, the agent's log).
   static uint64_t recovered_faults();
 
+  // Registers (once) a fork handler that closes, in the child of a fork(), a window another
+  // thread of the parent had open at that moment. Call where malloc may still be used (the
+  // agent's constructor): pthread_atfork allocates.
+  static void InstallForkHandler();
+
  private:
+  // Puts back the program's actions the window replaced and lets other windows open.
+  static void Close();
+
   bool open_ = false;
 };
 

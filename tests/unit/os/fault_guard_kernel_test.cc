@@ -2,7 +2,7 @@
 // of memory that is gone ending the scan (not the process), and the program's own SIGSEGV action
 // still doing what it did for faults of other threads while a window is open (handler called
 // with its siginfo, SA_RESETHAND honoured, the default action killing the process), and put back
-// exactly when the window closes.
+// exactly when the window closes, also in the child of a fork made while one was open.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -188,6 +188,40 @@ TEST_CASE("the program's sigaction for SIGSEGV goes through and its action survi
   REQUIRE(ProgramSigaction(SIGSEGV, nullptr, &now) == 0);
   CHECK(reinterpret_cast<uintptr_t>(now.sa_handler) == reinterpret_cast<uintptr_t>(SIG_IGN));
   REQUIRE(ProgramSigaction(SIGSEGV, &old, nullptr) == 0);
+}
+
+TEST_CASE("a fork while another thread holds a window open: the child has it closed") {
+  ScanWindow::InstallForkHandler();
+  struct sigaction prog = {};
+  prog.sa_handler = SIG_IGN;
+  struct sigaction saved;
+  REQUIRE(sigaction(SIGBUS, &prog, &saved) == 0);
+  std::atomic<int> stage{0};
+  std::thread holder([&] {
+    ScanWindow w;
+    stage.store(w.open() ? 1 : 2);
+    while (stage.load() != 3) usleep(1000);
+  });
+  while (stage.load() == 0) usleep(1000);
+  REQUIRE(stage.load() == 1);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    alarm(10);  // an open window would make the sigaction below wait forever
+    struct sigaction now;
+    if (ProgramSigaction(SIGBUS, nullptr, &now) != 0) _exit(2);
+    // The program's action is back, not the window's handler.
+    if (now.sa_handler != SIG_IGN) _exit(3);
+    ScanWindow w;  // and windows open again
+    _exit(w.open() ? 0 : 4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  stage.store(3);
+  holder.join();
+  CHECK(WIFEXITED(status));
+  if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
+  sigaction(SIGBUS, &saved, nullptr);
 }
 
 }  // namespace
