@@ -84,20 +84,27 @@ void ProgramHandler(int sig, siginfo_t* info, void*) {
   mprotect(g_fix, PageSize(), PROT_READ | PROT_WRITE);  // the faulting read then succeeds
 }
 
-TEST_CASE("a program thread's fault while a window is open reaches the program's handler") {
-  const size_t ps = PageSize();
-  uint8_t* p = MapPages(1);
-  p[100] = 42;
-  REQUIRE(mprotect(p, ps, PROT_NONE) == 0);
+// Makes page p unreadable and installs ProgramHandler for SIGSEGV with SA_SIGINFO | `flags`,
+// SIGUSR2 in its mask; returns the action it replaced.
+struct sigaction ArmProgramHandler(uint8_t* p, int flags) {
+  REQUIRE(mprotect(p, PageSize(), PROT_NONE) == 0);
   g_fix = p;
   g_calls = 0;
   struct sigaction prog = {};
   prog.sa_sigaction = &ProgramHandler;
-  prog.sa_flags = SA_SIGINFO | SA_RESTART;
+  prog.sa_flags = SA_SIGINFO | flags;
   sigemptyset(&prog.sa_mask);
   sigaddset(&prog.sa_mask, SIGUSR2);
   struct sigaction saved;
   REQUIRE(sigaction(SIGSEGV, &prog, &saved) == 0);
+  return saved;
+}
+
+TEST_CASE("a program thread's fault while a window is open reaches the program's handler") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(1);
+  p[100] = 42;
+  const struct sigaction saved = ArmProgramHandler(p, SA_RESTART);
   int value = 0;
   {
     ScanWindow w;
@@ -122,14 +129,7 @@ TEST_CASE("a program thread's fault while a window is open reaches the program's
 TEST_CASE("SA_RESETHAND: the program's handler runs once and the default action is back") {
   const size_t ps = PageSize();
   uint8_t* p = MapPages(1);
-  REQUIRE(mprotect(p, ps, PROT_NONE) == 0);
-  g_fix = p;
-  g_calls = 0;
-  struct sigaction prog = {};
-  prog.sa_sigaction = &ProgramHandler;
-  prog.sa_flags = SA_SIGINFO | SA_RESETHAND;
-  struct sigaction saved;
-  REQUIRE(sigaction(SIGSEGV, &prog, &saved) == 0);
+  const struct sigaction saved = ArmProgramHandler(p, SA_RESETHAND);
   {
     ScanWindow w;
     REQUIRE(w.open());
