@@ -326,12 +326,12 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   uint8_t* keep = base;  // where the next non-zero page goes
   uint64_t done = 0;
   std::optional<ScanWindow> window;
-  if (live && count >= kMinInPlacePages && page_size_ % 64 == 0) window.emplace();
+  if (live && count >= kMinInPlacePages) window.emplace();
   bool in_place = window.has_value() && window->open();
   while (done < count) {
     if (in_place) {
       const std::optional<uint64_t> zeros =
-          window->LeadingZeroPages(addr + done * page_size_, count - done, page_size_);
+          window->LeadingZeroPages(addr + done * page_size_, count - done, page_size_, IsZeroPage);
       if (!zeros.has_value()) {
         in_place = false;  // the copy below finds out how much of the memory is left
       } else if (*zeros > 0) {

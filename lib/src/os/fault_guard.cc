@@ -1,7 +1,6 @@
 #include "os/fault_guard.h"
 
 #include <dlfcn.h>
-#include <emmintrin.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -86,25 +85,6 @@ void OnFault(int sig, siginfo_t* info, void* uc) {
   errno = saved_errno;
 }
 
-// Not inlined and not instrumented: the loads below read the program's memory as it is.
-__attribute__((noinline, no_sanitize_address)) uint64_t CountZeroPages(uintptr_t addr,
-                                                                       uint64_t pages,
-                                                                       size_t page_size) {
-  const __m128i zero = _mm_setzero_si128();
-  uint64_t n = 0;
-  for (; n < pages; ++n) {
-    const auto* p = reinterpret_cast<const __m128i*>(addr + n * page_size);
-    const auto* end = p + page_size / sizeof(__m128i);
-    // Four vectors OR-ed per compare; random content stops at the first 64 bytes.
-    for (; p < end; p += 4) {
-      const __m128i o = _mm_or_si128(_mm_or_si128(_mm_loadu_si128(p), _mm_loadu_si128(p + 1)),
-                                     _mm_or_si128(_mm_loadu_si128(p + 2), _mm_loadu_si128(p + 3)));
-      if (_mm_movemask_epi8(_mm_cmpeq_epi8(o, zero)) != 0xffff) return n;
-    }
-  }
-  return n;
-}
-
 }  // namespace
 
 int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
@@ -184,19 +164,21 @@ void ScanWindow::InstallForkHandler() {
 uint64_t ScanWindow::recovered_faults() { return g_recovered.load(std::memory_order_relaxed); }
 
 std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pages,
-                                                     size_t page_size) {
+                                                     size_t page_size, ZeroTest is_zero) {
   if (!open_) return std::nullopt;
   // Volatile: what the code after sigsetjmp reads must not live in registers it restores.
   volatile uintptr_t a = addr;
-  volatile uint64_t n = pages;
+  volatile uint64_t count = pages;
   volatile size_t ps = page_size;
+  volatile ZeroTest test = is_zero;
   if (sigsetjmp(g_jump, 1) != 0) return std::nullopt;  // faulted (OnFault disarmed)
   g_armed.store(true, std::memory_order_release);
   std::atomic_signal_fence(std::memory_order_seq_cst);  // no load moves above the arming
-  const uint64_t zeros = CountZeroPages(a, n, ps);
+  uint64_t n = 0;
+  while (n < count && test(reinterpret_cast<const uint8_t*>(a + n * ps), ps)) ++n;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   g_armed.store(false, std::memory_order_release);
-  return zeros;
+  return n;
 }
 
 }  // namespace procmig

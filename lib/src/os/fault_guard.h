@@ -19,8 +19,8 @@
 // VM, against 123-152 ms to copy it with process_vm_readv and check the copy).
 //
 // Threads: one window at a time, process-wide; the window is used by the thread that opened it.
-// The scan is not instrumented by sanitizers: it reads whatever the program has there (redzones
-// of an instrumented test's heap included).
+// In a sanitizer build is_zero's reads are instrumented like any: scan only memory the caller
+// could read (the tests scan mappings of their own, never an instrumented heap).
 #ifndef PROCMIG_OS_FAULT_GUARD_H_
 #define PROCMIG_OS_FAULT_GUARD_H_
 
@@ -47,10 +47,12 @@ class ScanWindow {
   // action, or installing the handler failed): LeadingZeroPages then always says nullopt.
   bool open() const { return open_; }
 
-  // The number of leading pages of [addr, addr + pages * page_size) that hold only zero bytes,
-  // read in place; nullopt when the read faulted (the memory went away or lost its read
-  // permission under the scan) or the window is not open. page_size: a multiple of 64.
-  std::optional<uint64_t> LeadingZeroPages(uintptr_t addr, uint64_t pages, size_t page_size);
+  // The number of leading pages of [addr, addr + pages * page_size) that `is_zero` (the codec's
+  // IsZeroPage) finds all zero, read in place; nullopt when the read faulted (the memory went
+  // away or lost its read permission under the scan) or the window is not open.
+  using ZeroTest = bool (*)(const uint8_t* p, size_t len);
+  std::optional<uint64_t> LeadingZeroPages(uintptr_t addr, uint64_t pages, size_t page_size,
+                                           ZeroTest is_zero);
 
   // Faults recovered since the process started (tests, the agent's log).
   static uint64_t recovered_faults();

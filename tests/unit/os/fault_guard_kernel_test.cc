@@ -13,6 +13,7 @@
 #include <cstring>
 #include <thread>
 
+#include "codec/zero_page.h"
 #include "os/fault_guard.h"
 
 namespace procmig {
@@ -36,12 +37,12 @@ TEST_CASE("leading zero pages are counted in place, up to the first byte of data
   ScanWindow w;
   REQUIRE(w.open());
   const auto a = reinterpret_cast<uintptr_t>(p);
-  CHECK(w.LeadingZeroPages(a, 16, ps) == 5u);
-  CHECK(w.LeadingZeroPages(a, 4, ps) == 4u);
-  CHECK(w.LeadingZeroPages(a + 5 * ps, 11, ps) == 0u);
-  CHECK(w.LeadingZeroPages(a + 6 * ps, 10, ps) == 3u);
-  CHECK(w.LeadingZeroPages(a + 10 * ps, 6, ps) == 6u);
-  CHECK(w.LeadingZeroPages(a, 0, ps) == 0u);
+  CHECK(w.LeadingZeroPages(a, 16, ps, IsZeroPage) == 5u);
+  CHECK(w.LeadingZeroPages(a, 4, ps, IsZeroPage) == 4u);
+  CHECK(w.LeadingZeroPages(a + 5 * ps, 11, ps, IsZeroPage) == 0u);
+  CHECK(w.LeadingZeroPages(a + 6 * ps, 10, ps, IsZeroPage) == 3u);
+  CHECK(w.LeadingZeroPages(a + 10 * ps, 6, ps, IsZeroPage) == 6u);
+  CHECK(w.LeadingZeroPages(a, 0, ps, IsZeroPage) == 0u);
   munmap(p, 16 * ps);
 }
 
@@ -56,10 +57,10 @@ TEST_CASE("a scan into memory that is gone or unreadable reports the fault and g
   {
     ScanWindow w;
     REQUIRE(w.open());
-    CHECK_FALSE(w.LeadingZeroPages(a, 8, ps).has_value());
-    CHECK(w.LeadingZeroPages(a, 3, ps) == 3u);  // the window still works after a fault
-    CHECK_FALSE(w.LeadingZeroPages(a + 4 * ps, 4, ps).has_value());
-    CHECK(w.LeadingZeroPages(a + 4 * ps, 2, ps) == 2u);
+    CHECK_FALSE(w.LeadingZeroPages(a, 8, ps, IsZeroPage).has_value());
+    CHECK(w.LeadingZeroPages(a, 3, ps, IsZeroPage) == 3u);  // the window still works after a fault
+    CHECK_FALSE(w.LeadingZeroPages(a + 4 * ps, 4, ps, IsZeroPage).has_value());
+    CHECK(w.LeadingZeroPages(a + 4 * ps, 2, ps, IsZeroPage) == 2u);
   }
   CHECK(ScanWindow::recovered_faults() == before + 2);
   munmap(p, 6 * ps);
@@ -70,7 +71,7 @@ TEST_CASE("only one window is open at a time") {
   REQUIRE(a.open());
   ScanWindow b;
   CHECK_FALSE(b.open());
-  CHECK_FALSE(b.LeadingZeroPages(0, 1, PageSize()).has_value());
+  CHECK_FALSE(b.LeadingZeroPages(0, 1, PageSize(), IsZeroPage).has_value());
 }
 
 std::atomic<int> g_calls{0};
