@@ -68,16 +68,6 @@ bool Hex(string_view token, string_view key, uint64_t* out) {
   return absl::SimpleHexAtoi(v.substr(2), out);
 }
 
-bool ParseSession(string_view hex, std::array<uint8_t, 16>* out) {
-  if (hex.size() != 32) return false;
-  for (size_t i = 0; i < 16; ++i) {
-    uint32_t v = 0;
-    if (!absl::SimpleHexAtoi(hex.substr(2 * i, 2), &v)) return false;
-    (*out)[i] = static_cast<uint8_t>(v);
-  }
-  return true;
-}
-
 }  // namespace
 
 const char* DigestStateName(DigestState s) {
@@ -100,6 +90,16 @@ std::string SessionIdHex(const std::array<uint8_t, 16>& id) {
   std::string s;
   for (uint8_t b : id) absl::StrAppendFormat(&s, "%02x", b);
   return s;
+}
+
+bool ParseSessionIdHex(absl::string_view hex, std::array<uint8_t, 16>* out) {
+  if (hex.size() != 32) return false;
+  for (size_t i = 0; i < 16; ++i) {
+    uint32_t v = 0;
+    if (!absl::SimpleHexAtoi(hex.substr(2 * i, 2), &v)) return false;
+    (*out)[i] = static_cast<uint8_t>(v);
+  }
+  return true;
 }
 
 std::string EncodeManifest(const ImageManifest& m) {
@@ -163,7 +163,7 @@ absl::StatusOr<ImageManifest> ParseManifest(std::string_view text_in) {
                v <= 65536 && (v & (v - 1)) == 0) {
       m.page_size = static_cast<uint32_t>(v);
       seen |= kPage;
-    } else if (key == "session" && t.size() == 2 && ParseSession(t[1], &m.session_id)) {
+    } else if (key == "session" && t.size() == 2 && ParseSessionIdHex(t[1], &m.session_id)) {
       seen |= kSession;
     } else if (key == "channels" && t.size() == 2 && absl::SimpleAtoi(t[1], &v) && v >= 1 &&
                v <= 64) {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace procmig {
 
@@ -90,6 +91,8 @@ absl::StatusOr<ImageManifest> ParseManifest(std::string_view text);
 
 // Lower-case hex of the session id (the directory name `procmig receive` gives a session).
 std::string SessionIdHex(const std::array<uint8_t, 16>& id);
+// Its inverse: 32 hex digits (either case) into `out`; false otherwise.
+bool ParseSessionIdHex(absl::string_view hex, std::array<uint8_t, 16>* out);
 
 }  // namespace procmig
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/status_macros.h"
+#include "migration/image_manifest.h"
 
 namespace procmig {
 namespace {
@@ -201,9 +202,8 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageWriter::Begin(const std::strin
 
 size_t ImageWriter::RemoveStaleSessionTemps(const std::string& store_dir) {
   return RemoveStaleTemps(store_dir, [](absl::string_view n) {
-    return n.size() == 32 && std::all_of(n.begin(), n.end(), [](char c) {
-             return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-           });
+    std::array<uint8_t, 16> id;  // a name SessionIdHex gives, lower case
+    return ParseSessionIdHex(n, &id) && SessionIdHex(id) == n;
   });
 }
 
