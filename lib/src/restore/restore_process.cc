@@ -153,6 +153,22 @@ void ReportKilled(long pid, int sig, bool core) {
   }
 }
 
+// init shares our memory and returns from the blob region's clone3 wrapper only after its child
+// exists, and the child may run through the blob and report before init is scheduled again (seen
+// on a loaded 2-CPU machine: init faulted on the instruction after its syscall, in a region
+// already unmapped, and its PID namespace died with it, the restored process included). True once
+// init has left the blob (it stores created_ns right after the wrapper returns), false if it had
+// not within `timeout_ns`.
+bool WaitInitLeftBlob(const InitArgs* ia, uint64_t timeout_ns) {
+  const uint64_t until = NowNs() + timeout_ns;
+  while (__atomic_load_n(&ia->created_ns, __ATOMIC_ACQUIRE) == 0) {
+    if (NowNs() >= until) return false;
+    timespec nap{0, 20'000};
+    nanosleep(&nap, nullptr);
+  }
+  return true;
+}
+
 // MADV_DONTFORK on every VMA of ours outside the ranges the blob keeps (and MADV_DOFORK again
 // when done): the new process unmaps them first thing, so copying their page tables into it
 // only lengthens the pause. Best effort: a VMA the kernel refuses is simply copied. `also` is
@@ -563,7 +579,11 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     got += static_cast<size_t>(n);
   }
   close(p[0]);
-  munmap(region, plan->region_bytes);
+  // The blob region goes once init is out of it; an init that never comes back keeps it (a leak
+  // in this process is better than a fault in init).
+  if (init_args == nullptr || WaitInitLeftBlob(init_args, 2'000'000'000ull)) {
+    munmap(region, plan->region_bytes);
+  }
   if (got == sizeof rep && rep.kind == abi::kReportRunning) {
     out.running_at_ns = NowNs();
     out.start_ns = out.running_at_ns - t0;
