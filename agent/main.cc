@@ -67,6 +67,8 @@ constexpr Command kCommands[] = {
      "  --xbzrle-cache BYTES    the sender's page cache for XBZRLE; default 64M\n"
      "  --compress LEVEL        zlib level 1..9; 0 (default) is off\n"
      "  --compress-threads N    default 2\n"
+     "  --compress-always       compress every page; by default a page goes raw when the link\n"
+     "                          would otherwise wait for the compressor\n"
      "  --channels N            parallel connections; default 1\n"
      "  --tracker NAME          auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full\n"
      "  --transport NAME        auto, io_uring, posix\n"

@@ -105,6 +105,7 @@ std::optional<int> ParseOptions(const char* cmd, const ArgParser& p, MigrationOp
   if (auto v = p.Value("compress-threads"); v && !ParseInt(*v, &o->compress_threads)) {
     return bad("--compress-threads needs a number");
   }
+  o->compress_always = p.Has("compress-always");
   if (auto v = p.Value("channels"); v && !ParseInt(*v, &o->channels)) {
     return bad("--channels needs a number");
   }
@@ -189,7 +190,7 @@ std::optional<int> ParsePid(const char* cmd, const ArgParser& p, int* pid) {
 }  // namespace
 
 int RunMigrateCommand(std::span<const std::string_view> args) {
-  ArgParser p("migrate", {"xbzrle", "no-auto-converge", "json"},
+  ArgParser p("migrate", {"xbzrle", "no-auto-converge", "json", "compress-always"},
               std::vector<std::string_view>(std::begin(kValued), std::end(kValued)));
   if (!p.Parse(args)) return 2;
   int pid = 0;
@@ -205,7 +206,8 @@ int RunMigrateCommand(std::span<const std::string_view> args) {
 }
 
 int RunCheckpointCommand(std::span<const std::string_view> args) {
-  ArgParser p("checkpoint", {"xbzrle", "no-auto-converge", "json", "leave-running"},
+  ArgParser p("checkpoint",
+              {"xbzrle", "no-auto-converge", "json", "leave-running", "compress-always"},
               std::vector<std::string_view>(std::begin(kValued), std::end(kValued)));
   if (!p.Parse(args)) return 2;
   int pid = 0;

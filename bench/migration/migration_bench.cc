@@ -7,8 +7,9 @@
 //
 // Scenarios: random-1ch, random-2ch (random content, 1 or 2 channels), zero (touched zero pages),
 // dirty-32 and dirty-32-xbzrle (a writer dirtying random pages at 32 MB/s, XBZRLE off/on), all
-// over loopback; netem-dirty-32 and netem-dirty-32-zlib (the same writer on compressible content,
-// zlib off/on) to a receiver in a network namespace the bench creates, over a veth pair shaped
+// over loopback; netem-dirty-32, netem-dirty-32-zlib and netem-dirty-32-zlib-always (the same
+// writer on compressible content: zlib off, on where it does not keep the link waiting, on for
+// every page) to a receiver in a network namespace the bench creates, over a veth pair shaped
 // to 100 MB/s (netns_link.h; as root with `ip` and `tc`, else reported as not run);
 // live-random-1ch, live-random-2ch and live-zero: the first three, to a live receiver (`receive
 // --once --detach`) that restores the process into fresh memory, judged against that ceiling.
@@ -258,11 +259,14 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
       "", med("normal_pages"), med("zero_pages"), med("xbzrle_pages"),
       med("xbzrle_bytes") / 1048576, med("xbzrle_cache_misses"), med("xbzrle_overflows"),
       med("dirty_pages_rate"));
-  if (med("compressed_pages") > 0) {
+  if (med("compressed_pages") > 0 || med("compress_skipped_pages") > 0) {
     const double zin = med("compressed_pages") * static_cast<double>(sysconf(_SC_PAGESIZE));
-    std::printf("%-20s zlib pages %.0f: %.1f MiB of pages as %.1f MiB (%.2fx)\n", "",
-                med("compressed_pages"), zin / 1048576, med("compressed_bytes") / 1048576,
-                med("compressed_bytes") > 0 ? zin / med("compressed_bytes") : 0);
+    std::printf(
+        "%-20s zlib pages %.0f: %.1f MiB of pages as %.1f MiB (%.2fx); %.0f pages sent raw "
+        "rather than keep the link waiting\n",
+        "", med("compressed_pages"), zin / 1048576, med("compressed_bytes") / 1048576,
+        med("compressed_bytes") > 0 ? zin / med("compressed_bytes") : 0,
+        med("compress_skipped_pages"));
   }
   if (s.dirty_mbps > 0) {
     std::printf(
@@ -387,6 +391,12 @@ int Main(int argc, char** argv) {
       {"dirty-32-xbzrle", "random", 32, {"--xbzrle"}},
       {"netem-dirty-32", "compressible", 32, {}, true},
       {"netem-dirty-32-zlib", "compressible", 32, {"--compress", "1"}, true},
+      // Every page through zlib, as before compression yielded to the link (compress_adaptive).
+      {"netem-dirty-32-zlib-always",
+       "compressible",
+       32,
+       {"--compress", "1", "--compress-always"},
+       true},
       // The same memory restored live: the destination is fresh memory, not the store.
       {"live-random-1ch", "random", 0, {"--channels", "1"}, false, true},
       {"live-random-2ch", "random", 0, {"--channels", "2"}, false, true},

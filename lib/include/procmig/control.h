@@ -46,6 +46,9 @@ struct MigrationOptions {
   uint64_t xbzrle_cache_bytes = 64ull << 20;
   int compress_level = 0;  // 0 = off, 1..9 = zlib level
   int compress_threads = 2;
+  // Compress every page even where the link then waits for the compressor; by default a page
+  // goes raw when the link would otherwise run dry (PageSenderConfig::compress_adaptive).
+  bool compress_always = false;
   int channels = 1;
   std::string tracker = "auto";    // auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full
   std::string transport = "auto";  // auto, io_uring, posix
@@ -84,10 +87,11 @@ struct MigrationStats {
   uint64_t xbzrle_pages = 0;
   uint64_t xbzrle_cache_misses = 0;
   uint64_t xbzrle_overflows = 0;
-  uint64_t compressed_pages = 0;  // zlib pages
-  uint64_t compressed_bytes = 0;  // their bytes on the wire (after compression)
-  uint64_t dirty_pages_rate = 0;  // pages/s over the last iteration
-  uint64_t throughput_bps = 0;    // bytes/s over the last iteration
+  uint64_t compressed_pages = 0;        // zlib pages
+  uint64_t compressed_bytes = 0;        // their bytes on the wire (after compression)
+  uint64_t compress_skipped_pages = 0;  // sent raw: the link would have waited for zlib
+  uint64_t dirty_pages_rate = 0;        // pages/s over the last iteration
+  uint64_t throughput_bps = 0;          // bytes/s over the last iteration
   uint64_t expected_downtime_ms = 0;
   // Measured (0 until known): first park of the final stop to the end of stream written, i.e.
   // the pause the program sees until the destination has everything.

@@ -44,7 +44,7 @@ absl::string_view PhaseToken(MigrationPhase p) {
 }
 
 // The numeric statistics, by wire name. One table drives encoding, decoding and JSON.
-constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 25> kStatFields = {{
+constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 26> kStatFields = {{
     {"iteration", &MigrationStats::iteration},
     {"total_bytes", &MigrationStats::total_bytes},
     {"remaining_bytes", &MigrationStats::remaining_bytes},
@@ -58,6 +58,7 @@ constexpr std::array<std::pair<absl::string_view, uint64_t MigrationStats::*>, 2
     {"xbzrle_overflows", &MigrationStats::xbzrle_overflows},
     {"compressed_pages", &MigrationStats::compressed_pages},
     {"compressed_bytes", &MigrationStats::compressed_bytes},
+    {"compress_skipped_pages", &MigrationStats::compress_skipped_pages},
     {"dirty_pages_rate", &MigrationStats::dirty_pages_rate},
     {"throughput_bps", &MigrationStats::throughput_bps},
     {"expected_downtime_ms", &MigrationStats::expected_downtime_ms},
@@ -155,6 +156,7 @@ void EncodeOptions(const MigrationOptions& o, std::string* out) {
   Put(out, "xbzrle_cache_bytes", o.xbzrle_cache_bytes);
   Put(out, "compress_level", static_cast<uint64_t>(o.compress_level));
   Put(out, "compress_threads", static_cast<uint64_t>(o.compress_threads));
+  Put(out, "compress_always", o.compress_always);
   Put(out, "channels", static_cast<uint64_t>(o.channels));
   Put(out, "tracker", o.tracker);
   Put(out, "transport", o.transport);
@@ -178,6 +180,7 @@ absl::Status DecodeOption(absl::string_view key, const std::string& v, Migration
   if (key == "leave_running") return ParseBool(key, v, &o->leave_running);
   if (key == "xbzrle") return ParseBool(key, v, &o->xbzrle);
   if (key == "auto_converge") return ParseBool(key, v, &o->auto_converge);
+  if (key == "compress_always") return ParseBool(key, v, &o->compress_always);
   if (key == "max_bandwidth") return ParseNumber(key, v, &o->max_bandwidth);
   if (key == "downtime_limit_ms") return ParseNumber(key, v, &o->downtime_limit_ms);
   if (key == "final_timeout_ms") return ParseNumber(key, v, &o->final_timeout_ms);

@@ -124,6 +124,7 @@ MigrationStats ToStats(const SenderStats& s) {
   m.xbzrle_overflows = s.pages.xbzrle_overflows;
   m.compressed_pages = s.pages.compressed_pages;
   m.compressed_bytes = s.pages.compressed_bytes;
+  m.compress_skipped_pages = s.pages.compress_skipped_pages;
   m.dirty_pages_rate = s.dirty_pages_rate;
   m.throughput_bps = s.throughput_bps;
   m.expected_downtime_ms = s.expected_downtime_ms;
@@ -260,6 +261,7 @@ class SourceImpl : public MigrationSource {
     c.pages.max_bandwidth = o.max_bandwidth;
     c.pages.compress_level = o.compress_level;
     c.pages.compress_threads = o.compress_threads;
+    c.pages.compress_adaptive = !o.compress_always;
     c.leave_running = o.mode == MigrationMode::kCheckpoint && o.leave_running;
     c.park_timeout_ms = setup_.park_timeout_ms;
     c.final_timeout_ms = static_cast<int>(o.final_timeout_ms);

@@ -430,12 +430,15 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     }
     // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
   }
-  if (pool_) RETURN_IF_ERROR(CompressRun(count, live));
+  if (pool_) RETURN_IF_ERROR(CompressRun(count, live, channel));
   RETURN_IF_ERROR(EmitRun(id, first, count, channel));
   if (channel != 0) spread_ = true;
   counters_.pages += count;
   iter_pages_ += count;
-  if (BatchBytes() >= config_.flush_bytes) RETURN_IF_ERROR(Flush());
+  const size_t batch = BatchBytes();
+  if (batch >= config_.flush_bytes || (starved_ && batch >= kEagerFlushBytes)) {
+    RETURN_IF_ERROR(Flush());
+  }
   return absl::OkStatus();
 }
 
@@ -494,16 +497,42 @@ absl::Status PageSender::UseZlib(wire::PageEntry& e, const uint8_t* z, size_t si
   return absl::OkStatus();
 }
 
-absl::Status PageSender::CompressRun(uint64_t count, bool live) {
+absl::StatusOr<bool> PageSender::LinkStarved(size_t channel) {
+  if (!config_.compress_adaptive || (rate_limited_ && !limiter_.unlimited())) return false;
+  const std::optional<Channel::SendQueue> q = channels_[channel]->PendingSend();
+  if (!q.has_value() || q->unsent >= q->buffer / 4) return false;
+  // The link runs low. What the batch holds goes out first (the staged pages of this run stay);
+  // only when that is little has the compressor fallen behind the link.
+  if (BatchBytes() >= kEagerFlushBytes) {
+    RETURN_IF_ERROR(FlushBatch(/*keep_stage=*/true));
+    return false;
+  }
+  return true;
+}
+
+absl::Status PageSender::CompressRun(uint64_t count, bool live, size_t channel) {
   // The pages are staged copies: they cannot change while the workers read them.
   uint32_t n = 0;
   for (uint64_t i = 0; i < count; ++i) {
     if (entries_[i].encoding == wire::PageEncoding::kRaw) z_index_[n++] = static_cast<uint32_t>(i);
   }
+  starved_ = false;
+  // Pages z_index_[limit, n) stay raw: the link asked for them before the compressor got there.
+  uint32_t limit = n;
+  auto starve_from = [&](uint32_t k) {
+    counters_.compress_skipped_pages += limit - k;
+    limit = k;
+    starved_ = true;
+  };
   if (!live) {
     // The final phase (its own task; the workers may not run in a frozen copy): compress here,
     // with no allocation.
-    for (uint32_t k = 0; k < n; ++k) {
+    for (uint32_t k = 0; k < limit; ++k) {
+      ASSIGN_OR_RETURN(const bool starved, LinkStarved(channel));
+      if (starved) {
+        starve_from(k);
+        break;
+      }
       wire::PageEntry& e = entries_[z_index_[k]];
       ASSIGN_OR_RETURN(size_t size, inline_z_->Compress(e.data.data(), e.data.size(),
                                                         z_scratch_.get(), z_scratch_size_));
@@ -512,12 +541,18 @@ absl::Status PageSender::CompressRun(uint64_t count, bool live) {
     return absl::OkStatus();
   }
   uint32_t submitted = 0;
-  for (uint32_t collected = 0; collected < n; ++collected) {
-    while (submitted < n && !pool_->Full()) {
+  for (uint32_t collected = 0; collected < limit; ++collected) {
+    while (submitted < limit && !pool_->Full()) {
+      ASSIGN_OR_RETURN(const bool starved, LinkStarved(channel));
+      if (starved) {
+        starve_from(submitted);
+        break;
+      }
       const wire::PageEntry& e = entries_[z_index_[submitted]];
       RETURN_IF_ERROR(pool_->Submit(e.data.data(), e.data.size()).status());
       ++submitted;
     }
+    if (collected == limit) break;
     ASSIGN_OR_RETURN(CompressPool::Result r, pool_->Collect());
     RETURN_IF_ERROR(UseZlib(entries_[z_index_[collected]], r.data, r.size));
   }

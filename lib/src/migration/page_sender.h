@@ -50,6 +50,16 @@ struct PageSenderConfig {
   // threads do not exist, compresses on its own thread with a compressor made at Create().
   int compress_level = 0;
   int compress_threads = 1;
+  // Compression while the link is busy only: before a page is compressed, the run's channel is
+  // asked how much it still has to send (Channel::PendingSend). When that is under a quarter of
+  // its send buffer, what the batch holds is written at once, and if the batch held little, the
+  // compressor is behind the link: the rest of the run goes raw (and is written as soon as 64 KiB
+  // gather) instead of leaving the link idle. So compression costs no time where the link is
+  // faster than the compressor (loopback; the final phase's single compressing thread) and takes
+  // every page where the link is the slower (QEMU's compress-wait-thread=off, judged by the link
+  // rather than by the threads). Off, or under max_bandwidth (the token bucket is the link then),
+  // or on a channel that cannot say: every page is compressed.
+  bool compress_adaptive = true;
   // Stretches of zero pages go out as zero_run records (wire feature bit 3, which a receiver
   // older than the record refuses); off: every zero page is a 12-byte page_run descriptor.
   bool zero_runs = true;
@@ -65,9 +75,10 @@ struct PageSenderCounters {
   uint64_t xbzrle_bytes = 0;
   uint64_t xbzrle_cache_misses = 0;
   uint64_t xbzrle_overflows = 0;
-  uint64_t compressed_pages = 0;  // sent as zlib
-  uint64_t compressed_bytes = 0;  // their zlib streams' bytes
-  uint64_t pages = 0;             // all pages sent, any encoding
+  uint64_t compressed_pages = 0;        // sent as zlib
+  uint64_t compressed_bytes = 0;        // their zlib streams' bytes
+  uint64_t compress_skipped_pages = 0;  // sent raw: the link would have waited for the compressor
+  uint64_t pages = 0;                   // all pages sent, any encoding
 };
 
 class PageSender {
@@ -175,8 +186,12 @@ class PageSender {
   uint64_t StageRun(uintptr_t addr, uint64_t count, bool live);
   // process_vm_readv of `count` pages at addr into out; returns the pages read.
   size_t ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out);
-  // Replaces the raw pages of entries_[0, count) by zlib streams where that is smaller.
-  absl::Status CompressRun(uint64_t count, bool live);
+  // Replaces the raw pages of entries_[0, count) by zlib streams where that is smaller, as far
+  // as the link lets it (LinkStarved).
+  absl::Status CompressRun(uint64_t count, bool live, size_t channel);
+  // compress_adaptive: true when `channel` is about to run dry and the batch has too little for
+  // it (the next pages go raw); a batch with enough in it is written first (keeping the stage).
+  absl::StatusOr<bool> LinkStarved(size_t channel);
   // Makes entry e a zlib page of `size` bytes at `z` (copied into the staging area) when that
   // is smaller than a raw page.
   absl::Status UseZlib(wire::PageEntry& e, const uint8_t* z, size_t size);
@@ -210,6 +225,9 @@ class PageSender {
   std::unique_ptr<uint8_t[]> z_scratch_;      // inline_z_'s output
   size_t z_scratch_size_ = 0;
   std::unique_ptr<uint32_t[]> z_index_;  // entries of a run handed to the pool
+  // A batch this big is written as soon as the link runs low (LinkStarved, after a starved run).
+  static constexpr size_t kEagerFlushBytes = 64u << 10;
+  bool starved_ = false;  // the last run's compression stopped for the link
   RateLimiter limiter_;
   bool rate_limited_ = true;
   std::function<absl::Status()> after_flush_;

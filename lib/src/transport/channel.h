@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -70,6 +71,17 @@ class Channel {
   virtual void Abort() = 0;
   // Releases the descriptor. Last call; see the threading contract above.
   virtual absl::Status Close() = 0;
+
+  // What the kernel still holds of this channel's writes, not yet sent to the peer, against the
+  // socket's send buffer: how a sender sees that the link is about to wait for it. For TCP
+  // sockets (SIOCOUTQNSD and SO_SNDBUF, which counts the kernel's overhead too, so `unsent`
+  // tops out below `buffer`); nullopt for files, pipes and in-process channels, or when the
+  // kernel does not say. Called by the writing thread between its writes.
+  struct SendQueue {
+    size_t unsent = 0;
+    size_t buffer = 0;
+  };
+  virtual std::optional<SendQueue> PendingSend() const { return std::nullopt; }
 
   // "io_uring", "posix" or "memory".
   virtual std::string_view kind() const = 0;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "transport/iovec_cursor.h"
+#include "transport/posix_channel.h"
 
 // Linux 6.2 uapi; liburing 2.3's copy of io_uring.h predates them.
 #ifndef IORING_SEND_ZC_REPORT_USAGE
@@ -344,6 +345,11 @@ absl::Status IoUringChannel::ReadExact(void* buf, size_t len) {
     done += r;
   }
   return absl::OkStatus();
+}
+
+std::optional<Channel::SendQueue> IoUringChannel::PendingSend() const {
+  if (type_ != FdType::kSocket) return std::nullopt;
+  return TcpSendQueue(fd_.get());
 }
 
 absl::Status IoUringChannel::Shutdown() {

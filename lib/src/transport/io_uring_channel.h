@@ -52,6 +52,7 @@ class IoUringChannel : public Channel {
   absl::Status Shutdown() override;
   void Abort() override;
   absl::Status Close() override;
+  std::optional<SendQueue> PendingSend() const override;
   std::string_view kind() const override { return "io_uring"; }
 
   // True while writes go through SENDMSG_ZC.

@@ -1,7 +1,9 @@
 #include "transport/posix_channel.h"
 
 #include <limits.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -125,6 +127,23 @@ absl::Status PosixChannel::ReadExact(void* buf, size_t len) {
     done += r;
   }
   return absl::OkStatus();
+}
+
+std::optional<Channel::SendQueue> TcpSendQueue(int fd) {
+  // SIOCOUTQNSD: bytes written and not yet sent (TCP only; other sockets and files refuse it).
+  int unsent = 0;
+  int buffer = 0;
+  socklen_t len = sizeof buffer;
+  if (ioctl(fd, SIOCOUTQNSD, &unsent) != 0 || unsent < 0) return std::nullopt;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, &len) != 0 || buffer <= 0) {
+    return std::nullopt;
+  }
+  return Channel::SendQueue{static_cast<size_t>(unsent), static_cast<size_t>(buffer)};
+}
+
+std::optional<Channel::SendQueue> PosixChannel::PendingSend() const {
+  if (!is_socket_) return std::nullopt;
+  return TcpSendQueue(fd_.get());
 }
 
 absl::Status PosixChannel::Shutdown() {

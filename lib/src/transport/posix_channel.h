@@ -31,6 +31,7 @@ class PosixChannel : public Channel {
   absl::Status Shutdown() override;
   void Abort() override;
   absl::Status Close() override;
+  std::optional<SendQueue> PendingSend() const override;
   std::string_view kind() const override { return "posix"; }
 
  private:
@@ -53,6 +54,9 @@ class PosixChannel : public Channel {
   std::atomic<bool> write_shut_{false};
   std::atomic<bool> aborted_{false};
 };
+
+// Channel::PendingSend for a TCP socket `fd`; nullopt for anything else.
+std::optional<Channel::SendQueue> TcpSendQueue(int fd);
 
 }  // namespace procmig
 

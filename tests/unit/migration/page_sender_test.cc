@@ -1,16 +1,20 @@
 // PageSender on its own: memory the test owns goes out over a MemoryChannel and comes back
 // through the real StreamReader. Checks which records a block's zero stretches become (zero_run
 // against inline zero descriptors, by the byte-cost rule in EmitRun), the exact page ranges, the
-// raw pages' bytes after the staging area's compaction, and the counters.
+// raw pages' bytes after the staging area's compaction, and the counters; and which pages zlib
+// takes when the link (a channel reporting a scripted send queue) is busy or about to run dry.
 #include "migration/page_sender.h"
 
 #include <doctest/doctest.h>
 #include <sys/mman.h>
 
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "codec/zlib_codec.h"
 #include "os/fault_guard.h"
 #include "transport/memory_channel.h"
 #include "wire/stream_reader.h"
@@ -67,6 +71,38 @@ std::string Describe(const std::vector<Seen>& v) {
   return out;
 }
 
+// A channel that writes through to `inner` and reports the send queue `queue` says: the link as
+// the page sender sees it, scripted (the real TCP queue is tested in tests/unit/transport).
+class ScriptedQueueChannel : public Channel {
+ public:
+  ScriptedQueueChannel(Channel* inner, std::function<std::optional<SendQueue>()> queue)
+      : Channel("scripted " + inner->name()), inner_(inner), queue_(std::move(queue)) {}
+  absl::Status WriteV(const iovec* iov, size_t n) override { return inner_->WriteV(iov, n); }
+  absl::Status ReadExact(void* buf, size_t len) override { return inner_->ReadExact(buf, len); }
+  absl::StatusOr<size_t> ReadSome(void* buf, size_t cap) override {
+    return inner_->ReadSome(buf, cap);
+  }
+  absl::Status Shutdown() override { return inner_->Shutdown(); }
+  void Abort() override { inner_->Abort(); }
+  absl::Status Close() override { return inner_->Close(); }
+  std::optional<SendQueue> PendingSend() const override { return queue_(); }
+  std::string_view kind() const override { return "scripted"; }
+
+ private:
+  Channel* inner_;
+  std::function<std::optional<SendQueue>()> queue_;
+};
+
+// Compression for SendAndRead: the level, compress_adaptive, and the queue the channel reports
+// (nullopt: a channel that cannot say).
+struct Zlib {
+  int level = 1;
+  bool adaptive = true;
+  std::function<std::optional<Channel::SendQueue>()> queue = [] {
+    return std::optional<Channel::SendQueue>();
+  };
+};
+
 struct Sent {
   std::vector<Seen> runs;  // page_run and zero_run records, in order
   uint64_t bytes = 0;      // the whole stream
@@ -79,8 +115,9 @@ struct Sent {
 // Sends `blocks` in full, reads the stream back and checks every raw page against the memory.
 // `live`: as while the program runs (zero pages looked for in place first), else as the frozen
 // copy sends (every page copied first).
+// `zlib`: compressed pages are inflated and checked like raw ones, and show as "C".
 Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks, bool zero_runs,
-                 bool live = true) {
+                 bool live = true, const Zlib* zlib = nullptr) {
   MemoryPipeOptions o;
   o.capacity = 64u << 20;
   auto pair = MemoryChannel::CreatePair(o);
@@ -89,7 +126,19 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
   c.preamble.page_size = kPage;
   for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
   c.zero_runs = zero_runs;
-  auto sender = PageSender::Create(c, pair->first.get());
+  std::optional<ScriptedQueueChannel> scripted;
+  Channel* channel = pair->first.get();
+  if (zlib != nullptr) {
+    c.compress_level = zlib->level;
+    c.compress_threads = 2;
+    c.compress_adaptive = zlib->adaptive;
+    scripted.emplace(channel, zlib->queue);
+    channel = &*scripted;
+  }
+  auto inflater = ZlibDecompressor::Create();
+  REQUIRE(inflater.ok());
+  std::vector<uint8_t> page(kPage);
+  auto sender = PageSender::Create(c, channel);
   REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
   PageSender& s = **sender;
   for (const auto& [m, id] : blocks) REQUIRE(s.AddBlock(m->Block(id)).ok());
@@ -133,11 +182,23 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
       REQUIRE(m != nullptr);
       for (size_t i = 0; i < run->pages.size(); ++i) {
         const wire::PageEntry& e = run->pages[i];
-        seen.encodings += e.encoding == wire::PageEncoding::kRaw ? "R" : "Z";
-        if (e.encoding != wire::PageEncoding::kRaw) continue;
         const uint8_t* want = m->p + (run->first_page + i) * kPage;
-        CHECK_MESSAGE(std::memcmp(e.data.data(), want, kPage) == 0, "block ", run->block_id,
-                      " page ", run->first_page + i);
+        const uint8_t* got = e.data.data();
+        switch (e.encoding) {
+          case wire::PageEncoding::kRaw:
+            seen.encodings += "R";
+            break;
+          case wire::PageEncoding::kZlib:
+            seen.encodings += "C";
+            REQUIRE((*inflater)->DecompressExact(got, e.data.size(), page.data(), kPage).ok());
+            got = page.data();
+            break;
+          default:
+            seen.encodings += "Z";
+            continue;
+        }
+        CHECK_MESSAGE(std::memcmp(got, want, kPage) == 0, "block ", run->block_id, " page ",
+                      run->first_page + i);
       }
       out.runs.push_back(seen);
     }
@@ -253,6 +314,97 @@ TEST_CASE("memory that became unreadable under the sender ends the block there, 
     CHECK(ScanWindow::recovered_faults() == faults_before + (live ? 1 : 0));
   }
   REQUIRE(mprotect(m.p + 20 * kPage, kPage, PROT_READ | PROT_WRITE) == 0);
+}
+
+TEST_CASE("zlib takes every page while the link is busy and none while it would wait") {
+  // 300 compressible pages (a pattern repeating every 256 bytes) and 8 zero pages, sent live
+  // (the pool) and as the frozen copy (inline); the stream is read back and every page checked.
+  Mapping m(308);
+  for (size_t i = 0; i < 300; ++i) m.Fill(i, 5);
+  const std::string data(300, 'C');
+  auto run_of = [](const std::string& enc) {
+    return std::vector<Seen>{{T::kPageRun, 3, 0, 300, enc}, {T::kZeroRun, 3, 300, 8, ""}};
+  };
+  for (bool live : {true, false}) {
+    CAPTURE(live);
+    // Busy: 3 MiB waiting in a 4 MiB buffer.
+    Zlib busy;
+    busy.queue = [] { return std::optional<Channel::SendQueue>({3u << 20, 4u << 20}); };
+    Sent b = SendAndRead({{&m, 3}}, true, live, &busy);
+    CHECK_MESSAGE(b.runs == run_of(data), Describe(b.runs));
+    CHECK(b.counters.compressed_pages == 300);
+    CHECK(b.counters.compress_skipped_pages == 0);
+    CHECK(b.counters.normal_pages == 0);
+
+    // Dry (nothing queued, nothing in the batch): the pages go raw, none waits for zlib.
+    Zlib dry;
+    dry.queue = [] { return std::optional<Channel::SendQueue>({0, 4u << 20}); };
+    Sent d = SendAndRead({{&m, 3}}, true, live, &dry);
+    CHECK_MESSAGE(d.runs == run_of(std::string(300, 'R')), Describe(d.runs));
+    CHECK(d.counters.compressed_pages == 0);
+    CHECK(d.counters.compress_skipped_pages == 300);
+    CHECK(d.counters.normal_pages == 300);
+    CHECK(d.bytes > b.bytes + 300 * (kPage - 1024));
+
+    // Just under a quarter of the buffer is dry; a quarter is busy.
+    Zlib edge;
+    edge.queue = [] { return std::optional<Channel::SendQueue>({(1u << 20) - 1, 4u << 20}); };
+    CHECK(SendAndRead({{&m, 3}}, true, live, &edge).counters.compressed_pages == 0);
+    edge.queue = [] { return std::optional<Channel::SendQueue>({1u << 20, 4u << 20}); };
+    CHECK(SendAndRead({{&m, 3}}, true, live, &edge).counters.compressed_pages == 300);
+
+    // Busy for the first 100 asks, then dry: the run is compressed up to where the link ran
+    // low (each page is asked about once, in order, before it is compressed) and raw after.
+    Zlib turns;
+    int asked = 0;
+    turns.queue = [&asked] {
+      return std::optional<Channel::SendQueue>({++asked <= 100 ? 3u << 20 : 0u, 4u << 20});
+    };
+    Sent t = SendAndRead({{&m, 3}}, true, live, &turns);
+    CHECK_MESSAGE(t.runs == run_of(std::string(100, 'C') + std::string(200, 'R')),
+                  Describe(t.runs));
+    CHECK(t.counters.compress_skipped_pages == 200);
+    CHECK(asked == 101);
+
+    // compress_always, or a channel that cannot say: every page is compressed however dry.
+    Zlib always = dry;
+    always.adaptive = false;
+    CHECK(SendAndRead({{&m, 3}}, true, live, &always).runs == run_of(data));
+    Zlib unknown;
+    CHECK(SendAndRead({{&m, 3}}, true, live, &unknown).runs == run_of(data));
+  }
+}
+
+TEST_CASE("a dry link is given what the batch holds before any page goes raw") {
+  // Block 1: 20 pages of noise, sent while the link is busy: zlib cannot shrink them, so they
+  // wait in the batch raw, 80 KiB. Then the link reports dry. The first page of block 2 finds
+  // the batch over 64 KiB: it is written and that page is compressed after all; at the next
+  // page the batch is empty and the link still dry, so the rest of the run goes raw.
+  Mapping noise(20), pattern(10);
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (size_t k = 0; k < noise.pages * kPage / 8; ++k) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(noise.p + 8 * k, &x, 8);
+  }
+  for (size_t i = 0; i < pattern.pages; ++i) pattern.Fill(i, 9);
+  for (bool live : {true, false}) {
+    CAPTURE(live);
+    int asked = 0;
+    Zlib z;
+    z.queue = [&asked] {
+      return std::optional<Channel::SendQueue>({++asked <= 20 ? 3u << 20 : 0u, 4u << 20});
+    };
+    Sent s = SendAndRead({{&noise, 1}, {&pattern, 2}}, true, live, &z);
+    const std::vector<Seen> want = {{T::kPageRun, 1, 0, 20, std::string(20, 'R')},
+                                    {T::kPageRun, 2, 0, 10, "C" + std::string(9, 'R')}};
+    CHECK_MESSAGE(s.runs == want, Describe(s.runs));
+    CHECK(asked == 22);
+    CHECK(s.counters.compressed_pages == 1);
+    CHECK(s.counters.compress_skipped_pages == 9);
+    CHECK(s.counters.normal_pages == 29);
+  }
 }
 
 }  // namespace

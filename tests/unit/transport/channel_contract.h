@@ -6,8 +6,10 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -64,6 +67,65 @@ inline void CheckRoundTrip(const ChannelFactory& make) {
 
 // The peer vanishes while we write: Unavailable (EPIPE/ECONNRESET), never SIGPIPE or a hang.
 // The peer vanishes while we read: Unavailable naming the EOF position.
+// PendingSend: a TCP socket reports what it holds unsent and its send buffer. What the peer has
+// not read sits in its receive queue or, once that is full, unsent in ours, so the two add up to
+// everything written; once the peer has read it all, nothing is unsent. UNIX sockets and pipes
+// have no such queue.
+inline void CheckPendingSend(const ChannelFactory& make) {
+  SocketOptions o;
+  o.send_buffer_bytes = 1 << 20;   // the kernel doubles it: 512 KiB fit without blocking
+  o.recv_buffer_bytes = 64 << 10;  // and the peer takes far less than that
+  auto fds = TcpLoopbackPair(o);
+  const int peer = fds.second.get();
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  REQUIRE(getsockopt(fds.first.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0);
+  auto a = make(std::move(fds.first));
+  std::optional<Channel::SendQueue> q = a->PendingSend();
+  REQUIRE(q.has_value());
+  CHECK(q->unsent == 0);
+  CHECK(q->buffer == static_cast<size_t>(sndbuf));
+
+  constexpr size_t kTotal = 512 << 10;
+  std::vector<uint8_t> data(kTotal);
+  for (size_t i = 0; i < kTotal; ++i) data[i] = static_cast<uint8_t>(i * 131 + 7);
+  REQUIRE(a->Write(data.data(), kTotal).ok());
+  // Loopback delivers at once, but let the stack settle (up to 2 s) before the exact sum.
+  size_t unsent = 0;
+  int inq = -1;
+  for (int i = 0; i < 200; ++i) {
+    q = a->PendingSend();
+    REQUIRE(q.has_value());
+    unsent = q->unsent;
+    REQUIRE(ioctl(peer, SIOCINQ, &inq) == 0);
+    if (unsent + static_cast<size_t>(inq) == kTotal) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(unsent + static_cast<size_t>(inq) == kTotal);
+  CHECK(unsent > 0);
+  CHECK(static_cast<size_t>(inq) < kTotal);
+
+  std::vector<uint8_t> got(kTotal);
+  size_t have = 0;
+  while (have < kTotal) {
+    ssize_t n = recv(peer, got.data() + have, kTotal - have, 0);
+    REQUIRE(n > 0);
+    have += static_cast<size_t>(n);
+  }
+  CHECK(got == data);
+  for (int i = 0; i < 200 && a->PendingSend()->unsent != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(a->PendingSend()->unsent == 0);
+
+  auto unix_pair = UnixSocketPair();
+  CHECK_FALSE(make(std::move(unix_pair.first))->PendingSend().has_value());
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  UniqueFd read_end(p[0]);
+  CHECK_FALSE(make(UniqueFd(p[1]))->PendingSend().has_value());
+}
+
 inline void CheckPeerDisconnect(const ChannelFactory& make, bool tcp) {
   auto fds = tcp ? TcpLoopbackPair() : UnixSocketPair();
   auto a = make(std::move(fds.first));

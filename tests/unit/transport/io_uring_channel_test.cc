@@ -49,6 +49,9 @@ TEST_CASE("io_uring: peer disconnect is Unavailable (unix)") {
 TEST_CASE("io_uring: peer disconnect is Unavailable (tcp)") {
   testing::CheckPeerDisconnect(Factory(Config()), true);
 }
+TEST_CASE("io_uring: a TCP socket reports what it holds unsent; others say nothing") {
+  testing::CheckPendingSend(Factory(Config()));
+}
 TEST_CASE("io_uring: EINTR storms are absorbed") { testing::CheckEintr(Factory(Config())); }
 TEST_CASE("io_uring: non-blocking descriptors wait out EAGAIN") {
   uint64_t resumes = testing::CheckNonBlocking(Factory(Config()));

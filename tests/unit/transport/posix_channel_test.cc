@@ -28,6 +28,9 @@ TEST_CASE("posix: peer disconnect is Unavailable (unix)") {
 TEST_CASE("posix: peer disconnect is Unavailable (tcp)") {
   testing::CheckPeerDisconnect(MakePosix, true);
 }
+TEST_CASE("posix: a TCP socket reports what it holds unsent; others say nothing") {
+  testing::CheckPendingSend(MakePosix);
+}
 TEST_CASE("posix: EINTR storms are absorbed") { testing::CheckEintr(MakePosix); }
 TEST_CASE("posix: non-blocking descriptors wait out EAGAIN and short writes") {
   uint64_t resumes = testing::CheckNonBlocking(MakePosix);
