@@ -15,7 +15,11 @@
 //   - a MAP_PRIVATE, writable mapping of DIR/probe.map whose odd pages were rewritten (and page 0
 //     keeps being written): the mapping must hold the modified bytes, the file the original ones;
 //   - a PROT_NONE reservation and a writable region with PROT_NONE guard pages at both ends: the
-//     guards must still fault (probed under a SIGSEGV handler) and /proc/self/maps must say ---p.
+//     guards must still fault (probed under a SIGSEGV handler) and /proc/self/maps must say ---p;
+//   - two pipes of its own (both ends held): one whose non-blocking read end keeps bytes written
+//     at start unread (an event loop's self-pipe), which must still be there, exactly, with
+//     O_NONBLOCK; one a thread blocks in read() on, fed a line "wake K" at every wake-up, which
+//     must arrive in order, its write end still close-on-exec.
 //
 // Protocol of workload_common.h: "READY ..." once set up; SIGUSR2 prints "CHECK PASS ..." or
 // "CHECK FAIL <what>" and keeps running; SIGUSR1 checks and exits; SIGTERM exits 0.
@@ -47,15 +51,22 @@ constexpr size_t kGuardedPages = 10;  // [0] and [9] are PROT_NONE guards
 constexpr size_t kAltStackBytes = 64 << 10;
 constexpr int kTlsWords = 32;
 
-enum class Kind { kSleeper, kCondvar, kFutex, kWorker, kStdin };
+enum class Kind { kSleeper, kCondvar, kFutex, kWorker, kStdin, kPipe };
 
 const char* KindName(Kind k) {
   switch (k) {
-    case Kind::kSleeper: return "nanosleep";
-    case Kind::kCondvar: return "condvar";
-    case Kind::kFutex: return "futex";
-    case Kind::kWorker: return "worker";
-    case Kind::kStdin: return "stdin-read";
+    case Kind::kSleeper:
+      return "nanosleep";
+    case Kind::kCondvar:
+      return "condvar";
+    case Kind::kFutex:
+      return "futex";
+    case Kind::kWorker:
+      return "worker";
+    case Kind::kStdin:
+      return "stdin-read";
+    case Kind::kPipe:
+      return "pipe-read";
   }
   return "?";
 }
@@ -109,21 +120,21 @@ bool CheckTls(Slot* s, char* why, size_t why_len) {
     return false;
   }
   if (t_index != s->index) {
-    snprintf(why, why_len, "thread %u (%s): TLS index is %u", s->index, KindName(s->kind),
-             t_index);
+    snprintf(why, why_len, "thread %u (%s): TLS index is %u", s->index, KindName(s->kind), t_index);
     return false;
   }
   const uint64_t* vals = TlsVals();
   for (int i = 0; i < kTlsWords; ++i) {
     if (vals[i] != TlsValue(s->index, i)) {
-      snprintf(why, why_len, "thread %u (%s): TLS word %d is %" PRIx64 ", want %" PRIx64,
-               s->index, KindName(s->kind), i, vals[i], TlsValue(s->index, i));
+      snprintf(why, why_len, "thread %u (%s): TLS word %d is %" PRIx64 ", want %" PRIx64, s->index,
+               KindName(s->kind), i, vals[i], TlsValue(s->index, i));
       return false;
     }
   }
   if (t_sum != s->shadow_sum) {
-    snprintf(why, why_len, "thread %u (%s): TLS sum %" PRIx64 " after %" PRIu64 " steps, want %" PRIx64,
-             s->index, KindName(s->kind), t_sum, t_steps, s->shadow_sum);
+    snprintf(why, why_len,
+             "thread %u (%s): TLS sum %" PRIx64 " after %" PRIu64 " steps, want %" PRIx64, s->index,
+             KindName(s->kind), t_sum, t_steps, s->shadow_sum);
     return false;
   }
   return true;
@@ -144,7 +155,18 @@ pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 uint64_t g_generation = 0;  // guarded by g_mu
 std::atomic<uint32_t> g_futex{0};
 
+// The two pipes of the process's own: [0] read end, [1] write end.
+int g_unread_pipe[2] = {-1, -1};  // read end O_NONBLOCK; holds kUnread, never drained for long
+int g_wake_pipe[2] = {-1, -1};    // write end O_CLOEXEC; a thread blocks in read() on it
+uint64_t g_wakes_sent = 0;        // lines "wake K" written (main thread only)
+const std::string kUnread("procmig: bytes left unread in a pipe\n\0\xff\x01", 41);
+
 void WakeBlocked() {
+  char line[32];
+  const int len = snprintf(line, sizeof(line), "wake %" PRIu64 "\n", ++g_wakes_sent);
+  if (write(g_wake_pipe[1], line, static_cast<size_t>(len)) != len) {
+    FailNow("write to the wake pipe: %s", strerror(errno));
+  }
   pthread_mutex_lock(&g_mu);
   ++g_generation;
   pthread_cond_broadcast(&g_cv);
@@ -215,11 +237,15 @@ void WorkerLoop(Slot* s) {
 std::atomic<uint64_t> g_stdin_lines{0};
 std::atomic<bool> g_stdin_eof{false};
 
-void StdinLoop(Slot* s) {
+// Reads lines "<word> K", K = 1, 2, ... in order, from `fd` (blocking), counting them in
+// *lines; end of file is the end when `eof` is given (it is set), else a failure. `what` names
+// the source in messages.
+void LineLoop(Slot* s, int fd, const char* word, const char* what, std::atomic<uint64_t>* lines,
+              std::atomic<bool>* eof) {
   char buf[256];
   std::string line;
   for (;;) {
-    const ssize_t n = read(0, buf, sizeof(buf));
+    const ssize_t n = read(fd, buf, sizeof(buf));
     if (n < 0) {
       if (errno == EINTR) {
         s->eintr.fetch_add(1);
@@ -228,7 +254,8 @@ void StdinLoop(Slot* s) {
       return MarkBad(s, strerror(errno));
     }
     if (n == 0) {
-      g_stdin_eof.store(true);
+      if (eof == nullptr) return MarkBad(s, "end of file");
+      eof->store(true);
       return;
     }
     for (ssize_t i = 0; i < n; ++i) {
@@ -236,30 +263,49 @@ void StdinLoop(Slot* s) {
         if (line.size() < 64) line += buf[i];
         continue;
       }
-      const uint64_t want = g_stdin_lines.load() + 1;
-      const std::string expect = "ping " + std::to_string(want);
+      const uint64_t want = lines->load() + 1;
+      const std::string expect = std::string(word) + " " + std::to_string(want);
       if (line != expect) {
-        char what[160];
-        snprintf(what, sizeof(what), "stdin line %" PRIu64 " is '%.40s', want '%s'", want,
+        char why[160];
+        snprintf(why, sizeof(why), "%s line %" PRIu64 " is '%.40s', want '%s'", what, want,
                  line.c_str(), expect.c_str());
-        return MarkBad(s, what);
+        return MarkBad(s, why);
       }
       line.clear();
-      g_stdin_lines.store(want);
+      lines->store(want);
       Beat(s);
     }
   }
 }
 
+void StdinLoop(Slot* s) { LineLoop(s, 0, "ping", "stdin", &g_stdin_lines, &g_stdin_eof); }
+
+// Lines "wake K" from the wake pipe, which never ends.
+std::atomic<uint64_t> g_wake_lines{0};
+void PipeLoop(Slot* s) { LineLoop(s, g_wake_pipe[0], "wake", "wake pipe", &g_wake_lines, nullptr); }
+
 void* ThreadMain(void* arg) {
   Slot* s = static_cast<Slot*>(arg);
   InitTls(s);
   switch (s->kind) {
-    case Kind::kSleeper: SleeperLoop(s); break;
-    case Kind::kCondvar: CondvarLoop(s); break;
-    case Kind::kFutex: FutexLoop(s); break;
-    case Kind::kWorker: WorkerLoop(s); break;
-    case Kind::kStdin: StdinLoop(s); break;
+    case Kind::kSleeper:
+      SleeperLoop(s);
+      break;
+    case Kind::kCondvar:
+      CondvarLoop(s);
+      break;
+    case Kind::kFutex:
+      FutexLoop(s);
+      break;
+    case Kind::kWorker:
+      WorkerLoop(s);
+      break;
+    case Kind::kStdin:
+      StdinLoop(s);
+      break;
+    case Kind::kPipe:
+      PipeLoop(s);
+      break;
   }
   return nullptr;
 }
@@ -302,8 +348,8 @@ struct Probe {
 
 void Record(uint64_t n, char out[kRecordBytes + 1]) {
   // "rec 0000000012 0123456789abcdef\n" = 4 + 10 + 1 + 16 + 1 bytes
-  snprintf(out, kRecordBytes + 1, "rec %010" PRIu64 " %016" PRIx64 "\n", static_cast<uint64_t>(n % 10000000000ull),
-           Mix64(n));
+  snprintf(out, kRecordBytes + 1, "rec %010" PRIu64 " %016" PRIx64 "\n",
+           static_cast<uint64_t>(n % 10000000000ull), Mix64(n));
 }
 
 uint8_t MapFileByte(size_t page_index, size_t off) {
@@ -467,7 +513,8 @@ std::string PathOf(const std::string& maps, uintptr_t addr);
 size_t NamedMapPages(const Probe& p) {
   std::string maps;
   char real[PATH_MAX];
-  if (!ReadFile("/proc/self/maps", &maps) || realpath(p.map_path.c_str(), real) == nullptr) return 0;
+  if (!ReadFile("/proc/self/maps", &maps) || realpath(p.map_path.c_str(), real) == nullptr)
+    return 0;
   size_t named = 0;
   for (size_t i = 0; i < kMapPages; ++i) {
     if (PathOf(maps, reinterpret_cast<uintptr_t>(p.map + i * p.page)) == real) ++named;
@@ -485,7 +532,8 @@ bool CheckMapping(Probe& p, char* why, size_t n) {
     for (size_t off = 0; off < p.page; ++off) {
       const size_t at = i * p.page + off;
       if (static_cast<uint8_t>(file[at]) != MapFileByte(i, off)) {
-        snprintf(why, n, "%s changed on disk at page %zu byte %zu (a private mapping wrote through)",
+        snprintf(why, n,
+                 "%s changed on disk at page %zu byte %zu (a private mapping wrote through)",
                  p.map_path.c_str(), i, off);
         return false;
       }
@@ -494,7 +542,9 @@ bool CheckMapping(Probe& p, char* why, size_t n) {
       if (p.map[at] != want) {
         snprintf(why, n, "private mapping of %s page %zu byte %zu is %u, want %u (%s page)",
                  p.map_path.c_str(), i, off, p.map[at], want,
-                 i % 2 == 1 ? "modified" : i == 0 ? "ticking" : "unmodified");
+                 i % 2 == 1 ? "modified"
+                 : i == 0   ? "ticking"
+                            : "unmodified");
         return false;
       }
     }
@@ -568,7 +618,8 @@ bool CheckGuards(Probe& p, char* why, size_t n) {
     const char* what;
   };
   std::vector<Want> wants;
-  for (size_t i = 0; i < kReservePages; ++i) wants.push_back({p.reserve + i * p.page, "---p", "reservation"});
+  for (size_t i = 0; i < kReservePages; ++i)
+    wants.push_back({p.reserve + i * p.page, "---p", "reservation"});
   for (size_t i = 0; i < kGuardedPages; ++i) {
     const bool guard = i == 0 || i == kGuardedPages - 1;
     wants.push_back({p.guarded + i * p.page, guard ? "---p" : "rw-p", guard ? "guard" : "guarded"});
@@ -620,11 +671,53 @@ bool CheckMainTls(char* why, size_t n) {
   return true;
 }
 
+// The unread pipe still holds exactly kUnread (read out and written back), with its flags; the
+// wake pipe's write end is still close-on-exec.
+bool CheckPipes(char* why, size_t n) {
+  const int rfl = fcntl(g_unread_pipe[0], F_GETFL);
+  const int wfd = fcntl(g_wake_pipe[1], F_GETFD);
+  const int ufd = fcntl(g_unread_pipe[1], F_GETFD);
+  if (rfl < 0 || (rfl & O_NONBLOCK) == 0 || wfd < 0 || (wfd & FD_CLOEXEC) == 0 || ufd < 0 ||
+      (ufd & FD_CLOEXEC) != 0) {
+    snprintf(why, n,
+             "pipe flags: unread read end 0%o, wake write end fd flags %d, unread write "
+             "end fd flags %d",
+             rfl, wfd, ufd);
+    return false;
+  }
+  char buf[256];
+  std::string got;
+  for (;;) {
+    const ssize_t r = read(g_unread_pipe[0], buf, sizeof(buf));
+    if (r > 0) {
+      got.append(buf, static_cast<size_t>(r));
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno != EAGAIN) {
+      snprintf(why, n, "read the unread pipe: %s", strerror(errno));
+      return false;
+    }
+    break;
+  }
+  if (!WriteAll(g_unread_pipe[1], kUnread.data(), kUnread.size())) {
+    snprintf(why, n, "write the unread pipe back: %s", strerror(errno));
+    return false;
+  }
+  if (got != kUnread) {
+    snprintf(why, n, "the unread pipe held %zu bytes ('%.40s'), want the %zu written at start",
+             got.size(), got.c_str(), kUnread.size());
+    return false;
+  }
+  return true;
+}
+
 bool CheckAll(Probe& p, char* detail, size_t n) {
   char why[400];
   if (!CheckMainTls(why, sizeof(why)) || !CheckThreads(p, why, sizeof(why)) ||
       !CheckSignals(why, sizeof(why)) || !CheckDataFile(p, why, sizeof(why)) ||
-      !CheckMapping(p, why, sizeof(why)) || !CheckGuards(p, why, sizeof(why))) {
+      !CheckMapping(p, why, sizeof(why)) || !CheckGuards(p, why, sizeof(why)) ||
+      !CheckPipes(why, sizeof(why))) {
     snprintf(detail, n, "restore_probe: %s", why);
     return false;
   }
@@ -639,16 +732,17 @@ bool CheckAll(Probe& p, char* detail, size_t n) {
   }
   snprintf(detail, n,
            "restore_probe: threads=%zu hup=%" PRIu64 " records=%" PRIu64
-           " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok %s eintr=%" PRIu64,
+           " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok pipes=ok wakes=%" PRIu64
+           " %s eintr=%" PRIu64,
            p.slots.size(), g_hup_total.load() - g_hup_self.load(), p.records, NamedMapPages(p),
-           kMapPages, stdin_part, eintr);
+           kMapPages, g_wakes_sent, stdin_part, eintr);
   return true;
 }
 
 // ---- setup ----
 void SetUpSignals() {
-  void* alt = mmap(nullptr, kAltStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  void* alt =
+      mmap(nullptr, kAltStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (alt == MAP_FAILED) FailNow("mmap sigaltstack: %s", strerror(errno));
   g_alt_base = reinterpret_cast<uintptr_t>(alt);
   stack_t ss{};
@@ -707,6 +801,17 @@ void SetUpGuards(Probe& p) {
   }
 }
 
+void SetUpPipes() {
+  if (pipe2(g_unread_pipe, 0) != 0 || pipe2(g_wake_pipe, 0) != 0 ||
+      fcntl(g_unread_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+      fcntl(g_wake_pipe[1], F_SETFD, FD_CLOEXEC) != 0) {
+    FailNow("set up the pipes: %s", strerror(errno));
+  }
+  if (!WriteAll(g_unread_pipe[1], kUnread.data(), kUnread.size())) {
+    FailNow("write the unread pipe: %s", strerror(errno));
+  }
+}
+
 void StartThreads(Probe& p, uint64_t sleepers, uint64_t waiters, uint64_t workers) {
   struct stat st;
   if (fstat(0, &st) != 0) {
@@ -722,6 +827,7 @@ void StartThreads(Probe& p, uint64_t sleepers, uint64_t waiters, uint64_t worker
   kinds.push_back(Kind::kFutex);
   for (uint64_t i = 0; i < workers; ++i) kinds.push_back(Kind::kWorker);
   if (p.stdin_reader) kinds.push_back(Kind::kStdin);
+  kinds.push_back(Kind::kPipe);
   // Only the main thread takes SIGHUP (it has the sigaltstack): block it around the creations,
   // so every other thread starts with it blocked.
   sigset_t hup, old;
@@ -759,6 +865,7 @@ int Main(int argc, char** argv) {
   SetUpSignals();
   SetUpFiles(p, dir);
   SetUpGuards(p);
+  SetUpPipes();
   StartThreads(p, sleepers, waiters, workers);
   // The data file gets a record per check request and per SIGHUP seen ("--file-writes check",
   // the default: nothing is written while the harness migrates, so the file and the fd offset

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_restore_programs.sh python3|bc|zstd
+# e2e_restore_programs.sh python3|bc|zstd|xz
 #
 # A real, unmodified program that nobody here wrote is migrated live in the middle of a long
 # computation and must finish at the destination with output byte-identical to an unmigrated
@@ -9,7 +9,11 @@
 #   bc       `bc -l` computing pi to 2500 digits, its program read from a stdin pipe (fd 0);
 #   zstd     `zstd -T2 -13` (a worker thread pool) compressing a generated 12 MiB file from its
 #            input fd into an output file opened with O_TRUNC (reopened at its offset, not
-#            truncated), then `zstd -t` on the result.
+#            truncated), then `zstd -t` on the result;
+#   xz       `xz -T2 -6` (two compressing threads, 2 MiB blocks) compressing a generated 24 MiB
+#            file to stdout (a regular file), then `xz -t` on the result. xz holds a pipe of its
+#            own (both ends: its signal handler wakes its main loop through it), rebuilt at the
+#            destination with whatever it held unread.
 # The reference run is unmigrated and plain (no agent). The migrated one runs under `procmig run`
 # with its output in a regular file, is migrated once it has run about a second (and used some
 # CPU, so it is mid-computation even on a loaded machine) to `procmig receive --once` without
@@ -22,6 +26,22 @@ require_commands run migrate receive
 T0=$SECONDS
 
 PY=/usr/bin/python3
+# gen_input MIB: MIB MiB of deterministic, moderately compressible text in $W/input.
+gen_input() {
+  "$PY" - "$W/input" "$1" <<'EOF' || fail "generate the input"
+import random, sys
+r = random.Random(5)
+words = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9)))
+         for _ in range(5000)]
+with open(sys.argv[1], "w") as f:
+    n = 0
+    while n < int(sys.argv[2]) << 20:
+        line = " ".join(r.choice(words) for _ in range(12)) + " %d\n" % r.getrandbits(40)
+        f.write(line)
+        n += len(line)
+EOF
+}
+
 case "$PROG" in
   python3)
     [ -x "$PY" ] || skip "$PY is missing"
@@ -51,22 +71,18 @@ EOF
     ;;
   zstd)
     command -v zstd >/dev/null || skip "zstd is missing (scripts/setup.sh installs it)"
-    # 12 MiB of deterministic, moderately compressible text.
-    "$PY" - "$W/input" <<'EOF' || fail "generate the input"
-import random, sys
-r = random.Random(5)
-words = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9)))
-         for _ in range(5000)]
-with open(sys.argv[1], "w") as f:
-    n = 0
-    while n < 12 << 20:
-        line = " ".join(r.choice(words) for _ in range(12)) + " %d\n" % r.getrandbits(40)
-        f.write(line)
-        n += len(line)
-EOF
+    gen_input 12
     CMD=("$(command -v zstd)" -q -T2 -13 -f "$W/input" -o)  # output path appended below
     IN=/dev/null
     OUT=file
+    ;;
+  xz)
+    command -v xz >/dev/null || skip "xz is missing (scripts/setup.sh installs it)"
+    # Two compressing threads (2 MiB blocks) and xz's own self-pipe (its signal wake-up).
+    gen_input 24
+    CMD=("$(command -v xz)" -T2 -6 --block-size=2MiB -c "$W/input")
+    IN=/dev/null
+    OUT=out
     ;;
   *) fail "unknown program $PROG" ;;
 esac
@@ -152,5 +168,8 @@ cmp "$W/ref.out" "$W/mig.out" >"$W/cmp.log" 2>&1 ||
   fail "output differs from the unmigrated run: $(cat "$W/cmp.log"); sizes $(stat -c %s "$W/ref.out") / $(stat -c %s "$W/mig.out")"
 if [ "$PROG" = zstd ]; then
   zstd -q -t "$W/mig.out" || fail "zstd -t rejects the migrated run's output"
+fi
+if [ "$PROG" = xz ]; then
+  xz -t <"$W/mig.out" || fail "xz -t rejects the migrated run's output"
 fi
 pass "$PROG migrated mid-run finished with identical output ($(stat -c %s "$W/mig.out") bytes; reference ${REF_S} s); restore $RESTORE_MS ms, pause ${PAUSE_MS:-?} ms; $($TOOL stats "$W/dst.json"); test $((SECONDS - T0)) s"

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/auxv.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -147,6 +148,19 @@ void CaptureFds(std::vector<FdRecord>* out) {
             [](const FdRecord& a, const FdRecord& b) { return a.fd < b.fd; });
 }
 
+// The pipes the process holds both ends of: their capacity, and room for their unread bytes on
+// the record that carries them (filled while parked, RefreshPipeData).
+void PreparePipes(ProcessStateRecord* out) {
+  for (FdRecord& f : out->fds) {
+    if (!IsOwnPipe(*out, f)) continue;
+    const int size = fcntl(static_cast<int>(f.fd), F_GETPIPE_SZ);
+    f.pipe_size = size > 0 ? static_cast<uint32_t>(size) : 0;
+    if (HoldsPipeData(*out, f)) {
+      f.pipe_data.reserve(std::min<size_t>(f.pipe_size, kMaxPipeData));
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
@@ -198,6 +212,7 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
   }
   out->fds.clear();
   CaptureFds(&out->fds);
+  PreparePipes(out);
   return absl::OkStatus();
 }
 
@@ -239,6 +254,71 @@ void RefreshFdOffsets(ProcessStateRecord* out) {
   }
 }
 
+bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno) {
+  int helper[2] = {-1, -1};
+  bool ok = true;
+  *failed_errno = 0;
+  auto fail = [&](const FdRecord& f, int err) {
+    *failed_fd = static_cast<int>(f.fd);
+    *failed_errno = err;
+    ok = false;
+  };
+  for (FdRecord& f : out->fds) {
+    if (f.pipe_size == 0 || !HoldsPipeData(*out, f)) continue;
+    f.pipe_data.clear();
+    const size_t cap = f.pipe_data.capacity();
+    if (helper[0] < 0) {
+      if (syscall(SYS_pipe2, helper, O_CLOEXEC | O_NONBLOCK) != 0) {
+        fail(f, errno);
+        return false;
+      }
+      // As large as any pipe may be made without privilege, so one tee takes a whole pipe.
+      (void)syscall(SYS_fcntl, helper[1], F_SETPIPE_SZ, static_cast<long>(kMaxPipeData));
+    }
+    // tee(2) copies what the pipe holds without consuming it: the program, resumed on a failed
+    // migration, finds its bytes still there. An empty pipe is EAGAIN.
+    const long n = syscall(SYS_tee, static_cast<int>(f.fd), helper[1], cap, SPLICE_F_NONBLOCK);
+    if (n < 0 && errno != EAGAIN) {
+      fail(f, errno);
+      break;
+    }
+    // A pipe the program made larger since the capture holds more than there is room for.
+    int unread = 0;
+    if (syscall(SYS_ioctl, static_cast<int>(f.fd), FIONREAD, &unread) != 0) {
+      fail(f, errno);
+      break;
+    }
+    if (unread > (n < 0 ? 0 : n)) {
+      fail(f, 0);
+      break;
+    }
+    if (n <= 0) continue;
+    f.pipe_data.resize(static_cast<size_t>(n));  // within the reserved capacity: no allocation
+    size_t got = 0;
+    while (got < static_cast<size_t>(n)) {
+      const long r = syscall(SYS_read, helper[0], f.pipe_data.data() + got, n - got);
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    if (got != static_cast<size_t>(n)) {
+      f.pipe_data.clear();
+      fail(f, errno);
+      break;
+    }
+  }
+  if (helper[0] >= 0) {
+    syscall(SYS_close, helper[0]);
+    syscall(SYS_close, helper[1]);
+  }
+  return ok;
+}
+
+size_t PipeDataCapacity(const ProcessStateRecord& r) {
+  size_t n = 0;
+  for (const FdRecord& f : r.fds) n += f.pipe_data.capacity();
+  return n;
+}
+
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out) {
   for (size_t i = 0; i < blocks.size() && i < out->digests.size(); ++i) {
     BlockDigest& d = out->digests[i];
@@ -258,10 +338,11 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
     }
     if (f.kind == FdKind::kSocket) {
       out.push_back(absl::StrCat("fd ", f.fd, ": socket (", f.path, ")"));
-    } else if (f.kind == FdKind::kPipe && f.fd > 2) {
+    } else if (f.kind == FdKind::kPipe && f.fd > 2 && !IsOwnPipe(r, f)) {
       // stdio pipes are the usual way a program is run (a shell pipeline, a test runner); the
-      // restorer reconnects them to its own stdio. Other pipes lead to other processes.
-      out.push_back(absl::StrCat("fd ", f.fd, ": pipe (", f.path, ")"));
+      // restorer reconnects them to its own stdio. Pipes the process holds both ends of are
+      // rebuilt. Other pipes lead to other processes.
+      out.push_back(absl::StrCat("fd ", f.fd, ": pipe to another process (", f.path, ")"));
     } else if (f.kind == FdKind::kOther && f.path.rfind("anon_inode:", 0) == 0) {
       out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path));
     }

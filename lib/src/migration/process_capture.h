@@ -4,7 +4,7 @@
 // mm fields, CPU features, vDSO identity): call it before parking. CaptureSigactions() and
 // ComputeDigests() make only raw system calls / read memory and write into vectors sized in
 // advance, so they run while every application thread is parked (or in the frozen copy).
-// FindUnsupported() lists what cannot migrate (sockets, pipes other than stdio, timers, the
+// FindUnsupported() lists what cannot migrate (sockets, pipes to other processes, timers, the
 // program's own io_uring/userfaultfd/eventfd/... anon inodes, child processes), ignoring the
 // agent's own descriptors. All functions act on the calling process; any thread.
 #ifndef PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
@@ -32,6 +32,15 @@ void CaptureSigactions(ProcessStateRecord* out);
 // if the program wrote since. Call it with the threads parked (the frozen copy shares the open
 // file descriptions, so it sees the program's offsets).
 void RefreshFdOffsets(ProcessStateRecord* out);
+// Reads the unread bytes of every pipe the process holds both ends of into the record that
+// carries them (HoldsPipeData), without taking them out of the pipe (tee(2) into a pipe of its
+// own). Raw system calls only and no allocation: CaptureProcessBasics reserved pipe_size bytes for
+// each; call it with the threads parked. False when the kernel refused (*failed_errno) or a pipe
+// held more than its reserve (*failed_errno 0), naming the descriptor in *failed_fd.
+bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
+// The bytes RefreshPipeData may add to the encoded record (the capacity CaptureProcessBasics
+// reserved for the pipes' data).
+size_t PipeDataCapacity(const ProcessStateRecord& r);
 // One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;
 // out->digests must already hold blocks.size() entries.
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);

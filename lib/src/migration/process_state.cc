@@ -1,5 +1,7 @@
 #include "migration/process_state.h"
 
+#include <fcntl.h>
+
 #include <utility>
 
 #include "absl/status/status.h"
@@ -16,7 +18,7 @@ constexpr size_t kMmSize = 12 * 8;
 constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
-constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8;  // + path
+constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, pipe_data
 constexpr size_t kDigestSize = 8 + 8 + 4;
 
 size_t StrSize(const std::string& s) { return 4 + s.size(); }
@@ -36,6 +38,36 @@ void ForMmWords(T& m, F&& f) {
 }
 
 }  // namespace
+
+namespace {
+
+bool IsAnonymousPipe(const FdRecord& f) {
+  return f.kind == FdKind::kPipe && f.path.rfind("pipe:[", 0) == 0;
+}
+bool ReadEnd(const FdRecord& f) { return (f.flags & O_ACCMODE) != O_WRONLY; }
+bool WriteEnd(const FdRecord& f) { return (f.flags & O_ACCMODE) != O_RDONLY; }
+
+}  // namespace
+
+bool IsOwnPipe(const ProcessStateRecord& r, const FdRecord& f) {
+  if (!IsAnonymousPipe(f)) return false;
+  bool read = false, write = false;
+  for (const FdRecord& g : r.fds) {
+    if (!IsAnonymousPipe(g) || g.dev != f.dev || g.inode != f.inode) continue;
+    read |= ReadEnd(g);
+    write |= WriteEnd(g);
+  }
+  return read && write;
+}
+
+bool HoldsPipeData(const ProcessStateRecord& r, const FdRecord& f) {
+  if (!ReadEnd(f) || !IsOwnPipe(r, f)) return false;
+  for (const FdRecord& g : r.fds) {
+    if (&g == &f) return true;
+    if (IsAnonymousPipe(g) && g.dev == f.dev && g.inode == f.inode && ReadEnd(g)) return false;
+  }
+  return false;
+}
 
 bool ValidFileIdentity(const FileIdentity& id) {
   switch (id.kind) {
@@ -106,7 +138,7 @@ size_t EncodedSize(const ProcessStateRecord& r) {
   n += 4 + r.threads.size() * kThreadSize;
   n += 4 + r.sigactions.size() * kSigactionSize;
   n += 4;
-  for (const FdRecord& f : r.fds) n += kFdFixed + StrSize(f.path);
+  for (const FdRecord& f : r.fds) n += kFdFixed + StrSize(f.path) + StrSize(f.pipe_data);
   n += 4 + r.digests.size() * kDigestSize;
   return n;
 }
@@ -131,6 +163,8 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
   for (const FdRecord& f : r.fds) {
     if (f.path.size() > kMaxPath)
       return absl::InvalidArgumentError("encode process state: fd path too long");
+    if (f.pipe_data.size() > kMaxPipeData)
+      return absl::InvalidArgumentError("encode process state: pipe data too long");
   }
   ByteWriter w(out);
   w.U32(kProcessStateMagic);
@@ -185,6 +219,8 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
     w.U64(f.dev);
     w.U64(f.inode);
     w.String(f.path);
+    w.U32(f.pipe_size);
+    w.String(f.pipe_data);
   }
   w.U32(static_cast<uint32_t>(r.digests.size()));
   for (const BlockDigest& d : r.digests) {
@@ -201,9 +237,9 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
   ProcessStateRecord r;
   if (rd.U32() != kProcessStateMagic || !rd.ok()) return Bad("magic");
   uint16_t version = rd.U16();
-  if (!rd.ok() || version != kProcessStateVersion) {
+  if (!rd.ok() || version < 2 || version > kProcessStateVersion) {
     return absl::DataLossError(
-        absl::StrCat("decode process state: unknown version ", version, " (know 2)"));
+        absl::StrCat("decode process state: unknown version ", version, " (know 2 and 3)"));
   }
   if (rd.U16() != 0) return Bad("header reserved field");
   r.pid = rd.U32();
@@ -278,7 +314,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     s.mask = rd.U64();
     if (!rd.ok() || s.signo == 0 || s.signo > 64) return Bad("sigaction");
   }
-  n = count(kMaxFds, kFdFixed + 4, "fd");
+  n = count(kMaxFds, kFdFixed - (version < 3 ? 4 : 0) + 4, "fd");
   if (!n.ok()) return n.status();
   r.fds.resize(*n);
   for (FdRecord& f : r.fds) {
@@ -294,6 +330,15 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     if (!rd.ok() || kind > kMaxFdKind || r8 != 0 || r16 != 0) return Bad("fd");
     f.kind = static_cast<FdKind>(kind);
     if (!str(&f.path)) return Bad("fd path");
+    if (version >= 3) {
+      f.pipe_size = rd.U32();
+      std::string_view data = rd.String(kMaxPipeData);
+      if (!rd.ok()) return Bad("fd pipe data");
+      f.pipe_data.assign(data.data(), data.size());
+      if (f.kind != FdKind::kPipe && (f.pipe_size != 0 || !f.pipe_data.empty())) {
+        return Bad("fd pipe fields on a descriptor that is no pipe");
+      }
+    }
   }
   n = count(kMaxDigests, kDigestSize, "digest");
   if (!n.ok()) return n.status();
@@ -325,7 +370,12 @@ std::string SummarizeProcessState(const ProcessStateRecord& r) {
                           t.fs_base);
   }
   for (const FdRecord& f : r.fds) {
-    absl::StrAppendFormat(&s, "  fd %u: %s %s\n", f.fd, FdKindName(f.kind), f.path);
+    absl::StrAppendFormat(&s, "  fd %u: %s %s", f.fd, FdKindName(f.kind), f.path);
+    if (f.pipe_size != 0) {
+      absl::StrAppendFormat(&s, " (own pipe, %u bytes, %zu unread)", f.pipe_size,
+                            f.pipe_data.size());
+    }
+    s += "\n";
   }
   return s;
 }

@@ -7,8 +7,8 @@
 // whose rt_sigreturn restores every other register), all sigactions, the mm fields, fds
 // classified, cwd, CPU features, the vDSO's identity, and a digest of each block's final content.
 //
-// Encoding, version 2 (little-endian, field by field, never a memcpy of a struct; version 1 had
-// no file identity in vma):
+// Encoding, version 3 (little-endian, field by field, never a memcpy of a struct; version 1 had
+// no file identity in vma, version 2 no pipe fields in fd; version 2 is still decoded):
 //   record   := magic:u32 ("PMPS" = 0x53504d50) version:u16 reserved:u16 body
 //   body     := pid:u32 page_size:u32 cwd:str exe:str mm cpu vdso
 //               u32 n vma[n] u32 n thread[n] u32 n sigaction[n] u32 n fd[n] u32 n digest[n]
@@ -23,6 +23,8 @@
 //               altstack_flags:u32
 //   sigaction:= signo:u32 flags:u32 handler restorer mask:u64
 //   fd       := fd:u32 kind:u8 reserved[3] flags:u32 mode:u32 offset dev inode:u64 path:str
+//               pipe_size:u32 pipe_data:len:u32 bytes[len]   (len <= kMaxPipeData; both 0 but
+//               for the pipes a process holds both ends of, see FdRecord)
 //   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
 // reserved fields and trailing bytes are DataLoss.
@@ -45,13 +47,14 @@
 namespace procmig {
 
 inline constexpr uint32_t kProcessStateMagic = 0x53504d50;  // "PMPS"
-inline constexpr uint16_t kProcessStateVersion = 2;
+inline constexpr uint16_t kProcessStateVersion = 3;
 inline constexpr size_t kMaxPath = 4096;
 inline constexpr size_t kMaxVmas = 1 << 20;
 inline constexpr size_t kMaxThreads = 1 << 16;
 inline constexpr size_t kMaxSigactions = 64;
 inline constexpr size_t kMaxFds = 1 << 20;
 inline constexpr size_t kMaxDigests = 1 << 20;
+inline constexpr size_t kMaxPipeData = 1 << 20;  // Linux's default /proc/sys/fs/pipe-max-size
 
 // Saved by the park handler (x86-64). rip/rsp/callee-saved registers are the handler's resume
 // point; `ucontext` is the kernel's signal frame (on the thread's stack, in a RAM block), so
@@ -117,6 +120,11 @@ struct FdRecord {
   uint32_t mode = 0;   // st_mode
   uint64_t offset = 0, dev = 0, inode = 0;
   std::string path;  // readlink of /proc/self/fd/N ("pipe:[123]", "/dev/pts/0", ...)
+  // A pipe whose read and write ends are both the process's own (a self-pipe; IsOwnPipe): its
+  // capacity (F_GETPIPE_SZ) on every end, and on the first read end of each pipe the bytes it
+  // held unread when the process stopped (the others empty). 0 and empty for anything else.
+  uint32_t pipe_size = 0;
+  std::string pipe_data;
   bool operator==(const FdRecord&) const = default;
 };
 
@@ -171,6 +179,13 @@ struct ProcessStateRecord {
   bool operator==(const ProcessStateRecord&) const = default;
 };
 
+// Anonymous pipes ("pipe:[N]") whose read and write ends the record both holds are the
+// process's own (a self-pipe: xz -T, event loops): a restorer rebuilds them, unread bytes and all.
+// A pipe with only one end here leads to another process. (O_RDWR counts as both ends.)
+bool IsOwnPipe(const ProcessStateRecord& r, const FdRecord& f);
+// The record that carries an own pipe's unread bytes: its first read end (in record order).
+bool HoldsPipeData(const ProcessStateRecord& r, const FdRecord& f);
+
 // The kind's id length rule (see the encoding above).
 bool ValidFileIdentity(const FileIdentity& id);
 
@@ -178,7 +193,7 @@ bool ValidFileIdentity(const FileIdentity& id);
 size_t EncodedSize(const ProcessStateRecord& r);
 // Appends the encoding to *out. InvalidArgument when a count or string exceeds its bound.
 absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out);
-// DataLoss naming the field for anything but a valid version-2 record.
+// DataLoss naming the field for anything but a valid version-2 or version-3 record.
 absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> in);
 
 // A short human-readable summary (for `procmig inspect`): counts, pid, cwd, threads, fds.

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -416,6 +418,11 @@ absl::Status Sender::Iterate(bool* converged) {
   return absl::OkStatus();
 }
 
+size_t Sender::StateBytesNeeded(size_t n_blocks_cap) const {
+  return EncodedSize(state_record_) + PipeDataCapacity(state_record_) + 4 * 4096 +
+         (kMaxThreads / 64) * 256 + n_blocks_cap * 32 + (1u << 20);
+}
+
 absl::Status Sender::StopAndCopy() {
   if (state_ != SenderState::kStopAndCopy) RETURN_IF_ERROR(TransitionTo(SenderState::kStopAndCopy));
   // Everything the final phase needs is allocated now, before the layout is read for the last
@@ -426,8 +433,7 @@ absl::Status Sender::StopAndCopy() {
   if (state_record_.sigactions.size() != kMaxSigactions)
     state_record_.sigactions.resize(kMaxSigactions);
   reverse_buf_.resize(wire::kRecordHeaderSize + wire::kErrorFixedSize + wire::kMaxErrorMessage);
-  state_bytes_.reserve(EncodedSize(state_record_) + 4 * 4096 + (kMaxThreads / 64) * 256 +
-                       n_blocks_cap * 32 + (1u << 20));
+  state_bytes_.reserve(StateBytesNeeded(n_blocks_cap));
   for (;;) {
     // Forcing the stop (after a few abandoned ones): the program's own mmap/munmap/mremap/
     // mprotect/madvise wait at the agent's layout gate from the last layout read through the park,
@@ -504,6 +510,8 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
           program.push_back(r);
         }
         RETURN_IF_ERROR(config_.capture(program, &state_record_));
+        // Room for the pipes' unread bytes, read while parked (RefreshPipeData).
+        state_bytes_.reserve(StateBytesNeeded(n_blocks_cap));
       }
       // The final capture: identities from the cache only (computing one here would hold up the
       // stop; a miss goes to the receiver as "unknown").
@@ -557,6 +565,14 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   }
   state_record_.threads.assign(threads.begin(), threads.end());
   CaptureSigactionsInto();
+  int pipe_fd = -1, err = 0;
+  if (!RefreshPipeData(&state_record_, &pipe_fd, &err)) {
+    freezer_->Unpark();
+    parked_ = false;
+    return absl::FailedPreconditionError(
+        absl::StrCat("stop-and-copy: reading the unread bytes of the program's own pipe (fd ",
+                     pipe_fd, "): ", err != 0 ? strerror(err) : "it holds more than its size"));
+  }
   pages_->set_channels(final_);
   pages_->set_rate_limited(false);
   const uint64_t synced_at = Now();
@@ -603,6 +619,9 @@ absl::Status Sender::FinalPhase() {
   RETURN_IF_ERROR(pages_->EndIteration(iteration_ + 1, dirty, Now() - t0, /*final=*/true));
   ComputeDigestsInto();
   state_bytes_.clear();
+  if (EncodedSize(state_record_) > state_bytes_.capacity()) {
+    return absl::ResourceExhaustedError("final phase: the process state outgrew its reserve");
+  }
   RETURN_IF_ERROR(EncodeProcessState(state_record_, &state_bytes_));
   RETURN_IF_ERROR(pages_->AddProcessState(
       {reinterpret_cast<const uint8_t*>(state_bytes_.data()), state_bytes_.size()}));

@@ -204,6 +204,8 @@ class Sender {
   // Reads one reverse record into reverse_buf_ (header + payload, crc checked).
   absl::Status ReadReverseRecord(Channel* ch, wire::RecordHeader* h);
   void CaptureSigactionsInto();
+  // What state_bytes_ must hold for the final encoding (threads, digests, pipe data to come).
+  size_t StateBytesNeeded(size_t n_blocks_cap) const;
   void ComputeDigestsInto();
   // Keeps the PageSender's crc tables of `blocks` (agent memory) out of the RAM blocks.
   void ExcludeCrcTables(std::span<const RamBlock> blocks);

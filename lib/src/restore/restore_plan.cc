@@ -566,6 +566,27 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   }
   for (const FdRecord& f : st.fds) {
     if (f.fd <= 2 && redirected[f.fd]) continue;
+    if (IsOwnPipe(st, f)) {
+      int from = -1;
+      for (const auto& [fd, ours] : in.pipe_fds) {
+        if (fd == static_cast<int>(f.fd)) from = ours;
+      }
+      if (from >= 0) {
+        if (from <= MaxRestoredFd(st) || from == in.report_fd) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "restore plan: fd ", f.fd, "'s pipe comes from descriptor ", from,
+              ", which must be above every restored descriptor and not the report descriptor"));
+        }
+        abi::Fd a;
+        a.fd = static_cast<int32_t>(f.fd);
+        a.from_fd = from;
+        a.open_flags = f.flags & O_CLOEXEC;  // dup3's only flag
+        plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " (the process's own ", f.path, ")"));
+        fds.push_back(a);
+        plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
+        continue;
+      }
+    }
     const bool reopen = (f.kind == FdKind::kRegular || f.kind == FdKind::kDirectory) &&
                         !f.path.empty() && f.path[0] == '/' &&
                         f.path.find(" (deleted)") == std::string::npos;

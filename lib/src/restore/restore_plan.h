@@ -73,6 +73,10 @@ struct RestorePlanInput {
   // descriptor) that becomes the restored process's fd i, replacing whatever the record has there
   // (a file reopened at its offset, or our own fd i); -1: as the record says.
   int stdio_fds[3] = {-1, -1, -1};
+  // The pipes the process held both ends of (IsOwnPipe), rebuilt by the caller: {the record's
+  // fd, a descriptor of this process above every restored one and not the report descriptor}.
+  // An own pipe with no entry here is left out (a note says so).
+  std::span<const std::pair<int, int>> pipe_fds;
 };
 
 struct RestorePlan {

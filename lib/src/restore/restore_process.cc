@@ -153,6 +153,87 @@ void ReportKilled(long pid, int sig, bool core) {
   }
 }
 
+// Descriptors of ours the new process inherits and we close once it exists (or on failure).
+class OwnedFds {
+ public:
+  OwnedFds() = default;
+  OwnedFds(const OwnedFds&) = delete;
+  OwnedFds& operator=(const OwnedFds&) = delete;
+  ~OwnedFds() {
+    for (int fd : fds_) close(fd);
+  }
+  void Add(int fd) { fds_.push_back(fd); }
+
+ private:
+  std::vector<int> fds_;
+};
+
+// The pipes the process held both ends of (IsOwnPipe), made again here: one new pipe for each,
+// with the old one's capacity and unread bytes and each end's O_NONBLOCK, and every descriptor
+// the record has for it duplicated above `above`, where the blob takes it (`out`: {the record's
+// fd, ours}). Errors name the descriptor and the step.
+absl::Status RebuildOwnPipes(const ProcessStateRecord& st, int above,
+                             std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
+  struct Rebuilt {
+    uint64_t dev, inode;
+    int ends[2];
+  };
+  std::vector<Rebuilt> pipes;
+  OwnedFds made;  // the new pipes' own two ends: only their duplicates go on
+  for (const FdRecord& f : st.fds) {
+    if (!IsOwnPipe(st, f)) continue;
+    auto fail = [&](const std::string& step, int err) {
+      return ErrnoStatus(
+          absl::StatusCode::kInternal,
+          absl::StrCat("restore: fd ", f.fd, " (the process's own ", f.path, "): ", step), err);
+    };
+    Rebuilt* p = nullptr;
+    for (Rebuilt& q : pipes) {
+      if (q.dev == f.dev && q.inode == f.inode) p = &q;
+    }
+    if (p == nullptr) {
+      Rebuilt n{f.dev, f.inode, {-1, -1}};
+      if (pipe2(n.ends, O_CLOEXEC | O_NONBLOCK) != 0) return fail("pipe2", errno);
+      made.Add(n.ends[0]);
+      made.Add(n.ends[1]);
+      if (f.pipe_size != 0 && fcntl(n.ends[1], F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0) {
+        const int err = errno;
+        return fail(absl::StrCat("set its size to ", f.pipe_size, " bytes"), err);
+      }
+      // Both ends start non-blocking (the bytes below must not wait); each takes the flag of
+      // its first descriptor in the record afterwards.
+      bool flag_set[2] = {false, false};
+      for (const FdRecord& g : st.fds) {
+        if (g.kind != FdKind::kPipe || g.dev != f.dev || g.inode != f.inode) continue;
+        if (HoldsPipeData(st, g) && !g.pipe_data.empty()) {
+          ssize_t w = write(n.ends[1], g.pipe_data.data(), g.pipe_data.size());
+          if (w != static_cast<ssize_t>(g.pipe_data.size())) {
+            const int err = w < 0 ? errno : ENOSPC;
+            return fail(absl::StrCat("write its ", g.pipe_data.size(), " unread bytes"), err);
+          }
+        }
+      }
+      for (const FdRecord& g : st.fds) {
+        if (g.kind != FdKind::kPipe || g.dev != f.dev || g.inode != f.inode) continue;
+        const int end = (g.flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
+        if (flag_set[end]) continue;
+        flag_set[end] = true;
+        if ((g.flags & O_NONBLOCK) == 0 && fcntl(n.ends[end], F_SETFL, 0) != 0) {
+          return fail("clear O_NONBLOCK", errno);
+        }
+      }
+      pipes.push_back(n);
+      p = &pipes.back();
+    }
+    const int end = (f.flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
+    const int ours = fcntl(p->ends[end], F_DUPFD_CLOEXEC, above);
+    if (ours < 0) return fail("duplicate it", errno);
+    owned->Add(ours);
+    out->push_back({static_cast<int>(f.fd), ours});
+  }
+  return absl::OkStatus();
+}
+
 // init shares our memory and returns from the blob region's clone3 wrapper only after its child
 // exists, and the child may run through the blob and report before init is scheduled again (seen
 // on a loaded 2-CPU machine: init faulted on the instruction after its syscall, in a region
@@ -421,6 +502,13 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     close(p[0]);
     close(report_fd);
   };
+  OwnedFds pipe_ends;
+  std::vector<std::pair<int, int>> pipe_fds;
+  if (absl::Status s = RebuildOwnPipes(state, MaxRestoredFd(state) + 1, &pipe_fds, &pipe_ends);
+      !s.ok()) {
+    close_pipe();
+    return s;
+  }
   RestorePlanInput in;
   in.state = &state;
   in.blocks = blocks;
@@ -430,6 +518,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   in.premapped = options.premapped;
   in.set_tid = options.pid_namespace;
   for (int i = 0; i < 3; ++i) in.stdio_fds[i] = options.stdio_fds[i];
+  in.pipe_fds = pipe_fds;
   if (!options.pid_namespace) {
     in.self_rseq = reinterpret_cast<uint64_t>(__builtin_thread_pointer()) +
                    static_cast<uint64_t>(__rseq_offset);

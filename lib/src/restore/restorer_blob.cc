@@ -303,17 +303,27 @@ extern "C" void procmig_blob_main(abi::Args* a) {
       Sys(kSysRseq, static_cast<long>(a->self_rseq), a->self_rseq_len, 1, a->rseq_sig);
     }
   }
-  // Descriptors: redirected stdio first (from descriptors the receiver holds, which the close
-  // below then drops), then keep stdio and the report pipe only.
+  // Descriptors: redirected stdio and the process's own pipes first (from descriptors the
+  // receiver holds, all above the restored ones, which the close below then drops), then keep
+  // stdio, those, and the report pipe only.
   {
     const abi::Fd* fds = AT(abi::Fd, a, a->fds);
     for (uint32_t i = 0; i < a->nfds; ++i) {
       if (fds[i].from_fd < 0) continue;
-      r = Sys(kSysDup3, fds[i].from_fd, fds[i].fd, 0);
+      r = Sys(kSysDup3, fds[i].from_fd, fds[i].fd, fds[i].open_flags & 02000000 /* O_CLOEXEC */);
       if (Failed(r)) Die(a, abi::kStepFds, r, i);
     }
+    long lo = 3;
+    for (;;) {
+      long next = a->report_fd;  // the lowest descriptor set up above in [lo, report_fd)
+      for (uint32_t i = 0; i < a->nfds; ++i) {
+        if (fds[i].from_fd >= 0 && fds[i].fd >= lo && fds[i].fd < next) next = fds[i].fd;
+      }
+      if (next > lo) Sys(kSysCloseRange, lo, next - 1, 0);
+      if (next >= a->report_fd) break;
+      lo = next + 1;
+    }
   }
-  if (a->report_fd > 3) Sys(kSysCloseRange, 3, a->report_fd - 1, 0);
   Sys(kSysCloseRange, a->report_fd + 1, 0x7fffffff, 0);
   Mark(a, 1);
   // Unmap everything but the kept ranges (sorted, disjoint).

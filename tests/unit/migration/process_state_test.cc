@@ -1,6 +1,7 @@
 #include "migration/process_state.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -64,6 +65,22 @@ ProcessStateRecord Sample() {
   f.inode = 7;
   f.path = "/tmp/x";
   r.fds.push_back(f);
+  FdRecord pr;  // a self-pipe: read end with two unread bytes and a NUL, write end
+  pr.fd = 5;
+  pr.kind = FdKind::kPipe;
+  pr.flags = O_RDONLY;
+  pr.mode = 010600;
+  pr.dev = 14;
+  pr.inode = 77;
+  pr.path = "pipe:[77]";
+  pr.pipe_size = 65536;
+  pr.pipe_data = std::string("a\0b", 3);
+  r.fds.push_back(pr);
+  FdRecord pw = pr;
+  pw.fd = 6;
+  pw.flags = O_WRONLY | O_NONBLOCK;
+  pw.pipe_data.clear();
+  r.fds.push_back(pw);
   r.digests.push_back({3, 0x10000, 0xabcdef01});
   return r;
 }
@@ -77,8 +94,12 @@ TEST_CASE("round trip of every field, with the exact size, and the header bytes"
   std::string out;
   REQUIRE(EncodeProcessState(r, &out).ok());
   CHECK(out.size() == EncodedSize(r));
-  // magic "PMPS" then version 2 and reserved 0, little-endian.
-  CHECK(out.substr(0, 8) == std::string("PMPS\x02\x00\x00\x00", 8));
+  // magic "PMPS" then version 3 and reserved 0, little-endian.
+  CHECK(out.substr(0, 8) == std::string("PMPS\x03\x00\x00\x00", 8));
+  // The pipe's read end ends with its path, pipe_size 65536 and its 3 unread bytes.
+  CHECK(out.find(std::string("pipe:[77]\x00\x00\x01\x00\x03\x00\x00\x00"
+                             "a\0b",
+                             20)) != std::string::npos);
   // The first vma ends with its path, then id_kind 2, id_len 4 and the build-id bytes.
   const std::string tail = std::string("/usr/lib/libc.so.6\x02\x04\x3a\x4f\x00\x01", 24);
   CHECK(out.find(tail) != std::string::npos);
@@ -114,7 +135,10 @@ TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") 
   v1[4] = 1;
   auto r = DecodeProcessState(Bytes(v1));
   CHECK(absl::IsDataLoss(r.status()));
-  CHECK(r.status().message() == "decode process state: unknown version 1 (know 2)");
+  CHECK(r.status().message() == "decode process state: unknown version 1 (know 2 and 3)");
+  std::string v4 = out;
+  v4[4] = 4;
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(v4)).status()));
   std::string magic = out;
   magic[0] = 'X';
   CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(magic)).status()));
@@ -133,6 +157,56 @@ TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") 
   std::string kind = out;
   kind[vma_count_at + 4 + 58] = 9;
   CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(kind)).status()));
+}
+
+TEST_CASE("version 2 (no pipe fields) is still read; pipe fields on another kind are refused") {
+  ProcessStateRecord r = Sample();
+  r.fds.resize(1);  // the regular file only
+  std::string v3;
+  REQUIRE(EncodeProcessState(r, &v3).ok());
+  // Version 2: the same record without the fd's pipe_size and pipe_data length (8 zero bytes).
+  const size_t after_path = v3.find("/tmp/x") + 6;
+  REQUIRE(v3.substr(after_path, 8) == std::string(8, '\0'));
+  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 8);
+  v2[4] = 2;
+  absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(v2));
+  REQUIRE_MESSAGE(back.ok(), back.status().ToString());
+  CHECK(*back == r);
+
+  std::string bad = v3;
+  bad[after_path] = 1;  // pipe_size 1 on a regular file
+  auto b = DecodeProcessState(Bytes(bad));
+  CHECK(absl::IsDataLoss(b.status()));
+  CHECK(b.status().message().find("pipe fields on a descriptor that is no pipe") !=
+        std::string::npos);
+}
+
+TEST_CASE("own pipes: both ends held; the first read end carries the data") {
+  ProcessStateRecord r = Sample();
+  CHECK_FALSE(IsOwnPipe(r, r.fds[0]));  // a regular file
+  CHECK(IsOwnPipe(r, r.fds[1]));
+  CHECK(IsOwnPipe(r, r.fds[2]));
+  CHECK(HoldsPipeData(r, r.fds[1]));
+  CHECK_FALSE(HoldsPipeData(r, r.fds[2]));  // a write end
+  // A second read end (a dup) after the first carries nothing.
+  FdRecord dup = r.fds[1];
+  dup.fd = 9;
+  r.fds.push_back(dup);
+  CHECK(IsOwnPipe(r, r.fds[3]));
+  CHECK_FALSE(HoldsPipeData(r, r.fds[3]));
+  CHECK(HoldsPipeData(r, r.fds[1]));
+  // Without its write end the pipe leads elsewhere; so does a FIFO opened by path.
+  ProcessStateRecord one = Sample();
+  one.fds.erase(one.fds.begin() + 2);
+  CHECK_FALSE(IsOwnPipe(one, one.fds[1]));
+  CHECK_FALSE(HoldsPipeData(one, one.fds[1]));
+  ProcessStateRecord fifo = Sample();
+  fifo.fds[1].path = fifo.fds[2].path = "/tmp/fifo";
+  CHECK_FALSE(IsOwnPipe(fifo, fifo.fds[1]));
+  // The same inode on another device is another pipe.
+  ProcessStateRecord dev = Sample();
+  dev.fds[2].dev = 15;
+  CHECK_FALSE(IsOwnPipe(dev, dev.fds[1]));
 }
 
 TEST_CASE("an over-long path is refused by the encoder, before writing anything") {
@@ -206,8 +280,60 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   };
   CHECK(has("fd " + std::to_string(sv[0]) + ": socket"));
   CHECK_FALSE(has("fd " + std::to_string(sv[1]) + ":"));
-  CHECK(has("fd " + std::to_string(pp[0]) + ": pipe"));
-  close(sv[0]), close(sv[1]), close(pp[0]), close(pp[1]);
+  // Both ends of pp are ours: a self-pipe, not listed.
+  CHECK_FALSE(has("fd " + std::to_string(pp[0]) + ":"));
+  CHECK_FALSE(has("fd " + std::to_string(pp[1]) + ":"));
+  close(pp[1]);
+  ProcessStateRecord half;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &half).ok());
+  why = FindUnsupported(half, ignored);
+  CHECK(has("fd " + std::to_string(pp[0]) + ": pipe to another process (pipe:["));
+  close(sv[0]), close(sv[1]), close(pp[0]);
+}
+
+TEST_CASE("a self-pipe's unread bytes are captured without taking them out of the pipe") {
+  int pp[2], empty[2];
+  REQUIRE(pipe(pp) == 0);
+  REQUIRE(pipe2(empty, O_NONBLOCK) == 0);
+  const std::string bytes("unread\0bytes\xff", 14);
+  REQUIRE(write(pp[1], bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  auto rec = [&](int fd) -> FdRecord& {
+    for (FdRecord& f : r.fds) {
+      if (static_cast<int>(f.fd) == fd) return f;
+    }
+    FAIL("fd ", fd, " not captured");
+    return r.fds[0];
+  };
+  const int size = fcntl(pp[0], F_GETPIPE_SZ);
+  CHECK(rec(pp[0]).pipe_size == static_cast<uint32_t>(size));
+  CHECK(rec(pp[1]).pipe_size == static_cast<uint32_t>(size));
+  CHECK(rec(pp[0]).pipe_data.capacity() >= static_cast<size_t>(size));
+  CHECK(PipeDataCapacity(r) >= 2 * static_cast<size_t>(size));
+  CHECK((rec(empty[1]).flags & O_NONBLOCK) != 0);
+
+  int failed_fd = -1, err = -1;
+  REQUIRE(RefreshPipeData(&r, &failed_fd, &err));
+  CHECK(rec(pp[0]).pipe_data == bytes);
+  CHECK(rec(pp[1]).pipe_data.empty());
+  CHECK(rec(empty[0]).pipe_data.empty());
+  // Still in the pipe, in full.
+  char buf[64];
+  REQUIRE(read(pp[0], buf, sizeof buf) == static_cast<ssize_t>(bytes.size()));
+  CHECK(std::string(buf, bytes.size()) == bytes);
+
+  // A pipe made larger since the capture, holding more than was reserved: refused, named.
+  REQUIRE(fcntl(pp[1], F_SETPIPE_SZ, 4 * size) >= 4 * size);
+  std::string more(static_cast<size_t>(rec(pp[0]).pipe_data.capacity()) + 100, 'x');
+  REQUIRE(write(pp[1], more.data(), more.size()) == static_cast<ssize_t>(more.size()));
+  CHECK_FALSE(RefreshPipeData(&r, &failed_fd, &err));
+  CHECK(failed_fd == pp[0]);
+  CHECK(err == 0);
+  close(pp[0]), close(pp[1]), close(empty[0]), close(empty[1]);
 }
 
 }  // namespace
@@ -219,15 +345,12 @@ namespace {
 TEST_CASE("vma file identities: each kind's length rule, both ways") {
   ProcessStateRecord r = Sample();
   std::string out;
-  for (auto [kind, len, ok] : {std::tuple{FileIdKind::kNone, 0, true},
-                               std::tuple{FileIdKind::kUnknown, 0, true},
-                               std::tuple{FileIdKind::kUnknown, 1, false},
-                               std::tuple{FileIdKind::kBuildId, 0, false},
-                               std::tuple{FileIdKind::kBuildId, 20, true},
-                               std::tuple{FileIdKind::kBuildId, 64, true},
-                               std::tuple{FileIdKind::kBuildId, 65, false},
-                               std::tuple{FileIdKind::kCrc32c, 4, true},
-                               std::tuple{FileIdKind::kCrc32c, 3, false}}) {
+  for (auto [kind, len, ok] :
+       {std::tuple{FileIdKind::kNone, 0, true}, std::tuple{FileIdKind::kUnknown, 0, true},
+        std::tuple{FileIdKind::kUnknown, 1, false}, std::tuple{FileIdKind::kBuildId, 0, false},
+        std::tuple{FileIdKind::kBuildId, 20, true}, std::tuple{FileIdKind::kBuildId, 64, true},
+        std::tuple{FileIdKind::kBuildId, 65, false}, std::tuple{FileIdKind::kCrc32c, 4, true},
+        std::tuple{FileIdKind::kCrc32c, 3, false}}) {
     r.vmas[0].id = {kind, std::string(static_cast<size_t>(len), '\x5a')};
     out.clear();
     CHECK_MESSAGE(EncodeProcessState(r, &out).ok() == ok, static_cast<int>(kind), " ", len);
@@ -240,7 +363,10 @@ TEST_CASE("vma file identities: each kind's length rule, both ways") {
   r.vmas[0].id = {FileIdKind::kCrc32c, "abcd"};
   out.clear();
   REQUIRE(EncodeProcessState(r, &out).ok());
-  const size_t at = out.find(std::string("libc.so.6\x03\x04" "abcd", 15));
+  const size_t at =
+      out.find(std::string("libc.so.6\x03\x04"
+                           "abcd",
+                           15));
   REQUIRE(at != std::string::npos);
   std::string three = out;
   three[at + 10] = 3;  // id_len 3: the last id byte becomes the next field

@@ -42,6 +42,7 @@ struct Fixture {
   std::vector<MemoryRegion> cur;
   std::vector<PlacedBlock> blocks;
   int stdio_fds[3] = {-1, -1, -1};  // redirected stdio (receive/restore --stdin/--stdout/--stderr)
+  std::vector<std::pair<int, int>> pipe_fds;  // own pipes rebuilt by the caller
   Fixture() {
     st.pid = 100;
     st.cwd = "/work";
@@ -78,6 +79,7 @@ struct Fixture {
     in.code_bytes = 5000;
     in.report_fd = report_fd;
     for (int i = 0; i < 3; ++i) in.stdio_fds[i] = stdio_fds[i];
+    in.pipe_fds = pipe_fds;
     return BuildRestorePlan(in);
   }
 };
@@ -404,6 +406,72 @@ TEST_CASE("descriptors: redirected stdio replaces what the record has at 0/1/2, 
         "report descriptor 64");
   f.stdio_fds[2] = 64;
   CHECK(!f.Plan(64).ok());
+}
+
+TEST_CASE("descriptors: the process's own pipes come from the caller's rebuilt ends") {
+  Fixture f;
+  FdRecord r;  // a self-pipe at 4 (read) and 9 (write, close-on-exec)
+  r.fd = 4;
+  r.kind = FdKind::kPipe;
+  r.flags = O_RDONLY;
+  r.dev = 14;
+  r.inode = 77;
+  r.path = "pipe:[77]";
+  r.pipe_size = 65536;
+  FdRecord w = r;
+  w.fd = 9;
+  w.flags = O_WRONLY | O_CLOEXEC;
+  FdRecord other = r;  // a pipe to another process: only its read end here
+  other.fd = 5;
+  other.inode = 78;
+  other.path = "pipe:[78]";
+  FdRecord file;
+  file.fd = 6;
+  file.kind = FdKind::kRegular;
+  file.flags = O_RDONLY;
+  file.path = "/tmp/in";
+  f.st.fds = {r, other, file, w};
+  f.stdio_fds[0] = 20;
+  f.pipe_fds = {{9, 31}, {4, 30}};
+  auto plan = f.Plan();
+  REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 4);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  // The stdio redirect first, then in record order: the pipe's ends (dup3'd from ours, only
+  // O_CLOEXEC kept) and the file; the other process's pipe is left out, with a note.
+  CHECK(fd[0].fd == 0);
+  CHECK(fd[0].from_fd == 20);
+  CHECK(fd[1].fd == 4);
+  CHECK(fd[1].from_fd == 30);
+  CHECK(fd[1].open_flags == 0);
+  CHECK(fd[1].path == 0);
+  CHECK(fd[2].fd == 6);
+  CHECK(fd[2].from_fd == -1);
+  CHECK(fd[3].fd == 9);
+  CHECK(fd[3].from_fd == 31);
+  CHECK(fd[3].open_flags == static_cast<uint32_t>(O_CLOEXEC));
+  CHECK(plan->max_fd == 9);
+  CHECK(DescribeRestoreItem(*plan, abi::kStepFds, 1) ==
+        "descriptor 1 (fd 4 (the process's own pipe:[77]))");
+  bool noted = false;
+  for (const std::string& n : plan->notes) noted |= n == "fd 5 (pipe pipe:[78]) is not restored";
+  CHECK(noted);
+
+  // Our descriptors must lie above every restored one (the blob dups them in place) and not be
+  // the report descriptor; a missing one leaves the pipe out, noted.
+  f.pipe_fds = {{4, 9}, {9, 31}};
+  auto low = f.Plan();
+  REQUIRE_FALSE(low.ok());
+  CHECK(low.status().message() ==
+        "restore plan: fd 4's pipe comes from descriptor 9, which must be above every restored "
+        "descriptor and not the report descriptor");
+  f.pipe_fds = {{4, 64}, {9, 31}};
+  CHECK_FALSE(f.Plan(64).ok());
+  f.pipe_fds = {{9, 31}};
+  auto half = f.Plan();
+  REQUIRE(half.ok());
+  CHECK(ArgsOf(*half).nfds == 3);
 }
 
 TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
