@@ -19,7 +19,10 @@
 //   - two pipes of its own (both ends held): one whose non-blocking read end keeps bytes written
 //     at start unread (an event loop's self-pipe), which must still be there, exactly, with
 //     O_NONBLOCK; one a thread blocks in read() on, fed a line "wake K" at every wake-up, which
-//     must arrive in order, its write end still close-on-exec.
+//     must arrive in order, its write end still close-on-exec;
+//   - an eventfd (semaphore, non-blocking) holding 7, and an epoll instance (close-on-exec)
+//     watching the unread pipe (level-triggered, data 0xab) and the eventfd (edge-triggered, data
+//     0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the ready pipe.
 //
 // Protocol of workload_common.h: "READY ..." once set up; SIGUSR2 prints "CHECK PASS ..." or
 // "CHECK FAIL <what>" and keeps running; SIGUSR1 checks and exits; SIGTERM exits 0.
@@ -27,6 +30,8 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -159,6 +164,9 @@ std::atomic<uint32_t> g_futex{0};
 int g_unread_pipe[2] = {-1, -1};  // read end O_NONBLOCK; holds kUnread, never drained for long
 int g_wake_pipe[2] = {-1, -1};    // write end O_CLOEXEC; a thread blocks in read() on it
 uint64_t g_wakes_sent = 0;        // lines "wake K" written (main thread only)
+int g_eventfd = -1;               // semaphore, non-blocking, counter kEventCount
+int g_epoll = -1;  // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
+constexpr uint64_t kEventCount = 7;
 const std::string kUnread("procmig: bytes left unread in a pipe\n\0\xff\x01", 41);
 
 void WakeBlocked() {
@@ -712,12 +720,61 @@ bool CheckPipes(char* why, size_t n) {
   return true;
 }
 
+// The eventfd's counter and the epoll instance's items as the kernel shows them.
+bool CheckEvents(char* why, size_t n) {
+  std::string ev, ep;
+  if (!ReadFile("/proc/self/fdinfo/" + std::to_string(g_eventfd), &ev) ||
+      !ReadFile("/proc/self/fdinfo/" + std::to_string(g_epoll), &ep)) {
+    snprintf(why, n, "read fdinfo of the eventfd or epoll: %s", strerror(errno));
+    return false;
+  }
+  char want[160];
+  snprintf(want, sizeof(want), "eventfd-count: %16" PRIx64 "\n", kEventCount);
+  if (ev.find(want) == std::string::npos || ev.find("eventfd-semaphore: 1") == std::string::npos) {
+    snprintf(why, n, "eventfd fdinfo: %.200s", ev.c_str());
+    return false;
+  }
+  const int efl = fcntl(g_eventfd, F_GETFL), epfd = fcntl(g_epoll, F_GETFD);
+  if (efl < 0 || (efl & O_NONBLOCK) == 0 || epfd < 0 || (epfd & FD_CLOEXEC) == 0) {
+    snprintf(why, n, "eventfd flags 0%o, epoll fd flags %d", efl, epfd);
+    return false;
+  }
+  int items = 0;
+  for (size_t at = ep.find("tfd:"); at != std::string::npos; at = ep.find("tfd:", at + 1)) {
+    int tfd = -1;
+    unsigned events = 0;
+    unsigned long long data = 0;
+    if (sscanf(ep.c_str() + at, "tfd: %d events: %x data: %llx", &tfd, &events, &data) != 3) break;
+    const bool pipe_ok = tfd == g_unread_pipe[0] && events == 0x19 && data == 0xab;
+    const bool event_ok = tfd == g_eventfd && events == 0x80000019u && data == 0xcd;
+    if (!pipe_ok && !event_ok) {
+      snprintf(why, n, "epoll item tfd %d events %x data %llx is not one of the two", tfd, events,
+               data);
+      return false;
+    }
+    ++items;
+  }
+  if (items != 2) {
+    snprintf(why, n, "epoll watches %d descriptors, want 2: %.200s", items, ep.c_str());
+    return false;
+  }
+  epoll_event got[4];
+  const int r = epoll_wait(g_epoll, got, 4, 0);
+  bool pipe_ready = false;
+  for (int i = 0; i < r; ++i) pipe_ready |= got[i].data.u64 == 0xab;
+  if (!pipe_ready) {
+    snprintf(why, n, "epoll_wait did not report the unread pipe (%d events)", r);
+    return false;
+  }
+  return true;
+}
+
 bool CheckAll(Probe& p, char* detail, size_t n) {
   char why[400];
   if (!CheckMainTls(why, sizeof(why)) || !CheckThreads(p, why, sizeof(why)) ||
       !CheckSignals(why, sizeof(why)) || !CheckDataFile(p, why, sizeof(why)) ||
       !CheckMapping(p, why, sizeof(why)) || !CheckGuards(p, why, sizeof(why)) ||
-      !CheckPipes(why, sizeof(why))) {
+      !CheckPipes(why, sizeof(why)) || !CheckEvents(why, sizeof(why))) {
     snprintf(detail, n, "restore_probe: %s", why);
     return false;
   }
@@ -730,12 +787,13 @@ bool CheckAll(Probe& p, char* detail, size_t n) {
   } else {
     snprintf(stdin_part, sizeof(stdin_part), "stdin_lines=skipped(%s)", p.stdin_note.c_str());
   }
-  snprintf(detail, n,
-           "restore_probe: threads=%zu hup=%" PRIu64 " records=%" PRIu64
-           " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok pipes=ok wakes=%" PRIu64
-           " %s eintr=%" PRIu64,
-           p.slots.size(), g_hup_total.load() - g_hup_self.load(), p.records, NamedMapPages(p),
-           kMapPages, g_wakes_sent, stdin_part, eintr);
+  snprintf(
+      detail, n,
+      "restore_probe: threads=%zu hup=%" PRIu64 " records=%" PRIu64
+      " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok pipes=ok events=ok wakes=%" PRIu64
+      " %s eintr=%" PRIu64,
+      p.slots.size(), g_hup_total.load() - g_hup_self.load(), p.records, NamedMapPages(p),
+      kMapPages, g_wakes_sent, stdin_part, eintr);
   return true;
 }
 
@@ -809,6 +867,23 @@ void SetUpPipes() {
   }
   if (!WriteAll(g_unread_pipe[1], kUnread.data(), kUnread.size())) {
     FailNow("write the unread pipe: %s", strerror(errno));
+  }
+  g_eventfd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
+  g_epoll = epoll_create1(EPOLL_CLOEXEC);
+  if (g_eventfd < 0 || g_epoll < 0) FailNow("eventfd/epoll_create1: %s", strerror(errno));
+  if (!WriteAll(g_eventfd, &kEventCount, sizeof(kEventCount))) {
+    FailNow("write the eventfd: %s", strerror(errno));
+  }
+  epoll_event e{};
+  e.events = EPOLLIN;
+  e.data.u64 = 0xab;
+  if (epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_unread_pipe[0], &e) != 0) {
+    FailNow("epoll_ctl the pipe: %s", strerror(errno));
+  }
+  e.events = EPOLLIN | EPOLLET;
+  e.data.u64 = 0xcd;
+  if (epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_eventfd, &e) != 0) {
+    FailNow("epoll_ctl the eventfd: %s", strerror(errno));
   }
 }
 

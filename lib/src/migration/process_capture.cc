@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -100,6 +101,56 @@ void CaptureCpuInto(CpuFeatures* c) {
   c->hwcap2 = getauxval(AT_HWCAP2);
 }
 
+// The number after `key` in `line` (spaces skipped), in `base`; false when the key is missing or
+// no digit follows. No allocation (used while the program is parked).
+bool FieldAfter(std::string_view line, std::string_view key, int base, uint64_t* v) {
+  const size_t at = line.find(key);
+  if (at == std::string_view::npos) return false;
+  size_t i = at + key.size();
+  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+  uint64_t x = 0;
+  bool any = false;
+  for (; i < line.size(); ++i) {
+    const char c = line[i];
+    int d = -1;
+    if (c >= '0' && c <= '9') d = c - '0';
+    if (base == 16 && c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    if (d < 0) break;
+    x = x * static_cast<uint64_t>(base) + static_cast<uint64_t>(d);
+    any = true;
+  }
+  *v = x;
+  return any;
+}
+
+// One /proc/self/fdinfo line of an eventfd or epoll record ("eventfd-count: <hex>",
+// "eventfd-semaphore: 0|1", "tfd: N events: <hex> data: <hex> pos:P ino:<hex> sdev:<hex>").
+// `bounded`: epoll items only within the vector's capacity (false once it is full).
+bool ApplyFdinfoLine(std::string_view line, FdRecord* r, bool bounded) {
+  uint64_t v = 0;
+  if (r->kind == FdKind::kEventfd) {
+    if (line.starts_with("eventfd-count:") && FieldAfter(line, "eventfd-count:", 16, &v)) {
+      r->eventfd_count = v;
+    } else if (line.starts_with("eventfd-semaphore:") &&
+               FieldAfter(line, "eventfd-semaphore:", 10, &v)) {
+      r->eventfd_semaphore = v != 0;
+    }
+  } else if (r->kind == FdKind::kEpoll && line.starts_with("tfd:")) {
+    FdRecord::EpollItem e;
+    uint64_t tfd = 0, events = 0;
+    if (!FieldAfter(line, "tfd:", 10, &tfd) || !FieldAfter(line, "events:", 16, &events) ||
+        !FieldAfter(line, "data:", 16, &e.data)) {
+      return true;  // not an item line after all
+    }
+    (void)FieldAfter(line, "ino:", 16, &e.inode);
+    e.tfd = static_cast<uint32_t>(tfd);
+    e.events = static_cast<uint32_t>(events);
+    if (bounded && r->epoll_items.size() == r->epoll_items.capacity()) return false;
+    r->epoll_items.push_back(e);
+  }
+  return true;
+}
+
 bool IsTtyDevice(dev_t rdev) {
   unsigned maj = major(rdev);
   return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143);
@@ -115,6 +166,8 @@ void CaptureFds(std::vector<FdRecord>* out) {
     FdRecord r;
     r.fd = static_cast<uint32_t>(fd);
     r.path = ReadLink(absl::StrCat("/proc/self/fd/", fd));
+    const bool eventfd = r.path == "anon_inode:[eventfd]";
+    const bool epoll = r.path == "anon_inode:[eventpoll]";
     struct stat st;
     if (fstat(fd, &st) == 0) {
       r.mode = st.st_mode;
@@ -132,6 +185,8 @@ void CaptureFds(std::vector<FdRecord>* out) {
         r.kind = FdKind::kSocket;
       }
     }
+    if (eventfd) r.kind = FdKind::kEventfd;
+    if (epoll) r.kind = FdKind::kEpoll;
     std::string info = ReadText(absl::StrCat("/proc/self/fdinfo/", fd));
     for (const std::string& line : std::vector<std::string>(absl::StrSplit(info, '\n'))) {
       // "pos:\t123" and "flags:\t0100002" (octal).
@@ -139,8 +194,12 @@ void CaptureFds(std::vector<FdRecord>* out) {
         r.offset = std::strtoull(line.c_str() + 4, nullptr, 10);
       } else if (line.rfind("flags:", 0) == 0) {
         r.flags = static_cast<uint32_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
+      } else {
+        (void)ApplyFdinfoLine(line, &r, /*bounded=*/false);
       }
     }
+    // Room for what the instance may watch by the time the program is parked.
+    if (epoll) r.epoll_items.reserve(2 * r.epoll_items.size() + 64);
     out->push_back(std::move(r));
   }
   closedir(dir);
@@ -313,9 +372,72 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
   return ok;
 }
 
-size_t PipeDataCapacity(const ProcessStateRecord& r) {
+bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno) {
+  *failed_errno = 0;
+  for (FdRecord& f : out->fds) {
+    if (f.kind != FdKind::kEventfd && f.kind != FdKind::kEpoll) continue;
+    *failed_fd = static_cast<int>(f.fd);
+    char path[48] = "/proc/self/fdinfo/";
+    {
+      char digits[12];
+      int n = 0;
+      uint32_t v = f.fd;
+      do {
+        digits[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+      } while (v != 0);
+      size_t at = 18;
+      while (n > 0) path[at++] = digits[--n];
+      path[at] = '\0';
+    }
+    const long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      *failed_errno = errno;
+      return false;
+    }
+    f.eventfd_count = 0;
+    f.eventfd_semaphore = false;
+    f.epoll_items.clear();  // keeps the capacity
+    char buf[4096];
+    size_t have = 0;  // bytes in buf, the start of an unfinished line
+    bool ok = true;
+    for (;;) {
+      const long r = syscall(SYS_read, fd, buf + have, sizeof buf - have);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        *failed_errno = errno;
+        ok = false;
+        break;
+      }
+      have += static_cast<size_t>(r);
+      size_t start = 0;
+      for (size_t i = 0; i < have; ++i) {
+        if (buf[i] != '\n') continue;
+        if (!ApplyFdinfoLine(std::string_view(buf + start, i - start), &f, /*bounded=*/true)) {
+          ok = false;
+          break;
+        }
+        start = i + 1;
+      }
+      if (!ok || r == 0) break;
+      std::memmove(buf, buf + start, have - start);
+      have -= start;
+      if (have == sizeof buf) {  // a line longer than the buffer: not fdinfo as we know it
+        ok = false;
+        break;
+      }
+    }
+    syscall(SYS_close, fd);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+size_t RefreshGrowthBytes(const ProcessStateRecord& r) {
   size_t n = 0;
-  for (const FdRecord& f : r.fds) n += f.pipe_data.capacity();
+  for (const FdRecord& f : r.fds) {
+    n += f.pipe_data.capacity() + f.epoll_items.capacity() * 24;
+  }
   return n;
 }
 
@@ -345,6 +467,20 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
       out.push_back(absl::StrCat("fd ", f.fd, ": pipe to another process (", f.path, ")"));
     } else if (f.kind == FdKind::kOther && f.path.rfind("anon_inode:", 0) == 0) {
       out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path));
+    } else if (f.kind == FdKind::kEpoll) {
+      // What it watches must come back at the same number: a descriptor the record has, the
+      // same file (a watched descriptor closed since leaves its item on the file behind).
+      for (const FdRecord::EpollItem& e : f.epoll_items) {
+        const FdRecord* t = nullptr;
+        for (const FdRecord& g : r.fds) {
+          if (g.fd == e.tfd) t = &g;
+        }
+        if (t == nullptr || t->inode != e.inode) {
+          out.push_back(absl::StrCat("fd ", f.fd, ": epoll watching fd ", e.tfd,
+                                     ", which is no longer open as the file it watched"));
+          break;
+        }
+      }
     }
   }
   std::string timers = ReadText("/proc/self/timers");

@@ -5,8 +5,9 @@
 // ComputeDigests() make only raw system calls / read memory and write into vectors sized in
 // advance, so they run while every application thread is parked (or in the frozen copy).
 // FindUnsupported() lists what cannot migrate (sockets, pipes to other processes, timers, the
-// program's own io_uring/userfaultfd/eventfd/... anon inodes, child processes), ignoring the
-// agent's own descriptors. All functions act on the calling process; any thread.
+// program's own io_uring/userfaultfd/timerfd/signalfd/... anon inodes, an epoll instance watching
+// what is not the record's, child processes), ignoring the agent's own descriptors. Eventfds and
+// epoll instances migrate. All functions act on the calling process; any thread.
 #ifndef PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
 #define PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
 
@@ -38,9 +39,14 @@ void RefreshFdOffsets(ProcessStateRecord* out);
 // each; call it with the threads parked. False when the kernel refused (*failed_errno) or a pipe
 // held more than its reserve (*failed_errno 0), naming the descriptor in *failed_fd.
 bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
-// The bytes RefreshPipeData may add to the encoded record (the capacity CaptureProcessBasics
-// reserved for the pipes' data).
-size_t PipeDataCapacity(const ProcessStateRecord& r);
+// Re-reads every eventfd's counter and every epoll instance's watched descriptors from fdinfo
+// (raw system calls, no allocation: the items go into the capacity CaptureProcessBasics reserved).
+// Call it with the threads parked. False when the kernel refused (*failed_errno) or an epoll
+// instance watches more than its reserve (*failed_errno 0), naming the descriptor.
+bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
+// The bytes RefreshPipeData and RefreshEventFds may add to the encoded record (the capacity
+// CaptureProcessBasics reserved for pipe data and epoll items).
+size_t RefreshGrowthBytes(const ProcessStateRecord& r);
 // One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;
 // out->digests must already hold blocks.size() entries.
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);

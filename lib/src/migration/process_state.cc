@@ -18,7 +18,9 @@ constexpr size_t kMmSize = 12 * 8;
 constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
-constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, pipe_data
+constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, pipe_data, then:
+constexpr size_t kFdV3Tail = 8 + 4 + 4;                 // + epoll items
+constexpr size_t kEpollItemSize = 4 + 4 + 8 + 8;
 constexpr size_t kDigestSize = 8 + 8 + 4;
 
 size_t StrSize(const std::string& s) { return 4 + s.size(); }
@@ -104,6 +106,10 @@ const char* FdKindName(FdKind kind) {
       return "socket";
     case FdKind::kOther:
       return "other";
+    case FdKind::kEventfd:
+      return "eventfd";
+    case FdKind::kEpoll:
+      return "epoll";
   }
   return "unknown";
 }
@@ -138,7 +144,10 @@ size_t EncodedSize(const ProcessStateRecord& r) {
   n += 4 + r.threads.size() * kThreadSize;
   n += 4 + r.sigactions.size() * kSigactionSize;
   n += 4;
-  for (const FdRecord& f : r.fds) n += kFdFixed + StrSize(f.path) + StrSize(f.pipe_data);
+  for (const FdRecord& f : r.fds) {
+    n += kFdFixed + StrSize(f.path) + StrSize(f.pipe_data) + kFdV3Tail +
+         f.epoll_items.size() * kEpollItemSize;
+  }
   n += 4 + r.digests.size() * kDigestSize;
   return n;
 }
@@ -165,6 +174,8 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
       return absl::InvalidArgumentError("encode process state: fd path too long");
     if (f.pipe_data.size() > kMaxPipeData)
       return absl::InvalidArgumentError("encode process state: pipe data too long");
+    if (f.epoll_items.size() > kMaxEpollItems)
+      return absl::InvalidArgumentError("encode process state: too many epoll items");
   }
   ByteWriter w(out);
   w.U32(kProcessStateMagic);
@@ -221,6 +232,15 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
     w.String(f.path);
     w.U32(f.pipe_size);
     w.String(f.pipe_data);
+    w.U64(f.eventfd_count);
+    w.U32(f.eventfd_semaphore ? 1 : 0);
+    w.U32(static_cast<uint32_t>(f.epoll_items.size()));
+    for (const FdRecord::EpollItem& e : f.epoll_items) {
+      w.U32(e.tfd);
+      w.U32(e.events);
+      w.U64(e.data);
+      w.U64(e.inode);
+    }
   }
   w.U32(static_cast<uint32_t>(r.digests.size()));
   for (const BlockDigest& d : r.digests) {
@@ -314,7 +334,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     s.mask = rd.U64();
     if (!rd.ok() || s.signo == 0 || s.signo > 64) return Bad("sigaction");
   }
-  n = count(kMaxFds, kFdFixed - (version < 3 ? 4 : 0) + 4, "fd");
+  n = count(kMaxFds, version < 3 ? kFdFixed : kFdFixed + 4 + kFdV3Tail, "fd");
   if (!n.ok()) return n.status();
   r.fds.resize(*n);
   for (FdRecord& f : r.fds) {
@@ -338,6 +358,29 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
       if (f.kind != FdKind::kPipe && (f.pipe_size != 0 || !f.pipe_data.empty())) {
         return Bad("fd pipe fields on a descriptor that is no pipe");
       }
+      f.eventfd_count = rd.U64();
+      const uint32_t semaphore = rd.U32();
+      const uint32_t items = rd.U32();
+      if (!rd.ok() || semaphore > 1) return Bad("fd eventfd fields");
+      f.eventfd_semaphore = semaphore != 0;
+      if (f.kind != FdKind::kEventfd && (f.eventfd_count != 0 || f.eventfd_semaphore)) {
+        return Bad("fd eventfd fields on a descriptor that is no eventfd");
+      }
+      if (items > kMaxEpollItems ||
+          static_cast<uint64_t>(items) * kEpollItemSize > rd.remaining()) {
+        return Bad("fd epoll item count");
+      }
+      if (f.kind != FdKind::kEpoll && items != 0) {
+        return Bad("fd epoll items on a descriptor that is no epoll instance");
+      }
+      f.epoll_items.resize(items);
+      for (FdRecord::EpollItem& e : f.epoll_items) {
+        e.tfd = rd.U32();
+        e.events = rd.U32();
+        e.data = rd.U64();
+        e.inode = rd.U64();
+      }
+      if (!rd.ok()) return Bad("fd epoll items");
     }
   }
   n = count(kMaxDigests, kDigestSize, "digest");
@@ -375,6 +418,11 @@ std::string SummarizeProcessState(const ProcessStateRecord& r) {
       absl::StrAppendFormat(&s, " (own pipe, %u bytes, %zu unread)", f.pipe_size,
                             f.pipe_data.size());
     }
+    if (f.kind == FdKind::kEventfd) {
+      absl::StrAppendFormat(&s, " (count %u%s)", f.eventfd_count,
+                            f.eventfd_semaphore ? ", semaphore" : "");
+    }
+    if (f.kind == FdKind::kEpoll) absl::StrAppendFormat(&s, " (%zu watched)", f.epoll_items.size());
     s += "\n";
   }
   return s;

@@ -25,6 +25,9 @@
 //   fd       := fd:u32 kind:u8 reserved[3] flags:u32 mode:u32 offset dev inode:u64 path:str
 //               pipe_size:u32 pipe_data:len:u32 bytes[len]   (len <= kMaxPipeData; both 0 but
 //               for the pipes a process holds both ends of, see FdRecord)
+//               eventfd_count:u64 eventfd_semaphore:u32 n:u32 epoll_item[n]   (0 but for an
+//               eventfd, resp. n <= kMaxEpollItems for an epoll instance)
+//   epoll_item := tfd:u32 events:u32 data:u64 inode:u64
 //   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
 // reserved fields and trailing bytes are DataLoss.
@@ -55,6 +58,7 @@ inline constexpr size_t kMaxSigactions = 64;
 inline constexpr size_t kMaxFds = 1 << 20;
 inline constexpr size_t kMaxDigests = 1 << 20;
 inline constexpr size_t kMaxPipeData = 1 << 20;  // Linux's default /proc/sys/fs/pipe-max-size
+inline constexpr size_t kMaxEpollItems = 1 << 16;
 
 // Saved by the park handler (x86-64). rip/rsp/callee-saved registers are the handler's resume
 // point; `ucontext` is the kernel's signal frame (on the thread's stack, in a RAM block), so
@@ -108,9 +112,11 @@ enum class FdKind : uint8_t {
   kTty = 2,
   kPipe = 3,  // pipe or FIFO
   kSocket = 4,
-  kOther = 5,  // char/block devices, anon inodes (eventfd, timerfd, io_uring, userfaultfd, ...)
+  kOther = 5,    // char/block devices, anon inodes (timerfd, io_uring, userfaultfd, ...)
+  kEventfd = 6,  // anon_inode:[eventfd]
+  kEpoll = 7,    // anon_inode:[eventpoll]
 };
-inline constexpr uint8_t kMaxFdKind = 5;
+inline constexpr uint8_t kMaxFdKind = 7;
 const char* FdKindName(FdKind kind);
 
 struct FdRecord {
@@ -125,6 +131,20 @@ struct FdRecord {
   // held unread when the process stopped (the others empty). 0 and empty for anything else.
   uint32_t pipe_size = 0;
   std::string pipe_data;
+  // An eventfd: its counter and EFD_SEMAPHORE (fdinfo), as when the process stopped.
+  uint64_t eventfd_count = 0;
+  bool eventfd_semaphore = false;
+  // An epoll instance: what it watches (fdinfo "tfd: events: data: ... ino:"), as when the
+  // process stopped. The restorer adds each again for descriptor `tfd` once every descriptor is
+  // in place.
+  struct EpollItem {
+    uint32_t tfd = 0;
+    uint32_t events = 0;
+    uint64_t data = 0;
+    uint64_t inode = 0;  // of the watched file, for a check against the record's fd `tfd`
+    bool operator==(const EpollItem&) const = default;
+  };
+  std::vector<EpollItem> epoll_items;
   bool operator==(const FdRecord&) const = default;
 };
 

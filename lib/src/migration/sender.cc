@@ -419,7 +419,7 @@ absl::Status Sender::Iterate(bool* converged) {
 }
 
 size_t Sender::StateBytesNeeded(size_t n_blocks_cap) const {
-  return EncodedSize(state_record_) + PipeDataCapacity(state_record_) + 4 * 4096 +
+  return EncodedSize(state_record_) + RefreshGrowthBytes(state_record_) + 4 * 4096 +
          (kMaxThreads / 64) * 256 + n_blocks_cap * 32 + (1u << 20);
 }
 
@@ -572,6 +572,13 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
     return absl::FailedPreconditionError(
         absl::StrCat("stop-and-copy: reading the unread bytes of the program's own pipe (fd ",
                      pipe_fd, "): ", err != 0 ? strerror(err) : "it holds more than its size"));
+  }
+  if (!RefreshEventFds(&state_record_, &pipe_fd, &err)) {
+    freezer_->Unpark();
+    parked_ = false;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "stop-and-copy: reading the state of the program's eventfd or epoll instance (fd ", pipe_fd,
+        "): ", err != 0 ? strerror(err) : "it watches more than was reserved"));
   }
   pages_->set_channels(final_);
   pages_->set_rate_limited(false);

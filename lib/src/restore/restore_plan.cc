@@ -132,6 +132,8 @@ const char* RestoreStepName(uint32_t step) {
       return "per-thread state";
     case abi::kStepPid:
       return "clone3 the process with its old pid";
+    case abi::kStepEpoll:
+      return "epoll_ctl";
     default:
       return "restorer";
   }
@@ -152,9 +154,15 @@ std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t
       return absl::StrCat("thread ", index, pick(plan.thread_what));
     case abi::kStepSigactions:
       return absl::StrCat("signal ", index);
+    case abi::kStepEpoll:
+      return absl::StrCat("epoll item ", index, pick(plan.epoll_what));
     default:
       return absl::StrCat("item ", index);
   }
+}
+
+bool RebuiltHere(const ProcessStateRecord& state, const FdRecord& f) {
+  return f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll || IsOwnPipe(state, f);
 }
 
 int MaxRestoredFd(const ProcessStateRecord& state) {
@@ -349,13 +357,18 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   // size generously first: ops <= 4 per VMA + blocks + specials, strings <= paths.
   uint64_t string_bytes = st.cwd.size() + st.exe.size() + 2;
   for (const VmaRecord* v : vmas) string_bytes += v->path.size() + 1;
-  for (const FdRecord& f : st.fds) string_bytes += f.path.size() + 1;
+  uint64_t epoll_items = 0;
+  for (const FdRecord& f : st.fds) {
+    string_bytes += f.path.size() + 1;
+    epoll_items += f.epoll_items.size();
+  }
   const uint64_t ops_cap = 4 * vmas.size() + 2 * in.blocks.size() + 2 * cur_special.size() + 8;
   const uint64_t args_cap = RoundUp(
       sizeof(abi::Args) + 64 + ops_cap * sizeof(abi::Op) +
           (in.blocks.size() + cur_special.size() + in.premapped.size() + 4) * sizeof(abi::Range) +
           64 * sizeof(abi::Sigaction) + (st.fds.size() + 3) * sizeof(abi::Fd) +
-          ath.size() * sizeof(abi::Thread) + string_bytes + 16 * 8,
+          ath.size() * sizeof(abi::Thread) + epoll_items * sizeof(abi::EpollItem) + string_bytes +
+          16 * 8,
       kPage);
   const uint64_t region_bytes = code_bytes + args_cap + stacks_bytes;
   absl::StatusOr<uint64_t> gap = FindGap(used, RoundUp(region_bytes, kHuge) + staging_bytes);
@@ -564,17 +577,18 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     fds.push_back(a);
     redirected[i] = true;
   }
+  std::vector<uint32_t> rebuilt;  // record fds set up from the caller's descriptors
   for (const FdRecord& f : st.fds) {
     if (f.fd <= 2 && redirected[f.fd]) continue;
-    if (IsOwnPipe(st, f)) {
+    if (RebuiltHere(st, f)) {
       int from = -1;
-      for (const auto& [fd, ours] : in.pipe_fds) {
+      for (const auto& [fd, ours] : in.rebuilt_fds) {
         if (fd == static_cast<int>(f.fd)) from = ours;
       }
       if (from >= 0) {
         if (from <= MaxRestoredFd(st) || from == in.report_fd) {
           return absl::InvalidArgumentError(absl::StrCat(
-              "restore plan: fd ", f.fd, "'s pipe comes from descriptor ", from,
+              "restore plan: fd ", f.fd, " comes from descriptor ", from,
               ", which must be above every restored descriptor and not the report descriptor"));
         }
         abi::Fd a;
@@ -582,6 +596,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
         a.from_fd = from;
         a.open_flags = f.flags & O_CLOEXEC;  // dup3's only flag
         plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " (the process's own ", f.path, ")"));
+        rebuilt.push_back(f.fd);
         fds.push_back(a);
         plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
         continue;
@@ -615,6 +630,36 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
   }
 
+  // What each rebuilt epoll instance watched, for descriptors the process will have.
+  std::vector<abi::EpollItem> epoll;
+  auto present = [&](uint32_t fd) {
+    if (fd <= 2) return true;
+    for (const abi::Fd& a : fds) {
+      if (a.fd == static_cast<int32_t>(fd)) return true;
+    }
+    return false;
+  };
+  for (const FdRecord& f : st.fds) {
+    if (f.kind != FdKind::kEpoll ||
+        std::find(rebuilt.begin(), rebuilt.end(), f.fd) == rebuilt.end()) {
+      continue;
+    }
+    for (const FdRecord::EpollItem& e : f.epoll_items) {
+      if (!present(e.tfd)) {
+        plan.notes.push_back(absl::StrCat("epoll fd ", f.fd, " watched fd ", e.tfd,
+                                          ", which is not restored: dropped from it"));
+        continue;
+      }
+      abi::EpollItem a;
+      a.epfd = static_cast<int32_t>(f.fd);
+      a.tfd = static_cast<int32_t>(e.tfd);
+      a.events = e.events;
+      a.data = e.data;
+      epoll.push_back(a);
+      plan.epoll_what.push_back(absl::StrCat("epoll fd ", f.fd, " watching fd ", e.tfd));
+    }
+  }
+
   header.mm = {st.mm.start_code,
                st.mm.end_code,
                st.mm.start_data,
@@ -645,6 +690,8 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   header.sigactions = ab.AddArray<abi::Sigaction>(sa);
   header.sigaction_set = sa_set;
   header.fds = ab.AddArray<abi::Fd>(fds);
+  header.epoll_items = ab.AddArray<abi::EpollItem>(epoll);
+  header.nepoll_items = static_cast<uint32_t>(epoll.size());
   header.nfds = static_cast<uint32_t>(fds.size());
   header.region_start = plan.region_start;
   header.region_bytes = plan.region_bytes;

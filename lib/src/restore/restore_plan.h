@@ -73,10 +73,10 @@ struct RestorePlanInput {
   // descriptor) that becomes the restored process's fd i, replacing whatever the record has there
   // (a file reopened at its offset, or our own fd i); -1: as the record says.
   int stdio_fds[3] = {-1, -1, -1};
-  // The pipes the process held both ends of (IsOwnPipe), rebuilt by the caller: {the record's
-  // fd, a descriptor of this process above every restored one and not the report descriptor}.
-  // An own pipe with no entry here is left out (a note says so).
-  std::span<const std::pair<int, int>> pipe_fds;
+  // Descriptors the caller rebuilt (RebuiltHere: the pipes the process held both ends of,
+  // eventfds, epoll instances): {the record's fd, a descriptor of this process above every
+  // restored one and not the report descriptor}. One with no entry here is left out (noted).
+  std::span<const std::pair<int, int>> rebuilt_fds;
 };
 
 struct RestorePlan {
@@ -93,13 +93,17 @@ struct RestorePlan {
   std::vector<std::pair<uint64_t, uint64_t>> keep;
   // What each item the blob may report a failure for is, for the message: ops (by index),
   // reopened descriptors (by index), threads (by index).
-  std::vector<std::string> op_what, fd_what, thread_what;
+  std::vector<std::string> op_what, fd_what, thread_what, epoll_what;
   // The restored descriptors' numbers (the report descriptor must be above them all).
   int max_fd = 2;
 };
 
 inline constexpr uint64_t kBlobStackBytes = 64 << 10;
 inline constexpr uint64_t kRestoreTaskTop = 0x7ffffffff000ull;
+
+// Whether the caller rebuilds this descriptor (RestorePlanInput::rebuilt_fds): an own pipe, an
+// eventfd or an epoll instance.
+bool RebuiltHere(const ProcessStateRecord& state, const FdRecord& f);
 
 // The largest descriptor the plan restores (so the caller can place its report pipe above it).
 int MaxRestoredFd(const ProcessStateRecord& state);

@@ -4,6 +4,8 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -168,12 +170,16 @@ class OwnedFds {
   std::vector<int> fds_;
 };
 
-// The pipes the process held both ends of (IsOwnPipe), made again here: one new pipe for each,
-// with the old one's capacity and unread bytes and each end's O_NONBLOCK, and every descriptor
-// the record has for it duplicated above `above`, where the blob takes it (`out`: {the record's
-// fd, ours}). Errors name the descriptor and the step.
-absl::Status RebuildOwnPipes(const ProcessStateRecord& st, int above,
-                             std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
+// The descriptors made again here rather than reopened (RebuiltHere), each duplicated above
+// `above`, where the blob takes it (`out`: {the record's fd, ours}):
+//   - the pipes the process held both ends of: one new pipe for each, with the old one's
+//     capacity and unread bytes and each end's O_NONBLOCK;
+//   - eventfds: the counter, EFD_SEMAPHORE and O_NONBLOCK (each descriptor its own eventfd: dups
+//     of one would come back apart);
+//   - epoll instances, empty: the blob adds what they watched once every descriptor is in place.
+// Errors name the descriptor and the step.
+absl::Status RebuildFds(const ProcessStateRecord& st, int above,
+                        std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
   struct Rebuilt {
     uint64_t dev, inode;
     int ends[2];
@@ -181,12 +187,42 @@ absl::Status RebuildOwnPipes(const ProcessStateRecord& st, int above,
   std::vector<Rebuilt> pipes;
   OwnedFds made;  // the new pipes' own two ends: only their duplicates go on
   for (const FdRecord& f : st.fds) {
-    if (!IsOwnPipe(st, f)) continue;
+    if (!RebuiltHere(st, f)) continue;
     auto fail = [&](const std::string& step, int err) {
       return ErrnoStatus(
           absl::StatusCode::kInternal,
           absl::StrCat("restore: fd ", f.fd, " (the process's own ", f.path, "): ", step), err);
     };
+    if (f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll) {
+      int made_fd = -1;
+      if (f.kind == FdKind::kEpoll) {
+        made_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (made_fd < 0) return fail("epoll_create1", errno);
+      } else {
+        // eventfd takes a 32-bit initial value: the counter is written instead (it adds).
+        made_fd =
+            eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | (f.eventfd_semaphore ? EFD_SEMAPHORE : 0));
+        if (made_fd < 0) return fail("eventfd", errno);
+        const uint64_t count = f.eventfd_count;
+        if (count != 0 && write(made_fd, &count, sizeof count) != sizeof count) {
+          const int err = errno;
+          close(made_fd);
+          return fail(absl::StrCat("set its counter to ", count), err);
+        }
+        if ((f.flags & O_NONBLOCK) == 0 && fcntl(made_fd, F_SETFL, 0) != 0) {
+          const int err = errno;
+          close(made_fd);
+          return fail("clear O_NONBLOCK", err);
+        }
+      }
+      const int ours = fcntl(made_fd, F_DUPFD_CLOEXEC, above);
+      const int err = errno;
+      close(made_fd);
+      if (ours < 0) return fail("duplicate it", err);
+      owned->Add(ours);
+      out->push_back({static_cast<int>(f.fd), ours});
+      continue;
+    }
     Rebuilt* p = nullptr;
     for (Rebuilt& q : pipes) {
       if (q.dev == f.dev && q.inode == f.inode) p = &q;
@@ -503,8 +539,8 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
     close(report_fd);
   };
   OwnedFds pipe_ends;
-  std::vector<std::pair<int, int>> pipe_fds;
-  if (absl::Status s = RebuildOwnPipes(state, MaxRestoredFd(state) + 1, &pipe_fds, &pipe_ends);
+  std::vector<std::pair<int, int>> rebuilt_fds;
+  if (absl::Status s = RebuildFds(state, MaxRestoredFd(state) + 1, &rebuilt_fds, &pipe_ends);
       !s.ok()) {
     close_pipe();
     return s;
@@ -518,7 +554,7 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
   in.premapped = options.premapped;
   in.set_tid = options.pid_namespace;
   for (int i = 0; i < 3; ++i) in.stdio_fds[i] = options.stdio_fds[i];
-  in.pipe_fds = pipe_fds;
+  in.rebuilt_fds = rebuilt_fds;
   if (!options.pid_namespace) {
     in.self_rseq = reinterpret_cast<uint64_t>(__builtin_thread_pointer()) +
                    static_cast<uint64_t>(__rseq_offset);

@@ -98,6 +98,16 @@ enum Step : uint32_t {
   kStepThreads = 9,
   kStepThreadState = 10,
   kStepPid = 11,  // the namespace init could not create the process with its old pid
+  kStepEpoll = 12,
+};
+
+// One descriptor an epoll instance watches, added again once every descriptor is in place.
+struct EpollItem {
+  int32_t epfd = -1;
+  int32_t tfd = -1;
+  uint32_t events = 0;
+  uint32_t pad = 0;
+  uint64_t data = 0;
 };
 
 // What the blob writes to report_fd: one message, then the descriptor is closed.
@@ -150,6 +160,8 @@ struct Args {
   // this block as procmig_park_save's second return value, so the restored agent can check the
   // magic and unmap the mapping once every thread has left it.
   uint64_t region_start = 0, region_bytes = 0;
+  uint64_t epoll_items = 0;  // EpollItem[nepoll_items]
+  uint32_t nepoll_items = 0, epoll_pad = 0;
 };
 
 inline constexpr uint32_t kArgSetTid = 1;    // create threads with their old ids (set_tid)

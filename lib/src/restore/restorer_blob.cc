@@ -93,6 +93,7 @@ enum : long {
   kSysDup3 = 292,
   kSysRseq = 334,
   kSysCloseRange = 436,
+  kSysEpollCtl = 233,
   kSysClockGettime = 228,
 };
 
@@ -402,6 +403,22 @@ extern "C" void procmig_blob_main(abi::Args* a) {
         r = Sys(kSysLseek, f.fd, static_cast<long>(f.offset), 0 /* SEEK_SET */);
         if (Failed(r)) Die(a, abi::kStepFiles, r, i);
       }
+    }
+  }
+  {
+    // What each epoll instance watched, now that every descriptor is in place (the kernel keys
+    // an item by descriptor number). x86-64's struct epoll_event is packed.
+    struct __attribute__((packed)) {
+      uint32_t events;
+      uint64_t data;
+    } ev;
+    const abi::EpollItem* items = AT(abi::EpollItem, a, a->epoll_items);
+    for (uint32_t i = 0; i < a->nepoll_items; ++i) {
+      ev.events = items[i].events;
+      ev.data = items[i].data;
+      r = Sys(kSysEpollCtl, items[i].epfd, 1 /* EPOLL_CTL_ADD */, items[i].tfd,
+              reinterpret_cast<long>(&ev));
+      if (Failed(r)) Die(a, abi::kStepEpoll, r, i);
     }
   }
   if (a->cwd != 0) {

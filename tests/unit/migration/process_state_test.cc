@@ -2,10 +2,14 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
@@ -81,6 +85,21 @@ ProcessStateRecord Sample() {
   pw.flags = O_WRONLY | O_NONBLOCK;
   pw.pipe_data.clear();
   r.fds.push_back(pw);
+  FdRecord ev;  // an eventfd past 32 bits, semaphore
+  ev.fd = 7;
+  ev.kind = FdKind::kEventfd;
+  ev.flags = O_RDWR | O_NONBLOCK;
+  ev.path = "anon_inode:[eventfd]";
+  ev.eventfd_count = 0x100000005ull;
+  ev.eventfd_semaphore = true;
+  r.fds.push_back(ev);
+  FdRecord ep;  // an epoll instance watching the pipe's read end and the eventfd
+  ep.fd = 8;
+  ep.kind = FdKind::kEpoll;
+  ep.flags = O_RDWR;
+  ep.path = "anon_inode:[eventpoll]";
+  ep.epoll_items = {{5, 0x80000019u, 0xabcdef0123456789ull, 77}, {7, 0x19, 7, 18}};
+  r.fds.push_back(ep);
   r.digests.push_back({3, 0x10000, 0xabcdef01});
   return r;
 }
@@ -164,10 +183,10 @@ TEST_CASE("version 2 (no pipe fields) is still read; pipe fields on another kind
   r.fds.resize(1);  // the regular file only
   std::string v3;
   REQUIRE(EncodeProcessState(r, &v3).ok());
-  // Version 2: the same record without the fd's pipe_size and pipe_data length (8 zero bytes).
+  // Version 2: the same record without the fd's pipe, eventfd and epoll fields (24 zero bytes).
   const size_t after_path = v3.find("/tmp/x") + 6;
-  REQUIRE(v3.substr(after_path, 8) == std::string(8, '\0'));
-  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 8);
+  REQUIRE(v3.substr(after_path, 24) == std::string(24, '\0'));
+  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 24);
   v2[4] = 2;
   absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(v2));
   REQUIRE_MESSAGE(back.ok(), back.status().ToString());
@@ -181,6 +200,32 @@ TEST_CASE("version 2 (no pipe fields) is still read; pipe fields on another kind
         std::string::npos);
 }
 
+TEST_CASE("eventfd and epoll fields belong to their kinds only") {
+  ProcessStateRecord r = Sample();
+  std::string out;
+  REQUIRE(EncodeProcessState(r, &out).ok());
+  // The epoll record ends with its two items.
+  const std::string items(
+      "\x05\x00\x00\x00\x19\x00\x00\x80\x89\x67\x45\x23\x01\xef\xcd\xab"
+      "\x4d\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x19\x00\x00\x00"
+      "\x07\x00\x00\x00\x00\x00\x00\x00\x12\x00\x00\x00\x00\x00\x00\x00",
+      48);
+  CHECK(out.find(items) != std::string::npos);
+  for (int k = 0; k < 3; ++k) {
+    ProcessStateRecord bad = Sample();
+    FdRecord& file = bad.fds[0];
+    if (k == 0) file.eventfd_count = 1;
+    if (k == 1) file.eventfd_semaphore = true;
+    if (k == 2) file.epoll_items = {{1, 1, 1, 1}};
+    std::string b;
+    REQUIRE(EncodeProcessState(bad, &b).ok());
+    auto d = DecodeProcessState(Bytes(b));
+    CHECK_MESSAGE(absl::IsDataLoss(d.status()), k);
+    CHECK(d.status().message().find(k == 2 ? "epoll items on a descriptor" : "eventfd fields on") !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("own pipes: both ends held; the first read end carries the data") {
   ProcessStateRecord r = Sample();
   CHECK_FALSE(IsOwnPipe(r, r.fds[0]));  // a regular file
@@ -192,8 +237,8 @@ TEST_CASE("own pipes: both ends held; the first read end carries the data") {
   FdRecord dup = r.fds[1];
   dup.fd = 9;
   r.fds.push_back(dup);
-  CHECK(IsOwnPipe(r, r.fds[3]));
-  CHECK_FALSE(HoldsPipeData(r, r.fds[3]));
+  CHECK(IsOwnPipe(r, r.fds.back()));
+  CHECK_FALSE(HoldsPipeData(r, r.fds.back()));
   CHECK(HoldsPipeData(r, r.fds[1]));
   // Without its write end the pipe leads elsewhere; so does a FIFO opened by path.
   ProcessStateRecord one = Sample();
@@ -291,6 +336,103 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   close(sv[0]), close(sv[1]), close(pp[0]);
 }
 
+TEST_CASE("eventfds and epoll instances: captured from fdinfo, refreshed while parked") {
+  int pp[2];
+  REQUIRE(pipe(pp) == 0);
+  const int ev = eventfd(5, EFD_SEMAPHORE | EFD_NONBLOCK);
+  const int ep = epoll_create1(0);
+  REQUIRE(ev >= 0);
+  REQUIRE(ep >= 0);
+  epoll_event e{};
+  e.events = EPOLLIN | EPOLLET;
+  e.data.u64 = 0xab;
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, pp[0], &e) == 0);
+  e.events = EPOLLIN;
+  e.data.u64 = 0xcd;
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) == 0);
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  auto rec = [&](int fd) -> FdRecord& {
+    for (FdRecord& f : r.fds) {
+      if (static_cast<int>(f.fd) == fd) return f;
+    }
+    FAIL("fd ", fd, " not captured");
+    return r.fds[0];
+  };
+  struct stat pst;
+  REQUIRE(fstat(pp[0], &pst) == 0);
+  struct stat est;
+  REQUIRE(fstat(ev, &est) == 0);
+  CHECK(rec(ev).kind == FdKind::kEventfd);
+  CHECK(rec(ev).eventfd_count == 5);
+  CHECK(rec(ev).eventfd_semaphore);
+  CHECK(rec(ep).kind == FdKind::kEpoll);
+  // The kernel adds EPOLLERR | EPOLLHUP to every item; items in fdinfo order (by file, fd).
+  std::vector<FdRecord::EpollItem> want = {
+      {static_cast<uint32_t>(pp[0]), EPOLLIN | EPOLLET | EPOLLERR | EPOLLHUP, 0xab, pst.st_ino},
+      {static_cast<uint32_t>(ev), EPOLLIN | EPOLLERR | EPOLLHUP, 0xcd, est.st_ino}};
+  auto sorted = [](std::vector<FdRecord::EpollItem> v) {
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.tfd < b.tfd; });
+    return v;
+  };
+  CHECK(sorted(rec(ep).epoll_items) == sorted(want));
+  CHECK(rec(ep).epoll_items.capacity() >= 64);
+  int ignored[] = {-1};
+  auto about = [&](const std::vector<std::string>& why, int fd) {
+    std::vector<std::string> out;
+    for (const std::string& w : why) {
+      if (w.rfind("fd " + std::to_string(fd) + ":", 0) == 0) out.push_back(w);
+    }
+    return out;
+  };
+  CHECK(about(FindUnsupported(r, ignored), ev).empty());
+  CHECK(about(FindUnsupported(r, ignored), ep).empty());
+
+  // The program goes on: the counter grows, an item goes, another comes. The refresh sees it.
+  const uint64_t add = 0x100000000ull;
+  REQUIRE(write(ev, &add, sizeof add) == sizeof add);
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_DEL, pp[0], nullptr) == 0);
+  e.events = EPOLLOUT;
+  e.data.u64 = 0xef;
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, pp[1], &e) == 0);
+  int failed_fd = -1, err = -1;
+  REQUIRE(RefreshEventFds(&r, &failed_fd, &err));
+  CHECK(rec(ev).eventfd_count == 0x100000005ull);
+  struct stat wst;
+  REQUIRE(fstat(pp[1], &wst) == 0);
+  want = {{static_cast<uint32_t>(ev), EPOLLIN | EPOLLERR | EPOLLHUP, 0xcd, est.st_ino},
+          {static_cast<uint32_t>(pp[1]), EPOLLOUT | EPOLLERR | EPOLLHUP, 0xef, wst.st_ino}};
+  CHECK(sorted(rec(ep).epoll_items) == sorted(want));
+
+  // More watched than reserved: refused, named, nothing allocated.
+  rec(ep).epoll_items.shrink_to_fit();
+  e.events = EPOLLIN;
+  e.data.u64 = 0x12;
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, pp[0], &e) == 0);
+  CHECK_FALSE(RefreshEventFds(&r, &failed_fd, &err));
+  CHECK(failed_fd == ep);
+  CHECK(err == 0);
+
+  // A watched descriptor closed (its file kept open by a dup, so the item stays) and its number
+  // reused for another file: listed.
+  const int keep = dup(pp[1]);
+  REQUIRE(keep >= 0);
+  close(pp[1]);
+  int other[2];
+  REQUIRE(pipe(other) == 0);  // lowest free numbers: other[0] takes pp[1]'s
+  REQUIRE(other[0] == pp[1]);
+  ProcessStateRecord again;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &again).ok());
+  std::vector<std::string> why = about(FindUnsupported(again, ignored), ep);
+  REQUIRE(why.size() == 1);
+  CHECK(why[0] == "fd " + std::to_string(ep) + ": epoll watching fd " + std::to_string(pp[1]) +
+                      ", which is no longer open as the file it watched");
+  close(pp[0]), close(other[0]), close(other[1]), close(ev), close(ep), close(keep);
+}
+
 TEST_CASE("a self-pipe's unread bytes are captured without taking them out of the pipe") {
   int pp[2], empty[2];
   REQUIRE(pipe(pp) == 0);
@@ -313,7 +455,7 @@ TEST_CASE("a self-pipe's unread bytes are captured without taking them out of th
   CHECK(rec(pp[0]).pipe_size == static_cast<uint32_t>(size));
   CHECK(rec(pp[1]).pipe_size == static_cast<uint32_t>(size));
   CHECK(rec(pp[0]).pipe_data.capacity() >= static_cast<size_t>(size));
-  CHECK(PipeDataCapacity(r) >= 2 * static_cast<size_t>(size));
+  CHECK(RefreshGrowthBytes(r) >= 2 * static_cast<size_t>(size));
   CHECK((rec(empty[1]).flags & O_NONBLOCK) != 0);
 
   int failed_fd = -1, err = -1;

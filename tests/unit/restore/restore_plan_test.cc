@@ -42,7 +42,7 @@ struct Fixture {
   std::vector<MemoryRegion> cur;
   std::vector<PlacedBlock> blocks;
   int stdio_fds[3] = {-1, -1, -1};  // redirected stdio (receive/restore --stdin/--stdout/--stderr)
-  std::vector<std::pair<int, int>> pipe_fds;  // own pipes rebuilt by the caller
+  std::vector<std::pair<int, int>> rebuilt_fds;  // own pipes rebuilt by the caller
   Fixture() {
     st.pid = 100;
     st.cwd = "/work";
@@ -79,7 +79,7 @@ struct Fixture {
     in.code_bytes = 5000;
     in.report_fd = report_fd;
     for (int i = 0; i < 3; ++i) in.stdio_fds[i] = stdio_fds[i];
-    in.pipe_fds = pipe_fds;
+    in.rebuilt_fds = rebuilt_fds;
     return BuildRestorePlan(in);
   }
 };
@@ -432,7 +432,7 @@ TEST_CASE("descriptors: the process's own pipes come from the caller's rebuilt e
   file.path = "/tmp/in";
   f.st.fds = {r, other, file, w};
   f.stdio_fds[0] = 20;
-  f.pipe_fds = {{9, 31}, {4, 30}};
+  f.rebuilt_fds = {{9, 31}, {4, 30}};
   auto plan = f.Plan();
   REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
   const abi::Args& a = ArgsOf(*plan);
@@ -460,18 +460,73 @@ TEST_CASE("descriptors: the process's own pipes come from the caller's rebuilt e
 
   // Our descriptors must lie above every restored one (the blob dups them in place) and not be
   // the report descriptor; a missing one leaves the pipe out, noted.
-  f.pipe_fds = {{4, 9}, {9, 31}};
+  f.rebuilt_fds = {{4, 9}, {9, 31}};
   auto low = f.Plan();
   REQUIRE_FALSE(low.ok());
   CHECK(low.status().message() ==
-        "restore plan: fd 4's pipe comes from descriptor 9, which must be above every restored "
+        "restore plan: fd 4 comes from descriptor 9, which must be above every restored "
         "descriptor and not the report descriptor");
-  f.pipe_fds = {{4, 64}, {9, 31}};
+  f.rebuilt_fds = {{4, 64}, {9, 31}};
   CHECK_FALSE(f.Plan(64).ok());
-  f.pipe_fds = {{9, 31}};
+  f.rebuilt_fds = {{9, 31}};
   auto half = f.Plan();
   REQUIRE(half.ok());
   CHECK(ArgsOf(*half).nfds == 3);
+}
+
+TEST_CASE("descriptors: eventfds and epoll instances rebuilt; epoll items for restored fds only") {
+  Fixture f;
+  FdRecord pr;  // a self-pipe at 4 (read) and 5 (write)
+  pr.fd = 4;
+  pr.kind = FdKind::kPipe;
+  pr.flags = O_RDONLY;
+  pr.inode = 77;
+  pr.path = "pipe:[77]";
+  FdRecord pw = pr;
+  pw.fd = 5;
+  pw.flags = O_WRONLY;
+  FdRecord lone = pr;  // another process's pipe: not restored
+  lone.fd = 6;
+  lone.inode = 78;
+  lone.path = "pipe:[78]";
+  FdRecord ev;
+  ev.fd = 10;
+  ev.kind = FdKind::kEventfd;
+  ev.path = "anon_inode:[eventfd]";
+  ev.eventfd_count = 3;
+  FdRecord ep;
+  ep.fd = 11;
+  ep.kind = FdKind::kEpoll;
+  ep.flags = O_RDWR | O_CLOEXEC;
+  ep.path = "anon_inode:[eventpoll]";
+  ep.epoll_items = {
+      {4, 0x80000019u, 0xab, 77}, {6, 0x19, 0x66, 78}, {10, 0x19, 0xcd, 18}, {1, 0x4, 0x1, 9}};
+  f.st.fds = {pr, pw, lone, ev, ep};
+  f.rebuilt_fds = {{4, 20}, {5, 21}, {10, 22}, {11, 23}};
+  auto plan = f.Plan();
+  REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 4);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  CHECK(fd[2].fd == 10);
+  CHECK(fd[2].from_fd == 22);
+  CHECK(fd[3].fd == 11);
+  CHECK(fd[3].from_fd == 23);
+  CHECK(fd[3].open_flags == static_cast<uint32_t>(O_CLOEXEC));
+  // Items in record order, the one for fd 6 (not restored) dropped; fd 1 is stdio, always there.
+  REQUIRE(a.nepoll_items == 3);
+  const auto* it = reinterpret_cast<const abi::EpollItem*>(plan->args.data() + a.epoll_items);
+  CHECK((it[0].epfd == 11 && it[0].tfd == 4 && it[0].events == 0x80000019u && it[0].data == 0xab));
+  CHECK((it[1].epfd == 11 && it[1].tfd == 10 && it[1].events == 0x19u && it[1].data == 0xcd));
+  CHECK((it[2].epfd == 11 && it[2].tfd == 1 && it[2].events == 0x4u && it[2].data == 0x1));
+  CHECK(DescribeRestoreItem(*plan, abi::kStepEpoll, 1) ==
+        "epoll item 1 (epoll fd 11 watching fd 10)");
+  CHECK(std::string(RestoreStepName(abi::kStepEpoll)) == "epoll_ctl");
+  bool noted = false;
+  for (const std::string& n : plan->notes) {
+    noted |= n == "epoll fd 11 watched fd 6, which is not restored: dropped from it";
+  }
+  CHECK(noted);
 }
 
 TEST_CASE("sigactions: one entry per signal, a bit per restored one") {
