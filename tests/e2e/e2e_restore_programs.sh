@@ -49,7 +49,7 @@ case "$PROG" in
 import hashlib
 h = hashlib.sha256(b"procmig").digest()
 d = {}
-for i in range(2500000):
+for i in range(6000000):
     h = hashlib.sha256(h).digest()
     d[h[:3]] = i
     if len(d) > 200000:

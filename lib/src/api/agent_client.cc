@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,24 @@
 
 namespace procmig {
 namespace {
+
+// Whether `pid` has ended (gone, or a zombie not yet reaped), waiting up to about 100 ms for it:
+// an agent that closes its connection unasked most often went with its process.
+bool ProcessEnded(int pid) {
+  for (int i = 0; i < 20; ++i) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE* f = fopen(path, "re");
+    if (f == nullptr) return true;
+    char line[512] = "";
+    const bool got = fgets(line, sizeof line, f) != nullptr;
+    fclose(f);
+    const char* paren = got ? strrchr(line, ')') : nullptr;
+    if (paren != nullptr && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X')) return true;
+    usleep(5000);
+  }
+  return false;
+}
 
 // The value of `name` in /proc/PID/environ, or "" when unset or unreadable.
 std::string TargetEnv(int pid, const std::string& name) {
@@ -170,8 +189,9 @@ absl::StatusOr<ControlMessage> AgentConnection::Receive() {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoStatus(absl::StrCat("read reply from agent of pid ", pid_), errno);
     if (n == 0) {
-      return absl::UnavailableError(
-          absl::StrCat("read reply from agent of pid ", pid_, ": the agent closed the connection"));
+      return absl::UnavailableError(absl::StrCat(
+          "read reply from agent of pid ", pid_, ": the agent closed the connection",
+          ProcessEnded(pid_) ? " (the process has exited: it ended during the migration)" : ""));
     }
     buffer_.append(buf, static_cast<size_t>(n));
   }
