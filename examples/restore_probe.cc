@@ -22,7 +22,9 @@
 //     must arrive in order, its write end still close-on-exec;
 //   - an eventfd (semaphore, non-blocking) holding 7, and an epoll instance (close-on-exec)
 //     watching the unread pipe (level-triggered, data 0xab) and the eventfd (edge-triggered, data
-//     0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the ready pipe.
+//     0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the ready pipe;
+//   - a UNIX socketpair held whole, bytes queued unread in both directions (an asyncio-style
+//     self-pipe): each end must still hold exactly its bytes, the pair still connected.
 //
 // Protocol of workload_common.h: "READY ..." once set up; SIGUSR2 prints "CHECK PASS ..." or
 // "CHECK FAIL <what>" and keeps running; SIGUSR1 checks and exits; SIGTERM exits 0.
@@ -33,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -164,8 +167,11 @@ std::atomic<uint32_t> g_futex{0};
 int g_unread_pipe[2] = {-1, -1};  // read end O_NONBLOCK; holds kUnread, never drained for long
 int g_wake_pipe[2] = {-1, -1};    // write end O_CLOEXEC; a thread blocks in read() on it
 uint64_t g_wakes_sent = 0;        // lines "wake K" written (main thread only)
-int g_eventfd = -1;               // semaphore, non-blocking, counter kEventCount
-int g_epoll = -1;  // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
+int g_pair[2] = {-1, -1};         // socketpair, non-blocking; kToPair[i] queued for end i
+const std::string kToPair[2] = {"queued for the socketpair's end 0\n",
+                                std::string(3000, 'q') + " queued for end 1\n"};
+int g_eventfd = -1;  // semaphore, non-blocking, counter kEventCount
+int g_epoll = -1;    // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
 constexpr uint64_t kEventCount = 7;
 const std::string kUnread("procmig: bytes left unread in a pipe\n\0\xff\x01", 41);
 
@@ -720,6 +726,42 @@ bool CheckPipes(char* why, size_t n) {
   return true;
 }
 
+// Each end of the socketpair holds exactly its bytes (read out, then sent again from the other
+// end, so the next check finds them too).
+bool CheckPair(char* why, size_t n) {
+  for (int end = 0; end < 2; ++end) {
+    std::string got;
+    char buf[4096];
+    for (;;) {
+      const ssize_t r = recv(g_pair[end], buf, sizeof(buf), 0);
+      if (r > 0) {
+        got.append(buf, static_cast<size_t>(r));
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno != EAGAIN) {
+        snprintf(why, n, "recv on socketpair end %d: %s", end, strerror(errno));
+        return false;
+      }
+      if (r == 0) {
+        snprintf(why, n, "socketpair end %d: the peer is gone", end);
+        return false;
+      }
+      break;
+    }
+    if (!WriteAll(g_pair[1 - end], kToPair[end].data(), kToPair[end].size())) {
+      snprintf(why, n, "send to socketpair end %d: %s", end, strerror(errno));
+      return false;
+    }
+    if (got != kToPair[end]) {
+      snprintf(why, n, "socketpair end %d held %zu bytes ('%.30s'), want %zu", end, got.size(),
+               got.c_str(), kToPair[end].size());
+      return false;
+    }
+  }
+  return true;
+}
+
 // The eventfd's counter and the epoll instance's items as the kernel shows them.
 bool CheckEvents(char* why, size_t n) {
   std::string ev, ep;
@@ -774,7 +816,8 @@ bool CheckAll(Probe& p, char* detail, size_t n) {
   if (!CheckMainTls(why, sizeof(why)) || !CheckThreads(p, why, sizeof(why)) ||
       !CheckSignals(why, sizeof(why)) || !CheckDataFile(p, why, sizeof(why)) ||
       !CheckMapping(p, why, sizeof(why)) || !CheckGuards(p, why, sizeof(why)) ||
-      !CheckPipes(why, sizeof(why)) || !CheckEvents(why, sizeof(why))) {
+      !CheckPipes(why, sizeof(why)) || !CheckEvents(why, sizeof(why)) ||
+      !CheckPair(why, sizeof(why))) {
     snprintf(detail, n, "restore_probe: %s", why);
     return false;
   }
@@ -787,13 +830,12 @@ bool CheckAll(Probe& p, char* detail, size_t n) {
   } else {
     snprintf(stdin_part, sizeof(stdin_part), "stdin_lines=skipped(%s)", p.stdin_note.c_str());
   }
-  snprintf(
-      detail, n,
-      "restore_probe: threads=%zu hup=%" PRIu64 " records=%" PRIu64
-      " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok pipes=ok events=ok wakes=%" PRIu64
-      " %s eintr=%" PRIu64,
-      p.slots.size(), g_hup_total.load() - g_hup_self.load(), p.records, NamedMapPages(p),
-      kMapPages, g_wakes_sent, stdin_part, eintr);
+  snprintf(detail, n,
+           "restore_probe: threads=%zu hup=%" PRIu64 " records=%" PRIu64
+           " map=ok map_named=%zu/%zu guards=ok tls=ok altstack=ok pipes=ok events=ok pair=ok "
+           "wakes=%" PRIu64 " %s eintr=%" PRIu64,
+           p.slots.size(), g_hup_total.load() - g_hup_self.load(), p.records, NamedMapPages(p),
+           kMapPages, g_wakes_sent, stdin_part, eintr);
   return true;
 }
 
@@ -867,6 +909,14 @@ void SetUpPipes() {
   }
   if (!WriteAll(g_unread_pipe[1], kUnread.data(), kUnread.size())) {
     FailNow("write the unread pipe: %s", strerror(errno));
+  }
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, g_pair) != 0) {
+    FailNow("socketpair: %s", strerror(errno));
+  }
+  for (int end = 0; end < 2; ++end) {
+    if (!WriteAll(g_pair[1 - end], kToPair[end].data(), kToPair[end].size())) {
+      FailNow("send to the socketpair: %s", strerror(errno));
+    }
   }
   g_eventfd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
   g_epoll = epoll_create1(EPOLL_CLOEXEC);

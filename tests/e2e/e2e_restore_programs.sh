@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# e2e_restore_programs.sh python3|bc|zstd|xz
+# e2e_restore_programs.sh python3|asyncio|bc|zstd|xz
 #
 # A real, unmodified program that nobody here wrote is migrated live in the middle of a long
 # computation and must finish at the destination with output byte-identical to an unmigrated
 # run of the same command:
 #   python3  a SHA-256 hash chain with a churning dict, progress lines flushed to stdout (a
 #            regular file, written before and after the migration);
+#   asyncio  python3's asyncio running four hash chains as tasks: its event loop holds an epoll
+#            instance and a UNIX socketpair of its own (the loop's self-pipe), rebuilt at the
+#            destination;
 #   bc       `bc -l` computing pi to 2500 digits, its program read from a stdin pipe (fd 0);
 #   zstd     `zstd -T2 -13` (a worker thread pool) compressing a generated 12 MiB file from its
 #            input fd into an output file opened with O_TRUNC (reopened at its offset, not
@@ -59,6 +62,28 @@ for i in range(6000000):
 print("final", h.hex(), len(d))
 EOF
     CMD=("$PY" "$W/chain.py")
+    IN=/dev/null
+    OUT=out
+    ;;
+  asyncio)
+    [ -x "$PY" ] || skip "$PY is missing"
+    cat >"$W/tasks.py" <<'EOF'
+import asyncio, hashlib
+async def chain(i, n):
+    h = hashlib.sha256(b"procmig %d" % i).digest()
+    for k in range(n):
+        h = hashlib.sha256(h).digest()
+        if k % 20000 == 0:
+            await asyncio.sleep(0)
+            if k % 200000 == 0:
+                print(i, k, h.hex(), flush=True)
+    return h.hex()
+async def main():
+    for h in await asyncio.gather(*(chain(i, 1200000) for i in range(4))):
+        print("final", h)
+asyncio.run(main())
+EOF
+    CMD=("$PY" "$W/tasks.py")
     IN=/dev/null
     OUT=out
     ;;

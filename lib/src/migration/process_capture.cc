@@ -3,10 +3,16 @@
 #include <cpuid.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/sockios.h>
+#include <linux/unix_diag.h>
 #include <signal.h>
 #include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -151,6 +157,47 @@ bool ApplyFdinfoLine(std::string_view line, FdRecord* r, bool bounded) {
   return true;
 }
 
+// The inode of the peer of the connected AF_UNIX socket with inode `ino`, from sock_diag
+// (UNIX_DIAG_PEER); 0 when it has none or the kernel will not say.
+uint64_t UnixPeerInode(uint64_t ino) {
+  const int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return 0;
+  struct {
+    nlmsghdr nlh;
+    unix_diag_req req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST;
+  msg.req.sdiag_family = AF_UNIX;
+  msg.req.udiag_states = ~0u;
+  msg.req.udiag_ino = static_cast<uint32_t>(ino);
+  msg.req.udiag_show = UDIAG_SHOW_PEER;
+  msg.req.udiag_cookie[0] = msg.req.udiag_cookie[1] = ~0u;  // INET_DIAG_NOCOOKIE: no check
+  uint64_t peer = 0;
+  if (send(nl, &msg, sizeof msg, 0) == static_cast<ssize_t>(sizeof msg)) {
+    alignas(nlmsghdr) char buf[8192];
+    const ssize_t n = recv(nl, buf, sizeof buf, 0);
+    int left = n > 0 ? static_cast<int>(n) : 0;
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) break;
+      auto* d = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
+      if (d->udiag_ino != static_cast<uint32_t>(ino)) continue;
+      int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *d));
+      for (auto* a = reinterpret_cast<rtattr*>(d + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
+          uint32_t p = 0;
+          std::memcpy(&p, RTA_DATA(a), sizeof p);
+          peer = p;
+        }
+      }
+      break;
+    }
+  }
+  close(nl);
+  return peer;
+}
+
 bool IsTtyDevice(dev_t rdev) {
   unsigned maj = major(rdev);
   return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143);
@@ -183,6 +230,13 @@ void CaptureFds(std::vector<FdRecord>* out) {
         r.kind = FdKind::kPipe;
       } else if (S_ISSOCK(st.st_mode)) {
         r.kind = FdKind::kSocket;
+        int domain = 0, type = 0;
+        socklen_t len = sizeof domain;
+        if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX &&
+            (len = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) &&
+            type == SOCK_STREAM) {
+          r.socket_peer = UnixPeerInode(st.st_ino);
+        }
       }
     }
     if (eventfd) r.kind = FdKind::kEventfd;
@@ -211,6 +265,22 @@ void CaptureFds(std::vector<FdRecord>* out) {
 // the record that carries them (filled while parked, RefreshPipeData).
 void PreparePipes(ProcessStateRecord* out) {
   for (FdRecord& f : out->fds) {
+    if (IsOwnSocketPair(*out, f)) {
+      // What the peer may queue here by the time the program is parked: its send buffer.
+      int sndbuf = 0;
+      socklen_t len = sizeof sndbuf;
+      for (const FdRecord& g : out->fds) {
+        if (g.kind == FdKind::kSocket && g.inode == f.socket_peer) {
+          (void)getsockopt(static_cast<int>(g.fd), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len);
+          break;
+        }
+      }
+      int queued = 0;
+      (void)ioctl(static_cast<int>(f.fd), SIOCINQ, &queued);
+      f.pipe_data.reserve(std::min<size_t>(
+          kMaxPipeData, static_cast<size_t>(std::max({sndbuf, queued, 0})) + 4096));
+      continue;
+    }
     if (!IsOwnPipe(*out, f)) continue;
     const int size = fcntl(static_cast<int>(f.fd), F_GETPIPE_SZ);
     f.pipe_size = size > 0 ? static_cast<uint32_t>(size) : 0;
@@ -323,6 +393,26 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
     ok = false;
   };
   for (FdRecord& f : out->fds) {
+    if (IsOwnSocketPair(*out, f)) {
+      // The bytes queued for this end, peeked (nothing taken out), all of them (SIOCINQ).
+      f.pipe_data.resize(f.pipe_data.capacity());  // within the reserve: no allocation
+      const long n = syscall(SYS_recvfrom, static_cast<int>(f.fd), f.pipe_data.data(),
+                             f.pipe_data.size(), MSG_PEEK | MSG_DONTWAIT, nullptr, nullptr);
+      int queued = 0;
+      if ((n < 0 && errno != EAGAIN) ||
+          syscall(SYS_ioctl, static_cast<int>(f.fd), SIOCINQ, &queued) != 0) {
+        f.pipe_data.clear();
+        fail(f, errno);
+        break;
+      }
+      f.pipe_data.resize(n < 0 ? 0 : static_cast<size_t>(n));
+      if (static_cast<size_t>(queued) != f.pipe_data.size()) {
+        f.pipe_data.clear();
+        fail(f, 0);
+        break;
+      }
+      continue;
+    }
     if (f.pipe_size == 0 || !HoldsPipeData(*out, f)) continue;
     f.pipe_data.clear();
     const size_t cap = f.pipe_data.capacity();
@@ -458,7 +548,7 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
         ignored_fds.end()) {
       continue;
     }
-    if (f.kind == FdKind::kSocket) {
+    if (f.kind == FdKind::kSocket && !IsOwnSocketPair(r, f)) {
       out.push_back(absl::StrCat("fd ", f.fd, ": socket (", f.path, ")"));
     } else if (f.kind == FdKind::kPipe && f.fd > 2 && !IsOwnPipe(r, f)) {
       // stdio pipes are the usual way a program is run (a shell pipeline, a test runner); the

@@ -19,7 +19,7 @@ constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
 constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, pipe_data, then:
-constexpr size_t kFdV3Tail = 8 + 4 + 4;                 // + epoll items
+constexpr size_t kFdV3Tail = 8 + 4 + 4 + 8;             // + epoll items
 constexpr size_t kEpollItemSize = 4 + 4 + 8 + 8;
 constexpr size_t kDigestSize = 8 + 8 + 4;
 
@@ -60,6 +60,16 @@ bool IsOwnPipe(const ProcessStateRecord& r, const FdRecord& f) {
     write |= WriteEnd(g);
   }
   return read && write;
+}
+
+bool IsOwnSocketPair(const ProcessStateRecord& r, const FdRecord& f) {
+  if (f.kind != FdKind::kSocket || f.socket_peer == 0) return false;
+  for (const FdRecord& g : r.fds) {
+    if (g.kind == FdKind::kSocket && g.inode == f.socket_peer && g.socket_peer == f.inode) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool HoldsPipeData(const ProcessStateRecord& r, const FdRecord& f) {
@@ -241,6 +251,7 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
       w.U64(e.data);
       w.U64(e.inode);
     }
+    w.U64(f.socket_peer);
   }
   w.U32(static_cast<uint32_t>(r.digests.size()));
   for (const BlockDigest& d : r.digests) {
@@ -355,7 +366,8 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
       std::string_view data = rd.String(kMaxPipeData);
       if (!rd.ok()) return Bad("fd pipe data");
       f.pipe_data.assign(data.data(), data.size());
-      if (f.kind != FdKind::kPipe && (f.pipe_size != 0 || !f.pipe_data.empty())) {
+      if ((f.kind != FdKind::kPipe && f.pipe_size != 0) ||
+          (f.kind != FdKind::kPipe && f.kind != FdKind::kSocket && !f.pipe_data.empty())) {
         return Bad("fd pipe fields on a descriptor that is no pipe");
       }
       f.eventfd_count = rd.U64();
@@ -381,6 +393,11 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
         e.inode = rd.U64();
       }
       if (!rd.ok()) return Bad("fd epoll items");
+      f.socket_peer = rd.U64();
+      if (!rd.ok()) return Bad("fd socket peer");
+      if (f.kind != FdKind::kSocket && f.socket_peer != 0) {
+        return Bad("fd socket peer on a descriptor that is no socket");
+      }
     }
   }
   n = count(kMaxDigests, kDigestSize, "digest");

@@ -26,7 +26,8 @@
 //               pipe_size:u32 pipe_data:len:u32 bytes[len]   (len <= kMaxPipeData; both 0 but
 //               for the pipes a process holds both ends of, see FdRecord)
 //               eventfd_count:u64 eventfd_semaphore:u32 n:u32 epoll_item[n]   (0 but for an
-//               eventfd, resp. n <= kMaxEpollItems for an epoll instance)
+//               eventfd, resp. n <= kMaxEpollItems for an epoll instance) socket_peer:u64
+//               (0 but for a socket; pipe_data may also be a socket's, pipe_size not)
 //   epoll_item := tfd:u32 events:u32 data:u64 inode:u64
 //   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
@@ -128,9 +129,13 @@ struct FdRecord {
   std::string path;  // readlink of /proc/self/fd/N ("pipe:[123]", "/dev/pts/0", ...)
   // A pipe whose read and write ends are both the process's own (a self-pipe; IsOwnPipe): its
   // capacity (F_GETPIPE_SZ) on every end, and on the first read end of each pipe the bytes it
-  // held unread when the process stopped (the others empty). 0 and empty for anything else.
+  // held unread when the process stopped (the others empty). A UNIX stream socket whose peer is
+  // the process's own too (IsOwnSocketPair): the bytes queued for reading on this end, in
+  // pipe_data. 0 and empty for anything else.
   uint32_t pipe_size = 0;
   std::string pipe_data;
+  // A connected AF_UNIX SOCK_STREAM socket: its peer's inode (sock_diag); 0 for anything else.
+  uint64_t socket_peer = 0;
   // An eventfd: its counter and EFD_SEMAPHORE (fdinfo), as when the process stopped.
   uint64_t eventfd_count = 0;
   bool eventfd_semaphore = false;
@@ -205,6 +210,9 @@ struct ProcessStateRecord {
 bool IsOwnPipe(const ProcessStateRecord& r, const FdRecord& f);
 // The record that carries an own pipe's unread bytes: its first read end (in record order).
 bool HoldsPipeData(const ProcessStateRecord& r, const FdRecord& f);
+// A connected UNIX stream socket whose peer the record also holds (a socketpair kept whole:
+// python's asyncio self-pipe, libevent's signal pair): rebuilt with both ends' queued bytes.
+bool IsOwnSocketPair(const ProcessStateRecord& r, const FdRecord& f);
 
 // The kind's id length rule (see the encoding above).
 bool ValidFileIdentity(const FileIdentity& id);

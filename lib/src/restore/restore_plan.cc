@@ -162,7 +162,8 @@ std::string DescribeRestoreItem(const RestorePlan& plan, uint32_t step, uint32_t
 }
 
 bool RebuiltHere(const ProcessStateRecord& state, const FdRecord& f) {
-  return f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll || IsOwnPipe(state, f);
+  return f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll || IsOwnPipe(state, f) ||
+         IsOwnSocketPair(state, f);
 }
 
 int MaxRestoredFd(const ProcessStateRecord& state) {

@@ -101,8 +101,8 @@ struct RestorePlan {
 inline constexpr uint64_t kBlobStackBytes = 64 << 10;
 inline constexpr uint64_t kRestoreTaskTop = 0x7ffffffff000ull;
 
-// Whether the caller rebuilds this descriptor (RestorePlanInput::rebuilt_fds): an own pipe, an
-// eventfd or an epoll instance.
+// Whether the caller rebuilds this descriptor (RestorePlanInput::rebuilt_fds): an own pipe or
+// socketpair, an eventfd or an epoll instance.
 bool RebuiltHere(const ProcessStateRecord& state, const FdRecord& f);
 
 // The largest descriptor the plan restores (so the caller can place its report pipe above it).

@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/rseq.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -176,7 +177,9 @@ class OwnedFds {
 //     capacity and unread bytes and each end's O_NONBLOCK;
 //   - eventfds: the counter, EFD_SEMAPHORE and O_NONBLOCK (each descriptor its own eventfd: dups
 //     of one would come back apart);
-//   - epoll instances, empty: the blob adds what they watched once every descriptor is in place.
+//   - epoll instances, empty: the blob adds what they watched once every descriptor is in place;
+//   - UNIX stream socketpairs the process held both ends of: a new socketpair, each end's queued
+//     bytes written from the other end, each end's O_NONBLOCK.
 // Errors name the descriptor and the step.
 absl::Status RebuildFds(const ProcessStateRecord& st, int above,
                         std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
@@ -185,7 +188,12 @@ absl::Status RebuildFds(const ProcessStateRecord& st, int above,
     int ends[2];
   };
   std::vector<Rebuilt> pipes;
-  OwnedFds made;  // the new pipes' own two ends: only their duplicates go on
+  struct Pair {
+    uint64_t inode[2];  // the record's sockets, ends[0] and ends[1]
+    int ends[2];
+  };
+  std::vector<Pair> pairs;
+  OwnedFds made;  // the new pipes' and pairs' own ends: only their duplicates go on
   for (const FdRecord& f : st.fds) {
     if (!RebuiltHere(st, f)) continue;
     auto fail = [&](const std::string& step, int err) {
@@ -193,6 +201,51 @@ absl::Status RebuildFds(const ProcessStateRecord& st, int above,
           absl::StatusCode::kInternal,
           absl::StrCat("restore: fd ", f.fd, " (the process's own ", f.path, "): ", step), err);
     };
+    if (f.kind == FdKind::kSocket) {
+      Pair* p = nullptr;
+      for (Pair& q : pairs) {
+        if (q.inode[0] == f.inode || q.inode[1] == f.inode) p = &q;
+      }
+      if (p == nullptr) {
+        Pair n{{f.inode, f.socket_peer}, {-1, -1}};
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, n.ends) != 0) {
+          return fail("socketpair", errno);
+        }
+        made.Add(n.ends[0]);
+        made.Add(n.ends[1]);
+        // Each end's queued bytes are sent from the other end; then each end's O_NONBLOCK as
+        // its first descriptor in the record had it.
+        bool done[2] = {false, false};
+        for (const FdRecord& g : st.fds) {
+          if (g.kind != FdKind::kSocket || (g.inode != n.inode[0] && g.inode != n.inode[1])) {
+            continue;
+          }
+          const int end = g.inode == n.inode[0] ? 0 : 1;
+          if (done[end]) continue;
+          done[end] = true;
+          size_t sent = 0;
+          while (sent < g.pipe_data.size()) {
+            const ssize_t w =
+                send(n.ends[1 - end], g.pipe_data.data() + sent, g.pipe_data.size() - sent, 0);
+            if (w <= 0) {
+              const int err = w < 0 ? errno : ENOSPC;
+              return fail(absl::StrCat("queue its ", g.pipe_data.size(), " unread bytes"), err);
+            }
+            sent += static_cast<size_t>(w);
+          }
+          if ((g.flags & O_NONBLOCK) == 0 && fcntl(n.ends[end], F_SETFL, 0) != 0) {
+            return fail("clear O_NONBLOCK", errno);
+          }
+        }
+        pairs.push_back(n);
+        p = &pairs.back();
+      }
+      const int ours = fcntl(p->ends[f.inode == p->inode[0] ? 0 : 1], F_DUPFD_CLOEXEC, above);
+      if (ours < 0) return fail("duplicate it", errno);
+      owned->Add(ours);
+      out->push_back({static_cast<int>(f.fd), ours});
+      continue;
+    }
     if (f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll) {
       int made_fd = -1;
       if (f.kind == FdKind::kEpoll) {

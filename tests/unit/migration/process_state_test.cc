@@ -85,6 +85,22 @@ ProcessStateRecord Sample() {
   pw.flags = O_WRONLY | O_NONBLOCK;
   pw.pipe_data.clear();
   r.fds.push_back(pw);
+  FdRecord s0;  // a socketpair held whole, three bytes queued for s0
+  s0.fd = 12;
+  s0.kind = FdKind::kSocket;
+  s0.flags = O_RDWR;
+  s0.inode = 500;
+  s0.path = "socket:[500]";
+  s0.socket_peer = 501;
+  s0.pipe_data = "abc";
+  FdRecord s1 = s0;
+  s1.fd = 13;
+  s1.inode = 501;
+  s1.path = "socket:[501]";
+  s1.socket_peer = 500;
+  s1.pipe_data.clear();
+  r.fds.push_back(s0);
+  r.fds.push_back(s1);
   FdRecord ev;  // an eventfd past 32 bits, semaphore
   ev.fd = 7;
   ev.kind = FdKind::kEventfd;
@@ -183,10 +199,11 @@ TEST_CASE("version 2 (no pipe fields) is still read; pipe fields on another kind
   r.fds.resize(1);  // the regular file only
   std::string v3;
   REQUIRE(EncodeProcessState(r, &v3).ok());
-  // Version 2: the same record without the fd's pipe, eventfd and epoll fields (24 zero bytes).
+  // Version 2: the same record without the fd's pipe, eventfd, epoll and socket fields (32 zero
+  // bytes).
   const size_t after_path = v3.find("/tmp/x") + 6;
-  REQUIRE(v3.substr(after_path, 24) == std::string(24, '\0'));
-  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 24);
+  REQUIRE(v3.substr(after_path, 32) == std::string(32, '\0'));
+  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 32);
   v2[4] = 2;
   absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(v2));
   REQUIRE_MESSAGE(back.ok(), back.status().ToString());
@@ -307,8 +324,14 @@ TEST_CASE("capture of this process: vmas, fds, cwd, mm fields, sigactions, vdso,
 }
 
 TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
-  int sv[2];
-  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  // sv: a UNIX socket whose peer end is gone (another process's, as far as the record knows);
+  // ign: one the agent says is its own.
+  int sv[2], gone[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, gone) == 0);
+  sv[0] = gone[0];
+  close(gone[1]);
+  sv[1] = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(sv[1] >= 0);
   int pp[2];
   REQUIRE(pipe(pp) == 0);
   RealOs os;
@@ -431,6 +454,51 @@ TEST_CASE("eventfds and epoll instances: captured from fdinfo, refreshed while p
   CHECK(why[0] == "fd " + std::to_string(ep) + ": epoll watching fd " + std::to_string(pp[1]) +
                       ", which is no longer open as the file it watched");
   close(pp[0]), close(other[0]), close(other[1]), close(ev), close(ep), close(keep);
+}
+
+TEST_CASE("a socketpair held whole: peers found, both ends' queued bytes peeked, not taken") {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  const std::string to0("for end zero"), to1(std::string(5000, 'y') + "end one");
+  REQUIRE(send(sv[1], to0.data(), to0.size(), 0) == static_cast<ssize_t>(to0.size()));
+  for (size_t at = 0; at < to1.size(); at += 1000) {  // several sends, several skbs
+    const size_t n = std::min<size_t>(1000, to1.size() - at);
+    REQUIRE(send(sv[0], to1.data() + at, n, 0) == static_cast<ssize_t>(n));
+  }
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  FdRecord* e[2] = {nullptr, nullptr};
+  for (FdRecord& f : r.fds) {
+    if (static_cast<int>(f.fd) == sv[0]) e[0] = &f;
+    if (static_cast<int>(f.fd) == sv[1]) e[1] = &f;
+  }
+  REQUIRE((e[0] != nullptr && e[1] != nullptr));
+  CHECK(e[0]->socket_peer == e[1]->inode);
+  CHECK(e[1]->socket_peer == e[0]->inode);
+  CHECK(IsOwnSocketPair(r, *e[0]));
+  CHECK(IsOwnSocketPair(r, *e[1]));
+  int ignored[] = {-1};
+  for (const std::string& w : FindUnsupported(r, ignored)) {
+    CHECK_MESSAGE(w.rfind("fd " + std::to_string(sv[0]) + ":", 0) != 0, w);
+    CHECK_MESSAGE(w.rfind("fd " + std::to_string(sv[1]) + ":", 0) != 0, w);
+  }
+  int failed_fd = -1, err = -1;
+  REQUIRE(RefreshPipeData(&r, &failed_fd, &err));
+  CHECK(e[0]->pipe_data == to0);
+  CHECK(e[1]->pipe_data == to1);
+  char buf[8192];
+  REQUIRE(recv(sv[1], buf, sizeof buf, 0) == static_cast<ssize_t>(to1.size()));  // still there
+  CHECK(std::string(buf, to1.size()) == to1);
+  // Without its peer in the record the socket leads elsewhere.
+  ProcessStateRecord half = r;
+  half.fds.erase(half.fds.begin() + (e[1] - r.fds.data()));
+  for (const FdRecord& f : half.fds) {
+    if (static_cast<int>(f.fd) == sv[0]) CHECK_FALSE(IsOwnSocketPair(half, f));
+  }
+  close(sv[0]), close(sv[1]);
 }
 
 TEST_CASE("a self-pipe's unread bytes are captured without taking them out of the pipe") {
