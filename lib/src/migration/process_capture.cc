@@ -178,9 +178,14 @@ uint64_t UnixPeerInode(uint64_t ino) {
   if (send(nl, &msg, sizeof msg, 0) == static_cast<ssize_t>(sizeof msg)) {
     alignas(nlmsghdr) char buf[8192];
     const ssize_t n = recv(nl, buf, sizeof buf, 0);
-    int left = n > 0 ? static_cast<int>(n) : 0;
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) break;
+    const size_t total = n > 0 ? static_cast<size_t>(n) : 0;
+    for (size_t off = 0; off + sizeof(nlmsghdr) <= total;
+         off += NLMSG_ALIGN(reinterpret_cast<const nlmsghdr*>(buf + off)->nlmsg_len)) {
+      auto* h = reinterpret_cast<nlmsghdr*>(buf + off);
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg)) || off + h->nlmsg_len > total ||
+          h->nlmsg_type != SOCK_DIAG_BY_FAMILY) {
+        break;
+      }
       auto* d = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
       if (d->udiag_ino != static_cast<uint32_t>(ino)) continue;
       int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *d));
