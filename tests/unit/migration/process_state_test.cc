@@ -124,6 +124,25 @@ std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// This process's record, as the agent captures it before a park.
+ProcessStateRecord CaptureSelf() {
+  RealOs os;
+  auto regions = MapsParser::Read(os, 0);
+  REQUIRE(regions.ok());
+  ProcessStateRecord r;
+  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
+  return r;
+}
+
+// The record of descriptor `fd` (a test failure when it was not captured).
+FdRecord& RecordOf(ProcessStateRecord& r, int fd) {
+  for (FdRecord& f : r.fds) {
+    if (static_cast<int>(f.fd) == fd) return f;
+  }
+  FAIL("fd ", fd, " not captured");
+  return r.fds[0];
+}
+
 TEST_CASE("round trip of every field, with the exact size, and the header bytes") {
   ProcessStateRecord r = Sample();
   std::string out;
@@ -373,18 +392,8 @@ TEST_CASE("eventfds and epoll instances: captured from fdinfo, refreshed while p
   e.events = EPOLLIN;
   e.data.u64 = 0xcd;
   REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) == 0);
-  RealOs os;
-  auto regions = MapsParser::Read(os, 0);
-  REQUIRE(regions.ok());
-  ProcessStateRecord r;
-  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
-  auto rec = [&](int fd) -> FdRecord& {
-    for (FdRecord& f : r.fds) {
-      if (static_cast<int>(f.fd) == fd) return f;
-    }
-    FAIL("fd ", fd, " not captured");
-    return r.fds[0];
-  };
+  ProcessStateRecord r = CaptureSelf();
+  auto rec = [&](int fd) -> FdRecord& { return RecordOf(r, fd); };
   struct stat pst;
   REQUIRE(fstat(pp[0], &pst) == 0);
   struct stat est;
@@ -447,8 +456,7 @@ TEST_CASE("eventfds and epoll instances: captured from fdinfo, refreshed while p
   int other[2];
   REQUIRE(pipe(other) == 0);  // lowest free numbers: other[0] takes pp[1]'s
   REQUIRE(other[0] == pp[1]);
-  ProcessStateRecord again;
-  REQUIRE(CaptureProcessBasics(*regions, {}, &again).ok());
+  ProcessStateRecord again = CaptureSelf();
   std::vector<std::string> why = about(FindUnsupported(again, ignored), ep);
   REQUIRE(why.size() == 1);
   CHECK(why[0] == "fd " + std::to_string(ep) + ": epoll watching fd " + std::to_string(pp[1]) +
@@ -465,17 +473,8 @@ TEST_CASE("a socketpair held whole: peers found, both ends' queued bytes peeked,
     const size_t n = std::min<size_t>(1000, to1.size() - at);
     REQUIRE(send(sv[0], to1.data() + at, n, 0) == static_cast<ssize_t>(n));
   }
-  RealOs os;
-  auto regions = MapsParser::Read(os, 0);
-  REQUIRE(regions.ok());
-  ProcessStateRecord r;
-  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
-  FdRecord* e[2] = {nullptr, nullptr};
-  for (FdRecord& f : r.fds) {
-    if (static_cast<int>(f.fd) == sv[0]) e[0] = &f;
-    if (static_cast<int>(f.fd) == sv[1]) e[1] = &f;
-  }
-  REQUIRE((e[0] != nullptr && e[1] != nullptr));
+  ProcessStateRecord r = CaptureSelf();
+  FdRecord* e[2] = {&RecordOf(r, sv[0]), &RecordOf(r, sv[1])};
   CHECK(e[0]->socket_peer == e[1]->inode);
   CHECK(e[1]->socket_peer == e[0]->inode);
   CHECK(IsOwnSocketPair(r, *e[0]));
@@ -507,18 +506,8 @@ TEST_CASE("a self-pipe's unread bytes are captured without taking them out of th
   REQUIRE(pipe2(empty, O_NONBLOCK) == 0);
   const std::string bytes("unread\0bytes\xff", 14);
   REQUIRE(write(pp[1], bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
-  RealOs os;
-  auto regions = MapsParser::Read(os, 0);
-  REQUIRE(regions.ok());
-  ProcessStateRecord r;
-  REQUIRE(CaptureProcessBasics(*regions, {}, &r).ok());
-  auto rec = [&](int fd) -> FdRecord& {
-    for (FdRecord& f : r.fds) {
-      if (static_cast<int>(f.fd) == fd) return f;
-    }
-    FAIL("fd ", fd, " not captured");
-    return r.fds[0];
-  };
+  ProcessStateRecord r = CaptureSelf();
+  auto rec = [&](int fd) -> FdRecord& { return RecordOf(r, fd); };
   const int size = fcntl(pp[0], F_GETPIPE_SZ);
   CHECK(rec(pp[0]).pipe_size == static_cast<uint32_t>(size));
   CHECK(rec(pp[1]).pipe_size == static_cast<uint32_t>(size));
