@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/crc32c.h"
+#include "base/safe_format.h"
 
 namespace procmig {
 
@@ -266,9 +267,9 @@ void CaptureFds(std::vector<FdRecord>* out) {
             [](const FdRecord& a, const FdRecord& b) { return a.fd < b.fd; });
 }
 
-// The pipes the process holds both ends of: their capacity, and room for their unread bytes on
-// the record that carries them (filled while parked, RefreshPipeData).
-void PreparePipes(ProcessStateRecord* out) {
+// The pipes and socketpairs the process holds both ends of: a pipe's capacity, and room for the
+// unread bytes on the records that carry them (filled while parked, RefreshPipeData).
+void ReserveQueuedBytes(ProcessStateRecord* out) {
   for (FdRecord& f : out->fds) {
     if (IsOwnSocketPair(*out, f)) {
       // What the peer may queue here by the time the program is parked: its send buffer.
@@ -282,15 +283,15 @@ void PreparePipes(ProcessStateRecord* out) {
       }
       int queued = 0;
       (void)ioctl(static_cast<int>(f.fd), SIOCINQ, &queued);
-      f.pipe_data.reserve(std::min<size_t>(
-          kMaxPipeData, static_cast<size_t>(std::max({sndbuf, queued, 0})) + 4096));
+      f.unread.reserve(std::min<size_t>(kMaxPipeData,
+                                        static_cast<size_t>(std::max({sndbuf, queued, 0})) + 4096));
       continue;
     }
     if (!IsOwnPipe(*out, f)) continue;
     const int size = fcntl(static_cast<int>(f.fd), F_GETPIPE_SZ);
     f.pipe_size = size > 0 ? static_cast<uint32_t>(size) : 0;
     if (HoldsPipeData(*out, f)) {
-      f.pipe_data.reserve(std::min<size_t>(f.pipe_size, kMaxPipeData));
+      f.unread.reserve(std::min<size_t>(f.pipe_size, kMaxPipeData));
     }
   }
 }
@@ -346,7 +347,7 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
   }
   out->fds.clear();
   CaptureFds(&out->fds);
-  PreparePipes(out);
+  ReserveQueuedBytes(out);
   return absl::OkStatus();
 }
 
@@ -400,27 +401,27 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
   for (FdRecord& f : out->fds) {
     if (IsOwnSocketPair(*out, f)) {
       // The bytes queued for this end, peeked (nothing taken out), all of them (SIOCINQ).
-      f.pipe_data.resize(f.pipe_data.capacity());  // within the reserve: no allocation
-      const long n = syscall(SYS_recvfrom, static_cast<int>(f.fd), f.pipe_data.data(),
-                             f.pipe_data.size(), MSG_PEEK | MSG_DONTWAIT, nullptr, nullptr);
+      f.unread.resize(f.unread.capacity());  // within the reserve: no allocation
+      const long n = syscall(SYS_recvfrom, static_cast<int>(f.fd), f.unread.data(), f.unread.size(),
+                             MSG_PEEK | MSG_DONTWAIT, nullptr, nullptr);
       int queued = 0;
       if ((n < 0 && errno != EAGAIN) ||
           syscall(SYS_ioctl, static_cast<int>(f.fd), SIOCINQ, &queued) != 0) {
-        f.pipe_data.clear();
+        f.unread.clear();
         fail(f, errno);
         break;
       }
-      f.pipe_data.resize(n < 0 ? 0 : static_cast<size_t>(n));
-      if (static_cast<size_t>(queued) != f.pipe_data.size()) {
-        f.pipe_data.clear();
+      f.unread.resize(n < 0 ? 0 : static_cast<size_t>(n));
+      if (static_cast<size_t>(queued) != f.unread.size()) {
+        f.unread.clear();
         fail(f, 0);
         break;
       }
       continue;
     }
     if (f.pipe_size == 0 || !HoldsPipeData(*out, f)) continue;
-    f.pipe_data.clear();
-    const size_t cap = f.pipe_data.capacity();
+    f.unread.clear();
+    const size_t cap = f.unread.capacity();
     if (helper[0] < 0) {
       if (syscall(SYS_pipe2, helper, O_CLOEXEC | O_NONBLOCK) != 0) {
         fail(f, errno);
@@ -447,15 +448,15 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
       break;
     }
     if (n <= 0) continue;
-    f.pipe_data.resize(static_cast<size_t>(n));  // within the reserved capacity: no allocation
+    f.unread.resize(static_cast<size_t>(n));  // within the reserved capacity: no allocation
     size_t got = 0;
     while (got < static_cast<size_t>(n)) {
-      const long r = syscall(SYS_read, helper[0], f.pipe_data.data() + got, n - got);
+      const long r = syscall(SYS_read, helper[0], f.unread.data() + got, n - got);
       if (r <= 0) break;
       got += static_cast<size_t>(r);
     }
     if (got != static_cast<size_t>(n)) {
-      f.pipe_data.clear();
+      f.unread.clear();
       fail(f, errno);
       break;
     }
@@ -472,19 +473,8 @@ bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
   for (FdRecord& f : out->fds) {
     if (f.kind != FdKind::kEventfd && f.kind != FdKind::kEpoll) continue;
     *failed_fd = static_cast<int>(f.fd);
-    char path[48] = "/proc/self/fdinfo/";
-    {
-      char digits[12];
-      int n = 0;
-      uint32_t v = f.fd;
-      do {
-        digits[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-      } while (v != 0);
-      size_t at = 18;
-      while (n > 0) path[at++] = digits[--n];
-      path[at] = '\0';
-    }
+    char path[48];
+    path[SafeFormat(path, sizeof path - 1, nullptr, "/proc/self/fdinfo/%u", f.fd)] = '\0';
     const long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       *failed_errno = errno;
@@ -528,10 +518,23 @@ bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
   return true;
 }
 
+bool RefreshParkedFds(ProcessStateRecord* out, FdRefreshFailure* why) {
+  RefreshFdOffsets(out);
+  if (!RefreshPipeData(out, &why->fd, &why->err)) {
+    why->what = "the unread bytes of the program's own pipe or socketpair";
+    return false;
+  }
+  if (!RefreshEventFds(out, &why->fd, &why->err)) {
+    why->what = "the state of the program's eventfd or epoll instance";
+    return false;
+  }
+  return true;
+}
+
 size_t RefreshGrowthBytes(const ProcessStateRecord& r) {
   size_t n = 0;
   for (const FdRecord& f : r.fds) {
-    n += f.pipe_data.capacity() + f.epoll_items.capacity() * 24;
+    n += f.unread.capacity() + f.epoll_items.capacity() * sizeof(FdRecord::EpollItem);
   }
   return n;
 }

@@ -44,6 +44,14 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
 // Call it with the threads parked. False when the kernel refused (*failed_errno) or an epoll
 // instance watches more than its reserve (*failed_errno 0), naming the descriptor.
 bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
+// RefreshFdOffsets, RefreshPipeData and RefreshEventFds, for the sender's park: false with
+// what failed (err 0: more than the capture reserved), allocation-free like them.
+struct FdRefreshFailure {
+  int fd = -1;
+  int err = 0;
+  const char* what = "";
+};
+bool RefreshParkedFds(ProcessStateRecord* out, FdRefreshFailure* why);
 // The bytes RefreshPipeData and RefreshEventFds may add to the encoded record (the capacity
 // CaptureProcessBasics reserved for pipe data and epoll items).
 size_t RefreshGrowthBytes(const ProcessStateRecord& r);

@@ -18,7 +18,7 @@ constexpr size_t kMmSize = 12 * 8;
 constexpr size_t kVmaFixed = 6 * 8 + 2 * 4 + 4 + 4;  // + path
 constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
-constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, pipe_data, then:
+constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, unread, then:
 constexpr size_t kFdV3Tail = 8 + 4 + 4 + 8;             // + epoll items
 constexpr size_t kEpollItemSize = 4 + 4 + 8 + 8;
 constexpr size_t kDigestSize = 8 + 8 + 4;
@@ -155,7 +155,7 @@ size_t EncodedSize(const ProcessStateRecord& r) {
   n += 4 + r.sigactions.size() * kSigactionSize;
   n += 4;
   for (const FdRecord& f : r.fds) {
-    n += kFdFixed + StrSize(f.path) + StrSize(f.pipe_data) + kFdV3Tail +
+    n += kFdFixed + StrSize(f.path) + StrSize(f.unread) + kFdV3Tail +
          f.epoll_items.size() * kEpollItemSize;
   }
   n += 4 + r.digests.size() * kDigestSize;
@@ -182,7 +182,7 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
   for (const FdRecord& f : r.fds) {
     if (f.path.size() > kMaxPath)
       return absl::InvalidArgumentError("encode process state: fd path too long");
-    if (f.pipe_data.size() > kMaxPipeData)
+    if (f.unread.size() > kMaxPipeData)
       return absl::InvalidArgumentError("encode process state: pipe data too long");
     if (f.epoll_items.size() > kMaxEpollItems)
       return absl::InvalidArgumentError("encode process state: too many epoll items");
@@ -241,7 +241,7 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
     w.U64(f.inode);
     w.String(f.path);
     w.U32(f.pipe_size);
-    w.String(f.pipe_data);
+    w.String(f.unread);
     w.U64(f.eventfd_count);
     w.U32(f.eventfd_semaphore ? 1 : 0);
     w.U32(static_cast<uint32_t>(f.epoll_items.size()));
@@ -364,10 +364,10 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     if (version >= 3) {
       f.pipe_size = rd.U32();
       std::string_view data = rd.String(kMaxPipeData);
-      if (!rd.ok()) return Bad("fd pipe data");
-      f.pipe_data.assign(data.data(), data.size());
+      if (!rd.ok()) return Bad("fd unread bytes");
+      f.unread.assign(data.data(), data.size());
       if ((f.kind != FdKind::kPipe && f.pipe_size != 0) ||
-          (f.kind != FdKind::kPipe && f.kind != FdKind::kSocket && !f.pipe_data.empty())) {
+          (f.kind != FdKind::kPipe && f.kind != FdKind::kSocket && !f.unread.empty())) {
         return Bad("fd pipe fields on a descriptor that is no pipe");
       }
       f.eventfd_count = rd.U64();
@@ -433,7 +433,7 @@ std::string SummarizeProcessState(const ProcessStateRecord& r) {
     absl::StrAppendFormat(&s, "  fd %u: %s %s", f.fd, FdKindName(f.kind), f.path);
     if (f.pipe_size != 0) {
       absl::StrAppendFormat(&s, " (own pipe, %u bytes, %zu unread)", f.pipe_size,
-                            f.pipe_data.size());
+                            f.unread.size());
     }
     if (f.kind == FdKind::kEventfd) {
       absl::StrAppendFormat(&s, " (count %u%s)", f.eventfd_count,

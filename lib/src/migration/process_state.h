@@ -23,11 +23,12 @@
 //               altstack_flags:u32
 //   sigaction:= signo:u32 flags:u32 handler restorer mask:u64
 //   fd       := fd:u32 kind:u8 reserved[3] flags:u32 mode:u32 offset dev inode:u64 path:str
-//               pipe_size:u32 pipe_data:len:u32 bytes[len]   (len <= kMaxPipeData; both 0 but
-//               for the pipes a process holds both ends of, see FdRecord)
+//               pipe_size:u32 unread:len:u32 bytes[len]   (len <= kMaxPipeData; pipe_size 0
+//               but for a pipe the process holds both ends of, unread empty but for such a
+//               pipe or socketpair, see FdRecord)
 //               eventfd_count:u64 eventfd_semaphore:u32 n:u32 epoll_item[n]   (0 but for an
 //               eventfd, resp. n <= kMaxEpollItems for an epoll instance) socket_peer:u64
-//               (0 but for a socket; pipe_data may also be a socket's, pipe_size not)
+//               (0 but for a socket)
 //   epoll_item := tfd:u32 events:u32 data:u64 inode:u64
 //   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
@@ -128,12 +129,12 @@ struct FdRecord {
   uint64_t offset = 0, dev = 0, inode = 0;
   std::string path;  // readlink of /proc/self/fd/N ("pipe:[123]", "/dev/pts/0", ...)
   // A pipe whose read and write ends are both the process's own (a self-pipe; IsOwnPipe): its
-  // capacity (F_GETPIPE_SZ) on every end, and on the first read end of each pipe the bytes it
-  // held unread when the process stopped (the others empty). A UNIX stream socket whose peer is
-  // the process's own too (IsOwnSocketPair): the bytes queued for reading on this end, in
-  // pipe_data. 0 and empty for anything else.
+  // capacity (F_GETPIPE_SZ) on every end. `unread`: the bytes queued for reading when the
+  // process stopped, on the first read end of each such pipe (HoldsPipeData; the other ends
+  // empty) and on both ends of a socketpair the process holds whole (IsOwnSocketPair). 0 and
+  // empty for anything else.
   uint32_t pipe_size = 0;
-  std::string pipe_data;
+  std::string unread;
   // A connected AF_UNIX SOCK_STREAM socket: its peer's inode (sock_diag); 0 for anything else.
   uint64_t socket_peer = 0;
   // An eventfd: its counter and EFD_SEMAPHORE (fdinfo), as when the process stopped.

@@ -510,7 +510,7 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
           program.push_back(r);
         }
         RETURN_IF_ERROR(config_.capture(program, &state_record_));
-        // Room for the pipes' unread bytes, read while parked (RefreshPipeData).
+        // Room for the unread bytes and epoll items read while parked (RefreshParkedFds).
         state_bytes_.reserve(StateBytesNeeded(n_blocks_cap));
       }
       // The final capture: identities from the cache only (computing one here would hold up the
@@ -564,21 +564,14 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
     return absl::ResourceExhaustedError("stop-and-copy: too many threads");
   }
   state_record_.threads.assign(threads.begin(), threads.end());
-  CaptureSigactionsInto();
-  int pipe_fd = -1, err = 0;
-  if (!RefreshPipeData(&state_record_, &pipe_fd, &err)) {
-    freezer_->Unpark();
-    parked_ = false;
-    return absl::FailedPreconditionError(
-        absl::StrCat("stop-and-copy: reading the unread bytes of the program's own pipe (fd ",
-                     pipe_fd, "): ", err != 0 ? strerror(err) : "it holds more than its size"));
-  }
-  if (!RefreshEventFds(&state_record_, &pipe_fd, &err)) {
+  CaptureSigactions(&state_record_);
+  FdRefreshFailure why;
+  if (!RefreshParkedFds(&state_record_, &why)) {
     freezer_->Unpark();
     parked_ = false;
     return absl::FailedPreconditionError(absl::StrCat(
-        "stop-and-copy: reading the state of the program's eventfd or epoll instance (fd ", pipe_fd,
-        "): ", err != 0 ? strerror(err) : "it watches more than was reserved"));
+        "stop-and-copy: reading ", why.what, " (fd ", why.fd,
+        "): ", why.err != 0 ? strerror(why.err) : "more than the capture made room for"));
   }
   pages_->set_channels(final_);
   pages_->set_rate_limited(false);
@@ -775,11 +768,6 @@ void Sender::WarmIdentities(std::span<const MemoryRegion> regions) {
     FileStamp stamp{makedev(m.dev_major, m.dev_minor), m.inode, st->size, st->mtime_ns};
     (void)identities_.Get(m.path, stamp, m.offset, m.size());
   }
-}
-
-void Sender::CaptureSigactionsInto() {
-  CaptureSigactions(&state_record_);
-  RefreshFdOffsets(&state_record_);  // the program may have written since the capture
 }
 
 void Sender::ComputeDigestsInto() {

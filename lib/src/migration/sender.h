@@ -203,7 +203,6 @@ class Sender {
   void WarmIdentities(std::span<const MemoryRegion> regions);
   // Reads one reverse record into reverse_buf_ (header + payload, crc checked).
   absl::Status ReadReverseRecord(Channel* ch, wire::RecordHeader* h);
-  void CaptureSigactionsInto();
   // What state_bytes_ must hold for the final encoding (threads, digests, pipe data to come).
   size_t StateBytesNeeded(size_t n_blocks_cap) const;
   void ComputeDigestsInto();

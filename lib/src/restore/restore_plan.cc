@@ -579,6 +579,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     redirected[i] = true;
   }
   std::vector<uint32_t> rebuilt;  // record fds set up from the caller's descriptors
+  const int max_restored = MaxRestoredFd(st);
   for (const FdRecord& f : st.fds) {
     if (f.fd <= 2 && redirected[f.fd]) continue;
     if (RebuiltHere(st, f)) {
@@ -587,7 +588,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
         if (fd == static_cast<int>(f.fd)) from = ours;
       }
       if (from >= 0) {
-        if (from <= MaxRestoredFd(st) || from == in.report_fd) {
+        if (from <= max_restored || from == in.report_fd) {
           return absl::InvalidArgumentError(absl::StrCat(
               "restore plan: fd ", f.fd, " comes from descriptor ", from,
               ", which must be above every restored descriptor and not the report descriptor"));

@@ -171,152 +171,124 @@ class OwnedFds {
   std::vector<int> fds_;
 };
 
+// A pipe or socketpair rebuilt here: its two new ends and what stands for them in the record.
+struct TwoEnds {
+  FdKind kind;
+  uint64_t dev;
+  uint64_t id[2];  // a pipe's inode (twice); a socketpair's two sockets' inodes
+  int ends[2];
+};
+
+// Which end of `t` the record `g` is: a pipe's read end 0 (O_RDWR counts as one, as in
+// IsOwnPipe) or write end 1; a socketpair's socket id[0] or id[1]. -1: not of `t`.
+int EndIn(const TwoEnds& t, const FdRecord& g) {
+  if (g.kind != t.kind) return -1;
+  if (t.kind == FdKind::kPipe) {
+    if (g.dev != t.dev || g.inode != t.id[0]) return -1;
+    return (g.flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
+  }
+  return g.inode == t.id[0] ? 0 : g.inode == t.id[1] ? 1 : -1;
+}
+
+// A new pipe or socketpair for the own pipe or socketpair `f` belongs to (its ends in `made`),
+// with a pipe's capacity, each end's queued bytes (written from the other end; a pipe's are all
+// on its first read end, HoldsPipeData) and each end's O_NONBLOCK as its first record had it.
+absl::StatusOr<TwoEnds> MakeTwoEnds(const ProcessStateRecord& st, const FdRecord& f,
+                                    OwnedFds* made) {
+  const bool pipe = f.kind == FdKind::kPipe;
+  TwoEnds t{f.kind, f.dev, {f.inode, pipe ? f.inode : f.socket_peer}, {-1, -1}};
+  const int r = pipe ? pipe2(t.ends, O_CLOEXEC | O_NONBLOCK)
+                     : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, t.ends);
+  if (r != 0) return ErrnoStatus(absl::StatusCode::kInternal, pipe ? "pipe2" : "socketpair", errno);
+  made->Add(t.ends[0]);
+  made->Add(t.ends[1]);
+  if (pipe && f.pipe_size != 0 &&
+      fcntl(t.ends[1], F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0) {
+    const int err = errno;
+    return ErrnoStatus(absl::StatusCode::kInternal,
+                       absl::StrCat("set its size to ", f.pipe_size, " bytes"), err);
+  }
+  bool seen[2] = {false, false};
+  for (const FdRecord& g : st.fds) {
+    const int end = EndIn(t, g);
+    if (end < 0 || seen[end]) continue;
+    seen[end] = true;
+    for (size_t sent = 0; sent < g.unread.size();) {
+      const ssize_t w = write(t.ends[1 - end], g.unread.data() + sent, g.unread.size() - sent);
+      if (w <= 0) {
+        const int err = w < 0 ? errno : ENOSPC;
+        return ErrnoStatus(absl::StatusCode::kInternal,
+                           absl::StrCat("queue its ", g.unread.size(), " unread bytes"), err);
+      }
+      sent += static_cast<size_t>(w);
+    }
+    if ((g.flags & O_NONBLOCK) == 0 && fcntl(t.ends[end], F_SETFL, 0) != 0) {
+      return ErrnoStatus(absl::StatusCode::kInternal, "clear O_NONBLOCK", errno);
+    }
+  }
+  return t;
+}
+
+// A new eventfd (its counter, EFD_SEMAPHORE, O_NONBLOCK) or an empty epoll instance for `f`.
+absl::StatusOr<int> MakeEventFd(const FdRecord& f) {
+  if (f.kind == FdKind::kEpoll) {
+    const int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(absl::StatusCode::kInternal, "epoll_create1", errno);
+    return fd;
+  }
+  // eventfd takes a 32-bit initial value: the counter is written instead (it adds).
+  const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | (f.eventfd_semaphore ? EFD_SEMAPHORE : 0));
+  if (fd < 0) return ErrnoStatus(absl::StatusCode::kInternal, "eventfd", errno);
+  absl::Status s;
+  const uint64_t count = f.eventfd_count;
+  if (count != 0 && write(fd, &count, sizeof count) != sizeof count) {
+    const int err = errno;
+    s = ErrnoStatus(absl::StatusCode::kInternal, absl::StrCat("set its counter to ", count), err);
+  } else if ((f.flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, 0) != 0) {
+    s = ErrnoStatus(absl::StatusCode::kInternal, "clear O_NONBLOCK", errno);
+  }
+  if (s.ok()) return fd;
+  close(fd);
+  return s;
+}
+
 // The descriptors made again here rather than reopened (RebuiltHere), each duplicated above
 // `above`, where the blob takes it (`out`: {the record's fd, ours}):
-//   - the pipes the process held both ends of: one new pipe for each, with the old one's
-//     capacity and unread bytes and each end's O_NONBLOCK;
-//   - eventfds: the counter, EFD_SEMAPHORE and O_NONBLOCK (each descriptor its own eventfd: dups
-//     of one would come back apart);
-//   - epoll instances, empty: the blob adds what they watched once every descriptor is in place;
-//   - UNIX stream socketpairs the process held both ends of: a new socketpair, each end's queued
-//     bytes written from the other end, each end's O_NONBLOCK.
+//   - the pipes and UNIX stream socketpairs the process held both ends of (MakeTwoEnds);
+//   - eventfds, each descriptor its own (dups of one would come back apart), and epoll
+//     instances, empty: the blob adds what they watched once every descriptor is in place.
 // Errors name the descriptor and the step.
 absl::Status RebuildFds(const ProcessStateRecord& st, int above,
                         std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
-  struct Rebuilt {
-    uint64_t dev, inode;
-    int ends[2];
-  };
-  std::vector<Rebuilt> pipes;
-  struct Pair {
-    uint64_t inode[2];  // the record's sockets, ends[0] and ends[1]
-    int ends[2];
-  };
-  std::vector<Pair> pairs;
-  OwnedFds made;  // the new pipes' and pairs' own ends: only their duplicates go on
+  std::vector<TwoEnds> made_pairs;
+  OwnedFds made;  // the new objects' own descriptors: only their duplicates go on
   for (const FdRecord& f : st.fds) {
     if (!RebuiltHere(st, f)) continue;
-    auto fail = [&](const std::string& step, int err) {
-      return ErrnoStatus(
-          absl::StatusCode::kInternal,
-          absl::StrCat("restore: fd ", f.fd, " (the process's own ", f.path, "): ", step), err);
+    auto failed = [&](const absl::Status& s) {
+      return absl::Status(s.code(), absl::StrCat("restore: fd ", f.fd, " (the process's own ",
+                                                 f.path, "): ", s.message()));
     };
-    if (f.kind == FdKind::kSocket) {
-      Pair* p = nullptr;
-      for (Pair& q : pairs) {
-        if (q.inode[0] == f.inode || q.inode[1] == f.inode) p = &q;
-      }
-      if (p == nullptr) {
-        Pair n{{f.inode, f.socket_peer}, {-1, -1}};
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, n.ends) != 0) {
-          return fail("socketpair", errno);
-        }
-        made.Add(n.ends[0]);
-        made.Add(n.ends[1]);
-        // Each end's queued bytes are sent from the other end; then each end's O_NONBLOCK as
-        // its first descriptor in the record had it.
-        bool done[2] = {false, false};
-        for (const FdRecord& g : st.fds) {
-          if (g.kind != FdKind::kSocket || (g.inode != n.inode[0] && g.inode != n.inode[1])) {
-            continue;
-          }
-          const int end = g.inode == n.inode[0] ? 0 : 1;
-          if (done[end]) continue;
-          done[end] = true;
-          size_t sent = 0;
-          while (sent < g.pipe_data.size()) {
-            const ssize_t w =
-                send(n.ends[1 - end], g.pipe_data.data() + sent, g.pipe_data.size() - sent, 0);
-            if (w <= 0) {
-              const int err = w < 0 ? errno : ENOSPC;
-              return fail(absl::StrCat("queue its ", g.pipe_data.size(), " unread bytes"), err);
-            }
-            sent += static_cast<size_t>(w);
-          }
-          if ((g.flags & O_NONBLOCK) == 0 && fcntl(n.ends[end], F_SETFL, 0) != 0) {
-            return fail("clear O_NONBLOCK", errno);
-          }
-        }
-        pairs.push_back(n);
-        p = &pairs.back();
-      }
-      const int ours = fcntl(p->ends[f.inode == p->inode[0] ? 0 : 1], F_DUPFD_CLOEXEC, above);
-      if (ours < 0) return fail("duplicate it", errno);
-      owned->Add(ours);
-      out->push_back({static_cast<int>(f.fd), ours});
-      continue;
-    }
+    int from = -1;  // ours, to duplicate above `above`
     if (f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll) {
-      int made_fd = -1;
-      if (f.kind == FdKind::kEpoll) {
-        made_fd = epoll_create1(EPOLL_CLOEXEC);
-        if (made_fd < 0) return fail("epoll_create1", errno);
-      } else {
-        // eventfd takes a 32-bit initial value: the counter is written instead (it adds).
-        made_fd =
-            eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | (f.eventfd_semaphore ? EFD_SEMAPHORE : 0));
-        if (made_fd < 0) return fail("eventfd", errno);
-        const uint64_t count = f.eventfd_count;
-        if (count != 0 && write(made_fd, &count, sizeof count) != sizeof count) {
-          const int err = errno;
-          close(made_fd);
-          return fail(absl::StrCat("set its counter to ", count), err);
-        }
-        if ((f.flags & O_NONBLOCK) == 0 && fcntl(made_fd, F_SETFL, 0) != 0) {
-          const int err = errno;
-          close(made_fd);
-          return fail("clear O_NONBLOCK", err);
-        }
+      absl::StatusOr<int> fd = MakeEventFd(f);
+      if (!fd.ok()) return failed(fd.status());
+      made.Add(*fd);
+      from = *fd;
+    } else {
+      const TwoEnds* t = nullptr;
+      for (const TwoEnds& q : made_pairs) {
+        if (EndIn(q, f) >= 0) t = &q;
       }
-      const int ours = fcntl(made_fd, F_DUPFD_CLOEXEC, above);
-      const int err = errno;
-      close(made_fd);
-      if (ours < 0) return fail("duplicate it", err);
-      owned->Add(ours);
-      out->push_back({static_cast<int>(f.fd), ours});
-      continue;
+      if (t == nullptr) {
+        absl::StatusOr<TwoEnds> n = MakeTwoEnds(st, f, &made);
+        if (!n.ok()) return failed(n.status());
+        made_pairs.push_back(*n);
+        t = &made_pairs.back();
+      }
+      from = t->ends[EndIn(*t, f)];
     }
-    Rebuilt* p = nullptr;
-    for (Rebuilt& q : pipes) {
-      if (q.dev == f.dev && q.inode == f.inode) p = &q;
-    }
-    if (p == nullptr) {
-      Rebuilt n{f.dev, f.inode, {-1, -1}};
-      if (pipe2(n.ends, O_CLOEXEC | O_NONBLOCK) != 0) return fail("pipe2", errno);
-      made.Add(n.ends[0]);
-      made.Add(n.ends[1]);
-      if (f.pipe_size != 0 && fcntl(n.ends[1], F_SETPIPE_SZ, static_cast<int>(f.pipe_size)) < 0) {
-        const int err = errno;
-        return fail(absl::StrCat("set its size to ", f.pipe_size, " bytes"), err);
-      }
-      // Both ends start non-blocking (the bytes below must not wait); each takes the flag of
-      // its first descriptor in the record afterwards.
-      bool flag_set[2] = {false, false};
-      for (const FdRecord& g : st.fds) {
-        if (g.kind != FdKind::kPipe || g.dev != f.dev || g.inode != f.inode) continue;
-        if (HoldsPipeData(st, g) && !g.pipe_data.empty()) {
-          ssize_t w = write(n.ends[1], g.pipe_data.data(), g.pipe_data.size());
-          if (w != static_cast<ssize_t>(g.pipe_data.size())) {
-            const int err = w < 0 ? errno : ENOSPC;
-            return fail(absl::StrCat("write its ", g.pipe_data.size(), " unread bytes"), err);
-          }
-        }
-      }
-      for (const FdRecord& g : st.fds) {
-        if (g.kind != FdKind::kPipe || g.dev != f.dev || g.inode != f.inode) continue;
-        const int end = (g.flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
-        if (flag_set[end]) continue;
-        flag_set[end] = true;
-        if ((g.flags & O_NONBLOCK) == 0 && fcntl(n.ends[end], F_SETFL, 0) != 0) {
-          return fail("clear O_NONBLOCK", errno);
-        }
-      }
-      pipes.push_back(n);
-      p = &pipes.back();
-    }
-    const int end = (f.flags & O_ACCMODE) == O_WRONLY ? 1 : 0;
-    const int ours = fcntl(p->ends[end], F_DUPFD_CLOEXEC, above);
-    if (ours < 0) return fail("duplicate it", errno);
+    const int ours = fcntl(from, F_DUPFD_CLOEXEC, above);
+    if (ours < 0) return failed(ErrnoStatus(absl::StatusCode::kInternal, "duplicate it", errno));
     owned->Add(ours);
     out->push_back({static_cast<int>(f.fd), ours});
   }

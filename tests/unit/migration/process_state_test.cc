@@ -78,12 +78,12 @@ ProcessStateRecord Sample() {
   pr.inode = 77;
   pr.path = "pipe:[77]";
   pr.pipe_size = 65536;
-  pr.pipe_data = std::string("a\0b", 3);
+  pr.unread = std::string("a\0b", 3);
   r.fds.push_back(pr);
   FdRecord pw = pr;
   pw.fd = 6;
   pw.flags = O_WRONLY | O_NONBLOCK;
-  pw.pipe_data.clear();
+  pw.unread.clear();
   r.fds.push_back(pw);
   FdRecord s0;  // a socketpair held whole, three bytes queued for s0
   s0.fd = 12;
@@ -92,13 +92,13 @@ ProcessStateRecord Sample() {
   s0.inode = 500;
   s0.path = "socket:[500]";
   s0.socket_peer = 501;
-  s0.pipe_data = "abc";
+  s0.unread = "abc";
   FdRecord s1 = s0;
   s1.fd = 13;
   s1.inode = 501;
   s1.path = "socket:[501]";
   s1.socket_peer = 500;
-  s1.pipe_data.clear();
+  s1.unread.clear();
   r.fds.push_back(s0);
   r.fds.push_back(s1);
   FdRecord ev;  // an eventfd past 32 bits, semaphore
@@ -486,8 +486,8 @@ TEST_CASE("a socketpair held whole: peers found, both ends' queued bytes peeked,
   }
   int failed_fd = -1, err = -1;
   REQUIRE(RefreshPipeData(&r, &failed_fd, &err));
-  CHECK(e[0]->pipe_data == to0);
-  CHECK(e[1]->pipe_data == to1);
+  CHECK(e[0]->unread == to0);
+  CHECK(e[1]->unread == to1);
   char buf[8192];
   REQUIRE(recv(sv[1], buf, sizeof buf, 0) == static_cast<ssize_t>(to1.size()));  // still there
   CHECK(std::string(buf, to1.size()) == to1);
@@ -511,15 +511,15 @@ TEST_CASE("a self-pipe's unread bytes are captured without taking them out of th
   const int size = fcntl(pp[0], F_GETPIPE_SZ);
   CHECK(rec(pp[0]).pipe_size == static_cast<uint32_t>(size));
   CHECK(rec(pp[1]).pipe_size == static_cast<uint32_t>(size));
-  CHECK(rec(pp[0]).pipe_data.capacity() >= static_cast<size_t>(size));
+  CHECK(rec(pp[0]).unread.capacity() >= static_cast<size_t>(size));
   CHECK(RefreshGrowthBytes(r) >= 2 * static_cast<size_t>(size));
   CHECK((rec(empty[1]).flags & O_NONBLOCK) != 0);
 
   int failed_fd = -1, err = -1;
   REQUIRE(RefreshPipeData(&r, &failed_fd, &err));
-  CHECK(rec(pp[0]).pipe_data == bytes);
-  CHECK(rec(pp[1]).pipe_data.empty());
-  CHECK(rec(empty[0]).pipe_data.empty());
+  CHECK(rec(pp[0]).unread == bytes);
+  CHECK(rec(pp[1]).unread.empty());
+  CHECK(rec(empty[0]).unread.empty());
   // Still in the pipe, in full.
   char buf[64];
   REQUIRE(read(pp[0], buf, sizeof buf) == static_cast<ssize_t>(bytes.size()));
@@ -527,7 +527,7 @@ TEST_CASE("a self-pipe's unread bytes are captured without taking them out of th
 
   // A pipe made larger since the capture, holding more than was reserved: refused, named.
   REQUIRE(fcntl(pp[1], F_SETPIPE_SZ, 4 * size) >= 4 * size);
-  std::string more(static_cast<size_t>(rec(pp[0]).pipe_data.capacity()) + 100, 'x');
+  std::string more(static_cast<size_t>(rec(pp[0]).unread.capacity()) + 100, 'x');
   REQUIRE(write(pp[1], more.data(), more.size()) == static_cast<ssize_t>(more.size()));
   CHECK_FALSE(RefreshPipeData(&r, &failed_fd, &err));
   CHECK(failed_fd == pp[0]);
