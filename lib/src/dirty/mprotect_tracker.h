@@ -33,6 +33,10 @@
 // interposed calls touched since the last Sync (an mprotect to read-write, say, lets writes
 // bypass the fault handler until Sync protects the block again). The tracker's own mprotect calls
 // are raw system calls, so they never go through (nor wait at) the agent's mprotect interposer.
+// Without the gate (glibc's own mmap/munmap, e.g. malloc freeing a large chunk and mapping the
+// next one at the same address) a mapping unmapped and mapped again with the same extent between
+// two Syncs looks unchanged: it is writable, and what is written to it before the next Sync
+// protects it is not reported. The uffd backends see it (the new mapping is not registered).
 // This backend changes protections page by page, which splits the program's mappings by design: a
 // program that mremaps a tracked mapping as a whole may get EFAULT. Prefer the uffd backends.
 //

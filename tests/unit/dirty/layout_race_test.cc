@@ -13,6 +13,7 @@
 // does. Exits 77 where the backend is unavailable. Built once per backend that changes the
 // kernel's view of ranges (pagemap-scan, uffd-wp, mprotect).
 #include <doctest/doctest.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -41,6 +42,27 @@ namespace {
 constexpr size_t kSlots = 192;
 constexpr size_t kSlotPages = 4;
 
+// What last happened to each page of the arena, for the message of a failure: the follower's
+// round, and the program's last write (kind of op) or the follower's last copy (full or dirty).
+struct History {
+  std::atomic<uint64_t> round{0};
+  std::atomic<uint64_t> write[kSlots * kSlotPages] = {};  // round << 8 | op kind
+  std::atomic<uint64_t> copy[kSlots * kSlotPages] = {};   // round << 8 | 1 full, 2 dirty
+  uintptr_t lo = 0;
+  size_t Index(uintptr_t addr) const { return (addr - lo) / Page(); }
+  void Wrote(uintptr_t addr, size_t pages, int kind) {
+    for (size_t i = 0; i < pages; ++i) {
+      write[Index(addr) + i].store(round.load() << 8 | static_cast<uint64_t>(kind));
+    }
+  }
+  std::string Of(uintptr_t addr) const {
+    const uint64_t w = write[Index(addr)].load(), c = copy[Index(addr)].load();
+    return absl::StrFormat("last written in round %d by op %d, last copied in round %d (%s)",
+                           w >> 8, w & 0xff, c >> 8, (c & 0xff) == 1 ? "full" : "dirty");
+  }
+};
+History g_history;
+
 // One change of the program, opened on the gate around the real call (the interposers' way).
 class Change {
  public:
@@ -67,16 +89,24 @@ class Program {
     bool discard = true;   // madvise(MADV_DONTNEED)
     bool mremap = true;    // grow, shrink, move
     bool mprotect = true;  // read-only and back
+    // Map into slots freed (unmapped) so recently that the follower may not have seen the hole.
+    // Mapped again with the old extent, that is a replacement in all but name.
+    bool reuse_unseen = true;
   };
+  // The arena's holes (an unmapped region, the gap before an in-place growth) must stay the
+  // program's: a mapping of another thread placed there (a thread stack, a malloc chunk) would be
+  // followed as the program's memory and then overwritten by a MAP_FIXED of the program. A
+  // reserved guard slot at each end keeps every hole inside the arena, smaller than a thread
+  // stack; RunLayoutRace keeps malloc out of mmap for the rest.
   Program(LayoutGate* gate, Ops ops) : gate_(gate), ops_kinds_(ops), owner_(kSlots, -1) {
     page_ = Page();
     slot_ = kSlotPages * page_;
-    void* p = mmap(nullptr, kSlots * slot_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void* p = mmap(nullptr, (kSlots + 2) * slot_, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     REQUIRE(p != MAP_FAILED);
-    base_ = static_cast<char*>(p);
+    base_ = static_cast<char*>(p) + slot_;
   }
-  ~Program() { munmap(base_, kSlots * slot_); }
+  ~Program() { munmap(base_ - slot_, (kSlots + 2) * slot_); }
 
   uintptr_t lo() const { return reinterpret_cast<uintptr_t>(base_); }
   uintptr_t hi() const { return lo() + kSlots * slot_; }
@@ -114,13 +144,19 @@ class Program {
     for (int tries = 0; tries < 8; ++tries) {
       size_t s = rng() % (kSlots - n + 1);
       bool free = true;
-      for (size_t i = s; i < s + n && free; ++i) free = owner_[i] < 0;
+      for (size_t i = s; i < s + n && free; ++i) {
+        // A follower round started after the one in progress at the unmap has read the layout.
+        free = owner_[i] < 0 && (ops_kinds_.reuse_unseen || freed_[i] + 2 <= g_history.round);
+      }
       if (free) return s;
     }
     return kSlots;
   }
   void Own(const Region& r, int id) {
-    for (size_t i = r.first; i < r.first + r.slots; ++i) owner_[i] = id;
+    for (size_t i = r.first; i < r.first + r.slots; ++i) {
+      owner_[i] = id;
+      if (id < 0) freed_[i] = g_history.round;
+    }
   }
   void Fill(std::mt19937_64& rng, char* p, size_t pages) {
     for (size_t j = 0; j < pages; ++j) {
@@ -147,6 +183,7 @@ class Program {
       c.End(U(s), U(s) + n * slot_);
       if (p != At(s)) return Fail("mmap");
       Fill(rng, At(s), n * kSlotPages);
+      g_history.Wrote(U(s), n * kSlotPages, 0);
       regions_.push_back({s, n, false});
       Own(regions_.back(), 1);
       return;
@@ -162,6 +199,7 @@ class Program {
         for (int i = 0; i < 4; ++i) {
           const size_t pg = rng() % (r.slots * kSlotPages);
           reinterpret_cast<volatile uint64_t*>(p + pg * page_)[rng() % (page_ / 8)] = rng();
+          g_history.Wrote(U(r.first) + pg * page_, 1, kind);
         }
         return;
       }
@@ -176,12 +214,13 @@ class Program {
       }
       case 4: {  // replaced by a fresh mapping of the same extent (looks unchanged in maps)
         Change c(gate_);
-        void* q = mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-                       -1, 0);
+        void* q =
+            mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         c.End(U(r.first), U(r.first) + len);
         if (q != p) return Fail("mmap over");
         r.read_only = false;
         Fill(rng, p, r.slots * kSlotPages);
+        g_history.Wrote(U(r.first), r.slots * kSlotPages, 4);
         return;
       }
       case 5: {  // discard part
@@ -192,6 +231,7 @@ class Program {
         Change c(gate_);
         if (madvise(p + first * page_, n * page_, MADV_DONTNEED) != 0) return Fail("madvise");
         if (c.gate() != nullptr) c.gate()->NoteDiscard(U(r.first) + first * page_, n * page_);
+        g_history.Wrote(U(r.first) + first * page_, n, 5);
         c.End(U(r.first) + first * page_, U(r.first) + (first + n) * page_);
         return;
       }
@@ -212,6 +252,7 @@ class Program {
         owner_[end] = 1;
         r.slots += 1;
         if (!r.read_only) Fill(rng, At(end), kSlotPages);
+        if (!r.read_only) g_history.Wrote(U(end), kSlotPages, 6);
         return;
       }
       case 7: {  // shrink
@@ -221,6 +262,7 @@ class Program {
         c.End(U(r.first), U(r.first) + len);
         if (q != p) return Fail("mremap shrink");
         owner_[r.first + r.slots - 1] = -1;
+        freed_[r.first + r.slots - 1] = g_history.round;
         r.slots -= 1;
         return;
       }
@@ -234,6 +276,7 @@ class Program {
         Own(r, -1);
         r.first = s;
         Own(r, 1);
+        g_history.Wrote(U(s), r.slots * kSlotPages, 8);
         return;
       }
       default: {  // read-only and back
@@ -251,7 +294,8 @@ class Program {
   const Ops ops_kinds_;
   size_t page_ = 0, slot_ = 0;
   char* base_ = nullptr;
-  std::vector<int> owner_;  // per slot: >= 0 owned by a region
+  std::vector<int> owner_;       // per slot: >= 0 owned by a region
+  uint64_t freed_[kSlots] = {};  // per slot: the follower's round when it was last unmapped
   std::vector<Region> regions_;
   uint64_t ops_ = 0;
   std::atomic<int> errors_{0};
@@ -281,6 +325,7 @@ class Follower {
 
   // One round: layout, block changes, sync, copies. False (with `why`) on a tracker failure.
   bool Round(bool first, std::string* why) {
+    g_history.round.fetch_add(1);
     auto layout = ReadLayout(lo_, hi_);
     std::map<uintptr_t, uintptr_t> now(layout.begin(), layout.end());
     std::vector<uint32_t> removed;
@@ -323,11 +368,11 @@ class Follower {
     full.swap(full_);
     for (uint32_t id : full) {
       for (const auto& [a, b] : blocks_) {
-        if (b.id == id && !CopyPages(b.start, b.page_count())) full_.push_back(id);
+        if (b.id == id && !CopyPages(b.start, b.page_count(), 1)) full_.push_back(id);
       }
     }
     (*set)->ForEachRun([&](const DirtyBlock& b, PageRun run) {
-      if (!CopyPages(b.start + run.first * b.page_size, run.count)) full_.push_back(b.id);
+      if (!CopyPages(b.start + run.first * b.page_size, run.count, 2)) full_.push_back(b.id);
     });
     return true;
   }
@@ -338,13 +383,14 @@ class Follower {
     for (const auto& [a, b] : blocks_) {
       for (uintptr_t p = b.start; p < b.end(); p += Page()) {
         auto it = shadow_.find(p);
-        if (it != shadow_.end() && std::memcmp(it->second.data(), reinterpret_cast<void*>(p),
-                                               Page()) == 0) {
+        if (it != shadow_.end() &&
+            std::memcmp(it->second.data(), reinterpret_cast<void*>(p), Page()) == 0) {
           continue;
         }
         if (bad++ == 0) {
-          *first = absl::StrFormat("block %u page 0x%x: %s", b.id, p,
-                                   it == shadow_.end() ? "never sent" : "stale copy");
+          *first =
+              absl::StrFormat("block %u page 0x%x: %s; %s", b.id, p,
+                              it == shadow_.end() ? "never sent" : "stale copy", g_history.Of(p));
         }
       }
     }
@@ -356,13 +402,17 @@ class Follower {
 
  private:
   // process_vm_readv: safe against a concurrent munmap (the program may unmap at any time).
-  bool CopyPages(uintptr_t addr, size_t count) {
+  bool CopyPages(uintptr_t addr, size_t count, int how) {
     std::string buf(count * Page(), '\0');
     iovec local{buf.data(), buf.size()};
     iovec remote{reinterpret_cast<void*>(addr), buf.size()};
     if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != static_cast<ssize_t>(buf.size()))
       return false;
-    for (size_t i = 0; i < count; ++i) shadow_[addr + i * Page()] = buf.substr(i * Page(), Page());
+    for (size_t i = 0; i < count; ++i) {
+      shadow_[addr + i * Page()] = buf.substr(i * Page(), Page());
+      g_history.copy[g_history.Index(addr) + i].store(g_history.round.load() << 8 |
+                                                      static_cast<uint64_t>(how));
+    }
     return true;
   }
   void Drop(uintptr_t a, uintptr_t b) {
@@ -380,6 +430,9 @@ class Follower {
 
 void RunLayoutRace(TrackerKind kind, bool with_gate) {
   RequireBackend(kind);
+  // Large allocations of this test's threads come from the heap, never from an mmap that could
+  // land in a hole of the program's arena (see Program). 32 MiB is glibc's largest threshold.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
   LayoutGate gate;
   TrackerConfig cfg;
   cfg.layout_gate = with_gate ? &gate : nullptr;
@@ -388,13 +441,18 @@ void RunLayoutRace(TrackerKind kind, bool with_gate) {
   // (where the backend can see it unreported) replaces and discards. A discard nobody reports is
   // seen by pagemap-scan alone (an emptied pte counts as written); a mapping made over a tracked
   // one is seen by the uffd backends (the new mapping is not registered) but not by mprotect
-  // (it is simply writable). mprotect splits mappings by design, so its program never mremaps.
+  // (it is simply writable), nor one unmapped and mapped again before a sync read the layout.
+  // mprotect splits mappings by design, so its program never mremaps.
   Program::Ops ops;
   ops.discard = with_gate || kind == TrackerKind::kPagemapScan;
   ops.replace = with_gate || kind != TrackerKind::kMprotect;
   ops.mremap = with_gate && kind != TrackerKind::kMprotect;
   ops.mprotect = with_gate;
+  ops.reuse_unseen = with_gate || kind != TrackerKind::kMprotect;
   Program program(cfg.layout_gate, ops);
+  g_history.lo = program.lo();
+  for (auto& w : g_history.write) w = 0;
+  for (auto& c : g_history.copy) c = 0;
   Follower follower(*tracker, program.lo(), program.hi());
   std::atomic<bool> stop{false};
   std::thread churn([&] { program.Run(stop); });
@@ -418,13 +476,11 @@ void RunLayoutRace(TrackerKind kind, bool with_gate) {
   INFO(first);
   CHECK(bad == 0);
   const TrackerStats st = tracker->stats();
-  MESSAGE(std::string(TrackerKindName(kind)) << std::string(with_gate ? " with" : " without")
-                                          << " a gate: "
-                                << program.ops() << " program ops, " << follower.syncs()
-                                << " syncs, " << follower.blocks() << " blocks at the end, "
-                                << st.stale_blocks << " stale, " << st.arm_retries
-                                << " arm retries, " << st.rearms << " re-arms, " << gate.waits()
-                                << " waits at the gate");
+  MESSAGE(std::string(TrackerKindName(kind))
+          << std::string(with_gate ? " with" : " without") << " a gate: " << program.ops()
+          << " program ops, " << follower.syncs() << " syncs, " << follower.blocks()
+          << " blocks at the end, " << st.stale_blocks << " stale, " << st.arm_retries
+          << " arm retries, " << st.rearms << " re-arms, " << gate.waits() << " waits at the gate");
   CHECK(program.ops() > 100);
   CHECK(follower.syncs() > 10);
   REQUIRE(tracker->Stop().ok());
