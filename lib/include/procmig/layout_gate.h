@@ -69,6 +69,11 @@ class LayoutGate {
   uint64_t seq() const { return seq_.load(std::memory_order_acquire); }
   // Under Lock: whether a change after `since` touched [lo, hi) (or is no longer remembered).
   bool ChangedSince(uint64_t since, uintptr_t lo, uintptr_t hi) const;
+  // Under Lock: calls fn(ctx, a, b) with each part [a, b) of [lo, hi) that a change after `since`
+  // touched. False when some of those changes are no longer remembered (then nothing is called:
+  // count all of [lo, hi) as touched).
+  using RangeFn = void (*)(void* ctx, uintptr_t lo, uintptr_t hi);
+  bool ChangesSince(uint64_t since, uintptr_t lo, uintptr_t hi, RangeFn fn, void* ctx) const;
   // Under Lock: the tracker that receives discards (one at a time), and its removal.
   void Attach(DiscardFn fn, void* ctx);
   void Detach();

@@ -110,6 +110,25 @@ bool LayoutGate::ChangedSince(uint64_t since, uintptr_t lo, uintptr_t hi) const 
   return false;
 }
 
+bool LayoutGate::ChangesSince(uint64_t since, uintptr_t lo, uintptr_t hi, RangeFn fn,
+                              void* ctx) const {
+  const uint64_t now = seq_.load(std::memory_order_acquire);
+  if (since > now || now - since >= kLogSize) return now == since;
+  for (uint64_t s = since + 1; s <= now; ++s) {
+    if (log_[s % kLogSize].seq.load(std::memory_order_acquire) != s) return false;
+  }
+  for (uint64_t s = since + 1; s <= now; ++s) {
+    const Entry& e = log_[s % kLogSize];
+    const uintptr_t ranges[2][2] = {
+        {e.lo1.load(std::memory_order_relaxed), e.hi1.load(std::memory_order_relaxed)},
+        {e.lo2.load(std::memory_order_relaxed), e.hi2.load(std::memory_order_relaxed)}};
+    for (const auto& r : ranges) {
+      if (Overlaps(lo, hi, r[0], r[1])) fn(ctx, r[0] > lo ? r[0] : lo, r[1] < hi ? r[1] : hi);
+    }
+  }
+  return true;
+}
+
 void LayoutGate::Attach(DiscardFn fn, void* ctx) {
   ctx_.store(ctx, std::memory_order_relaxed);
   fn_.store(fn, std::memory_order_release);

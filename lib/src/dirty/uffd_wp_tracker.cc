@@ -27,8 +27,8 @@ absl::Status UffdWpTracker::Arm(const RamBlock& b, BlockState& st, bool check) {
   st.armed = false;
   st.rearm = false;
   if (!check && gate_ != nullptr) check = gate_->ChangedSince(st.since, b.start, b.end());
-  ASSIGN_OR_RETURN(st.armed,
-                   layout_.Arm(b, check, [&] { return RegisterAndProtect(b); }, stats_));
+  ASSIGN_OR_RETURN(st.armed, layout_.Arm(
+                                 b, check, [&] { return RegisterAndProtect(b); }, stats_));
   return absl::OkStatus();
 }
 
@@ -224,7 +224,12 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   // Stale or replaced blocks: armed again if they line up, and reported whole either way.
   std::span<DirtyBlock> out = result_.mutable_blocks();
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (state_[i].armed && !state_[i].rearm) continue;
+    if (state_[i].armed && !state_[i].rearm) {
+      // What the program's layout changes since the last Sync touched: a mapping shrunk and
+      // grown again in place, or moved in, changed its pages without a write fault.
+      if (gate_ != nullptr) MarkChangedSince(epoch_, blocks_[i], out[i]);
+      continue;
+    }
     if (state_[i].rearm) ++stats_.rearms;
     RETURN_IF_ERROR(Arm(blocks_[i], state_[i], /*check=*/true));
     out[i].pages.SetRange(0, out[i].pages.size());
@@ -232,6 +237,15 @@ absl::StatusOr<const DirtySet*> UffdWpTracker::Sync() {
   if (gate_ != nullptr) epoch_ = gate_->seq();
   ++stats_.syncs;
   return &result_;
+}
+
+void UffdWpTracker::MarkChangedSince(uint64_t since, const RamBlock& b, DirtyBlock& out) const {
+  auto mark = [](void* ctx, uintptr_t lo, uintptr_t hi) {
+    DirtyBlock& d = *static_cast<DirtyBlock*>(ctx);
+    const size_t first = (lo - d.start) / d.page_size;
+    d.pages.SetRange(first, (hi - d.start + d.page_size - 1) / d.page_size - first);
+  };
+  if (!gate_->ChangesSince(since, b.start, b.end(), mark, &out)) out.pages.SetAll();
 }
 
 absl::Status UffdWpTracker::Stop() {

@@ -20,6 +20,10 @@
 // allocates or takes any lock but mu_ while holding mu_ (AddBlocks/RemoveBlocks build their new
 // lists before taking it), so a parked thread holding the malloc lock cannot block them.
 //
+// A layout change can alter pages without a write fault (a mapping shrunk and grown again in
+// place reads zeros where it had data, one moved over a block brings its own): with a LayoutGate,
+// Sync reports the parts of armed blocks that a change logged since the last Sync touched.
+//
 // Layout races are handled as in the pagemap-scan backend (see its header): with a LayoutGate
 // the registration, arming and re-protection run under its lock; a block out of line with the
 // mappings stays stale (wholly dirty), a refused registration is retried after a look at
@@ -74,6 +78,9 @@ class UffdWpTracker final : public DirtyTracker {
   absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
   int RegisterAndProtect(const RamBlock& block) const;
   void HandlerLoop();
+  // Marks in `out` the parts of `b` that the gate logged a change in since `since` (all of it
+  // when the gate no longer remembers). The gate locked.
+  void MarkChangedSince(uint64_t since, const RamBlock& b, DirtyBlock& out) const;
   // Records and resolves one fault; called by the handler thread.
   void HandleFault(uintptr_t addr, bool write_protect_fault);
 

@@ -102,8 +102,8 @@ TEST_CASE("layout gate: ChangedSince compares ranges of the logged changes") {
   CHECK(gate.ChangedSince(t0, 0x37000, 0x40000));        // the second range of the second
   CHECK_FALSE(gate.ChangedSince(t0, 0x0, 0x10000));
   CHECK_FALSE(gate.ChangedSince(t0 + 1, 0x10000, 0x14000));  // the first is older than that
-  CHECK_FALSE(gate.ChangedSince(t2, 0x0, ~uintptr_t{0}));     // nothing since
-  CHECK(gate.ChangedSince(t2 + 5, 0x0, 0x1000));              // a moment not yet reached
+  CHECK_FALSE(gate.ChangedSince(t2, 0x0, ~uintptr_t{0}));    // nothing since
+  CHECK(gate.ChangedSince(t2 + 5, 0x0, 0x1000));             // a moment not yet reached
   gate.Unlock();
 }
 
@@ -118,6 +118,38 @@ TEST_CASE("layout gate: a change no longer remembered counts as touching everyth
   // kLogSize changes since t0: the one right after t0 has been overwritten.
   CHECK(gate.ChangedSince(t0, 0x100000, 0x200000));
   CHECK_FALSE(gate.ChangedSince(t0 + 1, 0x100000, 0x200000));
+  gate.Unlock();
+}
+
+TEST_CASE("layout gate: ChangesSince gives the touched parts of a range, clipped to it") {
+  using Parts = std::vector<std::pair<uintptr_t, uintptr_t>>;
+  auto collect = [](void* ctx, uintptr_t lo, uintptr_t hi) {
+    static_cast<Parts*>(ctx)->emplace_back(lo, hi);
+  };
+  LayoutGate gate;
+  const uint64_t t0 = gate.seq();
+  REQUIRE(gate.TryBeginChange());
+  gate.EndChange(0x10000, 0x14000);
+  REQUIRE(gate.TryBeginChange());
+  gate.EndChange(0x20000, 0x21000, 0x30000, 0x38000);
+  gate.Lock();
+  Parts parts;
+  CHECK(gate.ChangesSince(t0, 0x12000, 0x32000, collect, &parts));
+  CHECK(parts == Parts{{0x12000, 0x14000}, {0x20000, 0x21000}, {0x30000, 0x32000}});
+  parts.clear();
+  CHECK(gate.ChangesSince(t0 + 1, 0x0, 0x20000, collect, &parts));  // the second only: no overlap
+  CHECK(parts.empty());
+  CHECK(gate.ChangesSince(gate.seq(), 0x0, ~uintptr_t{0}, collect, &parts));  // nothing since
+  CHECK(parts.empty());
+  CHECK_FALSE(gate.ChangesSince(gate.seq() + 1, 0x0, 0x1000, collect, &parts));  // not reached
+  gate.Unlock();
+  for (size_t i = 0; i < LayoutGate::kLogSize; ++i) {
+    REQUIRE(gate.TryBeginChange());
+    gate.EndChange(0x1000, 0x2000);
+  }
+  gate.Lock();
+  CHECK_FALSE(gate.ChangesSince(t0, 0x100000, 0x200000, collect, &parts));  // forgotten: all
+  CHECK(parts.empty());
   gate.Unlock();
 }
 
