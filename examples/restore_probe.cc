@@ -9,9 +9,10 @@
 //   - busy workers (--workers) that step thread-local state and compare it with a shadow;
 //   - every thread keeps thread-local values derived from its index and checks them (and its
 //     pthread_self() and TLS address) on every wake-up;
-//   - a regular file (DIR/probe.data) written through an fd opened at start, one 32-byte record
-//     per check and per SIGHUP (or every --tick-ms with --file-writes tick): the fd's offset and
-//     the file's bytes must be exactly records 0..n-1;
+//   - a regular file (DIR/probe.data) written through an fd opened at start and a dup of it
+//     (even records through the first, odd through the dup: one shared offset, as `cmd >log 2>&1`
+//     has), one 32-byte record per check and per SIGHUP (or every --tick-ms with --file-writes
+//     tick): both fds' offset and the file's bytes must be exactly records 0..n-1;
 //   - a MAP_PRIVATE, writable mapping of DIR/probe.map whose odd pages were rewritten (and page 0
 //     keeps being written): the mapping must hold the modified bytes, the file the original ones;
 //   - a PROT_NONE reservation and a writable region with PROT_NONE guard pages at both ends: the
@@ -20,9 +21,11 @@
 //     at start unread (an event loop's self-pipe), which must still be there, exactly, with
 //     O_NONBLOCK; one a thread blocks in read() on, fed a line "wake K" at every wake-up, which
 //     must arrive in order, its write end still close-on-exec;
-//   - an eventfd (semaphore, non-blocking) holding 7, and an epoll instance (close-on-exec)
-//     watching the unread pipe (level-triggered, data 0xab) and the eventfd (edge-triggered, data
-//     0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the ready pipe;
+//   - an eventfd (semaphore, non-blocking) holding 7, and a dup of it that must share its
+//     counter (1 added through the dup shows through the first), and an epoll instance
+//     (close-on-exec) watching the unread pipe (level-triggered, data 0xab) and the eventfd
+//     (edge-triggered, data 0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the
+//     ready pipe;
 //   - a UNIX socketpair held whole, bytes queued unread in both directions (an asyncio-style
 //     self-pipe): each end must still hold exactly its bytes, the pair still connected.
 //
@@ -170,8 +173,9 @@ uint64_t g_wakes_sent = 0;        // lines "wake K" written (main thread only)
 int g_pair[2] = {-1, -1};         // socketpair, non-blocking; kToPair[i] queued for end i
 const std::string kToPair[2] = {"queued for the socketpair's end 0\n",
                                 std::string(3000, 'q') + " queued for end 1\n"};
-int g_eventfd = -1;  // semaphore, non-blocking, counter kEventCount
-int g_epoll = -1;    // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
+int g_eventfd = -1;      // semaphore, non-blocking, counter kEventCount
+int g_eventfd_dup = -1;  // dup(g_eventfd)
+int g_epoll = -1;        // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
 constexpr uint64_t kEventCount = 7;
 const std::string kUnread("procmig: bytes left unread in a pipe\n\0\xff\x01", 41);
 
@@ -350,6 +354,7 @@ struct Probe {
   size_t page = 4096;
   std::string data_path, map_path;
   int data_fd = -1;
+  int data_dup_fd = -1;  // dup(data_fd): odd records go through it
   uint64_t records = 0;
   uint8_t* map = nullptr;
   uint64_t ticks = 0;
@@ -407,7 +412,7 @@ bool ReadFile(const std::string& path, std::string* out) {
 void WriteRecord(Probe& p) {
   char rec[kRecordBytes + 1];
   Record(p.records, rec);
-  if (!WriteAll(p.data_fd, rec, kRecordBytes)) {
+  if (!WriteAll(p.records % 2 == 0 ? p.data_fd : p.data_dup_fd, rec, kRecordBytes)) {
     FailNow("write record %" PRIu64 " to %s: %s", p.records, p.data_path.c_str(), strerror(errno));
   }
   ++p.records;
@@ -491,11 +496,13 @@ bool CheckSignals(char* why, size_t n) {
 }
 
 bool CheckDataFile(Probe& p, char* why, size_t n) {
-  const off_t pos = lseek(p.data_fd, 0, SEEK_CUR);
-  if (pos != static_cast<off_t>(p.records * kRecordBytes)) {
-    snprintf(why, n, "data fd %d offset %lld, want %" PRIu64 " (%" PRIu64 " records)", p.data_fd,
-             static_cast<long long>(pos), p.records * kRecordBytes, p.records);
-    return false;
+  for (int fd : {p.data_fd, p.data_dup_fd}) {
+    const off_t pos = lseek(fd, 0, SEEK_CUR);
+    if (pos != static_cast<off_t>(p.records * kRecordBytes)) {
+      snprintf(why, n, "data fd %d offset %lld, want %" PRIu64 " (%" PRIu64 " records)", fd,
+               static_cast<long long>(pos), p.records * kRecordBytes, p.records);
+      return false;
+    }
   }
   std::string content;
   if (!ReadFile(p.data_path, &content)) {
@@ -776,6 +783,24 @@ bool CheckEvents(char* why, size_t n) {
     snprintf(why, n, "eventfd fdinfo: %.200s", ev.c_str());
     return false;
   }
+  // One counter behind both descriptors: 1 added through the dup shows through the first (and
+  // is taken back: a semaphore read takes 1).
+  const uint64_t one = 1;
+  uint64_t taken = 0;
+  std::string ev2;
+  snprintf(want, sizeof(want), "eventfd-count: %16" PRIx64 "\n", kEventCount + 1);
+  if (!WriteAll(g_eventfd_dup, &one, sizeof one) ||
+      !ReadFile("/proc/self/fdinfo/" + std::to_string(g_eventfd), &ev2) ||
+      read(g_eventfd, &taken, sizeof taken) != sizeof taken || taken != 1) {
+    snprintf(why, n, "eventfd dup: add 1 through fd %d and take it through fd %d: %s",
+             g_eventfd_dup, g_eventfd, strerror(errno));
+    return false;
+  }
+  if (ev2.find(want) == std::string::npos) {
+    snprintf(why, n, "eventfd fd %d did not see 1 added through its dup fd %d: %.200s", g_eventfd,
+             g_eventfd_dup, ev2.c_str());
+    return false;
+  }
   const int efl = fcntl(g_eventfd, F_GETFL), epfd = fcntl(g_epoll, F_GETFD);
   if (efl < 0 || (efl & O_NONBLOCK) == 0 || epfd < 0 || (epfd & FD_CLOEXEC) == 0) {
     snprintf(why, n, "eventfd flags 0%o, epoll fd flags %d", efl, epfd);
@@ -862,6 +887,8 @@ void SetUpFiles(Probe& p, const char* dir) {
   p.map_path = std::string(dir) + "/probe.map";
   p.data_fd = open(p.data_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (p.data_fd < 0) FailNow("open %s: %s", p.data_path.c_str(), strerror(errno));
+  p.data_dup_fd = fcntl(p.data_fd, F_DUPFD_CLOEXEC, 0);
+  if (p.data_dup_fd < 0) FailNow("dup the data fd: %s", strerror(errno));
   std::string content(kMapPages * p.page, '\0');
   for (size_t i = 0; i < kMapPages; ++i) {
     for (size_t off = 0; off < p.page; ++off) {
@@ -921,6 +948,8 @@ void SetUpPipes() {
   g_eventfd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
   g_epoll = epoll_create1(EPOLL_CLOEXEC);
   if (g_eventfd < 0 || g_epoll < 0) FailNow("eventfd/epoll_create1: %s", strerror(errno));
+  g_eventfd_dup = dup(g_eventfd);
+  if (g_eventfd_dup < 0) FailNow("dup the eventfd: %s", strerror(errno));
   if (!WriteAll(g_eventfd, &kEventCount, sizeof(kEventCount))) {
     FailNow("write the eventfd: %s", strerror(errno));
   }

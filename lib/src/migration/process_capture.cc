@@ -3,6 +3,7 @@
 #include <cpuid.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -24,6 +25,7 @@
 #include <fstream>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -347,6 +349,7 @@ absl::Status CaptureProcessBasics(std::span<const MemoryRegion> regions,
   }
   out->fds.clear();
   CaptureFds(&out->fds);
+  (void)LinkSharedDescriptions(out);
   ReserveQueuedBytes(out);
   return absl::OkStatus();
 }
@@ -514,6 +517,59 @@ bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
     }
     syscall(SYS_close, fd);
     if (!ok) return false;
+  }
+  return true;
+}
+
+bool LinkSharedDescriptions(ProcessStateRecord* out) {
+  std::vector<FdRecord>& fds = out->fds;
+  for (FdRecord& f : fds) f.dup_of = -1;
+  // Only records of one kind and inode can share a description: sort those together, in fd
+  // order within each group.
+  std::vector<size_t> order(fds.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const FdRecord &x = fds[a], &y = fds[b];
+    return std::tie(x.kind, x.dev, x.inode, x.fd) < std::tie(y.kind, y.dev, y.inode, y.fd);
+  });
+  const long pid = syscall(SYS_getpid);
+  // kcmp orders open file descriptions (0 same, 1 less, 2 greater): each group's first
+  // descriptor of every description, kept in that order, is found by a binary search, so a
+  // program with hundreds of eventfds (one anonymous inode) costs n log n calls, not n^2.
+  std::vector<uint32_t> firsts;
+  for (size_t b = 0; b < order.size();) {
+    size_t e = b + 1;
+    while (e < order.size() && fds[order[e]].kind == fds[order[b]].kind &&
+           fds[order[e]].dev == fds[order[b]].dev && fds[order[e]].inode == fds[order[b]].inode) {
+      ++e;
+    }
+    firsts.clear();
+    for (size_t k = b; k < e; ++k) {
+      FdRecord& f = fds[order[k]];
+      size_t lo = 0, hi = firsts.size();
+      bool found = false;
+      while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        const long r = syscall(SYS_kcmp, pid, pid, KCMP_FILE, static_cast<long>(firsts[mid]),
+                               static_cast<long>(f.fd));
+        if (r == 0) {
+          f.dup_of = static_cast<int32_t>(firsts[mid]);
+          found = true;
+          break;
+        }
+        if (r != 1 && r != 2) {  // ENOSYS (no CONFIG_KCMP), EBADF (closed since), no order
+          for (FdRecord& g : fds) g.dup_of = -1;
+          return false;
+        }
+        if (r == 1) {
+          lo = mid + 1;  // firsts[mid] orders before f's description
+        } else {
+          hi = mid;
+        }
+      }
+      if (!found) firsts.insert(firsts.begin() + static_cast<ptrdiff_t>(lo), f.fd);
+    }
+    b = e;
   }
   return true;
 }

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,6 +21,7 @@ constexpr size_t kThreadSize = 8 + 21 * 8 + 8;
 constexpr size_t kSigactionSize = 8 + 3 * 8;
 constexpr size_t kFdFixed = 4 + 4 + 4 + 4 + 3 * 8 + 4;  // + path, unread, then:
 constexpr size_t kFdV3Tail = 8 + 4 + 4 + 8;             // + epoll items
+constexpr size_t kFdV4Tail = 4;                         // dup_of
 constexpr size_t kEpollItemSize = 4 + 4 + 8 + 8;
 constexpr size_t kDigestSize = 8 + 8 + 4;
 
@@ -155,7 +157,7 @@ size_t EncodedSize(const ProcessStateRecord& r) {
   n += 4 + r.sigactions.size() * kSigactionSize;
   n += 4;
   for (const FdRecord& f : r.fds) {
-    n += kFdFixed + StrSize(f.path) + StrSize(f.unread) + kFdV3Tail +
+    n += kFdFixed + StrSize(f.path) + StrSize(f.unread) + kFdV3Tail + kFdV4Tail +
          f.epoll_items.size() * kEpollItemSize;
   }
   n += 4 + r.digests.size() * kDigestSize;
@@ -252,6 +254,7 @@ absl::Status EncodeProcessState(const ProcessStateRecord& r, std::string* out) {
       w.U64(e.inode);
     }
     w.U64(f.socket_peer);
+    w.U32(static_cast<uint32_t>(f.dup_of));
   }
   w.U32(static_cast<uint32_t>(r.digests.size()));
   for (const BlockDigest& d : r.digests) {
@@ -270,7 +273,7 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
   uint16_t version = rd.U16();
   if (!rd.ok() || version < 2 || version > kProcessStateVersion) {
     return absl::DataLossError(
-        absl::StrCat("decode process state: unknown version ", version, " (know 2 and 3)"));
+        absl::StrCat("decode process state: unknown version ", version, " (know 2 to 4)"));
   }
   if (rd.U16() != 0) return Bad("header reserved field");
   r.pid = rd.U32();
@@ -345,7 +348,11 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
     s.mask = rd.U64();
     if (!rd.ok() || s.signo == 0 || s.signo > 64) return Bad("sigaction");
   }
-  n = count(kMaxFds, version < 3 ? kFdFixed : kFdFixed + 4 + kFdV3Tail, "fd");
+  n = count(kMaxFds,
+            version < 3   ? kFdFixed
+            : version < 4 ? kFdFixed + 4 + kFdV3Tail
+                          : kFdFixed + 4 + kFdV3Tail + kFdV4Tail,
+            "fd");
   if (!n.ok()) return n.status();
   r.fds.resize(*n);
   for (FdRecord& f : r.fds) {
@@ -399,6 +406,26 @@ absl::StatusOr<ProcessStateRecord> DecodeProcessState(std::span<const uint8_t> i
         return Bad("fd socket peer on a descriptor that is no socket");
       }
     }
+    if (version >= 4) {
+      f.dup_of = static_cast<int32_t>(rd.U32());
+      if (!rd.ok() || f.dup_of < -1 || (f.dup_of >= 0 && static_cast<uint32_t>(f.dup_of) >= f.fd)) {
+        return Bad("fd dup_of");
+      }
+    }
+  }
+  // A dup_of names the first record of its file description: same kind and inode, not itself a
+  // dup (the restorer opens or makes that one and duplicates it).
+  {
+    absl::flat_hash_map<uint32_t, const FdRecord*> by_fd;
+    for (const FdRecord& f : r.fds) by_fd.emplace(f.fd, &f);
+    for (const FdRecord& f : r.fds) {
+      if (f.dup_of < 0) continue;
+      auto it = by_fd.find(static_cast<uint32_t>(f.dup_of));
+      if (it == by_fd.end() || it->second->kind != f.kind || it->second->inode != f.inode ||
+          it->second->dup_of != -1) {
+        return Bad("fd dup_of: not the first descriptor of the same file");
+      }
+    }
   }
   n = count(kMaxDigests, kDigestSize, "digest");
   if (!n.ok()) return n.status();
@@ -432,14 +459,14 @@ std::string SummarizeProcessState(const ProcessStateRecord& r) {
   for (const FdRecord& f : r.fds) {
     absl::StrAppendFormat(&s, "  fd %u: %s %s", f.fd, FdKindName(f.kind), f.path);
     if (f.pipe_size != 0) {
-      absl::StrAppendFormat(&s, " (own pipe, %u bytes, %zu unread)", f.pipe_size,
-                            f.unread.size());
+      absl::StrAppendFormat(&s, " (own pipe, %u bytes, %zu unread)", f.pipe_size, f.unread.size());
     }
     if (f.kind == FdKind::kEventfd) {
       absl::StrAppendFormat(&s, " (count %u%s)", f.eventfd_count,
                             f.eventfd_semaphore ? ", semaphore" : "");
     }
     if (f.kind == FdKind::kEpoll) absl::StrAppendFormat(&s, " (%zu watched)", f.epoll_items.size());
+    if (f.dup_of >= 0) absl::StrAppendFormat(&s, " (shared with fd %d)", f.dup_of);
     s += "\n";
   }
   return s;

@@ -7,8 +7,9 @@
 // whose rt_sigreturn restores every other register), all sigactions, the mm fields, fds
 // classified, cwd, CPU features, the vDSO's identity, and a digest of each block's final content.
 //
-// Encoding, version 3 (little-endian, field by field, never a memcpy of a struct; version 1 had
-// no file identity in vma, version 2 no pipe fields in fd; version 2 is still decoded):
+// Encoding, version 4 (little-endian, field by field, never a memcpy of a struct; version 1 had
+// no file identity in vma, version 2 no pipe fields in fd, version 3 no dup_of in fd; versions 2
+// and 3 are still decoded, with dup_of -1):
 //   record   := magic:u32 ("PMPS" = 0x53504d50) version:u16 reserved:u16 body
 //   body     := pid:u32 page_size:u32 cwd:str exe:str mm cpu vdso
 //               u32 n vma[n] u32 n thread[n] u32 n sigaction[n] u32 n fd[n] u32 n digest[n]
@@ -28,7 +29,7 @@
 //               pipe or socketpair, see FdRecord)
 //               eventfd_count:u64 eventfd_semaphore:u32 n:u32 epoll_item[n]   (0 but for an
 //               eventfd, resp. n <= kMaxEpollItems for an epoll instance) socket_peer:u64
-//               (0 but for a socket)
+//               (0 but for a socket) dup_of:u32   (0xffffffff for -1; since version 4)
 //   epoll_item := tfd:u32 events:u32 data:u64 inode:u64
 //   digest   := block_id:u32 reserved:u32 length:u64 crc32c:u32   (see BlockDigest)
 // Every count is bounded (kMax*) before anything is allocated; unknown enum values, non-zero
@@ -52,7 +53,7 @@
 namespace procmig {
 
 inline constexpr uint32_t kProcessStateMagic = 0x53504d50;  // "PMPS"
-inline constexpr uint16_t kProcessStateVersion = 3;
+inline constexpr uint16_t kProcessStateVersion = 4;
 inline constexpr size_t kMaxPath = 4096;
 inline constexpr size_t kMaxVmas = 1 << 20;
 inline constexpr size_t kMaxThreads = 1 << 16;
@@ -151,6 +152,10 @@ struct FdRecord {
     bool operator==(const EpollItem&) const = default;
   };
   std::vector<EpollItem> epoll_items;
+  // The lowest fd that shares this one's open file description (dup, dup2, fork: one offset,
+  // one set of status flags, one eventfd counter), compared with kcmp(2); -1 when none does
+  // (or the kernel could not tell). Always below `fd`, and a record of the same kind and inode.
+  int32_t dup_of = -1;
   bool operator==(const FdRecord&) const = default;
 };
 

@@ -618,6 +618,23 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
                                                      in.report_fd, " is not above fd ", f.fd));
     }
+    // A dup of a descriptor reopened above shares its description again (one offset: `cmd >log
+    // 2>&1` keeps writing one stream). Were that one redirected, this one is reopened alone.
+    if (f.dup_of >= 0) {
+      auto opened = std::find_if(fds.begin(), fds.end(), [&](const abi::Fd& o) {
+        return o.fd == f.dup_of && o.from_fd < 0 && o.same_as < 0;
+      });
+      if (opened != fds.end()) {
+        abi::Fd a;
+        a.fd = static_cast<int32_t>(f.fd);
+        a.open_flags = f.flags;
+        a.same_as = f.dup_of;
+        plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " sharing fd ", f.dup_of, "'s file"));
+        fds.push_back(a);
+        plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
+        continue;
+      }
+    }
     abi::Fd a;
     a.fd = static_cast<int32_t>(f.fd);
     a.open_flags = f.flags;
@@ -642,8 +659,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     return false;
   };
   for (const FdRecord& f : st.fds) {
+    // A dup of another rebuilt epoll descriptor is that same instance (RebuildFds): its items
+    // are added once, through the first.
     if (f.kind != FdKind::kEpoll ||
-        std::find(rebuilt.begin(), rebuilt.end(), f.fd) == rebuilt.end()) {
+        std::find(rebuilt.begin(), rebuilt.end(), f.fd) == rebuilt.end() ||
+        (f.dup_of >= 0 && std::find(rebuilt.begin(), rebuilt.end(),
+                                    static_cast<uint32_t>(f.dup_of)) != rebuilt.end())) {
       continue;
     }
     for (const FdRecord::EpollItem& e : f.epoll_items) {

@@ -255,12 +255,13 @@ absl::StatusOr<int> MakeEventFd(const FdRecord& f) {
 // The descriptors made again here rather than reopened (RebuiltHere), each duplicated above
 // `above`, where the blob takes it (`out`: {the record's fd, ours}):
 //   - the pipes and UNIX stream socketpairs the process held both ends of (MakeTwoEnds);
-//   - eventfds, each descriptor its own (dups of one would come back apart), and epoll
-//     instances, empty: the blob adds what they watched once every descriptor is in place.
+//   - eventfds and epoll instances, empty (the blob adds what they watched once every
+//     descriptor is in place); a dup of one (dup_of) is the same new instance again.
 // Errors name the descriptor and the step.
 absl::Status RebuildFds(const ProcessStateRecord& st, int above,
                         std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
   std::vector<TwoEnds> made_pairs;
+  std::vector<std::pair<uint32_t, int>> made_single;  // record fd -> its new eventfd or epoll
   OwnedFds made;  // the new objects' own descriptors: only their duplicates go on
   for (const FdRecord& f : st.fds) {
     if (!RebuiltHere(st, f)) continue;
@@ -270,10 +271,16 @@ absl::Status RebuildFds(const ProcessStateRecord& st, int above,
     };
     int from = -1;  // ours, to duplicate above `above`
     if (f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll) {
-      absl::StatusOr<int> fd = MakeEventFd(f);
-      if (!fd.ok()) return failed(fd.status());
-      made.Add(*fd);
-      from = *fd;
+      for (const auto& [fd, ours] : made_single) {
+        if (f.dup_of >= 0 && fd == static_cast<uint32_t>(f.dup_of)) from = ours;
+      }
+      if (from < 0) {
+        absl::StatusOr<int> fd = MakeEventFd(f);
+        if (!fd.ok()) return failed(fd.status());
+        made.Add(*fd);
+        from = *fd;
+        made_single.push_back({f.fd, from});
+      }
     } else {
       const TwoEnds* t = nullptr;
       for (const TwoEnds& q : made_pairs) {

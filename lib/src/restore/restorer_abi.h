@@ -65,14 +65,16 @@ struct Sigaction {  // the kernel's layout for rt_sigaction(2)
 // One descriptor of the restored process: either a file reopened by path at its offset, or
 // (from_fd >= 0) a descriptor the blob inherited from the receiver, dup3'd onto fd before the
 // receiver's descriptors are closed (stdio redirected by the receiver's options: fd is 0, 1 or
-// 2, from_fd above 2 and not the report descriptor, so the close that follows drops it).
+// 2, from_fd above 2 and not the report descriptor, so the close that follows drops it), or
+// (same_as >= 0) a dup3 of the descriptor an earlier entry reopened: the two share one open
+// file description, offset and status flags, as they did in the process.
 struct Fd {
   int32_t fd = 0;
   uint32_t open_flags = 0;
   uint64_t offset = 0;
   uint64_t path = 0;
   int32_t from_fd = -1;
-  uint32_t reserved = 0;
+  int32_t same_as = -1;
 };
 
 // The kernel's struct prctl_mm_map (PR_SET_MM_MAP).

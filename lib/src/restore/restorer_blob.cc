@@ -391,6 +391,11 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     for (uint32_t i = 0; i < a->nfds; ++i) {
       const abi::Fd& f = fds[i];
       if (f.from_fd >= 0) continue;  // set up with the descriptors, above
+      if (f.same_as >= 0) {          // the description an earlier entry opened, shared
+        r = Sys(kSysDup3, f.same_as, f.fd, f.open_flags & 02000000);
+        if (Failed(r)) Die(a, abi::kStepFiles, r, i);
+        continue;
+      }
       long fd = Sys(kSysOpenat, -100, reinterpret_cast<long>(Str(a, f.path)),
                     f.open_flags & ~(0100u | 01000u | 0200u) /* no O_CREAT, O_TRUNC, O_EXCL */);
       if (Failed(fd)) Die(a, abi::kStepFiles, fd, i);

@@ -116,6 +116,10 @@ ProcessStateRecord Sample() {
   ep.path = "anon_inode:[eventpoll]";
   ep.epoll_items = {{5, 0x80000019u, 0xabcdef0123456789ull, 77}, {7, 0x19, 7, 18}};
   r.fds.push_back(ep);
+  FdRecord dup = f;  // fd 20 shares fd 3's open file description (`cmd >/tmp/x 2>&1`)
+  dup.fd = 20;
+  dup.dup_of = 3;
+  r.fds.push_back(dup);
   r.digests.push_back({3, 0x10000, 0xabcdef01});
   return r;
 }
@@ -148,8 +152,10 @@ TEST_CASE("round trip of every field, with the exact size, and the header bytes"
   std::string out;
   REQUIRE(EncodeProcessState(r, &out).ok());
   CHECK(out.size() == EncodedSize(r));
-  // magic "PMPS" then version 3 and reserved 0, little-endian.
-  CHECK(out.substr(0, 8) == std::string("PMPS\x03\x00\x00\x00", 8));
+  // magic "PMPS" then version 4 and reserved 0, little-endian.
+  CHECK(out.substr(0, 8) == std::string("PMPS\x04\x00\x00\x00", 8));
+  // The dup's record ends with socket_peer 0 and dup_of 3; the others' with dup_of -1.
+  CHECK(out.find(std::string(8, '\0') + std::string("\x03\x00\x00\x00", 4)) != std::string::npos);
   // The pipe's read end ends with its path, pipe_size 65536 and its 3 unread bytes.
   CHECK(out.find(std::string("pipe:[77]\x00\x00\x01\x00\x03\x00\x00\x00"
                              "a\0b",
@@ -189,10 +195,10 @@ TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") 
   v1[4] = 1;
   auto r = DecodeProcessState(Bytes(v1));
   CHECK(absl::IsDataLoss(r.status()));
-  CHECK(r.status().message() == "decode process state: unknown version 1 (know 2 and 3)");
-  std::string v4 = out;
-  v4[4] = 4;
-  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(v4)).status()));
+  CHECK(r.status().message() == "decode process state: unknown version 1 (know 2 to 4)");
+  std::string v5 = out;
+  v5[4] = 5;
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(v5)).status()));
   std::string magic = out;
   magic[0] = 'X';
   CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(magic)).status()));
@@ -213,22 +219,27 @@ TEST_CASE("unknown version, bad magic, bad enums and lying counts are refused") 
   CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(kind)).status()));
 }
 
-TEST_CASE("version 2 (no pipe fields) is still read; pipe fields on another kind are refused") {
+TEST_CASE("versions 2 and 3 are still read; pipe fields on another kind are refused") {
   ProcessStateRecord r = Sample();
   r.fds.resize(1);  // the regular file only
-  std::string v3;
-  REQUIRE(EncodeProcessState(r, &v3).ok());
-  // Version 2: the same record without the fd's pipe, eventfd, epoll and socket fields (32 zero
-  // bytes).
-  const size_t after_path = v3.find("/tmp/x") + 6;
-  REQUIRE(v3.substr(after_path, 32) == std::string(32, '\0'));
-  std::string v2 = v3.substr(0, after_path) + v3.substr(after_path + 32);
+  std::string v4;
+  REQUIRE(EncodeProcessState(r, &v4).ok());
+  // Version 3: the same record without the fd's dup_of (-1); version 2 also without its pipe,
+  // eventfd, epoll and socket fields (32 zero bytes).
+  const size_t after_path = v4.find("/tmp/x") + 6;
+  REQUIRE(v4.substr(after_path, 36) == std::string(32, '\0') + "\xff\xff\xff\xff");
+  std::string v3 = v4.substr(0, after_path + 32) + v4.substr(after_path + 36);
+  v3[4] = 3;
+  absl::StatusOr<ProcessStateRecord> back3 = DecodeProcessState(Bytes(v3));
+  REQUIRE_MESSAGE(back3.ok(), back3.status().ToString());
+  CHECK(*back3 == r);
+  std::string v2 = v4.substr(0, after_path) + v4.substr(after_path + 36);
   v2[4] = 2;
   absl::StatusOr<ProcessStateRecord> back = DecodeProcessState(Bytes(v2));
   REQUIRE_MESSAGE(back.ok(), back.status().ToString());
   CHECK(*back == r);
 
-  std::string bad = v3;
+  std::string bad = v4;
   bad[after_path] = 1;  // pipe_size 1 on a regular file
   auto b = DecodeProcessState(Bytes(bad));
   CHECK(absl::IsDataLoss(b.status()));
@@ -260,6 +271,56 @@ TEST_CASE("eventfd and epoll fields belong to their kinds only") {
     CHECK(d.status().message().find(k == 2 ? "epoll items on a descriptor" : "eventfd fields on") !=
           std::string::npos);
   }
+}
+
+TEST_CASE("dup_of names the first descriptor of the same file, below its own") {
+  struct Case {
+    int32_t dup_of;
+    const char* why;
+  };
+  // Sample's fd 20 is a dup of fd 3 (the regular file); fds 5 and 6 are a pipe's two ends.
+  for (const Case& c : {Case{20, "not below"}, Case{21, "not below"}, Case{4, "no such fd"},
+                        Case{5, "another kind"}, Case{-2, "below -1"}}) {
+    ProcessStateRecord bad = Sample();
+    bad.fds.back().dup_of = c.dup_of;
+    std::string b;
+    REQUIRE(EncodeProcessState(bad, &b).ok());
+    auto d = DecodeProcessState(Bytes(b));
+    CHECK_MESSAGE(absl::IsDataLoss(d.status()), c.why);
+    CHECK_MESSAGE(d.status().message().find("fd dup_of") != std::string::npos, c.why);
+  }
+  ProcessStateRecord chain = Sample();  // a dup of a dup: the restorer opens the first only
+  FdRecord third = chain.fds.back();
+  third.fd = 21;
+  third.dup_of = 20;
+  chain.fds.push_back(third);
+  std::string b;
+  REQUIRE(EncodeProcessState(chain, &b).ok());
+  CHECK(absl::IsDataLoss(DecodeProcessState(Bytes(b)).status()));
+}
+
+TEST_CASE("capture links descriptors that share one open file description (kcmp)") {
+  const int file = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  REQUIRE(file >= 0);
+  const int same = fcntl(file, F_DUPFD_CLOEXEC, 0);
+  const int other = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);  // same inode, its own
+  const int ev = eventfd(0, EFD_CLOEXEC);
+  const int ev_same = dup(ev);
+  const int ev_other = eventfd(0, EFD_CLOEXEC);  // the same anon inode, another instance
+  REQUIRE((same >= 0 && other >= 0 && ev >= 0 && ev_same >= 0 && ev_other >= 0));
+  ProcessStateRecord r = CaptureSelf();
+  CHECK(RecordOf(r, file).dup_of == -1);
+  CHECK(RecordOf(r, same).dup_of == std::min(file, same));
+  CHECK(RecordOf(r, other).dup_of == -1);
+  CHECK(RecordOf(r, std::max(ev, ev_same)).dup_of == std::min(ev, ev_same));
+  CHECK(RecordOf(r, ev_other).dup_of == -1);
+  // A dup2 after the capture (while parked, say): linking again sees all three share now.
+  REQUIRE(dup2(file, other) == other);
+  REQUIRE(LinkSharedDescriptions(&r));
+  const int lowest = std::min({file, same, other});
+  for (int fd : {file, same, other}) CHECK(RecordOf(r, fd).dup_of == (fd == lowest ? -1 : lowest));
+  CHECK(RecordOf(r, ev_other).dup_of == -1);
+  for (int fd : {file, same, other, ev, ev_same, ev_other}) close(fd);
 }
 
 TEST_CASE("own pipes: both ends held; the first read end carries the data") {

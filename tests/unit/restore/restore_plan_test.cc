@@ -474,6 +474,48 @@ TEST_CASE("descriptors: the process's own pipes come from the caller's rebuilt e
   CHECK(ArgsOf(*half).nfds == 3);
 }
 
+TEST_CASE("descriptors: a dup shares the description the blob reopened, unless that was replaced") {
+  Fixture f;
+  FdRecord out;  // `cmd >/tmp/both.log 2>&1`: fd 2 shares fd 1's description; fd 9 another dup
+  out.fd = 1;
+  out.kind = FdKind::kRegular;
+  out.flags = O_WRONLY;
+  out.offset = 700;
+  out.inode = 5;
+  out.path = "/tmp/both.log";
+  FdRecord err = out;
+  err.fd = 2;
+  err.dup_of = 1;
+  FdRecord late = out;
+  late.fd = 9;
+  late.flags = O_WRONLY | O_CLOEXEC;
+  late.dup_of = 1;
+  f.st.fds = {out, err, late};
+  auto plan = f.Plan();
+  REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 3);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  CHECK((fd[0].fd == 1 && fd[0].same_as == -1 && fd[0].offset == 700));
+  CHECK(StrAt(*plan, fd[0].path) == "/tmp/both.log");
+  CHECK((fd[1].fd == 2 && fd[1].same_as == 1 && fd[1].path == 0 && fd[1].from_fd == -1));
+  CHECK((fd[2].fd == 9 && fd[2].same_as == 1 && fd[2].open_flags == (O_WRONLY | O_CLOEXEC)));
+  CHECK(DescribeRestoreItem(*plan, abi::kStepFiles, 1) ==
+        "descriptor 1 (fd 2 sharing fd 1's file)");
+
+  // fd 1 redirected by the receiver's options: fd 2 is the file again, reopened on its own.
+  f.stdio_fds[1] = 10;
+  auto redirected = f.Plan();
+  REQUIRE(redirected.ok());
+  const abi::Args& r = ArgsOf(*redirected);
+  REQUIRE(r.nfds == 3);
+  const auto* rfd = reinterpret_cast<const abi::Fd*>(redirected->args.data() + r.fds);
+  CHECK((rfd[0].fd == 1 && rfd[0].from_fd == 10));
+  CHECK((rfd[1].fd == 2 && rfd[1].same_as == -1 && rfd[1].offset == 700));
+  CHECK(StrAt(*redirected, rfd[1].path) == "/tmp/both.log");
+  CHECK((rfd[2].fd == 9 && rfd[2].same_as == -1));  // its first is gone: reopened alone too
+}
+
 TEST_CASE("descriptors: eventfds and epoll instances rebuilt; epoll items for restored fds only") {
   Fixture f;
   FdRecord pr;  // a self-pipe at 4 (read) and 5 (write)
