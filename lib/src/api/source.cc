@@ -269,6 +269,9 @@ class SourceImpl : public MigrationSource {
     c.capture = [](std::span<const MemoryRegion> regions, ProcessStateRecord* r) {
       return CaptureProcessBasics(regions, {}, r);
     };
+    // The descriptors were checked above, before the agent opened its channels; the memory
+    // layout is checked on the sender's first capture, before anything is sent.
+    c.check_unsupported = [](const ProcessStateRecord& r) { return FindUnsupportedMemory(r); };
     // The receiver checks CPU, vDSO and file identities before any memory is sent.
     c.restore_check = true;
     c.progress_interval_ms = setup_.progress_interval_ms;

@@ -29,6 +29,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/crc32c.h"
 #include "base/safe_format.h"
@@ -602,6 +603,22 @@ void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out) {
     d.length = blocks[i].length;
     d.crc32c = crc32c::Value(reinterpret_cast<const void*>(blocks[i].start), blocks[i].length);
   }
+}
+
+std::vector<std::string> FindUnsupportedMemory(const ProcessStateRecord& r) {
+  std::vector<std::string> out;
+  // Shared memory that no file holds: its pages are not RAM blocks (only private memory is), so
+  // a restored copy would find it empty. (A shared mapping of a file that exists is mapped from
+  // the file again.)
+  for (const VmaRecord& v : r.vmas) {
+    if (v.shared && (v.deleted || v.path.empty() || v.path.rfind("[anon_shmem:", 0) == 0)) {
+      out.push_back(absl::StrFormat(
+          "shared memory 0x%x-0x%x (%s%s): only private memory and shared mappings of existing "
+          "files migrate",
+          v.start, v.end, v.path.empty() ? "anonymous" : v.path, v.deleted ? ", deleted" : ""));
+    }
+  }
+  return out;
 }
 
 std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,

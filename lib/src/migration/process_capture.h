@@ -6,7 +6,9 @@
 // advance, so they run while every application thread is parked (or in the frozen copy).
 // FindUnsupported() lists what cannot migrate (sockets, pipes to other processes, timers, the
 // program's own io_uring/userfaultfd/timerfd/signalfd/... anon inodes, an epoll instance watching
-// what is not the record's, child processes), ignoring the agent's own descriptors. Eventfds and
+// what is not the record's, child processes), ignoring the agent's own descriptors;
+// FindUnsupportedMemory() what its VMAs hold that cannot (shared memory no file holds:
+// anonymous, SysV, memfd or deleted). Eventfds and
 // epoll instances migrate. All functions act on the calling process; any thread.
 #ifndef PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
 #define PROCMIG_MIGRATION_PROCESS_CAPTURE_H_
@@ -64,6 +66,9 @@ size_t RefreshGrowthBytes(const ProcessStateRecord& r);
 // One digest per block from its memory as it is now (crc32c of the content), in `blocks` order;
 // out->digests must already hold blocks.size() entries.
 void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);
+// Shared memory whose content no file holds (MAP_SHARED|MAP_ANONYMOUS, SysV, memfd, a deleted
+// file): not RAM blocks, so a restored copy would find it empty. One reason per VMA of `r`.
+std::vector<std::string> FindUnsupportedMemory(const ProcessStateRecord& r);
 // Human-readable reasons, one per resource; `ignored_fds` are the agent's own.
 std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
                                          std::span<const int> ignored_fds);

@@ -205,7 +205,12 @@ absl::Status Sender::Setup() {
   layout_fingerprint_ = layout.fingerprint;
   (void)registry_.Update(layout.regions);
   if (config_.capture) {
-    RETURN_IF_ERROR(config_.capture(layout.regions, &state_record_));
+    // The agent's own mappings (its shared timing page among them) are no part of the program.
+    std::vector<MemoryRegion> program;
+    for (const MemoryRegion& r : layout.regions) {
+      if (!registry_.Excludes(r.start, r.end)) program.push_back(r);
+    }
+    RETURN_IF_ERROR(config_.capture(program, &state_record_));
     if (config_.check_unsupported) {
       std::vector<std::string> why = config_.check_unsupported(state_record_);
       if (!why.empty()) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <tuple>
 
+#include "absl/strings/str_format.h"
 #include "migration/process_capture.h"
 #include "os/maps_parser.h"
 #include "os/real_os.h"
@@ -437,6 +438,40 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   why = FindUnsupported(half, ignored);
   CHECK(has("fd " + std::to_string(pp[0]) + ": pipe to another process (pipe:["));
   close(sv[0]), close(sv[1]), close(pp[0]);
+}
+
+TEST_CASE("shared memory no file holds is listed; private memory and shared file mappings not") {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* anon = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  const int mfd = memfd_create("pm-shared", 0);
+  REQUIRE(mfd >= 0);
+  REQUIRE(ftruncate(mfd, static_cast<off_t>(page)) == 0);
+  void* memfd = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+  const int exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  void* file = mmap(nullptr, page, PROT_READ, MAP_SHARED, exe, 0);  // the file holds it
+  void* priv = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE((anon != MAP_FAILED && memfd != MAP_FAILED && file != MAP_FAILED && priv != MAP_FAILED));
+  ProcessStateRecord r = CaptureSelf();
+  std::vector<std::string> why = FindUnsupportedMemory(r);
+  auto listed = [&](void* at) {
+    const std::string prefix =
+        absl::StrFormat("shared memory 0x%x-", reinterpret_cast<uintptr_t>(at));
+    for (const std::string& w : why) {
+      if (w.rfind(prefix, 0) == 0) return w;
+    }
+    return std::string();
+  };
+  CHECK(listed(anon) ==
+        absl::StrFormat("shared memory 0x%x-0x%x (/dev/zero, deleted): only private memory and "
+                        "shared mappings of existing files migrate",
+                        reinterpret_cast<uintptr_t>(anon),
+                        reinterpret_cast<uintptr_t>(anon) + page));
+  CHECK(listed(memfd).find("(/memfd:pm-shared, deleted)") != std::string::npos);
+  CHECK(listed(file).empty());
+  CHECK(listed(priv).empty());
+  for (void* p : {anon, memfd, file, priv}) munmap(p, page);
+  close(mfd);
+  close(exe);
 }
 
 TEST_CASE("eventfds and epoll instances: captured from fdinfo, refreshed while parked") {
