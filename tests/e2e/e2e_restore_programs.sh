@@ -4,8 +4,10 @@
 # A real, unmodified program that nobody here wrote is migrated live in the middle of a long
 # computation and must finish at the destination with output byte-identical to an unmigrated
 # run of the same command:
-#   python3  a SHA-256 hash chain with a churning dict, progress lines flushed to stdout (a
-#            regular file, written before and after the migration);
+#   python3  a SHA-256 hash chain with a churning dict, progress lines flushed alternately to
+#            stdout and stderr, both one regular file (`>out 2>&1`: one shared offset, so a
+#            restore that reopened each on its own would overwrite lines), written before and
+#            after the migration;
 #   asyncio  python3's asyncio running four hash chains as tasks: its event loop holds an epoll
 #            instance and a UNIX socketpair of its own (the loop's self-pipe), rebuilt at the
 #            destination;
@@ -58,12 +60,13 @@ for i in range(6000000):
     if len(d) > 200000:
         d.clear()
     if i % 100000 == 0:
-        print(i, h.hex(), len(d), flush=True)
+        print(i, h.hex(), len(d), flush=True, file=sys.stderr if i % 200000 else sys.stdout)
 print("final", h.hex(), len(d))
 EOF
+    sed -i '1i import sys' "$W/chain.py"
     CMD=("$PY" "$W/chain.py")
     IN=/dev/null
-    OUT=out
+    OUT=out+err
     ;;
   asyncio)
     [ -x "$PY" ] || skip "$PY is missing"
@@ -122,6 +125,8 @@ run_prog() {
     cat "$W/pi.bc" | "${cmd[@]}" >"$outfile"
   elif [ "$OUT" = file ]; then
     "${cmd[@]}" <"$IN" >/dev/null
+  elif [ "$OUT" = out+err ]; then
+    "${cmd[@]}" <"$IN" >"$outfile" 2>&1
   else
     "${cmd[@]}" <"$IN" >"$outfile"
   fi
