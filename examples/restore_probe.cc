@@ -26,6 +26,7 @@
 //     (close-on-exec) watching the unread pipe (level-triggered, data 0xab) and the eventfd
 //     (edge-triggered, data 0xcd): /proc/self/fdinfo must show exactly those, and epoll_wait the
 //     ready pipe;
+//   - /dev/null open write-only (a daemon's): still /dev/null, still writable;
 //   - a UNIX socketpair held whole, bytes queued unread in both directions (an asyncio-style
 //     self-pipe): each end must still hold exactly its bytes, the pair still connected.
 //
@@ -173,6 +174,7 @@ uint64_t g_wakes_sent = 0;        // lines "wake K" written (main thread only)
 int g_pair[2] = {-1, -1};         // socketpair, non-blocking; kToPair[i] queued for end i
 const std::string kToPair[2] = {"queued for the socketpair's end 0\n",
                                 std::string(3000, 'q') + " queued for end 1\n"};
+int g_devnull = -1;      // /dev/null, write-only: reopened by path
 int g_eventfd = -1;      // semaphore, non-blocking, counter kEventCount
 int g_eventfd_dup = -1;  // dup(g_eventfd)
 int g_epoll = -1;        // watches the unread pipe (0xab) and the eventfd (0xcd, edge-triggered)
@@ -769,6 +771,21 @@ bool CheckPair(char* why, size_t n) {
   return true;
 }
 
+// /dev/null is still /dev/null, write-only, and takes a write.
+bool CheckDevNull(char* why, size_t n) {
+  char target[64] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(g_devnull);
+  const ssize_t len = readlink(link.c_str(), target, sizeof(target) - 1);
+  const int fl = fcntl(g_devnull, F_GETFL);
+  if (len < 0 || std::string(target) != "/dev/null" || fl < 0 || (fl & O_ACCMODE) != O_WRONLY ||
+      write(g_devnull, "x", 1) != 1) {
+    snprintf(why, n, "fd %d is '%s' (flags 0%o), want /dev/null write-only and writable: %s",
+             g_devnull, target, fl, strerror(errno));
+    return false;
+  }
+  return true;
+}
+
 // The eventfd's counter and the epoll instance's items as the kernel shows them.
 bool CheckEvents(char* why, size_t n) {
   std::string ev, ep;
@@ -842,7 +859,7 @@ bool CheckAll(Probe& p, char* detail, size_t n) {
       !CheckSignals(why, sizeof(why)) || !CheckDataFile(p, why, sizeof(why)) ||
       !CheckMapping(p, why, sizeof(why)) || !CheckGuards(p, why, sizeof(why)) ||
       !CheckPipes(why, sizeof(why)) || !CheckEvents(why, sizeof(why)) ||
-      !CheckPair(why, sizeof(why))) {
+      !CheckDevNull(why, sizeof(why)) || !CheckPair(why, sizeof(why))) {
     snprintf(detail, n, "restore_probe: %s", why);
     return false;
   }
@@ -948,6 +965,8 @@ void SetUpPipes() {
   g_eventfd = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
   g_epoll = epoll_create1(EPOLL_CLOEXEC);
   if (g_eventfd < 0 || g_epoll < 0) FailNow("eventfd/epoll_create1: %s", strerror(errno));
+  g_devnull = open("/dev/null", O_WRONLY);
+  if (g_devnull < 0) FailNow("open /dev/null: %s", strerror(errno));
   g_eventfd_dup = dup(g_eventfd);
   if (g_eventfd_dup < 0) FailNow("dup the eventfd: %s", strerror(errno));
   if (!WriteAll(g_eventfd, &kEventCount, sizeof(kEventCount))) {

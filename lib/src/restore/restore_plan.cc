@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -105,6 +107,15 @@ class ArgsBuilder {
   }
   std::vector<uint8_t> buf_;
 };
+
+// A character device with no state of its own worth carrying (/dev/null, /dev/urandom, ...):
+// opened again by path, like a regular file, rather than dropped.
+bool IsStatelessDevice(const FdRecord& f) {
+  static constexpr std::string_view kDevices[] = {"/dev/null", "/dev/zero", "/dev/full",
+                                                  "/dev/random", "/dev/urandom"};
+  return f.kind == FdKind::kOther && S_ISCHR(f.mode) &&
+         std::find(std::begin(kDevices), std::end(kDevices), f.path) != std::end(kDevices);
+}
 
 }  // namespace
 
@@ -559,8 +570,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     sa_set |= 1ull << (s.signo - 1);
   }
   // Descriptors: redirected stdio comes from the receiver's descriptors whatever the record has
-  // there; regular files and directories are reopened; stdio that is a tty, pipe or socket is the
-  // receiver's own; everything else is reported as not restored.
+  // there; regular files, directories and stateless devices (/dev/null, ...) are reopened; stdio
+  // that is a tty, pipe or socket is the receiver's own; everything else is reported as not
+  // restored.
   std::vector<abi::Fd> fds;
   bool redirected[3] = {false, false, false};
   for (int i = 0; i < 3; ++i) {
@@ -604,9 +616,10 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
         continue;
       }
     }
-    const bool reopen = (f.kind == FdKind::kRegular || f.kind == FdKind::kDirectory) &&
-                        !f.path.empty() && f.path[0] == '/' &&
-                        f.path.find(" (deleted)") == std::string::npos;
+    const bool reopen =
+        ((f.kind == FdKind::kRegular || f.kind == FdKind::kDirectory) && !f.path.empty() &&
+         f.path[0] == '/' && f.path.find(" (deleted)") == std::string::npos) ||
+        IsStatelessDevice(f);
     if (!reopen) {
       if (f.fd > 2) {
         plan.notes.push_back(

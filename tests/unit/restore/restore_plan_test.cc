@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <cstring>
 
@@ -316,6 +317,40 @@ TEST_CASE("descriptors: regular files reopened, others reported, the report fd a
   const abi::Args& b = ArgsOf(*again);
   const auto* fd2 = reinterpret_cast<const abi::Fd*>(again->args.data() + b.fds);
   CHECK(StrAt(*again, fd2[0].path) == "/proc/self/pagemap");
+}
+
+TEST_CASE("descriptors: stateless devices are reopened by path, other devices reported") {
+  Fixture f;
+  FdRecord null;  // a daemon's /dev/null, a library's /dev/urandom
+  null.fd = 4;
+  null.kind = FdKind::kOther;
+  null.mode = S_IFCHR | 0666;
+  null.flags = O_RDWR | O_CLOEXEC;
+  null.path = "/dev/null";
+  FdRecord random = null;
+  random.fd = 6;
+  random.flags = O_RDONLY;
+  random.path = "/dev/urandom";
+  FdRecord disk = null;  // a device with state of its own: not reopened
+  disk.fd = 8;
+  disk.mode = S_IFBLK | 0660;
+  disk.path = "/dev/null";
+  FdRecord fuse = null;
+  fuse.fd = 9;
+  fuse.path = "/dev/fuse";
+  f.st.fds = {null, random, disk, fuse};
+  auto plan = f.Plan();
+  REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
+  const abi::Args& a = ArgsOf(*plan);
+  REQUIRE(a.nfds == 2);
+  const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
+  CHECK((fd[0].fd == 4 && fd[0].open_flags == static_cast<uint32_t>(O_RDWR | O_CLOEXEC)));
+  CHECK(StrAt(*plan, fd[0].path) == "/dev/null");
+  CHECK((fd[1].fd == 6 && fd[1].open_flags == static_cast<uint32_t>(O_RDONLY)));
+  CHECK(StrAt(*plan, fd[1].path) == "/dev/urandom");
+  REQUIRE(plan->notes.size() == 2);
+  CHECK(plan->notes[0].find("fd 8 (other /dev/null) is not restored") == 0);
+  CHECK(plan->notes[1].find("fd 9 (other /dev/fuse) is not restored") == 0);
 }
 
 TEST_CASE("descriptors: redirected stdio replaces what the record has at 0/1/2, the rest as is") {
