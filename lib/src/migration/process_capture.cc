@@ -636,6 +636,11 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
       // restorer reconnects them to its own stdio. Pipes the process holds both ends of are
       // rebuilt. Other pipes lead to other processes.
       out.push_back(absl::StrCat("fd ", f.fd, ": pipe to another process (", f.path, ")"));
+    } else if (f.kind == FdKind::kRegular && f.path.size() > 10 &&
+               f.path.compare(f.path.size() - 10, 10, " (deleted)") == 0) {
+      // An unlinked file (tmpfile(), memfd, a rotated-away log) has no path to reopen it by.
+      out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path,
+                                 ": a deleted file cannot be opened again at the destination"));
     } else if (f.kind == FdKind::kOther && f.path.rfind("anon_inode:", 0) == 0) {
       out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path));
     } else if (f.kind == FdKind::kEpoll) {

@@ -6,7 +6,8 @@
 // advance, so they run while every application thread is parked (or in the frozen copy).
 // FindUnsupported() lists what cannot migrate (sockets, pipes to other processes, timers, the
 // program's own io_uring/userfaultfd/timerfd/signalfd/... anon inodes, an epoll instance watching
-// what is not the record's, child processes), ignoring the agent's own descriptors;
+// what is not the record's, deleted files, child processes), ignoring the agent's own
+// descriptors;
 // FindUnsupportedMemory() what its VMAs hold that cannot (shared memory no file holds:
 // anonymous, SysV, memfd or deleted). Eventfds and
 // epoll instances migrate. All functions act on the calling process; any thread.

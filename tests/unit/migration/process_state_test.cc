@@ -415,6 +415,8 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
   REQUIRE(sv[1] >= 0);
   int pp[2];
   REQUIRE(pipe(pp) == 0);
+  FILE* tmp = tmpfile();  // unlinked: nothing to reopen it by
+  REQUIRE(tmp != nullptr);
   RealOs os;
   auto regions = MapsParser::Read(os, 0);
   REQUIRE(regions.ok());
@@ -428,6 +430,15 @@ TEST_CASE("unsupported resources are listed, the agent's own fds ignored") {
     return false;
   };
   CHECK(has("fd " + std::to_string(sv[0]) + ": socket"));
+  const std::string tmp_why = "fd " + std::to_string(fileno(tmp)) + ": /";
+  CHECK(has(tmp_why));
+  for (const std::string& w : why) {
+    if (w.rfind(tmp_why, 0) == 0) {
+      CHECK(w.find(" (deleted): a deleted file cannot be opened again at the destination") !=
+            std::string::npos);
+    }
+  }
+  fclose(tmp);
   CHECK_FALSE(has("fd " + std::to_string(sv[1]) + ":"));
   // Both ends of pp are ours: a self-pipe, not listed.
   CHECK_FALSE(has("fd " + std::to_string(pp[0]) + ":"));
