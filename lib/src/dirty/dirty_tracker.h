@@ -80,7 +80,9 @@ struct TrackerConfig {
   // Then mprotect's probe fails: the kernel itself writes every thread's rseq area (in its TLS,
   // i.e. in tracked memory), and a write-protected one kills the thread (SIGSEGV, SI_KERNEL)
   // instead of reaching the tracker's handler; without rseq a program thread was still seen
-  // killed on a write fault (tracker_probe.cc). `full` is what remains after it.
+  // killed on a write fault (tracker_probe.cc). uffd-wp's fails too: it cannot register private
+  // file mappings (a program's .data), and its handler thread writes to tracked memory itself.
+  // `full` is what remains after them.
   bool whole_process = false;
 };
 

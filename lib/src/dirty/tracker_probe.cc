@@ -91,6 +91,17 @@ TrackerProbeResult ProbeTracker(TrackerKind kind, const TrackerConfig& config) {
                           "malloc heap was seen killed instead of tracked";
     return result;
   }
+  if (kind == TrackerKind::kUffdWp && config.whole_process) {
+    // Seen here (`checkpoint --tracker uffd-wp` of pattern_writer): registration of the
+    // program's written .data failed with EINVAL. And were every block armed, the handler thread
+    // would write-fault on its own stack, its TLS and the tracker's state (all in tracked memory)
+    // and wait for itself.
+    result.reason =
+        "not safe for a whole program: synchronous userfaultfd write-protect covers anonymous "
+        "memory only (a program's written .data is a private file mapping: EINVAL), and the "
+        "tracker's fault handler thread would wait on its own writes to tracked memory";
+    return result;
+  }
   const size_t page_size = BasePageSize();
   const size_t len = kProbePages * page_size;
   void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -71,6 +71,27 @@ TEST_CASE("a forced backend is used if its probe passes and refused with the rea
   }
 }
 
+TEST_CASE("for a whole program only the backends that can track one pass (the agent's case)") {
+  TrackerConfig whole;
+  whole.whole_process = true;
+  std::vector<TrackerProbeResult> probes = ProbeAllTrackers(whole);
+  REQUIRE(probes.size() == 5);
+  CHECK_FALSE(probes[2].available);  // uffd-wp
+  CHECK(probes[2].reason.find("not safe for a whole program: synchronous userfaultfd") == 0);
+  CHECK_FALSE(probes[3].available);  // mprotect
+  CHECK(probes[4].available);
+  whole.forced = TrackerKind::kUffdWp;
+  absl::StatusOr<std::unique_ptr<DirtyTracker>> t = SelectTracker(whole);
+  CHECK(t.status().message() ==
+        "select dirty tracker: forced backend uffd-wp failed its probe: " + probes[2].reason);
+  // The automatic choice never lands on either.
+  whole.forced.reset();
+  absl::StatusOr<std::unique_ptr<DirtyTracker>> chosen = SelectTracker(whole);
+  REQUIRE(chosen.ok());
+  CHECK((*chosen)->kind() != TrackerKind::kUffdWp);
+  CHECK((*chosen)->kind() != TrackerKind::kMprotect);
+}
+
 TEST_CASE("probes leave nothing behind") {
   // Twice in a row gives the same answers (fds, handlers and mappings were released), and the
   // mprotect probe does not keep the process-wide SIGSEGV slot.
