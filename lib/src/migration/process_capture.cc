@@ -393,7 +393,25 @@ void RefreshFdOffsets(ProcessStateRecord* out) {
   }
 }
 
-bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno) {
+// True when the control data of a peek carried descriptors (SCM_RIGHTS, or more than fitted:
+// MSG_CTRUNC). The peek installed them here: they are closed again. No allocation.
+bool PeekedDescriptors(msghdr& mh) {
+  bool any = (mh.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    any = true;
+    const size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      syscall(SYS_close, fd);
+    }
+  }
+  return any;
+}
+
+bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno,
+                     const char** failed_cause) {
   int helper[2] = {-1, -1};
   bool ok = true;
   *failed_errno = 0;
@@ -404,10 +422,25 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
   };
   for (FdRecord& f : out->fds) {
     if (IsOwnSocketPair(*out, f)) {
-      // The bytes queued for this end, peeked (nothing taken out), all of them (SIOCINQ).
+      // The bytes queued for this end, peeked (nothing taken out), all of them (SIOCINQ), with
+      // room for the control data that tells descriptors in flight (SCM_RIGHTS): those cannot
+      // be carried over, and the bytes alone would arrive without them.
       f.unread.resize(f.unread.capacity());  // within the reserve: no allocation
-      const long n = syscall(SYS_recvfrom, static_cast<int>(f.fd), f.unread.data(), f.unread.size(),
-                             MSG_PEEK | MSG_DONTWAIT, nullptr, nullptr);
+      alignas(cmsghdr) char control[CMSG_SPACE(16 * sizeof(int))];
+      iovec iov{f.unread.data(), f.unread.size()};
+      msghdr mh{};
+      mh.msg_iov = &iov;
+      mh.msg_iovlen = 1;
+      mh.msg_control = control;
+      mh.msg_controllen = sizeof control;
+      const long n = syscall(SYS_recvmsg, static_cast<int>(f.fd), &mh,
+                             MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (n >= 0 && PeekedDescriptors(mh)) {
+        f.unread.clear();
+        fail(f, 0);
+        if (failed_cause != nullptr) *failed_cause = "descriptors in flight (SCM_RIGHTS)";
+        break;
+      }
       int queued = 0;
       if ((n < 0 && errno != EAGAIN) ||
           syscall(SYS_ioctl, static_cast<int>(f.fd), SIOCINQ, &queued) != 0) {
@@ -577,7 +610,7 @@ bool LinkSharedDescriptions(ProcessStateRecord* out) {
 
 bool RefreshParkedFds(ProcessStateRecord* out, FdRefreshFailure* why) {
   RefreshFdOffsets(out);
-  if (!RefreshPipeData(out, &why->fd, &why->err)) {
+  if (!RefreshPipeData(out, &why->fd, &why->err, &why->cause)) {
     why->what = "the unread bytes of the program's own pipe or socketpair";
     return false;
   }

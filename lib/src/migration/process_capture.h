@@ -40,8 +40,11 @@ void RefreshFdOffsets(ProcessStateRecord* out);
 // carries them (HoldsPipeData), without taking them out of the pipe (tee(2) into a pipe of its
 // own). Raw system calls only and no allocation: CaptureProcessBasics reserved pipe_size bytes for
 // each; call it with the threads parked. False when the kernel refused (*failed_errno) or a pipe
-// held more than its reserve (*failed_errno 0), naming the descriptor in *failed_fd.
-bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
+// held more than its reserve (*failed_errno 0), naming the descriptor in *failed_fd; also false
+// (*failed_errno 0, *failed_cause set) when descriptors are in flight on a socketpair
+// (SCM_RIGHTS): bytes restored without them would be a silent loss.
+bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno,
+                     const char** failed_cause = nullptr);
 // Re-reads every eventfd's counter and every epoll instance's watched descriptors from fdinfo
 // (raw system calls, no allocation: the items go into the capacity CaptureProcessBasics reserved).
 // Call it with the threads parked. False when the kernel refused (*failed_errno) or an epoll
@@ -54,10 +57,11 @@ bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno)
 // park, like the descriptor table itself); allocates.
 bool LinkSharedDescriptions(ProcessStateRecord* out);
 // RefreshFdOffsets, RefreshPipeData and RefreshEventFds, for the sender's park: false with
-// what failed (err 0: more than the capture reserved), allocation-free like them.
+// what failed (err 0 and no cause: more than the capture reserved), allocation-free like them.
 struct FdRefreshFailure {
   int fd = -1;
   int err = 0;
+  const char* cause = nullptr;  // set when neither errno nor the reserve says it
   const char* what = "";
 };
 bool RefreshParkedFds(ProcessStateRecord* out, FdRefreshFailure* why);

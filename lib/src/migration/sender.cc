@@ -574,9 +574,11 @@ absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   if (!RefreshParkedFds(&state_record_, &why)) {
     freezer_->Unpark();
     parked_ = false;
-    return absl::FailedPreconditionError(absl::StrCat(
-        "stop-and-copy: reading ", why.what, " (fd ", why.fd,
-        "): ", why.err != 0 ? strerror(why.err) : "more than the capture made room for"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("stop-and-copy: reading ", why.what, " (fd ", why.fd, "): ",
+                     why.cause != nullptr ? why.cause
+                     : why.err != 0       ? strerror(why.err)
+                                          : "more than the capture made room for"));
   }
   pages_->set_channels(final_);
   pages_->set_rate_limited(false);

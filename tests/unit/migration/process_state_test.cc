@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <tuple>
 
@@ -605,6 +606,65 @@ TEST_CASE("a socketpair held whole: peers found, both ends' queued bytes peeked,
     if (static_cast<int>(f.fd) == sv[0]) CHECK_FALSE(IsOwnSocketPair(half, f));
   }
   close(sv[0]), close(sv[1]);
+}
+
+// How many descriptors this process has open (below 4096).
+size_t OpenFds() {
+  size_t n = 0;
+  for (int fd = 0; fd < 4096; ++fd) n += fcntl(fd, F_GETFD) >= 0 ? 1 : 0;
+  return n;
+}
+
+TEST_CASE("descriptors in flight on a socketpair fail the refresh, and leave nothing behind") {
+  int sv[2], p[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+  REQUIRE(pipe(p) == 0);
+  char byte = 'x';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &p[0], sizeof(int));
+  REQUIRE(sendmsg(sv[1], &mh, 0) == 1);  // one byte and the pipe's read end, for sv[0]
+  ProcessStateRecord r = CaptureSelf();
+  const size_t before = OpenFds();
+  int failed_fd = -1, err = -1;
+  const char* cause = nullptr;
+  CHECK_FALSE(RefreshPipeData(&r, &failed_fd, &err, &cause));
+  CHECK(failed_fd == sv[0]);
+  CHECK(err == 0);
+  REQUIRE(cause != nullptr);
+  CHECK(std::string(cause) == "descriptors in flight (SCM_RIGHTS)");
+  CHECK(OpenFds() == before);  // the peek's copies were closed
+  // Still queued, descriptor and all, for the program.
+  char got = 0;
+  iovec in{&got, 1};
+  alignas(cmsghdr) char in_control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr rm{};
+  rm.msg_iov = &in;
+  rm.msg_iovlen = 1;
+  rm.msg_control = in_control;
+  rm.msg_controllen = sizeof in_control;
+  REQUIRE(recvmsg(sv[0], &rm, 0) == 1);
+  CHECK(got == 'x');
+  cmsghdr* rc = CMSG_FIRSTHDR(&rm);
+  REQUIRE(rc != nullptr);
+  CHECK(rc->cmsg_type == SCM_RIGHTS);
+  int passed = -1;
+  std::memcpy(&passed, CMSG_DATA(rc), sizeof passed);
+  CHECK(passed >= 0);
+  close(passed);
+  // Nothing in flight any more: the refresh passes.
+  int failed2 = -1, err2 = -1;
+  CHECK(RefreshPipeData(&r, &failed2, &err2));
+  for (int fd : {sv[0], sv[1], p[0], p[1]}) close(fd);
 }
 
 TEST_CASE("a self-pipe's unread bytes are captured without taking them out of the pipe") {
