@@ -8,8 +8,9 @@
 #   deleted-file   tempfile.TemporaryFile(): an unlinked file, with no path to reopen it by.
 # The program fills its resource at start, then waits for its stdin to close; at the end it
 # checks the content is intact and prints "intact" or "LOST". Checks: `procmig migrate` exits
-# non-zero with the expected message on stderr, the receiver got no process, and the program,
-# its stdin closed after the refusal, prints "intact" and exits 0.
+# non-zero with the expected message on stderr, before connecting (the receiver saw no session
+# and still listens), and the program, its stdin closed after the refusal, prints "intact" and
+# exits 0.
 source "$(dirname "$0")/lib.sh"
 CASE=$1
 e2e_init "refuse-$CASE"
@@ -74,6 +75,9 @@ grep -q "setup: the process holds what cannot be migrated yet: .*$WANT" "$W/dst.
 log "refused: $(tail -n 1 "$W/dst.err")"
 alive "$WPID" || fail "the program died after the refusal"
 grep -q 'restored pid' "$W/dst.receive.log" && fail "the receiver restored a process"
+# Refused before connecting: the receiver (--once) saw no session and still waits for one.
+alive "$RPID" || fail "the receiver exited: $(tail -n 2 "$W/dst.receive.log")"
+listening "$PORT" || fail "the receiver stopped listening"
 
 exec 7>&-  # end of stdin: the program checks its resource and exits
 wait_exit "$WPID" 20 || fail "the program did not exit 20 s after its stdin closed"

@@ -186,14 +186,23 @@ class SourceImpl : public MigrationSource {
                        "checkpoint --to DIR` runs one itself"));
     }
     // The unsupported-resource check compares against the fds the program had before this
-    // migration opened any of its own.
+    // migration opened any of its own, and its mappings less the agent's: what cannot migrate is
+    // refused before anything is connected (the receiver never sees a session).
     ProcessStateRecord before;
     {
-      std::vector<MemoryRegion> none;
-      RETURN_IF_ERROR(CaptureProcessBasics(none, {}, &before));
+      ProcMapsLayout maps;
+      ASSIGN_OR_RETURN(Layout layout, maps.Read());
+      std::vector<MemoryRegion> program;
+      for (const MemoryRegion& r : layout.regions) {
+        bool agent = false;
+        for (const auto& [b, e] : setup_.excluded) agent |= r.start < e && b < r.end;
+        if (!agent) program.push_back(r);
+      }
+      RETURN_IF_ERROR(CaptureProcessBasics(program, {}, &before));
     }
     std::vector<int> own = setup_.own_fds;
     std::vector<std::string> unsupported = FindUnsupported(before, own);
+    for (std::string& m : FindUnsupportedMemory(before)) unsupported.push_back(std::move(m));
     if (!unsupported.empty()) {
       std::string why;
       for (const std::string& u : unsupported) absl::StrAppend(&why, why.empty() ? "" : "; ", u);
@@ -270,7 +279,7 @@ class SourceImpl : public MigrationSource {
       return CaptureProcessBasics(regions, {}, r);
     };
     // The descriptors were checked above, before the agent opened its channels; the memory
-    // layout is checked on the sender's first capture, before anything is sent.
+    // layout again on the sender's first capture (a mapping made since), before anything is sent.
     c.check_unsupported = [](const ProcessStateRecord& r) { return FindUnsupportedMemory(r); };
     // The receiver checks CPU, vDSO and file identities before any memory is sent.
     c.restore_check = true;
