@@ -279,7 +279,7 @@ class SourceImpl : public MigrationSource {
       return CaptureProcessBasics(regions, {}, r);
     };
     // The descriptors were checked above, before the agent opened its channels; the memory
-    // layout again on the sender's first capture (a mapping made since), before anything is sent.
+    // layout again on each of the sender's captures (what the program mapped since).
     c.check_unsupported = [](const ProcessStateRecord& r) { return FindUnsupportedMemory(r); };
     // The receiver checks CPU, vDSO and file identities before any memory is sent.
     c.restore_check = true;

@@ -205,19 +205,7 @@ absl::Status Sender::Setup() {
   layout_fingerprint_ = layout.fingerprint;
   (void)registry_.Update(layout.regions);
   if (config_.capture) {
-    // The agent's own mappings (its shared timing page among them) are no part of the program.
-    std::vector<MemoryRegion> program;
-    for (const MemoryRegion& r : layout.regions) {
-      if (!registry_.Excludes(r.start, r.end)) program.push_back(r);
-    }
-    RETURN_IF_ERROR(config_.capture(program, &state_record_));
-    if (config_.check_unsupported) {
-      std::vector<std::string> why = config_.check_unsupported(state_record_);
-      if (!why.empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "setup: the process holds what cannot be migrated yet: ", absl::StrJoin(why, "; ")));
-      }
-    }
+    RETURN_IF_ERROR(CaptureProgram(layout.regions, "setup"));
     if (config_.restore_check) {
       IdentifyFiles(/*compute=*/true);
       for (const VmaRecord& v : state_record_.vmas) {
@@ -423,6 +411,31 @@ absl::Status Sender::Iterate(bool* converged) {
   return absl::OkStatus();
 }
 
+absl::Status Sender::CaptureProgram(std::span<const MemoryRegion> regions, const char* step) {
+  // Less the mappings that are all the agent's (its staging buffers, crc tables, arena, shared
+  // timing page): a restored copy starts a new agent with its own, so recreating them empty
+  // would only leave dead address space behind at every hop. io_uring's rings (the agent's
+  // channels' among them) belong to an instance no restorer recreates: mapped again they would
+  // be empty shared memory, never a ring.
+  std::vector<MemoryRegion> program;
+  program.reserve(regions.size());
+  for (const MemoryRegion& r : regions) {
+    if (registry_.Excludes(r.start, r.end) || r.path == "anon_inode:[io_uring]") continue;
+    program.push_back(r);
+  }
+  RETURN_IF_ERROR(config_.capture(program, &state_record_));
+  // Checked at every capture: what the program mapped since the last one counts too, and the
+  // program is not parked yet, so a refusal leaves it running.
+  if (config_.check_unsupported) {
+    std::vector<std::string> why = config_.check_unsupported(state_record_);
+    if (!why.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          step, ": the process holds what cannot be migrated yet: ", absl::StrJoin(why, "; ")));
+    }
+  }
+  return absl::OkStatus();
+}
+
 size_t Sender::StateBytesNeeded(size_t n_blocks_cap) const {
   return EncodedSize(state_record_) + RefreshGrowthBytes(state_record_) + 4 * 4096 +
          (kMaxThreads / 64) * 256 + n_blocks_cap * 32 + (1u << 20);
@@ -501,20 +514,9 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
         RETURN_IF_ERROR(SendQueuedFull(true));
         RETURN_IF_ERROR(pages_->Flush());
       }
-      // The process state describes exactly the layout the blocks came from (VMAs, fds), less
-      // the mappings that are all the agent's (its staging buffers, crc tables, arena): a
-      // restored copy starts a new agent with its own, so recreating them empty would only
-      // leave dead address space behind at every hop.
+      // The process state describes exactly the layout the blocks came from (VMAs, fds).
       if (config_.capture) {
-        std::vector<MemoryRegion> program;
-        program.reserve(last_regions_.size());
-        for (const MemoryRegion& r : last_regions_) {
-          // io_uring's rings (the agent's channels' among them) belong to an instance no
-          // restorer recreates: mapped again they would be empty shared memory, never a ring.
-          if (registry_.Excludes(r.start, r.end) || r.path == "anon_inode:[io_uring]") continue;
-          program.push_back(r);
-        }
-        RETURN_IF_ERROR(config_.capture(program, &state_record_));
+        RETURN_IF_ERROR(CaptureProgram(last_regions_, "stop-and-copy"));
         // Room for the unread bytes and epoll items read while parked (RefreshParkedFds).
         state_bytes_.reserve(StateBytesNeeded(n_blocks_cap));
       }

@@ -112,8 +112,8 @@ struct SenderConfig {
   // fails; after ConvergenceConfig::force_after_abandoned of them the stop is retried in place.
   int max_park_attempts = 12;
   std::vector<AddressRange> excluded;  // the agent's own memory
-  // Setup hook: list what the process holds that cannot migrate (empty = fine). Called with the
-  // captured process state, before anything is frozen.
+  // List what the process holds that cannot migrate (empty = fine). Called with every captured
+  // process state (setup, and the last before each stop), before anything is frozen.
   std::function<std::vector<std::string>(const ProcessStateRecord&)> check_unsupported;
   // Called at most every progress_interval_ms outside park windows (allocation allowed).
   std::function<void(const SenderStats&)> progress;
@@ -203,6 +203,9 @@ class Sender {
   void WarmIdentities(std::span<const MemoryRegion> regions);
   // Reads one reverse record into reverse_buf_ (header + payload, crc checked).
   absl::Status ReadReverseRecord(Channel* ch, wire::RecordHeader* h);
+  // config_.capture of the program's part of `regions`, then config_.check_unsupported
+  // (FailedPrecondition naming `step` and every reason).
+  absl::Status CaptureProgram(std::span<const MemoryRegion> regions, const char* step);
   // What state_bytes_ must hold for the final encoding (threads, digests, pipe data to come).
   size_t StateBytesNeeded(size_t n_blocks_cap) const;
   void ComputeDigestsInto();

@@ -643,6 +643,29 @@ TEST_CASE("unsupported resources are refused at setup, before anything is sent o
   CHECK(pair->first->counters().bytes_out == 0);
 }
 
+TEST_CASE("what the program maps during the migration is refused at the last capture, unparked") {
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region a(4);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  auto tracker = MakeTracker(TrackerKind::kFull, {});
+  SenderConfig c = Config();
+  // Fine at setup; the capture before the stop finds shared memory the program mapped since.
+  c.check_unsupported = [calls = 0](const ProcessStateRecord&) mutable {
+    return ++calls == 1 ? std::vector<std::string>{}
+                        : std::vector<std::string>{"shared memory 0x1000-0x2000 (/dev/zero)"};
+  };
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker.get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  CHECK(absl::IsFailedPrecondition(s));
+  CHECK(s.message() ==
+        "stop-and-copy: the process holds what cannot be migrated yet: shared memory "
+        "0x1000-0x2000 (/dev/zero)");
+  CHECK(freezer.parks == 0);
+}
+
 TEST_CASE("cancel stops the sender with Cancelled") {
   auto pair = MemoryChannel::CreatePair({});
   REQUIRE(pair.ok());
