@@ -594,6 +594,27 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   const int max_restored = MaxRestoredFd(st);
   for (const FdRecord& f : st.fds) {
     if (f.fd <= 2 && redirected[f.fd]) continue;
+    // A dup of a descriptor set up above shares its description again, whatever it is: one
+    // offset (`cmd >log 2>&1` keeps writing one stream), one eventfd counter, one epoll
+    // instance. Were that one redirected, this one is set up on its own.
+    if (f.dup_of >= 0 && !(f.dup_of <= 2 && redirected[f.dup_of])) {
+      auto first =
+          std::find_if(fds.begin(), fds.end(), [&](const abi::Fd& o) { return o.fd == f.dup_of; });
+      if (first != fds.end()) {
+        if (static_cast<int>(f.fd) >= in.report_fd) {
+          return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
+                                                         in.report_fd, " is not above fd ", f.fd));
+        }
+        abi::Fd a;
+        a.fd = static_cast<int32_t>(f.fd);
+        a.open_flags = f.flags;
+        a.same_as = f.dup_of;
+        plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " sharing fd ", f.dup_of, "'s file"));
+        fds.push_back(a);
+        plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
+        continue;
+      }
+    }
     if (RebuiltHere(st, f)) {
       int from = -1;
       for (const auto& [fd, ours] : in.rebuilt_fds) {
@@ -631,23 +652,6 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
                                                      in.report_fd, " is not above fd ", f.fd));
     }
-    // A dup of a descriptor reopened above shares its description again (one offset: `cmd >log
-    // 2>&1` keeps writing one stream). Were that one redirected, this one is reopened alone.
-    if (f.dup_of >= 0) {
-      auto opened = std::find_if(fds.begin(), fds.end(), [&](const abi::Fd& o) {
-        return o.fd == f.dup_of && o.from_fd < 0 && o.same_as < 0;
-      });
-      if (opened != fds.end()) {
-        abi::Fd a;
-        a.fd = static_cast<int32_t>(f.fd);
-        a.open_flags = f.flags;
-        a.same_as = f.dup_of;
-        plan.fd_what.push_back(absl::StrCat("fd ", f.fd, " sharing fd ", f.dup_of, "'s file"));
-        fds.push_back(a);
-        plan.max_fd = std::max(plan.max_fd, static_cast<int>(f.fd));
-        continue;
-      }
-    }
     abi::Fd a;
     a.fd = static_cast<int32_t>(f.fd);
     a.open_flags = f.flags;
@@ -672,12 +676,9 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
     return false;
   };
   for (const FdRecord& f : st.fds) {
-    // A dup of another rebuilt epoll descriptor is that same instance (RebuildFds): its items
-    // are added once, through the first.
+    // (A dup of one is that same instance, not in `rebuilt`: its items are added once.)
     if (f.kind != FdKind::kEpoll ||
-        std::find(rebuilt.begin(), rebuilt.end(), f.fd) == rebuilt.end() ||
-        (f.dup_of >= 0 && std::find(rebuilt.begin(), rebuilt.end(),
-                                    static_cast<uint32_t>(f.dup_of)) != rebuilt.end())) {
+        std::find(rebuilt.begin(), rebuilt.end(), f.fd) == rebuilt.end()) {
       continue;
     }
     for (const FdRecord::EpollItem& e : f.epoll_items) {

@@ -256,31 +256,25 @@ absl::StatusOr<int> MakeEventFd(const FdRecord& f) {
 // `above`, where the blob takes it (`out`: {the record's fd, ours}):
 //   - the pipes and UNIX stream socketpairs the process held both ends of (MakeTwoEnds);
 //   - eventfds and epoll instances, empty (the blob adds what they watched once every
-//     descriptor is in place); a dup of one (dup_of) is the same new instance again.
+//     descriptor is in place).
+// A dup (dup_of) gets nothing here: the blob duplicates the first of its description.
 // Errors name the descriptor and the step.
 absl::Status RebuildFds(const ProcessStateRecord& st, int above,
                         std::vector<std::pair<int, int>>* out, OwnedFds* owned) {
   std::vector<TwoEnds> made_pairs;
-  std::vector<std::pair<uint32_t, int>> made_single;  // record fd -> its new eventfd or epoll
   OwnedFds made;  // the new objects' own descriptors: only their duplicates go on
   for (const FdRecord& f : st.fds) {
-    if (!RebuiltHere(st, f)) continue;
+    if (!RebuiltHere(st, f) || f.dup_of >= 0) continue;
     auto failed = [&](const absl::Status& s) {
       return absl::Status(s.code(), absl::StrCat("restore: fd ", f.fd, " (the process's own ",
                                                  f.path, "): ", s.message()));
     };
     int from = -1;  // ours, to duplicate above `above`
     if (f.kind == FdKind::kEventfd || f.kind == FdKind::kEpoll) {
-      for (const auto& [fd, ours] : made_single) {
-        if (f.dup_of >= 0 && fd == static_cast<uint32_t>(f.dup_of)) from = ours;
-      }
-      if (from < 0) {
-        absl::StatusOr<int> fd = MakeEventFd(f);
-        if (!fd.ok()) return failed(fd.status());
-        made.Add(*fd);
-        from = *fd;
-        made_single.push_back({f.fd, from});
-      }
+      absl::StatusOr<int> fd = MakeEventFd(f);
+      if (!fd.ok()) return failed(fd.status());
+      made.Add(*fd);
+      from = *fd;
     } else {
       const TwoEnds* t = nullptr;
       for (const TwoEnds& q : made_pairs) {

@@ -66,8 +66,8 @@ struct Sigaction {  // the kernel's layout for rt_sigaction(2)
 // (from_fd >= 0) a descriptor the blob inherited from the receiver, dup3'd onto fd before the
 // receiver's descriptors are closed (stdio redirected by the receiver's options: fd is 0, 1 or
 // 2, from_fd above 2 and not the report descriptor, so the close that follows drops it), or
-// (same_as >= 0) a dup3 of the descriptor an earlier entry reopened: the two share one open
-// file description, offset and status flags, as they did in the process.
+// (same_as >= 0) a dup3 of the descriptor an earlier entry set up: the two share one open file
+// description (offset, status flags, eventfd counter, epoll items), as they did in the process.
 struct Fd {
   int32_t fd = 0;
   uint32_t open_flags = 0;

@@ -391,7 +391,7 @@ extern "C" void procmig_blob_main(abi::Args* a) {
     for (uint32_t i = 0; i < a->nfds; ++i) {
       const abi::Fd& f = fds[i];
       if (f.from_fd >= 0) continue;  // set up with the descriptors, above
-      if (f.same_as >= 0) {          // the description an earlier entry opened, shared
+      if (f.same_as >= 0) {          // the description an earlier entry set up, shared
         r = Sys(kSysDup3, f.same_as, f.fd, f.open_flags & 02000000);
         if (Failed(r)) Die(a, abi::kStepFiles, r, i);
         continue;

@@ -578,19 +578,24 @@ TEST_CASE("descriptors: eventfds and epoll instances rebuilt; epoll items for re
   ep.path = "anon_inode:[eventpoll]";
   ep.epoll_items = {
       {4, 0x80000019u, 0xab, 77}, {6, 0x19, 0x66, 78}, {10, 0x19, 0xcd, 18}, {1, 0x4, 0x1, 9}};
-  f.st.fds = {pr, pw, lone, ev, ep};
+  FdRecord ep_dup = ep;  // dup(11): the same instance, given nothing by the caller
+  ep_dup.fd = 12;
+  ep_dup.dup_of = 11;
+  f.st.fds = {pr, pw, lone, ev, ep, ep_dup};
   f.rebuilt_fds = {{4, 20}, {5, 21}, {10, 22}, {11, 23}};
   auto plan = f.Plan();
   REQUIRE_MESSAGE(plan.ok(), plan.status().ToString());
   const abi::Args& a = ArgsOf(*plan);
-  REQUIRE(a.nfds == 4);
+  REQUIRE(a.nfds == 5);
   const auto* fd = reinterpret_cast<const abi::Fd*>(plan->args.data() + a.fds);
   CHECK(fd[2].fd == 10);
   CHECK(fd[2].from_fd == 22);
   CHECK(fd[3].fd == 11);
   CHECK(fd[3].from_fd == 23);
   CHECK(fd[3].open_flags == static_cast<uint32_t>(O_CLOEXEC));
-  // Items in record order, the one for fd 6 (not restored) dropped; fd 1 is stdio, always there.
+  CHECK((fd[4].fd == 12 && fd[4].same_as == 11 && fd[4].from_fd == -1));
+  // Items in record order, the one for fd 6 (not restored) dropped; fd 1 is stdio, always there;
+  // the dup's (the same instance's) not again.
   REQUIRE(a.nepoll_items == 3);
   const auto* it = reinterpret_cast<const abi::EpollItem*>(plan->args.data() + a.epoll_items);
   CHECK((it[0].epfd == 11 && it[0].tfd == 4 && it[0].events == 0x80000019u && it[0].data == 0xab));
