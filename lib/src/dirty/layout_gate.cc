@@ -94,22 +94,6 @@ void LayoutGate::Unlock() {
   FutexWake(locked_, INT_MAX);
 }
 
-bool LayoutGate::ChangedSince(uint64_t since, uintptr_t lo, uintptr_t hi) const {
-  const uint64_t now = seq_.load(std::memory_order_acquire);
-  if (since > now || now - since >= kLogSize) return now != since;
-  for (uint64_t s = since + 1; s <= now; ++s) {
-    const Entry& e = log_[s % kLogSize];
-    if (e.seq.load(std::memory_order_acquire) != s) return true;
-    if (Overlaps(lo, hi, e.lo1.load(std::memory_order_relaxed),
-                 e.hi1.load(std::memory_order_relaxed)) ||
-        Overlaps(lo, hi, e.lo2.load(std::memory_order_relaxed),
-                 e.hi2.load(std::memory_order_relaxed))) {
-      return true;
-    }
-  }
-  return false;
-}
-
 bool LayoutGate::ChangesSince(uint64_t since, uintptr_t lo, uintptr_t hi, RangeFn fn,
                               void* ctx) const {
   const uint64_t now = seq_.load(std::memory_order_acquire);
@@ -127,6 +111,12 @@ bool LayoutGate::ChangesSince(uint64_t since, uintptr_t lo, uintptr_t hi, RangeF
     }
   }
   return true;
+}
+
+bool LayoutGate::ChangedSince(uint64_t since, uintptr_t lo, uintptr_t hi) const {
+  bool touched = false;
+  auto note = [](void* t, uintptr_t, uintptr_t) { *static_cast<bool*>(t) = true; };
+  return !ChangesSince(since, lo, hi, note, &touched) || touched;
 }
 
 void LayoutGate::Attach(DiscardFn fn, void* ctx) {

@@ -27,6 +27,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -581,17 +582,15 @@ bool LinkSharedDescriptions(ProcessStateRecord* out) {
     for (size_t k = b; k < e; ++k) {
       FdRecord& f = fds[order[k]];
       size_t lo = 0, hi = firsts.size();
-      bool found = false;
+      bool placed = false;  // linked to a first, or gone: not a first itself
       while (lo < hi) {
         const size_t mid = lo + (hi - lo) / 2;
         const long r = syscall(SYS_kcmp, pid, pid, KCMP_FILE, static_cast<long>(firsts[mid]),
                                static_cast<long>(f.fd));
-        if (r == 0) {
-          f.dup_of = static_cast<int32_t>(firsts[mid]);
-          found = true;
-          break;
-        }
-        if (r != 1 && r != 2) {  // ENOSYS (no CONFIG_KCMP), EBADF (closed since), no order
+        if (r == 0) f.dup_of = static_cast<int32_t>(firsts[mid]);
+        placed = r == 0 || (r < 0 && errno == EBADF);  // EBADF: closed since, a stale record
+        if (placed) break;
+        if (r != 1 && r != 2) {  // ENOSYS (no CONFIG_KCMP), EPERM, no order
           for (FdRecord& g : fds) g.dup_of = -1;
           return false;
         }
@@ -601,7 +600,7 @@ bool LinkSharedDescriptions(ProcessStateRecord* out) {
           hi = mid;
         }
       }
-      if (!found) firsts.insert(firsts.begin() + static_cast<ptrdiff_t>(lo), f.fd);
+      if (!placed) firsts.insert(firsts.begin() + static_cast<ptrdiff_t>(lo), f.fd);
     }
     b = e;
   }
@@ -669,8 +668,7 @@ std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
       // restorer reconnects them to its own stdio. Pipes the process holds both ends of are
       // rebuilt. Other pipes lead to other processes.
       out.push_back(absl::StrCat("fd ", f.fd, ": pipe to another process (", f.path, ")"));
-    } else if (f.kind == FdKind::kRegular && f.path.size() > 10 &&
-               f.path.compare(f.path.size() - 10, 10, " (deleted)") == 0) {
+    } else if (f.kind == FdKind::kRegular && absl::EndsWith(f.path, " (deleted)")) {
       // An unlinked file (tmpfile(), memfd, a rotated-away log) has no path to reopen it by.
       out.push_back(absl::StrCat("fd ", f.fd, ": ", f.path,
                                  ": a deleted file cannot be opened again at the destination"));

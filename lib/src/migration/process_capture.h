@@ -51,10 +51,10 @@ bool RefreshPipeData(ProcessStateRecord* out, int* failed_fd, int* failed_errno,
 // instance watches more than its reserve (*failed_errno 0), naming the descriptor.
 bool RefreshEventFds(ProcessStateRecord* out, int* failed_fd, int* failed_errno);
 // Sets every record's dup_of: the lowest fd of the same kind and inode that names the same open
-// file description (kcmp(2) KCMP_FILE on this process), else -1; n log n kcmp calls. Where kcmp is
-// refused (a kernel without CONFIG_KCMP, a descriptor closed meanwhile), every dup_of stays -1
-// and false is returned. Part of CaptureProcessBasics (so of the sender's last capture before the
-// park, like the descriptor table itself); allocates.
+// file description (kcmp(2) KCMP_FILE on this process), else -1; n log n kcmp calls. A
+// descriptor closed since the records were read is left unlinked. Where kcmp is refused (a kernel
+// without CONFIG_KCMP) every dup_of stays -1 and false is returned. Part of CaptureProcessBasics
+// (so of the sender's last capture before the park, like the descriptor table itself); allocates.
 bool LinkSharedDescriptions(ProcessStateRecord* out);
 // RefreshFdOffsets, RefreshPipeData and RefreshEventFds, for the sender's park: false with
 // what failed (err 0 and no cause: more than the capture reserved), allocation-free like them.

@@ -41,10 +41,6 @@ void ForMmWords(T& m, F&& f) {
   f(m.start_stack), f(m.arg_start), f(m.arg_end), f(m.env_start), f(m.env_end), f(m.auxv);
 }
 
-}  // namespace
-
-namespace {
-
 bool IsAnonymousPipe(const FdRecord& f) {
   return f.kind == FdKind::kPipe && f.path.rfind("pipe:[", 0) == 0;
 }

@@ -615,24 +615,34 @@ size_t OpenFds() {
   return n;
 }
 
+// One byte with room for one descriptor (SCM_RIGHTS), for sendmsg and recvmsg.
+struct OneByteMessage {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  OneByteMessage() {
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+  }
+  OneByteMessage(const OneByteMessage&) = delete;
+  OneByteMessage& operator=(const OneByteMessage&) = delete;
+};
+
 TEST_CASE("descriptors in flight on a socketpair fail the refresh, and leave nothing behind") {
   int sv[2], p[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
   REQUIRE(pipe(p) == 0);
-  char byte = 'x';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control;
-  mh.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  OneByteMessage out;
+  out.byte = 'x';
+  cmsghdr* c = CMSG_FIRSTHDR(&out.mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &p[0], sizeof(int));
-  REQUIRE(sendmsg(sv[1], &mh, 0) == 1);  // one byte and the pipe's read end, for sv[0]
+  REQUIRE(sendmsg(sv[1], &out.mh, 0) == 1);  // one byte and the pipe's read end, for sv[0]
   ProcessStateRecord r = CaptureSelf();
   const size_t before = OpenFds();
   int failed_fd = -1, err = -1;
@@ -644,17 +654,10 @@ TEST_CASE("descriptors in flight on a socketpair fail the refresh, and leave not
   CHECK(std::string(cause) == "descriptors in flight (SCM_RIGHTS)");
   CHECK(OpenFds() == before);  // the peek's copies were closed
   // Still queued, descriptor and all, for the program.
-  char got = 0;
-  iovec in{&got, 1};
-  alignas(cmsghdr) char in_control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr rm{};
-  rm.msg_iov = &in;
-  rm.msg_iovlen = 1;
-  rm.msg_control = in_control;
-  rm.msg_controllen = sizeof in_control;
-  REQUIRE(recvmsg(sv[0], &rm, 0) == 1);
-  CHECK(got == 'x');
-  cmsghdr* rc = CMSG_FIRSTHDR(&rm);
+  OneByteMessage in;
+  REQUIRE(recvmsg(sv[0], &in.mh, 0) == 1);
+  CHECK(in.byte == 'x');
+  cmsghdr* rc = CMSG_FIRSTHDR(&in.mh);
   REQUIRE(rc != nullptr);
   CHECK(rc->cmsg_type == SCM_RIGHTS);
   int passed = -1;
