@@ -8,9 +8,9 @@
 #   deleted-file   tempfile.TemporaryFile(): an unlinked file, with no path to reopen it by.
 # The program fills its resource at start, then waits for its stdin to close; at the end it
 # checks the content is intact and prints "intact" or "LOST". Checks: `procmig migrate` exits
-# non-zero with the expected message on stderr, before connecting (the receiver saw no session
-# and still listens), and the program, its stdin closed after the refusal, prints "intact" and
-# exits 0.
+# non-zero with the expected message on stderr, before connecting (the receiver, `receive --once
+# --store`, stored nothing and still listens), and the program, its stdin closed after the
+# refusal, prints "intact" and exits 0.
 source "$(dirname "$0")/lib.sh"
 CASE=$1
 e2e_init "refuse-$CASE"
@@ -49,13 +49,7 @@ print("intact" if ok else "LOST", flush=True)
 EOF
 
 PORT=$($TOOL free-port)
-(
-  close_fds_above_2
-  exec "$PROCMIG" receive --listen "127.0.0.1:$PORT" --once
-) </dev/null >"$W/dst.receive.log" 2>&1 &
-RPID=$!
-track "$RPID"
-wait_for 10 listening "$PORT" || fail "receiver never listened on 127.0.0.1:$PORT"
+start_receiver dst 127.0.0.1 "$PORT"
 
 mkfifo "$W/stdin"
 export PROCMIG_CONTROL="$W/prog.ctl"
@@ -74,7 +68,7 @@ grep -q "setup: the process holds what cannot be migrated yet: .*$WANT" "$W/dst.
   fail "migrate's error does not name the $CASE: $(tail -n 2 "$W/dst.err")"
 log "refused: $(tail -n 1 "$W/dst.err")"
 alive "$WPID" || fail "the program died after the refusal"
-grep -q 'restored pid' "$W/dst.receive.log" && fail "the receiver restored a process"
+[ -z "$(ls -A "$W/dst.store")" ] || fail "the receiver stored something: $(ls -A "$W/dst.store")"
 # Refused before connecting: the receiver (--once) saw no session and still waits for one.
 alive "$RPID" || fail "the receiver exited: $(tail -n 2 "$W/dst.receive.log")"
 listening "$PORT" || fail "the receiver stopped listening"

@@ -51,7 +51,7 @@ case "$PROG" in
   python3)
     [ -x "$PY" ] || skip "$PY is missing"
     cat >"$W/chain.py" <<'EOF'
-import hashlib
+import hashlib, sys
 h = hashlib.sha256(b"procmig").digest()
 d = {}
 for i in range(6000000):
@@ -63,7 +63,6 @@ for i in range(6000000):
         print(i, h.hex(), len(d), flush=True, file=sys.stderr if i % 200000 else sys.stdout)
 print("final", h.hex(), len(d))
 EOF
-    sed -i '1i import sys' "$W/chain.py"
     CMD=("$PY" "$W/chain.py")
     IN=/dev/null
     OUT=out+err
