@@ -40,9 +40,13 @@ namespace procmig {
 
 class FileRunWriter {
  public:
-  // Pages per write (IOV_MAX is 1024) and scratch slots per bank: 1 MiB of 4 KiB pages.
-  static constexpr size_t kMaxIov = 256;
-  // Banks of slots, so direct writes in flight at most (8 MiB of 4 KiB pages).
+  // Pages per write (IOV_MAX) and scratch slots per bank: 4 MiB of 4 KiB pages. Every direct
+  // write into a hole of an ext4 file allocates, under the inode's exclusive lock: 4 MiB writes
+  // cut the receiver's waits for a free bank in a 1 GiB store from about 100 ms to about 25 ms
+  // against 1 MiB ones (reference VM, virtio disk; runs where the device stalls wait 300 ms
+  // either way).
+  static constexpr size_t kMaxIov = 1024;
+  // Banks of slots, so direct writes in flight at most (32 MiB of 4 KiB pages per channel).
   static constexpr size_t kBanks = 8;
 
   explicit FileRunWriter(uint32_t page_size);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 
 namespace procmig {
 namespace {
@@ -179,6 +180,33 @@ std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pa
   std::atomic_signal_fence(std::memory_order_seq_cst);
   g_armed.store(false, std::memory_order_release);
   return n;
+}
+
+uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out,
+                               bool* faulted) {
+  *faulted = !open_;
+  if (!open_) return 0;
+  // Volatile, as in LeadingZeroPages; `done` also tells, after a fault, how far the copy got.
+  volatile uintptr_t a = addr;
+  volatile uint64_t count = pages;
+  volatile size_t ps = page_size;
+  uint8_t* volatile to = out;
+  volatile uint64_t done = 0;
+  if (sigsetjmp(g_jump, 1) != 0) {
+    *faulted = true;
+    return done;
+  }
+  g_armed.store(true, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  while (done < count) {
+    const uint64_t k = done;
+    std::memcpy(to + k * ps, reinterpret_cast<const void*>(a + k * ps), ps);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is copied before it counts
+    done = k + 1;
+  }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  g_armed.store(false, std::memory_order_release);
+  return done;
 }
 
 }  // namespace procmig

@@ -16,7 +16,9 @@
 // window never puts back an action the program has since replaced.
 //
 // In place, a stretch of zero pages is checked at memory speed (34 ms per GiB on the reference
-// VM, against 123-152 ms to copy it with process_vm_readv and check the copy).
+// VM, against 123-152 ms to copy it with process_vm_readv and check the copy), and pages with
+// data are copied at memcpy's speed (28 ms per GiB there, against 87 ms with process_vm_readv,
+// which pins every page it reads).
 //
 // Threads: one window at a time, process-wide; the window is used by the thread that opened it.
 // In a sanitizer build is_zero's reads are instrumented like any: scan only memory the caller
@@ -53,6 +55,13 @@ class ScanWindow {
   using ZeroTest = bool (*)(const uint8_t* p, size_t len);
   std::optional<uint64_t> LeadingZeroPages(uintptr_t addr, uint64_t pages, size_t page_size,
                                            ZeroTest is_zero);
+
+  // Copies whole pages of [addr, addr + pages * page_size) to `out` in place, in order, until
+  // the end or a fault. Returns the pages copied whole; *faulted says whether a fault stopped
+  // the copy (the page it hit and those after it are not copied; a closed window copies none
+  // and says faulted). Like process_vm_readv, a page is copied as it is at that moment: the
+  // caller's tracker must have re-protected it before, so a write during the copy re-dirties it.
+  uint64_t CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out, bool* faulted);
 
   // Faults recovered since the process started (tests, the agent's log).
   static uint64_t recovered_faults();

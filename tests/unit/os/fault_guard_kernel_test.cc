@@ -1,17 +1,20 @@
-// ScanWindow against real memory and real faults: the exact count of leading zero pages, a read
-// of memory that is gone ending the scan (not the process), and the program's own SIGSEGV action
-// still doing what it did for faults of other threads while a window is open (handler called
-// with its siginfo, SA_RESETHAND honoured, the default action killing the process), and put back
-// exactly when the window closes, also in the child of a fork made while one was open.
+// ScanWindow against real memory and real faults: the exact count of leading zero pages, the
+// exact pages an in-place copy lands, a read of memory that is gone ending the scan or the copy
+// (not the process), and the program's own SIGSEGV action still doing what it did for faults of
+// other threads while a window is open (handler called with its siginfo, SA_RESETHAND honoured,
+// the default action killing the process), and put back exactly when the window closes, also in
+// the child of a fork made while one was open.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "codec/zero_page.h"
 #include "os/fault_guard.h"
@@ -64,6 +67,44 @@ TEST_CASE("a scan into memory that is gone or unreadable reports the fault and g
   }
   CHECK(ScanWindow::recovered_faults() == before + 2);
   munmap(p, 6 * ps);
+}
+
+TEST_CASE("pages are copied in place until the end or the first page that faults") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(8);
+  for (size_t i = 0; i < 8 * ps; ++i) p[i] = static_cast<uint8_t>(i * 7 + i / ps);
+  REQUIRE(mprotect(p + 5 * ps, ps, PROT_NONE) == 0);
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  std::vector<uint8_t> out(8 * ps, 0xee);
+  const uint64_t before = ScanWindow::recovered_faults();
+  {
+    ScanWindow w;
+    REQUIRE(w.open());
+    bool faulted = true;
+    CHECK(w.CopyPages(a, 5, ps, out.data(), &faulted) == 5u);
+    CHECK_FALSE(faulted);
+    CHECK(std::memcmp(out.data(), p, 5 * ps) == 0);
+    std::fill(out.begin(), out.end(), 0xee);
+    // From page 2: pages 2, 3 and 4 land, page 5 faults; nothing past them is written.
+    CHECK(w.CopyPages(a + 2 * ps, 6, ps, out.data(), &faulted) == 3u);
+    CHECK(faulted);
+    CHECK(std::memcmp(out.data(), p + 2 * ps, 3 * ps) == 0);
+    CHECK(std::all_of(out.begin() + 4 * ps, out.end(), [](uint8_t b) { return b == 0xee; }));
+    // The window works on after the fault.
+    CHECK(w.CopyPages(a + 6 * ps, 2, ps, out.data(), &faulted) == 2u);
+    CHECK_FALSE(faulted);
+    CHECK(std::memcmp(out.data(), p + 6 * ps, 2 * ps) == 0);
+    CHECK(w.CopyPages(a, 0, ps, out.data(), &faulted) == 0u);
+    CHECK_FALSE(faulted);
+  }
+  CHECK(ScanWindow::recovered_faults() == before + 1);
+  ScanWindow a1;
+  REQUIRE(a1.open());
+  ScanWindow closed;  // a second window never opens: it copies nothing and says so
+  bool faulted = false;
+  CHECK(closed.CopyPages(a, 1, ps, out.data(), &faulted) == 0u);
+  CHECK(faulted);
+  munmap(p, 8 * ps);
 }
 
 TEST_CASE("only one window is open at a time") {
