@@ -107,7 +107,9 @@ std::string FreeishPort(int salt) {
   return std::to_string(20000 + (getpid() * 7 + salt * 13) % 30000);
 }
 
-// The process a live receiver restored and left running (its log says "(host pid N, ...").
+// The process a live receiver restored and left running (its log says "(host pid N, ..."),
+// killed and waited for until it is gone (up to 10 s), so the next run does not share the machine
+// with the teardown of its memory.
 void KillRestored(const std::string& log) {
   FILE* f = std::fopen(log.c_str(), "r");
   if (f == nullptr) return;
@@ -116,7 +118,21 @@ void KillRestored(const std::string& log) {
     const char* at = std::strstr(line, "(host pid ");
     if (at == nullptr) continue;
     const long pid = std::strtol(at + 10, nullptr, 10);
-    if (pid > 1) kill(static_cast<pid_t>(pid), SIGKILL);
+    if (pid <= 1 || kill(static_cast<pid_t>(pid), SIGKILL) != 0) continue;
+    // Not our child: gone when kill(0) says so (a zombie of its init still answers; /proc/PID/
+    // stat's state then reads Z, and its memory is already freed).
+    for (int i = 0; i < 1000 && kill(static_cast<pid_t>(pid), 0) == 0; ++i) {
+      char stat_path[64];
+      std::snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
+      FILE* st = std::fopen(stat_path, "r");
+      char state = '?';
+      if (st != nullptr) {
+        if (std::fscanf(st, "%*d (%*[^)]) %c", &state) != 1) state = '?';
+        std::fclose(st);
+      }
+      if (st == nullptr || state == 'Z' || state == 'X') break;
+      usleep(10000);
+    }
   }
   std::fclose(f);
 }
