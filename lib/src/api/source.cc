@@ -278,9 +278,15 @@ class SourceImpl : public MigrationSource {
     c.capture = [](std::span<const MemoryRegion> regions, ProcessStateRecord* r) {
       return CaptureProcessBasics(regions, {}, r);
     };
-    // The descriptors were checked above, before the agent opened its channels; the memory
-    // layout again on each of the sender's captures (what the program mapped since).
-    c.check_unsupported = [](const ProcessStateRecord& r) { return FindUnsupportedMemory(r); };
+    // Checked above before anything was connected, and again on each of the sender's captures
+    // (what the program opened or mapped since), less the agent's own descriptors (the sender
+    // drops them from the record).
+    c.own_fds = setup_.own_fds;
+    c.check_unsupported = [](const ProcessStateRecord& r) {
+      std::vector<std::string> why = FindUnsupported(r, {});
+      for (std::string& m : FindUnsupportedMemory(r)) why.push_back(std::move(m));
+      return why;
+    };
     // The receiver checks CPU, vDSO and file identities before any memory is sent.
     c.restore_check = true;
     c.progress_interval_ms = setup_.progress_interval_ms;

@@ -45,6 +45,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -138,6 +139,10 @@ class DirtyTracker {
   // Thread ids of threads the tracker owns (the uffd-wp fault handler). The agent must never park
   // them: an application thread blocked on a write fault waits for one.
   virtual std::span<const pid_t> OwnThreads() const { return {}; }
+
+  // Descriptors the tracker holds open (userfaultfd, pagemap, clear_refs), for the agent to leave
+  // out of the migrated process's descriptors.
+  virtual std::vector<int> descriptors() const { return {}; }
 
   virtual TrackerStats stats() const = 0;
 

@@ -19,6 +19,13 @@ PagemapScanTracker::PagemapScanTracker(LayoutGate* gate)
 
 PagemapScanTracker::~PagemapScanTracker() { (void)Stop(); }
 
+std::vector<int> PagemapScanTracker::descriptors() const {
+  std::vector<int> out;
+  if (uffd_.fd() >= 0) out.push_back(uffd_.fd());
+  if (pagemap_fd_ >= 0) out.push_back(pagemap_fd_);
+  return out;
+}
+
 int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
   int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/false);
   if (err != 0) return err;

@@ -52,6 +52,7 @@ class PagemapScanTracker final : public DirtyTracker {
   ~PagemapScanTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kPagemapScan; }
+  std::vector<int> descriptors() const override;
   absl::Status Start(std::span<const RamBlock> blocks) override;
   absl::Status AddBlocks(std::span<const RamBlock> blocks) override;
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;

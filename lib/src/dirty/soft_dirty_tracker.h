@@ -39,6 +39,13 @@ class SoftDirtyTracker final : public DirtyTracker {
   ~SoftDirtyTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kSoftDirty; }
+  std::vector<int> descriptors() const override {
+    std::vector<int> out;
+    for (int fd : {pagemap_fd_, clear_refs_fd_}) {
+      if (fd >= 0) out.push_back(fd);
+    }
+    return out;
+  }
   absl::Status Start(std::span<const RamBlock> blocks) override;
   absl::Status AddBlocks(std::span<const RamBlock> blocks) override;
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;

@@ -58,6 +58,10 @@ class UffdWpTracker final : public DirtyTracker {
   ~UffdWpTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kUffdWp; }
+  std::vector<int> descriptors() const override {
+    if (uffd_.fd() < 0) return {};
+    return {uffd_.fd()};
+  }
   absl::Status Start(std::span<const RamBlock> blocks) override;
   absl::Status AddBlocks(std::span<const RamBlock> blocks) override;
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;

@@ -653,6 +653,14 @@ std::vector<std::string> FindUnsupportedMemory(const ProcessStateRecord& r) {
   return out;
 }
 
+void DropDescriptors(std::span<const int> fds, ProcessStateRecord* r) {
+  auto dropped = [&](int64_t fd) { return std::find(fds.begin(), fds.end(), fd) != fds.end(); };
+  std::erase_if(r->fds, [&](const FdRecord& f) { return dropped(f.fd); });
+  for (FdRecord& f : r->fds) {
+    if (f.dup_of >= 0 && dropped(f.dup_of)) f.dup_of = -1;
+  }
+}
+
 std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
                                          std::span<const int> ignored_fds) {
   std::vector<std::string> out;

@@ -74,6 +74,10 @@ void ComputeDigests(std::span<const RamBlock> blocks, ProcessStateRecord* out);
 // Shared memory whose content no file holds (MAP_SHARED|MAP_ANONYMOUS, SysV, memfd, a deleted
 // file): not RAM blocks, so a restored copy would find it empty. One reason per VMA of `r`.
 std::vector<std::string> FindUnsupportedMemory(const ProcessStateRecord& r);
+
+// Removes the records of descriptors `fds` (the agent's own) from r.fds; a record that shared an
+// open file with one of them (dup_of) is no longer linked to it.
+void DropDescriptors(std::span<const int> fds, ProcessStateRecord* r);
 // Human-readable reasons, one per resource; `ignored_fds` are the agent's own.
 std::vector<std::string> FindUnsupported(const ProcessStateRecord& r,
                                          std::span<const int> ignored_fds);

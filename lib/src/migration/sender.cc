@@ -424,6 +424,14 @@ absl::Status Sender::CaptureProgram(std::span<const MemoryRegion> regions, const
     program.push_back(r);
   }
   RETURN_IF_ERROR(config_.capture(program, &state_record_));
+  std::vector<int> own = config_.own_fds;
+  for (const std::vector<Channel*>* group : {&main_, &final_}) {
+    for (const Channel* c : *group) {
+      for (int fd : c->descriptors()) own.push_back(fd);
+    }
+  }
+  for (int fd : tracker_->descriptors()) own.push_back(fd);
+  DropDescriptors(own, &state_record_);
   // Checked at every capture: what the program mapped since the last one counts too, and the
   // program is not parked yet, so a refusal leaves it running.
   if (config_.check_unsupported) {

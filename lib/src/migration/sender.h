@@ -112,6 +112,10 @@ struct SenderConfig {
   // fails; after ConvergenceConfig::force_after_abandoned of them the stop is retried in place.
   int max_park_attempts = 12;
   std::vector<AddressRange> excluded;  // the agent's own memory
+  // The agent's own descriptors (its control socket and connection, its log). The sender adds
+  // its channels' and its tracker's, and leaves them all out of every captured process state:
+  // a restored copy starts a new agent with new ones.
+  std::vector<int> own_fds;
   // List what the process holds that cannot migrate (empty = fine). Called with every captured
   // process state (setup, and the last before each stop), before anything is frozen.
   std::function<std::vector<std::string>(const ProcessStateRecord&)> check_unsupported;

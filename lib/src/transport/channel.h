@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -85,6 +86,10 @@ class Channel {
 
   // "io_uring", "posix" or "memory".
   virtual std::string_view kind() const = 0;
+
+  // The descriptors this channel holds open (its socket or file, its rings), for the agent to
+  // leave out of the migrated process's descriptors. Stable from creation to Close().
+  virtual std::vector<int> descriptors() const { return {}; }
   // Human-readable identity used in error messages, e.g. "tcp 127.0.0.1:7000 (fd 5)".
   const std::string& name() const { return name_; }
 

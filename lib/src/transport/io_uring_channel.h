@@ -54,6 +54,7 @@ class IoUringChannel : public Channel {
   absl::Status Close() override;
   std::optional<SendQueue> PendingSend() const override;
   std::string_view kind() const override { return "io_uring"; }
+  std::vector<int> descriptors() const override;
 
   // True while writes go through SENDMSG_ZC.
   bool zerocopy_active() const { return zerocopy_.load(); }
@@ -103,6 +104,8 @@ class IoUringChannel : public Channel {
   int read_result_ ABSL_GUARDED_BY(read_mu_) = 0;
 
   std::atomic<bool> zerocopy_{false};
+  // The descriptor and the two rings' (set once in Create, -1 after Close).
+  std::atomic<int> own_fds_[3] = {-1, -1, -1};
   // Ask for IORING_NOTIF_USAGE_ZC_COPIED in notifications; dropped if the kernel (< 6.2) refuses.
   bool zerocopy_report_ ABSL_GUARDED_BY(write_mu_) = true;
   mutable std::mutex reason_mu_;

@@ -161,6 +161,11 @@ void PosixChannel::Abort() {
   if (is_socket_) shutdown(fd_.get(), SHUT_RDWR);
 }
 
+std::vector<int> PosixChannel::descriptors() const {
+  if (!fd_.valid()) return {};
+  return {fd_.get()};
+}
+
 absl::Status PosixChannel::Close() {
   if (!fd_.valid()) return absl::OkStatus();
   int fd = fd_.Release();

@@ -33,6 +33,7 @@ class PosixChannel : public Channel {
   absl::Status Close() override;
   std::optional<SendQueue> PendingSend() const override;
   std::string_view kind() const override { return "posix"; }
+  std::vector<int> descriptors() const override;
 
  private:
   PosixChannel(UniqueFd fd, std::string name, bool is_socket);

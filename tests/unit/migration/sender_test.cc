@@ -510,6 +510,65 @@ TEST_CASE("restore check refused: setup fails with the receiver's reason, nothin
   CHECK(freezer.parks == 0);
 }
 
+TEST_CASE("the agent's own descriptors and its channels' and tracker's never reach a state") {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto tx = PosixChannel::Create(UniqueFd(sv[0]), "tx");
+  auto rx_ch = PosixChannel::Create(UniqueFd(sv[1]), "rx");
+  REQUIRE(tx.ok());
+  REQUIRE(rx_ch.ok());
+  REQUIRE((*tx)->descriptors() == std::vector<int>{sv[0]});
+  Region a(8);
+  std::memset(a.p, 0x11, 8 * kPage);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  FakeFreezer freezer({&a});
+  TestReceiver rx;
+  std::thread t([&] { rx.Run(**rx_ch); });
+  auto tracker = SelectTracker({});
+  REQUIRE(tracker.ok());
+  DirtyTracker* tr = tracker->get();
+  SenderConfig c = Config();
+  c.own_fds = {1000};  // the agent's log, say
+  // What /proc/self/fd would list: the program's 9 and 10 (9 sharing the agent's log's open file,
+  // as a dup made before the agent's would), the agent's 1000, the channel's socket, and the
+  // tracker's descriptors once it has started.
+  c.capture = [&](std::span<const MemoryRegion>, ProcessStateRecord* r) {
+    r->pid = 77;
+    r->fds.clear();
+    auto add = [&](int fd, FdKind kind, int dup_of) {
+      FdRecord f;
+      f.fd = static_cast<uint32_t>(fd);
+      f.kind = kind;
+      f.path = "/x";
+      f.dup_of = dup_of;
+      r->fds.push_back(f);
+    };
+    add(9, FdKind::kRegular, 1000);
+    add(10, FdKind::kRegular, -1);
+    add(1000, FdKind::kRegular, -1);
+    add(sv[0], FdKind::kSocket, -1);
+    for (int fd : tr->descriptors()) add(fd, FdKind::kOther, -1);
+    return absl::OkStatus();
+  };
+  std::vector<std::vector<std::pair<uint32_t, int32_t>>> seen;
+  c.check_unsupported = [&](const ProcessStateRecord& r) {
+    std::vector<std::pair<uint32_t, int32_t>> fds;
+    for (const FdRecord& f : r.fds) fds.push_back({f.fd, f.dup_of});
+    seen.push_back(fds);
+    return std::vector<std::string>{};
+  };
+  Sender sender(c, tx->get(), tx->get(), tr, &freezer, &layout);
+  absl::Status s = sender.Run();
+  t.join();
+  REQUIRE(s.ok());
+  REQUIRE(seen.size() >= 2);  // setup, and the last capture before the stop
+  CHECK(!tr->descriptors().empty());
+  for (const auto& fds : seen) {
+    CHECK(fds == std::vector<std::pair<uint32_t, int32_t>>{{9, -1}, {10, -1}});
+  }
+}
+
 TEST_CASE("full tracker over a MemoryChannel: every page's final content arrives") {
   auto pair = MemoryChannel::CreatePair({});
   REQUIRE(pair.ok());
