@@ -16,7 +16,8 @@
 //   2. it opens the layout gate the old tracker may have held;
 //   3. it unmaps the restorer's mapping (its code, argument block and stacks), which every
 //      thread has left by then: the block's address came back as procmig_park_save's value;
-//   4. StartAgent(true): a new log, control socket (stale file replaced), freezer arena (the old
+//   4. StartAgent(true), after dropping the agent heap's large zone (agent_heap.h: it was not
+//      migrated): a new log, control socket (stale file replaced), freezer arena (the old
 //      one unmapped), park handler and agent thread; the old agent's fds and heap objects are
 //      forgotten, never closed or destroyed (the fd numbers may be the program's now), except
 //      the regular files a restorer reopened: the old log (checked by inode) and the tracker's
@@ -27,10 +28,10 @@
 //   6. it sleeps again, ready for the next restore.
 #include <errno.h>
 #include <fcntl.h>
-#include <string.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -40,9 +41,10 @@
 #include <climits>
 #include <cstdint>
 
-#include "preload/agent.h"
-#include "preload/memory_interpose.h"
 #include "lib/src/restore/restorer_abi.h"  // the restorer's ABI: its Args block
+#include "preload/agent.h"
+#include "preload/agent_heap.h"
+#include "preload/memory_interpose.h"
 
 namespace procmig::preload {
 namespace {
@@ -215,7 +217,8 @@ void Restart() {
   const uint32_t n = g_restart.restarts.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_restart.resumed.store(0, std::memory_order_release);
   CloseOldTrackerFds();  // first: the new agent's own descriptors could take freed numbers
-  if (!StartAgent(true)) return;  // logged; the program runs on without an agent
+  TheAgentHeap().ForgetLargeZone();  // never migrated: the new agent thread starts a new one
+  if (!StartAgent(true)) return;     // logged; the program runs on without an agent
   if (unmap_note[0] != '\0') {
     Log("restart: the restorer's mapping (block at %#lx) is left mapped: %s%s%s",
         static_cast<unsigned long>(restorer), unmap_note, unmap_err != 0 ? ": " : "",

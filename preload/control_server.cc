@@ -1,7 +1,6 @@
 #include "preload/control_server.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "preload/agent_heap.h"
 #include "preload/memory_interpose.h"
 #include "procmig/control.h"
 #include "procmig/source.h"
@@ -115,6 +115,10 @@ void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   setup.freezer = &gated;
   setup.excluded.push_back({ctx->freezer->arena_begin(), ctx->freezer->arena_end()});
   if (ctx->stack != 0) setup.excluded.push_back({ctx->stack, ctx->stack + ctx->stack_size});
+  // The agent heap's large runs (the sender's staging area, caches, buffers) never travel; its
+  // small objects do, like the library's .bss (agent_heap.h).
+  (void)TheAgentHeap().Start();
+  if (auto [b, e] = TheAgentHeap().large_zone(); e > b) setup.excluded.push_back({b, e});
   setup.own_fds = {ctx->listen_fd, fd};
   setup.layout_gate = &Gate();
   if (ctx->log_fd >= 0) setup.own_fds.push_back(ctx->log_fd);
@@ -179,11 +183,9 @@ void ServeControl(AgentContext* ctx) {
     if (!req.ok()) {
       Reply(fd, ErrorReply(req.status()));
     } else if (req->verb == ControlVerb::kMigrate) {
+      // Its buffers come from the agent heap: the large ones are given back to the kernel when
+      // freed and never migrated, the small ones stay in the heap's small zone.
       RunMigration(ctx, fd, req->options);
-      // The migration's buffers are freed, but glibc keeps the pages of this thread's arena (and
-      // raises its mmap threshold after a large free, so big buffers land there too): give them
-      // back, or the next migration sends the agent's garbage as the program's memory.
-      malloc_trim(0);
     } else {
       HandleQuick(fd, *req);
     }

@@ -10,7 +10,8 @@
 # find it from the host pid alone. After every hop: migrate exited 0 with phase done, the source
 # is gone, the receiver exited 0 and printed the restored pid (the old pid, in a new namespace,
 # with the same thread count), the new agent answers `procmig status HOST_PID` and holds no
-# more descriptors than the first one did, and the
+# more descriptors than the first one did, pattern_writer's VmSize stays that of the first hop
+# and its blocks grow by under 2 MiB in all (the agent's memory does not pile up), and the
 # workload's full self-check passes and shows it made progress since the previous hop.
 # Prints one line per hop and medians of the migration total, the pause, the restore time and
 # the agent's restart time. With PINGPONG_NO_PID_NS=1 the receivers restore into this PID
@@ -167,6 +168,18 @@ for hop in $(seq 1 "$HOPS"); do
   left=$(awk '($2 ~ /x/ && $6 == "") || / \/dev\/zero/' "$W/hop$hop.maps")
   [ -z "$left" ] || fail "hop $hop: left behind in the restored process: $(tr '\n' ';' <<<"$left")"
   log "hop $hop via $tag: pid $nspid host $CUR, $threads threads, migrate ${total} ms (pause ${pause} ms), restore ${restore_ms} ms, agent restart ${restart:-?} ms, blocks $((image >> 20)) MiB, sent $((sent >> 20)) MiB, VmSize $((vsz >> 10)) MiB; $CHECK_LINE"
+  # The agent's memory does not pile up from hop to hop (agent_heap.h): pattern_writer's layout is
+  # fixed, so its address space stays exactly what it was after the first hop, and its blocks grow
+  # by at most the agent's small objects live at each stop (under 2 MiB in all).
+  if [ "$WORKLOAD" = pattern_writer ]; then
+    if [ "$hop" = 1 ]; then
+      VSZ1=$vsz IMAGE1=$image
+    else
+      [ "$vsz" = "$VSZ1" ] || fail "hop $hop: VmSize $vsz kB, $VSZ1 kB after hop 1"
+      [ "$image" -le $((IMAGE1 + (2 << 20))) ] ||
+        fail "hop $hop: blocks of $image bytes, $IMAGE1 at hop 1"
+    fi
+  fi
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
