@@ -10,8 +10,10 @@
 #                  session cannot get past its handshake), killed once a setup line is seen;
 #   bulk, iterate  --max-bandwidth 16 MB/s on 48 MiB written at 24 MB/s: bulk takes ~3 s and the
 #                  iterations cannot converge quickly;
-#   stop-and-copy  --downtime-limit 20000 lets the sender stop with ~48 MiB dirty and the same
-#                  bandwidth cap makes the final copy take seconds.
+#   stop-and-copy  --downtime-limit 20000 lets the sender stop with ~48 MiB dirty; the final copy
+#                  is not rate limited (as QEMU's completion stage), so the receiver sits in a
+#                  network namespace behind a veth shaped to 128 mbit/s (root), where those
+#                  48 MiB take seconds.
 source "$(dirname "$0")/lib.sh"
 PHASE=$1
 e2e_init "kill-receiver-$PHASE"
@@ -28,11 +30,19 @@ case "$PHASE" in
     [ "$MIGRATE_RC" != 0 ] || fail "migrate to a port nobody listens on exited 0"
     ;;
   setup | bulk | iterate | stop-and-copy)
-    start_receiver first 127.0.0.1 "$PORT"
+    ADDR=127.0.0.1
+    if [ "$PHASE" = stop-and-copy ]; then
+      require_root_netns
+      make_netns 128mbit
+      ADDR=$THERE_ADDR
+      start_receiver first "$ADDR" "$PORT" "$NS"
+    else
+      start_receiver first "$ADDR" "$PORT"
+    fi
     [ "$PHASE" = setup ] && kill -STOP "$RPID"
     [ "$PHASE" = stop-and-copy ] && OPTS+=(--downtime-limit 20000)
     [ "$PHASE" = iterate ] && OPTS+=(--downtime-limit 1)
-    start_migrate first "127.0.0.1:$PORT" "${OPTS[@]}"
+    start_migrate first "$ADDR:$PORT" "${OPTS[@]}"
     $TOOL wait-phase "$W/first.json" "$PHASE" 60 "$MPID" ||
       fail "migrate never reported phase $PHASE (phases seen: $(stat_field first phases); exit: $(alive $MPID && echo running || echo ended))"
     SEEN=$(stat_field first phase)
