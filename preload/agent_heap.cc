@@ -87,7 +87,15 @@ bool AgentHeap::EnsureReserved() {
     large_class_ = reinterpret_cast<uint8_t*>(lb);
     large_bump_ = lb + TableSlabs(large) * kSlab;
   }
+  Publish();
   return true;
+}
+
+void AgentHeap::Publish() {
+  bounds_[0].store(small_base_, std::memory_order_release);
+  bounds_[1].store(small_end_, std::memory_order_release);
+  bounds_[2].store(large_base_, std::memory_order_release);
+  bounds_[3].store(large_end_, std::memory_order_release);
 }
 
 bool AgentHeap::Start() {
@@ -142,7 +150,10 @@ void* AgentHeap::Allocate(size_t size, size_t align) {
 
 bool AgentHeap::Owns(const void* p) const {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  return (a >= small_base_ && a < small_end_) || (a >= large_base_ && a < large_end_);
+  return (a >= bounds_[0].load(std::memory_order_acquire) &&
+          a < bounds_[1].load(std::memory_order_acquire)) ||
+         (a >= bounds_[2].load(std::memory_order_acquire) &&
+          a < bounds_[3].load(std::memory_order_acquire));
 }
 
 size_t AgentHeap::UsableSize(const void* p) const {
@@ -190,11 +201,15 @@ void AgentHeap::ForgetLargeZone() {
   // At the same addresses when they are free (they are in a restored copy: the zone was left
   // out), so a stale pointer into the old zone still reads as ours and its free is ignored.
   auto [lb, le] = Reserve(bytes, kMaxAlign, "procmig-heap-large", old);
-  if (lb == 0) return;
+  if (lb == 0) {
+    Publish();  // no large zone: large requests are glibc's from now on
+    return;
+  }
   large_base_ = lb;
   large_end_ = le;
   large_class_ = reinterpret_cast<uint8_t*>(lb);
   large_bump_ = lb + TableSlabs(bytes) * kSlab;
+  Publish();
 }
 
 }  // namespace procmig::preload

@@ -77,12 +77,16 @@ class AgentHeap {
  private:
   class Lock;
   bool EnsureReserved();  // with the lock held
+  void Publish();         // copies the zones' bounds to bounds_ (with the lock held)
   void* AllocateSmall(size_t cls);
   void* AllocateLarge(size_t cls);
 
   const size_t small_want_;
   const size_t large_want_;
   std::atomic<bool> locked_{false};
+  // The zones' bounds as Owns() reads them, without the lock, from any thread (every free() of
+  // the program's asks): small base and end, large base and end.
+  std::atomic<uintptr_t> bounds_[4] = {0, 0, 0, 0};
   bool tried_ = false;
   uintptr_t small_base_ = 0, small_end_ = 0, small_bump_ = 0;
   uintptr_t large_base_ = 0, large_end_ = 0, large_bump_ = 0;

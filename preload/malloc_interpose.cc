@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -42,7 +43,7 @@ struct Start {
 void* StartAgentThread(void* p) {
   MarkAgentThread();
   const Start s = *static_cast<Start*>(p);
-  g_heap.Free(p);
+  free(p);
   return s.fn(s.arg);
 }
 
@@ -167,10 +168,10 @@ PROCMIG_EXPORT int pthread_create(pthread_t* thread, const pthread_attr_t* attr,
   }
   if (!procmig::preload::IsAgentThread()) return f(thread, attr, fn, arg);
   // A thread of the agent's (a compressor, a fault handler) allocates from the agent heap too.
-  auto* s = static_cast<procmig::preload::Start*>(g_heap.Allocate(sizeof(procmig::preload::Start)));
+  auto* s = static_cast<procmig::preload::Start*>(malloc(sizeof(procmig::preload::Start)));
   if (s == nullptr) return EAGAIN;
   *s = {fn, arg};
   const int r = f(thread, attr, procmig::preload::StartAgentThread, s);
-  if (r != 0) g_heap.Free(s);
+  if (r != 0) free(s);
   return r;
 }

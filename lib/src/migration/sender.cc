@@ -75,24 +75,6 @@ Sender::Sender(SenderConfig config, std::vector<Channel*> main, std::vector<Chan
 
 Sender::~Sender() {
   if (final_times_ != nullptr) munmap(final_times_, sizeof(FinalTimes));
-  free(arena_fence_);
-}
-
-void Sender::ReserveArenaHeadroom() {
-  // The agent thread's allocations (layout reads, process state captures) come from its glibc
-  // malloc arena, which is program memory like any other. When the arena grows, the layout has
-  // changed (and registering the grown part with the tracker splits, then merges, its mapping):
-  // the stop preparation reads the layout and captures the state again for each change, and its
-  // own allocations grew the arena again, 7 rounds and 32 ms before every park on a 1 GiB
-  // workload. So 1 MiB is allocated once here in pieces below glibc's mmap threshold (from the
-  // arena), then a small fence chunk after them, and the pieces are freed: free space below an
-  // allocated chunk is not trimmed, and later allocations reuse it. Measured: 4 rounds, 12 ms.
-  constexpr size_t kPiece = 64u << 10;
-  constexpr size_t kPieces = 16;
-  void* pieces[kPieces];
-  for (void*& p : pieces) p = malloc(kPiece);
-  arena_fence_ = malloc(64);
-  for (void* p : pieces) free(p);
 }
 
 uint64_t Sender::Now() const {
@@ -217,7 +199,6 @@ absl::Status Sender::Setup() {
   RETURN_IF_ERROR(tracker_->Start(TrackedOf(registry_.blocks())));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   ExcludeCrcTables(registry_.blocks());
-  if (arena_fence_ == nullptr) ReserveArenaHeadroom();  // the first iteration takes its growth in
   RETURN_IF_ERROR(pages_->Flush());
   last_sync_ns_ = Now();  // the tracker's start is the first sync
   last_sync_bytes_ = pages_->counters().bytes_out;

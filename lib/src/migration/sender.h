@@ -163,9 +163,6 @@ class Sender {
  private:
   absl::Status TransitionTo(SenderState next);
   absl::Status Setup();
-  // Frees room in the calling thread's malloc arena for the agent's own transient allocations,
-  // so that they do not grow it (see the .cc).
-  void ReserveArenaHeadroom();
   absl::Status Bulk();
   // Every page of block b (`live`: PageSender::SendPages'); with `unread_ok` the untouched ones of
   // an anonymous block unread (the block's id then goes into *unread).
@@ -252,7 +249,6 @@ class Sender {
     uint64_t ack_ns;            // the receiver's ack read
   };
   FinalTimes* final_times_ = nullptr;
-  void* arena_fence_ = nullptr;  // ReserveArenaHeadroom's; freed with the Sender
   uint64_t start_ns_ = 0, park_ns_ = 0, last_progress_ns_ = 0, iteration_ = 0;
   uint64_t last_sync_ns_ = 0, last_sync_bytes_ = 0;  // the previous tracker sync
   uint32_t layout_fingerprint_ = 0;
