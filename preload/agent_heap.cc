@@ -92,10 +92,13 @@ bool AgentHeap::EnsureReserved() {
 }
 
 void AgentHeap::Publish() {
+  // Length first to 0, so no reader pairs a new base with an old length.
+  bounds_[1].store(0, std::memory_order_release);
   bounds_[0].store(small_base_, std::memory_order_release);
-  bounds_[1].store(small_end_, std::memory_order_release);
+  bounds_[1].store(small_end_ - small_base_, std::memory_order_release);
+  bounds_[3].store(0, std::memory_order_release);
   bounds_[2].store(large_base_, std::memory_order_release);
-  bounds_[3].store(large_end_, std::memory_order_release);
+  bounds_[3].store(large_end_ - large_base_, std::memory_order_release);
 }
 
 bool AgentHeap::Start() {
@@ -146,14 +149,6 @@ void* AgentHeap::Allocate(size_t size, size_t align) {
   if (want <= kSmallMax) return AllocateSmall(CeilLog2(want) - CeilLog2(kMinClass));
   const size_t k = CeilLog2(want);
   return AllocateLarge(k < 16 ? 0 : k - 16);
-}
-
-bool AgentHeap::Owns(const void* p) const {
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  return (a >= bounds_[0].load(std::memory_order_acquire) &&
-          a < bounds_[1].load(std::memory_order_acquire)) ||
-         (a >= bounds_[2].load(std::memory_order_acquire) &&
-          a < bounds_[3].load(std::memory_order_acquire));
 }
 
 size_t AgentHeap::UsableSize(const void* p) const {

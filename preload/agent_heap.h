@@ -57,8 +57,15 @@ class AgentHeap {
   // `size` bytes aligned to `align` (a power of two; 0 or 1 mean 16), or nullptr when the heap
   // cannot serve it (then the caller uses glibc's). Memory from the large zone reads as zero.
   void* Allocate(size_t size, size_t align = 0);
-  // Whether p lies in one of the zones (its Free/UsableSize are this heap's).
-  bool Owns(const void* p) const;
+  // Whether p lies in one of the zones (its Free/UsableSize are this heap's). Inline: every
+  // free() of the program's asks.
+  bool Owns(const void* p) const {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    return a - bounds_[0].load(std::memory_order_relaxed) <
+               bounds_[1].load(std::memory_order_relaxed) ||
+           a - bounds_[2].load(std::memory_order_relaxed) <
+               bounds_[3].load(std::memory_order_relaxed);
+  }
   // p from Allocate (nullptr and pointers of a forgotten large zone are ignored).
   void Free(void* p);
   // The bytes usable at p (its class), 0 for a pointer the heap does not know.
@@ -84,8 +91,8 @@ class AgentHeap {
   const size_t small_want_;
   const size_t large_want_;
   std::atomic<bool> locked_{false};
-  // The zones' bounds as Owns() reads them, without the lock, from any thread (every free() of
-  // the program's asks): small base and end, large base and end.
+  // The zones as Owns() reads them, without the lock, from any thread (a pointer handed out
+  // was published before): small base and length, large base and length (0 and 0: none).
   std::atomic<uintptr_t> bounds_[4] = {0, 0, 0, 0};
   bool tried_ = false;
   uintptr_t small_base_ = 0, small_end_ = 0, small_bump_ = 0;
