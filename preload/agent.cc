@@ -71,7 +71,7 @@ bool RuntimeDir(char* dir, size_t cap) {
 void* AgentThread(void*) {
   MarkAgentThread();  // from here on its allocations come from the agent heap (agent_heap.h)
   // Every signal stays blocked but the faults: with the mprotect tracker a write of the agent's
-  // to a tracked page (its own TLS at the top of this stack, its malloc arena) is a SIGSEGV the
+  // to a tracked page (its own TLS at the top of this stack, the agent heap) is a SIGSEGV the
   // tracker's handler resolves; blocked, the kernel would kill the whole program instead.
   sigset_t faults;
   sigemptyset(&faults);

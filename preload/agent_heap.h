@@ -6,10 +6,11 @@
 // The preload exports malloc and its family (glibc supports replacing malloc by interposition;
 // agent_heap.cc). A call from a thread marked as the agent's (MarkAgentThread; a thread an agent
 // thread creates is marked too, through the pthread_create interposer) is served here; any other
-// goes straight to glibc's (__libc_malloc and friends) after one thread-local test. free(),
-// realloc() and malloc_usable_size() decide by address: a pointer inside the heap is the agent's,
-// any other glibc's. When the heap cannot serve a request (a zone is full, the reservation
-// failed) it is glibc's after all, so nothing fails that would not have.
+// goes to the program's own malloc (the next definition in the lookup order: glibc's, or a
+// tcmalloc or jemalloc it is linked with) after one thread-local test. free(), realloc() and
+// malloc_usable_size() decide by address: a pointer inside the heap is the agent's, any other
+// the program's. When the heap cannot serve a request (a zone is full, the reservation failed)
+// it is the program's allocator's after all, so nothing fails that would not have.
 //
 // Two zones, one reserved mapping each (MAP_NORESERVE: untouched pages cost nothing), made at
 // the first agent allocation, named [anon:procmig-heap-small] and [anon:procmig-heap-large]:
