@@ -139,14 +139,9 @@ void AgentKey(char* out, size_t cap) {
 AgentThreadInfo& CurrentAgentThread() { return g_agent_thread; }
 
 bool StartAgent(bool restart) {
-  int old_log_fd = -1;
-  char old_log_path[sizeof g_log_path];
   if (restart) {
     // The old agent's fds, arena and thread are gone or not ours: forget them, close nothing
-    // (the numbers may be the program's now). Except its log: the restorer reopened that
-    // regular file at the same number, a copy that is ours (checked below by inode).
-    old_log_fd = g_ctx.log_fd;
-    memcpy(old_log_path, g_log_path, sizeof old_log_path);
+    // (the numbers may be the program's now; no restorer reopened any of them).
     g_ctx = AgentContext{};
     g_agent_thread = AgentThreadInfo{};
     g_log_fd = -1;
@@ -172,13 +167,6 @@ bool StartAgent(bool restart) {
   }
   g_log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   snprintf(g_log_path, sizeof g_log_path, "%s", log_path);
-  if (old_log_fd >= 0 && old_log_fd != g_log_fd && old_log_path[0] != '\0') {
-    struct stat was, is;
-    if (stat(old_log_path, &was) == 0 && fstat(old_log_fd, &is) == 0 && S_ISREG(is.st_mode) &&
-        was.st_dev == is.st_dev && was.st_ino == is.st_ino) {
-      close(old_log_fd);
-    }
-  }
   if (g_ctx.socket_path[0] == '\0') {
     Log("no usable runtime directory for the control socket; agent disabled");
     return false;

@@ -82,10 +82,8 @@ void AgentKey(char* out, size_t cap);
 // Starts the sentinel thread (once, from the constructor). False when it could not be started:
 // the agent works, but a restored copy of this process will have no agent.
 bool StartSentinel();
-// The control server, before a migration creates anything: which descriptors are the program's.
-void NoteMigrationStart();
-// Park: the number of threads the last successful Park parked (what a restorer resumes); also
-// records the descriptors the migration opened that a restorer would reopen. Raw syscalls only.
+// Park: the number of threads the last successful Park parked (what a restorer resumes). Raw
+// syscalls only.
 void NoteParkedThreads(uint32_t n);
 // In the park handler of every thread a restorer resumed: async-signal-safe, raw syscalls only.
 // `restorer`: the restorer's argument block (what procmig_park_save returned), whose mapping the

@@ -19,9 +19,9 @@
 //   4. StartAgent(true), after dropping the agent heap's large zone (agent_heap.h: it was not
 //      migrated): a new log, control socket (stale file replaced), freezer arena (the old
 //      one unmapped), park handler and agent thread; the old agent's fds and heap objects are
-//      forgotten, never closed or destroyed (the fd numbers may be the program's now), except
-//      the regular files a restorer reopened: the old log (checked by inode) and the tracker's
-//      pagemap (numbers recorded at the final park, checked by link);
+//      forgotten, never closed or destroyed (the fd numbers may be the program's now; the
+//      sender left the agent's descriptors out of the process state, so no restorer reopened
+//      any of them);
 //   5. it reaps the old agent thread: glibc still lists its descriptor (migrated with the top of
 //      its stack, see agent.cc), so it clears the descriptor's tid word, as the kernel would have
 //      at the thread's exit, joins it (glibc unlinks and frees it) and unmaps the old stack;
@@ -49,19 +49,6 @@
 namespace procmig::preload {
 namespace {
 
-// The agent's own regular-file descriptors that a restorer would reopen: the dirty tracker's
-// /proc/<pid>/pagemap (its log is handled in StartAgent). Descriptors linking to our pagemap at
-// the final park that did not at the start of the migration are the tracker's; in a restored
-// copy the sentinel closes them (a copy of the source's pagemap, or of its own, never the
-// program's). Written by the agent thread only (raw system calls: Park runs with threads parked).
-constexpr int kMaxTrackedFds = 1024;
-struct OwnFds {
-  uint64_t before[kMaxTrackedFds / 64];  // pagemap links at the start of the migration
-  uint64_t agent[kMaxTrackedFds / 64];   // pagemap links the migration opened
-  char dents[4096];
-};
-constinit OwnFds g_own_fds{};
-
 struct RestartState {
   std::atomic<uint32_t> resumed{0};   // futex word: threads a restorer resumed, not yet handled
   std::atomic<uint32_t> expected{0};  // threads the last successful Park parked
@@ -81,60 +68,6 @@ uint64_t NowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-struct Dirent64 {
-  uint64_t ino;
-  int64_t off;
-  unsigned short reclen;
-  unsigned char type;
-  char name[1];
-};
-
-// True when fd links to ".../pagemap" (raw system calls only).
-bool IsPagemapFd(int fd) {
-  char path[48], link[64];
-  int n = 0;
-  const char prefix[] = "/proc/self/fd/";
-  for (const char* p = prefix; *p != '\0';) path[n++] = *p++;
-  char digits[12];
-  int d = 0;
-  for (int v = fd; d == 0 || v != 0; v /= 10) digits[d++] = static_cast<char>('0' + v % 10);
-  while (d > 0) path[n++] = digits[--d];
-  path[n] = '\0';
-  const long len = syscall(SYS_readlinkat, AT_FDCWD, path, link, sizeof link - 1);
-  if (len < 8) return false;
-  return memcmp(link + len - 8, "/pagemap", 8) == 0 && memcmp(link, "/proc/", 6) == 0;
-}
-
-// Sets a bit in `out` for every open descriptor below kMaxTrackedFds linking to a pagemap.
-void ScanPagemapFds(uint64_t* out) {
-  for (int i = 0; i < kMaxTrackedFds / 64; ++i) out[i] = 0;
-  const int dir = static_cast<int>(
-      syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir < 0) return;
-  for (;;) {
-    const long n = syscall(SYS_getdents64, dir, g_own_fds.dents, sizeof g_own_fds.dents);
-    if (n <= 0) break;
-    for (long off = 0; off < n;) {
-      const auto* e = reinterpret_cast<const Dirent64*>(g_own_fds.dents + off);
-      off += e->reclen;
-      int fd = 0;
-      const char* p = e->name;
-      if (*p < '0' || *p > '9') continue;
-      while (*p >= '0' && *p <= '9') fd = fd * 10 + (*p++ - '0');
-      if (fd != dir && fd < kMaxTrackedFds && IsPagemapFd(fd)) out[fd / 64] |= 1ull << (fd % 64);
-    }
-  }
-  syscall(SYS_close, dir);
-}
-
-// Step 4b: the old tracker's pagemap descriptors, reopened by the restorer.
-void CloseOldTrackerFds() {
-  for (int fd = 0; fd < kMaxTrackedFds; ++fd) {
-    if ((g_own_fds.agent[fd / 64] & (1ull << (fd % 64))) != 0 && IsPagemapFd(fd)) close(fd);
-  }
-  for (int i = 0; i < kMaxTrackedFds / 64; ++i) g_own_fds.agent[i] = 0;
 }
 
 // Step 3: the restorer's argument block says where its mapping is; every thread resumed has left
@@ -216,7 +149,6 @@ void Restart() {
   const AgentThreadInfo old = CurrentAgentThread();
   const uint32_t n = g_restart.restarts.fetch_add(1, std::memory_order_acq_rel) + 1;
   g_restart.resumed.store(0, std::memory_order_release);
-  CloseOldTrackerFds();  // first: the new agent's own descriptors could take freed numbers
   TheAgentHeap().ForgetLargeZone();  // never migrated: the new agent thread starts a new one
   if (!StartAgent(true)) return;     // logged; the program runs on without an agent
   if (unmap_note[0] != '\0') {
@@ -269,13 +201,7 @@ bool StartSentinel() {
   return true;
 }
 
-void NoteMigrationStart() { ScanPagemapFds(g_own_fds.before); }
-
-void NoteParkedThreads(uint32_t n) {
-  g_restart.expected.store(n, std::memory_order_release);
-  ScanPagemapFds(g_own_fds.agent);
-  for (int i = 0; i < kMaxTrackedFds / 64; ++i) g_own_fds.agent[i] &= ~g_own_fds.before[i];
-}
+void NoteParkedThreads(uint32_t n) { g_restart.expected.store(n, std::memory_order_release); }
 
 void OnResumedAfterRestore(uint64_t restorer) {
   SetLogFd(-1);

@@ -108,7 +108,6 @@ void ServePending(AgentContext* ctx) {
 }
 
 void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
-  NoteMigrationStart();
   SourceSetup setup;
   setup.options = options;
   GatedFreezer gated(ctx->freezer, &Gate());
