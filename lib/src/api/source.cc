@@ -30,6 +30,13 @@ namespace {
 
 static_assert(sizeof(ThreadParkContext) <= sizeof(ThreadContext) + 16);
 
+// What the process holds that cannot migrate, descriptors (less the agent's `own`) and memory.
+std::vector<std::string> Unsupported(const ProcessStateRecord& r, std::span<const int> own) {
+  std::vector<std::string> why = FindUnsupported(r, own);
+  for (std::string& m : FindUnsupportedMemory(r)) why.push_back(std::move(m));
+  return why;
+}
+
 // The migration module's Freezer over the agent's SourceFreezer. Contexts are converted into a
 // buffer sized before parking, so ParkedThreads() never allocates.
 class FreezerAdapter : public Freezer {
@@ -200,9 +207,7 @@ class SourceImpl : public MigrationSource {
       }
       RETURN_IF_ERROR(CaptureProcessBasics(program, {}, &before));
     }
-    std::vector<int> own = setup_.own_fds;
-    std::vector<std::string> unsupported = FindUnsupported(before, own);
-    for (std::string& m : FindUnsupportedMemory(before)) unsupported.push_back(std::move(m));
+    std::vector<std::string> unsupported = Unsupported(before, setup_.own_fds);
     if (!unsupported.empty()) {
       std::string why;
       for (const std::string& u : unsupported) absl::StrAppend(&why, why.empty() ? "" : "; ", u);
@@ -282,11 +287,7 @@ class SourceImpl : public MigrationSource {
     // (what the program opened or mapped since), less the agent's own descriptors (the sender
     // drops them from the record).
     c.own_fds = setup_.own_fds;
-    c.check_unsupported = [](const ProcessStateRecord& r) {
-      std::vector<std::string> why = FindUnsupported(r, {});
-      for (std::string& m : FindUnsupportedMemory(r)) why.push_back(std::move(m));
-      return why;
-    };
+    c.check_unsupported = [](const ProcessStateRecord& r) { return Unsupported(r, {}); };
     // The receiver checks CPU, vDSO and file identities before any memory is sent.
     c.restore_check = true;
     c.progress_interval_ms = setup_.progress_interval_ms;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 
 namespace procmig {
 
@@ -592,6 +593,12 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
   }
   std::vector<uint32_t> rebuilt;  // record fds set up from the caller's descriptors
   const int max_restored = MaxRestoredFd(st);
+  // The restorer reports through in.report_fd, which every restored descriptor must stay below.
+  auto below_report = [&](const FdRecord& f) {
+    if (static_cast<int>(f.fd) < in.report_fd) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
+                                                   in.report_fd, " is not above fd ", f.fd));
+  };
   for (const FdRecord& f : st.fds) {
     if (f.fd <= 2 && redirected[f.fd]) continue;
     // A dup of a descriptor set up above shares its description again, whatever it is: one
@@ -601,10 +608,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       auto first =
           std::find_if(fds.begin(), fds.end(), [&](const abi::Fd& o) { return o.fd == f.dup_of; });
       if (first != fds.end()) {
-        if (static_cast<int>(f.fd) >= in.report_fd) {
-          return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
-                                                         in.report_fd, " is not above fd ", f.fd));
-        }
+        RETURN_IF_ERROR(below_report(f));
         abi::Fd a;
         a.fd = static_cast<int32_t>(f.fd);
         a.open_flags = f.flags;
@@ -648,10 +652,7 @@ absl::StatusOr<RestorePlan> BuildRestorePlan(const RestorePlanInput& in) {
       }
       continue;
     }
-    if (static_cast<int>(f.fd) >= in.report_fd) {
-      return absl::InvalidArgumentError(absl::StrCat("restore plan: the report descriptor ",
-                                                     in.report_fd, " is not above fd ", f.fd));
-    }
+    RETURN_IF_ERROR(below_report(f));
     abi::Fd a;
     a.fd = static_cast<int32_t>(f.fd);
     a.open_flags = f.flags;
