@@ -3,7 +3,7 @@
 // there: the next definition after the preload (dlsym RTLD_NEXT), glibc's or a tcmalloc or
 // jemalloc the program is linked with. That one is looked up at the first call, which may come
 // from the dynamic loader itself; what dlsym allocates meanwhile comes from a static buffer that
-// is never freed (as heaptrack's preload does).
+// is never freed.
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>

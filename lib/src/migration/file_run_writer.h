@@ -42,9 +42,9 @@ class FileRunWriter {
  public:
   // Pages per write (IOV_MAX) and scratch slots per bank: 4 MiB of 4 KiB pages. Every direct
   // write into a hole of an ext4 file allocates, under the inode's exclusive lock: 4 MiB writes
-  // cut the receiver's waits for a free bank in a 1 GiB store from about 100 ms to about 25 ms
-  // against 1 MiB ones (reference VM, virtio disk; runs where the device stalls wait 300 ms
-  // either way).
+  // cut the receiver's waits for a free bank in a 1 GiB store from 98-130 ms (3 runs) to 20 and
+  // 26 ms (2 runs) against 1 MiB ones (instrumented, reference VM, virtio disk; two more runs
+  // where the device stalled waited 284 and 325 ms).
   static constexpr size_t kMaxIov = 1024;
   // Banks of slots, so direct writes in flight at most (32 MiB of 4 KiB pages per channel).
   static constexpr size_t kBanks = 8;
