@@ -390,9 +390,9 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   // Memory is copied into the staging area (StageRun: in place under a fault guard, or with
   // process_vm_readv): a region the program unmaps meanwhile (free() of a large chunk does so
   // behind any interposer) gives a short read instead of a SIGSEGV in the agent thread, and the
-  // copy cannot change before it is sent (the agent's
-  // own heap pages do change, also in the final phase), so the run is not "live" on the wire and
-  // its crcs always hold. `live` says whether the program may be running.
+  // copy cannot change before it is sent (the agent's own heap pages do change, also in the
+  // final phase), so the run is not "live" on the wire and its crcs always hold. `live` says
+  // whether the program may be running.
   auto table = tables_.find(id);
   uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;

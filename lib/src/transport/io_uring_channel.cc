@@ -83,9 +83,8 @@ absl::StatusOr<std::unique_ptr<IoUringChannel>> IoUringChannel::Create(
     ring->initialized = true;
   }
   std::unique_ptr<IoUringChannel> ch(new IoUringChannel(std::move(fd), config, name, type));
-  ch->own_fds_[0].store(ch->fd_.get());
-  ch->own_fds_[1].store(tx->ring.ring_fd);
-  ch->own_fds_[2].store(rx->ring.ring_fd);
+  ch->ring_fds_[0].store(tx->ring.ring_fd);
+  ch->ring_fds_[1].store(rx->ring.ring_fd);
   ch->tx_ = std::move(tx);
   ch->rx_ = std::move(rx);
   ch->write_pos_ = pos;
@@ -127,7 +126,8 @@ IoUringChannel::~IoUringChannel() { (void)Close(); }
 
 std::vector<int> IoUringChannel::descriptors() const {
   std::vector<int> out;
-  for (const std::atomic<int>& fd : own_fds_) {
+  if (fd_.valid()) out.push_back(fd_.get());
+  for (const std::atomic<int>& fd : ring_fds_) {
     if (int v = fd.load(); v >= 0) out.push_back(v);
   }
   return out;
@@ -378,7 +378,7 @@ void IoUringChannel::Abort() {
 }
 
 absl::Status IoUringChannel::Close() {
-  for (std::atomic<int>& fd : own_fds_) fd.store(-1);
+  for (std::atomic<int>& fd : ring_fds_) fd.store(-1);
   {
     std::lock_guard<std::mutex> lock(write_mu_);
     tx_.reset();

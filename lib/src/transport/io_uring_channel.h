@@ -104,8 +104,9 @@ class IoUringChannel : public Channel {
   int read_result_ ABSL_GUARDED_BY(read_mu_) = 0;
 
   std::atomic<bool> zerocopy_{false};
-  // The descriptor and the two rings' (set once in Create, -1 after Close).
-  std::atomic<int> own_fds_[3] = {-1, -1, -1};
+  // The two rings' descriptors (set once in Create, -1 after Close), for descriptors(): the
+  // rings themselves are only reached under their direction's lock.
+  std::atomic<int> ring_fds_[2] = {-1, -1};
   // Ask for IORING_NOTIF_USAGE_ZC_COPIED in notifications; dropped if the kernel (< 6.2) refuses.
   bool zerocopy_report_ ABSL_GUARDED_BY(write_mu_) = true;
   mutable std::mutex reason_mu_;

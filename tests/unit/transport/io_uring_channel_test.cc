@@ -1,8 +1,11 @@
 #include "transport/io_uring_channel.h"
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "alloc_counter.h"
 #include "channel_contract.h"
@@ -31,6 +34,26 @@ testing::ChannelFactory Factory(TransportConfig config) {
     REQUIRE(c.ok());
     return *std::move(c);
   };
+}
+
+TEST_CASE("io_uring: descriptors() names the socket and its two rings until Close") {
+  RequireIoUring();
+  auto fds = testing::UnixSocketPair();
+  const int sock = fds.first.get();
+  auto c = IoUringChannel::Create(&fds.first, Config(), "descriptors");
+  REQUIRE(c.ok());
+  const std::vector<int> own = (*c)->descriptors();
+  REQUIRE(own.size() == 3);
+  CHECK(own[0] == sock);
+  for (int fd : {own[1], own[2]}) {
+    char link[64] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    REQUIRE(readlink(path.c_str(), link, sizeof link - 1) > 0);
+    CHECK(std::string(link) == "anon_inode:[io_uring]");
+  }
+  CHECK(own[1] != own[2]);
+  REQUIRE((*c)->Close().ok());
+  CHECK((*c)->descriptors().empty());
 }
 
 TEST_CASE("io_uring: the successful data path allocates nothing") {
