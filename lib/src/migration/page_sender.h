@@ -96,6 +96,7 @@ class PageSender {
                                                             std::span<Channel* const> channels);
   PageSender(const PageSender&) = delete;
   PageSender& operator=(const PageSender&) = delete;
+  ~PageSender();  // unmaps the crc tables
 
   void set_channel(Channel* channel) { channels_[0] = channel; }
   // As many as at Create() (the frozen copy writes on POSIX channels of its own).

@@ -258,7 +258,9 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   if (!diff.removed.empty()) {
     RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(diff.removed)));
     for (uint32_t id : diff.removed) {
+      const auto table = pages_->CrcTableRange(id);
       RETURN_IF_ERROR(pages_->RemoveBlock(id));
+      ForgetCrcTable(table);
       full_send_.erase(std::remove(full_send_.begin(), full_send_.end(), id), full_send_.end());
     }
   }
@@ -270,7 +272,9 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
     RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(ids)));
     RETURN_IF_ERROR(tracker_->AddBlocks(TrackedOf(diff.resized)));
     for (const RamBlock& b : diff.resized) {
+      const auto table = pages_->CrcTableRange(b.id);
       RETURN_IF_ERROR(pages_->ResizeBlock(b));
+      ForgetCrcTable(table);
       full_send_.push_back(b.id);
     }
   }
@@ -776,6 +780,10 @@ void Sender::ComputeDigestsInto() {
     d.length = blocks[i].length;
     d.crc32c = pages_->BlockDigest(blocks[i].id);
   }
+}
+
+void Sender::ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table) {
+  if (table.second > table.first) registry_.RemoveExcluded({table.first, table.second});
 }
 
 void Sender::ExcludeCrcTables(std::span<const RamBlock> blocks) {

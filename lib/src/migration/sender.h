@@ -212,6 +212,8 @@ class Sender {
   void ComputeDigestsInto();
   // Keeps the PageSender's crc tables of `blocks` (agent memory) out of the RAM blocks.
   void ExcludeCrcTables(std::span<const RamBlock> blocks);
+  // Takes a dropped table's range (CrcTableRange before the drop, now unmapped) out of them.
+  void ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table);
   absl::Status AfterFlush();
   void Publish(bool force);
   uint64_t Now() const;

@@ -46,6 +46,13 @@ void RamBlockRegistry::AddExcluded(AddressRange r) {
   excluded_.insert(at, r);
 }
 
+void RamBlockRegistry::RemoveExcluded(AddressRange r) {
+  r.start &= ~(page_size_ - 1);
+  r.end = (r.end + page_size_ - 1) & ~(page_size_ - 1);
+  std::erase_if(excluded_,
+                [&](const AddressRange& x) { return x.start == r.start && x.end == r.end; });
+}
+
 bool RamBlockRegistry::Excludes(uintptr_t start, uintptr_t end) const {
   uintptr_t covered = start;  // [start, covered) is known excluded; excluded_ is sorted by start
   for (const AddressRange& x : excluded_) {

@@ -51,6 +51,9 @@ class RamBlockRegistry {
 
   // Adds a range to leave out of every block (nothing when it is already covered).
   void AddExcluded(AddressRange range);
+  // Takes back a range given to AddExcluded (rounded the same way); nothing when it was not
+  // given as such (one that was already covered by others when it was added, for one).
+  void RemoveExcluded(AddressRange range);
   size_t excluded_count() const { return excluded_.size(); }
   // True when the excluded ranges cover all of [start, end): memory that is entirely the agent's.
   bool Excludes(uintptr_t start, uintptr_t end) const;

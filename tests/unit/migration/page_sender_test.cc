@@ -407,5 +407,68 @@ TEST_CASE("a dry link is given what the batch holds before any page goes raw") {
   }
 }
 
+// True when every page of [start, end) is mapped in this process (mincore fails with ENOMEM on
+// any unmapped page).
+bool Mapped(uintptr_t start, uintptr_t end) {
+  unsigned char v[64];
+  for (uintptr_t a = start; a < end; a += kPage) {
+    if (mincore(reinterpret_cast<void*>(a), kPage, v) != 0) return false;
+  }
+  return true;
+}
+
+bool AnyPageMapped(uintptr_t start, uintptr_t end) {
+  for (uintptr_t a = start; a < end; a += kPage) {
+    if (Mapped(a, a + kPage)) return true;
+  }
+  return false;
+}
+
+TEST_CASE(
+    "a block's crc table is unmapped when the block is resized, removed, or the sender ends") {
+  auto pair = MemoryChannel::CreatePair(MemoryPipeOptions{});
+  REQUIRE(pair.ok());
+  PageSenderConfig c;
+  c.preamble.page_size = kPage;
+  c.preamble.session_id[0] = 1;
+  Mapping m(3 * 1024);  // tables of 1, 2 and 3 pages (4 bytes a page)
+  RamBlock b = m.Block(1);
+  b.length = 1024 * kPage;
+  std::pair<uintptr_t, uintptr_t> first, second, other;
+  {
+    auto sender = PageSender::Create(c, pair->first.get());
+    REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
+    PageSender& s = **sender;
+    REQUIRE(s.AddBlock(b).ok());
+    first = s.CrcTableRange(1);
+    REQUIRE(first.second - first.first == kPage);
+    CHECK(Mapped(first.first, first.second));
+
+    b.length = 2 * 1024 * kPage;
+    REQUIRE(s.ResizeBlock(b).ok());
+    second = s.CrcTableRange(1);
+    REQUIRE(second.second - second.first == 2 * kPage);
+    CHECK(Mapped(second.first, second.second));
+    // The old table's pages outside the new one (which may reuse its address) are gone.
+    for (uintptr_t a = first.first; a < first.second; a += kPage) {
+      if (a >= second.first && a < second.second) continue;
+      CHECK_FALSE(AnyPageMapped(a, a + kPage));
+    }
+
+    RamBlock o = m.Block(2);
+    o.start += 2 * 1024 * kPage;
+    o.length = 1024 * kPage;
+    REQUIRE(s.AddBlock(o).ok());
+    other = s.CrcTableRange(2);
+    REQUIRE(other.second > other.first);
+
+    REQUIRE(s.RemoveBlock(1).ok());
+    CHECK(s.CrcTableRange(1) == std::pair<uintptr_t, uintptr_t>(0, 0));
+    CHECK_FALSE(AnyPageMapped(second.first, second.second));
+    CHECK(Mapped(other.first, other.second));  // another block's table stays
+  }
+  CHECK_FALSE(AnyPageMapped(other.first, other.second));  // the sender's end took the rest
+}
+
 }  // namespace
 }  // namespace procmig

@@ -120,6 +120,23 @@ TEST_CASE(
   CHECK(blocks[49].start == 0x100000 + 49 * 0x3000 + 0x1000);
 }
 
+TEST_CASE("a range taken back is a block's memory again; only the exact range given goes") {
+  RamBlockRegistry reg(4096, {{0x10000, 0x12000}});
+  reg.AddExcluded({0x20000, 0x21800});  // rounded out to 0x22000
+  REQUIRE(reg.excluded_count() == 2);
+  reg.RemoveExcluded({0x20000, 0x21000});  // not a range that was given: nothing
+  CHECK(reg.excluded_count() == 2);
+  reg.RemoveExcluded({0x20000, 0x21800});  // rounded the same way: found
+  CHECK(reg.excluded_count() == 1);
+  CHECK_FALSE(reg.Excludes(0x20000, 0x21000));
+  CHECK(reg.Excludes(0x10000, 0x12000));
+  std::vector<MemoryRegion> regions = {Region(0x10000, 0x30000, true, RegionKind::kAnonymous)};
+  std::vector<RamBlock> blocks = reg.Candidates(regions);
+  REQUIRE(blocks.size() == 1);
+  CHECK(blocks[0].start == 0x12000);
+  CHECK(blocks[0].length == 0x1e000);
+}
+
 TEST_CASE("on this process: a fresh mapping becomes a block, an excluded one does not") {
   void* p = mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   REQUIRE(p != MAP_FAILED);
