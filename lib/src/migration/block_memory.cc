@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -173,9 +174,14 @@ void BlockMemory::Populate(uint64_t first_page, uint64_t count) {
 #endif
 }
 
-void BlockMemory::MarkNonZero(uint64_t index) {
-  std::atomic_ref<uint64_t>(nonzero_[index / 64])
-      .fetch_or(uint64_t{1} << (index % 64), std::memory_order_relaxed);
+void BlockMemory::MarkNonZero(uint64_t first, uint64_t count) {
+  const uint64_t end = first + count;
+  while (first < end) {
+    const uint64_t bit = first % 64, n = std::min<uint64_t>(64 - bit, end - first);
+    const uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
+    std::atomic_ref<uint64_t>(nonzero_[first / 64]).fetch_or(mask, std::memory_order_relaxed);
+    first += n;
+  }
 }
 
 bool BlockMemory::ClearPage(uint64_t index) {

@@ -419,6 +419,16 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
   for (size_t i = 0; i < run.pages.size(); ++i) {
     RETURN_IF_ERROR(ApplyPage(index, c, b, run.first_page + i, run.pages[i]));
   }
+  // The raw pages' bits, a stretch at a time (ApplyPage marks the decoded ones itself).
+  for (size_t i = 0; i < run.pages.size();) {
+    size_t j = i;
+    while (j < run.pages.size() && run.pages[j].encoding == wire::PageEncoding::kRaw &&
+           !run.pages[j].torn) {
+      ++j;
+    }
+    if (j > i) b.memory->MarkNonZero(run.first_page + i, j - i);
+    i = j + 1;
+  }
   // The raw pages queued point into the record, which the next Feed replaces.
   return b.file.valid() ? c.file_writer->Flush() : absl::OkStatus();
 }
@@ -506,8 +516,7 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
       } else {
         std::memcpy(dst, e.data.data(), ps);
       }
-      m.MarkNonZero(page);
-      ++c.stats.raw_pages;
+      ++c.stats.raw_pages;  // marked non-zero by ApplyRun, with the rest of its stretch
       break;
     case wire::PageEncoding::kXbzrle: {
       if (to_file != nullptr) {

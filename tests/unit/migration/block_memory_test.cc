@@ -1,7 +1,6 @@
 #include "migration/block_memory.h"
 
 #include <doctest/doctest.h>
-
 #include <sys/mman.h>
 
 #include <cstring>
@@ -29,6 +28,21 @@ TEST_CASE("pages start zero; MarkNonZero/ClearPage track and zero them") {
   CHECK(b.page(3)[4095] == 0);
   b.Populate(0, 100);  // clamps to the block
   CHECK(b.CountMaybeNonZero() == 1);
+}
+
+TEST_CASE("MarkNonZero of a range sets exactly its pages' bits, across 64-page words") {
+  auto m = BlockMemory::Create(300 * 4096, 4096);
+  REQUIRE(m.ok());
+  BlockMemory& b = **m;
+  b.MarkNonZero(60, 70);   // 60..129: the end of word 0, all of word 1, the start of word 2
+  b.MarkNonZero(192, 64);  // exactly word 3
+  b.MarkNonZero(299, 1);   // the last page
+  b.MarkNonZero(10, 0);    // nothing
+  for (uint64_t i = 0; i < 300; ++i) {
+    CAPTURE(i);
+    CHECK(b.MaybeNonZero(i) == ((i >= 60 && i < 130) || (i >= 192 && i < 256) || i == 299));
+  }
+  CHECK(b.CountMaybeNonZero() == 70 + 64 + 1);
 }
 
 TEST_CASE("resize keeps contents, and pages dropped by a shrink read zero after a regrow") {
