@@ -96,8 +96,8 @@ void* AgentThread(void*) {
     t.migrated_from = frame;
     g_ctx.stack_size = frame - t.stack;
   }
-  Log("agent thread %d serving %s (park signal %d, restart %u)", g_ctx.agent_tid, g_ctx.socket_path,
-      ParkSignal(), AgentRestarts());
+  Log("agent thread %d serving %s (park signal %d, restart %u; the program's malloc from %s)",
+      g_ctx.agent_tid, g_ctx.socket_path, ParkSignal(), AgentRestarts(), ProgramAllocatorFile());
   ServeControl(&g_ctx);
   return nullptr;
 }

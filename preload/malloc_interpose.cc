@@ -129,6 +129,25 @@ void MarkAgentThread() { t_agent = true; }
 bool IsAgentThread() { return t_agent; }
 AgentHeap& TheAgentHeap() { return g_heap; }
 
+void* AllocateIfAgent(size_t size, size_t align) { return AgentAllocate(size, align); }
+
+bool FreeIfNotProgramMemory(void* p) {
+  if (g_heap.Owns(p)) {
+    g_heap.Free(p);
+    return true;
+  }
+  return p == nullptr || IsBoot(p);  // the boot buffer's are never freed
+}
+
+const char* ProgramAllocatorFile() {
+  (void)Resolving();
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(g_next.malloc), &info) == 0 || info.dli_fname == nullptr) {
+    return "an unknown file";
+  }
+  return info.dli_fname;
+}
+
 }  // namespace procmig::preload
 
 using procmig::preload::BootAllocate;

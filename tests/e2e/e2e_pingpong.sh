@@ -32,8 +32,11 @@ unset PROCMIG_CONTROL
 
 # The workload's output is appended (O_APPEND): every restored copy reopens the same file.
 : >"$W/workload.log"
+[ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
+  skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
 (
   close_fds_above_2
+  workload_preload
   exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$WORKLOAD" "$@"
 ) </dev/null >>"$W/workload.log" 2>&1 &
 CUR=$!
@@ -147,6 +150,12 @@ for hop in $(seq 1 "$HOPS"); do
   [ "$now" = "$THREADS0" ] || fail "hop $hop: $now threads after the agent restart, want $THREADS0"
 
   check_pass "$CUR" "hop $hop"
+  # Each hop's agent names the program's malloc again: still the preloaded one (WORKLOAD_PRELOAD).
+  check_preload "$CUR" "hop $hop"
+  if [ -n "${WORKLOAD_PRELOAD:-}" ]; then
+    n=$(grep -c "the program's malloc from $WORKLOAD_PRELOAD)" "$W/agent.log")
+    [ "$n" = $((hop + 1)) ] || fail "hop $hop: $n agent(s) named $WORKLOAD_PRELOAD as the program's malloc, want $((hop + 1))"
+  fi
   p=$(progress "$CHECK_LINE")
   if [ "$WORKLOAD" = pattern_writer ]; then
     [ "$p" -gt "$LAST_PROGRESS" ] || fail "hop $hop: no progress since the last hop: $CHECK_LINE"

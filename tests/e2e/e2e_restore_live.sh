@@ -70,6 +70,7 @@ if [ "$WORKLOAD" = restore_probe ]; then
 else
   self_check_pid "$WPID" "$W/workload.log" source
 fi
+check_preload "$WPID" source
 sleep 1  # let it run (and churn) a little first
 cp "/proc/$WPID/maps" "$W/maps.before" 2>/dev/null
 run_migrate dst "$TARGET"
@@ -92,6 +93,7 @@ if [[ " ${RECEIVE_ARGS:-} " == *" --no-pid-ns "* ]]; then
     log "note: the receiver reports 'restored pid $RESTORED_NSPID' (the old pid) for a process whose pid here is $RESTORED_PID"
 fi
 alive "$RESTORED_PID" || fail "restored process $RESTORED_PID is not running"
+check_preload "$RESTORED_PID" "restored process"
 cp "/proc/$RESTORED_PID/maps" "$W/maps.after" 2>/dev/null
 # The main thread's stack must still grow down (its block is moved into place, not copied).
 STACK_FLAGS=$(awk '/\[stack\]/ {s = 1; next} s && /^VmFlags:/ {print; exit}' \

@@ -149,6 +149,8 @@ await_receiver() {
 start_workload() {
   local name=$1
   shift
+  [ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
+    skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
   export PROCMIG_CONTROL="$W/$name.ctl"
   # Only stdin (/dev/null) and stdout/stderr (a log file): whatever else ctest or this shell
   # holds open (pipes) would be inherited, and the agent rightly refuses to migrate a process
@@ -158,6 +160,7 @@ start_workload() {
       fd=${fd##*/}
       [ "$fd" -gt 2 ] && eval "exec $fd>&-"
     done
+    workload_preload
     exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
   ) </dev/null >"$W/workload.log" 2>&1 &
   WPID=$!
@@ -310,9 +313,31 @@ close_fds_above_2() {
 # $W/workload.log, a regular file: a restore reopens it at its offset) or `pipe` (to a `cat`
 # writing $W/workload.log: a restore connects a stdio pipe to the restorer's own stdout).
 # Sets WPID and READY_LINE.
+# WORKLOAD_PRELOAD (a library path): the workload runs with it in LD_PRELOAD, after the agent
+# (`procmig run` puts the agent first), as a program whose malloc is jemalloc or tcmalloc.
+# Called in the workload's subshell; start_workload_io skips the test first when the library is
+# missing.
+workload_preload() {
+  [ -n "${WORKLOAD_PRELOAD:-}" ] || return 0
+  export LD_PRELOAD=$WORKLOAD_PRELOAD
+}
+
+# check_preload PID WHAT: with WORKLOAD_PRELOAD, PID must map that library, and the agent's log
+# must say the program's malloc comes from it (what the agent forwards the program's threads to).
+check_preload() {
+  [ -n "${WORKLOAD_PRELOAD:-}" ] || return 0
+  local file
+  file=$(readlink -f "$WORKLOAD_PRELOAD")
+  grep -q " $file\$" "/proc/$1/maps" 2>/dev/null || fail "$2 (pid $1) does not map $file"
+  grep -q "the program's malloc from $WORKLOAD_PRELOAD)" "$W/agent.log" ||
+    fail "the agent's log does not name $WORKLOAD_PRELOAD as the program's malloc: $(grep -m1 "program's malloc" "$W/agent.log")"
+}
+
 start_workload_io() {
   local in=$1 out=$2 name=$3
   shift 3
+  [ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
+    skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
   export PROCMIG_CONTROL="$W/$name.ctl"
   if [ "$out" = pipe ]; then
     # A named FIFO read by a `cat` of this shell (a process substitution on the workload's own
@@ -326,11 +351,13 @@ start_workload_io() {
     track $!
     (
       close_fds_above_2
+      workload_preload
       exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
     ) <"$in" >"$W/workload.fifo" 2>&1 &
   else
     (
       close_fds_above_2
+      workload_preload
       exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
     ) <"$in" >"$W/workload.log" 2>&1 &
   fi
