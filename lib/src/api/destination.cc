@@ -15,6 +15,7 @@
 #include "migration/image_writer.h"
 #include "migration/receive_session.h"
 #include "migration/restore_check.h"
+#include "os/descriptor_table.h"
 #include "restore/file_premaps.h"
 #include "restore_internal.h"
 #include "transport/channel_group_receiver.h"
@@ -123,6 +124,10 @@ absl::StatusOr<ReceiveReport> RunReceiver(
     // a program with a thousand writable mappings would pass the usual soft limit of 1024.
     RaiseOpenFileLimit();
   }
+  // While this process has one thread: a live restore's descriptors (its report pipe, the
+  // rebuilt ones) and a stored session's block files then need no table growth, which with the
+  // session's threads running waits for an RCU grace period (os/descriptor_table.h).
+  (void)ReserveDescriptorSlots(1024);
   ASSIGN_OR_RETURN(Endpoint ep, Endpoint::Parse(options.listen));
   ASSIGN_OR_RETURN(UniqueFd listener, Listen(ep));
   ASSIGN_OR_RETURN(Endpoint bound, LocalEndpoint(listener.get()));
