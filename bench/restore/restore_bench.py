@@ -574,11 +574,15 @@ def trace_timeline(text):
     stream = [c for c in rt if c[3] == "io_uring_enter" or "socket:" in c[4]]
     last_io = stream[-1] if stream else rt[0]
     after = [c for c in rt if c[0] > last_io[0]]
-    # CheckRestorable's read of /proc/self/maps: an openat, then reads of 8191 bytes (ifstream).
+    # CheckRestorable's read of /proc/self/maps: an openat, then reads of 8191 bytes (ifstream);
+    # a live restore checks the premapped layout instead, and starts at its first stat() of a
+    # mapped file.
     start = next((a for a, b in zip(after, after[1:])
                   if a[3] == "openat" and b[3] == "read" and "count: 8191" in b[4]), None)
     if start is None:
-        return out + ["cannot find the restore's first read of /proc/self/maps"]
+        start = next((c for c in after if c[3] == "newfstatat"), None)
+    if start is None:
+        return out + ["cannot find the restore's start (a read of /proc/self/maps or a stat())"]
     end_io = last_io[0] + last_io[1]
     out.append(f"receiving thread {recv}: last stream read ends at {end_io:.1f}; "
                f"{start[0] - end_io:.1f} ms until the restore starts at {start[0]:.1f} "
@@ -589,6 +593,10 @@ def trace_timeline(text):
                f"from {stats[0][0] if stats else 0:.1f} to {stats[-1][0] if stats else 0:.1f}; "
                f"PID namespace init created at {init_clone[0]:.1f} "
                f"({init_clone[0] - start[0]:.1f} ms after the start)")
+    restore_calls = [c for c in rt if c[0] >= start[0] and c[0] < init_clone[0]]
+    if restore_calls:
+        c = max(restore_calls, key=lambda c: c[1])
+        out.append(f"  the receiver's longest call before init: {c[1]:.1f} ms {c[3]}({c[4][:80]})")
     if fork:
         f = max(fork, key=lambda c: c[1])
         out.append(f"  init's clone3 of the restored process (copies the receiver's page tables, "
