@@ -9,7 +9,7 @@ packages=(
   doctest-dev                           # unit tests
   clang libclang-rt-14-dev              # libFuzzer targets and the sanitizer runtime
   iproute2 python3                      # e2e tests: network namespaces, netem, stats checks
-  bc zstd xz-utils                      # e2e restore tests: real programs migrated mid-run
+  bc zstd xz-utils nodejs               # e2e restore tests: real programs migrated mid-run
   libjemalloc2 libtcmalloc-minimal4    # e2e: programs whose malloc and operator new are these
 )
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_restore_programs.sh python3|asyncio|bc|zstd|xz
+# e2e_restore_programs.sh python3|asyncio|bc|zstd|xz|node
 #
 # A real, unmodified program that nobody here wrote is migrated live in the middle of a long
 # computation and must finish at the destination with output byte-identical to an unmigrated
@@ -18,7 +18,10 @@
 #   xz       `xz -T2 -6` (two compressing threads, 2 MiB blocks) compressing a generated 24 MiB
 #            file to stdout (a regular file), then `xz -t` on the result. xz holds a pipe of its
 #            own (both ends: its signal handler wakes its main loop through it), rebuilt at the
-#            destination with whatever it held unread.
+#            destination with whatever it held unread;
+#   node     Node.js (V8: a JIT, a reserved pointer-compression cage, a garbage-collected heap,
+#            worker threads, libuv's epoll instances, eventfds and pipes) running a SHA-256 chain
+#            over a churning Map in slices between setImmediate callbacks.
 # The reference run is unmigrated and plain (no agent). The migrated one runs under `procmig run`
 # with its output in a regular file, is migrated once it has run about a second (and used some
 # CPU, so it is mid-computation even on a loaded machine) to `procmig receive --once` without
@@ -108,6 +111,31 @@ EOF
     # Two compressing threads (2 MiB blocks) and xz's own self-pipe (its signal wake-up).
     gen_input 24
     CMD=("$(command -v xz)" -T2 -6 --block-size=2MiB -c "$W/input")
+    IN=/dev/null
+    OUT=out
+    ;;
+  node)
+    NODE=$(command -v node || command -v nodejs) || skip "node is missing (scripts/setup.sh installs nodejs)"
+    # V8: a JIT (code pages made writable and executable in turn), gigabytes of reserved
+    # PROT_NONE address space (its pointer-compression cage), a garbage-collected heap, worker
+    # threads, libuv's epoll, eventfds and signal pipe; a timer (setImmediate) between slices.
+    cat >"$W/chain.js" <<'EOF2'
+const crypto = require("crypto");
+let h = Buffer.from("procmig");
+const live = new Map();
+let i = 0;
+function slice() {
+  for (let k = 0; k < 20000; ++k, ++i) {
+    h = crypto.createHash("sha256").update(h).digest();
+    live.set(i % 50000, { n: i, s: h.toString("hex").slice(0, 16) });
+    if (i % 100000 === 0) console.log(i, h.toString("hex"), live.size);
+  }
+  if (i < 1500000) setImmediate(slice);
+  else console.log("final", h.toString("hex"), live.get(12345).s);
+}
+slice();
+EOF2
+    CMD=("$NODE" "$W/chain.js")
     IN=/dev/null
     OUT=out
     ;;
