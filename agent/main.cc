@@ -73,6 +73,8 @@ constexpr Command kCommands[] = {
      "  --tracker NAME          auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full\n"
      "  --transport NAME        auto, io_uring, posix\n"
      "  --no-auto-converge      never throttle the program\n"
+     "  --verify                in the final phase, read all memory again and fail (the\n"
+     "                          program runs on) if a page is not what was sent of it\n"
      "  --control PATH          the agent's socket, if not at its usual place\n"
      "  --json                  one JSON object per line\n"
      "  --help                  this text\n",

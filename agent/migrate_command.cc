@@ -112,6 +112,7 @@ std::optional<int> ParseOptions(const char* cmd, const ArgParser& p, MigrationOp
   if (auto v = p.Value("tracker")) o->tracker = std::string(*v);
   if (auto v = p.Value("transport")) o->transport = std::string(*v);
   o->auto_converge = !p.Has("no-auto-converge");
+  o->verify_final = p.Has("verify");
   if (absl::Status s = o->Validate(); !s.ok()) return bad(std::string(s.message()));
   return std::nullopt;
 }
@@ -190,7 +191,7 @@ std::optional<int> ParsePid(const char* cmd, const ArgParser& p, int* pid) {
 }  // namespace
 
 int RunMigrateCommand(std::span<const std::string_view> args) {
-  ArgParser p("migrate", {"xbzrle", "no-auto-converge", "json", "compress-always"},
+  ArgParser p("migrate", {"xbzrle", "no-auto-converge", "json", "compress-always", "verify"},
               std::vector<std::string_view>(std::begin(kValued), std::end(kValued)));
   if (!p.Parse(args)) return 2;
   int pid = 0;
@@ -207,7 +208,7 @@ int RunMigrateCommand(std::span<const std::string_view> args) {
 
 int RunCheckpointCommand(std::span<const std::string_view> args) {
   ArgParser p("checkpoint",
-              {"xbzrle", "no-auto-converge", "json", "leave-running", "compress-always"},
+              {"xbzrle", "no-auto-converge", "json", "leave-running", "compress-always", "verify"},
               std::vector<std::string_view>(std::begin(kValued), std::end(kValued)));
   if (!p.Parse(args)) return 2;
   int pid = 0;

@@ -53,6 +53,9 @@ struct MigrationOptions {
   std::string tracker = "auto";    // auto, pagemap-scan, soft-dirty, uffd-wp, mprotect, full
   std::string transport = "auto";  // auto, io_uring, posix
   bool auto_converge = true;
+  // Read all memory again in the final phase and fail (the program runs on) if a page is not
+  // what was sent of it: a check of the dirty tracker, paid for in pause time.
+  bool verify_final = false;
   // How long the paused program waits for the final phase (the last pages sent and the
   // receiver's ack) before it gives up and runs on.
   uint32_t final_timeout_ms = 60000;

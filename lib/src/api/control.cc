@@ -161,6 +161,7 @@ void EncodeOptions(const MigrationOptions& o, std::string* out) {
   Put(out, "tracker", o.tracker);
   Put(out, "transport", o.transport);
   Put(out, "auto_converge", o.auto_converge);
+  Put(out, "verify_final", o.verify_final);
 }
 
 absl::Status DecodeOption(absl::string_view key, const std::string& v, MigrationOptions* o) {
@@ -180,6 +181,7 @@ absl::Status DecodeOption(absl::string_view key, const std::string& v, Migration
   if (key == "leave_running") return ParseBool(key, v, &o->leave_running);
   if (key == "xbzrle") return ParseBool(key, v, &o->xbzrle);
   if (key == "auto_converge") return ParseBool(key, v, &o->auto_converge);
+  if (key == "verify_final") return ParseBool(key, v, &o->verify_final);
   if (key == "compress_always") return ParseBool(key, v, &o->compress_always);
   if (key == "max_bandwidth") return ParseNumber(key, v, &o->max_bandwidth);
   if (key == "downtime_limit_ms") return ParseNumber(key, v, &o->downtime_limit_ms);

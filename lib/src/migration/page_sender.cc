@@ -310,6 +310,26 @@ size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
   return static_cast<size_t>(n) / page_size_;
 }
 
+uint64_t PageSender::CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages,
+                                        uint64_t* first) {
+  auto table = tables_.find(id);
+  const uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
+  const uint64_t known = table == tables_.end() ? 0 : table->second.pages;
+  const uint64_t per_read = std::max<uint64_t>(1, stage_size_ / page_size_);
+  uint64_t changed = 0;
+  for (uint64_t p = 0; p < pages;) {
+    const uint64_t n = std::min(per_read, pages - p);
+    const uint64_t got = ReadStaged(start + p * page_size_, n, stage_.get());
+    for (uint64_t i = 0; i < n; ++i) {
+      const bool same = i < got && p + i < known &&
+                        crc32c::Value(stage_.get() + i * page_size_, page_size_) == crcs[p + i];
+      if (!same && changed++ == 0) *first = p + i;
+    }
+    p += n;
+  }
+  return changed;
+}
+
 uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   // Pages are read a slice at a time and only the non-zero ones keep their place in the staging
   // area; the next slice is read over the zero ones. A stretch of zero pages is thus read into

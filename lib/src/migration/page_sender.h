@@ -126,6 +126,11 @@ class PageSender {
   absl::Status AddRestoreCheck(std::span<const uint8_t> check);
   absl::Status AddEndOfStream(bool aborted);
   absl::Status Flush();
+  // With the program frozen and everything sent (after a Flush, whose staging area it reuses):
+  // the pages of block `id` (`pages` of them at `start`) whose content is not what the crc
+  // table says was last sent, a write the tracker missed. Returns their count and the first in
+  // *first. Reads with process_vm_readv; a page it cannot read counts as changed.
+  uint64_t CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages, uint64_t* first);
 
   const PageSenderCounters& counters() const { return counters_; }
   // Live runs that could not be read whole (the memory went away), and the last such block: the

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/coding.h"
 #include "base/status_macros.h"
@@ -619,6 +620,7 @@ absl::Status Sender::FinalPhase() {
   RETURN_IF_ERROR(SendQueuedFull(false));
   RETURN_IF_ERROR(SendDirty(*final_set_, false, &dirty));
   RETURN_IF_ERROR(pages_->EndIteration(iteration_ + 1, dirty, Now() - t0, /*final=*/true));
+  if (config_.verify_final) RETURN_IF_ERROR(VerifyFinal());
   ComputeDigestsInto();
   state_bytes_.clear();
   if (EncodedSize(state_record_) > state_bytes_.capacity()) {
@@ -780,6 +782,27 @@ void Sender::ComputeDigestsInto() {
     d.length = blocks[i].length;
     d.crc32c = pages_->BlockDigest(blocks[i].id);
   }
+}
+
+absl::Status Sender::VerifyFinal() {
+  RETURN_IF_ERROR(pages_->Flush());  // its staging area is the scratch space
+  uint64_t changed = 0, first = 0;
+  const RamBlock* at = nullptr;
+  for (const RamBlock& b : registry_.blocks()) {
+    uint64_t f = 0;
+    const uint64_t n = pages_->CountUnsentChanges(b.id, b.start, b.page_count(), &f);
+    if (n != 0 && at == nullptr) {
+      at = &b;
+      first = f;
+    }
+    changed += n;
+  }
+  if (at == nullptr) return absl::OkStatus();
+  return absl::DataLossError(absl::StrFormat(
+      "final phase: verify: %d page(s) are not what was sent of them, a write the %s tracker "
+      "did not report (the first: block %d (%s) page %d, at 0x%x)",
+      changed, TrackerKindName(tracker_->kind()), at->id, at->name, first,
+      at->start + first * at->page_size));
 }
 
 void Sender::ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table) {

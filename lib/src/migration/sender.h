@@ -131,6 +131,10 @@ struct SenderConfig {
   // mincore shows untouched as zero runs without reading them, on machines with no swap
   // (os/resident_pages.h).
   bool unread_zeros = true;
+  // In the final phase, once every page is sent and before the end of stream: read every block
+  // again and fail the migration (the program runs on) if a page is not what was last sent of
+  // it, a write the tracker missed. Costs a read of all memory while the program is paused.
+  bool verify_final = false;
 };
 
 class Sender {
@@ -212,6 +216,8 @@ class Sender {
   void ComputeDigestsInto();
   // Keeps the PageSender's crc tables of `blocks` (agent memory) out of the RAM blocks.
   void ExcludeCrcTables(std::span<const RamBlock> blocks);
+  // config_.verify_final's check (DataLoss naming the first page that differs).
+  absl::Status VerifyFinal();
   // Takes a dropped table's range (CrcTableRange before the drop, now unmapped) out of them.
   void ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table);
   absl::Status AfterFlush();
