@@ -1,6 +1,8 @@
 #include "preload/control_server.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -107,6 +109,31 @@ void ServePending(AgentContext* ctx) {
   }
 }
 
+// This library's writable segments (.data, .bss and what the loader writes there): they travel
+// with the program, but the agent writes them itself while the program is parked.
+void AddOwnWritableSegments(std::vector<std::pair<uintptr_t, uintptr_t>>* out) {
+  struct Find {
+    uintptr_t base;
+    std::vector<std::pair<uintptr_t, uintptr_t>>* out;
+  };
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&AddOwnWritableSegments), &info) == 0) return;
+  Find find{reinterpret_cast<uintptr_t>(info.dli_fbase), out};
+  dl_iterate_phdr(
+      [](dl_phdr_info* i, size_t, void* arg) {
+        auto* f = static_cast<Find*>(arg);
+        if (i->dlpi_addr != f->base) return 0;
+        for (int k = 0; k < i->dlpi_phnum; ++k) {
+          const ElfW(Phdr)& ph = i->dlpi_phdr[k];
+          if (ph.p_type != PT_LOAD || (ph.p_flags & PF_W) == 0) continue;
+          const uintptr_t start = i->dlpi_addr + ph.p_vaddr;
+          f->out->push_back({start, start + ph.p_memsz});
+        }
+        return 1;
+      },
+      &find);
+}
+
 void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   SourceSetup setup;
   setup.options = options;
@@ -118,6 +145,8 @@ void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   // small objects do, like the library's .bss (agent_heap.h).
   (void)TheAgentHeap().Start();
   if (auto [b, e] = TheAgentHeap().large_zone(); e > b) setup.excluded.push_back({b, e});
+  if (auto [b, e] = TheAgentHeap().small_zone(); e > b) setup.unchecked.push_back({b, e});
+  AddOwnWritableSegments(&setup.unchecked);
   setup.own_fds = {ctx->listen_fd, fd};
   setup.layout_gate = &Gate();
   if (ctx->log_fd >= 0) setup.own_fds.push_back(ctx->log_fd);

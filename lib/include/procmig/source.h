@@ -69,7 +69,10 @@ struct SourceSetup {
   MigrationOptions options;                               // validated by Create()
   SourceFreezer* freezer = nullptr;                       // not owned
   std::vector<std::pair<uintptr_t, uintptr_t>> excluded;  // [start, end) of agent memory
-  std::vector<int> own_fds;                               // the agent's descriptors
+  // Agent memory that travels (its library's data, its heap's small objects) but that the agent
+  // itself writes while the program is parked: --verify does not check it.
+  std::vector<std::pair<uintptr_t, uintptr_t>> unchecked;
+  std::vector<int> own_fds;           // the agent's descriptors
   LayoutGate* layout_gate = nullptr;  // not owned: the agent's mmap/munmap/... interposers
   std::function<void(const MigrationStats&)> progress;
   std::function<void(const std::string&)> log;  // notes (fallbacks, clamped options)

@@ -269,6 +269,7 @@ class SourceImpl : public MigrationSource {
     c.convergence.max_iterations = o.max_iterations;
     c.convergence.auto_converge = o.auto_converge;
     c.verify_final = o.verify_final;
+    for (const auto& [b, e] : setup_.unchecked) c.unchecked.push_back({b, e});
     c.pages.preamble.page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
     c.pages.preamble.session_id = session;
     c.pages.xbzrle = o.xbzrle;

@@ -24,10 +24,6 @@ absl::StatusOr<std::vector<RamBlock>> BlocksWithAdded(std::span<const RamBlock> 
           "not tracked)",
           b.id, b.name, b.page_size, page));
     }
-    if ((b.prot & PROT_WRITE) == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("track block %u (%s): not writable", b.id, b.name));
-    }
     for (const RamBlock& o : out) {
       if (o.id == b.id) {
         return absl::InvalidArgumentError(
@@ -44,6 +40,16 @@ absl::StatusOr<std::vector<RamBlock>> BlocksWithAdded(std::span<const RamBlock> 
   std::sort(out.begin(), out.end(),
             [](const RamBlock& a, const RamBlock& b) { return a.start < b.start; });
   return out;
+}
+
+absl::Status RequireWritable(std::span<const RamBlock> blocks) {
+  for (const RamBlock& b : blocks) {
+    if ((b.prot & PROT_WRITE) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("track block %u (%s): not writable", b.id, b.name));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RamBlock>> BlocksWithRemoved(std::span<const RamBlock> current,

@@ -17,10 +17,15 @@
 namespace procmig {
 
 // `current` plus `added`, sorted by start. InvalidArgument when a block is invalid, has a page
-// size other than the base page size (hugetlb is not tracked yet), is not writable, overlaps
-// another, or reuses a tracked id.
+// size other than the base page size (hugetlb is not tracked yet), overlaps another, or reuses
+// a tracked id. Read-only blocks are tracked too: a program can make one writable, write it and
+// make it read-only again between two reads of its layout (a JIT's W^X flips do).
 absl::StatusOr<std::vector<RamBlock>> BlocksWithAdded(std::span<const RamBlock> current,
                                                       std::span<const RamBlock> added);
+
+// InvalidArgument naming the first block that is not writable (for a backend that changes
+// protections itself: the mprotect tracker).
+absl::Status RequireWritable(std::span<const RamBlock> blocks);
 
 // `current` without the blocks of `ids`; NotFound for an id that is not tracked.
 absl::StatusOr<std::vector<RamBlock>> BlocksWithRemoved(std::span<const RamBlock> current,

@@ -94,6 +94,7 @@ MprotectTracker::~MprotectTracker() { (void)Stop(); }
 
 absl::Status MprotectTracker::Start(std::span<const RamBlock> blocks) {
   if (started_) return absl::FailedPreconditionError("start mprotect tracker: already started");
+  RETURN_IF_ERROR(RequireWritable(blocks));  // its own protections would clash with the program's
   ASSIGN_OR_RETURN(std::vector<RamBlock> sorted, BlocksWithAdded({}, blocks));
   page_size_ = BasePageSize();
   DirtySet live(sorted);
@@ -178,6 +179,7 @@ void MprotectTracker::SwapBlocks(std::vector<RamBlock>& blocks, std::vector<int>
 absl::Status MprotectTracker::AddBlocks(std::span<const RamBlock> blocks) {
   if (!started_)
     return absl::FailedPreconditionError("add blocks to mprotect tracker: not started");
+  RETURN_IF_ERROR(RequireWritable(blocks));
   ASSIGN_OR_RETURN(std::vector<RamBlock> next, BlocksWithAdded(blocks_, blocks));
   DirtySet live(next);
   DirtySet result(next);
@@ -209,9 +211,8 @@ absl::Status MprotectTracker::AddBlocks(std::span<const RamBlock> blocks) {
     }
   }
   if (failed != nullptr) {
-    std::string what =
-        absl::StrFormat("add block %u (%s) to mprotect tracker: protect 0x%x+0x%x", failed->id,
-                        failed->name, failed->start, failed->length);
+    std::string what = absl::StrFormat("add block %u (%s) to mprotect tracker: protect 0x%x+0x%x",
+                                       failed->id, failed->name, failed->start, failed->length);
     std::vector<uint32_t> ids;
     for (const RamBlock& a : blocks) ids.push_back(a.id);
     (void)RemoveBlocks(ids);  // takes the gate itself
@@ -381,7 +382,8 @@ absl::Status MprotectTracker::Stop() {
   DirtySet live;
   std::vector<int> prots;
   Lock();
-  for (size_t i = 0; i < blocks_.size(); ++i) Restore(blocks_[i].start, blocks_[i].length, prots_[i]);
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    Restore(blocks_[i].start, blocks_[i].length, prots_[i]);
   for (Pinned& p : pinned_) p = Pinned{};
   sigaction(SIGSEGV, &g_segv.previous, nullptr);
   g_segv.active.store(nullptr, std::memory_order_relaxed);

@@ -311,7 +311,13 @@ size_t PageSender::ReadStaged(uintptr_t addr, uint64_t count, uint8_t* out) {
 }
 
 uint64_t PageSender::CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages,
-                                        uint64_t* first) {
+                                        std::span<const AddressRange> skip, uint64_t* first) {
+  auto skipped = [&](uintptr_t a) {
+    for (const AddressRange& r : skip) {
+      if (a + page_size_ > r.start && a < r.end) return true;
+    }
+    return false;
+  };
   auto table = tables_.find(id);
   const uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const uint64_t known = table == tables_.end() ? 0 : table->second.pages;
@@ -321,6 +327,7 @@ uint64_t PageSender::CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t p
     const uint64_t n = std::min(per_read, pages - p);
     const uint64_t got = ReadStaged(start + p * page_size_, n, stage_.get());
     for (uint64_t i = 0; i < n; ++i) {
+      if (skipped(start + (p + i) * page_size_)) continue;
       const bool same = i < got && p + i < known &&
                         crc32c::Value(stage_.get() + i * page_size_, page_size_) == crcs[p + i];
       if (!same && changed++ == 0) *first = p + i;

@@ -33,6 +33,7 @@
 #include "codec/zlib_codec.h"
 #include "migration/rate_limiter.h"
 #include "ram/ram_block.h"
+#include "ram/ram_block_registry.h"
 #include "transport/channel.h"
 #include "wire/stream_writer.h"
 #include "wire/wire_format.h"
@@ -130,7 +131,9 @@ class PageSender {
   // the pages of block `id` (`pages` of them at `start`) whose content is not what the crc
   // table says was last sent, a write the tracker missed. Returns their count and the first in
   // *first. Reads with process_vm_readv; a page it cannot read counts as changed.
-  uint64_t CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages, uint64_t* first);
+  // Pages inside a `skip` range (sorted, page-aligned or not) are not checked.
+  uint64_t CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages,
+                              std::span<const AddressRange> skip, uint64_t* first);
 
   const PageSenderCounters& counters() const { return counters_; }
   // Live runs that could not be read whole (the memory went away), and the last such block: the

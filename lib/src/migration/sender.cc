@@ -197,7 +197,7 @@ absl::Status Sender::Setup() {
       RETURN_IF_ERROR(SendRestoreCheck());
     }
   }
-  RETURN_IF_ERROR(tracker_->Start(TrackedOf(registry_.blocks())));
+  RETURN_IF_ERROR(tracker_->Start(registry_.blocks()));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   ExcludeCrcTables(registry_.blocks());
   RETURN_IF_ERROR(pages_->Flush());
@@ -206,26 +206,6 @@ absl::Status Sender::Setup() {
   local_.setup_ms = (Now() - start_ns_) / 1'000'000;
   Publish(true);
   return absl::OkStatus();
-}
-
-std::vector<RamBlock> Sender::TrackedOf(std::span<const RamBlock> blocks) {
-  std::vector<RamBlock> out;
-  for (const RamBlock& b : blocks) {
-    if (b.prot & PROT_WRITE) {
-      out.push_back(b);
-    } else {
-      read_only_.insert(b.id);
-    }
-  }
-  return out;
-}
-
-std::vector<uint32_t> Sender::TrackedIds(std::span<const uint32_t> ids) {
-  std::vector<uint32_t> out;
-  for (uint32_t id : ids) {
-    if (read_only_.erase(id) == 0) out.push_back(id);
-  }
-  return out;
 }
 
 absl::Status Sender::Bulk() {
@@ -257,7 +237,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   (void)allow_tracker_changes;
   // Removals first (the wire requires it before space is reused), then resizes, then adds.
   if (!diff.removed.empty()) {
-    RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(diff.removed)));
+    RETURN_IF_ERROR(tracker_->RemoveBlocks(diff.removed));
     for (uint32_t id : diff.removed) {
       const auto table = pages_->CrcTableRange(id);
       RETURN_IF_ERROR(pages_->RemoveBlock(id));
@@ -270,8 +250,8 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
     for (const RamBlock& b : diff.resized) ids.push_back(b.id);
     // The tracker forgets a block's earlier writes when it is re-added, so the whole block is
     // sent again (also what a grown block needs for its new part).
-    RETURN_IF_ERROR(tracker_->RemoveBlocks(TrackedIds(ids)));
-    RETURN_IF_ERROR(tracker_->AddBlocks(TrackedOf(diff.resized)));
+    RETURN_IF_ERROR(tracker_->RemoveBlocks(ids));
+    RETURN_IF_ERROR(tracker_->AddBlocks(diff.resized));
     for (const RamBlock& b : diff.resized) {
       const auto table = pages_->CrcTableRange(b.id);
       RETURN_IF_ERROR(pages_->ResizeBlock(b));
@@ -280,7 +260,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
     }
   }
   if (!diff.added.empty()) {
-    RETURN_IF_ERROR(tracker_->AddBlocks(TrackedOf(diff.added)));
+    RETURN_IF_ERROR(tracker_->AddBlocks(diff.added));
     for (const RamBlock& b : diff.added) {
       RETURN_IF_ERROR(pages_->AddBlock(b));
       full_send_.push_back(b.id);
@@ -790,7 +770,8 @@ absl::Status Sender::VerifyFinal() {
   const RamBlock* at = nullptr;
   for (const RamBlock& b : registry_.blocks()) {
     uint64_t f = 0;
-    const uint64_t n = pages_->CountUnsentChanges(b.id, b.start, b.page_count(), &f);
+    const uint64_t n =
+        pages_->CountUnsentChanges(b.id, b.start, b.page_count(), config_.unchecked, &f);
     if (n != 0 && at == nullptr) {
       at = &b;
       first = f;
@@ -798,11 +779,11 @@ absl::Status Sender::VerifyFinal() {
     changed += n;
   }
   if (at == nullptr) return absl::OkStatus();
-  return absl::DataLossError(absl::StrFormat(
-      "final phase: verify: %d page(s) are not what was sent of them, a write the %s tracker "
-      "did not report (the first: block %d (%s) page %d, at 0x%x)",
-      changed, TrackerKindName(tracker_->kind()), at->id, at->name, first,
-      at->start + first * at->page_size));
+  return absl::DataLossError(
+      absl::StrFormat("verify: %d page(s) are not what was sent of them, a write the %s tracker "
+                      "did not report (the first: block %d (%s) page %d, at 0x%x)",
+                      changed, TrackerKindName(tracker_->kind()), at->id, at->name, first,
+                      at->start + first * at->page_size));
 }
 
 void Sender::ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table) {

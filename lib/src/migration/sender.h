@@ -135,6 +135,9 @@ struct SenderConfig {
   // again and fail the migration (the program runs on) if a page is not what was last sent of
   // it, a write the tracker missed. Costs a read of all memory while the program is paused.
   bool verify_final = false;
+  // Memory verify_final does not check: the agent's own, which travels but which the agent
+  // writes itself during the final phase.
+  std::vector<AddressRange> unchecked;
 };
 
 class Sender {
@@ -188,11 +191,6 @@ class Sender {
   static constexpr int kPrepareRounds = 16;
   // Re-reads the layout and sends block records; blocks that need a full send are queued.
   absl::Status ApplyLayout(bool allow_tracker_changes);
-  // The blocks the tracker follows: the writable ones. A read-only block (a RELRO segment's
-  // private copies) cannot be written without an mprotect, which changes the layout and so the
-  // block; it is sent whole when added and never tracked.
-  std::vector<RamBlock> TrackedOf(std::span<const RamBlock> blocks);
-  std::vector<uint32_t> TrackedIds(std::span<const uint32_t> ids);
   absl::Status SendQueuedFull(bool live);
   absl::Status SendDirty(const DirtySet& set, bool live, uint64_t* pages);
   // The frozen copy's work.
@@ -226,7 +224,6 @@ class Sender {
 
   // Immutable after construction.
   const SenderConfig config_;
-  absl::flat_hash_set<uint32_t> read_only_;  // block ids not given to the tracker
   const std::vector<Channel*> main_;
   const std::vector<Channel*> final_;
   Channel* const final_channel_;  // final_[0]: the reverse stream in the frozen copy

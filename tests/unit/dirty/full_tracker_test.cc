@@ -21,6 +21,11 @@ TEST_CASE("full tracker: MADV_DONTNEED then written again") {
   RunDontneedRewrite(kKind);
 }
 
+TEST_CASE("full tracker: a read-only block made writable, written, read-only again") {
+  RequireBackend(kKind);
+  RunWriteXorExecute(kKind);
+}
+
 TEST_CASE("full tracker: discarded pages announced with MarkDiscarded") {
   RequireBackend(kKind);
   RunMarkDiscarded(kKind);

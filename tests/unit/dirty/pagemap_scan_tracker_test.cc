@@ -21,6 +21,11 @@ TEST_CASE("pagemap_scan tracker: MADV_DONTNEED then written again") {
   RunDontneedRewrite(kKind);
 }
 
+TEST_CASE("pagemap_scan tracker: a read-only block made writable, written, read-only again") {
+  RequireBackend(kKind);
+  RunWriteXorExecute(kKind);
+}
+
 TEST_CASE("pagemap_scan tracker: discarded pages announced with MarkDiscarded") {
   RequireBackend(kKind);
   RunMarkDiscarded(kKind);

@@ -21,6 +21,11 @@ TEST_CASE("soft_dirty tracker: MADV_DONTNEED then written again") {
   RunDontneedRewrite(kKind);
 }
 
+TEST_CASE("soft_dirty tracker: a read-only block made writable, written, read-only again") {
+  RequireBackend(kKind);
+  RunWriteXorExecute(kKind);
+}
+
 TEST_CASE("soft_dirty tracker: discarded pages announced with MarkDiscarded") {
   RequireBackend(kKind);
   RunMarkDiscarded(kKind);

@@ -103,6 +103,32 @@ void RunDontneedRewrite(TrackerKind kind) {
         ", " + std::to_string(zapped_reported) + "/53 dropped-but-unwritten pages reported");
 }
 
+void RunWriteXorExecute(TrackerKind kind) {
+  // A JIT's code region: read-only and executable when tracking starts (its pages written
+  // before), then, between two syncs, a few pages made writable, written and made read-only and
+  // executable again: the layout reads the same at both syncs, the pages must be reported.
+  const size_t pages = 64;
+  Region r(pages * Page());
+  memset(r.base(), 0xc3, r.len());
+  REQUIRE(mprotect(r.base(), r.len(), PROT_READ | PROT_EXEC) == 0);
+  Truth t(MakeBlock(30, r.base(), r.len()));
+  t.block.prot = PROT_READ | PROT_EXEC;
+  auto tracker = Started(kind, {&t.block, 1});
+  Totals totals;
+  Check(SyncOk(*tracker), {&t}, totals, "reset", 0);
+  for (int round = 1; round <= 3; ++round) {
+    const size_t first = static_cast<size_t>(round) * 10;
+    REQUIRE(mprotect(r.base() + first * Page(), 4 * Page(), PROT_READ | PROT_WRITE) == 0);
+    for (size_t p = first; p < first + 4; ++p) t.Write(p, static_cast<uint8_t>(round));
+    REQUIRE(mprotect(r.base() + first * Page(), 4 * Page(), PROT_READ | PROT_EXEC) == 0);
+    Check(SyncOk(*tracker), {&t}, totals, "write-xor-execute", round);
+  }
+  Check(SyncOk(*tracker), {&t}, totals, "idle", 4);
+  REQUIRE_OK(tracker->Stop());
+  REQUIRE(mprotect(r.base(), r.len(), PROT_READ | PROT_WRITE) == 0);  // for Region's cleanup
+  Print(kind, "a read-only block made writable, written, read-only again between syncs", totals);
+}
+
 void RunMarkDiscarded(TrackerKind kind) {
   const size_t pages = 64;
   Region r(pages * Page());

@@ -21,6 +21,8 @@ void RequireBackend(TrackerKind kind);
 void RunRandomWrites(TrackerKind kind);
 // Pages dropped with MADV_DONTNEED and written again.
 void RunDontneedRewrite(TrackerKind kind);
+// Read-only blocks made writable, written and read-only again between syncs (a JIT's W^X).
+void RunWriteXorExecute(TrackerKind kind);
 // Pages dropped with MADV_DONTNEED and not written again, announced with MarkDiscarded.
 void RunMarkDiscarded(TrackerKind kind);
 // A region grown with mremap (removed and added again under the same id).

@@ -740,6 +740,48 @@ TEST_CASE("verify_final: with the writes reported (full tracker) every page chec
   CHECK(rx.state.has_value());
 }
 
+TEST_CASE("a read-only block written between syncs (a JIT's W^X flips) arrives as last written") {
+  // Code pages: read-only and executable, made writable, written and read-only again before every
+  // layout read, so the layout never shows them writable. The kernel's best tracker must follow
+  // them (it once left read-only blocks untracked, and their last writes never went).
+  auto pair = MemoryChannel::CreatePair({});
+  REQUIRE(pair.ok());
+  Region code(16);
+  std::memset(code.p, 0xc3, 16 * kPage);
+  REQUIRE(mprotect(code.p, 16 * kPage, PROT_READ | PROT_EXEC) == 0);
+  MemoryRegion mr = code.AsRegion();
+  mr.writable = false;
+  mr.executable = true;
+  mr.private_copies = true;
+  FakeLayout layout;
+  layout.regions = {mr};
+  uint8_t bump = 0;
+  layout.on_read = [&] {
+    REQUIRE(mprotect(code.p + 3 * kPage, kPage, PROT_READ | PROT_WRITE) == 0);
+    code.p[3 * kPage + 64] = ++bump;
+    REQUIRE(mprotect(code.p + 3 * kPage, kPage, PROT_READ | PROT_EXEC) == 0);
+  };
+  auto tracker = SelectTracker({});
+  REQUIRE(tracker.ok());
+  MESSAGE("tracker: ", TrackerKindName((*tracker)->kind()));
+  FakeFreezer freezer({});
+  TestReceiver rx;
+  std::thread t([&] {
+    rx.Run(*pair->second);
+    (void)pair->second->Shutdown();
+  });
+  SenderConfig c = Config();
+  c.verify_final = true;
+  Sender sender(c, pair->first.get(), pair->first.get(), tracker->get(), &freezer, &layout);
+  absl::Status s = sender.Run();
+  (void)pair->first->Shutdown();
+  t.join();
+  REQUIRE(mprotect(code.p, 16 * kPage, PROT_READ | PROT_WRITE) == 0);  // for ~Region
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  CHECK(bump > 1);
+  CheckArrived(rx, {&code});
+}
+
 TEST_CASE("failed parks retry, and too many fail the stop with every thread running") {
   auto pair = MemoryChannel::CreatePair({});
   REQUIRE(pair.ok());
