@@ -95,7 +95,7 @@ for hop in $(seq 1 "$HOPS"); do
     track "$RPID"
     wait_for 10 listening "$port" || fail "hop $hop: receiver $tag never listened on port $port"
 
-    timeout 120 "$PROCMIG" migrate "$CUR" --to "127.0.0.1:$port" --json \
+    timeout 120 "$PROCMIG" migrate "$CUR" --to "127.0.0.1:$port" --json --verify \
       >"$W/hop$hop.json" 2>"$W/hop$hop.err"
     rc=$?
     [ "$rc" != 0 ] && [ "$attempt" -lt 3 ] && grep -q "stop-and-copy: abandoned" "$W/hop$hop.err" ||

@@ -73,7 +73,8 @@ fi
 check_preload "$WPID" source
 sleep 1  # let it run (and churn) a little first
 cp "/proc/$WPID/maps" "$W/maps.before" 2>/dev/null
-run_migrate dst "$TARGET"
+# --verify: a page the tracker missed fails the migration here rather than hiding in the copy.
+run_migrate dst "$TARGET" --verify
 [ "$MIGRATE_RC" = 0 ] ||
   fail "migrate exited $MIGRATE_RC: $(tail -n 3 "$W/dst.err"); source after it: $(source_state)"
 [ "$(stat_field dst phase)" = done ] || fail "migrate: last stats phase '$(stat_field dst phase)', want done"
