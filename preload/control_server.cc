@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "preload/agent.h"
 #include "preload/agent_heap.h"
 #include "preload/memory_interpose.h"
 #include "procmig/control.h"
@@ -147,6 +148,10 @@ void RunMigration(AgentContext* ctx, int fd, const MigrationOptions& options) {
   if (auto [b, e] = TheAgentHeap().large_zone(); e > b) setup.excluded.push_back({b, e});
   if (auto [b, e] = TheAgentHeap().small_zone(); e > b) setup.unchecked.push_back({b, e});
   AddOwnWritableSegments(&setup.unchecked);
+  // The top of the agent thread's stack: glibc's descriptor and the thread's TLS (errno...).
+  if (const AgentThreadInfo& t = CurrentAgentThread(); t.migrated_from != 0) {
+    setup.unchecked.push_back({t.migrated_from, t.stack + t.stack_bytes});
+  }
   setup.own_fds = {ctx->listen_fd, fd};
   setup.layout_gate = &Gate();
   if (ctx->log_fd >= 0) setup.own_fds.push_back(ctx->log_fd);
