@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e_checkpoint.sh: `procmig checkpoint PID --to DIR --leave-running`, then the same to a
-# `procmig receive --store` over loopback. Each time: checkpoint exits 0, the source keeps
+# `procmig receive --store` over loopback (with --verify). Each time: checkpoint exits 0, the source keeps
 # running and passes its full self-check, and the image has every digest ok and holds QEMU's
 # pattern (a consistent snapshot: one cursor, at most one torn page).
 source "$(dirname "$0")/lib.sh"
@@ -24,8 +24,10 @@ log "$(cat "$W/ckpt.image.log")"
 
 PORT=$($TOOL free-port)
 start_receiver net 127.0.0.1 "$PORT"
-log "procmig checkpoint $WPID --to 127.0.0.1:$PORT --leave-running"
-timeout 120 "$PROCMIG" checkpoint "$WPID" --to "127.0.0.1:$PORT" --leave-running \
+# --verify: the frozen copy reads its memory again after the last page and before the end of
+# the stream; a page that is not what was sent fails the checkpoint.
+log "procmig checkpoint $WPID --to 127.0.0.1:$PORT --leave-running --verify"
+timeout 120 "$PROCMIG" checkpoint "$WPID" --to "127.0.0.1:$PORT" --leave-running --verify \
   >"$W/net.out.log" 2>&1 || fail "checkpoint to a receiver exited $?: $(tail -n 3 "$W/net.out.log")"
 wait_exit "$RPID" 30 || fail "receiver still running 30 s after the checkpoint"
 [ "$WAIT_STATUS" = 0 ] || fail "receiver exited $WAIT_STATUS: $(tail -n 5 "$W/net.receive.log")"
