@@ -107,7 +107,7 @@ std::string FreeishPort(int salt) {
   return std::to_string(20000 + (getpid() * 7 + salt * 13) % 30000);
 }
 
-// The process a live receiver restored and left running (its log says "(host pid N, ..."),
+// The process a live receiver restored and left running (its output says "(host pid N, ..."),
 // killed and waited for until it is gone (up to 10 s), so the next run does not share the machine
 // with the teardown of its memory.
 void KillRestored(const std::string& log) {
@@ -143,6 +143,10 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   const std::string dir = c.store_root + "/procmig-bench-" + std::to_string(getpid()) + "-" +
                           s.name + "-" + std::to_string(run);
   const std::string log = dir + ".log";
+  // The receiver's standard output (what it restored, "(host pid N, ..."), apart from the log:
+  // the log is every child's stderr.
+  const std::string received = dir + ".receive";
+  const std::string agent_log = dir + ".agent.log";  // not in dir: a store target must be empty
   const std::string port = FreeishPort(run + static_cast<int>(s.name.size()) * 31);
   RunQuiet({"/bin/mkdir", "-p", dir}, 10000);
   ChildProcess receiver, workload, migrate;
@@ -155,7 +159,7 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   } else {
     recv_argv.insert(recv_argv.end(), {"--store", dir});
   }
-  bool ok = receiver.Start(recv_argv, {}, log, &err);
+  bool ok = receiver.Start(recv_argv, {}, log, &err, received);
   // A signal's namespace cleanup kills the receiver in it; it must not outlive this run's one.
   struct ResidentGuard {
     NetnsLink* link;
@@ -168,7 +172,7 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   const std::string out = dir + ".out";
   ok = ok && workload.Start({c.procmig, "run", "--", c.workload, "--mib", std::to_string(c.mib),
                              "--fill", s.fill, "--dirty-mbps", std::to_string(s.dirty_mbps)},
-                            {"PROCMIG_CONTROL=" + ctl}, log, &err, out);
+                            {"PROCMIG_CONTROL=" + ctl, "PROCMIG_LOG=" + agent_log}, log, &err, out);
   const bool ready = ok && WaitForLineInFile(out, "READY", 120000);
   if (!ok || !ready) {
     *why = ok ? "workload never printed READY (see " + log + ")" : err;
@@ -191,12 +195,12 @@ bool RunOnce(const Config& c, const Scenario& s, const ReceiverSite& site, int r
   *wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
   *stats = ParseStats(last, &phase);
   int rcode = -1;
-  const bool received = receiver.Wait(60000, &rcode) && rcode == 0;
-  if (s.live) KillRestored(log);
-  RunQuiet({"/bin/rm", "-rf", dir, ctl, out}, 60000);
-  if (code != 0 || phase != "done" || !received) {
+  const bool receiver_ok = receiver.Wait(60000, &rcode) && rcode == 0;
+  if (s.live) KillRestored(received);
+  RunQuiet({"/bin/rm", "-rf", dir, ctl, out, received, agent_log}, 60000);
+  if (code != 0 || phase != "done" || !receiver_ok) {
     *why = "migrate exit " + std::to_string(code) + ", last phase '" + phase + "', receiver " +
-           (received ? "ok" : "failed") + " (see " + log + ")";
+           (receiver_ok ? "ok" : "failed") + " (see " + log + ")";
     return false;
   }
   unlink(log.c_str());
