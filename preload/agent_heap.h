@@ -111,9 +111,9 @@ void MarkAgentThread();
 bool IsAgentThread();
 // The process's agent heap (constant-initialized).
 AgentHeap& TheAgentHeap();
-// For operator new and delete (new_interpose.cc), as malloc and free do it: memory of the agent
-// heap for an agent thread (null for any other thread, or when the heap cannot serve it), and
-// the free of a pointer that is not the program allocator's (true: done, or nothing to do).
+// For the malloc family and operator new/delete alike: memory of the agent heap for an agent
+// thread (null for any other thread, or when the heap cannot serve it), and the free of a
+// pointer that is not the program allocator's (true: done, or nothing to do).
 void* AllocateIfAgent(size_t size, size_t align);
 bool FreeIfNotProgramMemory(void* p);
 // The file the program's malloc comes from (libc, or a jemalloc or tcmalloc preloaded after the

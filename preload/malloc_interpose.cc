@@ -107,10 +107,6 @@ bool Resolving() {
   return false;
 }
 
-void* AgentAllocate(size_t size, size_t align) {
-  return t_agent ? g_heap.Allocate(size, align) : nullptr;
-}
-
 struct Start {
   void* (*fn)(void*);
   void* arg;
@@ -129,7 +125,9 @@ void MarkAgentThread() { t_agent = true; }
 bool IsAgentThread() { return t_agent; }
 AgentHeap& TheAgentHeap() { return g_heap; }
 
-void* AllocateIfAgent(size_t size, size_t align) { return AgentAllocate(size, align); }
+void* AllocateIfAgent(size_t size, size_t align) {
+  return t_agent ? g_heap.Allocate(size, align) : nullptr;
+}
 
 bool FreeIfNotProgramMemory(void* p) {
   if (g_heap.Owns(p)) {
@@ -160,17 +158,14 @@ using procmig::preload::Resolving;
 #define PROCMIG_EXPORT extern "C" __attribute__((visibility("default")))
 
 PROCMIG_EXPORT void* malloc(size_t size) {
-  if (void* p = procmig::preload::AgentAllocate(size, 0)) return p;
+  if (void* p = procmig::preload::AllocateIfAgent(size, 0)) return p;
   if (Resolving()) return BootAllocate(size);
   return g_next.malloc(size);
 }
 
 PROCMIG_EXPORT void free(void* p) {
-  if (g_heap.Owns(p)) {
-    g_heap.Free(p);
-  } else if (IsBoot(p) || p == nullptr) {
-    // never freed
-  } else if (Resolving()) {
+  if (procmig::preload::FreeIfNotProgramMemory(p)) return;
+  if (Resolving()) {
     __libc_free(p);  // (not one of ours, during the look-up: the loader's, glibc's)
   } else {
     g_next.free(p);
@@ -183,7 +178,7 @@ PROCMIG_EXPORT void* calloc(size_t n, size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (void* p = procmig::preload::AgentAllocate(total, 0)) {
+  if (void* p = procmig::preload::AllocateIfAgent(total, 0)) {
     if (!procmig::preload::AgentHeap::ZeroedOnAllocate(total)) memset(p, 0, total);
     return p;
   }
@@ -228,7 +223,7 @@ PROCMIG_EXPORT void* reallocarray(void* p, size_t n, size_t size) {
 }
 
 PROCMIG_EXPORT void* memalign(size_t align, size_t size) {
-  if (void* p = procmig::preload::AgentAllocate(size, align)) return p;
+  if (void* p = procmig::preload::AllocateIfAgent(size, align)) return p;
   if (Resolving()) return align <= 16 ? BootAllocate(size) : nullptr;
   return g_next.memalign(align, size);
 }
@@ -244,14 +239,14 @@ PROCMIG_EXPORT int posix_memalign(void** out, size_t align, size_t size) {
 }
 
 PROCMIG_EXPORT void* valloc(size_t size) {
-  if (void* p = procmig::preload::AgentAllocate(size, 4096)) return p;
+  if (void* p = procmig::preload::AllocateIfAgent(size, 4096)) return p;
   if (Resolving()) return nullptr;
   return g_next.valloc(size);
 }
 
 PROCMIG_EXPORT void* pvalloc(size_t size) {
   const size_t rounded = (size + 4095) & ~size_t{4095};
-  if (void* p = procmig::preload::AgentAllocate(rounded == 0 ? 4096 : rounded, 4096)) return p;
+  if (void* p = procmig::preload::AllocateIfAgent(rounded == 0 ? 4096 : rounded, 4096)) return p;
   if (Resolving()) return nullptr;
   return g_next.pvalloc(size);
 }
