@@ -125,8 +125,8 @@ PageSender::~PageSender() {
 void PageSender::DropTable(uint32_t id) {
   auto it = tables_.find(id);
   if (it == tables_.end()) return;
-  // The Sender takes the range out of its registry's exclusions too (ForgetCrcTable): memory
-  // mapped there later is the program's again.
+  const auto b = reinterpret_cast<uintptr_t>(it->second.crcs);
+  dropped_tables_.push_back({b, b + it->second.bytes});
   munmap(it->second.crcs, it->second.bytes);
   tables_.erase(it);
 }

@@ -131,7 +131,7 @@ class PageSender {
   // the pages of block `id` (`pages` of them at `start`) whose content is not what the crc
   // table says was last sent, a write the tracker missed. Returns their count and the first in
   // *first. Reads with process_vm_readv; a page it cannot read counts as changed.
-  // Pages inside a `skip` range (sorted, page-aligned or not) are not checked.
+  // Pages that overlap a `skip` range are not checked.
   uint64_t CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t pages,
                               std::span<const AddressRange> skip, uint64_t* first);
 
@@ -151,6 +151,11 @@ class PageSender {
   uint32_t BlockDigest(uint32_t id) const;
   // The block's page-crc table [start, end): agent memory, to be excluded from the blocks.
   std::pair<uintptr_t, uintptr_t> CrcTableRange(uint32_t id) const;
+  // The ranges of the tables unmapped since the last call (blocks removed or resized), for the
+  // caller to stop excluding.
+  std::vector<std::pair<uintptr_t, uintptr_t>> TakeDroppedTables() {
+    return std::exchange(dropped_tables_, {});
+  }
   // The staging area [start, end): the agent's own memory, never a RAM block.
   std::pair<uintptr_t, uintptr_t> staging_range() const {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
@@ -248,6 +253,7 @@ class PageSender {
   absl::Status NewTable(uint32_t id, size_t pages);
   void DropTable(uint32_t id);
   std::unordered_map<uint32_t, CrcTable> tables_;
+  std::vector<std::pair<uintptr_t, uintptr_t>> dropped_tables_;  // TakeDroppedTables()
   PageSenderCounters counters_;
   uint64_t read_faults_ = 0;
   uint32_t fault_block_ = 0;

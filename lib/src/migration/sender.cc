@@ -239,9 +239,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
   if (!diff.removed.empty()) {
     RETURN_IF_ERROR(tracker_->RemoveBlocks(diff.removed));
     for (uint32_t id : diff.removed) {
-      const auto table = pages_->CrcTableRange(id);
       RETURN_IF_ERROR(pages_->RemoveBlock(id));
-      ForgetCrcTable(table);
       full_send_.erase(std::remove(full_send_.begin(), full_send_.end(), id), full_send_.end());
     }
   }
@@ -253,9 +251,7 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
     RETURN_IF_ERROR(tracker_->RemoveBlocks(ids));
     RETURN_IF_ERROR(tracker_->AddBlocks(diff.resized));
     for (const RamBlock& b : diff.resized) {
-      const auto table = pages_->CrcTableRange(b.id);
       RETURN_IF_ERROR(pages_->ResizeBlock(b));
-      ForgetCrcTable(table);
       full_send_.push_back(b.id);
     }
   }
@@ -266,7 +262,12 @@ absl::Status Sender::ApplyLayout(bool allow_tracker_changes) {
       full_send_.push_back(b.id);
     }
   }
-  // Resized and added blocks got new crc tables.
+  // Removed and resized blocks' crc tables are unmapped: memory mapped there later is the
+  // program's. They leave the exclusions before the new tables (resized and added blocks) join,
+  // since a new one may be mapped where an old one was.
+  for (const auto& [begin, end] : pages_->TakeDroppedTables()) {
+    registry_.RemoveExcluded({begin, end});
+  }
   ExcludeCrcTables(diff.resized);
   ExcludeCrcTables(diff.added);
   std::sort(full_send_.begin(), full_send_.end());
@@ -784,10 +785,6 @@ absl::Status Sender::VerifyFinal() {
                       "did not report (the first: block %d (%s) page %d, at 0x%x)",
                       changed, TrackerKindName(tracker_->kind()), at->id, at->name, first,
                       at->start + first * at->page_size));
-}
-
-void Sender::ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table) {
-  if (table.second > table.first) registry_.RemoveExcluded({table.first, table.second});
 }
 
 void Sender::ExcludeCrcTables(std::span<const RamBlock> blocks) {

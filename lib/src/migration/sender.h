@@ -216,8 +216,6 @@ class Sender {
   void ExcludeCrcTables(std::span<const RamBlock> blocks);
   // config_.verify_final's check (DataLoss naming the first page that differs).
   absl::Status VerifyFinal();
-  // Takes a dropped table's range (CrcTableRange before the drop, now unmapped) out of them.
-  void ForgetCrcTable(std::pair<uintptr_t, uintptr_t> table);
   absl::Status AfterFlush();
   void Publish(bool force);
   uint64_t Now() const;

@@ -464,6 +464,9 @@ TEST_CASE(
 
     REQUIRE(s.RemoveBlock(1).ok());
     CHECK(s.CrcTableRange(1) == std::pair<uintptr_t, uintptr_t>(0, 0));
+    // Both of block 1's tables are reported dropped, once, for the caller's exclusions.
+    CHECK(s.TakeDroppedTables() == std::vector<std::pair<uintptr_t, uintptr_t>>{first, second});
+    CHECK(s.TakeDroppedTables().empty());
     CHECK_FALSE(AnyPageMapped(second.first, second.second));
     CHECK(Mapped(other.first, other.second));  // another block's table stays
   }
