@@ -4,24 +4,18 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <string>
+
+#include "os/real_os.h"
 
 namespace procmig {
 
 int DescriptorTableSize() {
-  const int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[4096];
-  size_t used = 0;
-  for (ssize_t n; used < sizeof buf - 1 && (n = read(fd, buf + used, sizeof buf - 1 - used)) > 0;) {
-    used += static_cast<size_t>(n);
-  }
-  close(fd);
-  buf[used] = '\0';
-  const char* at = std::strstr(buf, "\nFDSize:");
-  return at == nullptr ? -1 : std::atoi(at + 8);
+  absl::StatusOr<std::string> status = RealOs().ReadFile("/proc/self/status");
+  if (!status.ok()) return -1;
+  const size_t at = status->find("\nFDSize:");
+  return at == std::string::npos ? -1 : std::atoi(status->c_str() + at + 8);
 }
 
 int ReserveDescriptorSlots(int slots) {
