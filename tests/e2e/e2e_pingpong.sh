@@ -32,8 +32,7 @@ unset PROCMIG_CONTROL
 
 # The workload's output is appended (O_APPEND): every restored copy reopens the same file.
 : >"$W/workload.log"
-[ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
-  skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
+require_workload_preload
 (
   close_fds_above_2
   workload_preload

@@ -149,17 +149,13 @@ await_receiver() {
 start_workload() {
   local name=$1
   shift
-  [ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
-    skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
+  require_workload_preload
   export PROCMIG_CONTROL="$W/$name.ctl"
   # Only stdin (/dev/null) and stdout/stderr (a log file): whatever else ctest or this shell
   # holds open (pipes) would be inherited, and the agent rightly refuses to migrate a process
   # holding a pipe to another process.
   (
-    for fd in /proc/$BASHPID/fd/*; do
-      fd=${fd##*/}
-      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
-    done
+    close_fds_above_2
     workload_preload
     exec "$PROCMIG" run --log "$W/agent.log" -- "$EXAMPLES/$name" "$@"
   ) </dev/null >"$W/workload.log" 2>&1 &
@@ -308,18 +304,18 @@ close_fds_above_2() {
   return 0
 }
 
-# start_workload_io STDIN OUT NAME ARGS...: start_workload with stdin from STDIN (a file, or a
-# FIFO the test holds open for writing) instead of /dev/null. OUT is `file` (stdout/stderr to
-# $W/workload.log, a regular file: a restore reopens it at its offset) or `pipe` (to a `cat`
-# writing $W/workload.log: a restore connects a stdio pipe to the restorer's own stdout).
-# Sets WPID and READY_LINE.
 # WORKLOAD_PRELOAD (a library path): the workload runs with it in LD_PRELOAD, after the agent
 # (`procmig run` puts the agent first), as a program whose malloc is jemalloc or tcmalloc.
-# Called in the workload's subshell; start_workload_io skips the test first when the library is
-# missing.
+# Called in the workload's subshell, after require_workload_preload in the test's shell.
 workload_preload() {
   [ -n "${WORKLOAD_PRELOAD:-}" ] || return 0
   export LD_PRELOAD=$WORKLOAD_PRELOAD
+}
+
+# require_workload_preload: skips the test when WORKLOAD_PRELOAD names a missing library.
+require_workload_preload() {
+  [ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
+    skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
 }
 
 # check_preload PID WHAT: with WORKLOAD_PRELOAD, PID must map that library, and the agent's log
@@ -333,11 +329,15 @@ check_preload() {
     fail "the agent's log does not name $WORKLOAD_PRELOAD as the program's malloc: $(grep -m1 "program's malloc" "$W/agent.log")"
 }
 
+# start_workload_io STDIN OUT NAME ARGS...: start_workload with stdin from STDIN (a file, or a
+# FIFO the test holds open for writing) instead of /dev/null. OUT is `file` (stdout/stderr to
+# $W/workload.log, a regular file: a restore reopens it at its offset) or `pipe` (to a `cat`
+# writing $W/workload.log: a restore connects a stdio pipe to the restorer's own stdout).
+# Sets WPID and READY_LINE.
 start_workload_io() {
   local in=$1 out=$2 name=$3
   shift 3
-  [ -z "${WORKLOAD_PRELOAD:-}" ] || [ -r "$WORKLOAD_PRELOAD" ] ||
-    skip "$WORKLOAD_PRELOAD is missing (scripts/setup.sh installs it)"
+  require_workload_preload
   export PROCMIG_CONTROL="$W/$name.ctl"
   if [ "$out" = pipe ]; then
     # A named FIFO read by a `cat` of this shell (a process substitution on the workload's own

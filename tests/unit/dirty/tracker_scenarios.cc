@@ -125,7 +125,6 @@ void RunWriteXorExecute(TrackerKind kind) {
   }
   Check(SyncOk(*tracker), {&t}, totals, "idle", 4);
   REQUIRE_OK(tracker->Stop());
-  REQUIRE(mprotect(r.base(), r.len(), PROT_READ | PROT_WRITE) == 0);  // for Region's cleanup
   Print(kind, "a read-only block made writable, written, read-only again between syncs", totals);
 }
 

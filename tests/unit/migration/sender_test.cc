@@ -691,17 +691,12 @@ class BlindTracker : public DirtyTracker {
   DirtySet set_;
 };
 
-// Page 5 of a 32-page region changes at every layout read (before every sync), after the bulk
-// stage sent it; `tracker` reports it or not. The sender runs with verify_final.
-absl::Status RunVerified(DirtyTracker* tracker, FakeFreezer* freezer, TestReceiver* rx) {
+// A migration of `layout` (the memory of `region`) with verify_final, the program parked by a
+// FakeFreezer that writes nothing; on success every page of `region` must have arrived as it is.
+absl::Status MigrateVerified(Region& region, FakeLayout& layout, DirtyTracker* tracker,
+                             FakeFreezer* freezer, TestReceiver* rx) {
   auto pair = MemoryChannel::CreatePair({});
   REQUIRE(pair.ok());
-  Region a(32);
-  std::memset(a.p, 0x11, 32 * kPage);
-  FakeLayout layout;
-  layout.regions = {a.AsRegion()};
-  uint8_t bump = 0;
-  layout.on_read = [&] { a.p[5 * kPage + 100] = ++bump; };
   std::thread t([&] {
     rx->Run(*pair->second);
     (void)pair->second->Shutdown();
@@ -712,8 +707,20 @@ absl::Status RunVerified(DirtyTracker* tracker, FakeFreezer* freezer, TestReceiv
   absl::Status s = sender.Run();
   (void)pair->first->Shutdown();
   t.join();
-  if (s.ok()) CheckArrived(*rx, {&a});
+  if (s.ok()) CheckArrived(*rx, {&region});
   return s;
+}
+
+// Page 5 of a 32-page region changes at every layout read (before every sync), after the bulk
+// stage sent it; `tracker` reports it or not.
+absl::Status RunVerified(DirtyTracker* tracker, FakeFreezer* freezer, TestReceiver* rx) {
+  Region a(32);
+  std::memset(a.p, 0x11, 32 * kPage);
+  FakeLayout layout;
+  layout.regions = {a.AsRegion()};
+  uint8_t bump = 0;
+  layout.on_read = [&] { a.p[5 * kPage + 100] = ++bump; };
+  return MigrateVerified(a, layout, tracker, freezer, rx);
 }
 
 TEST_CASE("verify_final: a write the tracker missed fails the migration, the program runs on") {
@@ -744,8 +751,6 @@ TEST_CASE("a read-only block written between syncs (a JIT's W^X flips) arrives a
   // Code pages: read-only and executable, made writable, written and read-only again before every
   // layout read, so the layout never shows them writable. The kernel's best tracker must follow
   // them (it once left read-only blocks untracked, and their last writes never went).
-  auto pair = MemoryChannel::CreatePair({});
-  REQUIRE(pair.ok());
   Region code(16);
   std::memset(code.p, 0xc3, 16 * kPage);
   REQUIRE(mprotect(code.p, 16 * kPage, PROT_READ | PROT_EXEC) == 0);
@@ -766,20 +771,9 @@ TEST_CASE("a read-only block written between syncs (a JIT's W^X flips) arrives a
   MESSAGE("tracker: ", TrackerKindName((*tracker)->kind()));
   FakeFreezer freezer({});
   TestReceiver rx;
-  std::thread t([&] {
-    rx.Run(*pair->second);
-    (void)pair->second->Shutdown();
-  });
-  SenderConfig c = Config();
-  c.verify_final = true;
-  Sender sender(c, pair->first.get(), pair->first.get(), tracker->get(), &freezer, &layout);
-  absl::Status s = sender.Run();
-  (void)pair->first->Shutdown();
-  t.join();
-  REQUIRE(mprotect(code.p, 16 * kPage, PROT_READ | PROT_WRITE) == 0);  // for ~Region
-  REQUIRE_MESSAGE(s.ok(), s.ToString());
+  absl::Status s = MigrateVerified(code, layout, tracker->get(), &freezer, &rx);
+  REQUIRE_MESSAGE(s.ok(), s.ToString());  // every page arrived as last written (MigrateVerified)
   CHECK(bump > 1);
-  CheckArrived(rx, {&code});
 }
 
 TEST_CASE("failed parks retry, and too many fail the stop with every thread running") {
