@@ -268,48 +268,98 @@ Reason ValidatePageEntry(PageEncoding encoding, size_t length, uint32_t page_siz
   return nullptr;
 }
 
+namespace {
+
+// The run header's fields and count bound, shared by both page run decoders.
+Reason DecodeRunHeader(std::span<const uint8_t> in, uint8_t flags, std::span<PageEntry> scratch,
+                       PageRun* out, uint32_t* count) {
+  if (in.size() < kPageRunHeaderSize) return "payload too short";
+  out->block_id = DecodeFixed32(in.data());
+  *count = DecodeFixed32(in.data() + 4);
+  out->first_page = DecodeFixed64(in.data() + 8);
+  out->live = (flags & kPageRunLive) != 0;
+  if (*count == 0 || *count > kMaxPagesPerRun || *count > scratch.size()) {
+    return "page count not in [1, 1024]";
+  }
+  if (out->first_page + *count < out->first_page) return "page range wraps";
+  if (in.size() < PageRunMetaSize(*count)) return "payload shorter than its descriptors";
+  return nullptr;
+}
+
+// Descriptor `d` into `e` (data left empty) and its encoded length; `room` is how many payload
+// bytes are left for this page and the ones after it.
+Reason DecodeDescriptor(const uint8_t* d, uint32_t page_size, uint64_t features,
+                        uint32_t zero_page_crc, size_t room, PageEntry* e, uint32_t* length) {
+  if (d[1] != 0 || d[2] != 0 || d[3] != 0) return "descriptor reserved bytes are not zero";
+  e->encoding = static_cast<PageEncoding>(d[0]);
+  *length = DecodeFixed32(d + 4);
+  e->page_crc = DecodeFixed32(d + 8);
+  e->torn = false;
+  e->data = {};
+  if (Reason why = ValidatePageEntry(e->encoding, *length, page_size, features)) return why;
+  if (room < *length) return "page data runs past the end of the record";
+  if (e->encoding == PageEncoding::kZero && e->page_crc != zero_page_crc) {
+    return "zero page crc mismatch";
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 Reason DecodePageRun(std::span<const uint8_t> in, uint8_t flags, uint32_t page_size,
                      uint64_t features, uint32_t zero_page_crc, std::span<PageEntry> scratch,
                      PageRun* out, uint32_t* torn, uint32_t* bad_page) {
   *torn = 0;
   *bad_page = UINT32_MAX;
-  if (in.size() < kPageRunHeaderSize) return "payload too short";
-  out->block_id = DecodeFixed32(in.data());
-  uint32_t count = DecodeFixed32(in.data() + 4);
-  out->first_page = DecodeFixed64(in.data() + 8);
-  out->live = (flags & kPageRunLive) != 0;
-  if (count == 0 || count > kMaxPagesPerRun || count > scratch.size()) {
-    return "page count not in [1, 1024]";
-  }
-  if (out->first_page + count < out->first_page) return "page range wraps";
-  size_t meta = PageRunMetaSize(count);
-  if (in.size() < meta) return "payload shorter than its descriptors";
-  size_t data_pos = meta;
+  uint32_t count = 0;
+  if (Reason why = DecodeRunHeader(in, flags, scratch, out, &count)) return why;
+  size_t data_pos = PageRunMetaSize(count);
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* d = in.data() + kPageRunHeaderSize + i * kPageDescriptorSize;
     PageEntry& e = scratch[i];
+    uint32_t length = 0;
     *bad_page = i;
-    if (d[1] != 0 || d[2] != 0 || d[3] != 0) return "descriptor reserved bytes are not zero";
-    e.encoding = static_cast<PageEncoding>(d[0]);
-    uint32_t length = DecodeFixed32(d + 4);
-    e.page_crc = DecodeFixed32(d + 8);
-    e.torn = false;
-    if (Reason why = ValidatePageEntry(e.encoding, length, page_size, features)) return why;
-    if (in.size() - data_pos < length) return "page data runs past the end of the record";
+    Reason why =
+        DecodeDescriptor(d, page_size, features, zero_page_crc, in.size() - data_pos, &e, &length);
+    if (why != nullptr) return why;
     e.data = in.subspan(data_pos, length);
     data_pos += length;
-    if (e.encoding == PageEncoding::kZero) {
-      if (e.page_crc != zero_page_crc) return "zero page crc mismatch";
-    } else if (e.encoding == PageEncoding::kRaw) {
-      if (crc32c::Value(e.data.data(), e.data.size()) != e.page_crc) {
-        if (!out->live) return "raw page crc mismatch";
-        e.torn = true;
-        ++*torn;
-      }
+    if (e.encoding == PageEncoding::kRaw &&
+        crc32c::Value(e.data.data(), e.data.size()) != e.page_crc) {
+      if (!out->live) return "raw page crc mismatch";
+      e.torn = true;
+      ++*torn;
     }
   }
   *bad_page = UINT32_MAX;
   if (data_pos != in.size()) return "record longer than its pages";
+  out->pages = scratch.first(count);
+  return nullptr;
+}
+
+Reason DecodePageRunMeta(std::span<const uint8_t> meta, size_t payload_length, uint8_t flags,
+                         uint32_t page_size, uint64_t features, uint32_t zero_page_crc,
+                         std::span<PageEntry> scratch, std::span<uint32_t> lengths, PageRun* out,
+                         uint32_t* bad_page) {
+  *bad_page = UINT32_MAX;
+  uint32_t count = 0;
+  if (Reason why = DecodeRunHeader(meta, flags, scratch, out, &count)) return why;
+  if (count > lengths.size()) return "page count not in [1, 1024]";
+  const size_t meta_size = PageRunMetaSize(count);
+  if (meta.size() != meta_size || payload_length < meta_size) {
+    return "payload shorter than its descriptors";
+  }
+  size_t data_pos = meta_size;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint8_t* d = meta.data() + kPageRunHeaderSize + i * kPageDescriptorSize;
+    *bad_page = i;
+    Reason why = DecodeDescriptor(d, page_size, features, zero_page_crc, payload_length - data_pos,
+                                  &scratch[i], &lengths[i]);
+    if (why != nullptr) return why;
+    data_pos += lengths[i];
+  }
+  *bad_page = UINT32_MAX;
+  if (data_pos != payload_length) return "record longer than its pages";
   out->pages = scratch.first(count);
   return nullptr;
 }

@@ -87,6 +87,15 @@ Reason ValidatePageEntry(PageEncoding encoding, size_t length, uint32_t page_siz
 Reason DecodePageRun(std::span<const uint8_t> in, uint8_t flags, uint32_t page_size,
                      uint64_t features, uint32_t zero_page_crc, std::span<PageEntry> scratch,
                      PageRun* out, uint32_t* torn, uint32_t* bad_page);
+// The same checks without the page data (StreamReader's split page runs): `meta` is the run
+// header and descriptors (PageRunMetaSize(count) bytes), `payload_length` the record's. Entries get
+// no data and are never torn; `lengths` (kMaxPagesPerRun slots) receives each page's encoded
+// length. Every check but the raw pages' crcs happens here, so a run that passes it places no
+// byte outside its pages' lengths, which sum to payload_length - PageRunMetaSize(count).
+Reason DecodePageRunMeta(std::span<const uint8_t> meta, size_t payload_length, uint8_t flags,
+                         uint32_t page_size, uint64_t features, uint32_t zero_page_crc,
+                         std::span<PageEntry> scratch, std::span<uint32_t> lengths, PageRun* out,
+                         uint32_t* bad_page);
 
 // Writes kZeroRunSize bytes. Validate checks count, range and the stream's features; the block
 // itself is checked against the block table (BlockTable::CheckZeroRun).

@@ -42,7 +42,9 @@ const char* ModeName(StreamReader::Mode mode) {
 }  // namespace
 
 StreamReader::StreamReader(ReaderOptions options)
-    : options_(options), page_scratch_(new PageEntry[kMaxPagesPerRun]) {}
+    : options_(options),
+      page_scratch_(new PageEntry[kMaxPagesPerRun]),
+      lengths_(options.split_page_runs ? new uint32_t[kMaxPagesPerRun] : nullptr) {}
 
 absl::Status StreamReader::Fail(uint64_t offset, const std::string& what,
                                 const std::string& detail) {
@@ -139,6 +141,7 @@ absl::Status StreamReader::ParsePreamble(const uint8_t* p) {
   record_.length = kPreambleSize;
   record_.body = pre;
   record_.torn_pages = 0;
+  record_.split = false;
   return absl::OkStatus();
 }
 
@@ -308,7 +311,8 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
       const auto& run = std::get<PageRun>(record_.body);
       if (mode_ == Mode::kMain) {
         why = blocks_.CheckRun(run.block_id, run.first_page, run.pages.size());
-        if (why == nullptr && options_.track_torn) TrackTorn(run);
+        // A split run's pages are checked later: CloseSplitRun tracks them.
+        if (why == nullptr && options_.track_torn && !record_.split) TrackTorn(run);
       }
       pages_ += run.pages.size();
       break;
@@ -368,9 +372,201 @@ absl::Status StreamReader::ApplyOrder(const RecordHeader& h) {
   return absl::OkStatus();
 }
 
+absl::Status StreamReader::NextSplitRun(const RecordHeader& h, bool* ready) {
+  *ready = false;
+  // Waiting for the descriptors, Finish() still speaks of the whole record, as when buffered.
+  const size_t unit = kRecordHeaderSize + h.length;
+  const uint8_t* p = Take(kRecordHeaderSize + kPageRunHeaderSize);  // length >= 28: inside it
+  unit_need_ = unit;
+  if (p == nullptr) return absl::OkStatus();
+  // What the buffered path's crc covers, taken alone: the payload is not buffered.
+  uint32_t count = DecodeFixed32(p + kRecordHeaderSize + 4);
+  const size_t covered =
+      std::min<size_t>(PageRunMetaSize(std::min(count, kMaxPagesPerRun)), h.length);
+  p = Take(kRecordHeaderSize + covered);
+  unit_need_ = unit;
+  if (p == nullptr) return absl::OkStatus();
+  std::span<const uint8_t> meta(p + kRecordHeaderSize, covered);
+  uint32_t computed = RecordCrc(p, meta);
+  if (computed != h.crc) {
+    return Fail(offset_, RecordTypeName(RecordType::kPageRun),
+                absl::StrFormat("crc mismatch (stored 0x%08x, computed 0x%08x)", h.crc, computed));
+  }
+  record_.type = RecordType::kPageRun;
+  record_.flags = h.flags;
+  record_.offset = offset_;
+  record_.length = h.length;
+  record_.torn_pages = 0;
+  record_.split = true;
+  PageRun run;
+  uint32_t bad_page = 0;
+  Reason why = DecodePageRunMeta(meta, h.length, h.flags, preamble_->page_size, preamble_->features,
+                                 zero_page_crc_, {page_scratch_.get(), kMaxPagesPerRun},
+                                 {lengths_.get(), kMaxPagesPerRun}, &run, &bad_page);
+  if (why != nullptr) {
+    return Fail(offset_, RecordTypeName(RecordType::kPageRun),
+                bad_page != UINT32_MAX ? absl::StrCat("page ", bad_page, ": ", why) : why);
+  }
+  record_.body = run;
+  if (absl::Status s = ApplyOrder(h); !s.ok()) return s;
+  // The header and descriptors are consumed; the payload comes next. offset_ stays at the
+  // record until the run closes ("bytes of complete units").
+  if (pending_.empty()) {
+    input_pos_ += kRecordHeaderSize + covered;
+  } else {
+    clear_pending_ = true;
+  }
+  split_open_ = true;
+  split_unit_ = unit;
+  split_done_ = kRecordHeaderSize + covered;
+  split_count_ = static_cast<uint32_t>(run.pages.size());
+  split_page_ = 0;
+  split_page_placed_ = 0;
+  split_checked_ = 0;
+  unit_need_ = split_unit_;
+  SkipEmptyPages();
+  *ready = true;
+  return absl::OkStatus();
+}
+
+void StreamReader::SkipEmptyPages() {
+  while (split_page_ < split_count_ && split_page_placed_ == lengths_[split_page_]) {
+    ++split_page_;
+    split_page_placed_ = 0;
+  }
+}
+
+std::optional<PayloadSegment> StreamReader::NextSegment() const {
+  if (!split_open_ || split_page_ >= split_count_) return std::nullopt;
+  const PageEntry* e = page_scratch_.get();
+  PayloadSegment s;
+  s.page = split_page_;
+  s.placed = split_page_placed_;
+  if (e[split_page_].encoding == PageEncoding::kRaw) {
+    uint32_t j = split_page_;
+    while (j < split_count_ && e[j].encoding == PageEncoding::kRaw) ++j;
+    s.count = j - split_page_;
+    s.length = static_cast<size_t>(s.count) * preamble_->page_size;
+  } else {
+    s.raw = false;
+    s.count = 1;
+    s.length = lengths_[split_page_];
+  }
+  return s;
+}
+
+size_t StreamReader::PayloadBytesBefore(uint32_t min_raw_pages) const {
+  if (!split_open_) return 0;
+  const PageEntry* e = page_scratch_.get();
+  size_t bytes = 0;
+  size_t placed = split_page_placed_;
+  for (uint32_t i = split_page_; i < split_count_; placed = 0) {
+    if (e[i].encoding != PageEncoding::kRaw) {
+      bytes += lengths_[i] - placed;
+      ++i;
+      continue;
+    }
+    uint32_t j = i;
+    while (j < split_count_ && e[j].encoding == PageEncoding::kRaw) ++j;
+    if (j - i >= min_raw_pages) break;
+    bytes += static_cast<size_t>(j - i) * preamble_->page_size - placed;
+    i = j;
+  }
+  return bytes;
+}
+
+std::span<const uint8_t> StreamReader::FedPayload() const {
+  std::optional<PayloadSegment> seg = NextSegment();
+  if (!seg) return {};
+  return input_.subspan(input_pos_, std::min(input_.size() - input_pos_, seg->remaining()));
+}
+
+absl::Status StreamReader::ConsumePayload(size_t n) {
+  if (!status_.ok()) return status_;
+  std::optional<PayloadSegment> seg = NextSegment();
+  if (!seg || n > seg->remaining()) {
+    return absl::FailedPreconditionError(absl::StrCat("consume page run payload: ", n,
+                                                      " bytes, more than the segment's ",
+                                                      seg ? seg->remaining() : 0));
+  }
+  const size_t fed = input_.size() - input_pos_;
+  if (fed > 0) {
+    if (n > fed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "consume page run payload: ", n, " bytes, but only the ", fed, " fed ones are next"));
+    }
+    input_pos_ += n;
+  }
+  split_done_ += n;
+  while (n > 0) {  // inside the segment: its pages only
+    const size_t k = std::min<size_t>(n, lengths_[split_page_] - split_page_placed_);
+    split_page_placed_ += k;
+    n -= k;
+    SkipEmptyPages();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> StreamReader::CheckPage(uint32_t index, std::span<const uint8_t> page) {
+  if (!status_.ok()) return status_;
+  const PageEntry* e = page_scratch_.get();
+  while (split_checked_ < split_count_ && e[split_checked_].encoding != PageEncoding::kRaw) {
+    ++split_checked_;
+  }
+  if (!split_open_ || index != split_checked_ || index >= split_page_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("check page ", index, " of a split page run: not the next placed raw page"));
+  }
+  if (page.size() != preamble_->page_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("check page ", index, " of a split page run: ", page.size(), " bytes"));
+  }
+  ++split_checked_;
+  PageEntry& entry = page_scratch_[index];
+  if (crc32c::Value(page.data(), page.size()) == entry.page_crc) return false;
+  if (!std::get<PageRun>(record_.body).live) {
+    return Fail(record_.offset, RecordTypeName(RecordType::kPageRun),
+                absl::StrCat("page ", index, ": raw page crc mismatch"));
+  }
+  entry.torn = true;
+  ++record_.torn_pages;
+  return true;
+}
+
+absl::Status StreamReader::CloseSplitRun(bool* closed) {
+  *closed = false;
+  if (split_page_ < split_count_) {
+    if (input_pos_ < input_.size()) {
+      return absl::FailedPreconditionError(
+          "next record: fed payload of the split page run not placed (ConsumePayload)");
+    }
+    return absl::OkStatus();  // the rest of the payload has not been placed yet
+  }
+  const PageEntry* e = page_scratch_.get();
+  while (split_checked_ < split_count_ && e[split_checked_].encoding != PageEncoding::kRaw) {
+    ++split_checked_;
+  }
+  if (split_checked_ < split_count_) {
+    return absl::FailedPreconditionError(absl::StrCat("next record: raw page ", split_checked_,
+                                                      " of the split page run at offset ", offset_,
+                                                      " was not checked (CheckPage)"));
+  }
+  if (mode_ == Mode::kMain && options_.track_torn) TrackTorn(std::get<PageRun>(record_.body));
+  offset_ += split_unit_;
+  split_open_ = false;
+  unit_need_ = 0;
+  *closed = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const Record*> StreamReader::Next() {
   if (!status_.ok()) return status_;
   if (clear_pending_) DropPending();
+  if (split_open_) {
+    bool closed = false;
+    if (absl::Status s = CloseSplitRun(&closed); !s.ok()) return s;
+    if (!closed) return nullptr;
+  }
   if (!preamble_) {
     const uint8_t* p = Take(kPreambleSize);
     if (p == nullptr) {
@@ -395,6 +591,13 @@ absl::StatusOr<const Record*> StreamReader::Next() {
   if (hp == nullptr) return nullptr;
   RecordHeader h = DecodeRecordHeader(hp);
   if (absl::Status s = CheckHeader(h); !s.ok()) return s;
+  if (options_.split_page_runs && static_cast<RecordType>(h.type) == RecordType::kPageRun &&
+      pending_.size() + (input_.size() - input_pos_) < kRecordHeaderSize + h.length) {
+    bool ready = false;
+    if (absl::Status s = NextSplitRun(h, &ready); !s.ok()) return s;
+    if (!ready) return nullptr;
+    return &record_;
+  }
   const uint8_t* p = Take(kRecordHeaderSize + h.length);
   if (p == nullptr) return nullptr;
   std::span<const uint8_t> payload(p + kRecordHeaderSize, h.length);
@@ -416,6 +619,7 @@ absl::StatusOr<const Record*> StreamReader::Next() {
   record_.flags = h.flags;
   record_.offset = offset_;
   record_.length = h.length;
+  record_.split = false;
   if (absl::Status s = DecodeBody(h, payload); !s.ok()) return s;
   if (absl::Status s = ApplyOrder(h); !s.ok()) return s;
   Consume(kRecordHeaderSize + h.length);
@@ -432,6 +636,11 @@ absl::Status StreamReader::Finish() const {
                                             kPreambleSize, " bytes)"));
   }
   if (ended_) return absl::OkStatus();
+  if (split_open_) {
+    return absl::DataLossError(absl::StrCat("stream truncated at offset ", offset_ + split_done_,
+                                            ": record at offset ", offset_, " incomplete (",
+                                            split_done_, " of ", split_unit_, " bytes)"));
+  }
   if (partial > 0) {
     return absl::DataLossError(absl::StrCat("stream truncated at offset ", have,
                                             ": record at offset ", offset_, " incomplete (",

@@ -12,6 +12,16 @@
 // Memory: records lying wholly inside a fed piece are decoded in place (zero copy); a record
 // split across pieces is assembled in an internal buffer that grows with the bytes actually
 // received, never past the record's checked length (at most kMaxRecordPayload + header).
+//
+// Split page runs (ReaderOptions::split_page_runs): a page_run whose bytes have not all been fed
+// yet is handed out as soon as its header and descriptors are checked (Record::split), so the
+// caller can put the page data straight where it belongs (the receiver reads it from the socket
+// into the block's memory) instead of having it assembled here and copied again. The caller then
+// places the payload in order, segment by segment (NextSegment: a stretch of raw pages, or one
+// encoded page), taking the fed bytes first (FedPayload) and reporting every byte placed
+// (ConsumePayload), and has each raw page's crc checked here once its bytes are placed
+// (CheckPage). The run closes at the next Next(), which refuses to go on while a raw page is
+// unchecked. Offsets, order, counts and error messages are those of the buffered path.
 // One thread at a time; the receiver owns one reader per channel.
 #ifndef PROCMIG_WIRE_STREAM_READER_H_
 #define PROCMIG_WIRE_STREAM_READER_H_
@@ -42,6 +52,8 @@ struct ReaderOptions {
   // several must not (a torn page may be resent on another channel): the caller, which sees
   // every channel, tracks torn pages itself (the Receiver does); torn pages are still reported.
   bool track_torn = true;
+  // Hand out page runs whose payload has not been fed yet before it is (see the file comment).
+  bool split_page_runs = false;
 };
 
 // One decoded record. Views inside `body` point into the reader's buffer or the caller's fed
@@ -55,6 +67,21 @@ struct Record {
                EndOfStream, Ack, ErrorRecord, RestoreCheck, ZeroRun>
       body;
   uint32_t torn_pages = 0;  // page runs: pages whose crc mismatched in a live run
+  // A split page run: its entries have no data (torn is set by CheckPage); the payload is placed
+  // by the caller through NextSegment/FedPayload/ConsumePayload/CheckPage.
+  bool split = false;
+};
+
+// The next stretch of an open split run's payload: `count` raw pages from run index `page`
+// (count * page_size bytes), or one xbzrle/zlib page (its encoded length). `placed` bytes of it
+// are placed already (a page may be cut between two feeds or reads).
+struct PayloadSegment {
+  uint32_t page = 0;
+  uint32_t count = 0;
+  bool raw = true;
+  size_t length = 0;
+  size_t placed = 0;
+  size_t remaining() const { return length - placed; }
 };
 
 class StreamReader {
@@ -78,6 +105,27 @@ class StreamReader {
   // otherwise DataLoss saying where the stream was cut.
   absl::Status Finish() const;
 
+  // Split page runs. Between a Next() that returned a split run and the payload's last byte:
+  bool split_open() const { return split_open_; }
+  // The segment the next payload byte belongs to; nullopt once the whole payload is placed (the
+  // zero pages of the run carry no payload and are never part of a segment).
+  std::optional<PayloadSegment> NextSegment() const;
+  // Payload bytes from the next one to the first page of the next stretch of at least
+  // `min_raw_pages` raw pages (0 when the next byte is in one), or to the payload's end: what a
+  // caller that reads only long raw stretches in place has to read in some other way first.
+  size_t PayloadBytesBefore(uint32_t min_raw_pages) const;
+  // The fed bytes that belong to that segment (at most its remaining bytes); may be empty.
+  std::span<const uint8_t> FedPayload() const;
+  // `n` more bytes of the segment were placed: taken from FedPayload() while it is not empty
+  // (then n <= its size), else read by the caller from the stream's source itself (those bytes
+  // never pass through Feed). FailedPrecondition on a misuse (not sticky).
+  absl::Status ConsumePayload(size_t n);
+  // Checks raw page `index` of the open run against its descriptor once all its bytes are placed
+  // (`page`: page_size bytes, where they were placed). Pages are checked in order. Returns
+  // whether the page is torn (a live run); DataLoss (sticky) for a mismatch in a non-live run,
+  // with the buffered path's message.
+  absl::StatusOr<bool> CheckPage(uint32_t index, std::span<const uint8_t> page);
+
   const std::optional<Preamble>& preamble() const { return preamble_; }
   Mode mode() const { return mode_; }
   // Main channel only; empty otherwise.
@@ -98,6 +146,13 @@ class StreamReader {
   absl::Status ParsePreamble(const uint8_t* p);
   absl::Status CheckHeader(const RecordHeader& h);
   absl::Status DecodeBody(const RecordHeader& h, std::span<const uint8_t> payload);
+  // A page_run not wholly fed: its header and descriptors, checked as the buffered path checks
+  // them. nullptr status with *ready false: more bytes needed.
+  absl::Status NextSplitRun(const RecordHeader& h, bool* ready);
+  // Closes the open split run when its payload is placed and checked; *closed false otherwise.
+  absl::Status CloseSplitRun(bool* closed);
+  // Skips the run's pages without payload from split_page_ on.
+  void SkipEmptyPages();
   absl::Status ApplyOrder(const RecordHeader& h);
   void TrackTorn(const PageRun& run);
   // A zero run resends its pages: none of them is torn any more.
@@ -131,6 +186,17 @@ class StreamReader {
   absl::Status status_;
   Record record_;
   std::unique_ptr<PageEntry[]> page_scratch_;
+
+  // The open split run (record_ holds it). Its unit is header + payload (split_unit_ bytes);
+  // split_done_ of them are consumed: the header, the descriptors and the payload placed so far.
+  bool split_open_ = false;
+  size_t split_unit_ = 0;
+  size_t split_done_ = 0;
+  uint32_t split_count_ = 0;
+  uint32_t split_page_ = 0;              // the page the next payload byte belongs to
+  size_t split_page_placed_ = 0;         // bytes of that page placed
+  uint32_t split_checked_ = 0;           // pages before this index are checked (or not raw)
+  std::unique_ptr<uint32_t[]> lengths_;  // encoded length per page of the open split run
 };
 
 }  // namespace procmig::wire

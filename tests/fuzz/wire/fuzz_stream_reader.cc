@@ -4,11 +4,15 @@
 //
 // Input layout: byte 0 = chunking seed, byte 1 = options (bit 0/1: expect forward/reverse;
 // bit 2: repair every crc first, so mutations get past the checksums to the order and field
-// checks), the rest is the stream. Seeds: tests/fuzz/seeds/fuzz_stream_reader/
+// checks; bit 3: split page runs, whose payload is then placed as the receiver places it, from
+// the fed bytes and straight from the input not fed yet, into a page buffer: every segment the
+// reader hands out must stay inside its run's pages and within a page for encoded ones), the
+// rest is the stream. Seeds: tests/fuzz/seeds/fuzz_stream_reader/
 // (make_stream_seeds.cc).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <variant>
 #include <vector>
 
@@ -87,6 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t rng = data[0] * 2654435761u + 1;
   static constexpr size_t kMaxChunk[] = {1, 3, 16, 97, 4096, SIZE_MAX};
   size_t max_chunk = kMaxChunk[data[0] % 6];
+  const uint8_t flags = data[1];
   ReaderOptions options;
   if (data[1] & 1) options.direction = Direction::kForward;
   if (data[1] & 2) options.direction = Direction::kReverse;
@@ -100,10 +105,51 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   size -= 2;
 
+  options.split_page_runs = (flags & 8) != 0;
   StreamReader reader(options);
+  const Record* last = nullptr;  // the open split run, when there is one
   volatile uint64_t sink = 0;
   size_t pos = 0;
   bool failed = false;
+  static uint8_t page[kMaxPageSize];
+  // Places what can be placed of an open split run; false on a DataLoss.
+  auto place = [&]() -> bool {
+    while (auto seg = reader.NextSegment()) {
+      const size_t ps = reader.preamble()->page_size;
+      if (last == nullptr || !last->split) __builtin_trap();
+      const auto& run = std::get<PageRun>(last->body);
+      if (seg->count == 0 || seg->page + seg->count > run.pages.size() ||
+          seg->placed >= seg->length || (seg->raw && seg->length != seg->count * ps) ||
+          (!seg->raw && (seg->count != 1 || seg->length > ps))) {
+        __builtin_trap();
+      }
+      std::span<const uint8_t> src = reader.FedPayload();
+      if (src.size() > seg->remaining()) __builtin_trap();
+      const size_t in_page = seg->raw ? seg->placed % ps : seg->placed;
+      size_t n = std::min(seg->raw ? ps - in_page : seg->remaining(), src.size());
+      if (src.empty()) {  // read "directly" from the input not fed yet
+        if (pos == size) return true;
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        n = std::min({seg->raw ? ps - in_page : seg->remaining(), size - pos,
+                      max_chunk == SIZE_MAX ? size : 1 + rng % max_chunk});
+        src = {data + pos, n};
+        pos += n;
+      }
+      std::memcpy(page + in_page, src.data(), n);
+      if (!reader.ConsumePayload(n).ok()) __builtin_trap();
+      if (seg->raw && (in_page + n) == ps) {
+        auto torn =
+            reader.CheckPage(seg->page + static_cast<uint32_t>(seg->placed / ps), {page, ps});
+        if (!torn.ok()) {
+          if (torn.status().code() != absl::StatusCode::kDataLoss) __builtin_trap();
+          return false;
+        }
+      }
+    }
+    return true;
+  };
   while (pos < size && !failed) {
     rng ^= rng << 13;
     rng ^= rng >> 17;
@@ -113,6 +159,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!reader.Feed({data + pos, n}).ok()) __builtin_trap();  // all input was consumed
     pos += n;
     while (true) {
+      if (reader.split_open() && !place()) {
+        failed = true;
+        break;
+      }
       auto r = reader.Next();
       if (!r.ok()) {
         if (r.status().code() != absl::StatusCode::kDataLoss) __builtin_trap();
@@ -120,6 +170,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
       if (*r == nullptr) break;
+      last = *r;
       sink = sink + Touch(**r);
     }
     if (reader.buffer_capacity() > kRecordHeaderSize + kMaxRecordPayload) __builtin_trap();

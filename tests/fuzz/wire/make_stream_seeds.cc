@@ -134,6 +134,9 @@ int main(int argc, char** argv) {
   Write(dir, "small_main_bytewise", 0, 1, SmallMain());
   Write(dir, "small_main_repair_crcs", 2, 4, SmallMain());
   Write(dir, "sample_raw_pages", 4, 0, testing::SampleStream(pages));
+  // Split page runs (option bit 3): runs cut by 97-byte and 4096-byte pieces, placed in pieces.
+  Write(dir, "sample_raw_pages_split", 3, 8, testing::SampleStream(pages));
+  Write(dir, "sample_raw_pages_split_4096", 4, 8 | 4, testing::SampleStream(pages));
   Write(dir, "secondary_channel", 2, 4, Secondary());
   Write(dir, "restore_check_first", 6, 4, WithRestoreCheck());
   Write(dir, "reverse", 3, 6, Reverse());

@@ -778,5 +778,379 @@ TEST_CASE("zero_run resends a torn page; without it the end of stream refuses") 
   CHECK(Contains(st, "1 torn page(s) never resent (e.g. block 1 page 2"));
 }
 
+// ---- Split page runs (ReaderOptions::split_page_runs).
+
+// One page of a run as the caller ends up with it: encoding, torn, and its bytes (raw pages as
+// placed and checked, encoded ones as their payload; nothing for zero pages).
+struct PageOut {
+  PageEncoding encoding;
+  bool torn;
+  Bytes bytes;
+  bool operator==(const PageOut&) const = default;
+};
+struct RecordOut {
+  RecordType type;
+  uint64_t offset;
+  uint64_t offset_after;  // reader.offset() once the record is closed
+  uint32_t torn_pages;
+  std::vector<PageOut> pages;
+  bool operator==(const RecordOut&) const = default;
+};
+struct SplitResult {
+  std::vector<RecordOut> records;
+  absl::Status status;
+  size_t split = 0;   // page runs handed out before their payload
+  size_t direct = 0;  // payload bytes taken from the stream without Feed
+};
+
+ReaderOptions SplitOptions() {
+  ReaderOptions o;
+  o.split_page_runs = true;
+  return o;
+}
+
+// Reads the buffered way: each record's pages from the record.
+SplitResult ReadBuffered(std::span<const uint8_t> s) {
+  SplitResult out;
+  StreamReader r;
+  out.status = r.Feed(s);
+  while (out.status.ok()) {
+    auto rec = r.Next();
+    if (!rec.ok()) {
+      out.status = rec.status();
+      return out;
+    }
+    if (*rec == nullptr) break;
+    RecordOut o{(*rec)->type, (*rec)->offset, r.offset(), (*rec)->torn_pages, {}};
+    if (const auto* run = std::get_if<PageRun>(&(*rec)->body)) {
+      for (const PageEntry& e : run->pages) {
+        o.pages.push_back({e.encoding, e.torn, Bytes(e.data.begin(), e.data.end())});
+      }
+    }
+    out.records.push_back(std::move(o));
+  }
+  if (out.status.ok()) out.status = r.Finish();
+  return out;
+}
+
+// Reads as the receiver does: `s` fed in pieces ending at `ends`; a split run's payload placed
+// from the fed bytes into a buffer of its pages and, when `direct`, the rest taken straight from
+// the bytes not fed yet (as the receiver reads its socket), at most `direct_max` at a time.
+SplitResult ReadSplit(std::span<const uint8_t> s, const std::vector<size_t>& ends, bool direct,
+                      size_t direct_max = SIZE_MAX) {
+  SplitResult out;
+  StreamReader r(SplitOptions());
+  size_t pos = 0;  // stream bytes handed to the reader so far, fed or direct
+  RecordOut cur{};
+  Bytes pages;  // the open run's raw pages, at their index
+  std::vector<Bytes> encoded;
+  const PageRun* run = nullptr;
+  auto place = [&]() -> absl::Status {
+    while (auto seg = r.NextSegment()) {
+      std::span<const uint8_t> src = r.FedPayload();
+      if (src.empty()) {
+        if (!direct || pos == s.size()) return absl::OkStatus();
+        src = s.subspan(pos, std::min({seg->remaining(), s.size() - pos, direct_max}));
+        pos += src.size();
+        out.direct += src.size();
+      }
+      REQUIRE(src.size() <= seg->remaining());
+      if (seg->raw) {
+        std::copy(src.begin(), src.end(), pages.begin() + seg->page * 4096 + seg->placed);
+      } else {
+        encoded[seg->page].insert(encoded[seg->page].end(), src.begin(), src.end());
+      }
+      if (absl::Status st = r.ConsumePayload(src.size()); !st.ok()) return st;
+      if (!seg->raw) continue;
+      for (size_t k = seg->page + seg->placed / 4096;
+           k < seg->page + (seg->placed + src.size()) / 4096; ++k) {
+        auto torn = r.CheckPage(static_cast<uint32_t>(k), {pages.data() + k * 4096, 4096});
+        if (!torn.ok()) return torn.status();
+      }
+    }
+    return absl::OkStatus();
+  };
+  // Before the Next() that closes it: the record still holds the run then.
+  auto close = [&] {
+    cur.torn_pages = 0;
+    for (size_t i = 0; i < run->pages.size(); ++i) {
+      const PageEntry& e = run->pages[i];
+      Bytes b = e.encoding == PageEncoding::kRaw
+                    ? Bytes(pages.begin() + i * 4096, pages.begin() + (i + 1) * 4096)
+                    : encoded[i];
+      cur.pages.push_back({e.encoding, e.torn, b});
+      cur.torn_pages += e.torn;
+    }
+    out.records.push_back(cur);
+    run = nullptr;
+  };
+  for (size_t end : ends) {
+    if (end <= pos) continue;  // taken directly already
+    out.status = r.Feed(s.subspan(pos, end - pos));
+    pos = end;
+    while (out.status.ok()) {
+      if (r.split_open()) {
+        out.status = place();
+        if (!out.status.ok()) break;
+        if (run != nullptr && !r.NextSegment().has_value()) close();
+      }
+      auto rec = r.Next();
+      if (!rec.ok()) {
+        out.status = rec.status();
+        break;
+      }
+      if (*rec == nullptr) break;
+      const Record& x = **rec;
+      cur = RecordOut{x.type, x.offset, r.offset(), x.torn_pages, {}};
+      if (x.split) {
+        ++out.split;
+        run = &std::get<PageRun>(x.body);
+        cur.offset_after = x.offset + kRecordHeaderSize + x.length;
+        pages.assign(run->pages.size() * 4096, 0);
+        encoded.assign(run->pages.size(), Bytes());
+        for (const PageEntry& e : run->pages) CHECK(e.data.empty());
+        continue;
+      }
+      if (const auto* b = std::get_if<PageRun>(&x.body)) {
+        for (const PageEntry& e : b->pages) {
+          cur.pages.push_back({e.encoding, e.torn, Bytes(e.data.begin(), e.data.end())});
+        }
+      }
+      out.records.push_back(cur);
+    }
+    if (!out.status.ok()) return out;
+  }
+  out.status = r.Finish();
+  return out;
+}
+
+// block 1 of 8 pages; a run of raw, zero, raw, raw, xbzrle, raw, zlib pages; a live run of two raw
+// pages whose first is torn; a run resending it; the final iteration; end_of_stream.
+Bytes SplitStream() {
+  auto w = StreamWriter::Create(TestPreamble()).value();
+  auto check = [](absl::Status st) { REQUIRE(st.ok()); };
+  check(w->AddBlockAdd({1, MakeBlockFlags(kBlockProtRead | kBlockProtWrite, BlockKind::kHeap),
+                        0x10000, 8 * 4096, 8, "heap"}));
+  static Bytes mem = [] {
+    Bytes m(6 * 4096);
+    for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<uint8_t>(i * 7 / 4096 + i % 251);
+    return m;
+  }();
+  auto page = [&](size_t i) { return std::span<const uint8_t>(mem.data() + i * 4096, 4096); };
+  static const uint8_t xb[] = {1, 2, 3, 4, 5};
+  static const uint8_t zl[] = {9, 8, 7, 6, 5, 4, 3};
+  PageEntry run1[] = {
+      {PageEncoding::kRaw, 0, page(0), false},    {PageEncoding::kZero, 0, {}, false},
+      {PageEncoding::kRaw, 0, page(1), false},    {PageEncoding::kRaw, 0, page(2), false},
+      {PageEncoding::kXbzrle, 0x1234, xb, false}, {PageEncoding::kRaw, 0, page(3), false},
+      {PageEncoding::kZlib, 0x5678, zl, false},
+  };
+  check(w->AddPageRun(1, 0, run1, false));
+  PageEntry run2[] = {{PageEncoding::kRaw, 0, page(4), false},
+                      {PageEncoding::kRaw, 0, page(5), false}};
+  check(w->AddPageRun(1, 6, run2, true));
+  check(w->AddPageRun(1, 6, {run2, 1}, false));
+  check(w->AddIteration({0, 9, 1, 0, 0, 0, true}));
+  check(w->AddEndOfStream(false));
+  Bytes out;
+  testing::AppendBatch(*w, &out);
+  // Tear the live run's first page: a byte of its payload changed after its crc.
+  const size_t run2_payload_end =
+      out.size() - (12 + 48) - (12 + 16) - (12 + PageRunMetaSize(1) + 4096);
+  out[run2_payload_end - 4096 - 100] ^= 0x40;
+  return out;
+}
+
+TEST_CASE("split page runs: cut at every byte, they decode as the buffered path does") {
+  Bytes s = SplitStream();
+  SplitResult want = ReadBuffered(s);
+  REQUIRE_MESSAGE(want.status.ok(), want.status.ToString());
+  REQUIRE(want.records.size() == 7);
+  REQUIRE(want.records[3].torn_pages == 1);
+  REQUIRE(want.records[3].pages[0].torn);
+  for (size_t cut = 0; cut <= s.size(); ++cut) {
+    for (bool direct : {false, true}) {
+      SplitResult got = ReadSplit(s, {cut, s.size()}, direct);
+      INFO("cut ", cut, " direct ", direct);
+      REQUIRE_MESSAGE(got.status.ok(), got.status.ToString());
+      CHECK(got.records == want.records);
+      // A run is split exactly when the cut falls in its payload: with less, the next piece
+      // brings all of it.
+      auto in_payload = [&](const RecordOut& run) {
+        return cut >= run.offset + kRecordHeaderSize + PageRunMetaSize(run.pages.size()) &&
+               cut < run.offset_after;
+      };
+      const bool split =
+          in_payload(want.records[2]) || in_payload(want.records[3]) || in_payload(want.records[4]);
+      CHECK(got.split == (split ? 1u : 0u));
+      if (!direct) CHECK(got.direct == 0);
+    }
+  }
+  // Pieces of every small size, and direct reads of a few bytes at a time.
+  for (size_t piece : {1, 2, 5, 12, 13, 100, 4095, 4096, 4097}) {
+    std::vector<size_t> ends;
+    for (size_t e = piece; e < s.size(); e += piece) ends.push_back(e);
+    ends.push_back(s.size());
+    for (size_t direct_max : {size_t{1}, size_t{7}, size_t{4096}, SIZE_MAX}) {
+      SplitResult got = ReadSplit(s, ends, true, direct_max);
+      INFO("piece ", piece, " direct_max ", direct_max);
+      REQUIRE_MESSAGE(got.status.ok(), got.status.ToString());
+      CHECK(got.records == want.records);
+    }
+  }
+}
+
+TEST_CASE("split page runs: truncated anywhere, Finish says what the buffered path says") {
+  Bytes s = SplitStream();
+  for (size_t cut = 0; cut < s.size(); ++cut) {
+    std::span<const uint8_t> part = std::span<const uint8_t>(s).first(cut);
+    SplitResult want = ReadBuffered(part);
+    SplitResult got = ReadSplit(part, {cut}, false);
+    INFO("cut ", cut);
+    CHECK(got.status == want.status);
+  }
+}
+
+// A page run of two pages whose descriptors say `a` and `b` (encoding, length), followed by
+// `data` payload bytes (all 0x33); the record crc and the raw pages' crcs are right, so only the
+// descriptor checks can refuse it (the buffered path checks page 0's crc before page 1's
+// descriptor).
+Bytes RunWithDescriptors(uint8_t enc_a, uint32_t len_a, uint8_t enc_b, uint32_t len_b, size_t data,
+                         uint8_t reserved = 0) {
+  Bytes s = Start();
+  Bytes p(PageRunMetaSize(2) + data, 0x33);
+  EncodeFixed32(p.data(), 1);
+  EncodeFixed32(p.data() + 4, 2);
+  EncodeFixed64(p.data() + 8, 0);
+  uint8_t* d = p.data() + kPageRunHeaderSize;
+  d[0] = enc_a;
+  d[1] = d[2] = d[3] = 0;
+  const Bytes page(4096, 0x33);
+  const uint32_t crc = crc32c::Value(page.data(), page.size());
+  EncodeFixed32(d + 4, len_a);
+  EncodeFixed32(d + 8, enc_a == 2 ? crc : 0);
+  d += kPageDescriptorSize;
+  d[0] = enc_b;
+  d[1] = reserved;
+  d[2] = d[3] = 0;
+  EncodeFixed32(d + 4, len_b);
+  EncodeFixed32(d + 8, enc_b == 2 ? crc : 0);
+  AppendRecord(&s, 4, 0, 0, p, PageRunMetaSize(2));
+  return s;
+}
+
+TEST_CASE("split page runs: a bad descriptor is refused before a payload byte is handed out") {
+  struct Case {
+    Bytes stream;
+    std::string message;
+  };
+  const Case cases[] = {
+      {RunWithDescriptors(2, 4096, 2, 4000, 8096),
+       "record at offset 93 (page_run): page 1: raw page length is not the page size"},
+      {RunWithDescriptors(2, 4096, 4, 0, 4096),
+       "record at offset 93 (page_run): page 1: encoded length not in [1, page size]"},
+      {RunWithDescriptors(2, 4096, 2, 4096, 4096 + 4000),
+       "record at offset 93 (page_run): page 1: page data runs past the end of the record"},
+      {RunWithDescriptors(2, 4096, 2, 4096, 3 * 4096),
+       "record at offset 93 (page_run): record longer than its pages"},
+      {RunWithDescriptors(2, 4096, 2, 4096, 2 * 4096, /*reserved=*/1),
+       "record at offset 93 (page_run): page 1: descriptor reserved bytes are not zero"},
+      {RunWithDescriptors(0, 4096, 2, 4096, 2 * 4096),
+       "record at offset 93 (page_run): page 0: unknown page encoding"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.message);
+    // The buffered path says the same (with every byte there).
+    CHECK(ReadBuffered(c.stream).status.message() == c.message);
+    // Cut right after the descriptors, and 10 bytes into the payload.
+    for (size_t extra : {0, 10}) {
+      const size_t cut = kAfterStart + kRecordHeaderSize + PageRunMetaSize(2) + extra;
+      StreamReader r(SplitOptions());
+      REQUIRE(r.Feed(std::span<const uint8_t>(c.stream).first(cut)).ok());
+      REQUIRE(r.Next().ok());  // preamble
+      REQUIRE(r.Next().ok());  // block_add
+      auto rec = r.Next();
+      REQUIRE_FALSE(rec.ok());
+      CHECK(rec.status().message() == c.message);
+      CHECK_FALSE(r.split_open());
+      CHECK_FALSE(r.NextSegment().has_value());
+      CHECK(r.FedPayload().empty());
+    }
+  }
+  // A wrong record crc over the header and descriptors: refused the same way.
+  Bytes bad = RunWithDescriptors(2, 4096, 2, 4096, 2 * 4096);
+  bad[kAfterStart + kRecordHeaderSize + kPageRunHeaderSize + 8] ^= 1;  // page 0's crc
+  const std::string message(ReadBuffered(bad).status.message());
+  CHECK(Contains(ReadBuffered(bad).status, "(page_run): crc mismatch"));
+  SplitResult got =
+      ReadSplit(bad, {kAfterStart + kRecordHeaderSize + PageRunMetaSize(2) + 1, bad.size()}, true);
+  CHECK(got.status.message() == message);
+  CHECK(got.split == 0);
+}
+
+TEST_CASE("split page runs: offsets, a non-live mismatch, and misuse of the calls") {
+  Bytes s = SplitStream();
+  SplitResult want = ReadBuffered(s);
+  const RecordOut& run1 = want.records[2];
+  const size_t cut = run1.offset + kRecordHeaderSize + PageRunMetaSize(7) + 5000;
+  StreamReader r(SplitOptions());
+  REQUIRE(r.Feed(std::span<const uint8_t>(s).first(cut)).ok());
+  REQUIRE(*r.Next() != nullptr);
+  REQUIRE(*r.Next() != nullptr);
+  auto rec = r.Next();
+  REQUIRE(rec.ok());
+  REQUIRE((*rec)->split);
+  CHECK((*rec)->offset == run1.offset);
+  CHECK((*rec)->length == run1.offset_after - run1.offset - kRecordHeaderSize);
+  CHECK(r.offset() == run1.offset);  // the run is not complete yet
+  // Segments: pages 0 (raw), 2..3 (raw), 4 (xbzrle, 5 bytes), 5 (raw), 6 (zlib, 7 bytes).
+  auto seg = r.NextSegment();
+  REQUIRE(seg.has_value());
+  CHECK(seg->page == 0);
+  CHECK(seg->count == 1);
+  CHECK(seg->raw);
+  CHECK(seg->length == 4096);
+  CHECK(r.FedPayload().size() == 4096);
+  CHECK(r.PayloadBytesBefore(2) == 4096);              // page 0 alone; pages 2..3 are two
+  CHECK(r.PayloadBytesBefore(3) == 4 * 4096 + 5 + 7);  // no stretch of 3: all of it
+  // Misuse: more than the segment, or an unplaced page checked.
+  CHECK(r.ConsumePayload(4097).code() == absl::StatusCode::kFailedPrecondition);
+  Bytes page0(r.FedPayload().begin(), r.FedPayload().end());
+  CHECK(r.CheckPage(0, page0).status().code() == absl::StatusCode::kFailedPrecondition);
+  REQUIRE(r.ConsumePayload(4096).ok());
+  CHECK(r.CheckPage(1, page0).status().code() == absl::StatusCode::kFailedPrecondition);
+  // Next() before page 0 is checked: refused, and the fed payload is still there.
+  CHECK(r.Next().status().code() == absl::StatusCode::kFailedPrecondition);
+  auto torn = r.CheckPage(0, page0);
+  REQUIRE(torn.ok());
+  CHECK_FALSE(*torn);
+  seg = r.NextSegment();
+  REQUIRE(seg.has_value());
+  CHECK(seg->page == 2);
+  CHECK(seg->count == 2);
+  CHECK(seg->length == 2 * 4096);
+  CHECK(r.FedPayload().size() == 5000 - 4096);  // what was fed of it
+  // The fed bytes come first: a direct read reported while some are left is refused.
+  CHECK(r.ConsumePayload(5000).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(r.Next().status().code() == absl::StatusCode::kFailedPrecondition);
+  Bytes partial(r.FedPayload().begin(), r.FedPayload().end());
+  REQUIRE(r.ConsumePayload(partial.size()).ok());
+  CHECK(*r.Next() == nullptr);  // waits for the rest
+  // Truncated here: the buffered path's message.
+  CHECK(r.Finish().message() ==
+        ReadBuffered(std::span<const uint8_t>(s).first(cut)).status.message());
+  // The rest of page 2 read "directly", but corrupted: a non-live run's page fails as buffered.
+  Bytes page2(partial);
+  const size_t at = cut;
+  page2.insert(page2.end(), s.begin() + at, s.begin() + at + (4096 - partial.size()));
+  page2[17] ^= 1;
+  REQUIRE(r.ConsumePayload(4096 - partial.size()).ok());
+  auto bad = r.CheckPage(2, page2);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message() == absl::StrCat("record at offset ", run1.offset,
+                                               " (page_run): page 2: raw page crc mismatch"));
+  CHECK(r.Next().status() == bad.status());  // sticky
+}
+
 }  // namespace
 }  // namespace procmig::wire
