@@ -278,6 +278,7 @@ class SourceImpl : public MigrationSource {
     c.pages.compress_level = o.compress_level;
     c.pages.compress_threads = o.compress_threads;
     c.pages.compress_adaptive = !o.compress_always;
+    c.pages.flush_threads = true;
     c.leave_running = o.mode == MigrationMode::kCheckpoint && o.leave_running;
     c.park_timeout_ms = setup_.park_timeout_ms;
     c.final_timeout_ms = static_cast<int>(o.final_timeout_ms);

@@ -59,10 +59,12 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   if (config.compress_level > 0) pre.features |= wire::kFeatureZlib;
   if (config.zero_runs) pre.features |= wire::kFeatureZeroRun;
   std::vector<std::unique_ptr<wire::StreamWriter>> writers;
+  wire::WriterOptions wo;
+  wo.banks = config.flush_threads ? 2 : 1;
   for (size_t i = 0; i < channels.size(); ++i) {
     wire::Preamble p = pre;
     p.channel_index = static_cast<uint16_t>(i);
-    ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> w, wire::StreamWriter::Create(p));
+    ASSIGN_OR_RETURN(std::unique_ptr<wire::StreamWriter> w, wire::StreamWriter::Create(p, wo));
     writers.push_back(std::move(w));
   }
   PageSenderConfig c = config;
@@ -90,7 +92,21 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   // A batch's worth of staged pages plus one run of pages, their deltas and zlib streams.
   const size_t run_bytes = static_cast<size_t>(wire::kMaxPagesPerRun) * pre.page_size;
   s->stage_size_ = config.flush_bytes + 4 * run_bytes;
-  s->stage_.reset(new uint8_t[s->stage_size_]);
+  s->stage_halves_ = config.flush_threads ? 2 : 1;
+  s->stage_.reset(new uint8_t[s->stage_halves_ * s->stage_size_]);
+  s->stage_base_ = s->stage_.get();
+  if (s->pool_) {
+    auto tids = s->pool_->worker_tids();
+    s->own_tids_.assign(tids.begin(), tids.end());
+  }
+  // Last: nothing fails after the threads start but their own start.
+  if (config.flush_threads) {
+    for (Channel* c : channels) {
+      ASSIGN_OR_RETURN(std::unique_ptr<BatchFlusher> f, BatchFlusher::Start(c));
+      s->own_tids_.push_back(f->tid());
+      s->flushers_.push_back(std::move(f));
+    }
+  }
   return s;
 }
 
@@ -119,6 +135,7 @@ absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
 }
 
 PageSender::~PageSender() {
+  flushers_.clear();  // each waits for its batch, which may point into the tables' neighbours
   for (const auto& [id, t] : tables_) munmap(t.crcs, t.bytes);
 }
 
@@ -146,17 +163,58 @@ std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {
 
 absl::Status PageSender::Flush() { return FlushBatch(/*keep_stage=*/false); }
 
+absl::Status PageSender::Quiesce() {
+  if (flushers_.empty()) return absl::OkStatus();
+  absl::Status s = WaitFlushers();
+  const size_t pool_threads = own_tids_.size() - flushers_.size();
+  flushers_.clear();  // joins
+  own_tids_.resize(pool_threads);
+  return s;
+}
+
 size_t PageSender::BatchBytes() const {
   size_t n = 0;
   for (const auto& w : writers_) n += w->batch_bytes();
   return n;
 }
 
+absl::Status PageSender::WaitFlushers() {
+  absl::Status first;
+  for (auto& f : flushers_) {
+    absl::Status s = f->Wait();
+    if (first.ok()) first = std::move(s);
+  }
+  return first;
+}
+
 absl::Status PageSender::FlushBatch(bool keep_stage) {
+  size_t bytes = 0;
+  if (!flushers_.empty()) {
+    // The batches handed over last time used the writers' other banks and the other half of
+    // the staging area, which are about to be filled again.
+    RETURN_IF_ERROR(WaitFlushers());
+    for (size_t i = 0; i < writers_.size(); ++i) {
+      const size_t n = writers_[i]->batch_bytes();
+      std::span<const iovec> batch = writers_[i]->TakeBatch();
+      if (batch.empty()) continue;
+      // Channel 0's block records may reach the receiver after runs on other channels that
+      // need them: the receiver waits for the block (Receiver::WaitForBlock).
+      flushers_[i]->Post(batch);
+      counters_.bytes_out += n;
+      bytes += n;
+    }
+    if (keep_stage) {
+      // The pages of the record that did not fit are in this half: it stays, and is free again
+      // once these batches are written.
+      RETURN_IF_ERROR(WaitFlushers());
+    } else {
+      stage_base_ = stage_base_ == stage_.get() ? stage_.get() + stage_size_ : stage_.get();
+      stage_used_ = 0;
+    }
+  }
   // Channel 0 first: its block records must reach the receiver before the runs on the other
   // channels that need them.
-  size_t bytes = 0;
-  for (size_t i = 0; i < writers_.size(); ++i) {
+  for (size_t i = 0; i < writers_.size() && flushers_.empty(); ++i) {
     auto batch = writers_[i]->batch();
     if (batch.empty()) continue;
     const size_t n = writers_[i]->batch_bytes();
@@ -295,7 +353,7 @@ absl::StatusOr<uint8_t*> PageSender::Stage() {
   if (stage_used_ + page_size_ > stage_size_) {
     return absl::InternalError("page sender: staging area overrun");
   }
-  uint8_t* p = stage_.get() + stage_used_;
+  uint8_t* p = stage_base_ + stage_used_;
   stage_used_ += page_size_;
   return p;
 }
@@ -325,11 +383,11 @@ uint64_t PageSender::CountUnsentChanges(uint32_t id, uintptr_t start, uint64_t p
   uint64_t changed = 0;
   for (uint64_t p = 0; p < pages;) {
     const uint64_t n = std::min(per_read, pages - p);
-    const uint64_t got = ReadStaged(start + p * page_size_, n, stage_.get());
+    const uint64_t got = ReadStaged(start + p * page_size_, n, stage_base_);
     for (uint64_t i = 0; i < n; ++i) {
       if (skipped(start + (p + i) * page_size_)) continue;
       const bool same = i < got && p + i < known &&
-                        crc32c::Value(stage_.get() + i * page_size_, page_size_) == crcs[p + i];
+                        crc32c::Value(stage_base_ + i * page_size_, page_size_) == crcs[p + i];
       if (!same && changed++ == 0) *first = p + i;
     }
     p += n;
@@ -354,7 +412,7 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   // re-dirties it. The frozen copy of the final phase reads with process_vm_readv only: it is
   // what the destination resumes, and its memory (the agent's .bss included) must not hold a
   // window that was open when it was read.
-  uint8_t* const base = stage_.get() + stage_used_;
+  uint8_t* const base = stage_base_ + stage_used_;
   uint8_t* keep = base;  // where the next non-zero page goes
   uint64_t done = 0;
   std::optional<ScanWindow> window;

@@ -10,8 +10,9 @@
 // against a concurrent munmap) and referenced by the batch until Flush(); a live run looks for
 // zero pages in place first, under a fault guard (os/fault_guard.h).
 //
-// Threads: one owner (the sender thread). The channel can be switched between flushes (the
-// frozen copy writes on a POSIX channel of its own).
+// Threads: one owner (the sender thread), plus, with flush_threads, one thread per channel that
+// only writes the batches it is handed (BatchFlusher). The channel can be switched between
+// flushes once those are stopped (the frozen copy writes on a POSIX channel of its own).
 #ifndef PROCMIG_MIGRATION_PAGE_SENDER_H_
 #define PROCMIG_MIGRATION_PAGE_SENDER_H_
 
@@ -31,6 +32,7 @@
 #include "codec/compress_pool.h"
 #include "codec/page_cache.h"
 #include "codec/zlib_codec.h"
+#include "migration/batch_flusher.h"
 #include "migration/rate_limiter.h"
 #include "ram/ram_block.h"
 #include "ram/ram_block_registry.h"
@@ -64,6 +66,11 @@ struct PageSenderConfig {
   // Stretches of zero pages go out as zero_run records (wire feature bit 3, which a receiver
   // older than the record refuses); off: every zero page is a 12-byte page_run descriptor.
   bool zero_runs = true;
+  // One thread per channel writes the batches (BatchFlusher), so the sender thread stages the
+  // next batch while the last one is copied into the sockets, and several channels are written
+  // at once. The staging area and the stream writers' buffers are doubled for it. The caller
+  // stops the threads with Quiesce() before it parks the program.
+  bool flush_threads = false;
 };
 
 struct PageSenderCounters {
@@ -99,8 +106,10 @@ class PageSender {
   PageSender& operator=(const PageSender&) = delete;
   ~PageSender();  // unmaps the crc tables
 
+  // Only without flush threads (after Quiesce()).
   void set_channel(Channel* channel) { channels_[0] = channel; }
-  // As many as at Create() (the frozen copy writes on POSIX channels of its own).
+  // As many as at Create() (the frozen copy writes on POSIX channels of its own). Only without
+  // flush threads (after Quiesce()).
   void set_channels(std::span<Channel* const> channels) {
     for (size_t i = 0; i < channels_.size() && i < channels.size(); ++i) channels_[i] = channels[i];
   }
@@ -126,7 +135,16 @@ class PageSender {
   // Channel 0, first record after the preamble (wire restore_check).
   absl::Status AddRestoreCheck(std::span<const uint8_t> check);
   absl::Status AddEndOfStream(bool aborted);
+  // Sends the batch: written before it returns, or, with flush threads, handed to them (a
+  // write error then shows at the next Flush() or Quiesce()).
   absl::Status Flush();
+  // Waits for the batches on their way and stops the flush threads (if any): from here on every
+  // Flush() writes on the calling thread (what the batch holds now, too). Called before the program
+  // is parked: the threads end while none of the program's threads is stopped (a join with them
+  // parked could wait on a glibc lock one of them holds), so no process copied after that lists
+  // them (a restored copy would hold the descriptors of threads that do not exist). Returns the
+  // first write error of the batches on their way. Idempotent.
+  absl::Status Quiesce();
   // With the program frozen and everything sent (after a Flush, whose staging area it reuses):
   // the pages of block `id` (`pages` of them at `start`) whose content is not what the crc
   // table says was last sent, a write the tracker missed. Returns their count and the first in
@@ -141,10 +159,9 @@ class PageSender {
   uint64_t read_faults() const { return read_faults_; }
   uint32_t TakeFaultBlock() { return std::exchange(fault_block_, 0); }
   uint32_t page_size() const { return page_size_; }
-  // Threads of the page sender's own (the compression workers): never to be parked.
-  std::span<const pid_t> OwnThreads() const {
-    return pool_ ? pool_->worker_tids() : std::span<const pid_t>();
-  }
+  // Threads of the page sender's own (the compression workers, the flush threads): never to be
+  // parked.
+  std::span<const pid_t> OwnThreads() const { return own_tids_; }
   // The crc32c of the block's content as the receiver holds it, built from the crc of each page
   // as last sent (never by re-reading memory, which the agent's own heap changes). 0 for unknown
   // ids.
@@ -159,7 +176,7 @@ class PageSender {
   // The staging area [start, end): the agent's own memory, never a RAM block.
   std::pair<uintptr_t, uintptr_t> staging_range() const {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
-    return {b, b + stage_size_};
+    return {b, b + stage_halves_ * stage_size_};
   }
   // The XBZRLE page cache's memory ({0, 0} without XBZRLE): like the staging area, it changes
   // with every page sent and must not be migrated itself.
@@ -180,6 +197,8 @@ class PageSender {
   // A barrier when pages went out on channels other than 0 since the last marker.
   absl::Status BarrierIfSpread();
   absl::Status FlushBatch(bool keep_stage);
+  // Waits for every flush thread's batch; the first error.
+  absl::Status WaitFlushers();
   // Retries `add` once after a flush when the batch is full.
   template <typename F>
   absl::Status AddWithRoom(F&& add);
@@ -218,9 +237,15 @@ class PageSender {
   uint64_t wire_iteration_ = 0;                 // the next marker's number (barriers count too)
   bool spread_ = false;                         // pages on channels > 0 since the last marker
   std::unique_ptr<wire::PageEntry[]> entries_;  // kMaxPagesPerRun
-  std::unique_ptr<uint8_t[]> stage_;            // xbzrle: page copies and deltas of one batch
-  size_t stage_size_ = 0;
-  size_t stage_used_ = 0;
+  // Page copies, deltas and zlib streams of one batch; with flush threads two halves, one
+  // being written while the other fills.
+  std::unique_ptr<uint8_t[]> stage_;
+  size_t stage_size_ = 0;  // of one half
+  size_t stage_halves_ = 1;
+  uint8_t* stage_base_ = nullptr;                        // the half being filled
+  size_t stage_used_ = 0;                                // of stage_base_
+  std::vector<std::unique_ptr<BatchFlusher>> flushers_;  // one per channel, or none
+  std::vector<pid_t> own_tids_;
   // Pages per process_vm_readv in StageRun: 512 KiB worth (half the 1 MiB L2 of the reference
   // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to 1 MiB
   // while there is none: the slice's crcs are computed right after the read, from the cache.

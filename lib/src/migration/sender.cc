@@ -155,6 +155,8 @@ absl::Status Sender::Run() {
   if (pages_ && state_ != SenderState::kSetup && pages_->AddEndOfStream(/*aborted=*/true).ok()) {
     (void)pages_->Flush();
   }
+  // Nothing may still be writing when the caller closes the channels.
+  if (pages_) (void)pages_->Quiesce();
   (void)tracker_->Stop();
   if (state_ != SenderState::kFailed) (void)TransitionTo(SenderState::kFailed);
   Publish(true);
@@ -418,6 +420,12 @@ size_t Sender::StateBytesNeeded(size_t n_blocks_cap) const {
 
 absl::Status Sender::StopAndCopy() {
   if (state_ != SenderState::kStopAndCopy) RETURN_IF_ERROR(TransitionTo(SenderState::kStopAndCopy));
+  // The flush threads end before anything is parked, and before the last layout reads (their
+  // stacks go back to glibc's cache; no copy of the process may list threads it does not have).
+  // What remains to send is small: the sender thread writes it itself from here on, also after
+  // an abandoned stop.
+  RETURN_IF_ERROR(pages_->Flush());
+  RETURN_IF_ERROR(pages_->Quiesce());
   // Everything the final phase needs is allocated now, before the layout is read for the last
   // time (an allocation may itself map memory and change the layout).
   const size_t n_blocks_cap = registry_.blocks().size() + 256;

@@ -23,6 +23,10 @@ absl::StatusOr<std::unique_ptr<StreamWriter>> StreamWriter::Create(const Preambl
     return absl::InvalidArgumentError(absl::StrCat("create stream writer: need scratch_bytes >= ",
                                                    kMinScratch, " and max_iovecs >= ", kMinIovecs));
   }
+  if (options.banks != 1 && options.banks != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("create stream writer: banks must be 1 or 2, not ", options.banks));
+  }
   return std::unique_ptr<StreamWriter>(new StreamWriter(preamble, options));
 }
 
@@ -30,8 +34,10 @@ StreamWriter::StreamWriter(const Preamble& preamble, const WriterOptions& option
     : preamble_(preamble),
       options_(options),
       zero_page_crc_(ZeroPageCrc(preamble.page_size)),
-      scratch_(new uint8_t[options.scratch_bytes]),
-      iov_(new iovec[options.max_iovecs]) {
+      scratch_store_(new uint8_t[options.banks * options.scratch_bytes]),
+      iov_store_(new iovec[options.banks * options.max_iovecs]),
+      scratch_(scratch_store_.get()),
+      iov_(iov_store_.get()) {
   uint8_t* p = TakeScratch(kPreambleSize);
   EncodePreamble(preamble_, p);
   PushIov(p, kPreambleSize);
@@ -41,6 +47,17 @@ void StreamWriter::ClearBatch() {
   scratch_used_ = 0;
   iov_count_ = 0;
   batch_bytes_ = 0;
+}
+
+std::span<const iovec> StreamWriter::TakeBatch() {
+  const std::span<const iovec> taken = batch();
+  if (options_.banks == 2) {
+    bank_ ^= 1;
+    scratch_ = scratch_store_.get() + bank_ * options_.scratch_bytes;
+    iov_ = iov_store_.get() + bank_ * options_.max_iovecs;
+  }
+  ClearBatch();
+  return taken;
 }
 
 absl::Status StreamWriter::DescribeLastError() const {
@@ -95,7 +112,7 @@ absl::Status StreamWriter::CheckRoom(RecordType type, size_t scratch, size_t iov
 }
 
 uint8_t* StreamWriter::TakeScratch(size_t n) {
-  uint8_t* p = scratch_.get() + scratch_used_;
+  uint8_t* p = scratch_ + scratch_used_;
   scratch_used_ += n;
   return p;
 }
@@ -134,7 +151,7 @@ absl::Status StreamWriter::AddSmallRecord(RecordType type, uint8_t flags, size_t
                                           uint8_t** payload) {
   if (absl::Status s = CheckAllowed(type); !s.ok()) return s;
   size_t size = kRecordHeaderSize + payload_size;
-  const uint8_t* at = scratch_.get() + scratch_used_;
+  const uint8_t* at = scratch_ + scratch_used_;
   if (absl::Status s = CheckRoom(type, size, CountIovecs(at, size, {})); !s.ok()) return s;
   uint8_t* header = TakeScratch(size);
   EncodeRecordHeader({static_cast<uint8_t>(type), flags, 0, static_cast<uint32_t>(payload_size), 0},
@@ -215,7 +232,7 @@ absl::Status StreamWriter::AddPageRun(uint32_t block_id, uint64_t first_page,
     data_bytes += e.data.size();
   }
   size_t meta = PageRunMetaSize(pages.size());
-  const uint8_t* at = scratch_.get() + scratch_used_;
+  const uint8_t* at = scratch_ + scratch_used_;
   if (absl::Status s = CheckRoom(kType, kRecordHeaderSize + meta,
                                  CountIovecs(at, kRecordHeaderSize + meta, pages));
       !s.ok()) {
@@ -275,7 +292,7 @@ absl::Status StreamWriter::AddProcessState(std::span<const uint8_t> state) {
     return Reject(absl::StatusCode::kInvalidArgument, kType,
                   "process state size not in [1, 64 MiB]");
   }
-  const uint8_t* at = scratch_.get() + scratch_used_;
+  const uint8_t* at = scratch_ + scratch_used_;
   PageEntry piece{PageEncoding::kRaw, 0, state, false};
   if (absl::Status s =
           CheckRoom(kType, kRecordHeaderSize, CountIovecs(at, kRecordHeaderSize, {&piece, 1}));
@@ -304,7 +321,7 @@ absl::Status StreamWriter::AddRestoreCheck(std::span<const uint8_t> check) {
     return Reject(absl::StatusCode::kInvalidArgument, kType,
                   "restore check size not in [1, 16 MiB]");
   }
-  const uint8_t* at = scratch_.get() + scratch_used_;
+  const uint8_t* at = scratch_ + scratch_used_;
   PageEntry piece{PageEncoding::kRaw, 0, check, false};
   if (absl::Status s =
           CheckRoom(kType, kRecordHeaderSize, CountIovecs(at, kRecordHeaderSize, {&piece, 1}));

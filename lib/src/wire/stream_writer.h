@@ -36,6 +36,9 @@ struct WriterOptions {
   size_t max_iovecs = 1024;
   // Headers, descriptors and small payloads of one batch. A full 1024-page run needs 12,316.
   size_t scratch_bytes = 256 << 10;
+  // 2: two sets of these buffers (banks), so one batch can be on its way (TakeBatch) while the
+  // next is built in the other bank.
+  int banks = 1;
 };
 
 class StreamWriter {
@@ -71,10 +74,14 @@ class StreamWriter {
   // The message is copied into scratch.
   absl::Status AddError(const ErrorRecord& e);
 
-  std::span<const iovec> batch() const { return {iov_.get(), iov_count_}; }
+  std::span<const iovec> batch() const { return {iov_, iov_count_}; }
   size_t batch_bytes() const { return batch_bytes_; }
   // Forgets the batch; call after it was sent. The scratch space is reused.
   void ClearBatch();
+  // With two banks: returns the batch, whose iovecs and scratch stay untouched, and builds the
+  // next batch in the other bank. The batch taken before this one must have been sent (its bank
+  // is reused now). With one bank the batch must be sent before the next Add*().
+  std::span<const iovec> TakeBatch();
 
   bool ended() const { return ended_; }
   uint64_t records() const { return records_; }
@@ -106,8 +113,11 @@ class StreamWriter {
   const Preamble preamble_;
   const WriterOptions options_;
   const uint32_t zero_page_crc_;
-  std::unique_ptr<uint8_t[]> scratch_;
-  std::unique_ptr<iovec[]> iov_;
+  std::unique_ptr<uint8_t[]> scratch_store_;  // options_.banks banks of scratch_bytes
+  std::unique_ptr<iovec[]> iov_store_;        // options_.banks banks of max_iovecs
+  int bank_ = 0;
+  uint8_t* scratch_ = nullptr;  // the current bank's
+  iovec* iov_ = nullptr;
 
   size_t scratch_used_ = 0;
   size_t iov_count_ = 0;

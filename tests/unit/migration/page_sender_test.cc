@@ -7,10 +7,16 @@
 
 #include <doctest/doctest.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,12 +77,10 @@ std::string Describe(const std::vector<Seen>& v) {
   return out;
 }
 
-// A channel that writes through to `inner` and reports the send queue `queue` says: the link as
-// the page sender sees it, scripted (the real TCP queue is tested in tests/unit/transport).
-class ScriptedQueueChannel : public Channel {
+// A channel that passes everything through to `inner`; the test channels below change one thing.
+class ForwardingChannel : public Channel {
  public:
-  ScriptedQueueChannel(Channel* inner, std::function<std::optional<SendQueue>()> queue)
-      : Channel("scripted " + inner->name()), inner_(inner), queue_(std::move(queue)) {}
+  ForwardingChannel(std::string name, Channel* inner) : Channel(std::move(name)), inner_(inner) {}
   absl::Status WriteV(const iovec* iov, size_t n) override { return inner_->WriteV(iov, n); }
   absl::Status ReadExact(void* buf, size_t len) override { return inner_->ReadExact(buf, len); }
   absl::StatusOr<size_t> ReadSome(void* buf, size_t cap) override {
@@ -85,11 +89,21 @@ class ScriptedQueueChannel : public Channel {
   absl::Status Shutdown() override { return inner_->Shutdown(); }
   void Abort() override { inner_->Abort(); }
   absl::Status Close() override { return inner_->Close(); }
+
+ private:
+  Channel* inner_;
+};
+
+// A channel that writes through to `inner` and reports the send queue `queue` says: the link as
+// the page sender sees it, scripted (the real TCP queue is tested in tests/unit/transport).
+class ScriptedQueueChannel : public ForwardingChannel {
+ public:
+  ScriptedQueueChannel(Channel* inner, std::function<std::optional<SendQueue>()> queue)
+      : ForwardingChannel("scripted " + inner->name(), inner), queue_(std::move(queue)) {}
   std::optional<SendQueue> PendingSend() const override { return queue_(); }
   std::string_view kind() const override { return "scripted"; }
 
  private:
-  Channel* inner_;
   std::function<std::optional<SendQueue>()> queue_;
 };
 
@@ -471,6 +485,208 @@ TEST_CASE(
     CHECK(Mapped(other.first, other.second));  // another block's table stays
   }
   CHECK_FALSE(AnyPageMapped(other.first, other.second));  // the sender's end took the rest
+}
+
+// A channel that waits before each write goes through to `inner`: the batch on its way stays
+// in use long after Flush() hands it over, so a sender that refilled its buffers too early
+// would put the new bytes into the old batch. Records the threads that wrote, and fails every
+// write from the `fail_at`-th on (0: never).
+class SlowChannel : public ForwardingChannel {
+ public:
+  SlowChannel(Channel* inner, int fail_at = 0)
+      : ForwardingChannel("slow " + inner->name(), inner), fail_at_(fail_at) {}
+  absl::Status WriteV(const iovec* iov, size_t n) override {
+    const timespec pause{0, 2'000'000};
+    nanosleep(&pause, nullptr);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      writers_.insert(static_cast<pid_t>(syscall(SYS_gettid)));
+      if (fail_at_ != 0 && ++writes_ >= fail_at_) {
+        return absl::UnavailableError("slow channel: the peer went away");
+      }
+    }
+    return ForwardingChannel::WriteV(iov, n);
+  }
+  std::string_view kind() const override { return "slow"; }
+  std::set<pid_t> writers() {
+    std::lock_guard<std::mutex> l(mu_);
+    return writers_;
+  }
+
+ private:
+  const int fail_at_;
+  std::mutex mu_;
+  std::set<pid_t> writers_;
+  int writes_ = 0;
+};
+
+struct ChannelBytes {
+  std::vector<std::vector<uint8_t>> streams;  // each channel's bytes, in order
+  std::vector<std::set<pid_t>> writers;       // the threads that wrote each
+  std::vector<pid_t> own_threads;             // OwnThreads() before Quiesce()
+  PageSenderCounters counters;
+};
+
+// Sends the blocks twice over (a second iteration with changed pages) on `channels` channels
+// with small batches (many flushes, both halves of the staging area in turn), ends the stream
+// and returns every channel's bytes.
+ChannelBytes SendOnChannels(const std::vector<std::pair<Mapping*, uint32_t>>& blocks,
+                            size_t channels, bool flush_threads, int xbzrle_or_zlib) {
+  std::vector<std::pair<std::unique_ptr<Channel>, std::unique_ptr<Channel>>> pairs;
+  std::vector<std::unique_ptr<SlowChannel>> slow;
+  std::vector<Channel*> out;
+  for (size_t i = 0; i < channels; ++i) {
+    MemoryPipeOptions o;
+    o.capacity = 64u << 20;
+    auto pair = MemoryChannel::CreatePair(o);
+    REQUIRE(pair.ok());
+    slow.push_back(std::make_unique<SlowChannel>(pair->first.get()));
+    out.push_back(slow.back().get());
+    pairs.push_back(*std::move(pair));
+  }
+  PageSenderConfig c;
+  c.preamble.page_size = kPage;
+  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  c.flush_bytes = 96u << 10;
+  c.flush_threads = flush_threads;
+  if (xbzrle_or_zlib == 1) c.xbzrle = true;
+  if (xbzrle_or_zlib == 2) {
+    c.compress_level = 1;
+    c.compress_adaptive = false;
+  }
+  ChannelBytes r;
+  {
+    auto sender = PageSender::Create(c, out);
+    REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
+    PageSender& s = **sender;
+    auto tids = s.OwnThreads();
+    r.own_threads.assign(tids.begin(), tids.end());
+    for (const auto& [m, id] : blocks) REQUIRE(s.AddBlock(m->Block(id)).ok());
+    for (int iteration = 0; iteration < 2; ++iteration) {
+      for (const auto& [m, id] : blocks) {
+        REQUIRE(s.SendPages(m->Block(id), 0, m->pages, /*live=*/true).ok());
+      }
+      REQUIRE(s.EndIteration(iteration, 0, 0, /*final=*/iteration == 1).ok());
+      // Between iterations the program changes every fifth page.
+      for (const auto& [m, id] : blocks) {
+        for (size_t i = 0; i < m->pages; i += 5) m->Fill(i, static_cast<uint8_t>(40 + iteration));
+      }
+    }
+    REQUIRE(s.AddEndOfStream(false).ok());
+    REQUIRE(s.Flush().ok());
+    REQUIRE(s.Quiesce().ok());
+    CHECK(s.OwnThreads().size() == r.own_threads.size() - (flush_threads ? channels : 0));
+    r.counters = s.counters();
+  }
+  for (size_t i = 0; i < channels; ++i) {
+    REQUIRE(pairs[i].first->Shutdown().ok());
+    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> buf(1 << 20);
+    for (;;) {
+      auto n = pairs[i].second->ReadSome(buf.data(), buf.size());
+      REQUIRE_MESSAGE(n.ok(), n.status().ToString());
+      if (*n == 0) break;
+      bytes.insert(bytes.end(), buf.begin(), buf.begin() + static_cast<long>(*n));
+    }
+    r.streams.push_back(std::move(bytes));
+    r.writers.push_back(slow[i]->writers());
+  }
+  return r;
+}
+
+TEST_CASE("flush threads write exactly the streams the sender thread would, channel by channel") {
+  // Random-looking pages with zero stretches among them, in three blocks.
+  Mapping a(700), b(64), z(300);
+  for (size_t i = 0; i < a.pages; ++i) {
+    if (i % 11 != 3 && (i < 200 || i > 260)) a.Fill(i, 1);
+  }
+  for (size_t i = 0; i < b.pages; ++i) b.Fill(i, 2);
+  z.Fill(150, 3);
+  for (int codec = 0; codec < 3; ++codec) {
+    for (size_t channels : {size_t{1}, size_t{2}}) {
+      CAPTURE(codec);
+      CAPTURE(channels);
+      // The same memory for both: refill what the first send's second iteration changed.
+      auto reset = [&] {
+        for (size_t i = 0; i < a.pages; i += 5) {
+          const bool data = i % 11 != 3 && (i < 200 || i > 260);
+          if (data) a.Fill(i, 1);
+          if (!data) std::memset(a.p + i * kPage, 0, kPage);
+        }
+        for (size_t i = 0; i < b.pages; i += 5) b.Fill(i, 2);
+        for (size_t i = 0; i < z.pages; i += 5) std::memset(z.p + i * kPage, 0, kPage);
+        z.Fill(150, 3);
+      };
+      reset();
+      ChannelBytes sync = SendOnChannels({{&a, 1}, {&b, 2}, {&z, 3}}, channels, false, codec);
+      reset();
+      ChannelBytes async = SendOnChannels({{&a, 1}, {&b, 2}, {&z, 3}}, channels, true, codec);
+      REQUIRE(async.streams.size() == channels);
+      for (size_t i = 0; i < channels; ++i) {
+        CHECK(async.streams[i].size() == sync.streams[i].size());
+        CHECK_MESSAGE(async.streams[i] == sync.streams[i], "channel ", i);
+        // Channel i was written by its own flush thread only; the sender thread, without them.
+        REQUIRE(async.writers[i].size() == 1);
+        const pid_t flusher = *async.writers[i].begin();
+        CHECK(std::find(async.own_threads.begin(), async.own_threads.end(), flusher) !=
+              async.own_threads.end());
+        CHECK(sync.writers[i] == std::set<pid_t>{static_cast<pid_t>(syscall(SYS_gettid))});
+      }
+      CHECK(async.counters.pages == sync.counters.pages);
+      CHECK(async.counters.bytes_out == sync.counters.bytes_out);
+      // Every page of both iterations, and the end of stream, on the wire.
+      CHECK(async.counters.pages == 2 * (700 + 64 + 300));
+      // The stream decodes (channel 0 carries the block records).
+      if (channels == 1) {
+        wire::StreamReader reader;
+        REQUIRE(reader.Feed(async.streams[0]).ok());
+        for (;;) {
+          auto rec = reader.Next();
+          REQUIRE_MESSAGE(rec.ok(), rec.status().ToString());
+          if (*rec == nullptr) break;
+        }
+        CHECK(reader.Finish().ok());
+      }
+    }
+  }
+}
+
+TEST_CASE("a write that fails on a flush thread fails a later Flush, and Quiesce, with its error") {
+  MemoryPipeOptions o;
+  o.capacity = 64u << 20;
+  auto pair = MemoryChannel::CreatePair(o);
+  REQUIRE(pair.ok());
+  SlowChannel failing(pair->first.get(), /*fail_at=*/2);
+  PageSenderConfig c;
+  c.preamble.page_size = kPage;
+  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  c.flush_bytes = 64u << 10;
+  c.flush_threads = true;
+  auto sender = PageSender::Create(c, &failing);
+  REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
+  PageSender& s = **sender;
+  Mapping m(256);
+  for (size_t i = 0; i < m.pages; ++i) m.Fill(i, 9);
+  REQUIRE(s.AddBlock(m.Block(1)).ok());
+  // 1 MiB in 64 KiB batches (runs of 16 pages): the second write fails on the flush thread, and
+  // a later flush (or the Quiesce) reports it.
+  absl::Status sent;
+  for (size_t p = 0; p < m.pages && sent.ok(); p += 16) {
+    sent = s.SendPages(m.Block(1), p, 16, /*live=*/true);
+  }
+  absl::Status flushed = sent.ok() ? s.Flush() : sent;
+  absl::Status quiesced = s.Quiesce();
+  const absl::Status& first = flushed.ok() ? quiesced : flushed;
+  CHECK(first.code() == absl::StatusCode::kUnavailable);
+  CHECK(first.message() == "slow channel: the peer went away");
+  CHECK(quiesced.code() == absl::StatusCode::kUnavailable);  // sticky
+  CHECK(s.OwnThreads().empty());
+  // From now on the sender thread writes itself: what the failed flushes left in the batch
+  // goes out (and fails) on this thread.
+  REQUIRE(s.AddEndOfStream(true).ok());
+  CHECK(s.Flush().code() == absl::StatusCode::kUnavailable);
+  CHECK(failing.writers().count(static_cast<pid_t>(syscall(SYS_gettid))) == 1);
+  CHECK(failing.writers().size() == 2);
 }
 
 }  // namespace

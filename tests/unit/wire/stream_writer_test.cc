@@ -269,6 +269,53 @@ TEST_CASE("batch full is reported and nothing is appended") {
   CHECK(w->batch().size() == 3);
 }
 
+TEST_CASE("two banks: a taken batch stays intact while the next is built in the other bank") {
+  SamplePages pages;
+  WriterOptions opt;
+  opt.banks = 2;
+  auto w = StreamWriter::Create(TestPreamble(), opt).value();
+  REQUIRE(w->AddBlockAdd({1, 3, 0x10000, 0x4000, 4, "a"}).ok());
+  PageEntry one[] = {{PageEncoding::kRaw, 0, pages.Page(0), false}};
+  REQUIRE(w->AddPageRun(1, 0, one, false).ok());
+  Bytes first_copy;
+  AppendBatch(*w, &first_copy);
+  std::span<const iovec> first = w->TakeBatch();
+  CHECK(w->batch().empty());
+  CHECK(w->batch_bytes() == 0);
+  // The next batch's records go into the other bank: the first batch's bytes do not change.
+  PageEntry two[] = {{PageEncoding::kRaw, 0, pages.Page(1), false}};
+  REQUIRE(w->AddPageRun(1, 1, two, false).ok());
+  REQUIRE(w->AddBlockRemove({1}).ok());
+  Bytes first_after;
+  for (const iovec& v : first) {
+    auto* p = static_cast<const uint8_t*>(v.iov_base);
+    first_after.insert(first_after.end(), p, p + v.iov_len);
+  }
+  CHECK(first_after == first_copy);
+  // The two batches in order are one valid stream with every record.
+  Bytes stream = first_copy;
+  AppendBatch(*w, &stream);
+  std::span<const iovec> second = w->TakeBatch();
+  CHECK(second.data() != first.data());
+  // Back in the first bank (its batch counts as sent): records land there again.
+  REQUIRE(w->AddEndOfStream(false).ok());
+  CHECK(w->batch().data() == first.data());
+  AppendBatch(*w, &stream);
+  testing::ReadResult r = testing::ReadAll(stream);
+  REQUIRE_MESSAGE(r.status.ok(), r.status.ToString());
+  CHECK(r.types == std::vector<RecordType>{RecordType::kPreamble, RecordType::kBlockAdd,
+                                           RecordType::kPageRun, RecordType::kPageRun,
+                                           RecordType::kBlockRemove, RecordType::kEndOfStream});
+}
+
+TEST_CASE("banks other than 1 or 2 are refused") {
+  WriterOptions opt;
+  opt.banks = 3;
+  auto w = StreamWriter::Create(TestPreamble(), opt);
+  CHECK(w.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(w.status().message() == "create stream writer: banks must be 1 or 2, not 3");
+}
+
 TEST_CASE("the writer rejects what the format forbids") {
   SamplePages pages;
   auto w = StreamWriter::Create(TestPreamble()).value();
