@@ -88,12 +88,14 @@ absl::StatusOr<ReceiveSessionResult> RunReceiveSession(ChannelGroupReceiver& gro
       std::unique_ptr<uint8_t[]> buf(new uint8_t[options.chunk_bytes]);
       Channel& ch = group.channel(i);
       for (;;) {
-        absl::StatusOr<size_t> n = ch.ReadSome(buf.get(), options.chunk_bytes);
+        absl::StatusOr<size_t> n =
+            ch.ReadSome(buf.get(), receiver.NextReadSize(i, options.chunk_bytes));
         if (!n.ok() || *n == 0) {
           receiver.ChannelClosed(i, n.ok() ? absl::OkStatus() : n.status());
           break;
         }
-        absl::StatusOr<bool> done = receiver.Feed(i, {buf.get(), *n});
+        // The receiver reads the rest of a page run cut by this chunk from `ch` itself.
+        absl::StatusOr<bool> done = receiver.Feed(i, {buf.get(), *n}, &ch);
         absl::Status s = done.ok() ? absl::OkStatus() : done.status();
         if (s.ok() && *done) s = complete();
         if (!s.ok()) {

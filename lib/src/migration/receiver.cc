@@ -23,6 +23,19 @@ namespace {
 constexpr uint64_t kPopulatePiece = 2u << 20;
 constexpr uint64_t kPopulateAheadPieces = (64u << 20) / kPopulatePiece;
 
+// Split page runs (a live receive): raw stretches of at least this many bytes are read from the
+// socket straight into the block, at most kDirectReadBytes a read, so each piece's crc is
+// computed while the kernel's copy is still in the cache (1 MiB of L2 here). Shorter stretches
+// and encoded pages go through the channel's staging buffer (kStageBytes a read): a read per
+// short stretch would cost more syscalls than the copy it saves.
+constexpr size_t kMinDirectBytes = 64u << 10;
+constexpr size_t kDirectReadBytes = 256u << 10;
+constexpr size_t kStageBytes = 1u << 20;
+// The read after a run's page data came straight from the socket: enough for the next run's
+// header and all 1024 descriptors (12,316 bytes) and a little more, so the next run's payload is
+// mostly read in place again rather than into the caller's buffer.
+constexpr size_t kHeadReadBytes = 16u << 10;
+
 uint64_t PieceCount(uint64_t pages, uint32_t page_size) {
   const uint64_t per = kPopulatePiece / page_size;
   return (pages + per - 1) / per;
@@ -68,9 +81,16 @@ bool Allowed(Receiver::State from, Receiver::State to) {
 struct Receiver::ChannelState {
   // Torn pages are tracked across channels by the receiver (torn_), not per stream: a page torn
   // on one channel may be resent on another.
-  ChannelState()
-      : reader(wire::ReaderOptions{.direction = wire::Direction::kForward, .track_torn = false}) {}
+  explicit ChannelState(bool split_page_runs)
+      : reader(wire::ReaderOptions{.direction = wire::Direction::kForward,
+                                   .track_torn = false,
+                                   .split_page_runs = split_page_runs}) {}
   wire::StreamReader reader;
+  // The open split page run: the reader's record (valid until its next Next()).
+  const wire::PageRun* split_run = nullptr;
+  std::vector<uint8_t> stage;    // payload read from the channel for the reader (kStageBytes)
+  std::vector<uint8_t> encoded;  // an encoded page cut between two pieces, as it arrives
+  bool read_direct = false;      // the last Feed read page data from the channel in place
   std::unique_ptr<ZlibDecompressor> zlib;
   std::unique_ptr<FileRunWriter> file_writer;  // made for the first page bound for a file
   uint64_t iterations = 0;                     // iteration records read
@@ -100,7 +120,11 @@ Receiver::Receiver(size_t channel_count, ReceiverOptions options, Channel* rever
       reverse_(reverse),
       arrived_(channel_count, 0),
       ended_(channel_count, false) {
-  for (size_t i = 0; i < channel_count; ++i) channels_.push_back(std::make_unique<ChannelState>());
+  // A checkpoint receive writes pages to block files from the record (FileRunWriter): buffered.
+  const bool split = !options_.block_file;
+  for (size_t i = 0; i < channel_count; ++i) {
+    channels_.push_back(std::make_unique<ChannelState>(split));
+  }
 }
 
 Receiver::~Receiver() { StopPopulate(); }
@@ -130,14 +154,16 @@ uint64_t Receiver::session_bytes() const {
   return n;
 }
 
-absl::StatusOr<bool> Receiver::Feed(size_t index, std::span<const uint8_t> bytes) {
+absl::StatusOr<bool> Receiver::Feed(size_t index, std::span<const uint8_t> bytes, Channel* source) {
   if (index >= channel_count_) {
     return Fail(absl::InternalError(absl::StrCat("receiver: no channel ", index)));
   }
   if (failed_.load()) return FailedStatus();
   ChannelState& c = *channels_[index];
   c.bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+  c.read_direct = false;
   absl::Status s = c.reader.Feed(bytes);
+  if (s.ok() && c.reader.split_open()) s = PlaceSplitRun(index, c, source);
   bool completed = false;
   while (s.ok()) {
     absl::StatusOr<const wire::Record*> r = c.reader.Next();
@@ -146,14 +172,19 @@ absl::StatusOr<bool> Receiver::Feed(size_t index, std::span<const uint8_t> bytes
       break;
     }
     if (*r == nullptr) break;
-    s = Apply(index, c, **r, &completed);
+    s = Apply(index, c, **r, &completed, source);
   }
   if (!s.ok()) return Fail(WithPrefix(s, absl::StrCat("receive channel ", index, ": ")));
   return completed;
 }
 
-absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& r,
-                             bool* completed) {
+size_t Receiver::NextReadSize(size_t index, size_t max) const {
+  if (index >= channel_count_ || !channels_[index]->read_direct) return max;
+  return std::min(max, kHeadReadBytes);
+}
+
+absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& r, bool* completed,
+                             Channel* source) {
   using wire::RecordType;
   switch (r.type) {
     case RecordType::kPreamble:
@@ -171,6 +202,7 @@ absl::Status Receiver::Apply(size_t index, ChannelState& c, const wire::Record& 
       RETURN_IF_ERROR(DrainFileWrites(c));
       return ApplyBlockResize(std::get<wire::BlockResize>(r.body));
     case RecordType::kPageRun:
+      if (r.split) return StartSplitRun(index, c, std::get<wire::PageRun>(r.body), source);
       return ApplyRun(index, c, std::get<wire::PageRun>(r.body));
     case RecordType::kZeroRun:
       return ApplyZeroRun(index, c, std::get<wire::ZeroRun>(r.body));
@@ -409,12 +441,8 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
         WaitForBlock(index, c, run.block_id, run.first_page, run.pages.size(), "page run"));
   }
   std::shared_lock<std::shared_mutex> l(blocks_mu_);
-  auto it = blocks_.find(run.block_id);
-  if (it == blocks_.end() || run.first_page + run.pages.size() > it->second.memory->page_count()) {
-    return absl::DataLossError(absl::StrCat("page run for block ", run.block_id, " page ",
-                                            run.first_page, " lies outside every live block"));
-  }
-  BlockEntry& b = it->second;
+  ASSIGN_OR_RETURN(BlockEntry * block, RunBlock(run));
+  BlockEntry& b = *block;
   if (b.file.valid()) RETURN_IF_ERROR(StartFileRun(c, b));
   for (size_t i = 0; i < run.pages.size(); ++i) {
     RETURN_IF_ERROR(ApplyPage(index, c, b, run.first_page + i, run.pages[i]));
@@ -431,6 +459,156 @@ absl::Status Receiver::ApplyRun(size_t index, ChannelState& c, const wire::PageR
   }
   // The raw pages queued point into the record, which the next Feed replaces.
   return b.file.valid() ? c.file_writer->Flush() : absl::OkStatus();
+}
+
+absl::StatusOr<Receiver::BlockEntry*> Receiver::RunBlock(const wire::PageRun& run) {
+  auto it = blocks_.find(run.block_id);
+  if (it == blocks_.end() || run.first_page + run.pages.size() > it->second.memory->page_count()) {
+    return absl::DataLossError(absl::StrCat("page run for block ", run.block_id, " page ",
+                                            run.first_page, " lies outside every live block"));
+  }
+  return &it->second;
+}
+
+absl::Status Receiver::StartSplitRun(size_t index, ChannelState& c, const wire::PageRun& run,
+                                     Channel* source) {
+  if (index != 0) {
+    RETURN_IF_ERROR(
+        WaitForBlock(index, c, run.block_id, run.first_page, run.pages.size(), "page run"));
+  }
+  {
+    std::shared_lock<std::shared_mutex> l(blocks_mu_);
+    ASSIGN_OR_RETURN(BlockEntry * b, RunBlock(run));
+    if (b->file.valid()) return absl::InternalError("split page run for a block kept in a file");
+    // Zero pages carry no payload: applied now.
+    for (size_t i = 0; i < run.pages.size(); ++i) {
+      if (run.pages[i].encoding != wire::PageEncoding::kZero) continue;
+      RETURN_IF_ERROR(ApplyPage(index, c, *b, run.first_page + i, run.pages[i]));
+    }
+  }
+  c.split_run = &run;
+  return PlaceSplitRun(index, c, source);
+}
+
+absl::Status Receiver::PlaceSplitRun(size_t index, ChannelState& c, Channel* source) {
+  const uint32_t ps = page_size_.load();
+  const uint32_t min_direct_pages =
+      static_cast<uint32_t>(std::max<size_t>(1, kMinDirectBytes / ps));
+  while (std::optional<wire::PayloadSegment> seg = c.reader.NextSegment()) {
+    std::span<const uint8_t> fed = c.reader.FedPayload();
+    if (fed.empty()) {
+      if (source == nullptr) return absl::OkStatus();  // the rest comes with the next Feed
+      const size_t before = c.reader.PayloadBytesBefore(min_direct_pages);
+      if (before > 0) {
+        RETURN_IF_ERROR(StagePayload(c, std::min(before, kStageBytes), source));
+        continue;
+      }
+    }
+    if (seg->raw) {
+      RETURN_IF_ERROR(PlaceRaw(c, *seg, fed, source));
+    } else {
+      RETURN_IF_ERROR(PlaceEncoded(index, c, *seg, fed));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Receiver::StagePayload(ChannelState& c, size_t n, Channel* source) {
+  // Not under the block lock: these bytes land in the channel's own buffer.
+  if (c.stage.size() < kStageBytes) c.stage.resize(kStageBytes);
+  size_t got = 0;
+  while (got < n) {
+    absl::StatusOr<size_t> r = source->ReadSome(c.stage.data() + got, n - got);
+    if (!r.ok()) return WithPrefix(r.status(), "read page run payload: ");
+    if (*r == 0) return c.reader.Finish();  // DataLoss: cut in the middle of the run
+    got += *r;
+  }
+  c.bytes.fetch_add(got, std::memory_order_relaxed);
+  return c.reader.Feed({c.stage.data(), got});
+}
+
+absl::Status Receiver::PlaceRaw(ChannelState& c, const wire::PayloadSegment& seg,
+                                std::span<const uint8_t> fed, Channel* source) {
+  const wire::PageRun& run = *c.split_run;
+  const uint32_t ps = page_size_.load();
+  // Fed bytes are copied; else read in place, up to a page boundary.
+  const size_t want =
+      !fed.empty() ? fed.size() : std::min(seg.remaining(), kDirectReadBytes - seg.placed % ps);
+  const uint64_t from = seg.page + seg.placed / ps;  // run index of the first page touched
+  // Locking: the bytes go into the block, so the shared block lock is held while they are
+  // written, here across a blocking read of at most kDirectReadBytes. Channel 0 may then wait to
+  // add, remove or resize a block until the read returns. That cannot deadlock: the bytes waited
+  // for are the rest of a record whose header is here, a sender writes a record in one WriteV
+  // (Channel's contract) that waits for nothing but this socket, and a failure or abort of the
+  // session breaks the read (Channel::Abort). The lock is taken again for every read, and the
+  // block looked up again: a resize on channel 0 between two reads may have moved the memory.
+  std::shared_lock<std::shared_mutex> l(blocks_mu_);
+  ASSIGN_OR_RETURN(BlockEntry * b, RunBlock(run));
+  BlockMemory& m = *b->memory;
+  const uint64_t touched_end = seg.page + (seg.placed + want + ps - 1) / ps;
+  for (uint64_t k = from; k < touched_end; ++k) PopulateAhead(*b, run.first_page + k);
+  uint8_t* dst = m.page(run.first_page + seg.page) + seg.placed;
+  size_t got = want;
+  if (!fed.empty()) {
+    std::memcpy(dst, fed.data(), want);
+  } else {
+    absl::StatusOr<size_t> r = source->ReadSome(dst, want);
+    if (!r.ok()) return WithPrefix(r.status(), "read page run payload: ");
+    if (*r == 0) return c.reader.Finish();  // DataLoss: cut in the middle of the run
+    got = *r;
+    c.bytes.fetch_add(got, std::memory_order_relaxed);
+    c.read_direct = true;
+  }
+  // Bytes are in these pages now, whatever their crcs turn out to be: a torn page's bytes must
+  // be cleared by a later zero page, and ClearPage clears only pages marked as holding data.
+  m.MarkNonZero(run.first_page + from, seg.page + (seg.placed + got + ps - 1) / ps - from);
+  RETURN_IF_ERROR(c.reader.ConsumePayload(got));
+  // The pages whose last byte just arrived, checked while they are in the cache.
+  const uint64_t done = seg.page + (seg.placed + got) / ps;
+  for (uint64_t k = from; k < done; ++k) {
+    const uint64_t page = run.first_page + k;
+    ASSIGN_OR_RETURN(bool torn, c.reader.CheckPage(static_cast<uint32_t>(k), {m.page(page), ps}));
+    RawPagePlaced(c, *b, page, run.pages[k], torn);
+  }
+  return absl::OkStatus();
+}
+
+void Receiver::RawPagePlaced(ChannelState& c, BlockEntry& b, uint64_t page,
+                             const wire::PageEntry& e, bool torn) {
+  BlockMemory& m = *b.memory;
+  if (torn) {
+    // Unlike the buffered path, which drops a torn page before it reaches memory, its bytes are
+    // in the page: its crc entry says what it holds now (its bit is set), so the bookkeeping
+    // stays true until it is resent.
+    m.SetPageCrc(page, crc32c::Value(m.page(page), m.page_size()));
+    ++c.stats.torn_pages;
+    NoteTorn(b.id, page, true);
+    return;
+  }
+  m.SetPageCrc(page, e.page_crc);
+  if (m.mirror() != 0) MirrorPage(m, page);
+  ++c.stats.raw_pages;
+  ++c.stats.pages;
+  if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
+}
+
+absl::Status Receiver::PlaceEncoded(size_t index, ChannelState& c, const wire::PayloadSegment& seg,
+                                    std::span<const uint8_t> fed) {
+  const wire::PageRun& run = *c.split_run;
+  wire::PageEntry e = run.pages[seg.page];
+  if (seg.placed == 0 && fed.size() == seg.length) {
+    e.data = fed;  // all here: decoded from where it was read
+  } else {
+    if (c.encoded.size() < seg.length) c.encoded.resize(wire::kMaxPageSize);
+    std::memcpy(c.encoded.data() + seg.placed, fed.data(), fed.size());
+    e.data = {c.encoded.data(), seg.length};
+  }
+  if (seg.placed + fed.size() == seg.length) {
+    std::shared_lock<std::shared_mutex> l(blocks_mu_);
+    ASSIGN_OR_RETURN(BlockEntry * b, RunBlock(run));
+    RETURN_IF_ERROR(ApplyPage(index, c, *b, run.first_page + seg.page, e));
+  }
+  return c.reader.ConsumePayload(fed.size());
 }
 
 absl::Status Receiver::DrainFileWrites(ChannelState& c) {

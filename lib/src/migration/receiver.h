@@ -31,6 +31,17 @@
 // message) then end_of_stream(aborted). The sender should close its channels after reading the
 // final ack; the receiver reads them to EOF.
 //
+// Raw page data straight into the block (a live receive, Feed with its `source` channel): a page
+// run whose payload has not been read yet (the large ones: up to 1024 pages) comes from the
+// channel's reader as a split run once its header and descriptors are checked (StreamReader's
+// split page runs), and its long stretches of raw pages are read from the channel straight into
+// their pages in the block, each page's crc checked there right after the kernel's copy, instead
+// of being read into the caller's buffer, assembled in the reader and copied again. The rest of
+// such a run (short raw stretches, xbzrle and zlib pages) is read into a per-channel staging
+// buffer and placed from there. A checkpoint receive (block files) keeps the buffered path.
+// A torn raw page of such a run has already overwritten the page: its nonzero bit is set and its
+// crc entry is that of the bytes it now holds, until it is resent (Finish fails if it never is).
+//
 // Threads: Feed() is called concurrently for different channels, never concurrently for one.
 // Locking: `mu_` guards the state, the barrier and the torn-page set; `blocks_mu_` (shared for
 // page writes, exclusive for block add/remove/resize) guards the block map; each ChannelState is
@@ -141,7 +152,15 @@ class Receiver {
   // the one after which every channel has read its end_of_stream; that caller then runs
   // Finish(), stores the image and calls Ack(). Errors are sticky and returned by every later
   // call (the first error wins).
-  absl::StatusOr<bool> Feed(size_t index, std::span<const uint8_t> bytes);
+  // With `source` (the channel the bytes were read from), the rest of a page run cut by the end
+  // of `bytes` is read from it directly (see above); without, it is placed as later Feeds bring
+  // it.
+  absl::StatusOr<bool> Feed(size_t index, std::span<const uint8_t> bytes,
+                            Channel* source = nullptr);
+  // How many bytes to read for the next Feed of channel `index`, at most `max`: fewer right
+  // after page data was read from the channel directly, so that the next run's header arrives
+  // with little of its payload, which then goes straight into the block too.
+  size_t NextReadSize(size_t index, size_t max) const;
   // Channel `index` reached EOF (`why` OK) or failed. Before its end_of_stream this fails the
   // session (DataLoss for a truncated stream, Unavailable for a broken connection).
   void ChannelClosed(size_t index, const absl::Status& why);
@@ -183,7 +202,8 @@ class Receiver {
   struct ChannelState;
 
   absl::Status TransitionTo(State next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Apply(size_t index, ChannelState& c, const wire::Record& r, bool* completed);
+  absl::Status Apply(size_t index, ChannelState& c, const wire::Record& r, bool* completed,
+                     Channel* source);
   absl::Status ApplyPreamble(size_t index, const wire::Preamble& p);
   absl::Status ApplyBlockAdd(const wire::BlockAdd& b);
   absl::Status ApplyBlockRemove(const wire::BlockRemove& b);
@@ -191,6 +211,25 @@ class Receiver {
   absl::Status ApplyRun(size_t index, ChannelState& c, const wire::PageRun& run);
   absl::Status ApplyPage(size_t index, ChannelState& c, BlockEntry& b, uint64_t page,
                          const wire::PageEntry& e);
+  // The live block that holds every page of `run`, or DataLoss. Needs blocks_mu_ (shared).
+  absl::StatusOr<BlockEntry*> RunBlock(const wire::PageRun& run);
+  // A split run (the reader's split page runs): its zero pages, then its payload.
+  absl::Status StartSplitRun(size_t index, ChannelState& c, const wire::PageRun& run,
+                             Channel* source);
+  // Places what can be placed of the open split run's payload: the fed bytes, then, with a
+  // source, the rest read from it.
+  absl::Status PlaceSplitRun(size_t index, ChannelState& c, Channel* source);
+  // Raw pages of the segment: `fed` bytes copied, or (fed empty) read from `source` in place.
+  absl::Status PlaceRaw(ChannelState& c, const wire::PayloadSegment& seg,
+                        std::span<const uint8_t> fed, Channel* source);
+  // An xbzrle or zlib page of the segment from `fed`, decoded once all of it is there.
+  absl::Status PlaceEncoded(size_t index, ChannelState& c, const wire::PayloadSegment& seg,
+                            std::span<const uint8_t> fed);
+  // The next `n` payload bytes from `source` into the channel's staging buffer, fed to the reader.
+  absl::Status StagePayload(ChannelState& c, size_t n, Channel* source);
+  // Bookkeeping of a raw page whose bytes are in the block and whose crc the reader checked.
+  void RawPagePlaced(ChannelState& c, BlockEntry& b, uint64_t page, const wire::PageEntry& e,
+                     bool torn);
   // Waits for the channel's block-file writes in flight (a checkpoint receive).
   absl::Status DrainFileWrites(ChannelState& c);
   // The channel's file writer, pointed at block `b`'s file (a checkpoint receive).

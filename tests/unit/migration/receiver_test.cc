@@ -18,6 +18,8 @@
 #include "migration/image_writer.h"
 #include "migration/process_state.h"
 #include "receiver_test_util.h"
+#include "transport/channel_factory.h"
+#include "unit/transport/test_sockets.h"
 
 namespace procmig {
 namespace {
@@ -705,6 +707,244 @@ TEST_CASE("a torn page resent as part of a zero run completes") {
   REQUIRE_MESSAGE(f.ok(), f.status().ToString());
   CHECK(f->stats.torn_pages == 1);
   CHECK(Copy(r.BlockMemories()[0]->bytes()) == Bytes(8 * kPs, 0));
+}
+
+// ---- Page data read from the socket straight into the block (Feed with its channel).
+
+constexpr uint64_t kSocketBlockPages = 2048;
+const char kSocketBlockName[] = "heap";
+// The first page run's offset: preamble, then block_add (32 bytes and the name).
+constexpr size_t kRunOffset = wire::kPreambleSize + wire::kRecordHeaderSize + 32 + 4;
+constexpr size_t kRunPayload = kRunOffset + wire::kRecordHeaderSize + 16 + 1024 * 12;
+
+Bytes SocketPage(uint64_t i) { return PatternPage(static_cast<uint32_t>(i * 3 + 1)); }
+
+// Block 1 (2048 pages), then a run of 1024 raw pages (pages 0..1023, `live` as given), then
+// `more` adds what the test wants, then the final iteration and the end.
+template <typename More>
+Bytes SocketStream(bool live, More more, bool zero_runs = false) {
+  StreamBuilder b(zero_runs ? testing::ZeroRunPreamble() : testing::DstPreamble());
+  b.BlockAdd(1, 0x10000000, kSocketBlockPages, kSocketBlockName);
+  // One contiguous buffer: one iovec for the whole payload (a writer batch holds 1024).
+  Bytes pages;
+  for (uint64_t i = 0; i < 1024; ++i) {
+    Bytes p = SocketPage(i);
+    pages.insert(pages.end(), p.begin(), p.end());
+  }
+  const uint8_t* kept = b.Keep(std::move(pages));
+  std::vector<wire::PageEntry> run;
+  for (uint64_t i = 0; i < 1024; ++i) {
+    run.push_back({wire::PageEncoding::kRaw, 0, {kept + i * kPs, kPs}});
+  }
+  b.Run(1, 0, run, live);
+  more(b);
+  b.Iteration(0, /*final=*/true);
+  return b.End();
+}
+
+struct SocketReceive {
+  absl::StatusOr<bool> first = false;  // the Feed of the first read
+  size_t next_read = 0;                // NextReadSize after it
+  absl::StatusOr<bool> last = false;   // the last Feed
+};
+
+// Sends `stream` over TCP loopback and receives it as ReceiveSession does, through a channel of
+// `kind`: the first read takes exactly `first` bytes (so the first run is cut there), the next
+// ones what NextReadSize says; `after_first` runs after the first Feed. False when the kind is
+// not available here.
+template <typename AfterFirst>
+bool ReceiveOverSocket(Receiver& r, const Bytes& stream, TransportKind kind, size_t first,
+                       SocketReceive* out, AfterFirst after_first) {
+  auto [tx, rx] = testing::TcpLoopbackPair();
+  TransportConfig config;
+  config.kind = kind;
+  config.read_environment = false;
+  absl::StatusOr<OpenedChannel> opened = OpenChannel(std::move(rx), config, "test receive");
+  if (!opened.ok()) return false;
+  Channel& ch = *opened->channel;
+  std::thread writer([&, fd = tx.get()] {
+    for (size_t off = 0; off < stream.size();) {
+      ssize_t n = send(fd, stream.data() + off, stream.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the receiver gave up and aborted the channel
+      off += static_cast<size_t>(n);
+    }
+    shutdown(fd, SHUT_WR);
+  });
+  Bytes buf(1u << 20);
+  REQUIRE(ch.ReadExact(buf.data(), first).ok());
+  out->first = r.Feed(0, {buf.data(), first}, &ch);
+  out->next_read = r.NextReadSize(0, buf.size());
+  after_first();
+  out->last = out->first;
+  while (out->last.ok() && !*out->last) {
+    absl::StatusOr<size_t> n = ch.ReadSome(buf.data(), r.NextReadSize(0, buf.size()));
+    REQUIRE(n.ok());
+    if (*n == 0) {
+      r.ChannelClosed(0, absl::OkStatus());
+      break;
+    }
+    out->last = r.Feed(0, {buf.data(), *n}, &ch);
+  }
+  ch.Abort();  // wakes the writer if the receive stopped early
+  writer.join();
+  (void)ch.Close();
+  return true;
+}
+
+const BlockMemory& Block(const Receiver& r) {
+  std::vector<const BlockMemory*> m = r.BlockMemories();
+  REQUIRE(m.size() == 1);
+  return *m[0];
+}
+
+bool PagesEqual(const BlockMemory& m, uint64_t page, const Bytes& want) {
+  return std::memcmp(m.page(page), want.data(), kPs) == 0;
+}
+
+TEST_CASE("page runs read from the socket land byte-exact in the block") {
+  for (TransportKind kind : {TransportKind::kPosix, TransportKind::kIoUring}) {
+    INFO("transport ", static_cast<int>(kind));
+    Bytes image(kSocketBlockPages * kPs, 0);  // what the block must hold at the end
+    for (uint64_t i = 0; i < 1024; ++i) {
+      Bytes p = SocketPage(i);
+      std::copy(p.begin(), p.end(), image.begin() + i * kPs);
+    }
+    Bytes stream = SocketStream(false, [&](StreamBuilder& b) {
+      // Pages 0..76 again, as a later iteration sends them: 40 raw (read in place), zero,
+      // xbzrle, zlib, 3 raw (too short to be read in place: staged), xbzrle, 30 raw.
+      std::vector<wire::PageEntry> run;
+      uint64_t page = 0;
+      auto raw = [&](int n) {
+        for (int k = 0; k < n; ++k, ++page) {
+          Bytes p = SocketPage(page + 5000);
+          run.push_back(b.Raw(p));
+          std::copy(p.begin(), p.end(), image.begin() + page * kPs);
+        }
+      };
+      auto xbzrle = [&] {  // against what the first run put there
+        Bytes p = SocketPage(page);
+        p[10] ^= 1;
+        p[2000] ^= 0xff;
+        run.push_back(b.Xbzrle(SocketPage(page), p));
+        std::copy(p.begin(), p.end(), image.begin() + page++ * kPs);
+      };
+      raw(40);
+      run.push_back(b.Zero());
+      std::fill(image.begin() + page * kPs, image.begin() + (page + 1) * kPs, 0);
+      ++page;
+      xbzrle();
+      Bytes z = SocketPage(page);
+      run.push_back(b.Zlib(z));
+      std::copy(z.begin(), z.end(), image.begin() + page++ * kPs);
+      raw(3);
+      xbzrle();
+      raw(30);
+      b.Run(1, 0, run);
+    });
+    ReceiverOptions options;
+    options.populate = true;
+    Receiver r(1, options, nullptr);
+    SocketReceive got;
+    // The first read ends 5000 bytes into the first run's payload (inside its second page).
+    const size_t first = kRunPayload + 5000;
+    bool ran = ReceiveOverSocket(r, stream, kind, first, &got, [&] {
+      REQUIRE(got.first.ok());
+      CHECK_FALSE(*got.first);
+      // That one Feed read the rest of the run from the socket itself.
+      const BlockMemory& m = Block(r);
+      for (uint64_t i = 0; i < 1024; ++i) {
+        if (!PagesEqual(m, i, SocketPage(i))) FAIL("page ", i, " differs after the first Feed");
+      }
+      CHECK(got.next_read == 16u << 10);
+    });
+    if (!ran) {
+      MESSAGE("transport kind not available here; skipped");
+      continue;
+    }
+    REQUIRE_MESSAGE(got.last.ok(), got.last.status().ToString());
+    REQUIRE(*got.last);
+    auto manifest = r.Finish();
+    REQUIRE_MESSAGE(manifest.ok(), manifest.status().ToString());
+    const BlockMemory& m = Block(r);
+    CHECK(std::memcmp(m.bytes().data(), image.data(), image.size()) == 0);
+    CHECK(manifest->stats.raw_pages == 1024 + 40 + 3 + 30);
+    CHECK(manifest->stats.pages == 1024 + 77);
+    CHECK(manifest->stats.zero_pages == 1);
+    CHECK(manifest->stats.xbzrle_pages == 2);
+    CHECK(manifest->stats.zlib_pages == 1);
+    CHECK(manifest->stats.torn_pages == 0);
+    CHECK(manifest->stats.bytes == stream.size());
+    CHECK(manifest->blocks[0].crc32c == crc32c::Value(image.data(), image.size()));
+    CHECK(m.MaybeNonZero(1023));
+    CHECK_FALSE(m.MaybeNonZero(40));    // the zero page
+    CHECK_FALSE(m.MaybeNonZero(1024));  // never sent
+  }
+}
+
+TEST_CASE("a corrupt raw page read from the socket fails as it does from the buffer") {
+  Bytes stream = SocketStream(false, [](StreamBuilder&) {});
+  stream[kRunPayload + 700 * kPs + 123] ^= 0x08;  // page 700 of the non-live run
+  const std::string want = absl::StrCat("receive channel 0: record at offset ", kRunOffset,
+                                        " (page_run): page 700: raw page crc mismatch");
+  {
+    Receiver r(1, ReceiverOptions{}, nullptr);
+    auto s = r.Feed(0, stream);  // the whole stream at once: the buffered path
+    CHECK(s.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(s.status().message() == want);
+  }
+  Receiver r(1, ReceiverOptions{}, nullptr);
+  SocketReceive got;
+  REQUIRE(ReceiveOverSocket(r, stream, TransportKind::kPosix, kRunPayload + 100, &got, [] {}));
+  CHECK(got.first.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(got.first.status().message() == want);
+  CHECK(r.state() == Receiver::State::kFailed);
+}
+
+TEST_CASE("a torn page read from the socket is not received until resent; a zero run clears it") {
+  // Page 5 of the live run changed after its crc. Its garbage is in the block now: its bit must
+  // say so (else the zero run's ClearPage would leave it) and it must not count as received.
+  auto stream = [](int resend) {
+    Bytes s = SocketStream(
+        true,
+        [resend](StreamBuilder& b) {
+          if (resend == 1) b.ZeroRun(1, 4, 3);
+          if (resend == 2) b.Run(1, 5, {b.Raw(SocketPage(5))});
+        },
+        /*zero_runs=*/true);
+    s[kRunPayload + 5 * kPs + 9] ^= 0x01;
+    return s;
+  };
+  for (int resend : {0, 1, 2}) {
+    INFO("resend ", resend);
+    Receiver r(1, ReceiverOptions{}, nullptr);
+    SocketReceive got;
+    REQUIRE(
+        ReceiveOverSocket(r, stream(resend), TransportKind::kPosix, kRunPayload + 100, &got, [&] {
+          REQUIRE(got.first.ok());
+          CHECK(Block(r).MaybeNonZero(5));
+        }));
+    REQUIRE_MESSAGE(got.last.ok(), got.last.status().ToString());
+    REQUIRE(*got.last);
+    auto manifest = r.Finish();
+    if (resend == 0) {
+      CHECK(manifest.status().code() == absl::StatusCode::kDataLoss);
+      CHECK(manifest.status().message() ==
+            "receive: 1 torn page(s) never resent (e.g. block 1 page 5)");
+      continue;
+    }
+    REQUIRE_MESSAGE(manifest.ok(), manifest.status().ToString());
+    const BlockMemory& m = Block(r);
+    Bytes image(kSocketBlockPages * kPs, 0);
+    for (uint64_t i = 0; i < 1024; ++i) {
+      if (resend == 1 && i >= 4 && i < 7) continue;  // zeroed by the zero run
+      Bytes p = SocketPage(i);
+      std::copy(p.begin(), p.end(), image.begin() + i * kPs);
+    }
+    CHECK(std::memcmp(m.bytes().data(), image.data(), image.size()) == 0);
+    CHECK(manifest->stats.torn_pages == 1);
+    CHECK(manifest->stats.raw_pages == (resend == 1 ? 1023u : 1024u));
+    CHECK(manifest->blocks[0].crc32c == crc32c::Value(image.data(), image.size()));
+  }
 }
 
 }  // namespace
