@@ -68,7 +68,8 @@ struct Record {
       body;
   uint32_t torn_pages = 0;  // page runs: pages whose crc mismatched in a live run
   // A split page run: its entries have no data (torn is set by CheckPage); the payload is placed
-  // by the caller through NextSegment/FedPayload/ConsumePayload/CheckPage.
+  // by the caller through NextSegment/FedPayload/ConsumePayload/CheckPage. Its PageRun stays
+  // valid across Feed() calls, until the Next() that closes it.
   bool split = false;
 };
 
@@ -147,7 +148,7 @@ class StreamReader {
   absl::Status CheckHeader(const RecordHeader& h);
   absl::Status DecodeBody(const RecordHeader& h, std::span<const uint8_t> payload);
   // A page_run not wholly fed: its header and descriptors, checked as the buffered path checks
-  // them. nullptr status with *ready false: more bytes needed.
+  // them. OK with *ready false: more bytes needed.
   absl::Status NextSplitRun(const RecordHeader& h, bool* ready);
   // Closes the open split run when its payload is placed and checked; *closed false otherwise.
   absl::Status CloseSplitRun(bool* closed);
