@@ -13,8 +13,11 @@
 // to 100 MB/s (netns_link.h; as root with `ip` and `tc`, else reported as not run);
 // live-random-1ch, live-random-2ch and live-zero: the first three, to a live receiver (`receive
 // --once --detach`) that restores the process into fresh memory, judged against that ceiling.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -103,8 +106,25 @@ bool HasCommand(const Config& c, const char* cmd) {
   return access(c.procmig.c_str(), X_OK) == 0 && RunQuiet({c.procmig, cmd, "--help"}, 10000);
 }
 
+// A port for the run's receiver: derived from the bench's pid and the run, and skipped while
+// something on this host listens there (a run once failed with EADDRINUSE while another bench
+// shared the machine). The receiver in a namespace has ports of its own; the check is harmless.
 std::string FreeishPort(int salt) {
-  return std::to_string(20000 + (getpid() * 7 + salt * 13) % 30000);
+  int port = 20000 + (getpid() * 7 + salt * 13) % 30000;
+  for (int tries = 0; tries < 50; ++tries, port = 20000 + (port - 20000 + 97) % 30000) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool free = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(fd);
+    if (free) break;
+  }
+  return std::to_string(port);
 }
 
 // The process a live receiver restored and left running (its output says "(host pid N, ..."),
