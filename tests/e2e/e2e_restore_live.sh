@@ -14,7 +14,7 @@
 # reader thread is blocked in read() on fd 0 during the migration and must read "ping 2",
 # "ping 3" after it), SIGHUPs before and after the migration (the count must be exact), its
 # files in the work directory. RECEIVE_ARGS adds receive options (--no-pid-ns: restored in this
-# PID namespace with new ids).
+# PID namespace with new ids), MIGRATE_ARGS migrate options.
 source "$(dirname "$0")/lib.sh"
 WORKLOAD=$1
 MODE=$2
@@ -74,7 +74,9 @@ check_preload "$WPID" source
 sleep 1  # let it run (and churn) a little first
 cp "/proc/$WPID/maps" "$W/maps.before" 2>/dev/null
 # --verify: a page the tracker missed fails the migration here rather than hiding in the copy.
-run_migrate dst "$TARGET" --verify
+# MIGRATE_ARGS adds migrate options (e.g. --channels 2).
+# shellcheck disable=SC2086
+run_migrate dst "$TARGET" --verify ${MIGRATE_ARGS:-}
 [ "$MIGRATE_RC" = 0 ] ||
   fail "migrate exited $MIGRATE_RC: $(tail -n 3 "$W/dst.err"); source after it: $(source_state)"
 [ "$(stat_field dst phase)" = done ] || fail "migrate: last stats phase '$(stat_field dst phase)', want done"
