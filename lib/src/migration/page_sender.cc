@@ -164,11 +164,12 @@ std::pair<uintptr_t, uintptr_t> PageSender::CrcTableRange(uint32_t id) const {
 absl::Status PageSender::Flush() { return FlushBatch(/*keep_stage=*/false); }
 
 absl::Status PageSender::Quiesce() {
-  if (flushers_.empty()) return absl::OkStatus();
   absl::Status s = WaitFlushers();
-  const size_t pool_threads = own_tids_.size() - flushers_.size();
   flushers_.clear();  // joins
-  own_tids_.resize(pool_threads);
+  // The compressing threads end too (their pages are compressed on the sender thread from here
+  // on, as in the final phase): no copy of the process made after this lists them either.
+  pool_.reset();
+  own_tids_.clear();
   return s;
 }
 
@@ -303,7 +304,7 @@ absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first,
     uint64_t n = std::min<uint64_t>(count, chunk_end - first);
     // XBZRLE deltas and zlib streams lie apart in the staging area: one iovec each, and a batch
     // holds at most 1024 (a full run of them could never fit). Half runs always do.
-    if (cache_ || pool_) n = std::min<uint64_t>(n, wire::kMaxPagesPerRun / 2);
+    if (cache_ || inline_z_) n = std::min<uint64_t>(n, wire::kMaxPagesPerRun / 2);
     RETURN_IF_ERROR(SendRun(id, start, first, n, live, ChannelOf(id, first)));
     first += n;
     count -= n;
@@ -484,7 +485,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
   auto table = tables_.find(id);
   uint32_t* crcs = table == tables_.end() ? nullptr : table->second.crcs;
   const size_t table_pages = table == tables_.end() ? 0 : table->second.pages;
-  const size_t need = count + (cache_ ? 2 * count : 0) + (pool_ ? count : 0);
+  const size_t need = count + (cache_ ? 2 * count : 0) + (inline_z_ ? count : 0);
   if (stage_used_ + need * page_size_ > stage_size_) RETURN_IF_ERROR(Flush());
   const uint64_t got = StageRun(start + first * page_size_, count, live);
   if (got < count) {
@@ -528,7 +529,7 @@ absl::Status PageSender::SendRun(uint32_t id, uintptr_t start, uint64_t first, u
     }
     // An unchanged page (delta 0) is still sent raw: the tracker said it was written.
   }
-  if (pool_) RETURN_IF_ERROR(CompressRun(count, live, channel));
+  if (inline_z_) RETURN_IF_ERROR(CompressRun(count, live, channel));
   RETURN_IF_ERROR(EmitRun(id, first, count, channel));
   if (channel != 0) spread_ = true;
   counters_.pages += count;
@@ -622,9 +623,9 @@ absl::Status PageSender::CompressRun(uint64_t count, bool live, size_t channel) 
     limit = k;
     starved_ = true;
   };
-  if (!live) {
-    // The final phase (its own task; the workers may not run in a frozen copy): compress here,
-    // with no allocation.
+  if (!live || !pool_) {
+    // The final phase (its own task; the workers may not run in a frozen copy), or after
+    // Quiesce(): compress here, with no allocation.
     for (uint32_t k = 0; k < limit; ++k) {
       ASSIGN_OR_RETURN(const bool starved, LinkStarved(channel));
       if (starved) {

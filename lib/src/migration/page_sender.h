@@ -138,8 +138,9 @@ class PageSender {
   // Sends the batch: written before it returns, or, with flush threads, handed to them (a
   // write error then shows at the next Flush() or Quiesce()).
   absl::Status Flush();
-  // Waits for the batches on their way and stops the flush threads (if any): from here on every
-  // Flush() writes on the calling thread (what the batch holds now, too). Called before the program
+  // Waits for the batches on their way and stops the flush threads and the compressing threads
+  // (if any): from here on every Flush() writes on the calling thread (what the batch holds now,
+  // too), and pages are compressed there. Called before the program
   // is parked: the threads end while none of the program's threads is stopped (a join with them
   // parked could wait on a glibc lock one of them holds), so no process copied after that lists
   // them (a restored copy would hold the descriptors of threads that do not exist). Returns the
@@ -259,7 +260,7 @@ class PageSender {
   uint64_t max_read_pages_ = 1;
   uint64_t read_pages_ = 1;
   std::unique_ptr<PageCache> cache_;
-  std::unique_ptr<CompressPool> pool_;        // live runs
+  std::unique_ptr<CompressPool> pool_;        // live runs, until Quiesce()
   std::unique_ptr<ZlibCompressor> inline_z_;  // the frozen copy
   std::unique_ptr<uint8_t[]> z_scratch_;      // inline_z_'s output
   size_t z_scratch_size_ = 0;
