@@ -32,14 +32,12 @@ void BatchFlusher::Post(std::span<const iovec> batch) {
     job_ = batch;
     pending_ = true;
   }
-  posted_ = true;
   cv_.notify_all();
 }
 
 absl::Status BatchFlusher::Wait() {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !pending_; });
-  posted_ = false;
   return status_;
 }
 

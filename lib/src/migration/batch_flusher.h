@@ -41,7 +41,6 @@ class BatchFlusher {
   void Post(std::span<const iovec> batch);
   // Waits for the posted batch (OK at once when none is); the first write error, sticky.
   absl::Status Wait();
-  bool busy() const { return posted_; }
   pid_t tid() const { return tid_; }
 
  private:
@@ -50,7 +49,6 @@ class BatchFlusher {
 
   Channel* const channel_;
   pid_t tid_ = 0;
-  bool posted_ = false;  // owner thread only: a Post() not yet waited for
   std::mutex mu_;
   std::condition_variable cv_;
   std::span<const iovec> job_ ABSL_GUARDED_BY(mu_);
