@@ -92,8 +92,7 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   // A batch's worth of staged pages plus one run of pages, their deltas and zlib streams.
   const size_t run_bytes = static_cast<size_t>(wire::kMaxPagesPerRun) * pre.page_size;
   s->stage_size_ = config.flush_bytes + 4 * run_bytes;
-  s->stage_halves_ = config.flush_threads ? 2 : 1;
-  s->stage_.reset(new uint8_t[s->stage_halves_ * s->stage_size_]);
+  s->stage_.reset(new uint8_t[(config.flush_threads ? 2 : 1) * s->stage_size_]);
   s->stage_base_ = s->stage_.get();
   if (s->pool_) {
     auto tids = s->pool_->worker_tids();
@@ -135,7 +134,6 @@ absl::Status PageSender::NewTable(uint32_t id, size_t pages) {
 }
 
 PageSender::~PageSender() {
-  flushers_.clear();  // each waits for its batch, which may point into the tables' neighbours
   for (const auto& [id, t] : tables_) munmap(t.crcs, t.bytes);
 }
 
@@ -189,41 +187,33 @@ absl::Status PageSender::WaitFlushers() {
 }
 
 absl::Status PageSender::FlushBatch(bool keep_stage) {
+  // With flush threads, the batches handed over last time used the writers' other banks and the
+  // other half of the staging area, which are about to be filled again.
+  RETURN_IF_ERROR(WaitFlushers());
+  // Channel 0 first: its block records reach the receiver before the runs on other channels that
+  // need them (handed to the flush threads, they may not: the receiver then waits for the block,
+  // Receiver::WaitForBlock).
   size_t bytes = 0;
-  if (!flushers_.empty()) {
-    // The batches handed over last time used the writers' other banks and the other half of
-    // the staging area, which are about to be filled again.
-    RETURN_IF_ERROR(WaitFlushers());
-    for (size_t i = 0; i < writers_.size(); ++i) {
-      const size_t n = writers_[i]->batch_bytes();
-      std::span<const iovec> batch = writers_[i]->TakeBatch();
-      if (batch.empty()) continue;
-      // Channel 0's block records may reach the receiver after runs on other channels that
-      // need them: the receiver waits for the block (Receiver::WaitForBlock).
-      flushers_[i]->Post(batch);
-      counters_.bytes_out += n;
-      bytes += n;
-    }
-    if (keep_stage) {
-      // The pages of the record that did not fit are in this half: it stays, and is free again
-      // once these batches are written.
-      RETURN_IF_ERROR(WaitFlushers());
-    } else {
-      stage_base_ = stage_base_ == stage_.get() ? stage_.get() + stage_size_ : stage_.get();
-      stage_used_ = 0;
-    }
-  }
-  // Channel 0 first: its block records must reach the receiver before the runs on the other
-  // channels that need them.
-  for (size_t i = 0; i < writers_.size() && flushers_.empty(); ++i) {
-    auto batch = writers_[i]->batch();
-    if (batch.empty()) continue;
+  for (size_t i = 0; i < writers_.size(); ++i) {
     const size_t n = writers_[i]->batch_bytes();
-    // A batch may exceed IOV_MAX only in theory (the writer caps it); write it in one call.
-    RETURN_IF_ERROR(channels_[i]->WriteV(batch.data(), batch.size()));
+    if (n == 0) continue;
+    if (flushers_.empty()) {
+      // A batch may exceed IOV_MAX only in theory (the writer caps it); write it in one call.
+      auto batch = writers_[i]->batch();
+      RETURN_IF_ERROR(channels_[i]->WriteV(batch.data(), batch.size()));
+      writers_[i]->ClearBatch();
+    } else {
+      flushers_[i]->Post(writers_[i]->TakeBatch());
+    }
     counters_.bytes_out += n;
     bytes += n;
-    writers_[i]->ClearBatch();
+  }
+  if (!flushers_.empty() && keep_stage) {
+    // The pages of the record that did not fit are in this half: it stays, and is free again
+    // once these batches are written.
+    RETURN_IF_ERROR(WaitFlushers());
+  } else if (!flushers_.empty()) {
+    stage_base_ = stage_base_ == stage_.get() ? stage_.get() + stage_size_ : stage_.get();
   }
   if (bytes > 0 && rate_limited_ && !limiter_.unlimited()) {
     uint64_t wait = limiter_.Consume(bytes, NowNs());

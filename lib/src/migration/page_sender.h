@@ -177,7 +177,7 @@ class PageSender {
   // The staging area [start, end): the agent's own memory, never a RAM block.
   std::pair<uintptr_t, uintptr_t> staging_range() const {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
-    return {b, b + stage_halves_ * stage_size_};
+    return {b, b + (config_.flush_threads ? 2 : 1) * stage_size_};
   }
   // The XBZRLE page cache's memory ({0, 0} without XBZRLE): like the staging area, it changes
   // with every page sent and must not be migrated itself.
@@ -241,11 +241,12 @@ class PageSender {
   // Page copies, deltas and zlib streams of one batch; with flush threads two halves, one
   // being written while the other fills.
   std::unique_ptr<uint8_t[]> stage_;
-  size_t stage_size_ = 0;  // of one half
-  size_t stage_halves_ = 1;
-  uint8_t* stage_base_ = nullptr;                        // the half being filled
-  size_t stage_used_ = 0;                                // of stage_base_
-  std::vector<std::unique_ptr<BatchFlusher>> flushers_;  // one per channel, or none
+  size_t stage_size_ = 0;          // of one half
+  uint8_t* stage_base_ = nullptr;  // the half being filled
+  size_t stage_used_ = 0;          // of stage_base_
+  // One per channel, or none. Declared after the writers and the staging area: destroyed first,
+  // each waiting for the batch it writes from them.
+  std::vector<std::unique_ptr<BatchFlusher>> flushers_;
   std::vector<pid_t> own_tids_;
   // Pages per process_vm_readv in StageRun: 512 KiB worth (half the 1 MiB L2 of the reference
   // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to 1 MiB
