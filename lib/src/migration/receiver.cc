@@ -586,10 +586,8 @@ void Receiver::RawPagePlaced(ChannelState& c, BlockEntry& b, uint64_t page,
     return;
   }
   m.SetPageCrc(page, e.page_crc);
-  if (m.mirror() != 0) MirrorPage(m, page);
   ++c.stats.raw_pages;
-  ++c.stats.pages;
-  if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
+  PageApplied(c, b, page);
 }
 
 absl::Status Receiver::PlaceEncoded(size_t index, ChannelState& c, const wire::PayloadSegment& seg,
@@ -722,10 +720,14 @@ absl::Status Receiver::ApplyPage(size_t index, ChannelState& c, BlockEntry& b, u
   }
   // Raw pages were checked against this crc when decoded, xbzrle and zlib ones just above.
   if (e.encoding != wire::PageEncoding::kZero) m.SetPageCrc(page, e.page_crc);
-  if (m.mirror() != 0) MirrorPage(m, page);
+  PageApplied(c, b, page);
+  return absl::OkStatus();
+}
+
+void Receiver::PageApplied(ChannelState& c, BlockEntry& b, uint64_t page) {
+  if (b.memory->mirror() != 0) MirrorPage(*b.memory, page);
   ++c.stats.pages;
   if (torn_count_.load(std::memory_order_relaxed) != 0) NoteTorn(b.id, page, false);
-  return absl::OkStatus();
 }
 
 void Receiver::StartMirror(BlockEntry& e) {

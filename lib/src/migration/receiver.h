@@ -227,6 +227,9 @@ class Receiver {
                             std::span<const uint8_t> fed);
   // The next `n` payload bytes from `source` into the channel's staging buffer, fed to the reader.
   absl::Status StagePayload(ChannelState& c, size_t n, Channel* source);
+  // What every page that arrived whole (not torn) costs after its bytes and crc are in place:
+  // the mirror write, the count, and its leaving the torn set.
+  void PageApplied(ChannelState& c, BlockEntry& b, uint64_t page);
   // Bookkeeping of a raw page whose bytes are in the block and whose crc the reader checked.
   void RawPagePlaced(ChannelState& c, BlockEntry& b, uint64_t page, const wire::PageEntry& e,
                      bool torn);
