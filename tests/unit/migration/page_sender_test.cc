@@ -126,22 +126,34 @@ struct Sent {
   std::vector<uint32_t> fault_blocks;  // TakeFaultBlock() after each block
 };
 
+// An in-process channel pair with room for every test's whole stream.
+std::pair<std::unique_ptr<Channel>, std::unique_ptr<Channel>> Pipe() {
+  MemoryPipeOptions o;
+  o.capacity = 64u << 20;
+  auto pair = MemoryChannel::CreatePair(o);
+  REQUIRE(pair.ok());
+  return *std::move(pair);
+}
+
+// 4 KiB pages and a fixed session id; the rest as PageSenderConfig says.
+PageSenderConfig TestConfig() {
+  PageSenderConfig c;
+  c.preamble.page_size = kPage;
+  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  return c;
+}
+
 // Sends `blocks` in full, reads the stream back and checks every raw page against the memory.
 // `live`: as while the program runs (zero pages looked for in place first), else as the frozen
 // copy sends (every page copied first).
 // `zlib`: compressed pages are inflated and checked like raw ones, and show as "C".
 Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks, bool zero_runs,
                  bool live = true, const Zlib* zlib = nullptr) {
-  MemoryPipeOptions o;
-  o.capacity = 64u << 20;
-  auto pair = MemoryChannel::CreatePair(o);
-  REQUIRE(pair.ok());
-  PageSenderConfig c;
-  c.preamble.page_size = kPage;
-  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  auto pair = Pipe();
+  PageSenderConfig c = TestConfig();
   c.zero_runs = zero_runs;
   std::optional<ScriptedQueueChannel> scripted;
-  Channel* channel = pair->first.get();
+  Channel* channel = pair.first.get();
   if (zlib != nullptr) {
     c.compress_level = zlib->level;
     c.compress_threads = 2;
@@ -164,7 +176,7 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
   REQUIRE(s.EndIteration(0, 0, 0, /*final=*/true).ok());
   REQUIRE(s.AddEndOfStream(false).ok());
   REQUIRE(s.Flush().ok());
-  REQUIRE(pair->first->Shutdown().ok());
+  REQUIRE(pair.first->Shutdown().ok());
 
   Sent out;
   out.fault_blocks = faults;
@@ -172,7 +184,7 @@ Sent SendAndRead(const std::vector<std::pair<const Mapping*, uint32_t>>& blocks,
   wire::StreamReader reader;
   std::vector<uint8_t> buf(1 << 20);
   while (!reader.ended()) {
-    auto n = pair->second->ReadSome(buf.data(), buf.size());
+    auto n = pair.second->ReadSome(buf.data(), buf.size());
     REQUIRE_MESSAGE(n.ok(), n.status().ToString());
     REQUIRE(*n > 0);
     out.bytes += *n;
@@ -440,17 +452,14 @@ bool AnyPageMapped(uintptr_t start, uintptr_t end) {
 
 TEST_CASE(
     "a block's crc table is unmapped when the block is resized, removed, or the sender ends") {
-  auto pair = MemoryChannel::CreatePair(MemoryPipeOptions{});
-  REQUIRE(pair.ok());
-  PageSenderConfig c;
-  c.preamble.page_size = kPage;
-  c.preamble.session_id[0] = 1;
+  auto pair = Pipe();
+  PageSenderConfig c = TestConfig();
   Mapping m(3 * 1024);  // tables of 1, 2 and 3 pages (4 bytes a page)
   RamBlock b = m.Block(1);
   b.length = 1024 * kPage;
   std::pair<uintptr_t, uintptr_t> first, second, other;
   {
-    auto sender = PageSender::Create(c, pair->first.get());
+    auto sender = PageSender::Create(c, pair.first.get());
     REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
     PageSender& s = **sender;
     REQUIRE(s.AddBlock(b).ok());
@@ -536,17 +545,11 @@ ChannelBytes SendOnChannels(const std::vector<std::pair<Mapping*, uint32_t>>& bl
   std::vector<std::unique_ptr<SlowChannel>> slow;
   std::vector<Channel*> out;
   for (size_t i = 0; i < channels; ++i) {
-    MemoryPipeOptions o;
-    o.capacity = 64u << 20;
-    auto pair = MemoryChannel::CreatePair(o);
-    REQUIRE(pair.ok());
-    slow.push_back(std::make_unique<SlowChannel>(pair->first.get()));
+    pairs.push_back(Pipe());
+    slow.push_back(std::make_unique<SlowChannel>(pairs.back().first.get()));
     out.push_back(slow.back().get());
-    pairs.push_back(*std::move(pair));
   }
-  PageSenderConfig c;
-  c.preamble.page_size = kPage;
-  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  PageSenderConfig c = TestConfig();
   c.flush_bytes = 96u << 10;
   c.flush_threads = flush_threads;
   if (xbzrle_or_zlib == 1) c.xbzrle = true;
@@ -652,14 +655,9 @@ TEST_CASE("flush threads write exactly the streams the sender thread would, chan
 }
 
 TEST_CASE("a write that fails on a flush thread fails a later Flush, and Quiesce, with its error") {
-  MemoryPipeOptions o;
-  o.capacity = 64u << 20;
-  auto pair = MemoryChannel::CreatePair(o);
-  REQUIRE(pair.ok());
-  SlowChannel failing(pair->first.get(), /*fail_at=*/2);
-  PageSenderConfig c;
-  c.preamble.page_size = kPage;
-  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  auto pair = Pipe();
+  SlowChannel failing(pair.first.get(), /*fail_at=*/2);
+  PageSenderConfig c = TestConfig();
   c.flush_bytes = 64u << 10;
   c.flush_threads = true;
   auto sender = PageSender::Create(c, &failing);
@@ -690,18 +688,13 @@ TEST_CASE("a write that fails on a flush thread fails a later Flush, and Quiesce
 }
 
 TEST_CASE("after Quiesce the sender thread writes and compresses itself; live runs go on") {
-  MemoryPipeOptions o;
-  o.capacity = 64u << 20;
-  auto pair = MemoryChannel::CreatePair(o);
-  REQUIRE(pair.ok());
-  PageSenderConfig c;
-  c.preamble.page_size = kPage;
-  for (int i = 0; i < 16; ++i) c.preamble.session_id[i] = static_cast<uint8_t>(i + 1);
+  auto pair = Pipe();
+  PageSenderConfig c = TestConfig();
   c.flush_threads = true;
   c.compress_level = 1;
   c.compress_threads = 2;
   c.compress_adaptive = false;
-  auto sender = PageSender::Create(c, pair->first.get());
+  auto sender = PageSender::Create(c, pair.first.get());
   REQUIRE_MESSAGE(sender.ok(), sender.status().ToString());
   PageSender& s = **sender;
   CHECK(s.OwnThreads().size() == 3);  // two compressing threads, one flush thread
@@ -718,14 +711,14 @@ TEST_CASE("after Quiesce the sender thread writes and compresses itself; live ru
   REQUIRE(s.AddEndOfStream(false).ok());
   REQUIRE(s.Flush().ok());
   CHECK(s.counters().compressed_pages == 512);
-  REQUIRE(pair->first->Shutdown().ok());
+  REQUIRE(pair.first->Shutdown().ok());
   auto inflater = ZlibDecompressor::Create();
   REQUIRE(inflater.ok());
   wire::StreamReader reader;
   std::vector<uint8_t> buf(1 << 20), page(kPage);
   uint64_t checked = 0;
   while (!reader.ended()) {
-    auto n = pair->second->ReadSome(buf.data(), buf.size());
+    auto n = pair.second->ReadSome(buf.data(), buf.size());
     REQUIRE(n.ok());
     REQUIRE(*n > 0);
     REQUIRE(reader.Feed({buf.data(), *n}).ok());
