@@ -16,6 +16,9 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <vector>
+
+#include "base/crc32c.h"
 
 namespace procmig::bench {
 namespace {
@@ -149,6 +152,69 @@ double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
   close(s);
   close(c);
   return sent && got == bytes ? Rate(bytes, t0, t1) : 0;
+}
+
+double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams) {
+  constexpr size_t kPage = 4096, kRead = 256 << 10;
+  const size_t slice = bytes / streams / kPage * kPage;
+  if (streams < 1 || slice == 0) return 0;
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return 0;
+  madvise(m, bytes, MADV_HUGEPAGE);
+  auto* dst = static_cast<uint8_t*>(m);
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  bool ok = l >= 0 && bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+            listen(l, streams) == 0 && getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  std::vector<int> out, in;
+  for (int i = 0; ok && i < streams; ++i) {
+    out.push_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ok = out.back() >= 0 && connect(out.back(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    if (ok) in.push_back(accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
+    ok = ok && in.back() >= 0;
+  }
+  if (l >= 0) close(l);
+  for (int fd : out) SetTimeouts(fd, 30);
+  for (int fd : in) SetTimeouts(fd, 30);
+  // Each side folds its page crcs into one value per stream; they must agree.
+  std::vector<uint32_t> sent(streams, 0), got(streams, 1);
+  std::vector<std::thread> threads;
+  const auto t0 = Clock::now();
+  for (int i = 0; ok && i < streams; ++i) {
+    const uint8_t* from = src + i * slice;
+    uint8_t* to = dst + i * slice;
+    threads.emplace_back([&, i, from] {
+      uint32_t acc = 0;
+      for (size_t off = 0; off < slice; off += kChunk) {
+        const size_t n = std::min(kChunk, slice - off);
+        for (size_t p = 0; p < n; p += kPage) acc ^= crc32c::Value(from + off + p, kPage) + p;
+        if (!WriteAll(out[i], from + off, n)) break;
+      }
+      sent[i] = acc;
+    });
+    threads.emplace_back([&, i, to] {
+      uint32_t acc = 0;
+      size_t have = 0, checked = 0;
+      while (have < slice) {
+        const ssize_t r = read(in[i], to + have, std::min(kRead, slice - have));
+        if (r <= 0) return;
+        have += static_cast<size_t>(r);
+        for (; checked + kPage <= have; checked += kPage) {
+          acc ^= crc32c::Value(to + checked, kPage) + checked % kChunk;
+        }
+      }
+      got[i] = acc;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const auto t1 = Clock::now();
+  for (int fd : out) close(fd);
+  for (int fd : in) close(fd);
+  munmap(m, bytes);
+  return ok && sent == got ? Rate(static_cast<size_t>(streams) * slice, t0, t1) : 0;
 }
 
 double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge) {

@@ -23,6 +23,15 @@ double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst);
 double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, const uint8_t* src,
                         size_t bytes);
 
+// The live pipeline with nothing of procmig's around it: `streams` loopback TCP connections, each
+// carrying its slice of `src`; each sender thread takes the crc32c of every 4 KiB page before it
+// writes a 1 MiB chunk, each receiver thread reads 256 KiB at a time into freshly mmapped memory
+// (MADV_HUGEPAGE, as the live receiver asks where a block allows) and takes every page's crc32c
+// again. What a live migration of `src` on `streams` channels cannot beat on this machine: the
+// copies, the destination's page faults and the checksums both sides must pay. 0 on a socket
+// error or if the received crcs differ from the sent ones.
+double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams);
+
 // memcpy of `src` into freshly mmapped anonymous memory, 1 MiB at a time; `huge` asks for
 // transparent huge pages (MADV_HUGEPAGE) first.
 double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge);

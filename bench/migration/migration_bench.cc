@@ -237,15 +237,23 @@ struct PairedCeilings {
   std::string dir;
 };
 
+// The scenario's --channels (1 when it does not say).
+int Channels(const Scenario& s) {
+  for (size_t i = 0; i + 1 < s.migrate_opts.size(); ++i) {
+    if (s.migrate_opts[i] == "--channels") return std::stoi(s.migrate_opts[i + 1]);
+  }
+  return 1;
+}
+
 void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, double ceiling,
                  double tcp, const PairedCeilings* paired = nullptr) {
   std::map<std::string, std::vector<double>> series;
-  std::vector<double> walls, to_ceiling, to_tcp, run_tcp, run_store;
+  std::vector<double> walls, to_ceiling, to_tcp, run_tcp, run_store, to_floor, run_floor;
   const double mem = static_cast<double>(c.mib << 20);
   std::string why;
   for (int r = 0; r < c.runs; ++r) {
     // Without paired ceilings (the shaped link) every run has the ones given.
-    double ceil_r = ceiling, t_r = tcp, st_r = 0;
+    double ceil_r = ceiling, t_r = tcp, st_r = 0, fl_r = 0;
     if (paired != nullptr) {
       t_r = TcpCopyRate(paired->src, paired->bytes, paired->dst);
       // A live receiver writes into fresh memory, huge pages where the block allows (it asks).
@@ -258,6 +266,13 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
                                FreshMemoryRate(paired->src, paired->bytes, /*huge=*/true))
                     : DurableStoreRate(paired->src, paired->bytes, paired->dir);
       ceil_r = std::min(t_r, st_r);
+      // Live random content: the bare pipeline on as many streams (the faster of two, for the
+      // same reason as the fresh memory above).
+      if (s.live && s.fill == "random") {
+        const int n = Channels(s);
+        fl_r = std::max(PipelineFloorRate(paired->src, paired->bytes, n),
+                        PipelineFloorRate(paired->src, paired->bytes, n));
+      }
     }
     std::map<std::string, double> st;
     double wall = 0;
@@ -270,6 +285,10 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
     const double rate_r = st["total_ms"] > 0 ? mem / (st["total_ms"] / 1000) : 0;
     to_ceiling.push_back(ceil_r > 0 ? rate_r / ceil_r : 0);
     to_tcp.push_back(t_r > 0 ? rate_r / t_r : 0);
+    if (fl_r > 0) {
+      run_floor.push_back(fl_r);
+      to_floor.push_back(rate_r / fl_r);
+    }
     run_tcp.push_back(t_r);
     run_store.push_back(st_r);
   }
@@ -292,6 +311,19 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
       ratios += one;
     }
     std::printf("%-20s per run: %s MB/s\n", "", ratios.c_str());
+  }
+  if (!to_floor.empty()) {
+    std::string floors;
+    for (size_t i = 0; i < to_floor.size(); ++i) {
+      char one[64];
+      std::snprintf(one, sizeof one, "%s%.2f (%.0f MB/s)", i ? ", " : "", to_floor[i],
+                    run_floor[i] / 1e6);
+      floors += one;
+    }
+    std::printf(
+        "%-20s %.2f of the bare pipeline (%d TCP stream(s) into fresh memory, crc32c per page on "
+        "both sides): %s\n",
+        "", Median(to_floor), Channels(s), floors.c_str());
   }
   std::printf(
       "%-20s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
