@@ -74,6 +74,9 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
   // Register + write-protect; raw errno.
   int RegisterAndProtect(const RamBlock& block) const;
+  // Write-protects the whole block with one PAGEMAP_SCAN walk; raw errno (0 on success), after
+  // which RegisterAndProtect falls back to UFFDIO_WRITEPROTECT.
+  int ProtectByScan(const RamBlock& block) const;
   // Scans one block, marking written pages into `out` and re-protecting them; raw errno of a
   // refused ioctl in *err (then the Status is OK and the caller decides).
   absl::StatusOr<const DirtySet*> Scan(bool rearm);
