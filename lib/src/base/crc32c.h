@@ -1,12 +1,14 @@
 // CRC-32C (Castagnoli), as used by iSCSI, ext4 and the procmig wire format.
 //
-// Extend() uses the SSE4.2 crc32 instruction when the CPU has it (checked once, at first use, and
-// cached in a function-local constant: no mutable global state), running three interleaved
-// streams on buffers of 768 bytes and more, and a table-driven portable version otherwise. Both
-// give identical results; tests check them against published vectors. Every function is pure and
-// callable from any thread, and none allocates or locks, so the agent may checksum pages while
-// application threads are parked (call HardwareAccelerated() once before parking: the first call
-// initialises the function-local constant, which takes a guard).
+// Extend() picks the fastest implementation this CPU runs (checked once, at first use, and cached
+// in a function-local constant: no mutable global state): carry-less-multiply folding on 512-bit
+// or 256-bit vectors (VPCLMULQDQ) for buffers of 128 bytes and more, the SSE4.2 crc32 instruction
+// (three interleaved streams from 768 bytes) below that or without VPCLMULQDQ, and a table-driven
+// portable version without SSE4.2. All give identical results; tests check them against each
+// other, a bitwise reference and published vectors. Every function is pure and callable from any
+// thread, and none allocates or locks, so the agent may checksum pages while application threads
+// are parked (call HardwareAccelerated() once before parking: the first call initialises the
+// function-local constant, which takes a guard).
 #ifndef PROCMIG_BASE_CRC32C_H_
 #define PROCMIG_BASE_CRC32C_H_
 
@@ -31,8 +33,27 @@ uint32_t Concatenate(const uint32_t* crcs, size_t n, uint64_t piece_len);
 // The portable implementation, exposed so tests can compare it with the hardware path.
 uint32_t ExtendPortable(uint32_t init_crc, const void* data, size_t n);
 
-// True when Extend() uses the SSE4.2 instruction.
+// True when Extend() uses hardware instructions (SSE4.2, alone or with VPCLMULQDQ).
 bool HardwareAccelerated();
+
+// The implementations Extend() chooses from, exposed so tests can check each one and benchmarks
+// can time them. Extend() runs the last one in this list that the CPU supports.
+enum class Impl {
+  kPortable,  // byte table; always supported
+  kSse42,     // crc32 instruction, three interleaved streams (SSE4.2)
+  kClmul256,  // VPCLMULQDQ folding, four 256-bit accumulators (+ AVX2, SSE4.2); < 128 B: kSse42
+  kClmul512,  // the same with four 512-bit accumulators (+ AVX-512F, SSE4.2); < 128 B: kSse42
+};
+
+// True when this CPU runs `impl`.
+bool Supported(Impl impl);
+
+// The one Extend() uses, and a name for it ("portable", "sse4.2", "vpclmul-256", "vpclmul-512").
+Impl ChosenImpl();
+const char* ImplName(Impl impl);
+
+// Extend() with the given implementation, or with ExtendPortable when !Supported(impl).
+uint32_t ExtendWith(Impl impl, uint32_t init_crc, const void* data, size_t n);
 
 }  // namespace procmig::crc32c
 
