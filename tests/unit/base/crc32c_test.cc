@@ -3,8 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace procmig {
@@ -85,6 +89,188 @@ TEST_CASE("hardware == portable == bitwise on random lengths and alignments") {
   }
 }
 
+// ---- Each implementation against references ----
+
+using crc32c::Impl;
+
+// The hardware implementations, and Extend() (which runs on any CPU), each checked against the
+// references below, which are themselves checked against ExtendPortable.
+struct Candidate {
+  std::string_view name;
+  Impl impl;
+  bool dispatch;
+};
+constexpr Candidate kCandidates[] = {{"Extend()", Impl::kPortable, true},
+                                     {"sse4.2", Impl::kSse42, false},
+                                     {"vpclmul-256", Impl::kClmul256, false},
+                                     {"vpclmul-512", Impl::kClmul512, false}};
+
+// The candidates this CPU runs; says which it skips.
+std::vector<Candidate> Runnable() {
+  std::vector<Candidate> out;
+  for (const Candidate& c : kCandidates) {
+    if (c.dispatch || crc32c::Supported(c.impl)) {
+      out.push_back(c);
+    } else {
+      MESSAGE(std::string(c.name), " is not supported on this CPU: not tested here");
+    }
+  }
+  return out;
+}
+
+uint32_t Run(const Candidate& c, uint32_t init, const uint8_t* p, size_t n) {
+  return c.dispatch ? crc32c::Extend(init, p, n) : crc32c::ExtendWith(c.impl, init, p, n);
+}
+
+// One step of the bitwise reference on the raw (inverted) register.
+uint32_t BitwiseStep(uint32_t reg, uint8_t byte) {
+  reg ^= byte;
+  for (int k = 0; k < 8; ++k) reg = (reg >> 1) ^ (0x82f63b78 & (0u - (reg & 1)));
+  return reg;
+}
+
+// crc32c(init, p[0, len)) for every len in [0, max_len], from a single bitwise pass; checked on
+// the way against ExtendPortable extended one byte at a time.
+std::vector<uint32_t> PrefixCrcs(uint32_t init, const uint8_t* p, size_t max_len) {
+  std::vector<uint32_t> out(max_len + 1);
+  uint32_t reg = ~init;
+  uint32_t portable = init;
+  size_t mismatches = 0;
+  for (size_t len = 0;; ++len) {
+    out[len] = ~reg;
+    mismatches += portable != out[len];
+    if (len == max_len) break;
+    reg = BitwiseStep(reg, p[len]);
+    portable = crc32c::ExtendPortable(portable, p + len, 1);
+  }
+  REQUIRE(mismatches == 0);
+  return out;
+}
+
+TEST_CASE("the implementations this CPU runs, and the one Extend() uses") {
+  for (const Candidate& c : kCandidates) {
+    if (!c.dispatch) {
+      MESSAGE(std::string(c.name), std::string(crc32c::Supported(c.impl) ? ": " : ": not "),
+              "supported");
+    }
+  }
+  MESSAGE("Extend() uses ", std::string(crc32c::ImplName(crc32c::ChosenImpl())));
+  CHECK(crc32c::Supported(Impl::kPortable));
+  CHECK(crc32c::Supported(crc32c::ChosenImpl()));
+  // The chosen one is the last supported one in the enum's order (the fastest).
+  for (Impl i : {Impl::kSse42, Impl::kClmul256, Impl::kClmul512}) {
+    if (crc32c::Supported(i)) CHECK(static_cast<int>(crc32c::ChosenImpl()) >= static_cast<int>(i));
+  }
+  CHECK(std::string_view(crc32c::ImplName(Impl::kClmul512)) == "vpclmul-512");
+#if defined(__x86_64__)
+  CHECK(crc32c::Supported(Impl::kSse42) == static_cast<bool>(__builtin_cpu_supports("sse4.2")));
+  // Folding needs the crc32 instruction too (short inputs and the final reduction).
+  if (crc32c::Supported(Impl::kClmul256) || crc32c::Supported(Impl::kClmul512)) {
+    CHECK(crc32c::Supported(Impl::kSse42));
+    CHECK(__builtin_cpu_supports("vpclmulqdq"));
+  }
+  if (crc32c::Supported(Impl::kClmul512)) CHECK(__builtin_cpu_supports("avx512f"));
+#endif
+}
+
+TEST_CASE("every implementation == bitwise == portable, lengths 0..4200 at start offsets 0..63") {
+  // Random data and, per offset, a random initial crc whose results for all lengths come from one
+  // bitwise pass; each call also runs with a second random initial crc, whose expected result
+  // follows from the first: the crc is affine in the initial one, and changing it by d changes the
+  // result by d shifted past the data (d * x^(8 len) mod P, which Combine computes).
+  constexpr size_t kMaxLen = 4200;
+  std::mt19937_64 rng(2024);
+  auto data = RandomBytes(rng, kMaxLen + 64);
+  std::vector<uint32_t> inits;
+  std::vector<std::vector<uint32_t>> refs;
+  for (size_t off = 0; off < 64; ++off) {
+    inits.push_back(static_cast<uint32_t>(rng()));
+    refs.push_back(PrefixCrcs(inits.back(), data.data() + off, kMaxLen));
+  }
+  for (const Candidate& c : Runnable()) {
+    size_t failures = 0;
+    for (size_t off = 0; off < 64; ++off) {
+      const uint8_t* p = data.data() + off;
+      for (size_t len = 0; len <= kMaxLen; ++len) {
+        const uint32_t got = Run(c, inits[off], p, len);
+        const uint32_t init2 = static_cast<uint32_t>(rng());
+        const uint32_t want2 = refs[off][len] ^ crc32c::Combine(init2 ^ inits[off], 0, len);
+        const uint32_t got2 = Run(c, init2, p, len);
+        if ((got != refs[off][len] || got2 != want2) && ++failures <= 10) {
+          FAIL_CHECK(std::string(c.name), ": len ", len, " offset ", off, " got ", got, " want ",
+                     refs[off][len], "; init ", init2, " got ", got2, " want ", want2);
+        }
+      }
+    }
+    CHECK(failures == 0);
+  }
+  // The Combine-derived expectation itself, on the portable path.
+  for (size_t len : {size_t{0}, size_t{1}, size_t{127}, size_t{4096}}) {
+    CHECK(crc32c::ExtendPortable(0x1234567u, data.data(), len) ==
+          (refs[0][len] ^ crc32c::Combine(0x1234567u ^ inits[0], 0, len)));
+  }
+}
+
+TEST_CASE("every implementation == bitwise around block boundaries up to 70000 bytes") {
+  // The folding loops step by 256 (512-bit), 128 (256-bit), 64, 32 and 16 bytes: lengths one
+  // below, at and above multiples of 64 and 256, at a few start offsets.
+  constexpr size_t kMaxLen = 70000;
+  std::mt19937_64 rng(77);
+  auto data = RandomBytes(rng, kMaxLen + 64);
+  std::vector<size_t> lengths;
+  for (size_t base = 64; base + 256 <= kMaxLen; base += 64) {
+    for (size_t d : {base - 1, base, base + 1, base + 15, base + 16, base + 17}) {
+      if (base % 256 == 0 || d == base + 1) lengths.push_back(d);
+    }
+  }
+  lengths.push_back(kMaxLen);
+  const auto runnable = Runnable();
+  for (size_t off : {size_t{0}, size_t{1}, size_t{8}, size_t{33}, size_t{63}}) {
+    const uint32_t init = static_cast<uint32_t>(rng());
+    const auto refs = PrefixCrcs(init, data.data() + off, kMaxLen);
+    for (const Candidate& c : runnable) {
+      size_t failures = 0;
+      for (size_t len : lengths) {
+        const uint32_t got = Run(c, init, data.data() + off, len);
+        if (got != refs[len] && ++failures <= 10) {
+          FAIL_CHECK(std::string(c.name), ": len ", len, " offset ", off, " got ", got, " want ",
+                     refs[len]);
+        }
+      }
+      CHECK(failures == 0);
+    }
+  }
+}
+
+TEST_CASE("every implementation == portable, 4096-byte pages at every start offset") {
+  constexpr size_t kPage = 4096;
+  std::mt19937_64 rng(5);
+  // Page-aligned storage: the pages of a migrated process start on a page.
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(kPage, 3 * kPage)), &std::free);
+  REQUIRE(buf != nullptr);
+  uint8_t* const base = buf.get();
+  for (size_t i = 0; i < 3 * kPage; ++i) base[i] = static_cast<uint8_t>(rng());
+  const auto runnable = Runnable();
+  for (const Candidate& c : runnable) {
+    size_t failures = 0;
+    for (size_t off = 0; off < 2 * kPage; off += off < 128 ? 1 : 61) {
+      const uint32_t init = off % 3 == 0 ? 0 : static_cast<uint32_t>(rng());
+      const uint32_t want = crc32c::ExtendPortable(init, base + off, kPage);
+      const uint32_t got = Run(c, init, base + off, kPage);
+      if (got != want && ++failures <= 10) {
+        FAIL_CHECK(std::string(c.name), ": page at offset ", off, " got ", got, " want ", want);
+      }
+    }
+    CHECK(failures == 0);
+    // Pages of one repeated byte (zero pages are the commonest).
+    for (int fill : {0x00, 0xff, 0x5a}) {
+      std::memset(base + kPage, fill, kPage);
+      CHECK(Run(c, 0, base + kPage, kPage) == BitwiseCrc32c(base + kPage, kPage));
+    }
+  }
+}
+
 TEST_CASE("Extend over any split equals one pass, with any initial crc") {
   std::mt19937_64 rng(7);
   auto data = RandomBytes(rng, 70000);
@@ -146,8 +332,7 @@ TEST_CASE("Concatenate joins equal-sized pieces' crcs into the crc of the whole"
   // Another piece length takes the table built at run time.
   std::vector<uint32_t> odd;
   for (size_t p = 0; p < 37 * 4; ++p) odd.push_back(crc32c::Value(buf.data() + p * 1024, 1024));
-  CHECK(crc32c::Concatenate(odd.data(), odd.size(), 1024) ==
-        crc32c::Value(buf.data(), buf.size()));
+  CHECK(crc32c::Concatenate(odd.data(), odd.size(), 1024) == crc32c::Value(buf.data(), buf.size()));
   CHECK(crc32c::Concatenate(odd.data(), 3, 1024) == crc32c::Value(buf.data(), 3 * 1024));
 }
 
