@@ -177,10 +177,14 @@ constexpr FoldConsts FoldBy(uint64_t f_bits) {
 template <int kAccs, int kLanes>
 struct ClmulConsts {
   using Vec = std::array<uint64_t, 2 * kLanes>;  // a pair per lane, loaded as one vector
-  Vec block;                                     // every lane forward by a block: kAccs vectors
-  Vec acc[kAccs - 1];  // accumulator a onto the last one: kAccs - 1 - a vectors
-  Vec vec;             // every lane forward by one vector
-  Vec lanes;           // lane l onto the last lane: kLanes - 1 - l lanes (the last: zero)
+  // Every lane forward by a block (kAccs vectors).
+  Vec block;
+  // Accumulator a onto the last one: forward by kAccs - 1 - a vectors.
+  Vec acc[kAccs - 1];
+  // Every lane forward by one vector.
+  Vec vec;
+  // Lane l onto the last lane: forward by kLanes - 1 - l lanes (the last lane's pair is zero).
+  Vec lanes;
 };
 template <int kAccs, int kLanes>
 constexpr ClmulConsts<kAccs, kLanes> MakeClmulConsts() {
@@ -188,7 +192,10 @@ constexpr ClmulConsts<kAccs, kLanes> MakeClmulConsts() {
   using Consts = ClmulConsts<kAccs, kLanes>;
   auto repeat = [](FoldConsts k) {
     typename Consts::Vec v{};
-    for (int l = 0; l < kLanes; ++l) v[2 * l] = k.lo, v[2 * l + 1] = k.hi;
+    for (int l = 0; l < kLanes; ++l) {
+      v[2 * l] = k.lo;
+      v[2 * l + 1] = k.hi;
+    }
     return v;
   };
   Consts c{};
