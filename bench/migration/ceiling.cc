@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -80,6 +81,32 @@ void SetTimeouts(int fd, int seconds) {
   _exit(WriteAll(s, reinterpret_cast<const uint8_t*>(&got), sizeof(got)) ? 0 : 1);
 }
 
+// `n` connected loopback TCP pairs: out[i] writes to in[i]. False (with whatever was opened left
+// in the vectors, to be closed) on any failure.
+bool LoopbackPairs(int n, std::vector<int>* out, std::vector<int>* in) {
+  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  bool ok = l >= 0 && bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+            listen(l, n) == 0 && getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  for (int i = 0; ok && i < n; ++i) {
+    out->push_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ok = out->back() >= 0 && connect(out->back(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    if (ok) in->push_back(accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
+    ok = ok && in->back() >= 0;
+  }
+  if (l >= 0) close(l);
+  return ok;
+}
+
+void CloseAll(const std::vector<int>& fds) {
+  for (int fd : fds) {
+    if (fd >= 0) close(fd);
+  }
+}
+
 }  // namespace
 
 double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, const uint8_t* src,
@@ -117,24 +144,13 @@ double NetnsTcpCopyRate(const std::string& netns_path, const std::string& addr, 
 }
 
 double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
-  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (l < 0 || bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(l, 1) != 0 ||
-      getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (l >= 0) close(l);
+  std::vector<int> out, in;
+  if (!LoopbackPairs(1, &out, &in)) {
+    CloseAll(out);
+    CloseAll(in);
     return 0;
   }
-  const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(c);
-    close(l);
-    return 0;
-  }
-  const int s = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
-  close(l);
+  const int c = out[0], s = in[0];
   const auto t0 = Clock::now();
   bool sent = false;
   std::thread sender([&] {
@@ -149,38 +165,28 @@ double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
   }
   const auto t1 = Clock::now();
   sender.join();
-  close(s);
-  close(c);
+  CloseAll(out);
+  CloseAll(in);
   return sent && got == bytes ? Rate(bytes, t0, t1) : 0;
 }
 
 double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams) {
   constexpr size_t kPage = 4096, kRead = 256 << 10;
+  if (streams < 1) return 0;
   const size_t slice = bytes / streams / kPage * kPage;
-  if (streams < 1 || slice == 0) return 0;
+  if (slice == 0) return 0;
   void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return 0;
   madvise(m, bytes, MADV_HUGEPAGE);
   auto* dst = static_cast<uint8_t*>(m);
-  const int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  bool ok = l >= 0 && bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-            listen(l, streams) == 0 && getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0;
   std::vector<int> out, in;
-  for (int i = 0; ok && i < streams; ++i) {
-    out.push_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    ok = out.back() >= 0 && connect(out.back(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    if (ok) in.push_back(accept4(l, nullptr, nullptr, SOCK_CLOEXEC));
-    ok = ok && in.back() >= 0;
-  }
-  if (l >= 0) close(l);
+  const bool ok = LoopbackPairs(streams, &out, &in);
   for (int fd : out) SetTimeouts(fd, 30);
   for (int fd : in) SetTimeouts(fd, 30);
-  // Each side folds its page crcs into one value per stream; they must agree.
-  std::vector<uint32_t> sent(streams, 0), got(streams, 1);
+  // Each side folds every page's crc, plus the page's offset in the slice (so that pages swapped
+  // in transit do not cancel out), into one value per stream; they must agree. A receiver cut
+  // short leaves its value unset.
+  std::vector<std::optional<uint32_t>> sent(streams), got(streams);
   std::vector<std::thread> threads;
   const auto t0 = Clock::now();
   for (int i = 0; ok && i < streams; ++i) {
@@ -190,8 +196,8 @@ double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams) {
       uint32_t acc = 0;
       for (size_t off = 0; off < slice; off += kChunk) {
         const size_t n = std::min(kChunk, slice - off);
-        for (size_t p = 0; p < n; p += kPage) acc ^= crc32c::Value(from + off + p, kPage) + p;
-        if (!WriteAll(out[i], from + off, n)) break;
+        for (size_t p = off; p < off + n; p += kPage) acc ^= crc32c::Value(from + p, kPage) + p;
+        if (!WriteAll(out[i], from + off, n)) return;
       }
       sent[i] = acc;
     });
@@ -203,7 +209,7 @@ double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams) {
         if (r <= 0) return;
         have += static_cast<size_t>(r);
         for (; checked + kPage <= have; checked += kPage) {
-          acc ^= crc32c::Value(to + checked, kPage) + checked % kChunk;
+          acc ^= crc32c::Value(to + checked, kPage) + checked;
         }
       }
       got[i] = acc;
@@ -211,10 +217,12 @@ double PipelineFloorRate(const uint8_t* src, size_t bytes, int streams) {
   }
   for (std::thread& t : threads) t.join();
   const auto t1 = Clock::now();
-  for (int fd : out) close(fd);
-  for (int fd : in) close(fd);
+  CloseAll(out);
+  CloseAll(in);
   munmap(m, bytes);
-  return ok && sent == got ? Rate(static_cast<size_t>(streams) * slice, t0, t1) : 0;
+  bool agree = ok;
+  for (int i = 0; i < streams; ++i) agree = agree && sent[i] && got[i] && *sent[i] == *got[i];
+  return agree ? Rate(static_cast<size_t>(streams) * slice, t0, t1) : 0;
 }
 
 double FreshMemoryRate(const uint8_t* src, size_t bytes, bool huge) {
