@@ -436,6 +436,13 @@ void StreamReader::SkipEmptyPages() {
   }
 }
 
+void StreamReader::SkipUncheckedPages() {
+  const PageEntry* e = page_scratch_.get();
+  while (split_checked_ < split_count_ && e[split_checked_].encoding != PageEncoding::kRaw) {
+    ++split_checked_;
+  }
+}
+
 std::optional<PayloadSegment> StreamReader::NextSegment() const {
   if (!split_open_ || split_page_ >= split_count_) return std::nullopt;
   const PageEntry* e = page_scratch_.get();
@@ -509,10 +516,7 @@ absl::Status StreamReader::ConsumePayload(size_t n) {
 
 absl::StatusOr<bool> StreamReader::CheckPage(uint32_t index, std::span<const uint8_t> page) {
   if (!status_.ok()) return status_;
-  const PageEntry* e = page_scratch_.get();
-  while (split_checked_ < split_count_ && e[split_checked_].encoding != PageEncoding::kRaw) {
-    ++split_checked_;
-  }
+  SkipUncheckedPages();
   if (!split_open_ || index != split_checked_ || index >= split_page_) {
     return absl::FailedPreconditionError(
         absl::StrCat("check page ", index, " of a split page run: not the next placed raw page"));
@@ -542,10 +546,7 @@ absl::Status StreamReader::CloseSplitRun(bool* closed) {
     }
     return absl::OkStatus();  // the rest of the payload has not been placed yet
   }
-  const PageEntry* e = page_scratch_.get();
-  while (split_checked_ < split_count_ && e[split_checked_].encoding != PageEncoding::kRaw) {
-    ++split_checked_;
-  }
+  SkipUncheckedPages();
   if (split_checked_ < split_count_) {
     return absl::FailedPreconditionError(absl::StrCat("next record: raw page ", split_checked_,
                                                       " of the split page run at offset ", offset_,

@@ -154,6 +154,8 @@ class StreamReader {
   absl::Status CloseSplitRun(bool* closed);
   // Skips the run's pages without payload from split_page_ on.
   void SkipEmptyPages();
+  // Moves split_checked_ past pages that CheckPage does not check (zero and encoded ones).
+  void SkipUncheckedPages();
   absl::Status ApplyOrder(const RecordHeader& h);
   void TrackTorn(const PageRun& run);
   // A zero run resends its pages: none of them is torn any more.
