@@ -255,6 +255,31 @@ inline __attribute__((target("pclmul,sse4.2"))) uint32_t FinishClmul(__m128i x, 
 // for independent calls and 30% slower folded when each call waits on the previous one's crc).
 constexpr size_t kClmulMin = 128;
 
+// Copying while folding (CopyExtend): the source and destination pointers step together.
+template <bool kCopy>
+inline void Advance(const uint8_t*& p, uint8_t*& d, size_t& n, size_t by) {
+  p += by;
+  if constexpr (kCopy) d += by;
+  n -= by;
+}
+
+// The last n < 64 bytes: copied first and checksummed from the copy, so that the crc is the
+// copy's. Returns where the crc reads them.
+template <bool kCopy>
+inline const uint8_t* CopyTail(const uint8_t* p, uint8_t* d, size_t n) {
+  if constexpr (!kCopy) return p;
+  std::memcpy(d, p, n);
+  return d;
+}
+
+// Below kClmulMin: copied first, then the copy checksummed.
+template <bool kCopy>
+inline uint32_t SmallCopyExtend(uint32_t init_crc, const void* data, size_t n, void* dst) {
+  if constexpr (!kCopy) return ExtendSse42(init_crc, data, n);
+  std::memcpy(dst, data, n);
+  return ExtendSse42(init_crc, dst, n);
+}
+
 // The 512-bit variant (AVX-512F and VPCLMULQDQ): kAccs accumulators of 64 bytes (4 lanes).
 __attribute__((target("avx512f,vpclmulqdq"))) inline __m512i Load512(const void* p) {
   return _mm512_loadu_si512(p);
@@ -266,39 +291,51 @@ __attribute__((target("avx512f,vpclmulqdq"))) inline __m512i Fold512(__m512i x, 
                                    _mm512_clmulepi64_epi128(x, k, 0x11), y, 0x96);  // a^b^c
 }
 
+// The vector at p + off, also stored at d + off when copying (kCopy): the value folded is the
+// value written, so a copy's crc holds for the copy even if the source changes meanwhile.
+template <bool kCopy>
+__attribute__((target("avx512f,vpclmulqdq"))) inline __m512i Take512(const uint8_t* p, uint8_t* d,
+                                                                     size_t off) {
+  const __m512i v = Load512(p + off);
+  if constexpr (kCopy) _mm512_storeu_si512(d + off, v);
+  return v;
+}
+
 // Four accumulators (256-byte blocks): two were 8% slower on a page here, six and eight no faster.
-template <int kAccs>
+// With kCopy, the n bytes are also copied to `dst` and the crc is that of the copy.
+template <int kAccs, bool kCopy>
 __attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.2"))) uint32_t ExtendClmul512(
-    uint32_t init_crc, const void* data, size_t n) {
+    uint32_t init_crc, const void* data, size_t n, void* dst) {
   static_assert(kClmulMin >= 64);
-  if (n < kClmulMin) return ExtendSse42(init_crc, data, n);
+  if (n < kClmulMin) return SmallCopyExtend<kCopy>(init_crc, data, n, dst);
   constexpr size_t kBlock = 64 * kAccs;
   static constexpr auto kK = MakeClmulConsts<kAccs, 4>();
   const auto* p = static_cast<const uint8_t*>(data);
+  auto* d = static_cast<uint8_t*>(dst);
   const __m512i init = _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(~init_crc)));
   __m512i x;
   if (n >= kBlock) {
     __m512i acc[kAccs];
 #pragma GCC unroll 16
-    for (int a = 0; a < kAccs; ++a) acc[a] = Load512(p + 64 * a);
+    for (int a = 0; a < kAccs; ++a) acc[a] = Take512<kCopy>(p, d, 64 * a);
     acc[0] = _mm512_xor_si512(acc[0], init);
-    p += kBlock;
-    n -= kBlock;
+    Advance<kCopy>(p, d, n, kBlock);
     const __m512i k_block = Load512(kK.block.data());
-    for (; n >= kBlock; p += kBlock, n -= kBlock) {
+    for (; n >= kBlock; Advance<kCopy>(p, d, n, kBlock)) {
 #pragma GCC unroll 16
-      for (int a = 0; a < kAccs; ++a) acc[a] = Fold512(acc[a], k_block, Load512(p + 64 * a));
+      for (int a = 0; a < kAccs; ++a) {
+        acc[a] = Fold512(acc[a], k_block, Take512<kCopy>(p, d, 64 * a));
+      }
     }
     x = acc[kAccs - 1];
 #pragma GCC unroll 16
     for (int a = 0; a + 1 < kAccs; ++a) x = Fold512(acc[a], Load512(kK.acc[a].data()), x);
   } else {
-    x = _mm512_xor_si512(Load512(p), init);
-    p += 64;
-    n -= 64;
+    x = _mm512_xor_si512(Take512<kCopy>(p, d, 0), init);
+    Advance<kCopy>(p, d, n, 64);
   }
   const __m512i k_vec = Load512(kK.vec.data());
-  for (; n >= 64; p += 64, n -= 64) x = Fold512(x, k_vec, Load512(p));
+  for (; n >= 64; Advance<kCopy>(p, d, n, 64)) x = Fold512(x, k_vec, Take512<kCopy>(p, d, 0));
   // Lanes 0-2 onto lane 3 (whose constants are zero), then the four lanes XORed together. (The
   // zero-masking forms of the extracts, keeping every element, because GCC 12 builds the plain
   // ones and the 512-to-256 cast on _mm*_undefined_*(), which -Wmaybe-uninitialized flags: GCC
@@ -308,7 +345,7 @@ __attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.2"))) uint32_t ExtendClmul
                                      _mm512_maskz_extracti64x4_epi64(0xf, lanes, 1));
   __m128i z = _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
   z = _mm_xor_si128(z, _mm512_maskz_extracti32x4_epi32(0xf, x, 3));
-  return FinishClmul(z, p, n);
+  return FinishClmul(z, CopyTail<kCopy>(p, d, n), n);
 }
 
 // The 256-bit variant (AVX2 and VPCLMULQDQ, no AVX-512): the same with 32-byte accumulators.
@@ -321,44 +358,54 @@ __attribute__((target("avx2,vpclmulqdq"))) inline __m256i Fold256(__m256i x, __m
       y);
 }
 
-// Four accumulators (128-byte blocks): eight were no faster here.
-template <int kAccs>
+template <bool kCopy>
+__attribute__((target("avx2,vpclmulqdq"))) inline __m256i Take256(const uint8_t* p, uint8_t* d,
+                                                                  size_t off) {
+  const __m256i v = Load256(p + off);
+  if constexpr (kCopy) _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + off), v);
+  return v;
+}
+
+// Four accumulators (128-byte blocks): eight were no faster here. kCopy: as ExtendClmul512's.
+template <int kAccs, bool kCopy>
 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2"))) uint32_t ExtendClmul256(uint32_t init_crc,
                                                                                  const void* data,
-                                                                                 size_t n) {
+                                                                                 size_t n,
+                                                                                 void* dst) {
   static_assert(kClmulMin >= 32);
-  if (n < kClmulMin) return ExtendSse42(init_crc, data, n);
+  if (n < kClmulMin) return SmallCopyExtend<kCopy>(init_crc, data, n, dst);
   constexpr size_t kBlock = 32 * kAccs;
   static constexpr auto kK = MakeClmulConsts<kAccs, 2>();
   const auto* p = static_cast<const uint8_t*>(data);
+  auto* d = static_cast<uint8_t*>(dst);
   const __m256i init = _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, static_cast<int>(~init_crc));
   __m256i x;
   if (n >= kBlock) {
     __m256i acc[kAccs];
 #pragma GCC unroll 16
-    for (int a = 0; a < kAccs; ++a) acc[a] = Load256(p + 32 * a);
+    for (int a = 0; a < kAccs; ++a) acc[a] = Take256<kCopy>(p, d, 32 * a);
     acc[0] = _mm256_xor_si256(acc[0], init);
-    p += kBlock;
-    n -= kBlock;
+    Advance<kCopy>(p, d, n, kBlock);
     const __m256i k_block = Load256(kK.block.data());
-    for (; n >= kBlock; p += kBlock, n -= kBlock) {
+    for (; n >= kBlock; Advance<kCopy>(p, d, n, kBlock)) {
 #pragma GCC unroll 16
-      for (int a = 0; a < kAccs; ++a) acc[a] = Fold256(acc[a], k_block, Load256(p + 32 * a));
+      for (int a = 0; a < kAccs; ++a) {
+        acc[a] = Fold256(acc[a], k_block, Take256<kCopy>(p, d, 32 * a));
+      }
     }
     x = acc[kAccs - 1];
 #pragma GCC unroll 16
     for (int a = 0; a + 1 < kAccs; ++a) x = Fold256(acc[a], Load256(kK.acc[a].data()), x);
   } else {
-    x = _mm256_xor_si256(Load256(p), init);
-    p += 32;
-    n -= 32;
+    x = _mm256_xor_si256(Take256<kCopy>(p, d, 0), init);
+    Advance<kCopy>(p, d, n, 32);
   }
   const __m256i k_vec = Load256(kK.vec.data());
-  for (; n >= 32; p += 32, n -= 32) x = Fold256(x, k_vec, Load256(p));
+  for (; n >= 32; Advance<kCopy>(p, d, n, 32)) x = Fold256(x, k_vec, Take256<kCopy>(p, d, 0));
   // Lane 0 onto lane 1 (whose constants are zero).
   const __m256i lanes = Fold256(x, Load256(kK.lanes.data()), _mm256_setzero_si256());
   const __m128i z = _mm_xor_si128(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(x, 1));
-  return FinishClmul(z, p, n);
+  return FinishClmul(z, CopyTail<kCopy>(p, d, n), n);
 }
 
 // Bit i set when this CPU runs Impl i. __builtin_cpu_supports reports AVX and AVX-512 features
@@ -450,14 +497,29 @@ uint32_t Run(Impl impl, uint32_t init_crc, const void* data, size_t n) {
   switch (impl) {
 #if defined(__x86_64__)
     case Impl::kClmul512:
-      return ExtendClmul512<4>(init_crc, data, n);
+      return ExtendClmul512<4, false>(init_crc, data, n, nullptr);
     case Impl::kClmul256:
-      return ExtendClmul256<4>(init_crc, data, n);
+      return ExtendClmul256<4, false>(init_crc, data, n, nullptr);
     case Impl::kSse42:
       return ExtendSse42(init_crc, data, n);
 #endif
     default:
       return ExtendPortable(init_crc, data, n);
+  }
+}
+
+// The folding variants copy as they fold; the others copy, then checksum the copy.
+uint32_t RunCopy(Impl impl, uint32_t init_crc, void* dst, const void* src, size_t n) {
+  switch (impl) {
+#if defined(__x86_64__)
+    case Impl::kClmul512:
+      return ExtendClmul512<4, true>(init_crc, src, n, dst);
+    case Impl::kClmul256:
+      return ExtendClmul256<4, true>(init_crc, src, n, dst);
+#endif
+    default:
+      std::memcpy(dst, src, n);
+      return Run(impl, init_crc, dst, n);
   }
 }
 
@@ -489,6 +551,14 @@ uint32_t ExtendWith(Impl impl, uint32_t init_crc, const void* data, size_t n) {
 
 uint32_t Extend(uint32_t init_crc, const void* data, size_t n) {
   return Run(ChosenImpl(), init_crc, data, n);
+}
+
+uint32_t CopyExtendWith(Impl impl, uint32_t init_crc, void* dst, const void* src, size_t n) {
+  return RunCopy(Supported(impl) ? impl : Impl::kPortable, init_crc, dst, src, n);
+}
+
+uint32_t CopyExtend(uint32_t init_crc, void* dst, const void* src, size_t n) {
+  return RunCopy(ChosenImpl(), init_crc, dst, src, n);
 }
 
 }  // namespace procmig::crc32c

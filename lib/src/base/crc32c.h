@@ -22,6 +22,16 @@ uint32_t Extend(uint32_t init_crc, const void* data, size_t n);
 
 inline uint32_t Value(const void* data, size_t n) { return Extend(0, data, n); }
 
+// Copies n bytes from src to dst (which must not overlap) and returns Extend(init_crc, dst, n):
+// the crc of what was written, even if src changes meanwhile (memory another thread may write).
+// The folding implementations checksum each vector as they store it, so the copy and the crc
+// read the source once; the others copy, then checksum the copy.
+uint32_t CopyExtend(uint32_t init_crc, void* dst, const void* src, size_t n);
+
+inline uint32_t CopyValue(void* dst, const void* src, size_t n) {
+  return CopyExtend(0, dst, src, n);
+}
+
 // Returns the crc32c of concat(A, B) from crc_a = crc32c(A), crc_b = crc32c(B) and len_b = |B|,
 // without touching the data (e.g. to join checksums computed by several threads).
 uint32_t Combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
@@ -54,6 +64,9 @@ const char* ImplName(Impl impl);
 
 // Extend() with the given implementation, or with ExtendPortable when !Supported(impl).
 uint32_t ExtendWith(Impl impl, uint32_t init_crc, const void* data, size_t n);
+
+// CopyExtend() the same way.
+uint32_t CopyExtendWith(Impl impl, uint32_t init_crc, void* dst, const void* src, size_t n);
 
 }  // namespace procmig::crc32c
 

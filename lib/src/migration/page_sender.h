@@ -250,7 +250,8 @@ class PageSender {
   std::vector<pid_t> own_tids_;
   // Pages per process_vm_readv in StageRun: 512 KiB worth (half the 1 MiB L2 of the reference
   // machine; 128 KiB measured no faster) after a slice with a zero page, doubling up to 1 MiB
-  // while there is none: the slice's crcs are computed right after the read, from the cache.
+  // while there is none: the slice's crcs are computed right after the read, from the cache (an
+  // in-place copy computes them as it copies).
   static constexpr size_t kMinReadBytes = 512u << 10;
   // Runs shorter than this are copied without the in-place look: its window (six sigaction
   // calls) cost 8-10 us here, the copy and check of zero pages 5.6-7.0 us for 16 pages, 8.2-9.1
@@ -260,6 +261,7 @@ class PageSender {
   uint64_t min_read_pages_ = 1;
   uint64_t max_read_pages_ = 1;
   uint64_t read_pages_ = 1;
+  std::unique_ptr<uint32_t[]> copy_crcs_;  // max_read_pages_: the crcs of one in-place copy
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<CompressPool> pool_;        // live runs, until Quiesce()
   std::unique_ptr<ZlibCompressor> inline_z_;  // the frozen copy

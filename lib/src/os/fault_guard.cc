@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "base/crc32c.h"
+
 namespace procmig {
 namespace {
 
@@ -183,7 +185,7 @@ std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pa
 }
 
 uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out,
-                               bool* faulted) {
+                               bool* faulted, uint32_t* crcs) {
   *faulted = !open_;
   if (!open_) return 0;
   // Volatile, as in LeadingZeroPages; `done` also tells, after a fault, how far the copy got.
@@ -191,6 +193,7 @@ uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size,
   volatile uint64_t count = pages;
   volatile size_t ps = page_size;
   uint8_t* volatile to = out;
+  uint32_t* volatile crc_out = crcs;
   volatile uint64_t done = 0;
   if (sigsetjmp(g_jump, 1) != 0) {
     *faulted = true;
@@ -200,7 +203,12 @@ uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size,
   std::atomic_signal_fence(std::memory_order_seq_cst);
   while (done < count) {
     const uint64_t k = done;
-    std::memcpy(to + k * ps, reinterpret_cast<const void*>(a + k * ps), ps);
+    const auto* from = reinterpret_cast<const void*>(a + k * ps);
+    if (crc_out != nullptr) {
+      crc_out[k] = crc32c::CopyValue(to + k * ps, from, ps);
+    } else {
+      std::memcpy(to + k * ps, from, ps);
+    }
     std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is copied before it counts
     done = k + 1;
   }

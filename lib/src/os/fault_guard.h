@@ -61,7 +61,10 @@ class ScanWindow {
   // the copy (the page it hit and those after it are not copied; a closed window copies none
   // and says faulted). Like process_vm_readv, a page is copied as it is at that moment: the
   // caller's tracker must have re-protected it before, so a write during the copy re-dirties it.
-  uint64_t CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out, bool* faulted);
+  // With `crcs`, crcs[k] is set to the crc32c of the copy of page k (crc32c::CopyValue: copied
+  // and checksummed in one read of the source) for every page copied whole.
+  uint64_t CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out, bool* faulted,
+                     uint32_t* crcs = nullptr);
 
   // Faults recovered since the process started (tests, the agent's log).
   static uint64_t recovered_faults();

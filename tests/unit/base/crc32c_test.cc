@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace procmig {
@@ -239,6 +241,81 @@ TEST_CASE("every implementation == bitwise around block boundaries up to 70000 b
       }
       CHECK(failures == 0);
     }
+  }
+}
+
+uint32_t RunCopy(const Candidate& c, uint32_t init, uint8_t* dst, const uint8_t* src, size_t n) {
+  return c.dispatch ? crc32c::CopyExtend(init, dst, src, n)
+                    : crc32c::CopyExtendWith(c.impl, init, dst, src, n);
+}
+
+TEST_CASE("CopyExtend copies exactly and returns the copy's crc, lengths 0..4200, any alignment") {
+  // The crc against one bitwise pass per source offset; the destination at another offset, with
+  // guard bytes on both sides that must stay as they were.
+  constexpr size_t kMaxLen = 4200, kGuard = 64;
+  std::mt19937_64 rng(99);
+  auto data = RandomBytes(rng, kMaxLen + 64);
+  std::vector<uint8_t> out(kGuard + 64 + kMaxLen + kGuard);
+  for (const Candidate& c : Runnable()) {
+    size_t failures = 0;
+    for (size_t off = 0; off < 64; off += off < 16 ? 1 : 7) {
+      const uint32_t init = static_cast<uint32_t>(rng());
+      const auto refs = PrefixCrcs(init, data.data() + off, kMaxLen);
+      const size_t dst_off = kGuard + (off * 37) % 64;
+      for (size_t len = 0; len <= kMaxLen; ++len) {
+        std::memset(out.data(), 0xa5, out.size());
+        const uint32_t got = RunCopy(c, init, out.data() + dst_off, data.data() + off, len);
+        const bool copied = std::memcmp(out.data() + dst_off, data.data() + off, len) == 0;
+        bool guards = true;
+        for (size_t i = 0; i < out.size(); ++i) {
+          if (i < dst_off || i >= dst_off + len) guards = guards && out[i] == 0xa5;
+        }
+        if ((got != refs[len] || !copied || !guards) && ++failures <= 10) {
+          FAIL_CHECK(std::string(c.name), ": len ", len, " offset ", off, " to ", dst_off, " got ",
+                     got, " want ", refs[len], copied ? "" : "; copy differs",
+                     guards ? "" : "; wrote outside the destination");
+        }
+      }
+    }
+    CHECK(failures == 0);
+  }
+}
+
+TEST_CASE("CopyExtend's crc is that of the bytes it wrote while another thread rewrites them") {
+  // The agent copies pages the program may be writing: the crc must describe the copy, whatever
+  // mix of old and new bytes it caught. A writer rewrites random bytes of the source the whole
+  // time; every copy's crc must equal the crc of the copy, and the copies must differ from one
+  // another (else nothing changed under them and the test proved nothing).
+  constexpr size_t kPage = 4096;
+  std::vector<uint8_t> src(kPage), dst(kPage);
+  std::mt19937_64 seed(3);
+  for (uint8_t& b : src) b = static_cast<uint8_t>(seed());
+  for (const Candidate& c : Runnable()) {
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+      std::mt19937_64 rng(11);
+      while (!stop.load(std::memory_order_relaxed)) {
+        const uint64_t r = rng();
+        std::atomic_ref<uint8_t>(src[r % kPage])
+            .store(static_cast<uint8_t>(r >> 32), std::memory_order_relaxed);
+      }
+    });
+    size_t failures = 0, changed = 0;
+    uint32_t last = 0;
+    for (int i = 0; i < 20000; ++i) {
+      const uint32_t got = RunCopy(c, 0, dst.data(), src.data(), kPage);
+      const uint32_t want = crc32c::ExtendPortable(0, dst.data(), kPage);
+      if (got != want && ++failures <= 5) {
+        FAIL_CHECK(std::string(c.name), ": copy ", i, " crc ", got, " but the copy's is ", want);
+      }
+      changed += i > 0 && want != last;
+      last = want;
+    }
+    stop.store(true);
+    writer.join();
+    CHECK(failures == 0);
+    MESSAGE(std::string(c.name), ": ", changed, " of 20000 copies differed from the one before");
+    CHECK(changed > 100);
   }
 }
 

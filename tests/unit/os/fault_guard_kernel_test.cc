@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/crc32c.h"
 #include "codec/zero_page.h"
 #include "os/fault_guard.h"
 
@@ -96,8 +97,17 @@ TEST_CASE("pages are copied in place until the end or the first page that faults
     CHECK(std::memcmp(out.data(), p + 6 * ps, 2 * ps) == 0);
     CHECK(w.CopyPages(a, 0, ps, out.data(), &faulted) == 0u);
     CHECK_FALSE(faulted);
+    // With crcs: those of the pages copied whole, nothing written past them.
+    std::fill(out.begin(), out.end(), 0xee);
+    std::vector<uint32_t> crcs(6, 0xdeadbeef);
+    CHECK(w.CopyPages(a + 2 * ps, 6, ps, out.data(), &faulted, crcs.data()) == 3u);
+    CHECK(faulted);
+    CHECK(std::memcmp(out.data(), p + 2 * ps, 3 * ps) == 0);
+    for (size_t k = 0; k < 3; ++k) CHECK(crcs[k] == crc32c::Value(p + (2 + k) * ps, ps));
+    CHECK(std::all_of(crcs.begin() + 3, crcs.end(), [](uint32_t c) { return c == 0xdeadbeef; }));
+    CHECK(std::all_of(out.begin() + 3 * ps, out.end(), [](uint8_t b) { return b == 0xee; }));
   }
-  CHECK(ScanWindow::recovered_faults() == before + 1);
+  CHECK(ScanWindow::recovered_faults() == before + 2);
   ScanWindow a1;
   REQUIRE(a1.open());
   ScanWindow closed;  // a second window never opens: it copies nothing and says so
