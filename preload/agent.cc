@@ -29,6 +29,7 @@
 
 #include <algorithm>
 
+#include "lib/src/base/crc32c.h"
 #include "lib/src/os/fault_guard.h"
 #include "preload/agent_heap.h"
 #include "preload/control_server.h"
@@ -119,6 +120,9 @@ __attribute__((constructor)) void AgentInit() {
   // Before main, while malloc is still ours to use: a fork of the program's must not inherit an
   // open in-place scan window (lib/src/os/fault_guard.h).
   ScanWindow::InstallForkHandler();
+  // The crc's choice of implementation is made at its first use, under a static-init guard: make
+  // it here, so that no first use falls while threads are parked or in the frozen copy.
+  (void)crc32c::HardwareAccelerated();
   if (!StartAgent(false)) return;
   if (!StartSentinel()) Log("a restored copy of this process will have no agent");
 }
