@@ -153,8 +153,13 @@ double TcpCopyRate(const uint8_t* src, size_t bytes, uint8_t* dst) {
   const int c = out[0], s = in[0];
   const auto t0 = Clock::now();
   bool sent = false;
+  // A write per kChunk: one write() of the whole 1 GiB was measured 25-30% slower here (3.5-3.7
+  // against 4.0-5.2 GB/s), and sizes from 1 to 8 MiB were the fastest.
   std::thread sender([&] {
-    sent = WriteAll(c, src, bytes);
+    sent = true;
+    for (size_t off = 0; sent && off < bytes; off += kChunk) {
+      sent = WriteAll(c, src + off, std::min(kChunk, bytes - off));
+    }
     shutdown(c, SHUT_WR);
   });
   size_t got = 0;

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -237,6 +238,29 @@ struct PairedCeilings {
   std::string dir;
 };
 
+// This process's CPU seconds (all threads, user and system) so far.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+// A ceiling measurement's rate (bytes/s) and the CPU it took, as cores kept busy on average.
+struct Measured {
+  double rate = 0;
+  double cores = 0;
+};
+template <typename F>
+Measured WithCores(size_t bytes, F measure) {
+  const double cpu0 = ProcessCpuSeconds();
+  Measured m;
+  m.rate = measure();
+  const double cpu = ProcessCpuSeconds() - cpu0;
+  if (m.rate > 0) m.cores = cpu / (static_cast<double>(bytes) / m.rate);
+  return m;
+}
+
 // The scenario's --channels (1 when it does not say).
 int Channels(const Scenario& s) {
   for (size_t i = 0; i + 1 < s.migrate_opts.size(); ++i) {
@@ -249,13 +273,16 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
                  double tcp, const PairedCeilings* paired = nullptr) {
   std::map<std::string, std::vector<double>> series;
   std::vector<double> walls, to_ceiling, to_tcp, run_tcp, run_store, to_floor, run_floor;
+  std::vector<double> tcp_cores, floor_cores, floor_to_tcp;
   const double mem = static_cast<double>(c.mib << 20);
   std::string why;
   for (int r = 0; r < c.runs; ++r) {
     // Without paired ceilings (the shaped link) every run has the ones given.
     double ceil_r = ceiling, t_r = tcp, st_r = 0, fl_r = 0;
     if (paired != nullptr) {
-      t_r = TcpCopyRate(paired->src, paired->bytes, paired->dst);
+      const Measured tcp_m = WithCores(
+          paired->bytes, [&] { return TcpCopyRate(paired->src, paired->bytes, paired->dst); });
+      t_r = tcp_m.rate;
       // A live receiver writes into fresh memory, huge pages where the block allows (it asks).
       // Measured twice, the faster kept: on this VM memory the guest freed a while ago was given
       // back to the host (free page reporting) and the first touch pays the host's fault, so a
@@ -268,10 +295,22 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
       ceil_r = std::min(t_r, st_r);
       // Live random content: the bare pipeline on as many streams (the faster of two, for the
       // same reason as the fresh memory above).
+      // With the CPU each took: a run of procmig does at least the bare pipeline's work, plus
+      // its staging copy, on the same cores.
       if (s.live && s.fill == "random") {
         const int n = Channels(s);
-        fl_r = std::max(PipelineFloorRate(paired->src, paired->bytes, n),
-                        PipelineFloorRate(paired->src, paired->bytes, n));
+        auto floor = [&] {
+          return WithCores(paired->bytes,
+                           [&] { return PipelineFloorRate(paired->src, paired->bytes, n); });
+        };
+        const Measured a = floor(), b = floor();
+        const Measured& f = a.rate >= b.rate ? a : b;
+        fl_r = f.rate;
+        if (fl_r > 0 && t_r > 0) {
+          tcp_cores.push_back(tcp_m.cores);
+          floor_cores.push_back(f.cores);
+          floor_to_tcp.push_back(fl_r / t_r);
+        }
       }
     }
     std::map<std::string, double> st;
@@ -324,6 +363,13 @@ void RunScenario(const Config& c, const Scenario& s, const ReceiverSite& site, d
         "%-20s %.2f of the bare pipeline (%d TCP stream(s) into fresh memory, crc32c per page on "
         "both sides): %s\n",
         "", Median(to_floor), Channels(s), floors.c_str());
+    if (!floor_to_tcp.empty()) {
+      std::printf(
+          "%-20s the bare pipeline itself: %.2f of its run's TCP stream, keeping %.2f cores busy "
+          "(the TCP stream %.2f; this machine has %ld)\n",
+          "", Median(floor_to_tcp), Median(floor_cores), Median(tcp_cores),
+          sysconf(_SC_NPROCESSORS_ONLN));
+    }
   }
   std::printf(
       "%-20s on the wire %.1f MiB (%.3f%% of memory)  iterations %.0f  throttle %.0f%%  "
