@@ -12,7 +12,9 @@
 #
 # e2e_restore_image.sh restore_probe: the probe checkpointed (its file, private file mapping,
 # guards, handler, altstack, blocked threads) and restored once from the image; it passes its
-# self-check (SIGHUP count exact, file records continued) twice and exits on SIGTERM.
+# self-check (SIGHUP count exact, file records continued) twice and exits on SIGTERM. Restored
+# again with `procmig restore` in the foreground, it gets the SIGUSR2 and SIGTERM sent to that
+# command (passed on), and the command exits with the probe's status.
 source "$(dirname "$0")/lib.sh"
 MODE=${1:-pattern_writer}
 e2e_init "restore-image-$MODE"
@@ -31,6 +33,8 @@ if [ "$MODE" = restore_probe ]; then
   wait_exit "$WPID" 15 || fail "source still running 15 s after checkpoint"
   [ "$WAIT_STATUS" = 0 ] || fail "source exited $WAIT_STATUS after checkpoint, want 0"
   IMG=$(dirname "$(find "$W/ckpt" -name MANIFEST | head -n 1)")
+  # Files are not in the image: the second restore below gets the file back as it was here.
+  cp "$W/probe.data" "$W/probe.data.at-checkpoint"
   (
     close_fds_above_2
     exec "$PROCMIG" restore "$IMG" --detach
@@ -47,6 +51,24 @@ if [ "$MODE" = restore_probe ]; then
   [ "$(check_field records)" -gt "$R1" ] || fail "the restored copy stopped writing its file"
   kill -TERM "$RESTORED_PID"
   wait_for 10 bash -c "! kill -0 $RESTORED_PID 2>/dev/null" || fail "restored copy ignored SIGTERM"
+  # In the foreground, `procmig restore` passes on what it is sent: SIGUSR2 (a self-check by
+  # the process) while it waits, then SIGTERM, on which the probe exits 0, and so does the
+  # command, with no restored process left.
+  cat "$W/probe.data.at-checkpoint" >"$W/probe.data"
+  (
+    close_fds_above_2
+    exec "$PROCMIG" restore "$IMG"
+  ) </dev/null >"$W/fg.log" 2>"$W/fg.err" &
+  FG=$!
+  wait_for 30 grep -q 'restored pid' "$W/fg.err" ||
+    fail "foreground restore: no 'restored pid' line: $(tail -n 3 "$W/fg.err")"
+  restored_from_log "$W/fg.err"
+  self_check_pid "$FG" "$W/fg.log" "foreground restore (SIGUSR2 sent to procmig restore)"
+  alive "$FG" || fail "procmig restore exited on SIGUSR2"
+  kill -TERM "$FG"
+  wait_exit "$FG" 10 || fail "procmig restore still running 10 s after SIGTERM"
+  [ "$WAIT_STATUS" = 0 ] || fail "procmig restore exited $WAIT_STATUS after SIGTERM, want 0 (the probe's)"
+  ! alive "$RESTORED_PID" || fail "the restored probe outlived SIGTERM sent to procmig restore"
   pass "restore_probe restored from an image: restore $RESTORE_MS ms, $RESTORED_THREADS thread(s); test $((SECONDS - T0)) s"
 fi
 start_workload_io /dev/null pipe pattern_writer --mib 32 --rate 16

@@ -61,7 +61,9 @@ absl::StatusOr<int> OpenStdioRedirect(int fd, const std::string& path);
 // Each call makes an independent process.
 absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const RestoreOptions& options);
 
-// Waits for a restored process: its exit code, or 128 + the signal that ended it.
+// Waits for a restored process: its exit code, or 128 + the signal that ended it. Signals other
+// processes send the caller meanwhile (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGALRM,
+// SIGWINCH) are passed on to the restored process.
 absl::StatusOr<int> WaitRestored(const RestoreResult& r);
 
 // One line: "restored pid 1234 (host pid 5678, new PID namespace), 9 threads, in 3.1 ms".

@@ -164,6 +164,7 @@ absl::StatusOr<RestoreResult> RestoreImage(const std::string& dir, const Restore
 absl::StatusOr<int> WaitRestored(const RestoreResult& r) {
   RestoredProcess p;
   p.child = r.child;
+  p.host_pid = r.host_pid;
   return WaitRestoredProcess(p);
 }
 

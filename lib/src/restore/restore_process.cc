@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -788,7 +789,104 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
                                           ")"));
 }
 
+namespace {
+
+// While a foreground `procmig restore` or `receive` waits for the process it restored, the
+// signals a user or a supervisor sends it are meant for the program (`kill`, `timeout`, systemd's
+// stop): they are passed on, as `docker run` does. Job control (SIGTSTP, SIGCONT, ...), SIGCHLD
+// and SIGPIPE are not.
+constexpr int kForwarded[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGUSR1,
+                              SIGUSR2, SIGALRM, SIGTERM, SIGWINCH};
+
+// The write end of the running SignalForwarder's pipe, -1 when none runs. Global because a signal
+// handler reads it.
+std::atomic<int> g_forward_fd{-1};
+
+void OnForwardedSignal(int sig, siginfo_t* si, void*) {
+  // Only what a process sent (kill, sigqueue, tgkill: si_code <= 0). What the kernel sent (a
+  // terminal's ^C, hangup or resize, sent to our process group) has reached the restored
+  // process itself: it runs in that group.
+  if (si == nullptr || si->si_code > 0) return;
+  const int saved = errno;
+  const int fd = g_forward_fd.load(std::memory_order_relaxed);
+  const auto byte = static_cast<unsigned char>(sig);
+  if (fd >= 0) (void)!write(fd, &byte, 1);
+  errno = saved;
+}
+
+// Installs the forwarding handlers for its lifetime (the previous actions are put back after)
+// and holds pidfds of the process waited for (`child`: its init, or itself) and of the target.
+// Inactive (ok() false) when the kernel has no pidfds or another forwarder runs: the wait then
+// passes nothing on.
+class SignalForwarder {
+ public:
+  SignalForwarder(pid_t child, pid_t target) {
+    int expected = -1;
+    if (target <= 0 || pipe2(pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return;
+    child_fd_ = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+    target_fd_ = static_cast<int>(syscall(SYS_pidfd_open, target, 0));
+    if (child_fd_ < 0 || target_fd_ < 0 ||
+        !g_forward_fd.compare_exchange_strong(expected, pipe_[1])) {
+      return;
+    }
+    struct sigaction sa {};
+    sa.sa_sigaction = OnForwardedSignal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &sa, &old_[i]);
+    active_ = true;
+  }
+  ~SignalForwarder() {
+    if (active_) {
+      for (size_t i = 0; i < std::size(kForwarded); ++i)
+        sigaction(kForwarded[i], &old_[i], nullptr);
+      g_forward_fd.store(-1);
+      Forward();  // what arrived before the handlers went
+    }
+    for (int fd : {pipe_[0], pipe_[1], child_fd_, target_fd_}) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  SignalForwarder(const SignalForwarder&) = delete;
+  SignalForwarder& operator=(const SignalForwarder&) = delete;
+
+  bool ok() const { return active_; }
+
+  // Until the waited-for process has exited (its pidfd is readable), passing signals on.
+  void RunUntilExit() {
+    for (;;) {
+      pollfd fds[2] = {{child_fd_, POLLIN, 0}, {pipe_[0], POLLIN, 0}};
+      const int n = poll(fds, 2, -1);
+      if (n < 0 && errno != EINTR) return;
+      Forward();
+      if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) return;
+    }
+  }
+
+ private:
+  void Forward() {
+    unsigned char sigs[64];
+    for (ssize_t n; (n = read(pipe_[0], sigs, sizeof sigs)) > 0;) {
+      // A target gone already (exiting) is no error: ESRCH is ignored.
+      for (ssize_t i = 0; i < n; ++i)
+        syscall(SYS_pidfd_send_signal, target_fd_, sigs[i], nullptr, 0);
+    }
+  }
+
+  int pipe_[2] = {-1, -1};
+  int child_fd_ = -1;
+  int target_fd_ = -1;
+  bool active_ = false;
+  struct sigaction old_[std::size(kForwarded)] = {};
+};
+
+}  // namespace
+
 absl::StatusOr<int> WaitRestoredProcess(const RestoredProcess& p) {
+  {
+    SignalForwarder forwarder(p.child, p.host_pid);
+    if (forwarder.ok()) forwarder.RunUntilExit();
+  }
   int status = 0;
   for (;;) {
     pid_t r = waitpid(p.child, &status, 0);

@@ -106,7 +106,10 @@ absl::StatusOr<RestoredProcess> StartRestoredProcess(const ProcessStateRecord& s
                                                      const RestoreProcessOptions& options);
 
 // Waits for the restored process and returns its exit status as a shell reports it (the code, or
-// 128 + the signal that killed it).
+// 128 + the signal that killed it). Meanwhile SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM,
+// SIGTERM and SIGWINCH sent to this process by another (kill, sigqueue) are passed on to the
+// restored process (host_pid), through pidfds; those the kernel sends to our process group (a
+// terminal's ^C) reach it directly. Without pidfds (Linux 5.3-) nothing is passed on.
 absl::StatusOr<int> WaitRestoredProcess(const RestoredProcess& p);
 
 }  // namespace procmig
