@@ -14,8 +14,8 @@
 
 namespace procmig {
 
-PagemapScanTracker::PagemapScanTracker(LayoutGate* gate)
-    : gate_(gate), epoch_(gate == nullptr ? 0 : gate->seq()) {}
+PagemapScanTracker::PagemapScanTracker(LayoutGate* gate, bool protect_by_scan)
+    : gate_(gate), protect_by_scan_(protect_by_scan), epoch_(gate == nullptr ? 0 : gate->seq()) {}
 
 PagemapScanTracker::~PagemapScanTracker() { (void)Stop(); }
 
@@ -29,7 +29,7 @@ std::vector<int> PagemapScanTracker::descriptors() const {
 int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
   int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/false);
   if (err != 0) return err;
-  if (ProtectByScan(b) == 0) return 0;
+  if (protect_by_scan_ && ProtectByScan(b) == 0) return 0;
   return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, b.page_size);
 }
 

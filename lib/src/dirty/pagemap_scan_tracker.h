@@ -48,7 +48,9 @@ class PagemapScanTracker final : public DirtyTracker {
   // Regions per PAGEMAP_SCAN call (24 bytes each).
   static constexpr size_t kMaxRegions = 4096;
 
-  explicit PagemapScanTracker(LayoutGate* gate = nullptr);
+  // protect_by_scan = false skips ProtectByScan and write-protects with UFFDIO_WRITEPROTECT, the
+  // path a kernel that refuses the scan takes (tests run it that way too).
+  explicit PagemapScanTracker(LayoutGate* gate = nullptr, bool protect_by_scan = true);
   ~PagemapScanTracker() override;
 
   TrackerKind kind() const override { return TrackerKind::kPagemapScan; }
@@ -83,6 +85,7 @@ class PagemapScanTracker final : public DirtyTracker {
   absl::Status ScanBlock(const RamBlock& block, bool rearm, DirtyBlock& out, int* err);
 
   LayoutGate* const gate_;  // not owned; may be null
+  const bool protect_by_scan_;
   bool started_ = false;
   UserfaultFd uffd_;
   int pagemap_fd_ = -1;

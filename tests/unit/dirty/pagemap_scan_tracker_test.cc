@@ -13,27 +13,38 @@ namespace {
 constexpr TrackerKind kKind = TrackerKind::kPagemapScan;
 
 // Start write-protects with a PAGEMAP_SCAN walk (ProtectByScan), UFFDIO_WRITEPROTECT only where
-// that is refused. Exact: a page left unprotected would be reported written at the first sync, a
-// false positive the shared scenarios only count.
-TEST_CASE("pagemap_scan tracker: after Start, exactly the pages written since are reported") {
-  RequireBackend(kKind);
+// that is refused; both paths run here (the second as a kernel that refuses the scan would).
+// Exact: a page left unprotected would be reported written at the first sync, a false positive
+// the shared scenarios only count.
+void RunExactAfterStart(bool protect_by_scan) {
   const size_t pages = 1536;  // several page tables' worth, across a 2 MiB boundary
   Region r(pages * Page());
   // Pages 0..1023 touched before tracking, 1024.. never (they read as zero, unmapped).
   for (size_t p = 0; p < 1024; ++p) r.base()[p * Page()] = static_cast<char>(p | 1);
   Truth t(MakeBlock(30, r.base(), r.len()));
-  auto tracker = Started(kKind, {&t.block, 1});
-  const DirtySet& first = SyncOk(*tracker);
+  PagemapScanTracker tracker(nullptr, protect_by_scan);
+  REQUIRE_OK(tracker.Start({&t.block, 1}));
+  const DirtySet& first = SyncOk(tracker);
   const DirtyBlock* db = first.Find(30);
   REQUIRE(db != nullptr);
   CHECK(db->pages.Count() == 0);
   for (size_t p : {0, 1, 511, 512, 1023, 1024, 1535}) t.Write(p);
-  const DirtySet& second = SyncOk(*tracker);
+  const DirtySet& second = SyncOk(tracker);
   db = second.Find(30);
   REQUIRE(db != nullptr);
   CHECK(db->pages.Count() == 7);
   for (size_t p : {0, 1, 511, 512, 1023, 1024, 1535}) CHECK(db->pages.Test(p));
-  REQUIRE_OK(tracker->Stop());
+  REQUIRE_OK(tracker.Stop());
+}
+
+TEST_CASE("pagemap_scan tracker: after Start, exactly the pages written since are reported") {
+  RequireBackend(kKind);
+  RunExactAfterStart(/*protect_by_scan=*/true);
+}
+
+TEST_CASE("pagemap_scan tracker: the same with UFFDIO_WRITEPROTECT (the scan refused)") {
+  RequireBackend(kKind);
+  RunExactAfterStart(/*protect_by_scan=*/false);
 }
 
 TEST_CASE("pagemap_scan tracker: random writes over several blocks") {
