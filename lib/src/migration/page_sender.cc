@@ -92,7 +92,7 @@ absl::StatusOr<std::unique_ptr<PageSender>> PageSender::Create(const PageSenderC
   // A batch's worth of staged pages plus one run of pages, their deltas and zlib streams.
   const size_t run_bytes = static_cast<size_t>(wire::kMaxPagesPerRun) * pre.page_size;
   s->stage_size_ = config.flush_bytes + 4 * run_bytes;
-  s->stage_.reset(new uint8_t[(config.flush_threads ? 2 : 1) * s->stage_size_]);
+  s->stage_.reset(new uint8_t[s->stage_halves() * s->stage_size_]);
   s->stage_base_ = s->stage_.get();
   if (s->pool_) {
     auto tids = s->pool_->worker_tids();
@@ -444,16 +444,13 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
       const uint8_t* p = keep + k * page_size_;
       wire::PageEntry& e = entries_[done + k];
       e = wire::PageEntry{};
-      // The page's one crc (the crc table, the wire descriptor, XBZRLE and zlib pages all use
-      // it): the copy's own, or computed while the slice is still in the cache. Every zero page
-      // has zero_crc_, so only a page with that crc needs the zero check after a fused copy.
-      const bool zero = k < fused ? copy_crcs_[k] == zero_crc_ && IsZeroPage(p, page_size_)
-                                  : IsZeroPage(p, page_size_);
-      if (zero) {
+      if (IsZeroPage(p, page_size_)) {
         e.encoding = wire::PageEncoding::kZero;
         zero_seen = true;
         continue;
       }
+      // The page's one crc (the crc table, the wire descriptor, XBZRLE and zlib pages all use
+      // it): the in-place copy's own, or computed while the slice is still in the cache.
       e.page_crc = k < fused ? copy_crcs_[k] : crc32c::Value(p, page_size_);
       e.crc_known = true;
       if (p != next) std::memcpy(next, p, page_size_);  // next <= p - page_size: no overlap

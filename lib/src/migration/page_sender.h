@@ -177,7 +177,7 @@ class PageSender {
   // The staging area [start, end): the agent's own memory, never a RAM block.
   std::pair<uintptr_t, uintptr_t> staging_range() const {
     auto b = reinterpret_cast<uintptr_t>(stage_.get());
-    return {b, b + (config_.flush_threads ? 2 : 1) * stage_size_};
+    return {b, b + stage_halves() * stage_size_};
   }
   // The XBZRLE page cache's memory ({0, 0} without XBZRLE): like the staging area, it changes
   // with every page sent and must not be migrated itself.
@@ -241,6 +241,7 @@ class PageSender {
   // Page copies, deltas and zlib streams of one batch; with flush threads two halves, one
   // being written while the other fills.
   std::unique_ptr<uint8_t[]> stage_;
+  size_t stage_halves() const { return config_.flush_threads ? 2 : 1; }
   size_t stage_size_ = 0;          // of one half
   uint8_t* stage_base_ = nullptr;  // the half being filled
   size_t stage_used_ = 0;          // of stage_base_
