@@ -287,29 +287,35 @@ void Sender::RequeueIfSwapAppeared(std::span<const uint32_t> unread) {
 
 absl::Status Sender::SendWholeBlock(const RamBlock& b, bool live, bool unread_ok,
                                     std::vector<uint32_t>* unread) {
+  bool skipped = false;
+  absl::Status s = SendStretch(b, 0, b.page_count(), live, unread_ok, &skipped);
+  if (skipped) unread->push_back(b.id);
+  return s;
+}
+
+absl::Status Sender::SendStretch(const RamBlock& b, uint64_t first, uint64_t count, bool live,
+                                 bool unread_ok, bool* skipped) {
   // Private anonymous memory in base pages: untouched pages go as zero runs, unread. File
   // mappings are not (an untouched page there is the file's, not zeros), nor hugetlb blocks.
   if (!unread_ok || KindOf(b) == RamBlockKind::kFilePrivate ||
       b.page_size != static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
-    return pages_->SendPages(b, 0, b.page_count(), live);
+    return pages_->SendPages(b.id, b.start, first, count, live);
   }
-  bool skipped = false;
+  const uintptr_t at = b.start + first * b.page_size;
   absl::Status sent;
-  absl::Status s =
-      ForEachResidency(b.start, b.page_count(), [&](uint64_t first, uint64_t count, bool resident) {
-        if (resident) {
-          sent = pages_->SendPages(b.id, b.start, first, count, live);
-        } else {
-          skipped = true;
-          sent = pages_->SendUnpopulated(b.id, b.start, first, count);
-        }
-        return sent;
-      });
-  if (skipped) unread->push_back(b.id);
+  absl::Status s = ForEachResidency(at, count, [&](uint64_t from, uint64_t n, bool resident) {
+    if (resident) {
+      sent = pages_->SendPages(b.id, b.start, first + from, n, live);
+    } else {
+      *skipped = true;
+      sent = pages_->SendUnpopulated(b.id, b.start, first + from, n);
+    }
+    return sent;
+  });
   if (!sent.ok() || s.ok()) return sent;
-  // mincore failed (part of the block went away meanwhile): read it all, as without the check;
+  // mincore failed (part of the range went away meanwhile): read it all, as without the check;
   // the read faults and queues the block again.
-  return pages_->SendPages(b, 0, b.page_count(), live);
+  return pages_->SendPages(b.id, b.start, first, count, live);
 }
 
 absl::Status Sender::SendQueuedFull(bool live) {
@@ -329,13 +335,22 @@ absl::Status Sender::SendQueuedFull(bool live) {
   return absl::OkStatus();
 }
 
-absl::Status Sender::SendDirty(const DirtySet& set, bool live, uint64_t* pages) {
+absl::Status Sender::SendDirty(const DirtySet& set, bool live, bool unread_ok, uint64_t* pages,
+                               bool* skipped) {
   *pages = 0;
   absl::Status status;
-  for (const DirtyBlock& b : set.blocks()) {
-    b.pages.ForEachRun([&](size_t first, size_t count) {
+  for (const DirtyBlock& db : set.blocks()) {
+    const RamBlock* b = unread_ok ? registry_.Find(db.id) : nullptr;
+    db.pages.ForEachRun([&](size_t first, size_t count) {
       *pages += count;
-      status = pages_->SendPages(b.id, b.start, first, count, live);
+      // A long run may be memory the program dropped (MADV_DONTNEED, a thread stack glibc
+      // trimmed at the thread's exit): the tracker reports it written, and mincore finds it
+      // empty, so it goes as zero runs, unread. Short runs are read as they are.
+      if (b != nullptr && count >= kMinUnreadRun) {
+        status = SendStretch(*b, first, count, live, true, skipped);
+      } else {
+        status = pages_->SendPages(db.id, db.start, first, count, live);
+      }
       if (live) {
         if (uint32_t f = pages_->TakeFaultBlock()) full_send_.push_back(f);
       }
@@ -363,7 +378,12 @@ absl::Status Sender::Iterate(bool* converged) {
   last_sync_bytes_ = sync_bytes;
   uint64_t dirty = 0;
   RETURN_IF_ERROR(SendQueuedFull(true));
-  RETURN_IF_ERROR(SendDirty(*set, true, &dirty));
+  bool skipped = false;
+  RETURN_IF_ERROR(SendDirty(*set, true, UnreadZerosAllowed(), &dirty, &skipped));
+  if (skipped && SwapConfigured()) {
+    // A swap area added while the pass ran: what read as dropped may have been swapped out.
+    for (const DirtyBlock& db : set->blocks()) full_send_.push_back(db.id);
+  }
   RETURN_IF_ERROR(pages_->EndIteration(iteration_, dirty, Now() - sync_ns, false));
   RETURN_IF_ERROR(pages_->Flush());
   // The pages just sent stand for what the next sync will find.
@@ -522,6 +542,7 @@ absl::Status Sender::PrepareStop(size_t n_blocks_cap, bool* stable) {
 absl::Status Sender::TryStop(bool* done, bool* park_failed) {
   *done = false;
   *park_failed = false;
+  final_unread_ok_ = UnreadZerosAllowed();  // (it reads /proc/swaps: not in the pause)
   park_ns_ = Now();
   absl::Status parked = freezer_->Park(config_.park_timeout_ms);
   if (!parked.ok()) {
@@ -607,7 +628,14 @@ absl::Status Sender::FinalPhase() {
   const uint64_t t0 = Now();
   final_times_->copy_start_ns = t0;
   RETURN_IF_ERROR(SendQueuedFull(false));
-  RETURN_IF_ERROR(SendDirty(*final_set_, false, &dirty));
+  bool skipped = false;
+  RETURN_IF_ERROR(SendDirty(*final_set_, false, final_unread_ok_, &dirty, &skipped));
+  if (skipped && SwapConfigured()) {
+    // The original resumes and the migration can be tried again.
+    return absl::UnavailableError(
+        "final phase: a swap area appeared, so pages that read as dropped may have been swapped "
+        "out");
+  }
   RETURN_IF_ERROR(pages_->EndIteration(iteration_ + 1, dirty, Now() - t0, /*final=*/true));
   if (config_.verify_final) RETURN_IF_ERROR(VerifyFinal());
   ComputeDigestsInto();

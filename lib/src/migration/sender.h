@@ -175,6 +175,10 @@ class Sender {
   // an anonymous block unread (the block's id then goes into *unread).
   absl::Status SendWholeBlock(const RamBlock& b, bool live, bool unread_ok,
                               std::vector<uint32_t>* unread);
+  // Pages [first, first + count) of block b, as SendWholeBlock (*skipped set when some went
+  // unread).
+  absl::Status SendStretch(const RamBlock& b, uint64_t first, uint64_t count, bool live,
+                           bool unread_ok, bool* skipped);
   bool UnreadZerosAllowed() const;
   // Queues the blocks in `unread` for another full send if swap appeared meanwhile.
   void RequeueIfSwapAppeared(std::span<const uint32_t> unread);
@@ -192,7 +196,10 @@ class Sender {
   // Re-reads the layout and sends block records; blocks that need a full send are queued.
   absl::Status ApplyLayout(bool allow_tracker_changes);
   absl::Status SendQueuedFull(bool live);
-  absl::Status SendDirty(const DirtySet& set, bool live, uint64_t* pages);
+  // The pages of `set`; with `unread_ok`, runs of at least kMinUnreadRun pages as SendStretch.
+  absl::Status SendDirty(const DirtySet& set, bool live, bool unread_ok, uint64_t* pages,
+                         bool* skipped);
+  static constexpr uint64_t kMinUnreadRun = 16;
   // The frozen copy's work.
   absl::Status FinalPhase();
   absl::Status WaitForAck();
@@ -236,6 +243,7 @@ class Sender {
   std::unique_ptr<PageSender> pages_;
   std::vector<uint32_t> full_send_;  // ids of blocks to send in full at the next pass
   const DirtySet* final_set_ = nullptr;
+  bool final_unread_ok_ = false;  // UnreadZerosAllowed(), asked before the park
   ProcessStateRecord state_record_;
   std::string state_bytes_;
   FileIdentityCache identities_;
