@@ -20,13 +20,20 @@ constexpr int kSignals[] = {SIGSEGV, SIGBUS};
 
 using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
 std::atomic<SigactionFn> g_real{nullptr};
-// -1: a window is open; n >= 0: n program threads are inside ProgramSigaction.
+// -n: n windows are open; n >= 0: n program threads are inside ProgramSigaction.
 std::atomic<int> g_users{0};
-std::atomic<pid_t> g_owner{0};     // the open window's thread
-std::atomic<bool> g_armed{false};  // its LeadingZeroPages is reading
+// Opening and closing windows (agent threads only, never a signal handler): a spin lock, so
+// that a fork's child can simply clear it.
+std::atomic_flag g_open_lock = ATOMIC_FLAG_INIT;
 std::atomic<uint64_t> g_recovered{0};
 std::atomic<unsigned> g_installed{0};  // bit Slot(sig): the window's handler is in for sig
-sigjmp_buf g_jump;
+// The open windows' threads: a fault of one of them while it is reading (armed) goes back there.
+struct Reader {
+  std::atomic<pid_t> tid{0};  // 0: free
+  std::atomic<bool> armed{false};
+  sigjmp_buf jump;
+};
+Reader g_readers[ScanWindow::kMaxOpen];
 // The program's actions while a window is open (written before the handler goes in).
 struct sigaction g_saved[2];
 
@@ -77,21 +84,48 @@ void Forward(int sig, siginfo_t* info, void* uc) {
   }
 }
 
+// The reader slot of the calling thread, or null.
+Reader* ReaderOf(pid_t tid) {
+  for (Reader& r : g_readers) {
+    if (r.tid.load(std::memory_order_acquire) == tid) return &r;
+  }
+  return nullptr;
+}
+
 void OnFault(int sig, siginfo_t* info, void* uc) {
   const int saved_errno = errno;
-  if (g_armed.load(std::memory_order_acquire) && g_owner.load(std::memory_order_acquire) == Tid()) {
-    g_armed.store(false, std::memory_order_release);
+  Reader* r = ReaderOf(Tid());
+  if (r != nullptr && r->armed.load(std::memory_order_acquire)) {
+    r->armed.store(false, std::memory_order_release);
     g_recovered.fetch_add(1, std::memory_order_relaxed);
-    siglongjmp(g_jump, 1);
+    siglongjmp(r->jump, 1);
   }
   Forward(sig, info, uc);
   errno = saved_errno;
 }
 
+class OpenLock {
+ public:
+  OpenLock() {
+    while (g_open_lock.test_and_set(std::memory_order_acquire)) sched_yield();
+  }
+  ~OpenLock() { g_open_lock.clear(std::memory_order_release); }
+};
+
+// Puts the program's actions back where a window's handler went in.
+void PutBackActions() {
+  for (int sig : kSignals) {
+    if ((g_installed.load(std::memory_order_acquire) & (1u << Slot(sig))) != 0) {
+      RealSigaction(sig, &g_saved[Slot(sig)], nullptr);
+    }
+  }
+  g_installed.store(0, std::memory_order_release);
+}
+
 }  // namespace
 
 int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-  if ((sig != SIGSEGV && sig != SIGBUS) || g_owner.load(std::memory_order_acquire) == Tid()) {
+  if ((sig != SIGSEGV && sig != SIGBUS) || ReaderOf(Tid()) != nullptr) {
     return RealSigaction(sig, act, old);
   }
   int users = g_users.load(std::memory_order_acquire);
@@ -112,55 +146,78 @@ int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old
 }
 
 ScanWindow::ScanWindow() {
-  int expected = 0;
-  if (!g_users.compare_exchange_strong(expected, -1, std::memory_order_acq_rel)) return;
-  g_owner.store(Tid(), std::memory_order_release);
-  int installed = 0;
-  for (int sig : kSignals) {
-    struct sigaction& prog = g_saved[Slot(sig)];
-    if (RealSigaction(sig, nullptr, &prog) != 0) break;
-    struct sigaction mine = {};
-    mine.sa_sigaction = &OnFault;
-    mine.sa_mask = prog.sa_mask;
-    mine.sa_flags = SA_SIGINFO | (prog.sa_flags & (SA_ONSTACK | SA_NODEFER | SA_RESTART));
-    if (RealSigaction(sig, &mine, nullptr) != 0) break;
-    g_installed.fetch_or(1u << Slot(sig), std::memory_order_acq_rel);
-    ++installed;
+  const pid_t me = Tid();
+  OpenLock lock;
+  if (ReaderOf(me) != nullptr) return;  // one window per thread
+  int users = g_users.load(std::memory_order_acquire);
+  if (users > 0 || users <= -kMaxOpen) return;
+  if (users == 0) {
+    // The first window: no program thread may be in sigaction while the handler goes in.
+    if (!g_users.compare_exchange_strong(users, -1, std::memory_order_acq_rel)) return;
+    int installed = 0;
+    for (int sig : kSignals) {
+      struct sigaction& prog = g_saved[Slot(sig)];
+      if (RealSigaction(sig, nullptr, &prog) != 0) break;
+      struct sigaction mine = {};
+      mine.sa_sigaction = &OnFault;
+      mine.sa_mask = prog.sa_mask;
+      mine.sa_flags = SA_SIGINFO | (prog.sa_flags & (SA_ONSTACK | SA_NODEFER | SA_RESTART));
+      if (RealSigaction(sig, &mine, nullptr) != 0) break;
+      g_installed.fetch_or(1u << Slot(sig), std::memory_order_acq_rel);
+      ++installed;
+    }
+    if (installed != 2) {
+      PutBackActions();
+      g_users.store(0, std::memory_order_release);
+      return;
+    }
+  } else {
+    // Another thread's window is open (users < 0), so the handler is in and no program thread
+    // can enter sigaction (it waits for users >= 0).
+    g_users.fetch_sub(1, std::memory_order_acq_rel);
   }
-  open_ = installed == 2;
-  if (open_) return;
-  Close();
+  for (Reader& r : g_readers) {
+    pid_t free_slot = 0;
+    if (r.tid.compare_exchange_strong(free_slot, me, std::memory_order_acq_rel)) {
+      reader_ = &r;
+      break;
+    }
+  }
+  open_ = true;  // (a free slot exists: fewer than kMaxOpen windows were open)
 }
 
 ScanWindow::~ScanWindow() {
-  if (open_) Close();
+  if (open_) Close(static_cast<Reader*>(reader_));
 }
 
-void ScanWindow::Close() {
-  for (int sig : kSignals) {
-    if ((g_installed.load(std::memory_order_acquire) & (1u << Slot(sig))) != 0) {
-      RealSigaction(sig, &g_saved[Slot(sig)], nullptr);
-    }
+void ScanWindow::Close(void* reader) {
+  OpenLock lock;
+  auto* r = static_cast<Reader*>(reader);
+  r->armed.store(false, std::memory_order_release);
+  r->tid.store(0, std::memory_order_release);
+  if (g_users.load(std::memory_order_acquire) == -1) {
+    PutBackActions();  // the last window
+    g_users.store(0, std::memory_order_release);
+  } else {
+    g_users.fetch_add(1, std::memory_order_acq_rel);
   }
-  g_installed.store(0, std::memory_order_release);
-  g_armed.store(false, std::memory_order_release);
-  g_owner.store(0, std::memory_order_release);
-  g_users.store(0, std::memory_order_release);
 }
 
 void ScanWindow::InstallForkHandler() {
   static std::atomic<bool> done{false};
   if (done.exchange(true)) return;
-  // The child has only the forking thread: a window the parent's scanning thread had open would
+  // The child has only the forking thread: a window the parent's scanning threads had open would
   // stay open there for good (the program's handlers not put back, its sigaction for SIGSEGV
   // waiting forever). Only glibc's fork runs atfork handlers; a raw clone child that does not
-  // exec keeps the window (the agent's own frozen copy never has one open: see the sender).
+  // exec keeps the windows (the agent's own frozen copy never has one open: see the sender).
   pthread_atfork(nullptr, nullptr, [] {
-    if (g_users.load(std::memory_order_acquire) < 0) {
-      Close();
-    } else {
-      g_users.store(0, std::memory_order_release);
+    if (g_users.load(std::memory_order_acquire) < 0) PutBackActions();
+    for (Reader& r : g_readers) {
+      r.armed.store(false, std::memory_order_relaxed);
+      r.tid.store(0, std::memory_order_relaxed);
     }
+    g_users.store(0, std::memory_order_release);
+    g_open_lock.clear(std::memory_order_release);
   });
 }
 
@@ -174,13 +231,14 @@ std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pa
   volatile uint64_t count = pages;
   volatile size_t ps = page_size;
   volatile ZeroTest test = is_zero;
-  if (sigsetjmp(g_jump, 1) != 0) return std::nullopt;  // faulted (OnFault disarmed)
-  g_armed.store(true, std::memory_order_release);
+  Reader* const r = static_cast<Reader*>(reader_);
+  if (sigsetjmp(r->jump, 1) != 0) return std::nullopt;  // faulted (OnFault disarmed)
+  r->armed.store(true, std::memory_order_release);
   std::atomic_signal_fence(std::memory_order_seq_cst);  // no load moves above the arming
   uint64_t n = 0;
   while (n < count && test(reinterpret_cast<const uint8_t*>(a + n * ps), ps)) ++n;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  g_armed.store(false, std::memory_order_release);
+  r->armed.store(false, std::memory_order_release);
   return n;
 }
 
@@ -195,11 +253,12 @@ uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size,
   uint8_t* volatile to = out;
   uint32_t* volatile crc_out = crcs;
   volatile uint64_t done = 0;
-  if (sigsetjmp(g_jump, 1) != 0) {
+  Reader* const r = static_cast<Reader*>(reader_);
+  if (sigsetjmp(r->jump, 1) != 0) {
     *faulted = true;
     return done;
   }
-  g_armed.store(true, std::memory_order_release);
+  r->armed.store(true, std::memory_order_release);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   while (done < count) {
     const uint64_t k = done;
@@ -213,7 +272,7 @@ uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size,
     done = k + 1;
   }
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  g_armed.store(false, std::memory_order_release);
+  r->armed.store(false, std::memory_order_release);
   return done;
 }
 

@@ -9,18 +9,21 @@
 // any other thread is the program's, handled as its own action says: its handler is called on
 // the same signal frame, under the mask and flags it asked for (SA_RESETHAND included); for the
 // default action or SIG_IGN the action is put back and the fault happens again (a signal sent
-// with kill is sent again), so the kernel does what it would have done. A window opens only when
-// no other is open and the program is not changing one of the two actions at that moment; it
-// never waits. The program's sigaction()/signal() calls for SIGSEGV and SIGBUS go through
-// ProgramSigaction (the agent's interposers), which waits for an open window to close, so a
-// window never puts back an action the program has since replaced.
+// with kill is sent again), so the kernel does what it would have done. Up to kMaxOpen windows
+// are open at once, each on a thread of its own (the sender's and its bulk-stage helper's): the
+// first to open installs the handler, the last to close puts the program's actions back. A
+// window opens only when its thread has none open, fewer than kMaxOpen are, and the program is
+// not changing one of the two actions at that moment; it never waits for the program. The
+// program's sigaction()/signal() calls for SIGSEGV and SIGBUS go through ProgramSigaction (the
+// agent's interposers), which waits until no window is open, so a window never puts back an
+// action the program has since replaced.
 //
 // In place, a stretch of zero pages is checked at memory speed (34 ms per GiB on the reference
 // VM, against 123-152 ms to copy it with process_vm_readv and check the copy), and pages with
 // data are copied at memcpy's speed (28 ms per GiB there, against 87 ms with process_vm_readv,
 // which pins every page it reads).
 //
-// Threads: one window at a time, process-wide; the window is used by the thread that opened it.
+// Threads: a window is used by the thread that opened it.
 // In a sanitizer build is_zero's reads are instrumented like any: scan only memory the caller
 // could read (the tests scan mappings of their own, never an instrumented heap).
 #ifndef PROCMIG_OS_FAULT_GUARD_H_
@@ -40,13 +43,16 @@ int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old
 
 class ScanWindow {
  public:
+  static constexpr int kMaxOpen = 2;
+
   ScanWindow();
   ~ScanWindow();
   ScanWindow(const ScanWindow&) = delete;
   ScanWindow& operator=(const ScanWindow&) = delete;
 
-  // False when the window could not open (another one is open, the program is changing an
-  // action, or installing the handler failed): LeadingZeroPages then always says nullopt.
+  // False when the window could not open (this thread has one open, kMaxOpen are, the program
+  // is changing an action, or installing the handler failed): LeadingZeroPages then always says
+  // nullopt.
   bool open() const { return open_; }
 
   // The number of leading pages of [addr, addr + pages * page_size) that `is_zero` (the codec's
@@ -75,10 +81,11 @@ class ScanWindow {
   static void InstallForkHandler();
 
  private:
-  // Puts back the program's actions the window replaced and lets other windows open.
-  static void Close();
+  // Frees the window's reader slot; the last window puts back the program's actions.
+  static void Close(void* reader);
 
   bool open_ = false;
+  void* reader_ = nullptr;  // its thread's slot (fault_guard.cc)
 };
 
 }  // namespace procmig

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -117,12 +118,85 @@ TEST_CASE("pages are copied in place until the end or the first page that faults
   munmap(p, 8 * ps);
 }
 
-TEST_CASE("only one window is open at a time") {
+TEST_CASE("one window per thread, and at most kMaxOpen at once") {
   ScanWindow a;
   REQUIRE(a.open());
-  ScanWindow b;
+  ScanWindow b;  // the same thread
   CHECK_FALSE(b.open());
   CHECK_FALSE(b.LeadingZeroPages(0, 1, PageSize(), IsZeroPage).has_value());
+  static_assert(ScanWindow::kMaxOpen == 2);
+  std::atomic<int> stage{0};
+  bool second_open = false, third_open = true;
+  std::thread second([&] {
+    ScanWindow w;
+    second_open = w.open();
+    stage.store(1);
+    while (stage.load() != 2) usleep(1000);
+  });
+  while (stage.load() != 1) usleep(1000);
+  std::thread third([&] { third_open = ScanWindow().open(); });
+  third.join();
+  stage.store(2);
+  second.join();
+  CHECK(second_open);
+  CHECK_FALSE(third_open);
+  std::thread again([&] { third_open = ScanWindow().open(); });  // the second's slot is free
+  again.join();
+  CHECK(third_open);
+}
+
+// Two threads scan at once (the sender and its bulk-stage helper), each into memory that faults:
+// each fault goes back to the window of the thread that took it. The window's handler stays in
+// until the last window closes, then the program's action is back.
+TEST_CASE("two threads' windows: each recovers its own faults; the last to close puts back") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(4);
+  std::memset(p, 0, 4 * ps);
+  REQUIRE(mprotect(p + 2 * ps, 2 * ps, PROT_NONE) == 0);
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  struct sigaction prog = {};
+  prog.sa_handler = SIG_IGN;
+  struct sigaction saved;
+  REQUIRE(sigaction(SIGSEGV, &prog, &saved) == 0);
+  const uint64_t before = ScanWindow::recovered_faults();
+  std::atomic<int> stage{0};
+  std::optional<uint64_t> helper_full, helper_part;
+  std::thread helper([&] {
+    ScanWindow w;
+    REQUIRE(w.open());
+    stage.store(1);
+    while (stage.load() != 2) usleep(1000);
+    for (int i = 0; i < 200; ++i) helper_full = w.LeadingZeroPages(a, 4, ps, IsZeroPage);
+    helper_part = w.LeadingZeroPages(a, 2, ps, IsZeroPage);
+    stage.store(3);
+    while (stage.load() != 4) usleep(1000);
+  });
+  std::optional<uint64_t> mine_full, mine_part;
+  {
+    while (stage.load() != 1) usleep(1000);
+    ScanWindow w;
+    REQUIRE(w.open());
+    stage.store(2);  // both fault at once, 200 times each
+    for (int i = 0; i < 200; ++i) mine_full = w.LeadingZeroPages(a + ps, 3, ps, IsZeroPage);
+    mine_part = w.LeadingZeroPages(a + ps, 1, ps, IsZeroPage);
+    while (stage.load() != 3) usleep(1000);
+  }
+  // This thread's window is closed, the helper's still open: its handler is still in.
+  struct sigaction now;
+  REQUIRE(sigaction(SIGSEGV, nullptr, &now) == 0);
+  CHECK((now.sa_flags & SA_SIGINFO) != 0);
+  CHECK(reinterpret_cast<uintptr_t>(now.sa_handler) != reinterpret_cast<uintptr_t>(SIG_IGN));
+  stage.store(4);
+  helper.join();
+  REQUIRE(sigaction(SIGSEGV, nullptr, &now) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(now.sa_handler) == reinterpret_cast<uintptr_t>(SIG_IGN));
+  CHECK_FALSE(helper_full.has_value());
+  CHECK_FALSE(mine_full.has_value());
+  CHECK(helper_part == 2u);
+  CHECK(mine_part == 1u);
+  CHECK(ScanWindow::recovered_faults() == before + 400);
+  sigaction(SIGSEGV, &saved, nullptr);
+  munmap(p, 4 * ps);
 }
 
 std::atomic<int> g_calls{0};
