@@ -29,6 +29,14 @@ absl::StatusOr<TrackerKind> ParseTrackerKind(std::string_view name) {
                    "\": expected pagemap-scan, soft-dirty, uffd-wp, mprotect or full"));
 }
 
+absl::StatusOr<bool> DirtyTracker::StartUnprotected(std::span<const RamBlock> blocks) {
+  absl::Status s = Start(blocks);
+  if (!s.ok()) return s;
+  return false;
+}
+
+int DirtyTracker::ProtectRange(uintptr_t, uintptr_t, size_t) { return 0; }
+
 absl::Status DirtyTracker::PrepareKernelWrite(uintptr_t, size_t) { return absl::OkStatus(); }
 
 void DirtyTracker::FinishKernelWrite(uintptr_t, size_t) {}

@@ -124,6 +124,18 @@ class DirtyTracker {
   // Disarms everything (protections restored, fds closed, threads joined). Idempotent.
   virtual absl::Status Stop() = 0;
 
+  // Start, without write-protecting the pages yet, where the backend can (pagemap-scan): true
+  // when it did, and then the caller passes every range to ProtectRange before it reads the range
+  // to send it (the bulk stage, which then protects on two threads as it scans). A present page
+  // left unprotected is reported written by every Sync until one re-protects it, and an empty
+  // one as soon as it is written, so a range missed costs a resend, never a lost write. The
+  // other backends Start as usual and return false.
+  virtual absl::StatusOr<bool> StartUnprotected(std::span<const RamBlock> blocks);
+  // Write-protects [start, end) (inside started blocks of pages of `page_size`) after
+  // StartUnprotected said true; does nothing otherwise. Any thread, also two at once. 0 or an
+  // errno; after an error the range's pages stay reported written as above.
+  virtual int ProtectRange(uintptr_t start, uintptr_t end, size_t page_size);
+
   // Called by the agent's interposers of read/pread/readv/recv*/... before a system call writes
   // into [addr, addr + len) from the kernel, and FinishKernelWrite after it returns. Only the
   // mprotect backend needs it (the kernel gets EFAULT from a PROT_READ page instead of a fault);

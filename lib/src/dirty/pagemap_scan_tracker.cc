@@ -28,12 +28,26 @@ std::vector<int> PagemapScanTracker::descriptors() const {
 
 int PagemapScanTracker::RegisterAndProtect(const RamBlock& b) const {
   int err = uffd_.RegisterWpRaw(b.start, b.length, /*missing=*/false);
-  if (err != 0) return err;
-  if (protect_by_scan_ && ProtectByScan(b) == 0) return 0;
+  if (err != 0 || register_only_) return err;
+  if (protect_by_scan_ && ProtectByScan(b.start, b.end()) == 0) return 0;
   return uffd_.WriteProtectAcrossVmas(b.start, b.length, /*protect=*/true, b.page_size);
 }
 
-int PagemapScanTracker::ProtectByScan(const RamBlock& b) const {
+absl::StatusOr<bool> PagemapScanTracker::StartUnprotected(std::span<const RamBlock> blocks) {
+  register_only_ = true;
+  absl::Status s = Start(blocks);
+  register_only_ = false;
+  if (!s.ok()) return s;
+  return true;
+}
+
+int PagemapScanTracker::ProtectRange(uintptr_t start, uintptr_t end, size_t page_size) {
+  if (!started_) return EINVAL;
+  if (protect_by_scan_ && ProtectByScan(start, end) == 0) return 0;
+  return uffd_.WriteProtectAcrossVmas(start, end - start, /*protect=*/true, page_size);
+}
+
+int PagemapScanTracker::ProtectByScan(uintptr_t start, uintptr_t end) const {
   // A scan that write-protects what it matches and returns nothing (no vector): the kernel then
   // takes its "exclusive WP" path (fs/proc/task_mmu.c), one loop over the ptes with a TLB flush
   // per page table, which protects every pte not yet protected, empty ones included. For 1 GiB of
@@ -44,8 +58,8 @@ int PagemapScanTracker::ProtectByScan(const RamBlock& b) const {
   pm_scan_arg arg{};
   arg.size = sizeof(arg);
   arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
-  arg.start = b.start;
-  arg.end = b.end();
+  arg.start = start;
+  arg.end = end;
   arg.category_mask = PAGE_IS_WRITTEN;
   arg.return_mask = PAGE_IS_WRITTEN;
   while (arg.start < arg.end) {

@@ -56,6 +56,8 @@ class PagemapScanTracker final : public DirtyTracker {
   TrackerKind kind() const override { return TrackerKind::kPagemapScan; }
   std::vector<int> descriptors() const override;
   absl::Status Start(std::span<const RamBlock> blocks) override;
+  absl::StatusOr<bool> StartUnprotected(std::span<const RamBlock> blocks) override;
+  int ProtectRange(uintptr_t start, uintptr_t end, size_t page_size) override;
   absl::Status AddBlocks(std::span<const RamBlock> blocks) override;
   absl::Status RemoveBlocks(std::span<const uint32_t> ids) override;
   absl::StatusOr<const DirtySet*> Sync() override { return Scan(/*rearm=*/true); }
@@ -74,11 +76,11 @@ class PagemapScanTracker final : public DirtyTracker {
   // up with the mappings. `check`: look at /proc/self/maps first even if no interposed change
   // touched the range. No allocation unless it fails (an error the layout does not explain).
   absl::Status Arm(const RamBlock& block, BlockState& state, bool check);
-  // Register + write-protect; raw errno.
+  // Register + write-protect (only register while StartUnprotected runs); raw errno.
   int RegisterAndProtect(const RamBlock& block) const;
-  // Write-protects the whole block with one PAGEMAP_SCAN walk; raw errno (0 on success), after
-  // which RegisterAndProtect falls back to UFFDIO_WRITEPROTECT.
-  int ProtectByScan(const RamBlock& block) const;
+  // Write-protects [start, end) with one PAGEMAP_SCAN walk; raw errno (0 on success), after
+  // which the callers fall back to UFFDIO_WRITEPROTECT.
+  int ProtectByScan(uintptr_t start, uintptr_t end) const;
   // Scans one block, marking written pages into `out` and re-protecting them; raw errno of a
   // refused ioctl in *err (then the Status is OK and the caller decides).
   absl::StatusOr<const DirtySet*> Scan(bool rearm);
@@ -87,6 +89,7 @@ class PagemapScanTracker final : public DirtyTracker {
   LayoutGate* const gate_;  // not owned; may be null
   const bool protect_by_scan_;
   bool started_ = false;
+  bool register_only_ = false;  // in StartUnprotected
   UserfaultFd uffd_;
   int pagemap_fd_ = -1;
   std::unique_ptr<page_region[]> regions_;

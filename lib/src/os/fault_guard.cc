@@ -242,6 +242,37 @@ std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pa
   return n;
 }
 
+uint64_t ScanWindow::ZeroBitmap(uintptr_t addr, uint64_t pages, size_t page_size, ZeroTest is_zero,
+                                uint64_t* zero, bool* faulted) {
+  std::memset(zero, 0, (pages + 63) / 64 * sizeof(uint64_t));
+  *faulted = !open_;
+  if (!open_) return 0;
+  // Volatile, as in LeadingZeroPages; `done` also tells, after a fault, how far the scan got.
+  volatile uintptr_t a = addr;
+  volatile uint64_t count = pages;
+  volatile size_t ps = page_size;
+  volatile ZeroTest test = is_zero;
+  uint64_t* volatile bits = zero;
+  volatile uint64_t done = 0;
+  Reader* const r = static_cast<Reader*>(reader_);
+  if (sigsetjmp(r->jump, 1) != 0) {
+    *faulted = true;
+    return done;
+  }
+  r->armed.store(true, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  while (done < count) {
+    const uint64_t k = done;
+    if (test(reinterpret_cast<const uint8_t*>(a + k * ps), ps))
+      bits[k / 64] |= uint64_t{1} << (k % 64);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is classified before it counts
+    done = k + 1;
+  }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  r->armed.store(false, std::memory_order_release);
+  return done;
+}
+
 uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out,
                                bool* faulted, uint32_t* crcs) {
   *faulted = !open_;

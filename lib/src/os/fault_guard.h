@@ -62,6 +62,14 @@ class ScanWindow {
   std::optional<uint64_t> LeadingZeroPages(uintptr_t addr, uint64_t pages, size_t page_size,
                                            ZeroTest is_zero);
 
+  // Sets bit i of `zero` (bits [0, pages) cleared first) when page i of [addr, addr + pages *
+  // page_size) is all zero, read in place, until the end or a fault. Returns the pages looked
+  // at whole; *faulted says whether a fault stopped the scan (a closed window scans none and
+  // says faulted). One call for any mix of pages, where LeadingZeroPages needs one per page
+  // with data (and each call saves the signal mask: a system call).
+  uint64_t ZeroBitmap(uintptr_t addr, uint64_t pages, size_t page_size, ZeroTest is_zero,
+                      uint64_t* zero, bool* faulted);
+
   // Copies whole pages of [addr, addr + pages * page_size) to `out` in place, in order, until
   // the end or a fault. Returns the pages copied whole; *faulted says whether a fault stopped
   // the copy (the page it hit and those after it are not copied; a closed window copies none

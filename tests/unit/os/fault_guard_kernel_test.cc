@@ -118,6 +118,31 @@ TEST_CASE("pages are copied in place until the end or the first page that faults
   munmap(p, 8 * ps);
 }
 
+TEST_CASE("a zero bitmap marks exactly the all-zero pages, up to the first page that faults") {
+  const size_t ps = PageSize();
+  uint8_t* p = MapPages(70);
+  std::memset(p, 0, 70 * ps);
+  for (size_t k : {1, 2, 5, 63, 64, 66}) p[k * ps + (k * 37) % ps] = static_cast<uint8_t>(k);
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  ScanWindow w;
+  REQUIRE(w.open());
+  std::vector<uint64_t> bits(2, ~uint64_t{0});
+  bool faulted = true;
+  CHECK(w.ZeroBitmap(a, 68, ps, IsZeroPage, bits.data(), &faulted) == 68u);
+  CHECK_FALSE(faulted);
+  for (size_t k = 0; k < 128; ++k) {
+    const bool want = k < 68 && k != 1 && k != 2 && k != 5 && k != 63 && k != 64 && k != 66;
+    CHECK_MESSAGE(((bits[k / 64] >> (k % 64)) & 1) == (want ? 1u : 0u), "page ", k);
+  }
+  REQUIRE(mprotect(p + 66 * ps, ps, PROT_NONE) == 0);
+  const uint64_t before = ScanWindow::recovered_faults();
+  CHECK(w.ZeroBitmap(a + 60 * ps, 10, ps, IsZeroPage, bits.data(), &faulted) == 6u);
+  CHECK(faulted);
+  CHECK(bits[0] == 0b100111u);  // bit i: page 60 + i; 60, 61, 62 and 65 are zero, 63 and 64 not
+  CHECK(ScanWindow::recovered_faults() == before + 1);
+  munmap(p, 70 * ps);
+}
+
 TEST_CASE("one window per thread, and at most kMaxOpen at once") {
   ScanWindow a;
   REQUIRE(a.open());
