@@ -303,6 +303,31 @@ absl::Status PageSender::SendPages(uint32_t id, uintptr_t start, uint64_t first,
   return absl::OkStatus();
 }
 
+absl::Status PageSender::SendScanned(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
+                                     const uint64_t* zero, uint64_t zero_first) {
+  scanned_ = zero;
+  scanned_base_ = start + zero_first * page_size_;
+  absl::Status s = SendPages(id, start, first, count, /*live=*/true);
+  scanned_ = nullptr;
+  return s;
+}
+
+uint64_t PageSender::ScannedRun(uintptr_t addr, uint64_t max, bool zero) const {
+  const uint64_t bit = (addr - scanned_base_) / page_size_;
+  uint64_t n = 0;
+  while (n < max) {
+    const uint64_t b = bit + n;
+    const uint64_t word = zero ? scanned_[b / 64] : ~scanned_[b / 64];
+    if (b % 64 == 0 && word == ~uint64_t{0} && n + 64 <= max) {
+      n += 64;  // a whole word of them
+      continue;
+    }
+    if (((word >> (b % 64)) & 1) == 0) break;
+    ++n;
+  }
+  return n;
+}
+
 absl::Status PageSender::SendUnpopulated(uint32_t id, uintptr_t start, uint64_t first,
                                          uint64_t count) {
   if (!config_.zero_runs) return SendPages(id, start, first, count, /*live=*/true);
@@ -413,8 +438,10 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
   bool in_place = window.has_value() && window->open();
   while (done < count) {
     if (in_place) {
+      const uintptr_t at = addr + done * page_size_;
       const std::optional<uint64_t> zeros =
-          window->LeadingZeroPages(addr + done * page_size_, count - done, page_size_, IsZeroPage);
+          scanned_ != nullptr ? ScannedRun(at, count - done, true)
+                              : window->LeadingZeroPages(at, count - done, page_size_, IsZeroPage);
       if (!zeros.has_value()) {
         in_place = false;  // the copy below finds out how much of the memory is left
       } else if (*zeros > 0) {
@@ -427,7 +454,11 @@ uint64_t PageSender::StageRun(uintptr_t addr, uint64_t count, bool live) {
         if (done == count) break;
       }
     }
-    const uint64_t n = std::min<uint64_t>(read_pages_, count - done);
+    uint64_t n = std::min<uint64_t>(read_pages_, count - done);
+    // Scanned: copy up to the next page the scan found zero (there is one at most n pages on).
+    if (in_place && scanned_ != nullptr) {
+      n = std::max<uint64_t>(1, ScannedRun(addr + done * page_size_, n, false));
+    }
     size_t got = 0;
     if (in_place) {
       bool faulted = false;

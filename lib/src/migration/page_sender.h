@@ -124,6 +124,11 @@ class PageSender {
   // Pages [first, first + count) of `block`. `live`: the program may be writing them.
   absl::Status SendPages(const RamBlock& block, uint64_t first, uint64_t count, bool live);
   absl::Status SendPages(uint32_t id, uintptr_t start, uint64_t first, uint64_t count, bool live);
+  // As SendPages (live), for pages a scan made after the tracker protected them already found
+  // all zero or not (BulkPrescan): bit (p - zero_first) of `zero` is set for a zero page p. Zero
+  // pages are not read again; the others are copied as SendPages does (and still checked).
+  absl::Status SendScanned(uint32_t id, uintptr_t start, uint64_t first, uint64_t count,
+                           const uint64_t* zero, uint64_t zero_first);
   // Pages [first, first + count) of block `id` as zero_run records, without reading them: the
   // caller knows they hold no memory (untouched anonymous pages read as zeros). Reads them like
   // SendPages when zero runs are off.
@@ -263,6 +268,11 @@ class PageSender {
   uint64_t max_read_pages_ = 1;
   uint64_t read_pages_ = 1;
   std::unique_ptr<uint32_t[]> copy_crcs_;  // max_read_pages_: the crcs of one in-place copy
+  // SendScanned's bitmap while it runs (else null): bit i for the page at scanned_base_ + i pages.
+  const uint64_t* scanned_ = nullptr;
+  uintptr_t scanned_base_ = 0;
+  // Of the pages from addr (at most max), how many lead whose scanned bit is `zero`.
+  uint64_t ScannedRun(uintptr_t addr, uint64_t max, bool zero) const;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<CompressPool> pool_;        // live runs, until Quiesce()
   std::unique_ptr<ZlibCompressor> inline_z_;  // the frozen copy

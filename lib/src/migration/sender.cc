@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "base/coding.h"
 #include "base/status_macros.h"
+#include "migration/bulk_prescan.h"
 #include "migration/restore_check.h"
 #include "os/resident_pages.h"
 #include "wire/record_codec.h"
@@ -199,7 +200,9 @@ absl::Status Sender::Setup() {
       RETURN_IF_ERROR(SendRestoreCheck());
     }
   }
-  RETURN_IF_ERROR(tracker_->Start(registry_.blocks()));
+  // Protected by the bulk stage where the tracker can leave it to it (two threads, each chunk
+  // just before it is read), else now.
+  ASSIGN_OR_RETURN(protect_in_bulk_, tracker_->StartUnprotected(registry_.blocks()));
   for (const RamBlock& b : registry_.blocks()) RETURN_IF_ERROR(pages_->AddBlock(b));
   ExcludeCrcTables(registry_.blocks());
   RETURN_IF_ERROR(pages_->Flush());
@@ -216,11 +219,41 @@ absl::Status Sender::Bulk() {
   const uint64_t bytes0 = pages_->counters().bytes_out;
   const bool unread_ok = UnreadZerosAllowed();
   std::vector<uint32_t> unread;
-  for (const RamBlock& b : registry_.blocks()) {
-    RETURN_IF_ERROR(SendWholeBlock(b, /*live=*/true, unread_ok, &unread));
+  // Blocks of a chunk or more of private anonymous base pages are protected and classified by
+  // a BulkPrescan on two threads; the others protected here, just before they are sent.
+  std::span<const RamBlock> blocks = registry_.blocks();
+  std::vector<size_t> span_of(blocks.size(), SIZE_MAX);
+  std::unique_ptr<BulkPrescan> prescan;
+  if (protect_in_bulk_ && unread_ok) {
+    const size_t base = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    std::vector<BulkPrescan::Span> spans;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const RamBlock& b = blocks[i];
+      if (KindOf(b) == RamBlockKind::kFilePrivate || b.page_size != base ||
+          b.page_count() < BulkPrescan::kChunkPages) {
+        continue;
+      }
+      span_of[i] = spans.size();
+      spans.push_back({b.start, b.page_count()});
+    }
+    if (!spans.empty()) {
+      ASSIGN_OR_RETURN(prescan, BulkPrescan::Start(tracker_, std::move(spans), base));
+    }
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const RamBlock& b = blocks[i];
+    if (span_of[i] != SIZE_MAX) {
+      RETURN_IF_ERROR(SendPrescanned(b, *prescan, span_of[i], &unread));
+    } else {
+      // An error leaves the block's pages reported written at the first sync: resent.
+      if (protect_in_bulk_) (void)tracker_->ProtectRange(b.start, b.end(), b.page_size);
+      RETURN_IF_ERROR(SendWholeBlock(b, /*live=*/true, unread_ok, &unread));
+    }
     if (uint32_t id = pages_->TakeFaultBlock()) full_send_.push_back(id);
     Publish(false);
   }
+  prescan.reset();
+  protect_in_bulk_ = false;
   RequeueIfSwapAppeared(unread);
   RETURN_IF_ERROR(pages_->EndIteration(0, 0, Now() - t0, false));
   RETURN_IF_ERROR(pages_->Flush());
@@ -228,6 +261,37 @@ absl::Status Sender::Bulk() {
   ConvergenceDecision d = policy_.Update(f, registry_.total_bytes());
   local_.throughput_bps = d.bandwidth_bps;
   Publish(true);
+  return absl::OkStatus();
+}
+
+absl::Status Sender::SendPrescanned(const RamBlock& b, BulkPrescan& prescan, size_t span,
+                                    std::vector<uint32_t>* unread) {
+  constexpr uint64_t kChunk = BulkPrescan::kChunkPages;
+  auto bit = [](const uint64_t* bits, uint64_t i) { return ((bits[i / 64] >> (i % 64)) & 1) != 0; };
+  const uint64_t pages = b.page_count();
+  bool skipped = false;
+  for (uint64_t c = 0; c * kChunk < pages; ++c) {
+    const BulkPrescan::Chunk& k = prescan.Await(span, c);
+    const uint64_t first = c * kChunk;
+    const uint64_t n = std::min(kChunk, pages - first);
+    if (!k.classified) {  // the memory went away under the prescan: as without it
+      RETURN_IF_ERROR(SendStretch(b, first, n, /*live=*/true, /*unread_ok=*/true, &skipped));
+      continue;
+    }
+    for (uint64_t i = 0; i < n;) {
+      const bool resident = bit(k.resident, i);
+      uint64_t j = i + 1;
+      while (j < n && bit(k.resident, j) == resident) ++j;
+      if (resident) {
+        RETURN_IF_ERROR(pages_->SendScanned(b.id, b.start, first + i, j - i, k.zero, first));
+      } else {
+        skipped = true;
+        RETURN_IF_ERROR(pages_->SendUnpopulated(b.id, b.start, first + i, j - i));
+      }
+      i = j;
+    }
+  }
+  if (skipped) unread->push_back(b.id);
   return absl::OkStatus();
 }
 

@@ -77,6 +77,8 @@ namespace procmig {
 enum class SenderState : uint8_t { kSetup, kBulk, kIterate, kStopAndCopy, kDone, kFailed };
 const char* SenderStateName(SenderState s);
 
+class BulkPrescan;
+
 struct SenderStats {
   SenderState state = SenderState::kSetup;
   uint64_t iteration = 0;
@@ -180,6 +182,9 @@ class Sender {
   absl::Status SendStretch(const RamBlock& b, uint64_t first, uint64_t count, bool live,
                            bool unread_ok, bool* skipped);
   bool UnreadZerosAllowed() const;
+  // Block b's pages, chunk by chunk as `prescan` (its span `span`) classified them.
+  absl::Status SendPrescanned(const RamBlock& b, BulkPrescan& prescan, size_t span,
+                              std::vector<uint32_t>* unread);
   // Queues the blocks in `unread` for another full send if swap appeared meanwhile.
   void RequeueIfSwapAppeared(std::span<const uint32_t> unread);
   // One iteration; *converged set when the policy says stop.
@@ -233,6 +238,8 @@ class Sender {
   const std::vector<Channel*> final_;
   Channel* const final_channel_;  // final_[0]: the reverse stream in the frozen copy
   DirtyTracker* const tracker_;
+  // The tracker started unprotected (StartUnprotected): the bulk stage protects every block.
+  bool protect_in_bulk_ = false;
   Freezer* const freezer_;
   LayoutSource* const layout_;
 

@@ -14,3 +14,5 @@ procmig_test(migration_page_sender_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/page_s
              LIBS procmig_migration LABEL unit TIMEOUT 30)
 procmig_test(migration_restore_check_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/restore_check_test.cc
              LIBS procmig_migration LABEL unit TIMEOUT 30)
+procmig_test(migration_bulk_prescan_test SOURCES ${CMAKE_CURRENT_LIST_DIR}/bulk_prescan_test.cc
+             LIBS procmig_migration LABEL component TIMEOUT 60)
