@@ -25,6 +25,8 @@ std::atomic<int> g_users{0};
 // Opening and closing windows (agent threads only, never a signal handler): a spin lock, so
 // that a fork's child can simply clear it.
 std::atomic_flag g_open_lock = ATOMIC_FLAG_INIT;
+// Program threads waiting in ProgramSigaction for the open windows to close.
+std::atomic<int> g_program_waiting{0};
 std::atomic<uint64_t> g_recovered{0};
 std::atomic<unsigned> g_installed{0};  // bit Slot(sig): the window's handler is in for sig
 // The open windows' threads: a fault of one of them while it is reading (armed) goes back there.
@@ -129,15 +131,21 @@ int ProgramSigaction(int sig, const struct sigaction* act, struct sigaction* old
     return RealSigaction(sig, act, old);
   }
   int users = g_users.load(std::memory_order_acquire);
+  bool waiting = false;
   for (;;) {
     if (users >= 0 && g_users.compare_exchange_weak(users, users + 1, std::memory_order_acq_rel)) {
       break;
     }
     if (users < 0) {
-      sched_yield();  // a window is open: it closes within one run of the sender
+      // A window is open: it closes within one run of the sender. No new one opens meanwhile,
+      // so two threads taking turns cannot keep this call waiting.
+      if (!waiting) g_program_waiting.fetch_add(1, std::memory_order_acq_rel);
+      waiting = true;
+      sched_yield();
       users = g_users.load(std::memory_order_acquire);
     }
   }
+  if (waiting) g_program_waiting.fetch_sub(1, std::memory_order_acq_rel);
   const int r = RealSigaction(sig, act, old);
   const int saved_errno = errno;
   g_users.fetch_sub(1, std::memory_order_acq_rel);
@@ -149,6 +157,7 @@ ScanWindow::ScanWindow() {
   const pid_t me = Tid();
   OpenLock lock;
   if (ReaderOf(me) != nullptr) return;  // one window per thread
+  if (g_program_waiting.load(std::memory_order_acquire) > 0) return;
   int users = g_users.load(std::memory_order_acquire);
   if (users > 0 || users <= -kMaxOpen) return;
   if (users == 0) {
@@ -217,11 +226,14 @@ void ScanWindow::InstallForkHandler() {
       r.tid.store(0, std::memory_order_relaxed);
     }
     g_users.store(0, std::memory_order_release);
+    g_program_waiting.store(0, std::memory_order_release);
     g_open_lock.clear(std::memory_order_release);
   });
 }
 
 uint64_t ScanWindow::recovered_faults() { return g_recovered.load(std::memory_order_relaxed); }
+
+int ScanWindow::program_waiting() { return g_program_waiting.load(std::memory_order_acquire); }
 
 std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pages,
                                                      size_t page_size, ZeroTest is_zero) {

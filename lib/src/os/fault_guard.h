@@ -13,7 +13,8 @@
 // are open at once, each on a thread of its own (the sender's and its bulk-stage helper's): the
 // first to open installs the handler, the last to close puts the program's actions back. A
 // window opens only when its thread has none open, fewer than kMaxOpen are, and the program is
-// not changing one of the two actions at that moment; it never waits for the program. The
+// not changing (or waiting to change) one of the two actions at that moment; it never waits for
+// the program. The
 // program's sigaction()/signal() calls for SIGSEGV and SIGBUS go through ProgramSigaction (the
 // agent's interposers), which waits until no window is open, so a window never puts back an
 // action the program has since replaced.
@@ -82,6 +83,8 @@ class ScanWindow {
 
   // Faults recovered since the process started (tests, the agent's log).
   static uint64_t recovered_faults();
+  // Program threads waiting in ProgramSigaction for the open windows to close (tests).
+  static int program_waiting();
 
   // Registers (once) a fork handler that closes, in the child of a fork(), a window another
   // thread of the parent had open at that moment. Call where malloc may still be used (the

@@ -329,6 +329,39 @@ TEST_CASE("the default action of SIGSEGV still kills the process while a window 
   if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGSEGV);
 }
 
+// Two threads taking turns could keep a window open all the time: while a program thread waits
+// in sigaction, no new window opens, so it gets through as soon as the open one closes.
+TEST_CASE("no window opens while the program waits to change SIGSEGV's action") {
+  std::atomic<int> stage{0};
+  std::thread holder([&] {
+    ScanWindow w;
+    REQUIRE(w.open());
+    stage.store(1);
+    while (stage.load() != 2) usleep(1000);
+  });
+  while (stage.load() != 1) usleep(1000);
+  std::atomic<bool> done{false};
+  std::thread program([&] {
+    struct sigaction now;
+    REQUIRE(ProgramSigaction(SIGSEGV, nullptr, &now) == 0);
+    done.store(true);
+  });
+  for (int i = 0; i < 10000 && ScanWindow::program_waiting() == 0; ++i) usleep(1000);
+  REQUIRE(ScanWindow::program_waiting() == 1);
+  CHECK_FALSE(done.load());
+  bool opened = true;
+  std::thread other([&] { opened = ScanWindow().open(); });
+  other.join();
+  CHECK_FALSE(opened);
+  stage.store(2);
+  holder.join();
+  program.join();
+  CHECK(done.load());
+  std::thread after([&] { opened = ScanWindow().open(); });
+  after.join();
+  CHECK(opened);
+}
+
 TEST_CASE("the program's sigaction for SIGSEGV goes through and its action survives windows") {
   struct sigaction prog = {};
   prog.sa_handler = SIG_IGN;
