@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -139,6 +140,49 @@ absl::StatusOr<UniqueFd> WriteSmallFile(const std::string& path, std::span<const
   return fd;
 }
 
+// fsync of every file at once through io_uring, whose workers run them in parallel: the 101
+// fsyncs of a 1 GiB mem_workload's blocks took 85 us each one after the other here (strace), most
+// of a zero-filled migration's ack wait. False when the ring could not be set up (the caller
+// then fsyncs them in turn); otherwise every file was fsync'ed, the first error in *status.
+bool FsyncTogether(const std::vector<std::pair<int, std::string>>& files, absl::Status* status) {
+  constexpr unsigned kDepth = 64;
+  io_uring ring;
+  if (files.empty() || io_uring_queue_init(kDepth, &ring, 0) != 0) return false;
+  *status = absl::OkStatus();
+  size_t next = 0, done = 0;
+  while (done < files.size()) {
+    while (next < files.size() && (next - done) < kDepth) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      if (sqe == nullptr) break;
+      io_uring_prep_fsync(sqe, files[next].first, 0);
+      io_uring_sqe_set_data64(sqe, next);
+      ++next;
+    }
+    const int submitted = io_uring_submit_and_wait(&ring, 1);
+    if (submitted < 0 && submitted != -EINTR) {
+      // Those still queued never ran: fsync them here, in turn.
+      for (size_t i = done; i < next; ++i) {
+        if (fsync(files[i].first) != 0 && status->ok()) {
+          *status = ErrnoStatus(absl::StrCat("fsync ", files[i].second), errno);
+        }
+      }
+      done = next;
+      break;
+    }
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+      const size_t i = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
+      if (cqe->res < 0 && status->ok()) {
+        *status = ErrnoStatus(absl::StrCat("fsync ", files[i].second), -cqe->res);
+      }
+      io_uring_cqe_seen(&ring, cqe);
+      ++done;
+    }
+  }
+  io_uring_queue_exit(&ring);
+  return true;
+}
+
 // Makes the files (by path, for errors) and `dir` durable. Every file's data is written first and
 // only then is each fsync'ed: an fsync then finds its data on disk and its metadata in the journal
 // transaction the first fsync committed. An fsync per file doing all its own work cost a journal
@@ -151,8 +195,13 @@ absl::Status SyncAll(const std::vector<std::pair<int, std::string>>& files, int 
     (void)sync_file_range(
         fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
   }
-  for (const auto& [fd, path] : files) {
-    if (fsync(fd) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
+  absl::Status together;
+  if (FsyncTogether(files, &together)) {
+    RETURN_IF_ERROR(together);
+  } else {
+    for (const auto& [fd, path] : files) {
+      if (fsync(fd) != 0) return ErrnoStatus(absl::StrCat("fsync ", path), errno);
+    }
   }
   if (fsync(dir) != 0) return ErrnoStatus(absl::StrCat("fsync ", dir_path), errno);
   return absl::OkStatus();
