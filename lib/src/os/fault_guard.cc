@@ -14,6 +14,14 @@
 #include "base/crc32c.h"
 
 namespace procmig {
+
+// The open windows' threads: a fault of one of them while it is reading (armed) goes back there.
+struct ScanWindow::Reader {
+  std::atomic<pid_t> tid{0};  // 0: free
+  std::atomic<bool> armed{false};
+  sigjmp_buf jump;
+};
+
 namespace {
 
 constexpr int kSignals[] = {SIGSEGV, SIGBUS};
@@ -29,12 +37,7 @@ std::atomic_flag g_open_lock = ATOMIC_FLAG_INIT;
 std::atomic<int> g_program_waiting{0};
 std::atomic<uint64_t> g_recovered{0};
 std::atomic<unsigned> g_installed{0};  // bit Slot(sig): the window's handler is in for sig
-// The open windows' threads: a fault of one of them while it is reading (armed) goes back there.
-struct Reader {
-  std::atomic<pid_t> tid{0};  // 0: free
-  std::atomic<bool> armed{false};
-  sigjmp_buf jump;
-};
+using Reader = ScanWindow::Reader;
 Reader g_readers[ScanWindow::kMaxOpen];
 // The program's actions while a window is open (written before the handler goes in).
 struct sigaction g_saved[2];
@@ -196,12 +199,11 @@ ScanWindow::ScanWindow() {
 }
 
 ScanWindow::~ScanWindow() {
-  if (open_) Close(static_cast<Reader*>(reader_));
+  if (open_) Close(reader_);
 }
 
-void ScanWindow::Close(void* reader) {
+void ScanWindow::Close(Reader* r) {
   OpenLock lock;
-  auto* r = static_cast<Reader*>(reader);
   r->armed.store(false, std::memory_order_release);
   r->tid.store(0, std::memory_order_release);
   if (g_users.load(std::memory_order_acquire) == -1) {
@@ -235,22 +237,44 @@ uint64_t ScanWindow::recovered_faults() { return g_recovered.load(std::memory_or
 
 int ScanWindow::program_waiting() { return g_program_waiting.load(std::memory_order_acquire); }
 
+namespace {
+
+// The guarded read behind LeadingZeroPages, ZeroBitmap and CopyPages: step(k) for the pages k =
+// 0, 1, ... until it returns false or `pages` are done, armed in the calling thread's slot `r`,
+// so that a fault in a step comes back here. Returns the pages done (a page counts once its step
+// returned true); *faulted says whether a fault ended it. Only `done` changes between the
+// sigsetjmp and a fault, so only it is volatile.
+template <typename Step>
+uint64_t Guarded(ScanWindow::Reader* r, uint64_t pages, bool* faulted, Step&& step) {
+  *faulted = false;
+  volatile uint64_t done = 0;
+  if (sigsetjmp(r->jump, 1) != 0) {  // a fault (OnFault disarmed the slot)
+    *faulted = true;
+    return done;
+  }
+  r->armed.store(true, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // no load moves above the arming
+  while (done < pages) {
+    const uint64_t k = done;
+    if (!step(k)) break;
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is done before it counts
+    done = k + 1;
+  }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  r->armed.store(false, std::memory_order_release);
+  return done;
+}
+
+}  // namespace
+
 std::optional<uint64_t> ScanWindow::LeadingZeroPages(uintptr_t addr, uint64_t pages,
                                                      size_t page_size, ZeroTest is_zero) {
   if (!open_) return std::nullopt;
-  // Volatile: what the code after sigsetjmp reads must not live in registers it restores.
-  volatile uintptr_t a = addr;
-  volatile uint64_t count = pages;
-  volatile size_t ps = page_size;
-  volatile ZeroTest test = is_zero;
-  Reader* const r = static_cast<Reader*>(reader_);
-  if (sigsetjmp(r->jump, 1) != 0) return std::nullopt;  // faulted (OnFault disarmed)
-  r->armed.store(true, std::memory_order_release);
-  std::atomic_signal_fence(std::memory_order_seq_cst);  // no load moves above the arming
-  uint64_t n = 0;
-  while (n < count && test(reinterpret_cast<const uint8_t*>(a + n * ps), ps)) ++n;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  r->armed.store(false, std::memory_order_release);
+  bool faulted = false;
+  const uint64_t n = Guarded(reader_, pages, &faulted, [&](uint64_t k) {
+    return is_zero(reinterpret_cast<const uint8_t*>(addr + k * page_size), page_size);
+  });
+  if (faulted) return std::nullopt;
   return n;
 }
 
@@ -259,64 +283,27 @@ uint64_t ScanWindow::ZeroBitmap(uintptr_t addr, uint64_t pages, size_t page_size
   std::memset(zero, 0, (pages + 63) / 64 * sizeof(uint64_t));
   *faulted = !open_;
   if (!open_) return 0;
-  // Volatile, as in LeadingZeroPages; `done` also tells, after a fault, how far the scan got.
-  volatile uintptr_t a = addr;
-  volatile uint64_t count = pages;
-  volatile size_t ps = page_size;
-  volatile ZeroTest test = is_zero;
-  uint64_t* volatile bits = zero;
-  volatile uint64_t done = 0;
-  Reader* const r = static_cast<Reader*>(reader_);
-  if (sigsetjmp(r->jump, 1) != 0) {
-    *faulted = true;
-    return done;
-  }
-  r->armed.store(true, std::memory_order_release);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  while (done < count) {
-    const uint64_t k = done;
-    if (test(reinterpret_cast<const uint8_t*>(a + k * ps), ps))
-      bits[k / 64] |= uint64_t{1} << (k % 64);
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is classified before it counts
-    done = k + 1;
-  }
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  r->armed.store(false, std::memory_order_release);
-  return done;
+  return Guarded(reader_, pages, faulted, [&](uint64_t k) {
+    if (is_zero(reinterpret_cast<const uint8_t*>(addr + k * page_size), page_size)) {
+      zero[k / 64] |= uint64_t{1} << (k % 64);
+    }
+    return true;
+  });
 }
 
 uint64_t ScanWindow::CopyPages(uintptr_t addr, uint64_t pages, size_t page_size, uint8_t* out,
                                bool* faulted, uint32_t* crcs) {
   *faulted = !open_;
   if (!open_) return 0;
-  // Volatile, as in LeadingZeroPages; `done` also tells, after a fault, how far the copy got.
-  volatile uintptr_t a = addr;
-  volatile uint64_t count = pages;
-  volatile size_t ps = page_size;
-  uint8_t* volatile to = out;
-  uint32_t* volatile crc_out = crcs;
-  volatile uint64_t done = 0;
-  Reader* const r = static_cast<Reader*>(reader_);
-  if (sigsetjmp(r->jump, 1) != 0) {
-    *faulted = true;
-    return done;
-  }
-  r->armed.store(true, std::memory_order_release);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  while (done < count) {
-    const uint64_t k = done;
-    const auto* from = reinterpret_cast<const void*>(a + k * ps);
-    if (crc_out != nullptr) {
-      crc_out[k] = crc32c::CopyValue(to + k * ps, from, ps);
+  return Guarded(reader_, pages, faulted, [&](uint64_t k) {
+    const auto* from = reinterpret_cast<const void*>(addr + k * page_size);
+    if (crcs != nullptr) {
+      crcs[k] = crc32c::CopyValue(out + k * page_size, from, page_size);
     } else {
-      std::memcpy(to + k * ps, from, ps);
+      std::memcpy(out + k * page_size, from, page_size);
     }
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // the page is copied before it counts
-    done = k + 1;
-  }
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  r->armed.store(false, std::memory_order_release);
-  return done;
+    return true;
+  });
 }
 
 }  // namespace procmig

@@ -86,6 +86,9 @@ class ScanWindow {
   // Program threads waiting in ProgramSigaction for the open windows to close (tests).
   static int program_waiting();
 
+  // A thread's slot while its window is open (defined in fault_guard.cc).
+  struct Reader;
+
   // Registers (once) a fork handler that closes, in the child of a fork(), a window another
   // thread of the parent had open at that moment. Call where malloc may still be used (the
   // agent's constructor): pthread_atfork allocates.
@@ -93,10 +96,10 @@ class ScanWindow {
 
  private:
   // Frees the window's reader slot; the last window puts back the program's actions.
-  static void Close(void* reader);
+  static void Close(Reader* reader);
 
   bool open_ = false;
-  void* reader_ = nullptr;  // its thread's slot (fault_guard.cc)
+  Reader* reader_ = nullptr;  // its thread's slot
 };
 
 }  // namespace procmig
