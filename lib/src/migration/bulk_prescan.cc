@@ -1,13 +1,13 @@
 #include "migration/bulk_prescan.h"
 
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 
 #include "codec/zero_page.h"
 #include "os/fault_guard.h"
+#include "os/resident_pages.h"
 
 namespace procmig {
 
@@ -30,8 +30,8 @@ BulkPrescan::BulkPrescan(DirtyTracker* tracker, std::vector<Span> spans, size_t 
     total_ += (s.pages + kChunkPages - 1) / kChunkPages;
   }
   chunks_ = std::make_unique<Chunk[]>(total_);
-  states_ = std::make_unique<std::atomic<uint8_t>[]>(total_);
-  for (size_t i = 0; i < total_; ++i) states_[i].store(kUnclaimed, std::memory_order_relaxed);
+  done_ = std::make_unique<std::atomic<bool>[]>(total_);
+  for (size_t i = 0; i < total_; ++i) done_[i].store(false, std::memory_order_relaxed);
 }
 
 BulkPrescan::~BulkPrescan() {
@@ -43,26 +43,25 @@ const BulkPrescan::Chunk& BulkPrescan::Await(size_t span, uint64_t chunk) {
   const size_t index = first_chunk_[span] + chunk;
   // Chunks are awaited in order and claimed in order, so this one is claimed already or is the
   // next to claim: claiming the next is either doing this one or getting ahead meanwhile.
-  while (states_[index].load(std::memory_order_acquire) != kDone) {
-    if (!ClassifyNext()) sched_yield();  // the helper is on it
+  while (!done_[index].load(std::memory_order_acquire)) {
+    if (!ClassifyNext(&caller_chunks_)) sched_yield();  // the helper is on it
   }
   return chunks_[index];
 }
 
 void BulkPrescan::HelperLoop() {
-  uint64_t mine = 0;
-  while (!stop_.load(std::memory_order_acquire) && ClassifyNext()) ++mine;
-  helper_chunks_.store(mine, std::memory_order_relaxed);
+  while (!stop_.load(std::memory_order_acquire) && ClassifyNext(&helper_chunks_)) {
+  }
 }
 
-bool BulkPrescan::ClassifyNext() {
+bool BulkPrescan::ClassifyNext(std::atomic<uint64_t>* count) {
   size_t index = next_.load(std::memory_order_relaxed);
   do {
     if (index >= total_) return false;
   } while (!next_.compare_exchange_weak(index, index + 1, std::memory_order_acq_rel));
-  states_[index].store(kClaimed, std::memory_order_relaxed);
   Classify(index);
-  states_[index].store(kDone, std::memory_order_release);
+  count->fetch_add(1, std::memory_order_relaxed);  // published by the release below
+  done_[index].store(true, std::memory_order_release);
   return true;
 }
 
@@ -79,33 +78,27 @@ void BulkPrescan::Classify(size_t index) {
   c.classified = false;
   // An error leaves the chunk's pages reported written at the first sync: resent, not lost.
   (void)tracker_->ProtectRange(addr, addr + pages * page_size_, page_size_);
-  unsigned char vec[kChunkPages];
-  if (syscall(SYS_mincore, addr, pages * page_size_, vec) != 0) return;
   std::fill(std::begin(c.resident), std::end(c.resident), 0);
   std::fill(std::begin(c.zero), std::end(c.zero), 0);
-  for (uint64_t i = 0; i < pages; ++i) {
-    if ((vec[i] & 1) != 0) c.resident[i / 64] |= uint64_t{1} << (i % 64);
-  }
   ScanWindow window;
   if (!window.open()) return;
   // Only the resident stretches are read: reading an empty page would map the zero page in.
   uint64_t stretch[kChunkPages / 64];
-  for (uint64_t i = 0; i < pages;) {
-    if ((vec[i] & 1) == 0) {
-      ++i;
-      continue;
-    }
-    uint64_t j = i;
-    while (j < pages && (vec[j] & 1) != 0) ++j;
+  absl::Status s = ForEachResidency(addr, pages, [&](uint64_t from, uint64_t n, bool resident) {
+    if (!resident) return absl::OkStatus();
     bool faulted = false;
-    const uint64_t n =
-        window.ZeroBitmap(addr + i * page_size_, j - i, page_size_, IsZeroPage, stretch, &faulted);
-    if (faulted || n != j - i) return;
-    for (uint64_t k = 0; k < n; ++k) {
-      if ((stretch[k / 64] >> (k % 64)) & 1) c.zero[(i + k) / 64] |= uint64_t{1} << ((i + k) % 64);
+    if (window.ZeroBitmap(addr + from * page_size_, n, page_size_, IsZeroPage, stretch, &faulted) !=
+        n) {
+      return absl::DataLossError("the memory went away under the scan");
     }
-    i = j;
-  }
+    for (uint64_t k = from; k < from + n; ++k) {
+      c.resident[k / 64] |= uint64_t{1} << (k % 64);
+      if ((stretch[(k - from) / 64] >> ((k - from) % 64)) & 1)
+        c.zero[k / 64] |= uint64_t{1} << (k % 64);
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return;  // mincore or the scan failed: the sender sends the chunk as usual
   c.classified = true;
 }
 

@@ -59,15 +59,17 @@ class BulkPrescan {
   // (the sender classifies unclaimed chunks itself meanwhile).
   const Chunk& Await(size_t span, uint64_t chunk);
 
-  // Chunks classified by the helper thread (the rest by the sender), for the stats and tests.
+  // Chunks classified by the helper thread and by the caller of Await (tests): final for the
+  // chunks Await has returned.
   uint64_t helper_chunks() const { return helper_chunks_.load(std::memory_order_relaxed); }
+  uint64_t caller_chunks() const { return caller_chunks_.load(std::memory_order_relaxed); }
 
  private:
-  enum State : uint8_t { kUnclaimed, kClaimed, kDone };
   BulkPrescan(DirtyTracker* tracker, std::vector<Span> spans, size_t page_size);
   void HelperLoop();
-  // Claims the next unclaimed chunk and classifies it; false when none is left.
-  bool ClassifyNext();
+  // Claims the next unclaimed chunk, classifies it and counts it in *count; false when none is
+  // left.
+  bool ClassifyNext(std::atomic<uint64_t>* count);
   void Classify(size_t index);
 
   DirtyTracker* const tracker_;
@@ -75,11 +77,12 @@ class BulkPrescan {
   const size_t page_size_;
   std::vector<size_t> first_chunk_;  // per span: its first chunk's index
   std::unique_ptr<Chunk[]> chunks_;
-  std::unique_ptr<std::atomic<uint8_t>[]> states_;
+  std::unique_ptr<std::atomic<bool>[]> done_;  // per chunk: classified (by either thread)
   size_t total_ = 0;
   std::atomic<size_t> next_{0};  // the next chunk to claim
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> helper_chunks_{0};
+  std::atomic<uint64_t> caller_chunks_{0};
   std::thread helper_;  // last: started after everything it uses
 };
 

@@ -1,8 +1,8 @@
 // BulkPrescan against real memory and the real pagemap-scan tracker: each chunk's exact resident
 // and zero bits, every chunk protected before it was read (the first sync after the prescan
 // reports exactly the pages written since), memory that is gone leaving its chunk unclassified,
-// and the work shared between the helper thread and the caller. Exits 77 where the kernel has no
-// pagemap-scan tracker.
+// and every chunk classified once, by the helper thread or the caller. Exits 77 where the kernel
+// has no pagemap-scan tracker.
 #include "migration/bulk_prescan.h"
 
 #include <doctest/doctest.h>
@@ -98,10 +98,9 @@ TEST_CASE("each chunk's resident and zero pages, exactly, and protected before i
     CHECK(k.resident[w] == ~uint64_t{0});
     CHECK(k.zero[w] == 0);
   }
-  const uint64_t helper = (*prescan)->helper_chunks();
+  MESSAGE("chunks classified by the caller: ", (*prescan)->caller_chunks(), " of 4");
+  CHECK((*prescan)->caller_chunks() + (*prescan)->helper_chunks() == 4);
   prescan->reset();  // joins the helper
-  MESSAGE("chunks classified by the helper thread: ", helper, " of 4");
-  CHECK(helper <= 4);
   // Everything was protected: the first sync reports exactly the pages written since.
   for (uint64_t i : {0, 1, 3, 1200, 2400}) m.p[i * Page() + 7] = 9;
   all.p[100 * Page()] = 1;
@@ -139,9 +138,12 @@ TEST_CASE("a chunk whose memory is gone is left unclassified; the others are cla
   // (The Mapping's munmap of the whole range covers the hole too.)
 }
 
-TEST_CASE("the sender's thread and the helper share the chunks") {
+// Every chunk is classified exactly once, by whichever thread claims it; which share each takes
+// depends on the scheduler (the caller took 1 to 4 of the first test's chunks and 24 to 34 of the
+// 64 below in runs here), so the split is printed, and only the sum is checked.
+TEST_CASE("the caller's thread and the helper classify each chunk once between them") {
   RequirePagemapScan();
-  const uint64_t chunks = 64;  // 256 MiB of zeros: long enough for both to take some
+  const uint64_t chunks = 64;
   Mapping m(chunks * kChunk);
   for (uint64_t i = 0; i < chunks * kChunk; ++i) m.p[i * Page()] = 0;
   const RamBlock block = m.Block(1);
@@ -154,13 +156,10 @@ TEST_CASE("the sender's thread and the helper share the chunks") {
     REQUIRE(k.classified);
     for (uint64_t w = 0; w < kChunk / 64; ++w) REQUIRE(k.zero[w] == ~uint64_t{0});
   }
-  const uint64_t helper = (*prescan)->helper_chunks();
+  const uint64_t caller = (*prescan)->caller_chunks();
+  MESSAGE("chunks classified by the caller: ", caller, " of ", chunks);
+  CHECK(caller + (*prescan)->helper_chunks() == chunks);
   prescan->reset();
-  MESSAGE("chunks classified by the helper thread: ", helper, " of ", chunks);
-  // Each classified some (the caller classifies whatever the helper has not claimed when it
-  // asks); which share depends on the scheduler, so only "both" is checked.
-  CHECK(helper > 0);
-  CHECK(helper < chunks);
   REQUIRE(tracker.Stop().ok());
 }
 
