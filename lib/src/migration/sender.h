@@ -201,7 +201,8 @@ class Sender {
   // Re-reads the layout and sends block records; blocks that need a full send are queued.
   absl::Status ApplyLayout(bool allow_tracker_changes);
   absl::Status SendQueuedFull(bool live);
-  // The pages of `set`; with `unread_ok`, runs of at least kMinUnreadRun pages as SendStretch.
+  // The pages of `set`; with `unread_ok`, runs of at least kMinUnreadRun pages as SendStretch
+  // (one mincore call more per run; 16 is a round guess, not measured: shorter runs are read).
   absl::Status SendDirty(const DirtySet& set, bool live, bool unread_ok, uint64_t* pages,
                          bool* skipped);
   static constexpr uint64_t kMinUnreadRun = 16;
